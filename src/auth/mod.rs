@@ -1,0 +1,52 @@
+//! Identity tokens: what an app attaches to every message (`SLIM_IDENTITY`) and how a receiver
+//! checks it. Providers make tokens; verifiers check them.
+
+pub mod shared_secret;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use shared_secret::SharedSecret;
+
+/// Why an identity could not be produced or verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The provider or verifier was configured wrongly (missing key file, bad key, ...).
+    #[error("invalid identity configuration: {0}")]
+    Config(String),
+    /// The token could not be produced.
+    #[error("failed to get token from provider: {0}")]
+    Token(String),
+    /// The token was checked and rejected.
+    #[error("identity verification failed: {0}")]
+    Verification(String),
+    /// The token is missing.
+    #[error("missing identity token")]
+    Missing,
+}
+
+/// A boxed future, for verifiers that may need I/O (JWKS auto-resolve).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Produces this app's identity token.
+pub trait TokenProvider: Send + Sync + std::fmt::Debug {
+    /// The current token (cached by implementations that sign; cheap to call per message).
+    fn get_token(&self) -> Result<String, AuthError>;
+}
+
+/// Checks a peer's identity token.
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
+    /// Verifies with what is known locally (keys, caches); never blocks on I/O.
+    fn try_verify(&self, token: &str) -> Result<(), AuthError>;
+
+    /// Verifies, fetching what is missing (e.g. a JWKS) if needed. Default: [`Self::try_verify`].
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move { self.try_verify(token) })
+    }
+}
+
+/// A shareable provider.
+pub type Provider = Arc<dyn TokenProvider>;
+/// A shareable verifier.
+pub type Verifier = Arc<dyn TokenVerifier>;

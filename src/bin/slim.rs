@@ -1,0 +1,2 @@
+//! The standalone SLIM node.
+fn main() {}

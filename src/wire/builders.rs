@@ -1,0 +1,227 @@
+//! Builders for the messages apps and sessions send.
+
+use std::collections::HashMap;
+
+use super::name::Name;
+use super::proto::{
+    self, message::MessageType, Content, Message, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader,
+    Subscribe, Unsubscribe,
+};
+
+/// Header flags of a message (spec §1.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub fanout: u32,
+    pub recv_from: Option<u64>,
+    pub forward_to: Option<u64>,
+    pub error: Option<bool>,
+}
+
+impl Flags {
+    /// Deliver to one matching connection.
+    pub fn one() -> Self {
+        Self { fanout: 1, ..Default::default() }
+    }
+
+    /// Deliver to all matching connections with this fanout value.
+    pub fn all(fanout: u32) -> Self {
+        Self { fanout, ..Default::default() }
+    }
+
+    /// Sets `recvFrom`.
+    pub fn recv_from(mut self, conn: u64) -> Self {
+        self.recv_from = Some(conn);
+        self
+    }
+
+    /// Sets `forwardTo`.
+    pub fn forward_to(mut self, conn: Option<u64>) -> Self {
+        self.forward_to = conn;
+        self
+    }
+
+    /// Sets the `error` flag.
+    pub fn error(mut self) -> Self {
+        self.error = Some(true);
+        self
+    }
+}
+
+fn header(source: &Name, destination: &Name, flags: Flags) -> SlimHeader {
+    SlimHeader {
+        source: Some(source.to_proto()),
+        destination: Some(destination.to_proto()),
+        fanout: flags.fanout,
+        recv_from: flags.recv_from,
+        forward_to: flags.forward_to,
+        incoming_conn: None,
+        error: flags.error,
+    }
+}
+
+/// A Subscribe for `name` (strings in fields 2–4, id in the header destination).
+pub fn subscribe(source: &Name, name: &Name, flags: Flags) -> Message {
+    let [c0, c1, c2] = name.strings_or_empty();
+    Message {
+        message_type: Some(MessageType::Subscribe(Subscribe {
+            header: Some(header(source, name, flags)),
+            component_0: c0,
+            component_1: c1,
+            component_2: c2,
+        })),
+        metadata: HashMap::new(),
+    }
+}
+
+/// An Unsubscribe for `name`, with the Δ0.6 string fields filled.
+pub fn unsubscribe(source: &Name, name: &Name, flags: Flags) -> Message {
+    let [c0, c1, c2] = name.strings_or_empty();
+    Message {
+        message_type: Some(MessageType::Unsubscribe(Unsubscribe {
+            header: Some(header(source, name, flags)),
+            component_0: c0,
+            component_1: c1,
+            component_2: c2,
+        })),
+        metadata: HashMap::new(),
+    }
+}
+
+/// Everything that describes one Publish.
+#[derive(Debug, Clone)]
+pub struct PublishSpec<'a> {
+    pub source: &'a Name,
+    pub destination: &'a Name,
+    pub flags: Flags,
+    pub session_type: SessionType,
+    pub message_type: SessionMessageType,
+    pub session_id: u32,
+    pub message_id: u32,
+    /// Put OriginalNames (strings + ids) into the session header (data messages do; control
+    /// messages mostly do not).
+    pub original_names: bool,
+    pub content_type: &'a str,
+}
+
+/// Builds a Publish.
+pub fn publish(spec: &PublishSpec<'_>, blob: Vec<u8>, metadata: HashMap<String, String>) -> Message {
+    let (src_on, dst_on) = if spec.original_names {
+        (Some(spec.source.to_original()), Some(spec.destination.to_original()))
+    } else {
+        (None, None)
+    };
+    Message {
+        message_type: Some(MessageType::Publish(Publish {
+            header: Some(header(spec.source, spec.destination, spec.flags)),
+            session: Some(SessionHeader {
+                session_type: spec.session_type as i32,
+                session_message_type: spec.message_type as i32,
+                session_id: spec.session_id,
+                message_id: spec.message_id,
+                source: src_on,
+                destination: dst_on,
+            }),
+            msg: Some(Content { content_type: spec.content_type.to_string(), blob }),
+        })),
+        metadata,
+    }
+}
+
+/// Sets the session-header destination OriginalName (Δ0.6 JOIN_REQUEST carries the channel there).
+pub fn set_session_destination(msg: &mut Message, name: &Name) {
+    if let Some(sh) = msg.session_header_mut() {
+        sh.destination = Some(name.to_original());
+    }
+}
+
+/// Clears the node-local control flags before a message leaves a node.
+pub fn clear_local_flags(msg: &mut Message) {
+    if let Some(h) = msg.slim_header_mut() {
+        h.recv_from = None;
+        h.forward_to = None;
+    }
+}
+
+/// The name a Subscribe/Unsubscribe is about: strings hashed + header destination id.
+pub fn subscription_name(msg: &Message) -> Option<Name> {
+    let (c0, c1, c2, hdr) = match &msg.message_type {
+        Some(MessageType::Subscribe(s)) => (&s.component_0, &s.component_1, &s.component_2, s.header.as_ref()?),
+        Some(MessageType::Unsubscribe(u)) => (&u.component_0, &u.component_1, &u.component_2, u.header.as_ref()?),
+        _ => return None,
+    };
+    let dst: &proto::Name = hdr.destination.as_ref()?;
+    Some(Name::from_subscription(c0, c1, c2, dst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_keeps_flags_and_strings() {
+        let src = Name::new("org", "ns", "me", Some(1));
+        let dst = Name::new("org", "ns", "you", Some(7));
+        let m = subscribe(&src, &dst, Flags::one().recv_from(3));
+        m.validate().expect("valid");
+        let h = m.slim_header().expect("header");
+        assert_eq!(h.recv_from, Some(3));
+        assert_eq!(h.forward_to, None);
+        assert_eq!(h.incoming_conn, None);
+        assert_eq!(subscription_name(&m), Some(dst.clone()));
+        let u = unsubscribe(&src, &dst, Flags::one().forward_to(Some(2)));
+        assert_eq!(subscription_name(&u), Some(dst));
+        assert_eq!(u.slim_header().and_then(|h| h.forward_to), Some(2));
+    }
+
+    #[test]
+    fn publish_round_trips_through_prost() {
+        use prost::Message as _;
+        let src = Name::new("org", "ns", "me", Some(1));
+        let dst = Name::new("org", "ns", "you", None);
+        let spec = PublishSpec {
+            source: &src,
+            destination: &dst,
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 42,
+            message_id: 0,
+            original_names: true,
+            content_type: "msg",
+        };
+        let m = publish(&spec, b"hi".to_vec(), HashMap::new());
+        let bytes = m.encode_to_vec();
+        let back = Message::decode(bytes.as_slice()).expect("decode");
+        assert_eq!(back, m);
+        assert_eq!(back.resolved_source(), Some(src.clone()));
+        assert_eq!(back.resolved_source().and_then(|n| n.strings().cloned()), src.strings().cloned());
+        assert_eq!(back.session_message_type(), SessionMessageType::P2PMsg);
+        assert_eq!(back.blob(), b"hi");
+    }
+
+    #[test]
+    fn validation_catches_missing_parts() {
+        let mut m = Message::default();
+        assert!(m.validate().is_err());
+        m.message_type = Some(MessageType::Publish(Publish::default()));
+        assert!(m.validate().is_err());
+        let src = Name::new("a", "b", "c", None);
+        let mut p = publish(
+            &PublishSpec {
+                source: &src,
+                destination: &src,
+                flags: Flags::one(),
+                session_type: SessionType::SessionPointToPoint,
+                message_type: SessionMessageType::P2PMsg,
+                session_id: 1,
+                message_id: 1,
+                original_names: false,
+                content_type: "",
+            },
+            vec![],
+            HashMap::new(),
+        );
+        p.publish_mut().expect("publish").session = None;
+        assert_eq!(p.validate(), Err(crate::wire::ValidationError::MissingSessionHeader));
+    }
+}
