@@ -16,6 +16,7 @@
 //! - [`session`]: point-to-point and multicast sessions, timers, buffers, the moderator/participant
 //!   channel protocol.
 //! - [`app`]: one application: name, identity, sessions, and its local connection to its embedded node.
+//! - [`telemetry`]: logging set-up (`init_tracing`), re-callable to change the level.
 //! - [`python`]: the PyO3 layer (feature `python`): one file per Python concept.
 //! - `bin/slim.rs`: the standalone node.
 
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod mls;
 pub mod node;
 pub mod session;
+pub mod telemetry;
 pub mod wire;
 
 #[cfg(feature = "python")]
