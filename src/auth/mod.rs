@@ -1,13 +1,23 @@
 //! Identity tokens: what an app attaches to every message (`SLIM_IDENTITY`) and how a receiver
 //! checks it. Providers make tokens; verifiers check them.
 
+pub mod key;
+pub mod provider;
+mod resolver;
 pub mod shared_secret;
+pub mod spire;
+pub mod transport;
+pub mod verifier;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use key::{Algorithm, Key, KeyData, KeyFormat};
+pub use provider::{JwtSigner, StaticJwtProvider};
 pub use shared_secret::SharedSecret;
+pub use spire::jwks_from_spire_bundle;
+pub use verifier::JwtVerifier;
 
 /// Why an identity could not be produced or verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +34,12 @@ pub enum AuthError {
     /// The token is missing.
     #[error("missing identity token")]
     Missing,
+    /// Fetching the issuer's keys (OIDC discovery / JWKS) failed.
+    #[error("failed to fetch verification keys: {0}")]
+    KeyFetch(String),
+    /// Fetching the issuer's keys did not finish in time.
+    #[error("timed out fetching verification keys: {0}")]
+    KeyFetchTimeout(String),
 }
 
 /// A boxed future, for verifiers that may need I/O (JWKS auto-resolve).
