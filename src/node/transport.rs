@@ -1,0 +1,528 @@
+//! gRPC transport: the `OpenChannel` server and client, connect retries and reconnection.
+//!
+//! The service is hand-wired (instead of the generated server/client) to use a lenient codec: a frame
+//! that does not decode as a `Message` is counted and dropped, and the stream carries on. With the
+//! generated prost codec a single bad frame would end the whole connection.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use prost::bytes::Buf;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::config::{ClientConfig, ConfigError, ServerConfig, TransportAuth};
+use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
+use crate::wire::{MAX_MESSAGE_SIZE, Message};
+
+/// gRPC service name of the data plane.
+pub const SERVICE_NAME: &str = "dataplane.proto.v1.DataPlaneService";
+/// HTTP/2 path of the one RPC.
+pub const OPEN_CHANNEL_PATH: &str = "/dataplane.proto.v1.DataPlaneService/OpenChannel";
+
+/// Attempts made by `connect` before it gives up.
+pub const CONNECT_ATTEMPTS: u32 = 10;
+/// Upper bound on the whole `connect` when the config sets no `connect_timeout`.
+pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(5);
+/// Attempts made to re-open a client stream that ended on its own (~2 minutes with the backoff).
+pub const RECONNECT_ATTEMPTS: u32 = 120;
+
+/// One decoded frame: a message, or bytes that are not a `Message`.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Message(Message),
+    Malformed(prost::DecodeError),
+}
+
+/// Encodes `Message`, decodes [`Inbound`] (never fails on bad bytes).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LenientCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MessageEncoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LenientDecoder;
+
+impl Codec for LenientCodec {
+    type Encode = Message;
+    type Decode = Inbound;
+    type Encoder = MessageEncoder;
+    type Decoder = LenientDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        MessageEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder
+    }
+}
+
+impl Encoder for MessageEncoder {
+    type Item = Message;
+    type Error = Status;
+
+    fn encode(&mut self, item: Message, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf).map_err(|e| Status::internal(format!("encode: {e}")))
+    }
+}
+
+impl Decoder for LenientDecoder {
+    type Item = Inbound;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Inbound>, Status> {
+        match Message::decode(&mut *buf) {
+            Ok(m) => Ok(Some(Inbound::Message(m))),
+            Err(e) => {
+                // Skip the rest of the frame so the next one starts at its header.
+                let rest = buf.remaining();
+                buf.advance(rest);
+                Ok(Some(Inbound::Malformed(e)))
+            }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Reads a connection's stream until it ends or `cancel` fires, processing every message.
+async fn read_stream(
+    inner: &Inner,
+    id: u64,
+    inbound: &mut Streaming<Inbound>,
+    cancel: &CancellationToken,
+    scratch: &mut Scratch,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            item = inbound.message() => item,
+        };
+        match item {
+            Ok(Some(Inbound::Message(m))) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = inner.process(id, false, m, scratch) => {}
+                }
+            }
+            Ok(Some(Inbound::Malformed(e))) => {
+                inner.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %inner.node_id, conn = id, error = %e, "malformed frame dropped");
+            }
+            Ok(None) => {
+                debug!(node = %inner.node_id, conn = id, "stream closed by peer");
+                return;
+            }
+            Err(status) => {
+                debug!(node = %inner.node_id, conn = id, %status, "stream failed");
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// The hand-wired `DataPlaneService` server.
+#[derive(Clone)]
+struct DataPlaneServer {
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+    /// The exact `authorization` header value required, if any.
+    required_auth: Option<Arc<str>>,
+}
+
+impl tonic::server::NamedService for DataPlaneServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Message, Status>> + Send + 'static>>;
+
+struct OpenChannel(DataPlaneServer);
+
+impl tonic::server::StreamingService<Inbound> for OpenChannel {
+    type Response = Message;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Response<ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<Inbound>>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move { server.open_channel(request) })
+    }
+}
+
+impl DataPlaneServer {
+    fn open_channel(&self, request: Request<Streaming<Inbound>>) -> Result<Response<ResponseStream>, Status> {
+        if let Some(required) = &self.required_auth {
+            let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            if given != Some(&**required) {
+                debug!(node = %self.inner.node_id, "stream rejected: bad or missing authorization");
+                return Err(Status::unauthenticated("invalid or missing authorization"));
+            }
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Status::unavailable("server is stopping"));
+        }
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
+        let cancel = self.cancel.child_token();
+        let id = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut scratch = Scratch::default();
+            read_stream(&inner, id, &mut inbound, &cancel, &mut scratch).await;
+            inner.remove_connection(id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}
+
+impl<B> Service<http::Request<B>> for DataPlaneServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == OPEN_CHANNEL_PATH {
+            let method = OpenChannel(self.clone());
+            return Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(LenientCodec)
+                    .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
+                Ok(grpc.streaming(method, req).await)
+            });
+        }
+        Box::pin(async move {
+            let mut response = http::Response::new(tonic::body::Body::default());
+            let headers = response.headers_mut();
+            headers.insert(Status::GRPC_STATUS, (tonic::Code::Unimplemented as i32).into());
+            headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+            Ok(response)
+        })
+    }
+}
+
+/// The `authorization` header value a transport-auth config stands for.
+fn authorization_value(auth: &TransportAuth, client: bool) -> Result<Option<String>, NodeError> {
+    match auth {
+        TransportAuth::None => Ok(None),
+        TransportAuth::Basic(b) => {
+            let raw = format!("{}:{}", b.username, b.password);
+            Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))))
+        }
+        TransportAuth::Bearer(b) => Ok(Some(format!("Bearer {}", b.token))),
+        TransportAuth::StaticJwt(s) if client => {
+            let token = std::fs::read_to_string(&s.file)
+                .map_err(|e| ConfigError::Invalid(format!("auth.static_jwt.file `{}`: {e}", s.file)))?;
+            Ok(Some(format!("Bearer {}", token.trim())))
+        }
+        TransportAuth::StaticJwt(_) => {
+            Err(ConfigError::Invalid("auth.static_jwt is a client-only setting".into()).into())
+        }
+        TransportAuth::Jwt(_) => {
+            Err(ConfigError::Invalid("auth.jwt transport auth is not supported by this node".into()).into())
+        }
+    }
+}
+
+const MIB: u32 = 1024 * 1024;
+/// Largest HTTP/2 frame size the protocol allows.
+const MAX_HTTP2_FRAME: u32 = (1 << 24) - 1;
+
+pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<std::net::SocketAddr, NodeError> {
+    if inner.root.is_cancelled() {
+        return Err(NodeError::Shutdown);
+    }
+    let addr = cfg.socket_addr()?;
+    if inner.servers.lock().contains_key(&cfg.endpoint) {
+        return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
+    }
+    if !cfg.tls.insecure {
+        return Err(NodeError::Tls("TLS server not implemented yet: set tls.insecure".into()));
+    }
+    let required_auth = authorization_value(&cfg.auth, false)?.map(Arc::from);
+    if required_auth.is_some() {
+        warn!(endpoint = %cfg.endpoint, "transport auth without TLS: credentials travel in clear text");
+    }
+    let server_err = |e: std::io::Error| NodeError::Server { endpoint: cfg.endpoint.clone(), reason: e.to_string() };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(server_err)?;
+    let bound = listener.local_addr().map_err(server_err)?;
+    let cancel = inner.root.child_token();
+    let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), required_auth };
+
+    let keepalive = cfg.keepalive.clone().unwrap_or_default();
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(keepalive.time.unwrap_or(Duration::from_secs(120))))
+        .http2_keepalive_timeout(Some(keepalive.timeout.unwrap_or(Duration::from_secs(20))));
+    if let Some(n) = cfg.max_concurrent_streams {
+        builder = builder.max_concurrent_streams(n);
+    }
+    if let Some(mib) = cfg.max_frame_size {
+        builder = builder.max_frame_size(mib.saturating_mul(MIB).clamp(16 * 1024, MAX_HTTP2_FRAME));
+    }
+    if let Some(n) = cfg.max_header_list_size {
+        builder = builder.http2_max_header_list_size(n);
+    }
+    let router = builder.add_service(svc);
+    let shutdown = cancel.clone().cancelled_owned();
+    let node_id = inner.node_id.clone();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
+        }
+    });
+    let mut servers = inner.servers.lock();
+    if servers.contains_key(&cfg.endpoint) {
+        cancel.cancel();
+        return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
+    }
+    servers.insert(cfg.endpoint.clone(), ServerHandle { cancel, addr: bound, task });
+    info!(node = %inner.node_id, endpoint = %cfg.endpoint, %bound, "data-plane server listening");
+    Ok(bound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// Everything needed to (re)open a client stream.
+struct Dialer {
+    cfg: ClientConfig,
+    endpoint: Endpoint,
+    headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+}
+
+/// How hard to try.
+struct RetryPolicy {
+    attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    deadline: Option<Instant>,
+}
+
+enum DialError {
+    /// Worth another attempt (refused, reset, timeout...).
+    Retry(String),
+    /// Will fail the same way again (rejected credentials, bad config).
+    Fatal(String),
+}
+
+impl Dialer {
+    fn new(cfg: ClientConfig) -> Result<Self, NodeError> {
+        cfg.check()?;
+        let invalid = |what: &str, e: &dyn std::fmt::Display| ConfigError::Invalid(format!("{what}: {e}"));
+        let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+            .map_err(|e| invalid(&format!("endpoint `{}`", cfg.endpoint), &e))?
+            .tcp_nodelay(true);
+        if let Some(origin) = &cfg.origin {
+            let uri: http::Uri = origin.parse().map_err(|e| invalid("origin", &e))?;
+            endpoint = endpoint.origin(uri);
+        }
+        if let Some(t) = cfg.connect_timeout.filter(|t| !t.is_zero()) {
+            endpoint = endpoint.connect_timeout(t);
+        }
+        if let Some(k) = &cfg.keepalive {
+            endpoint = endpoint
+                .tcp_keepalive(Some(k.tcp_keepalive.unwrap_or(Duration::from_secs(60))))
+                .http2_keep_alive_interval(k.http2_keepalive.unwrap_or(Duration::from_secs(60)))
+                .keep_alive_timeout(k.timeout.unwrap_or(Duration::from_secs(10)))
+                .keep_alive_while_idle(k.keep_alive_while_idle);
+        }
+        if !cfg.tls.is_plaintext() {
+            return Err(NodeError::Tls("TLS client not implemented yet: set tls.insecure".into()));
+        }
+        let mut headers = Vec::with_capacity(cfg.headers.len() + 1);
+        for (k, v) in &cfg.headers {
+            let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|e| invalid(&format!("headers key `{k}`"), &e))?;
+            let value: AsciiMetadataValue = v.parse().map_err(|e| invalid(&format!("headers[{k}]"), &e))?;
+            headers.push((key, value));
+        }
+        Ok(Self { cfg, endpoint, headers })
+    }
+
+    fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
+        for (k, v) in &self.headers {
+            md.insert(k.clone(), v.clone());
+        }
+        let auth = authorization_value(&self.cfg.auth, true).map_err(|e| DialError::Fatal(e.to_string()))?;
+        if let Some(value) = auth {
+            let value: AsciiMetadataValue =
+                value.parse().map_err(|_| DialError::Fatal("authorization value is not ASCII".into()))?;
+            md.insert("authorization", value);
+        }
+        Ok(())
+    }
+
+    /// One attempt: TCP (+TLS) + HTTP/2 + `OpenChannel`.
+    async fn open(&self) -> Result<(mpsc::Sender<Message>, Streaming<Inbound>), DialError> {
+        let channel = self.endpoint.connect().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
+        let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
+        let mut request = Request::new(ReceiverStream::new(rx));
+        self.request_metadata(request.metadata_mut())?;
+        let path = http::uri::PathAndQuery::from_static(OPEN_CHANNEL_PATH);
+        match grpc.streaming(request, path, LenientCodec).await {
+            Ok(resp) => Ok((tx, resp.into_inner())),
+            Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                Err(DialError::Fatal(format!("rejected by server: {}", s.message())))
+            }
+            Err(s) => Err(DialError::Retry(format!("{}: {}", s.code(), s.message()))),
+        }
+    }
+
+    async fn open_with_retry(
+        &self,
+        policy: &RetryPolicy,
+        cancel: &CancellationToken,
+    ) -> Result<(mpsc::Sender<Message>, Streaming<Inbound>), NodeError> {
+        let fail = |attempts: u32, reason: String| NodeError::ConnectFailed {
+            endpoint: self.cfg.endpoint.clone(),
+            attempts,
+            reason,
+        };
+        let mut backoff = policy.initial_backoff;
+        let mut last = String::from("no attempt made");
+        let mut made = 0;
+        for attempt in 1..=policy.attempts {
+            let remaining = policy.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if remaining.is_some_and(|r| r.is_zero()) {
+                break;
+            }
+            made = attempt;
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(NodeError::Shutdown),
+                r = async {
+                    match remaining {
+                        Some(r) => tokio::time::timeout(r, self.open()).await
+                            .unwrap_or_else(|_| Err(DialError::Retry("timed out".into()))),
+                        None => self.open().await,
+                    }
+                } => r,
+            };
+            match outcome {
+                Ok(s) => return Ok(s),
+                Err(DialError::Fatal(reason)) => return Err(fail(attempt, reason)),
+                Err(DialError::Retry(reason)) => {
+                    debug!(endpoint = %self.cfg.endpoint, attempt, %reason, "connect attempt failed");
+                    last = reason;
+                }
+            }
+            if attempt == policy.attempts {
+                break;
+            }
+            let mut pause = backoff;
+            if let Some(d) = policy.deadline {
+                pause = pause.min(d.saturating_duration_since(Instant::now()));
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(NodeError::Shutdown),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            backoff = (backoff * 2).min(policy.max_backoff);
+        }
+        Err(fail(made, last))
+    }
+}
+
+pub(super) async fn connect(inner: &Arc<Inner>, cfg: ClientConfig) -> Result<u64, NodeError> {
+    if inner.root.is_cancelled() {
+        return Err(NodeError::Shutdown);
+    }
+    let budget = cfg.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_CONNECT_BUDGET);
+    let dialer = Dialer::new(cfg)?;
+    let policy = RetryPolicy {
+        attempts: CONNECT_ATTEMPTS,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        deadline: Some(Instant::now() + budget),
+    };
+    let (tx, inbound) = dialer.open_with_retry(&policy, &inner.root).await?;
+    let cancel = inner.root.child_token();
+    let id = inner.add_connection(ConnTx::Remote(tx), cancel.clone(), dialer.cfg.endpoint.clone());
+    debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, "connected");
+    tokio::spawn(run_client(inner.clone(), id, dialer, inbound, cancel));
+    Ok(id)
+}
+
+/// Reads a client connection; when the stream ends on its own, reconnects (same id, same
+/// subscriptions) and replays the subscriptions forwarded on it.
+async fn run_client(
+    inner: Arc<Inner>,
+    id: u64,
+    dialer: Dialer,
+    mut inbound: Streaming<Inbound>,
+    cancel: CancellationToken,
+) {
+    let mut scratch = Scratch::default();
+    let policy = RetryPolicy {
+        attempts: RECONNECT_ATTEMPTS,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        deadline: None,
+    };
+    loop {
+        read_stream(&inner, id, &mut inbound, &cancel, &mut scratch).await;
+        if cancel.is_cancelled() {
+            break;
+        }
+        debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, "stream ended; reconnecting");
+        match dialer.open_with_retry(&policy, &cancel).await {
+            Ok((tx, new_inbound)) => {
+                if !inner.replace_sender(id, tx) {
+                    break;
+                }
+                inbound = new_inbound;
+                inner.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                let replayed = inner.replay_forwarded(id).await;
+                info!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, replayed, "reconnected");
+            }
+            Err(e) => {
+                warn!(node = %inner.node_id, conn = id, error = %e, "reconnect gave up; connection removed");
+                break;
+            }
+        }
+    }
+    inner.remove_connection(id);
+}
