@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""End-to-end Python benchmark: one node and two apps, each in its own process, on 127.0.0.1.
+
+Scenario, run for each implementation selected with --impl:
+  1. a requester app opens a point-to-point session to a responder app through the node and warms it up
+     with one request/reply;
+  2. one-way stream: the requester publishes --messages messages of --size bytes as fast as it can (or for
+     --seconds); the responder counts them and reports msgs/s between the first and the last it received;
+  3. request/reply: --round-trips sequential round trips (or --rtt-seconds), p50/p90/p99 latency;
+  4. resident memory (VmRSS now, VmHWM peak) of the node and both apps.
+
+Implementations:
+  060   the released slim-bindings 0.6.0 wheel, in its own venv (scripts/setup_venv_060.sh), with a 0.6.0
+        node (a 0.6.0 Slim that only runs a server) — the reference and speed baseline;
+  ours  our package (the python given by --ours-python must import it) with our node: the `slim` binary
+        (--slim-bin, $SLIM_BIN, target/release/slim, target/debug/slim), else our package's run_server.
+        Skipped with a message when our package is not installed.
+
+Usage:  python3 benches/e2e.py [--impl both] [--messages 50000] [--size 100] [--round-trips 2000]
+The same file is the worker program (`--worker node|responder|requester`), started with each
+implementation's own python. Every wait is bounded; every process started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-shared-secret-0123456789abcdef0123"
+RESPONDER = "agntcy/bench/responder"
+REQUESTER = "agntcy/bench/requester"
+KIND_DATA, KIND_PING, KIND_QUIT = b"D", b"P", b"Q"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Worker side: runs inside the implementation's own python.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def emit(event: str, **fields) -> None:
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def split_name(text: str):
+    import slim_bindings
+
+    a, b, c = text.split("/")
+    return slim_bindings.PyName(a, b, c)
+
+
+def identity(local: str):
+    import slim_bindings
+
+    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
+    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
+    return provider, verifier
+
+
+class App060:
+    """slim-bindings 0.6.0: PointToPoint sessions, listen_for_session, PySession.publish/publish_to/get_message."""
+
+    async def start(self, local: str, endpoint: str | None):
+        import slim_bindings
+
+        self.sb = slim_bindings
+        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local))
+        if endpoint:
+            await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
+
+    async def serve(self, listen: str):
+        await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
+
+    async def open_session(self, remote: str, reliable: bool):
+        import datetime
+
+        peer = split_name(remote)
+        await self.app.set_route(peer)
+        cfg = self.sb.PySessionConfiguration.PointToPoint(
+            peer_name=peer,
+            timeout=datetime.timedelta(seconds=1) if reliable else None,
+            max_retries=5 if reliable else None,
+        )
+        self.session = await self.app.create_session(cfg)
+
+    async def accept_session(self, timeout: float):
+        import datetime
+
+        self.session = await self.app.listen_for_session(datetime.timedelta(seconds=timeout))
+
+    async def send(self, blob: bytes):
+        await self.session.publish(blob)
+
+    async def recv(self):
+        return await self.session.get_message()
+
+    async def reply(self, ctx, blob: bytes):
+        await self.session.publish_to(ctx, blob)
+
+
+class AppOurs:
+    """Our package, seed-era API: Anycast/Unicast sessions, receive(), publish(session, msg, dest), publish_to."""
+
+    async def start(self, local: str, endpoint: str | None):
+        import slim_bindings
+
+        self.sb = slim_bindings
+        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local))
+        if endpoint:
+            await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
+
+    async def serve(self, listen: str):
+        await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
+
+    async def open_session(self, remote: str, reliable: bool):
+        import datetime
+
+        self.peer = split_name(remote)
+        await self.app.set_route(self.peer)
+        if reliable:
+            cfg = self.sb.PySessionConfiguration.Unicast(timeout=datetime.timedelta(seconds=1), max_retries=5)
+        else:
+            cfg = self.sb.PySessionConfiguration.Anycast()
+        self.session = await self.app.create_session(cfg)
+
+    async def accept_session(self, timeout: float):
+        # The new-session notification carries the first payload, which is also the first item of the
+        # session's queue (seed semantics): keep only the session.
+        info, _first = await asyncio.wait_for(self.app.receive(), timeout)
+        self.session = info
+
+    async def send(self, blob: bytes):
+        await self.app.publish(self.session, blob, self.peer)
+
+    async def recv(self):
+        return await self.app.receive(session=self.session.id)
+
+    async def reply(self, ctx, blob: bytes):
+        await self.app.publish_to(ctx, blob)
+
+
+def rss_kib(pid: int) -> dict:
+    """VmRSS and VmHWM (peak) of a process, in KiB, from /proc."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+async def read_command(timeout: float) -> str:
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), timeout)
+    return line.strip()
+
+
+async def worker_node(app, args) -> None:
+    await app.start("agntcy/bench/node", None)
+    await app.serve(args.listen)
+    emit("ready")
+    # Until the coordinator closes our stdin (or says quit), bounded by --deadline.
+    try:
+        while await read_command(args.deadline) not in ("", "quit"):
+            pass
+    except asyncio.TimeoutError:
+        pass
+
+
+async def worker_responder(app, args) -> None:
+    await app.start(RESPONDER, args.endpoint)
+    emit("ready")
+    await app.accept_session(args.deadline)
+    emit("session")
+    count = 0
+    first = last = None
+    reported = False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.deadline
+
+    def report():
+        elapsed = (last - first) if (first is not None and last is not None and last > first) else 0.0
+        rate = (count - 1) / elapsed if elapsed > 0 and count > 1 else 0.0
+        emit("throughput", received=count, seconds=round(elapsed, 4), rate=rate)
+
+    while loop.time() < deadline:
+        # While a stream is under way, a pause of --idle seconds ends it (messages lost or sender gave up).
+        wait = args.idle if (count and not reported) else max(0.1, deadline - loop.time())
+        try:
+            ctx, blob = await asyncio.wait_for(app.recv(), wait)
+        except asyncio.TimeoutError:
+            if count and not reported:
+                report()
+                reported = True
+            continue
+        kind = bytes(blob[:1])
+        if kind == KIND_DATA:
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            last = now
+            count += 1
+            if count >= args.messages and not reported:
+                report()
+                reported = True
+        elif kind == KIND_PING:
+            await app.reply(ctx, blob)
+        elif kind == KIND_QUIT:
+            break
+    emit("done")
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+async def worker_requester(app, args) -> None:
+    await app.start(REQUESTER, args.endpoint)
+    emit("ready")
+    await app.open_session(RESPONDER, args.reliable)
+    pad = b"x" * max(0, args.size - 1)
+
+    async def round_trip(timeout: float) -> float:
+        t0 = time.perf_counter()
+        await app.send(KIND_PING + pad)
+        while True:
+            _ctx, blob = await asyncio.wait_for(app.recv(), timeout)
+            if bytes(blob[:1]) == KIND_PING:
+                return time.perf_counter() - t0
+
+    await round_trip(args.idle * 5)  # warm-up: the session exists at both ends and the route works
+    emit("warm")
+
+    # Stream phase, started by the coordinator.
+    if await read_command(args.deadline) != "stream":
+        return
+    data = KIND_DATA + pad
+    sent = 0
+    t0 = time.perf_counter()
+    stop_at = t0 + args.seconds
+    while sent < args.messages and time.perf_counter() < stop_at:
+        await app.send(data)
+        sent += 1
+    elapsed = time.perf_counter() - t0
+    emit("sent", sent=sent, seconds=round(elapsed, 4), rate=sent / elapsed if elapsed > 0 else 0.0)
+
+    if await read_command(args.deadline) != "rtt":
+        return
+    samples = []
+    stop_at = time.perf_counter() + args.rtt_seconds
+    try:
+        while len(samples) < args.round_trips and time.perf_counter() < stop_at:
+            samples.append(await round_trip(args.idle))
+    except asyncio.TimeoutError:
+        emit("rtt-timeout", after=len(samples))
+    s = sorted(samples)
+    ms = 1000.0
+    emit(
+        "rtt",
+        count=len(s),
+        p50_ms=percentile(s, 0.50) * ms,
+        p90_ms=percentile(s, 0.90) * ms,
+        p99_ms=percentile(s, 0.99) * ms,
+        mean_ms=(statistics.fmean(s) * ms) if s else float("nan"),
+    )
+    await read_command(args.deadline)  # "quit"
+    await app.send(KIND_QUIT)
+
+
+def worker_main(args) -> int:
+    app = App060() if args.impl == "060" else AppOurs()
+    role = {"node": worker_node, "responder": worker_responder, "requester": worker_requester}[args.worker]
+
+    async def run():
+        try:
+            await asyncio.wait_for(role(app, args), args.deadline + 10)
+        except Exception as e:  # reported as an event: the coordinator reads stdout
+            emit("error", error=f"{type(e).__name__}: {e}")
+            return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Coordinator side.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Child:
+    """A worker process whose stdout JSON events are read by a thread."""
+
+    def __init__(self, name: str, argv: list[str], env: dict | None = None):
+        self.name = name
+        self.events: list[dict] = []
+        self.cond = threading.Condition()
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1,
+            cwd=REPO_ROOT, env=env,
+        )
+        self.ended = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self.cond:
+                self.events.append(ev)
+                self.cond.notify_all()
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
+
+    def wait(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if ev["event"] == event:
+                        return ev
+                    if ev["event"] == "error":
+                        raise RuntimeError(f"{self.name}: {ev['error']}\n{self.tail()}")
+                remaining = deadline - time.monotonic()
+                if self.ended or remaining <= 0:
+                    why = "exited" if self.ended else f"no {event!r} within {timeout} s"
+                    raise RuntimeError(f"{self.name}: {why}\n{self.tail()}")
+                self.cond.wait(remaining)
+
+    def tell(self, line: str):
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def tail(self) -> str:
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()[-1500:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"node exited (rc={proc.returncode}) before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"node not listening on {port} after {timeout} s")
+
+
+def python_060() -> str:
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "setup_venv_060.sh")], capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cannot set up the 0.6.0 venv:\n{proc.stderr[-1500:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def ours_available(python: str) -> str | None:
+    """None when `python` imports our package; else the reason it cannot be benchmarked."""
+    probe = (
+        "import importlib.metadata as m, slim_bindings\n"
+        "v = m.version('slim-bindings')\n"
+        "assert v != '0.6.0', 'the installed slim_bindings is the 0.6.0 wheel, not ours'\n"
+        "print(v)\n"
+    )
+    try:
+        p = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if p.returncode != 0:
+        return (p.stderr.strip().splitlines() or ["import failed"])[-1]
+    return None
+
+
+def our_slim_binary(explicit: str | None) -> Path | None:
+    for cand in (explicit, os.environ.get("SLIM_BIN"), REPO_ROOT / "target/release/slim",
+                 REPO_ROOT / "target/debug/slim"):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    return None
+
+
+def run_impl(impl: str, python: str, args) -> dict:
+    """One full scenario for one implementation; returns its figures."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    common = ["--impl", impl, "--size", str(args.size), "--messages", str(args.messages),
+              "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
+              "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
+    if args.reliable:
+        common.append("--reliable")
+    me = str(Path(__file__).resolve())
+    children: list[Child] = []
+    result: dict = {"impl": impl}
+    cfg_path = None
+    try:
+        binary = our_slim_binary(args.slim_bin) if impl == "ours" else None
+        if binary is not None:
+            fd, cfg_path = tempfile.mkstemp(prefix="slim-bench-", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                f.write("tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
+                        f"        - endpoint: \"127.0.0.1:{port}\"\n          tls:\n            insecure: true\n")
+            node = Child("node", [str(binary), "--config", cfg_path])
+            result["node"] = f"binary {binary.relative_to(REPO_ROOT) if binary.is_relative_to(REPO_ROOT) else binary}"
+        else:
+            node = Child("node", [python, me, "--worker", "node", "--listen", f"127.0.0.1:{port}", *common])
+            result["node"] = "python run_server"
+        children.append(node)
+        wait_listening(port, 30, node.proc)
+
+        responder = Child("responder", [python, me, "--worker", "responder", "--endpoint", endpoint, *common])
+        children.append(responder)
+        responder.wait("ready", 30)
+        requester = Child("requester", [python, me, "--worker", "requester", "--endpoint", endpoint, *common])
+        children.append(requester)
+        requester.wait("warm", 30)
+
+        requester.tell("stream")
+        sent = requester.wait("sent", args.seconds + 30)
+        thr = responder.wait("throughput", args.seconds + args.idle + 60)
+        requester.tell("rtt")
+        rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
+        result.update(
+            sent=sent["sent"], send_rate=sent["rate"], received=thr["received"], recv_rate=thr["rate"],
+            recv_seconds=thr["seconds"], rtt_count=rtt["count"], p50_ms=rtt["p50_ms"], p90_ms=rtt["p90_ms"],
+            p99_ms=rtt["p99_ms"], mean_ms=rtt["mean_ms"],
+        )
+        result["rss"] = {c.name: rss_kib(c.proc.pid) for c in children}
+        requester.tell("quit")
+        responder.wait("done", 15)
+    finally:
+        for c in reversed(children):
+            c.stop()
+        if cfg_path:
+            Path(cfg_path).unlink(missing_ok=True)
+    return result
+
+
+def fmt_rss(r: dict) -> str:
+    return f"{r.get('VmRSS', 0) / 1024:.1f}/{r.get('VmHWM', 0) / 1024:.1f}"
+
+
+def print_table(results: dict, args) -> None:
+    impls = [i for i in ("060", "ours") if i in results]
+    rows = [
+        ("one-way msgs/s at receiver", "recv_rate", "{:,.0f}", True),
+        ("  messages received", "received", "{:,}", None),
+        ("  sender publish rate msgs/s", "send_rate", "{:,.0f}", True),
+        ("round trips measured", "rtt_count", "{:,}", None),
+        ("round-trip p50 ms", "p50_ms", "{:.3f}", False),
+        ("round-trip p90 ms", "p90_ms", "{:.3f}", False),
+        ("round-trip p99 ms", "p99_ms", "{:.3f}", False),
+    ]
+    print()
+    print(f"e2e: {args.size}-byte messages, stream of {args.messages:,} (max {args.seconds} s), "
+          f"{args.round_trips:,} round trips (max {args.rtt_seconds} s), "
+          f"{'reliable' if args.reliable else 'default (unreliable)'} point-to-point session")
+    header = f"{'metric':34}" + "".join(f"{i:>14}" for i in impls)
+    if len(impls) == 2:
+        header += f"{'ours/0.6.0':>12}"
+    print(header)
+    for label, key, f, higher_better in rows:
+        line = f"{label:34}" + "".join(f"{f.format(results[i][key]):>14}" for i in impls)
+        if len(impls) == 2 and higher_better is not None and results["060"][key]:
+            line += f"{results['ours'][key] / results['060'][key]:>11.2f}x"
+        print(line)
+    for proc in ("node", "responder", "requester"):
+        line = f"{'RSS now/peak MiB ' + proc:34}" + "".join(
+            f"{fmt_rss(results[i]['rss'].get(proc, {})):>14}" for i in impls)
+        print(line)
+    for i in impls:
+        print(f"  {i}: node = {results[i]['node']}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
+    p.add_argument("--messages", type=int, default=50_000, help="one-way stream length")
+    p.add_argument("--size", type=int, default=100, help="payload bytes per message")
+    p.add_argument("--seconds", type=float, default=10.0, help="bound on the stream's sending time")
+    p.add_argument("--round-trips", type=int, default=2_000)
+    p.add_argument("--rtt-seconds", type=float, default=120.0, help="bound on the request/reply phase")
+    p.add_argument("--idle", type=float, default=2.0, help="silence that ends a phase early")
+    p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
+    p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
+    p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
+    p.add_argument("--slim-bin", help="our node binary (default $SLIM_BIN, target/release/slim, target/debug/slim)")
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--worker", choices=["node", "responder", "requester"], help=argparse.SUPPRESS)
+    p.add_argument("--endpoint", help=argparse.SUPPRESS)
+    p.add_argument("--listen", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.size < 1:
+        p.error("--size must be at least 1")
+    if args.worker:
+        return worker_main(args)
+
+    results = {}
+    failed = False
+    wanted = ["060", "ours"] if args.impl == "both" else [args.impl]
+    for impl in wanted:
+        if impl == "060":
+            python = python_060()
+        else:
+            python = args.ours_python
+            why = ours_available(python)
+            if why:
+                print(f"skipping ours: our slim_bindings is not importable with {python}: {why}", file=sys.stderr)
+                continue
+        print(f"running {impl} ...", file=sys.stderr, flush=True)
+        try:
+            results[impl] = run_impl(impl, python, args)
+        except Exception as e:
+            print(f"{impl} failed: {e}", file=sys.stderr)
+            failed = True
+    if results:
+        print_table(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 1 if failed or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Helpers for the interop tests against the released slim-bindings 0.6.0 wheel.
+
+The 0.6.0 wheel installs the same module name as our package, so 0.6.0 peers run as separate processes with
+the python of their own venv (scripts/setup_venv_060.sh) and report what happens as JSON lines on stdout
+(tests/python/interop_peers/peer060.py). This module starts those processes, parses their events, and starts
+the node they talk through: OUR standalone `slim` binary, or a 0.6.0 node (reference, used to check that
+the peer scripts themselves are right).
+
+Every wait is bounded; every process started here is killed at cleanup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PEER060 = REPO_ROOT / "tests" / "python" / "interop_peers" / "peer060.py"
+SETUP_060 = REPO_ROOT / "scripts" / "setup_venv_060.sh"
+SHARED_SECRET = "interop-shared-secret-0123456789abcdef"
+
+# Output of pip when it cannot reach the package registry at all (DNS, refused, proxy, TLS, timeouts).
+_UNREACHABLE = re.compile(
+    r"NewConnectionError|Max retries exceeded|Temporary failure in name resolution|Name or service not known|"
+    r"Network is unreachable|Connection refused|ConnectTimeout|ReadTimeout|ProxyError|SSLError|"
+    r"No matching distribution found for slim-bindings==0\.6\.0",
+    re.IGNORECASE,
+)
+
+_venv_lock = threading.Lock()
+_venv_python: str | None = None
+
+
+def python060() -> str:
+    """Path of the 0.6.0 venv's python; installs it once per test session.
+
+    Skips the calling test when, and only when, the wheel cannot be fetched because the package registry is
+    unreachable; any other setup failure fails the test.
+    """
+    global _venv_python
+    with _venv_lock:
+        if _venv_python is not None:
+            return _venv_python
+        try:
+            proc = subprocess.run(
+                ["bash", str(SETUP_060)], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip("slim-bindings==0.6.0 could not be installed within 300 s: package registry unreachable")
+        if proc.returncode != 0:
+            if _UNREACHABLE.search(proc.stderr + proc.stdout):
+                pytest.skip(
+                    "slim-bindings==0.6.0 could not be installed (package registry unreachable): "
+                    + proc.stderr.strip().splitlines()[-1][:200]
+                )
+            pytest.fail(f"scripts/setup_venv_060.sh failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
+        _venv_python = proc.stdout.strip().splitlines()[-1]
+        return _venv_python
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until 127.0.0.1:port accepts a TCP connection (bounded), failing early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"node exited with rc={proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+class PeerProcess:
+    """A child process that prints one JSON event per stdout line; events are collected by a reader thread."""
+
+    def __init__(self, argv: list[str], name: str, stdin_pipe: bool = False, env: dict | None = None):
+        self.name = name
+        self.argv = argv
+        self.events: list[dict] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": "stdout", "line": line}
+            self._queue.put(event)
+        self._queue.put(None)  # end of stream
+
+    def _drain(self, block_for: float) -> bool:
+        """Move queued events into self.events; False once the stream has ended."""
+        if self._ended:
+            return False
+        try:
+            item = self._queue.get(timeout=block_for)
+        except queue.Empty:
+            return True
+        while True:
+            if item is None:
+                self._ended = True
+                return False
+            self.events.append(item)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+
+    _ended = False
+
+    def wait_event(self, event: str, timeout: float, predicate=None, count: int = 1) -> list[dict]:
+        """Wait until `count` events named `event` (matching `predicate`) have been seen; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events if e.get("event") == event and (predicate is None or predicate(e))]
+            if len(found) >= count:
+                return found
+            errors = [e for e in self.events if e.get("event") == "error"]
+            if errors:
+                raise AssertionError(f"{self.name} reported {errors[0]}\n{self.diagnostics()}")
+            remaining = deadline - time.monotonic()
+            if self._ended or remaining <= 0:
+                raise AssertionError(
+                    f"{self.name}: saw {len(found)} of {count} {event!r} events "
+                    f"({'exited' if self._ended else 'timed out'})\n{self.diagnostics()}"
+                )
+            self._drain(min(remaining, 0.2))
+
+    def of(self, event: str) -> list[dict]:
+        self._drain(0)
+        return [e for e in self.events if e.get("event") == event]
+
+    def send_line(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the process to exit by itself (bounded) and collect all its events; returns its rc."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout} s\n{self.diagnostics()}")
+        self._reader.join(timeout=5)
+        while self._drain(0.05):
+            pass
+        return rc
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()[-chars:]
+
+    def diagnostics(self) -> str:
+        self._drain(0)
+        lines = "\n".join(json.dumps(e)[:400] for e in self.events[-15:])
+        return f"--- {self.name} events ---\n{lines}\n--- {self.name} stderr ---\n{self.stderr_tail()}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.close_stdin()
+
+
+def start_peer060(role: str, *args: str, name: str | None = None, stdin_pipe: bool = False) -> PeerProcess:
+    """Start tests/python/interop_peers/peer060.py with the 0.6.0 venv's python."""
+    argv = [python060(), "-u", str(PEER060), role, "--secret", SHARED_SECRET, *args]
+    return PeerProcess(argv, name or role, stdin_pipe=stdin_pipe)
+
+
+def our_slim_binary(build_timeout: float = 900) -> Path:
+    """Our standalone node: $SLIM_BIN, else target/debug/slim, built with `cargo build --bin slim` if absent."""
+    env_bin = os.environ.get("SLIM_BIN")
+    if env_bin:
+        path = Path(env_bin)
+        if not path.is_file():
+            pytest.fail(f"SLIM_BIN={env_bin} does not exist")
+        return path
+    path = REPO_ROOT / "target" / "debug" / "slim"
+    if not path.is_file():
+        proc = subprocess.run(
+            ["cargo", "build", "--bin", "slim"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=build_timeout,
+        )
+        if proc.returncode != 0 or not path.is_file():
+            pytest.fail(f"cargo build --bin slim failed:\n{proc.stderr[-3000:]}")
+    return path
+
+
+class NodeProcess:
+    """A router process listening on 127.0.0.1:<port>; `endpoint` is the client URL apps connect to."""
+
+    def __init__(self, kind: str, port: int, proc: PeerProcess, config_path: Path | None = None):
+        self.kind = kind
+        self.port = port
+        self.proc = proc
+        self.config_path = config_path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        if self.config_path is not None:
+            self.config_path.unlink(missing_ok=True)
+
+
+def start_our_node(timeout: float = 30) -> NodeProcess:
+    """Our `slim` binary with a config file serving the data plane on a free loopback port."""
+    binary = our_slim_binary()
+    port = free_port()
+    fd, cfg = tempfile.mkstemp(prefix="slim-interop-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "tracing:\n  log_level: info\n"
+            "services:\n  slim/0:\n    dataplane:\n"
+            f"      servers:\n        - endpoint: \"127.0.0.1:{port}\"\n          tls:\n            insecure: true\n"
+            "      clients: []\n"
+        )
+    peer = PeerProcess([str(binary), "--config", cfg], "our-node")
+    node = NodeProcess("ours", port, peer, Path(cfg))
+    try:
+        wait_listening(port, timeout, peer.proc)
+    except Exception as e:
+        diag = peer.diagnostics()
+        node.stop()
+        pytest.fail(f"our node did not start: {e}\n{diag}")
+    return node
+
+
+def start_060_node(timeout: float = 30) -> NodeProcess:
+    """A 0.6.0 Slim running only a server: the reference router."""
+    port = free_port()
+    peer = start_peer060("node", "--listen", f"127.0.0.1:{port}", name="node-060", stdin_pipe=True)
+    node = NodeProcess("060", port, peer)
+    try:
+        peer.wait_event("ready", timeout)
+        wait_listening(port, timeout, peer.proc)
+    except Exception:
+        node.stop()
+        raise
+    return node
+
+
+def start_node(kind: str) -> NodeProcess:
+    if kind == "ours":
+        return start_our_node()
+    if kind == "060":
+        return start_060_node()
+    raise ValueError(kind)
+
+
+def python_has_our_package(python: str = sys.executable) -> bool:
+    """True when `python` imports a slim_bindings that is ours (not the 0.6.0 wheel)."""
+    probe = (
+        "import importlib.metadata as m, slim_bindings, sys\n"
+        "v = m.version('slim-bindings')\n"
+        "sys.exit(0 if v != '0.6.0' else 3)\n"
+    )
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
