@@ -24,6 +24,11 @@
 //! c = x.encrypt(data); y.decrypt(c)
 //! ```
 
+pub mod interceptor;
+pub mod sequencer;
+
+pub use sequencer::{Admission, HandshakeSequencer};
+
 use openmls::prelude::tls_codec::DeserializeBytes;
 use openmls::prelude::{
     BasicCredential, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType,
