@@ -1,0 +1,118 @@
+//! Bad input over a raw gRPC stream: frames that are not a `Message` and messages without a header
+//! are dropped and counted; the connection keeps working.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use prost::bytes::{Buf, BufMut};
+use slim_bindings::node::{LocalDelivery, Node, ServerConfig};
+use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+use slim_bindings::wire::{Message, MessageType, Name, Publish, SessionMessageType, SessionType};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Request, Status};
+
+/// Sends and receives raw frame bodies, so the test can put any bytes on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 5 s: {what}");
+}
+
+#[tokio::test]
+async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_survives() {
+    let node = Node::new("b");
+    let addr = node.run_server(ServerConfig::insecure("127.0.0.1:0")).await.unwrap();
+    let mut app = node.register_local();
+    let app_name = Name::new("org", "ns", "app", Some(1));
+    app.tx.send(builders::subscribe(&app_name, &app_name, Flags::one())).await.unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dataplane.proto.v1.DataPlaneService/OpenChannel");
+    let mut inbound = grpc.streaming(Request::new(ReceiverStream::new(rx)), path, RawCodec).await.unwrap().into_inner();
+
+    // field 1 with wire type 7: not protobuf
+    tx.send(vec![0x0f, 0x01, 0x02]).await.unwrap();
+    // a Publish without any header
+    let headerless = Message { message_type: Some(MessageType::Publish(Publish::default())), metadata: HashMap::new() };
+    tx.send(headerless.encode_to_vec()).await.unwrap();
+    // an empty message (no type at all)
+    tx.send(Vec::new()).await.unwrap();
+    // then a valid subscription on the same stream
+    let raw_name = Name::new("org", "ns", "raw", Some(7));
+    tx.send(builders::subscribe(&raw_name, &raw_name, Flags::one()).encode_to_vec()).await.unwrap();
+
+    wait_until("the valid subscription after the bad frames is applied", || {
+        node.connection_ids().into_iter().any(|c| node.subscriptions_of(c).contains(&raw_name))
+    })
+    .await;
+    let s = node.stats();
+    assert_eq!(s.dropped_malformed, 1, "{s:?}");
+    assert_eq!(s.dropped_invalid, 2, "{s:?}");
+
+    // and the stream still carries traffic towards the raw peer
+    let m = builders::publish(
+        &PublishSpec {
+            source: &app_name,
+            destination: &raw_name,
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 3,
+            message_id: 0,
+            original_names: false,
+            content_type: "msg",
+        },
+        b"still here".to_vec(),
+        HashMap::new(),
+    );
+    app.tx.send(m).await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await.unwrap().unwrap().unwrap();
+    let got = Message::decode(frame.as_slice()).unwrap();
+    assert_eq!(got.blob(), b"still here");
+    let h = got.slim_header().unwrap();
+    assert_eq!((h.recv_from, h.forward_to, h.incoming_conn), (None, None, None), "node-local flags cleared on egress");
+    assert!(!matches!(app.rx.try_recv(), Ok(LocalDelivery::Error(_))), "remote garbage is not the app's error");
+    node.shutdown().await;
+}
