@@ -108,7 +108,11 @@ fn autoresolve(issuer: Option<&str>) -> JwtVerifier {
 async fn discovery_then_cached_keys() {
     let issuer = Issuer::default();
     let (base, server) = issuer.start().await;
-    issuer.set("/.well-known/openid-configuration", StatusCode::OK, json!({"jwks_uri": format!("{base}/keys")}).to_string());
+    issuer.set(
+        "/.well-known/openid-configuration",
+        StatusCode::OK,
+        json!({"jwks_uri": format!("{base}/keys")}).to_string(),
+    );
     issuer.set("/keys", StatusCode::OK, json!({"keys": [jwk("ec256_a.key", "k1")]}).to_string());
     let v = autoresolve(Some(&base));
 
@@ -149,7 +153,8 @@ async fn falls_back_to_well_known_jwks_json() {
     // A token without iss cannot be resolved.
     let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some("k1".into());
-    let no_iss = jsonwebtoken::encode(&header, &json!({"aud": "slim", "exp": now() + 60}), &ec_key("ec256_a.key")).unwrap();
+    let no_iss =
+        jsonwebtoken::encode(&header, &json!({"aud": "slim", "exp": now() + 60}), &ec_key("ec256_a.key")).unwrap();
     assert!(matches!(v.verify(&no_iss).await, Err(AuthError::Verification(_))));
     server.abort();
 }
@@ -164,7 +169,11 @@ async fn key_rotation_fetches_again() {
     assert_eq!(issuer.hits("/.well-known/jwks.json"), 1);
 
     // The issuer rotates: k2 appears.
-    issuer.set("/.well-known/jwks.json", StatusCode::OK, json!({"keys": [jwk("ec256_a.key", "k1"), jwk("ec256_b.key", "k2")]}).to_string());
+    issuer.set(
+        "/.well-known/jwks.json",
+        StatusCode::OK,
+        json!({"keys": [jwk("ec256_a.key", "k1"), jwk("ec256_b.key", "k2")]}).to_string(),
+    );
     let rotated = token("ec256_b.key", Some("k2"), &base, "a");
     assert!(v.try_verify(&rotated).is_err(), "sync path must not fetch");
     assert_eq!(v.verify(&rotated).await, Ok(()));
@@ -220,7 +229,11 @@ async fn broken_issuers_give_typed_errors() {
     issuer.set("/.well-known/jwks.json", StatusCode::OK, "<html>not json</html>");
     assert!(matches!(v.verify(&t).await, Err(AuthError::KeyFetch(_))));
     // Discovery that points nowhere useful.
-    issuer.set("/.well-known/openid-configuration", StatusCode::OK, json!({"jwks_uri": format!("{base}/gone")}).to_string());
+    issuer.set(
+        "/.well-known/openid-configuration",
+        StatusCode::OK,
+        json!({"jwks_uri": format!("{base}/gone")}).to_string(),
+    );
     assert!(matches!(v.verify(&t).await, Err(AuthError::KeyFetch(_))));
     // A JWKS bigger than the body cap.
     issuer.set("/gone", StatusCode::OK, format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20)));

@@ -164,29 +164,60 @@ fn verification_matrix() {
                 let cases: Vec<(&str, String, bool)> = vec![
                     ("valid", sign(alg, &fam.private_a, kid, &good_claims()), true),
                     ("wrong aud", sign(alg, &fam.private_a, kid, &with(good_claims(), "aud", json!(["other"]))), false),
-                    ("wrong iss", sign(alg, &fam.private_a, kid, &with(good_claims(), "iss", json!("https://evil"))), false),
+                    (
+                        "wrong iss",
+                        sign(alg, &fam.private_a, kid, &with(good_claims(), "iss", json!("https://evil"))),
+                        false,
+                    ),
                     ("wrong sub", sign(alg, &fam.private_a, kid, &with(good_claims(), "sub", json!("mallory"))), false),
                     ("expired", sign(alg, &fam.private_a, kid, &with(good_claims(), "exp", json!(now() - 120))), false),
-                    ("not yet valid", sign(alg, &fam.private_a, kid, &with(good_claims(), "nbf", json!(now() + 300))), false),
-                    ("no exp", sign(alg, &fam.private_a, kid, &{
-                        let mut c = good_claims();
-                        c.as_object_mut().unwrap().remove("exp");
-                        c
-                    }), false),
+                    (
+                        "not yet valid",
+                        sign(alg, &fam.private_a, kid, &with(good_claims(), "nbf", json!(now() + 300))),
+                        false,
+                    ),
+                    (
+                        "no exp",
+                        sign(alg, &fam.private_a, kid, &{
+                            let mut c = good_claims();
+                            c.as_object_mut().unwrap().remove("exp");
+                            c
+                        }),
+                        false,
+                    ),
                     ("other key", sign(alg, &fam.private_b, kid, &good_claims()), false),
                     ("other key, its kid", sign(alg, &fam.private_b, Some("other"), &good_claims()), false),
                     // Key c is trusted only inside a JWKS, and with a kid only under its own kid.
-                    ("JWKS neighbour key", sign(alg, &fam.private_c, kid, &good_claims()), matches!(layout, Layout::JwksNoKid)),
-                    ("JWKS neighbour key, its kid", sign(alg, &fam.private_c, Some("other"), &good_claims()), matches!(layout, Layout::JwksKid | Layout::JwksNoKid)),
+                    (
+                        "JWKS neighbour key",
+                        sign(alg, &fam.private_c, kid, &good_claims()),
+                        matches!(layout, Layout::JwksNoKid),
+                    ),
+                    (
+                        "JWKS neighbour key, its kid",
+                        sign(alg, &fam.private_c, Some("other"), &good_claims()),
+                        matches!(layout, Layout::JwksKid | Layout::JwksNoKid),
+                    ),
                     // A kid that no configured key has: fine for keys without ids, refused otherwise.
-                    ("unknown kid", sign(alg, &fam.private_a, Some("nope"), &good_claims()), !matches!(layout, Layout::JwksKid | Layout::JwkWithKid)),
-                    ("within leeway", sign(alg, &fam.private_a, kid, &with(good_claims(), "exp", json!(now() - 5))), true),
+                    (
+                        "unknown kid",
+                        sign(alg, &fam.private_a, Some("nope"), &good_claims()),
+                        !matches!(layout, Layout::JwksKid | Layout::JwkWithKid),
+                    ),
+                    (
+                        "within leeway",
+                        sign(alg, &fam.private_a, kid, &with(good_claims(), "exp", json!(now() - 5))),
+                        true,
+                    ),
                 ];
                 for (case, token, accept) in cases {
                     cells += 1;
                     let got = v.try_verify(&token);
                     if got.is_ok() != accept {
-                        failures.push(format!("{}/{alg}/{layout:?}/{case}: expected accept={accept}, got {got:?}", fam.label));
+                        failures.push(format!(
+                            "{}/{alg}/{layout:?}/{case}: expected accept={accept}, got {got:?}",
+                            fam.label
+                        ));
                     }
                     if let Err(e) = &got
                         && !matches!(e, AuthError::Verification(_))
@@ -211,7 +242,17 @@ fn algorithm_from_header_must_match_key_family() {
     let t = now();
     let claims = json!({"exp": t + 600});
     let rsa_pub = read("rsa_a.pub.pem");
-    let v = JwtVerifier::new(Some(Key::from_content(Algorithm::RS256, KeyFormat::Pem, rsa_pub.clone())), false, None, None, None, false, false, false).unwrap();
+    let v = JwtVerifier::new(
+        Some(Key::from_content(Algorithm::RS256, KeyFormat::Pem, rsa_pub.clone())),
+        false,
+        None,
+        None,
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
     // RS key, but a PS/RS sibling algorithm from the header is fine.
     assert_eq!(v.try_verify(&sign(Algorithm::PS512, &read("rsa_a.key"), None, &claims)), Ok(()));
     // The classic confusion attack: HS256 with the RSA public key text as the HMAC secret.
@@ -221,14 +262,34 @@ fn algorithm_from_header_must_match_key_family() {
     assert!(v.try_verify(&sign(Algorithm::ES256, &read("ec256_a.key"), None, &claims)).is_err());
 
     // ES256 key: ES384 token (right family, wrong curve) is refused.
-    let v = JwtVerifier::new(Some(Key::from_content(Algorithm::ES256, KeyFormat::Pem, read("ec256_a.pub.pem"))), false, None, None, None, false, false, false).unwrap();
+    let v = JwtVerifier::new(
+        Some(Key::from_content(Algorithm::ES256, KeyFormat::Pem, read("ec256_a.pub.pem"))),
+        false,
+        None,
+        None,
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
     assert!(v.try_verify(&sign(Algorithm::ES384, &read("ec384_a.key"), None, &claims)).is_err());
     assert_eq!(v.try_verify(&sign(Algorithm::ES256, &read("ec256_a.key"), None, &claims)), Ok(()));
 
     // A JWK pinned to RS256 refuses PS256 tokens from the same key.
     let mut jwk = public_jwk(Algorithm::RS256, &read("rsa_a.key"), None);
     jwk["alg"] = json!("RS256");
-    let v = JwtVerifier::new(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwk, jwk.to_string())), false, None, None, None, false, false, false).unwrap();
+    let v = JwtVerifier::new(
+        Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwk, jwk.to_string())),
+        false,
+        None,
+        None,
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
     assert_eq!(v.try_verify(&sign(Algorithm::RS256, &read("rsa_a.key"), None, &claims)), Ok(()));
     assert!(v.try_verify(&sign(Algorithm::PS256, &read("rsa_a.key"), None, &claims)).is_err());
 }
@@ -252,17 +313,34 @@ fn configuration_errors_are_synchronous_and_typed() {
     // JWKS that is not JSON, has no keys, or only unusable keys.
     assert!(is_config(cfg(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, "<html>")), false)));
     assert!(is_config(cfg(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, r#"{"keys": []}"#)), false)));
-    assert!(is_config(cfg(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, r#"{"keys": [{"kty": "weird"}]}"#)), false)));
+    assert!(is_config(cfg(
+        Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, r#"{"keys": [{"kty": "weird"}]}"#)),
+        false
+    )));
     assert!(is_config(cfg(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwk, "[1,2]")), false)));
     // Files work the same as inline text.
-    assert!(cfg(Some(Key::new(Algorithm::EdDSA, KeyFormat::Pem, KeyData::File(data("ed25519_a.pub.pem")))), false).is_ok());
+    assert!(
+        cfg(Some(Key::new(Algorithm::EdDSA, KeyFormat::Pem, KeyData::File(data("ed25519_a.pub.pem")))), false).is_ok()
+    );
 
     // Signer: bad keys and key/algorithm mismatches fail at construction.
     let signer = |key: Key| JwtSigner::new(key, Duration::from_secs(60), None, None, None);
-    assert!(matches!(signer(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec384_a.key"))), Err(AuthError::Config(_))));
-    assert!(matches!(signer(Key::from_file(Algorithm::RS256, KeyFormat::Pem, data("ec256_a.key"))), Err(AuthError::Config(_))));
-    assert!(matches!(signer(Key::from_file(Algorithm::EdDSA, KeyFormat::Pem, data("missing.key"))), Err(AuthError::Config(_))));
-    assert!(matches!(signer(Key::from_file(Algorithm::RS256, KeyFormat::Pem, data("rsa_a.pub.pem"))), Err(AuthError::Config(_))));
+    assert!(matches!(
+        signer(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec384_a.key"))),
+        Err(AuthError::Config(_))
+    ));
+    assert!(matches!(
+        signer(Key::from_file(Algorithm::RS256, KeyFormat::Pem, data("ec256_a.key"))),
+        Err(AuthError::Config(_))
+    ));
+    assert!(matches!(
+        signer(Key::from_file(Algorithm::EdDSA, KeyFormat::Pem, data("missing.key"))),
+        Err(AuthError::Config(_))
+    ));
+    assert!(matches!(
+        signer(Key::from_file(Algorithm::RS256, KeyFormat::Pem, data("rsa_a.pub.pem"))),
+        Err(AuthError::Config(_))
+    ));
     assert!(matches!(signer(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "")), Err(AuthError::Config(_))));
     assert!(matches!(
         JwtSigner::new(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "k"), Duration::ZERO, None, None, None),
@@ -272,7 +350,17 @@ fn configuration_errors_are_synchronous_and_typed() {
 
 #[test]
 fn bad_tokens_are_refused_with_typed_errors() {
-    let v = JwtVerifier::new(Some(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec256_a.pub.pem"))), false, None, None, None, false, false, false).unwrap();
+    let v = JwtVerifier::new(
+        Some(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec256_a.pub.pem"))),
+        false,
+        None,
+        None,
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
     let valid = sign(Algorithm::ES256, &read("ec256_a.key"), None, &json!({"exp": now() + 600}));
     assert_eq!(v.try_verify(&valid), Ok(()));
     let b64 = |v: &Value| base64_url(v.to_string().as_bytes());
@@ -318,10 +406,19 @@ fn signer_tokens_verify_and_are_cached() {
         (Algorithm::EdDSA, Some("ed25519_a.key"), Some("ed25519_a.pub.pem")),
     ] {
         let (sk, pk) = match (private, public) {
-            (Some(p), Some(q)) => (Key::from_file(alg, KeyFormat::Pem, data(p)), Key::from_file(alg, KeyFormat::Pem, data(q))),
+            (Some(p), Some(q)) => {
+                (Key::from_file(alg, KeyFormat::Pem, data(p)), Key::from_file(alg, KeyFormat::Pem, data(q)))
+            }
             _ => (Key::from_content(alg, KeyFormat::Pem, "shh"), Key::from_content(alg, KeyFormat::Pem, "shh")),
         };
-        let signer = JwtSigner::new(sk, Duration::from_secs(3600), Some(ISS.into()), Some(vec![AUD.into(), "x".into()]), Some(SUB.into())).unwrap();
+        let signer = JwtSigner::new(
+            sk,
+            Duration::from_secs(3600),
+            Some(ISS.into()),
+            Some(vec![AUD.into(), "x".into()]),
+            Some(SUB.into()),
+        )
+        .unwrap();
         let token = signer.get_token().unwrap();
         // Cached: the same token until a third of the lifetime remains.
         assert_eq!(signer.get_token().unwrap(), token, "{alg}");
@@ -336,7 +433,8 @@ fn signer_tokens_verify_and_are_cached() {
         assert_eq!(exp - claims["iat"].as_i64().unwrap(), 3600);
         assert_eq!(claims["nbf"], claims["iat"]);
         assert_eq!(verifier(pk.clone()).try_verify(&token), Ok(()), "{alg}");
-        let wrong_aud = JwtVerifier::new(Some(pk), false, None, Some(vec!["nope".into()]), None, false, false, false).unwrap();
+        let wrong_aud =
+            JwtVerifier::new(Some(pk), false, None, Some(vec!["nope".into()]), None, false, false, false).unwrap();
         assert!(wrong_aud.try_verify(&token).is_err(), "{alg}");
     }
 }
@@ -344,7 +442,14 @@ fn signer_tokens_verify_and_are_cached() {
 #[test]
 fn signer_re_signs_near_expiry() {
     // A 3 s lifetime is refreshed after 2 s; bounded polling on the clock, not a fixed sleep.
-    let signer = JwtSigner::new(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "k"), Duration::from_secs(3), None, None, None).unwrap();
+    let signer = JwtSigner::new(
+        Key::from_content(Algorithm::HS256, KeyFormat::Pem, "k"),
+        Duration::from_secs(3),
+        None,
+        None,
+        None,
+    )
+    .unwrap();
     let first = signer.get_token().unwrap();
     let start = std::time::Instant::now();
     let mut second = first.clone();
@@ -398,8 +503,23 @@ fn spire_bundle_feeds_a_verifier() {
     let extracted = slim_bindings::auth::jwks_from_spire_bundle(&path).unwrap();
     assert_eq!(extracted, jwks);
     // Like the Python example: the declared algorithm is RS256, the JWKS keys describe themselves.
-    let v = JwtVerifier::new(Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, extracted)), false, None, Some(vec![AUD.into()]), None, false, false, false).unwrap();
-    let token = sign(Algorithm::ES256, &read("ec256_a.key"), Some("spire-1"), &json!({"aud": AUD, "sub": "spiffe://example.org/w", "exp": now() + 60}));
+    let v = JwtVerifier::new(
+        Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, extracted)),
+        false,
+        None,
+        Some(vec![AUD.into()]),
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
+    let token = sign(
+        Algorithm::ES256,
+        &read("ec256_a.key"),
+        Some("spire-1"),
+        &json!({"aud": AUD, "sub": "spiffe://example.org/w", "exp": now() + 60}),
+    );
     assert_eq!(v.try_verify(&token), Ok(()));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -222,9 +222,8 @@ impl Key {
     /// The signing key. Signing keys are PEM (HS*: the raw secret text), or a private JWK.
     pub(crate) fn encoding_key(&self) -> Result<EncodingKey, AuthError> {
         let text = self.read_text()?;
-        let bad = |e: jsonwebtoken::errors::Error| {
-            AuthError::Config(format!("invalid {} signing key: {e}", self.algorithm))
-        };
+        let bad =
+            |e: jsonwebtoken::errors::Error| AuthError::Config(format!("invalid {} signing key: {e}", self.algorithm));
         match (self.format, self.algorithm.family()) {
             (KeyFormat::Pem, KeyFamily::Hmac) => {
                 if text.is_empty() {
@@ -247,10 +246,9 @@ impl Key {
                     _ => Err(AuthError::Config(format!("{} needs an \"oct\" JWK", self.algorithm))),
                 }
             }
-            (format, _) => Err(AuthError::Config(format!(
-                "{} signing keys must be PEM, got {format:?}",
-                self.algorithm
-            ))),
+            (format, _) => {
+                Err(AuthError::Config(format!("{} signing keys must be PEM, got {format:?}", self.algorithm)))
+            }
         }
     }
 
@@ -261,8 +259,8 @@ impl Key {
         match self.format {
             KeyFormat::Pem => Ok(vec![pem_verifying_key(self.algorithm, &text)?]),
             KeyFormat::Jwk => {
-                let value: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| AuthError::Config(format!("key is not JSON: {e}")))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| AuthError::Config(format!("key is not JSON: {e}")))?;
                 let key = VerifyingKey::from_jwk_value(&value)
                     .map_err(|e| AuthError::Config(format!("unusable JWK: {e}")))?;
                 if key.family != self.algorithm.family() || !key.allows(self.algorithm) {
@@ -280,8 +278,8 @@ impl Key {
 
 /// Reads a whole file, refusing files larger than `max` bytes.
 pub(crate) fn read_small_file(path: &std::path::Path, max: u64) -> Result<String, AuthError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| AuthError::Config(format!("cannot read {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| AuthError::Config(format!("cannot read {}: {e}", path.display())))?;
     if meta.len() > max {
         return Err(AuthError::Config(format!(
             "{} is {} bytes, more than the {max} allowed",
@@ -381,9 +379,7 @@ pub(crate) fn parse_jwks(text: &str) -> Result<Vec<VerifyingKey>, String> {
 
 /// A verification key from PEM text (HS*: the raw secret).
 fn pem_verifying_key(algorithm: Algorithm, text: &str) -> Result<VerifyingKey, AuthError> {
-    let bad = |e: jsonwebtoken::errors::Error| {
-        AuthError::Config(format!("invalid {algorithm} verification key: {e}"))
-    };
+    let bad = |e: jsonwebtoken::errors::Error| AuthError::Config(format!("invalid {algorithm} verification key: {e}"));
     let family = algorithm.family();
     let key = match family {
         KeyFamily::Hmac => {

@@ -80,7 +80,9 @@ impl TokenProvider for StaticJwtProvider {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "token file unreadable; keeping last token"),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "token file unreadable; keeping last token")
+                }
             }
         }
         Ok(state.token.clone())

@@ -45,10 +45,7 @@ async fn get(url: &str) -> Result<Bytes, AuthError> {
         .header(hyper::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| AuthError::KeyFetch(format!("bad request for {url}: {e}")))?;
-    let response = client()?
-        .request(request)
-        .await
-        .map_err(|e| AuthError::KeyFetch(format!("GET {url}: {e}")))?;
+    let response = client()?.request(request).await.map_err(|e| AuthError::KeyFetch(format!("GET {url}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
         return Err(AuthError::KeyFetch(format!("GET {url}: HTTP {status}")));
@@ -79,8 +76,8 @@ pub(crate) async fn fetch_issuer_keys(issuer: &str, timeout: Duration) -> Result
         }
         .unwrap_or_else(|| format!("{base}/.well-known/jwks.json"));
         let body = get(&jwks_uri).await?;
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| AuthError::KeyFetch(format!("JWKS at {jwks_uri} is not UTF-8")))?;
+        let text =
+            std::str::from_utf8(&body).map_err(|_| AuthError::KeyFetch(format!("JWKS at {jwks_uri} is not UTF-8")))?;
         parse_jwks(text).map_err(|e| AuthError::KeyFetch(format!("{jwks_uri}: {e}")))
     };
     match tokio::time::timeout(timeout, work).await {

@@ -19,8 +19,7 @@ pub fn jwks_from_spire_bundle(path: impl AsRef<Path>) -> Result<String, AuthErro
 
 /// Like [`jwks_from_spire_bundle`], from the bundle's JSON text.
 pub fn jwks_from_spire_bundle_str(bundle: &str) -> Result<String, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(bundle).map_err(|e| format!("bundle is not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(bundle).map_err(|e| format!("bundle is not JSON: {e}"))?;
     let Some(map) = value.as_object() else {
         return Err("bundle is not a JSON object".into());
     };

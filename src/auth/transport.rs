@@ -142,8 +142,8 @@ fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
 
 fn check_basic(expected: &[u8], header: Option<&str>) -> Result<(), AuthError> {
     let header = header.ok_or(AuthError::Missing)?;
-    let encoded = credentials(header, "Basic")
-        .ok_or_else(|| AuthError::Verification("Authorization is not Basic".into()))?;
+    let encoded =
+        credentials(header, "Basic").ok_or_else(|| AuthError::Verification("Authorization is not Basic".into()))?;
     let given = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| AuthError::Verification("Basic credentials are not base64".into()))?;
@@ -295,7 +295,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, AuthError> {
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().map_err(|_| AuthError::Config(format!("bad duration {text:?}")))?;
     let secs = |mul: u64| {
-        n.checked_mul(mul).map(Duration::from_secs).ok_or_else(|| AuthError::Config(format!("duration {text:?} overflows")))
+        n.checked_mul(mul)
+            .map(Duration::from_secs)
+            .ok_or_else(|| AuthError::Config(format!("duration {text:?} overflows")))
     };
     match unit.trim() {
         "" | "s" => secs(1),

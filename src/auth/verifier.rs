@@ -77,7 +77,10 @@ impl std::fmt::Debug for JwtVerifier {
 enum Attempt {
     Verified,
     /// The issuer's keys are not cached (or are stale, or lack the token's `kid`).
-    NeedKeys { issuer: String, unknown_kid: bool },
+    NeedKeys {
+        issuer: String,
+        unknown_kid: bool,
+    },
     Failed(AuthError),
 }
 
