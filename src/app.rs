@@ -1,1 +1,232 @@
-//! placeholder
+//! One application: its name (with a random instance id), identity, sessions, and the local
+//! connection to its own embedded [`Node`].
+//!
+//! Every message the app emits carries `SLIM_IDENTITY`; every inbound publish is verified before
+//! anything else looks at it (see [`crate::session::layer`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Provider, Verifier};
+use crate::error::SlimError;
+use crate::node::{ClientConfig, Node, ServerConfig};
+use crate::session::context::AppCore;
+use crate::session::layer::SessionLayer;
+use crate::session::queue::Inbox;
+use crate::session::{Delivery, MessageInfo, PublishRequest, SessionConfig};
+use crate::wire::builders::{self, Flags};
+use crate::wire::{Message, Name};
+
+pub use crate::session::context::Stats;
+
+/// Stops the app's tasks and its node when the last [`App`] handle is dropped.
+#[derive(Debug)]
+struct ShutdownOnDrop {
+    token: CancellationToken,
+    node: Node,
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.token.cancel();
+        let node = self.node.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { node.shutdown().await });
+        }
+    }
+}
+
+/// Handle to one application. Cheap to clone; the app stops when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct App {
+    core: Arc<AppCore>,
+    layer: Arc<SessionLayer>,
+    node: Node,
+    _guard: Arc<ShutdownOnDrop>,
+}
+
+/// Placeholder handle returned by [`App::invite`] (multicast is not implemented yet).
+#[derive(Debug)]
+pub struct InviteHandle {
+    _private: (),
+}
+
+impl App {
+    /// Creates the app with its own node and a random id, and subscribes its name locally.
+    /// Fails if the provider cannot produce a token.
+    pub async fn new(name: Name, provider: Provider, verifier: Verifier) -> Result<App, SlimError> {
+        provider
+            .get_token()
+            .map_err(|e| SlimError::Config(format!("Failed to get token from provider: {e}")))?;
+        let id: u64 = rand::random();
+        let name = name.with_id(id);
+        let node = Node::new(&format!("app/{id:x}"));
+        let local = node.register_local();
+        let shutdown = CancellationToken::new();
+        let core = Arc::new(AppCore {
+            name: name.clone(),
+            provider,
+            verifier,
+            node_tx: local.tx,
+            inbox: Inbox::new(),
+            stats: Stats::default(),
+            shutdown: shutdown.clone(),
+        });
+        let layer = SessionLayer::new(core.clone());
+        tokio::spawn(layer.clone().run_dispatcher(local.rx));
+        let app = App { core, layer, node: node.clone(), _guard: Arc::new(ShutdownOnDrop { token: shutdown, node }) };
+        app.send_control(builders::subscribe(&name, &name, Flags::one())).await?;
+        Ok(app)
+    }
+
+    /// This app's name, with its instance id.
+    pub fn name(&self) -> Name {
+        self.core.name.clone()
+    }
+
+    /// The random instance id.
+    pub fn id(&self) -> u64 {
+        self.core.name.id()
+    }
+
+    /// The embedded node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Drop/reject counters of the session layer.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    async fn send_control(&self, msg: Message) -> Result<(), SlimError> {
+        self.core.send(msg).await
+    }
+
+    /// Connects the embedded node to a remote node and subscribes this app's name there.
+    pub async fn connect(&self, cfg: ClientConfig) -> Result<u64, SlimError> {
+        let conn = self.node.connect(cfg).await?;
+        let name = self.core.name.clone();
+        self.subscribe(&name, Some(conn)).await?;
+        Ok(conn)
+    }
+
+    /// Closes a connection made by [`App::connect`].
+    pub async fn disconnect(&self, conn: u64) -> Result<(), SlimError> {
+        Ok(self.node.disconnect(conn).await?)
+    }
+
+    /// Lets the embedded node accept connections; returns the bound address (port 0 allowed).
+    pub async fn run_server(&self, cfg: ServerConfig) -> Result<SocketAddr, SlimError> {
+        Ok(self.node.run_server(cfg).await?)
+    }
+
+    /// Stops a server started with [`App::run_server`] (same endpoint string).
+    pub async fn stop_server(&self, endpoint: &str) -> Result<(), SlimError> {
+        Ok(self.node.stop_server(endpoint).await?)
+    }
+
+    /// Subscribes `name` for this app: locally, and on `conn`'s remote node when given.
+    pub async fn subscribe(&self, name: &Name, conn: Option<u64>) -> Result<(), SlimError> {
+        self.send_control(builders::subscribe(&self.core.name, name, Flags::one().forward_to(conn))).await
+    }
+
+    /// Removes a subscription made by [`App::subscribe`] (a real Unsubscribe).
+    pub async fn unsubscribe(&self, name: &Name, conn: Option<u64>) -> Result<(), SlimError> {
+        self.send_control(builders::unsubscribe(&self.core.name, name, Flags::one().forward_to(conn))).await
+    }
+
+    /// Local route: traffic for `name` leaves the embedded node through `conn`.
+    pub async fn set_route(&self, name: &Name, conn: u64) -> Result<(), SlimError> {
+        self.send_control(builders::subscribe(&self.core.name, name, Flags::one().recv_from(conn))).await
+    }
+
+    /// Removes a route set by [`App::set_route`].
+    pub async fn remove_route(&self, name: &Name, conn: u64) -> Result<(), SlimError> {
+        self.send_control(builders::unsubscribe(&self.core.name, name, Flags::one().recv_from(conn))).await
+    }
+
+    /// Creates a session started by this app; returns its id.
+    pub async fn create_session(&self, cfg: SessionConfig) -> Result<u32, SlimError> {
+        self.layer.create_local(cfg)
+    }
+
+    /// Deletes a session; later calls on it fail with `SessionNotFound`.
+    pub async fn delete_session(&self, id: u32) -> Result<(), SlimError> {
+        self.layer.remove(id)
+    }
+
+    /// The configuration of session `id`.
+    pub fn get_session_config(&self, id: u32) -> Result<SessionConfig, SlimError> {
+        self.layer.config(id)
+    }
+
+    /// Changes timeout / retries of session `id` (same variant only).
+    pub fn set_session_config(&self, id: u32, cfg: SessionConfig) -> Result<(), SlimError> {
+        self.layer.set_config(id, cfg)
+    }
+
+    /// The configuration used for sessions created on reception.
+    pub fn set_default_session_config(&self, cfg: SessionConfig) -> Result<(), SlimError> {
+        self.layer.set_default(cfg)
+    }
+
+    /// Sends a message on session `id`.
+    pub async fn publish(&self, id: u32, req: PublishRequest) -> Result<(), SlimError> {
+        self.layer.publish(id, req).await
+    }
+
+    /// Invites `name` into a multicast session (not implemented yet).
+    pub async fn invite(&self, id: u32, _name: &Name) -> Result<InviteHandle, SlimError> {
+        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        Err(SlimError::Invite("multicast sessions are not supported yet".into()))
+    }
+
+    /// Removes `name` from a multicast session (not implemented yet).
+    pub async fn remove(&self, id: u32, _name: &Name) -> Result<(), SlimError> {
+        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        Err(SlimError::Invite("multicast sessions are not supported yet".into()))
+    }
+
+    /// First message of the next session a peer created (that message is also the first item
+    /// of the session's own queue).
+    pub async fn recv_new_session(&self) -> Result<(MessageInfo, Vec<u8>), SlimError> {
+        self.core.inbox.recv_new_session().await
+    }
+
+    /// Like [`App::recv_new_session`] without waiting.
+    pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Vec<u8>)> {
+        self.core.inbox.try_recv_new_session()
+    }
+
+    /// Next message (or session error) of session `id`.
+    pub async fn recv_session(&self, id: u32) -> Delivery {
+        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        entry.queue.pop().await
+    }
+
+    /// Next message of session `id` if one is waiting (no future; Python fast path).
+    pub fn try_recv_session(&self, id: u32) -> Option<Delivery> {
+        match self.layer.get(id) {
+            Some(entry) => entry.queue.try_pop(),
+            None => Some(Err(SlimError::SessionNotFound(id))),
+        }
+    }
+
+    /// Next message of any session, in arrival order (module-level `receive(svc)`).
+    pub async fn recv_any(&self) -> Delivery {
+        self.core.inbox.recv_any().await
+    }
+
+    /// Like [`App::recv_any`] without waiting.
+    pub fn try_recv_any(&self) -> Option<Delivery> {
+        self.core.inbox.try_recv_any()
+    }
+
+    /// Items dropped by session `id`'s full queue.
+    pub fn session_queue_drops(&self, id: u32) -> Result<u64, SlimError> {
+        Ok(self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.dropped())
+    }
+}

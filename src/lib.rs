@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod error;
 pub mod mls;
 pub mod node;
 pub mod session;

@@ -1,1 +1,201 @@
-//! placeholder
+//! The session layer: an end-to-end protocol carried inside Publish messages (spec §3).
+//!
+//! # Shape
+//!
+//! - [`layer`]: the app-wide dispatcher. It reads everything the embedded node delivers, checks
+//!   `SLIM_IDENTITY` before anything else, answers stateless discovery, routes each message to its
+//!   session and creates sessions on reception (spec §3.2).
+//! - [`point_to_point`]: one task per point-to-point session (anycast and sticky unicast,
+//!   reliable or not). Unreliable anycast traffic skips the task in both directions.
+//! - [`channel`]: the control messages shared by sticky P2P and (later) multicast: discovery
+//!   request/reply, join request/reply, leave, route subscriptions.
+//! - [`buffers`]: producer buffer (kept for retransmission) and receiver reorder buffer with
+//!   duplicate suppression, shared by P2P and multicast.
+//! - [`timer`]: deadline set with constant / exponential back-off, one per session task (no timer
+//!   task per message).
+//! - [`queue`]: the bounded delivery queues the app reads (per session, new sessions, any session).
+//! - [`context`]: what a session task needs from its app (own name, identity, the node sender,
+//!   counters) and the message builders every session kind uses.
+//!
+//! Multicast (`multicast.rs`) and MLS hook in as siblings: a multicast session is another task
+//! type using the same context, channel helpers, buffers and timers; MLS is an optional
+//! per-session state (see [`context::MlsSeam`]) applied to outbound non-CHANNEL payloads and to
+//! inbound `MLS_ENCRYPTED` ones.
+
+pub mod buffers;
+pub mod channel;
+pub mod context;
+pub mod layer;
+pub mod point_to_point;
+pub mod queue;
+pub mod timer;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::error::SlimError;
+use crate::wire::Name;
+
+/// Default retransmission timeout of sessions created on reception of a reliable message.
+pub const REMOTE_RELIABLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default retry count of sessions created on reception of a reliable message.
+pub const REMOTE_RELIABLE_RETRIES: u32 = 5;
+/// Default retry count of a point-to-point session when the caller gives none.
+pub const DEFAULT_P2P_RETRIES: u32 = 5;
+/// Channel control messages (discovery, join, leave) are re-sent every second ...
+pub const CONTROL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// ... up to 60 times (reference values).
+pub const CONTROL_MAX_RETRIES: u32 = 60;
+/// Session ids are drawn from `0 .. SESSION_ID_RANGE` (reference `SESSION_RANGE`).
+pub const SESSION_ID_RANGE: u32 = u32::MAX - 1000;
+
+/// How a session behaves. Mirrors the Python `PySessionConfiguration` variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionConfig {
+    /// Point to point, not sticky: every message may reach a different instance of the name.
+    Anycast {
+        /// Retransmission interval; `None` = unreliable.
+        timeout: Option<Duration>,
+        /// Retries before a `Timeout` error (default 5).
+        max_retries: Option<u32>,
+        /// MLS makes the session sticky (reported back as `Unicast`).
+        mls_enabled: bool,
+    },
+    /// Point to point, sticky: discovery pins one instance for the whole session.
+    Unicast {
+        /// Retransmission interval; `None` = unreliable.
+        timeout: Option<Duration>,
+        /// Retries before a `Timeout` error (default 5).
+        max_retries: Option<u32>,
+        /// End-to-end encryption with a two-member MLS group.
+        mls_enabled: bool,
+    },
+    /// A group on channel `topic`.
+    Multicast {
+        /// The channel name.
+        topic: Name,
+        /// Only a moderator can invite and remove.
+        moderator: bool,
+        /// RTX retries for gaps.
+        max_retries: u32,
+        /// RTX interval.
+        timeout: Duration,
+        /// End-to-end group encryption.
+        mls_enabled: bool,
+    },
+}
+
+impl SessionConfig {
+    /// The default point-to-point config for sessions created on reception (seed: Anycast, no
+    /// timeout, 5 retries).
+    pub fn default_p2p() -> Self {
+        SessionConfig::Anycast { timeout: None, max_retries: Some(DEFAULT_P2P_RETRIES), mls_enabled: false }
+    }
+
+    /// The default multicast config for sessions created on reception (Δ0.6 channel name).
+    pub fn default_multicast() -> Self {
+        SessionConfig::Multicast {
+            topic: Name::new("agntcy", "ns", "multicast", None),
+            moderator: false,
+            max_retries: 10,
+            timeout: Duration::from_secs(1),
+            mls_enabled: false,
+        }
+    }
+
+    /// True for the two point-to-point variants.
+    pub fn is_point_to_point(&self) -> bool {
+        !matches!(self, SessionConfig::Multicast { .. })
+    }
+
+    /// Normalises what the reference normalises: MLS forces a point-to-point session sticky.
+    pub fn normalized(self) -> Self {
+        match self {
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled: true } => {
+                tracing::warn!("MLS requires a sticky session: Anycast with mls_enabled becomes Unicast");
+                SessionConfig::Unicast { timeout, max_retries, mls_enabled: true }
+            }
+            other => other,
+        }
+    }
+
+    /// Checks the values a caller can get wrong.
+    pub fn validate(&self) -> Result<(), SlimError> {
+        match self {
+            SessionConfig::Anycast { timeout: Some(t), .. } | SessionConfig::Unicast { timeout: Some(t), .. }
+                if t.is_zero() =>
+            {
+                Err(SlimError::Config("timeout must be greater than zero".into()))
+            }
+            SessionConfig::Multicast { timeout, .. } if timeout.is_zero() => {
+                Err(SlimError::Config("timeout must be greater than zero".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Name of the variant family, for error texts.
+    pub fn kind_name(&self) -> &'static str {
+        if self.is_point_to_point() { "PointToPoint" } else { "Multicast" }
+    }
+}
+
+/// What the receiver learns about a message besides its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Session the message belongs to.
+    pub session_id: u32,
+    /// Sender name with the sender's instance id.
+    pub source: Name,
+    /// The name the message was addressed to (id may be any).
+    pub destination: Name,
+    /// Content type (`"msg"` unless the publisher set another).
+    pub payload_type: String,
+    /// User metadata only: protocol keys (`SLIM_IDENTITY`, `MLS_*`, ...) are removed.
+    pub metadata: HashMap<String, String>,
+    /// Connection of this app's node the message came in on (used to reply).
+    pub input_connection: Option<u64>,
+    /// Message id within the session.
+    pub message_id: u32,
+}
+
+impl MessageInfo {
+    /// An info with only the session id set (what `create_session` returns).
+    pub fn for_session(session_id: u32) -> Self {
+        MessageInfo {
+            session_id,
+            source: Name::new("", "", "", None),
+            destination: Name::new("", "", "", None),
+            payload_type: String::new(),
+            metadata: HashMap::new(),
+            input_connection: None,
+            message_id: 0,
+        }
+    }
+}
+
+/// One `publish` call. `Default` gives fanout 1 (one instance) and empty everything else.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// Destination; `None` = reply to `reply_to`'s source through its input connection.
+    pub dest: Option<Name>,
+    /// The message being replied to (used when `dest` is `None`).
+    pub reply_to: Option<MessageInfo>,
+    /// Payload.
+    pub blob: Vec<u8>,
+    /// Content type; `"msg"` when `None`.
+    pub payload_type: Option<String>,
+    /// User metadata merged into the message.
+    pub metadata: Option<HashMap<String, String>>,
+    /// SLIM-header fanout (1 = one instance).
+    pub fanout: u32,
+}
+
+impl Default for PublishRequest {
+    fn default() -> Self {
+        PublishRequest { dest: None, reply_to: None, blob: Vec::new(), payload_type: None, metadata: None, fanout: 1 }
+    }
+}
+
+/// What a session queue yields: a message, or a typed error for that session.
+pub type Delivery = Result<(MessageInfo, Vec<u8>), SlimError>;

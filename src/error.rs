@@ -1,0 +1,81 @@
+//! The one error type of the app and session layers, and the only one the Python layer maps to
+//! exceptions. Display texts keep the upstream wording so substring checks in user code still work.
+
+use crate::auth::AuthError;
+
+/// Everything that can go wrong in an [`crate::app::App`] call or on a session's queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlimError {
+    /// No session with this id exists in this app.
+    #[error("session not found: {0}")]
+    SessionNotFound(u32),
+    /// The session was deleted while the call was waiting.
+    #[error("session closed")]
+    SessionClosed,
+    /// A reliable message was not acknowledged after all retries (the session stays usable).
+    #[error("message={message_id} session={session_id}: timeout")]
+    Timeout {
+        /// Session the message belongs to.
+        session_id: u32,
+        /// Id of the message that timed out.
+        message_id: u32,
+    },
+    /// A message of a reliable stream could not be recovered; delivery continues after it.
+    #[error("message lost in session {session_id}")]
+    MessageLost {
+        /// Session that lost a message.
+        session_id: u32,
+    },
+    /// The local node could not route a message (text contains "no matching found for <name>").
+    #[error("error in message forwarding: {0}")]
+    NoRoute(String),
+    /// Connecting, serving or disconnecting failed.
+    #[error("connection error: {0}")]
+    Connection(String),
+    /// A configuration value or argument is invalid.
+    #[error("configuration error {0}")]
+    Config(String),
+    /// An identity token could not be produced or was rejected.
+    #[error("identity error: {0}")]
+    Auth(#[from] AuthError),
+    /// MLS failed (group setup, encryption, decryption).
+    #[error("mls error: {0}")]
+    Mls(String),
+    /// An invite could not be completed.
+    #[error("invite error: {0}")]
+    Invite(String),
+    /// The app (or its node) has shut down.
+    #[error("app closed")]
+    Closed,
+    /// A bug or an unexpected internal state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SlimError {
+    /// True for errors that belong to one session's stream (delivered on its queue).
+    pub fn is_session_event(&self) -> bool {
+        matches!(self, SlimError::Timeout { .. } | SlimError::MessageLost { .. } | SlimError::NoRoute(_))
+    }
+}
+
+impl From<crate::node::NodeError> for SlimError {
+    fn from(e: crate::node::NodeError) -> Self {
+        match e {
+            crate::node::NodeError::Config(_) => SlimError::Config(e.to_string()),
+            other => SlimError::Connection(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_keep_upstream_wording() {
+        assert_eq!(SlimError::SessionNotFound(7).to_string(), "session not found: 7");
+        assert_eq!(SlimError::Timeout { session_id: 3, message_id: 9 }.to_string(), "message=9 session=3: timeout");
+        assert!(SlimError::NoRoute("no matching found for a/b/c".into()).to_string().contains("no matching found for"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Buffers shared by point-to-point and multicast sessions: what a producer keeps for
+//! retransmission, and the receiver's reorder window with duplicate suppression (spec §3.7).
+
+use std::collections::{HashSet, VecDeque};
+
+/// Slots the producer ring keeps (reference value).
+pub const PRODUCER_BUFFER_SLOTS: usize = 500;
+/// Ids a receiver holds ahead of the next expected one; messages beyond are dropped (and, on
+/// reliable sessions, retransmitted by the sender later).
+pub const MAX_RECEIVE_WINDOW: usize = 8192;
+
+/// A ring of the last N sent messages, looked up by id.
+#[derive(Debug)]
+pub struct ProducerBuffer<M> {
+    slots: Vec<Option<(u32, M)>>,
+}
+
+impl<M> ProducerBuffer<M> {
+    /// A ring with `capacity` slots (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let mut slots = Vec::new();
+        slots.resize_with(capacity.max(1), || None);
+        ProducerBuffer { slots }
+    }
+
+    /// Stores `msg` under `id`, overwriting whatever used that slot.
+    pub fn push(&mut self, id: u32, msg: M) {
+        let i = id as usize % self.slots.len();
+        self.slots[i] = Some((id, msg));
+    }
+
+    /// The message with `id`, if still kept.
+    pub fn get(&self, id: u32) -> Option<&M> {
+        match &self.slots[id as usize % self.slots.len()] {
+            Some((stored, m)) if *stored == id => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// What the reorder window hands to the application, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Released<T> {
+    /// The next message.
+    Message(T),
+    /// This id could not be recovered.
+    Lost(u32),
+}
+
+/// How an arriving id was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Stored or released.
+    Accepted,
+    /// Already released or already waiting: dropped.
+    Duplicate,
+    /// Too far ahead of the window: dropped.
+    OutOfWindow,
+}
+
+/// The receiver side of one producer's stream: in-order, exactly-once release.
+#[derive(Debug)]
+pub struct ReceiverBuffer<T> {
+    /// Next id to release; `None` until first contact (multicast late joiners start anywhere).
+    next: Option<u32>,
+    window: VecDeque<Option<T>>,
+    lost: HashSet<u32>,
+    max_window: usize,
+    duplicates: u64,
+    out_of_window: u64,
+}
+
+impl<T> ReceiverBuffer<T> {
+    /// A buffer that starts at the first id it sees (multicast).
+    pub fn from_first_contact() -> Self {
+        Self::with_start(None)
+    }
+
+    /// A buffer that expects `first` as the first id (point to point: ids start at 0), so a
+    /// lost first message is detected as a gap.
+    pub fn starting_at(first: u32) -> Self {
+        Self::with_start(Some(first))
+    }
+
+    fn with_start(next: Option<u32>) -> Self {
+        ReceiverBuffer {
+            next,
+            window: VecDeque::new(),
+            lost: HashSet::new(),
+            max_window: MAX_RECEIVE_WINDOW,
+            duplicates: 0,
+            out_of_window: 0,
+        }
+    }
+
+    /// Overrides the window size.
+    pub fn with_max_window(mut self, max_window: usize) -> Self {
+        self.max_window = max_window.max(1);
+        self
+    }
+
+    /// Feeds a payload with `id`. Released items go to `out`; ids that became holes go to `holes`.
+    pub fn on_message(&mut self, id: u32, item: T, out: &mut Vec<Released<T>>, holes: &mut Vec<u32>) -> Arrival {
+        let next = *self.next.get_or_insert(id);
+        if id < next {
+            self.duplicates += 1;
+            return Arrival::Duplicate;
+        }
+        let offset = (id - next) as usize;
+        if offset >= self.max_window {
+            self.out_of_window += 1;
+            return Arrival::OutOfWindow;
+        }
+        if offset < self.window.len() {
+            if self.window[offset].is_some() {
+                self.duplicates += 1;
+                return Arrival::Duplicate;
+            }
+            self.lost.remove(&id);
+            self.window[offset] = Some(item);
+        } else {
+            for missing in self.window.len()..offset {
+                holes.push(next + missing as u32);
+            }
+            self.window.resize_with(offset, || None);
+            self.window.push_back(Some(item));
+        }
+        self.release(out);
+        Arrival::Accepted
+    }
+
+    /// A beacon says the producer has sent up to `last_id`: every id not yet received becomes a
+    /// hole (returned in `holes`).
+    pub fn on_beacon(&mut self, last_id: u32, holes: &mut Vec<u32>) {
+        let next = match self.next {
+            Some(n) => n,
+            None => {
+                self.next = Some(last_id);
+                last_id
+            }
+        };
+        if last_id < next {
+            return;
+        }
+        let wanted = ((last_id - next) as usize + 1).min(self.max_window);
+        for offset in self.window.len()..wanted {
+            holes.push(next + offset as u32);
+        }
+        if self.window.len() < wanted {
+            self.window.resize_with(wanted, || None);
+        }
+    }
+
+    /// Gives up on `id` (RTX failed or the producer no longer has it) and releases what follows.
+    pub fn on_lost(&mut self, id: u32, out: &mut Vec<Released<T>>) {
+        if self.is_missing(id) {
+            self.lost.insert(id);
+            self.release(out);
+        }
+    }
+
+    /// True when `id` is a hole still waiting for its message.
+    pub fn is_missing(&self, id: u32) -> bool {
+        match self.next {
+            Some(next) if id >= next => {
+                let off = (id - next) as usize;
+                off < self.window.len() && self.window[off].is_none()
+            }
+            _ => false,
+        }
+    }
+
+    fn release(&mut self, out: &mut Vec<Released<T>>) {
+        let Some(mut next) = self.next else { return };
+        while let Some(front) = self.window.front_mut() {
+            if let Some(item) = front.take() {
+                out.push(Released::Message(item));
+            } else if self.lost.remove(&next) {
+                out.push(Released::Lost(next));
+            } else {
+                break;
+            }
+            self.window.pop_front();
+            next = next.wrapping_add(1);
+        }
+        self.next = Some(next);
+    }
+
+    /// (duplicates dropped, out-of-window ids dropped).
+    pub fn drop_counts(&self) -> (u64, u64) {
+        (self.duplicates, self.out_of_window)
+    }
+
+    /// Ids currently held or awaited in the window.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(out: &mut Vec<Released<u32>>) -> Vec<u32> {
+        out.drain(..)
+            .map(|r| match r {
+                Released::Message(m) => m,
+                Released::Lost(id) => 1_000_000 + id,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reorders_and_suppresses_duplicates() {
+        let mut b = ReceiverBuffer::starting_at(0);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        assert_eq!(b.on_message(2, 2, &mut out, &mut holes), Arrival::Accepted);
+        assert_eq!(holes, vec![0, 1]);
+        assert!(out.is_empty());
+        assert_eq!(b.on_message(2, 2, &mut out, &mut holes), Arrival::Duplicate);
+        b.on_message(0, 0, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![0]);
+        b.on_message(1, 1, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![1, 2]);
+        assert_eq!(b.on_message(1, 1, &mut out, &mut holes), Arrival::Duplicate);
+        assert_eq!(b.drop_counts(), (2, 0));
+    }
+
+    #[test]
+    fn lost_ids_are_released_as_lost() {
+        let mut b = ReceiverBuffer::starting_at(0);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        b.on_message(1, 1, &mut out, &mut holes);
+        b.on_lost(0, &mut out);
+        assert_eq!(msgs(&mut out), vec![1_000_000, 1]);
+        b.on_lost(0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn out_of_window_is_dropped() {
+        let mut b = ReceiverBuffer::starting_at(0).with_max_window(4);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        assert_eq!(b.on_message(4, 4, &mut out, &mut holes), Arrival::OutOfWindow);
+        assert_eq!(b.on_message(u32::MAX, 9, &mut out, &mut holes), Arrival::OutOfWindow);
+        assert_eq!(b.drop_counts(), (0, 2));
+        assert!(holes.is_empty());
+    }
+
+    #[test]
+    fn first_contact_and_beacons() {
+        let mut b = ReceiverBuffer::from_first_contact();
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        b.on_message(10, 10, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![10]);
+        b.on_beacon(12, &mut holes);
+        assert_eq!(holes, vec![11, 12]);
+        assert!(b.is_missing(11));
+        b.on_message(12, 12, &mut out, &mut holes);
+        b.on_message(11, 11, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![11, 12]);
+    }
+
+    #[test]
+    fn producer_ring_forgets_old_ids() {
+        let mut p = ProducerBuffer::new(2);
+        p.push(0, "a");
+        p.push(1, "b");
+        p.push(2, "c");
+        assert_eq!(p.get(0), None);
+        assert_eq!(p.get(2), Some(&"c"));
+    }
+}

@@ -1,0 +1,111 @@
+//! Channel control messages shared by sticky point-to-point and multicast sessions:
+//! discovery (§3.5), join, leave and the route subscriptions an endpoint installs (§3.8).
+
+use std::collections::HashMap;
+
+use super::context::AppCore;
+use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::payload::{JoinMessagePayload, encode_name};
+use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
+
+/// Content type of the Δ0.6 point-to-point discovery probe.
+pub const P2P_DISCOVERY_CONTENT_TYPE: &str = "p2p_session_discovery";
+
+/// The stateless answer any app gives to a CHANNEL_DISCOVERY_REQUEST (§3.5.1): source = the
+/// requested name with this app's id, so the requester learns which instance answered.
+pub fn discovery_reply(core: &AppCore, request: &Message) -> Option<Message> {
+    let sh = request.session_header()?;
+    let asked = request.resolved_destination()?;
+    let requester = request.source_name()?;
+    let source = asked.with_id(core.name.id());
+    let session_type = SessionType::try_from(sh.session_type).unwrap_or(SessionType::SessionUnknown);
+    let spec = PublishSpec {
+        source: &source,
+        destination: &requester,
+        flags: Flags::one().forward_to(request.incoming_conn()),
+        session_type,
+        message_type: SessionMessageType::ChannelDiscoveryReply,
+        session_id: sh.session_id,
+        message_id: sh.message_id,
+        original_names: false,
+        content_type: "",
+    };
+    Some(builders::publish(&spec, Vec::new(), HashMap::new()))
+}
+
+/// The point-to-point discovery probe toward any instance of `dest`.
+pub fn p2p_discovery_request(core: &AppCore, session_id: u32, message_id: u32, dest: &Name) -> Message {
+    let spec = PublishSpec {
+        source: &core.name,
+        destination: dest,
+        flags: Flags::one(),
+        session_type: SessionType::SessionPointToPoint,
+        message_type: SessionMessageType::ChannelDiscoveryRequest,
+        session_id,
+        message_id,
+        original_names: true,
+        content_type: P2P_DISCOVERY_CONTENT_TYPE,
+    };
+    builders::publish(&spec, encode_name(&core.name), HashMap::new())
+}
+
+/// CHANNEL_JOIN_REQUEST to the discovered instance (Δ0.6: session-header destination = channel).
+#[allow(clippy::too_many_arguments)]
+pub fn join_request(
+    core: &AppCore,
+    session_type: SessionType,
+    session_id: u32,
+    message_id: u32,
+    invitee: &Name,
+    forward_to: Option<u64>,
+    channel: &Name,
+    mls_enabled: bool,
+) -> Message {
+    let payload = JoinMessagePayload { channel_name: channel.clone(), moderator_name: core.name.clone() };
+    let mut msg = core.control(
+        invitee,
+        Flags::one().forward_to(forward_to),
+        session_type,
+        SessionMessageType::ChannelJoinRequest,
+        session_id,
+        message_id,
+        payload.encode(),
+    );
+    builders::set_session_destination(&mut msg, channel);
+    if mls_enabled {
+        msg.metadata.insert(wire::META_MLS_ENABLED.to_string(), "true".to_string());
+    }
+    msg
+}
+
+/// A reply of `kind` to a control `request` (same session and message id), sent back through
+/// the connection it came in on.
+pub fn reply_to(core: &AppCore, request: &Message, kind: SessionMessageType, blob: Vec<u8>) -> Option<Message> {
+    let sh = request.session_header()?;
+    let requester = request.source_name()?;
+    let session_type = SessionType::try_from(sh.session_type).unwrap_or(SessionType::SessionUnknown);
+    Some(core.control(
+        &requester,
+        Flags::one().forward_to(request.incoming_conn()),
+        session_type,
+        kind,
+        sh.session_id,
+        sh.message_id,
+        blob,
+    ))
+}
+
+/// Local route: "send traffic for `name` out through `conn`" (`Subscribe` with `recvFrom`).
+pub fn set_route(core: &AppCore, name: &Name, conn: u64) -> Message {
+    builders::subscribe(&core.name, name, Flags::one().recv_from(conn))
+}
+
+/// Removes a local route (`Unsubscribe` with `recvFrom`).
+pub fn remove_route(core: &AppCore, name: &Name, conn: u64) -> Message {
+    builders::unsubscribe(&core.name, name, Flags::one().recv_from(conn))
+}
+
+/// A random control message id (nonce).
+pub fn nonce() -> u32 {
+    rand::random::<u32>()
+}

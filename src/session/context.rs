@@ -1,0 +1,232 @@
+//! What every session task shares with its app: own name, identity, the sender into the
+//! embedded node, the inbox, counters; plus the message builders all session kinds use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::Inbox;
+use super::{MessageInfo, PublishRequest};
+use crate::auth::{Provider, Verifier};
+use crate::error::SlimError;
+use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
+
+/// Counters of everything the session layer drops or rejects (never silent).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Inbound publishes whose `SLIM_IDENTITY` was missing or rejected.
+    pub identity_rejected: AtomicU64,
+    /// Inbound messages that were not publishes, or were malformed.
+    pub invalid: AtomicU64,
+    /// Publishes for unknown sessions that do not create one (late ACKs, replies, ...).
+    pub unknown_session: AtomicU64,
+    /// Inbound messages dropped because a session task's queue was full.
+    pub session_backlog: AtomicU64,
+    /// Messages from a source that is not the pinned peer.
+    pub wrong_peer: AtomicU64,
+    /// Duplicate reliable messages (acknowledged again, not delivered).
+    pub duplicates: AtomicU64,
+    /// Reliable messages too far ahead of the receive window.
+    pub out_of_window: AtomicU64,
+    /// ACKs for ids that are not waiting for one.
+    pub unknown_acks: AtomicU64,
+    /// RTX requests for ids no longer buffered (answered with the error flag).
+    pub rtx_unavailable: AtomicU64,
+    /// RTX replies nobody asked for.
+    pub unexpected_rtx_replies: AtomicU64,
+    /// Route errors for messages without a live session.
+    pub orphan_route_errors: AtomicU64,
+    /// Control messages of a kind the session does not handle.
+    pub unhandled_control: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot by name (for tests and diagnostics).
+    pub fn snapshot(&self) -> HashMap<&'static str, u64> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        HashMap::from([
+            ("identity_rejected", get(&self.identity_rejected)),
+            ("invalid", get(&self.invalid)),
+            ("unknown_session", get(&self.unknown_session)),
+            ("session_backlog", get(&self.session_backlog)),
+            ("wrong_peer", get(&self.wrong_peer)),
+            ("duplicates", get(&self.duplicates)),
+            ("out_of_window", get(&self.out_of_window)),
+            ("unknown_acks", get(&self.unknown_acks)),
+            ("rtx_unavailable", get(&self.rtx_unavailable)),
+            ("unexpected_rtx_replies", get(&self.unexpected_rtx_replies)),
+            ("orphan_route_errors", get(&self.orphan_route_errors)),
+            ("unhandled_control", get(&self.unhandled_control)),
+        ])
+    }
+}
+
+/// App-wide state a session needs. Shared (`Arc`) by the app, the dispatcher and every session task.
+#[derive(Debug)]
+pub struct AppCore {
+    /// This app's name with its instance id.
+    pub name: Name,
+    /// Makes `SLIM_IDENTITY` tokens.
+    pub provider: Provider,
+    /// Checks peers' tokens.
+    pub verifier: Verifier,
+    /// Into the embedded node (the app's local connection).
+    pub node_tx: mpsc::Sender<Message>,
+    /// Delivery queues the application reads.
+    pub inbox: Arc<Inbox>,
+    /// Drop/reject counters.
+    pub stats: Stats,
+    /// Cancelled when the last `App` handle goes away.
+    pub shutdown: CancellationToken,
+}
+
+impl AppCore {
+    /// Attaches this app's identity token.
+    pub fn stamp_identity(&self, msg: &mut Message) -> Result<(), SlimError> {
+        let token = self.provider.get_token()?;
+        msg.metadata.insert(wire::META_IDENTITY.to_string(), token);
+        Ok(())
+    }
+
+    /// Stamps the identity and hands `msg` to the embedded node (waits if the node is busy).
+    pub async fn send(&self, mut msg: Message) -> Result<(), SlimError> {
+        self.stamp_identity(&mut msg)?;
+        self.node_tx.send(msg).await.map_err(|_| SlimError::Closed)
+    }
+
+    /// Builds a control publish from this app (no OriginalNames, content type "").
+    #[allow(clippy::too_many_arguments)]
+    pub fn control(
+        &self,
+        destination: &Name,
+        flags: Flags,
+        session_type: SessionType,
+        message_type: SessionMessageType,
+        session_id: u32,
+        message_id: u32,
+        blob: Vec<u8>,
+    ) -> Message {
+        let spec = PublishSpec {
+            source: &self.name,
+            destination,
+            flags,
+            session_type,
+            message_type,
+            session_id,
+            message_id,
+            original_names: false,
+            content_type: "",
+        };
+        builders::publish(&spec, blob, HashMap::new())
+    }
+}
+
+/// Where a publish goes: its destination name and, for replies or pinned peers, the connection
+/// that bypasses the node's lookup.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// SLIM-header destination.
+    pub name: Name,
+    /// `forwardTo`.
+    pub forward_to: Option<u64>,
+}
+
+impl Target {
+    /// Resolves `dest` / `reply_to` of a publish request.
+    pub fn of(req: &PublishRequest) -> Result<Target, SlimError> {
+        if let Some(name) = &req.dest {
+            return Ok(Target { name: name.clone(), forward_to: None });
+        }
+        match &req.reply_to {
+            Some(info) => Ok(Target { name: info.source.clone(), forward_to: info.input_connection }),
+            None => Err(SlimError::Config("no destination name specified".into())),
+        }
+    }
+}
+
+/// Builds an application data publish (OriginalNames included so 0.6.0 peers see the strings).
+#[allow(clippy::too_many_arguments)]
+pub fn data_message(
+    source: &Name,
+    target: &Target,
+    fanout: u32,
+    session_type: SessionType,
+    message_type: SessionMessageType,
+    session_id: u32,
+    message_id: u32,
+    req: PublishRequest,
+) -> Message {
+    let spec = PublishSpec {
+        source,
+        destination: &target.name,
+        flags: Flags { fanout, recv_from: None, forward_to: target.forward_to, error: None },
+        session_type,
+        message_type,
+        session_id,
+        message_id,
+        original_names: true,
+        content_type: req.payload_type.as_deref().unwrap_or("msg"),
+    };
+    builders::publish(&spec, req.blob, req.metadata.unwrap_or_default())
+}
+
+/// Turns a received publish into what the application sees, without copying the payload.
+/// Protocol metadata keys are removed.
+pub fn into_delivery(session_id: u32, msg: Message) -> (MessageInfo, Vec<u8>) {
+    let input_connection = msg.incoming_conn();
+    let mut metadata = msg.metadata;
+    metadata.retain(|k, _| !wire::INTERNAL_METADATA_KEYS.contains(&k.as_str()));
+    let (mut source, mut destination) = (Name::new("", "", "", None), Name::new("", "", "", None));
+    let mut payload_type = String::new();
+    let mut blob = Vec::new();
+    let mut message_id = 0;
+    if let Some(wire::proto::message::MessageType::Publish(p)) = msg.message_type {
+        let sh = p.session.unwrap_or_default();
+        message_id = sh.message_id;
+        if let Some(h) = p.header {
+            if let Some(s) = h.source {
+                source = with_strings(&s, sh.source);
+            }
+            if let Some(d) = h.destination {
+                destination = with_strings(&d, sh.destination);
+            }
+        }
+        if let Some(c) = p.msg {
+            payload_type = c.content_type;
+            blob = c.blob;
+        }
+    }
+    let info = MessageInfo { session_id, source, destination, payload_type, metadata, input_connection, message_id };
+    (info, blob)
+}
+
+/// The header's integer name, carrying the OriginalName strings when present (no re-hashing).
+fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> Name {
+    let comps = [n.component_0, n.component_1, n.component_2, n.component_3];
+    match original {
+        Some(o) => Name::from_parts(comps, Some([o.component_0, o.component_1, o.component_2])),
+        None => Name::from_components(comps),
+    }
+}
+
+/// The seam for end-to-end encryption of one session (MLS). A session with `mls_enabled` holds
+/// one; outbound non-CHANNEL payloads go through [`MlsSeam::protect`] (and get
+/// `MLS_ENCRYPTED=true`), inbound `MLS_ENCRYPTED` payloads through [`MlsSeam::unprotect`].
+/// Control (CHANNEL_*) messages drive the group itself (key package, welcome, commit).
+pub trait MlsSeam: Send {
+    /// True once the group can encrypt (messages published before are buffered).
+    fn is_ready(&self) -> bool;
+    /// Encrypts an application payload.
+    fn protect(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SlimError>;
+    /// Decrypts an application payload.
+    fn unprotect(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, SlimError>;
+}

@@ -1,0 +1,413 @@
+//! The app-wide session layer: session table, inbound dispatch (spec §3.2) and the publish path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use super::channel;
+use super::context::{AppCore, Stats, Target, data_message, into_delivery};
+use super::point_to_point::{P2pRole, P2pTask};
+use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
+use super::{
+    Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
+};
+use crate::error::SlimError;
+use crate::node::{LocalDelivery, RouteError};
+use crate::wire::{self, Message, SessionMessageType, SessionType};
+
+/// Inbound messages a session task buffers before the dispatcher drops (and counts) new ones.
+pub const SESSION_INBOUND_CAPACITY: usize = 4096;
+/// Publish requests waiting for a session task (callers wait when it is full).
+pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
+/// Inbound deliveries the dispatcher takes from the node per wake-up.
+const DISPATCH_BATCH: usize = 128;
+
+/// What the app asks of a session task.
+#[derive(Debug)]
+pub enum Command {
+    /// Send this.
+    Publish(PublishRequest),
+    /// Use new timeout / retry values from now on.
+    SetConfig(SessionConfig),
+}
+
+/// One session as the app and the dispatcher see it; its state machine lives in its task.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// Session id.
+    pub id: u32,
+    config: Mutex<SessionConfig>,
+    /// What the application reads.
+    pub queue: Arc<SessionQueue>,
+    /// Next data message id (shared by the task and the unreliable fast path).
+    pub next_id: AtomicU32,
+    /// Unreliable, non-sticky: publishes skip the task.
+    fast_publish: AtomicBool,
+    /// Non-sticky point to point: inbound P2P_MSG skips the task.
+    fast_inbound: bool,
+    /// Created by a peer and not yet shown on the new-session queue.
+    announce_pending: AtomicBool,
+    inbound: mpsc::Sender<Message>,
+    outbound: mpsc::Sender<Command>,
+    /// Cancelled when the session is deleted.
+    pub cancel: CancellationToken,
+}
+
+impl SessionEntry {
+    /// Hands a received data message to the application (and announces a peer-created session
+    /// with its first message).
+    pub fn deliver(&self, msg: Message) {
+        let (info, blob) = into_delivery(self.id, msg);
+        if self.announce_pending.swap(false, Ordering::AcqRel) {
+            self.queue.inbox_announce(info.clone(), blob.clone());
+        }
+        self.queue.push(Ok((info, blob)));
+    }
+
+    /// Puts a session error on the queue.
+    pub fn deliver_error(&self, err: SlimError) {
+        self.queue.push(Err(err));
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> SessionConfig {
+        self.config.lock().clone()
+    }
+
+    fn on_inbound(&self, msg: Message, stats: &Stats) {
+        if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
+            self.deliver(msg);
+            return;
+        }
+        match self.inbound.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                Stats::bump(&stats.session_backlog);
+                tracing::debug!(session = self.id, "session task backlog full: inbound message dropped");
+            }
+            Err(TrySendError::Closed(_)) => Stats::bump(&stats.unknown_session),
+        }
+    }
+}
+
+fn fast_publish_for(cfg: &SessionConfig) -> bool {
+    matches!(cfg, SessionConfig::Anycast { timeout: None, mls_enabled: false, .. })
+}
+
+/// Sessions of one app.
+#[derive(Debug)]
+pub struct SessionLayer {
+    /// Shared app state.
+    pub core: Arc<AppCore>,
+    sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
+    default_p2p: Mutex<SessionConfig>,
+    default_multicast: Mutex<SessionConfig>,
+    me: Weak<SessionLayer>,
+}
+
+impl SessionLayer {
+    /// A layer with no sessions.
+    pub fn new(core: Arc<AppCore>) -> Arc<Self> {
+        Arc::new_cyclic(|me| SessionLayer {
+            core,
+            sessions: RwLock::new(HashMap::new()),
+            default_p2p: Mutex::new(SessionConfig::default_p2p()),
+            default_multicast: Mutex::new(SessionConfig::default_multicast()),
+            me: me.clone(),
+        })
+    }
+
+    /// The session with `id`.
+    pub fn get(&self, id: u32) -> Option<Arc<SessionEntry>> {
+        self.sessions.read().get(&id).cloned()
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    /// True when no session lives.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Creates a session started by this app (random id).
+    pub fn create_local(&self, cfg: SessionConfig) -> Result<u32, SlimError> {
+        cfg.validate()?;
+        let cfg = cfg.normalized();
+        for _ in 0..64 {
+            let id = rand::random_range(0..SESSION_ID_RANGE);
+            if self.get(id).is_none() {
+                self.spawn(id, cfg, P2pRole::Initiator, false)?;
+                return Ok(id);
+            }
+        }
+        Err(SlimError::Internal("no free session id".into()))
+    }
+
+    fn spawn(&self, id: u32, cfg: SessionConfig, role: P2pRole, remote: bool) -> Result<Arc<SessionEntry>, SlimError> {
+        if !cfg.is_point_to_point() {
+            return Err(SlimError::Config("multicast sessions are not supported yet".into()));
+        }
+        let (in_tx, in_rx) = mpsc::channel(SESSION_INBOUND_CAPACITY);
+        let (out_tx, out_rx) = mpsc::channel(SESSION_OUTBOUND_CAPACITY);
+        let sticky = matches!(cfg, SessionConfig::Unicast { .. });
+        let entry = Arc::new(SessionEntry {
+            id,
+            queue: SessionQueue::new(id, DEFAULT_SESSION_QUEUE_CAPACITY, self.core.inbox.clone()),
+            next_id: AtomicU32::new(0),
+            fast_publish: AtomicBool::new(fast_publish_for(&cfg)),
+            fast_inbound: !sticky,
+            announce_pending: AtomicBool::new(remote),
+            inbound: in_tx,
+            outbound: out_tx,
+            cancel: self.core.shutdown.child_token(),
+            config: Mutex::new(cfg.clone()),
+        });
+        self.sessions.write().insert(id, entry.clone());
+        let task = P2pTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
+        tokio::spawn(task.run(in_rx, out_rx));
+        Ok(entry)
+    }
+
+    /// Deletes a session: its task stops, readers get `SessionClosed`.
+    pub fn remove(&self, id: u32) -> Result<(), SlimError> {
+        let entry = self.sessions.write().remove(&id).ok_or(SlimError::SessionNotFound(id))?;
+        entry.cancel.cancel();
+        entry.queue.close();
+        Ok(())
+    }
+
+    /// Closes every session (app shutdown).
+    pub fn close_all(&self) {
+        let all: Vec<_> = self.sessions.write().drain().map(|(_, e)| e).collect();
+        for e in all {
+            e.cancel.cancel();
+            e.queue.close();
+        }
+        self.core.inbox.close();
+    }
+
+    /// The configuration of session `id`.
+    pub fn config(&self, id: u32) -> Result<SessionConfig, SlimError> {
+        Ok(self.get(id).ok_or(SlimError::SessionNotFound(id))?.config())
+    }
+
+    /// Changes timeout / retries of session `id` (the variant must stay the same).
+    pub fn set_config(&self, id: u32, cfg: SessionConfig) -> Result<(), SlimError> {
+        cfg.validate()?;
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let cfg = cfg.normalized();
+        {
+            let mut cur = entry.config.lock();
+            if std::mem::discriminant(&*cur) != std::mem::discriminant(&cfg) {
+                return Err(SlimError::Config(format!(
+                    "invalid session config type: expected {}, got {}",
+                    variant_name(&cur),
+                    variant_name(&cfg)
+                )));
+            }
+            *cur = cfg.clone();
+        }
+        entry.fast_publish.store(fast_publish_for(&cfg), Ordering::Release);
+        entry
+            .outbound
+            .try_send(Command::SetConfig(cfg))
+            .map_err(|_| SlimError::Internal("session task busy; retry set_session_config".into()))
+    }
+
+    /// Sets the configuration used for sessions created on reception.
+    pub fn set_default(&self, cfg: SessionConfig) -> Result<(), SlimError> {
+        cfg.validate()?;
+        let cfg = cfg.normalized();
+        if cfg.is_point_to_point() {
+            *self.default_p2p.lock() = cfg;
+        } else {
+            *self.default_multicast.lock() = cfg;
+        }
+        Ok(())
+    }
+
+    /// Publishes on session `id`. Unreliable anycast goes straight to the node; everything else
+    /// through the session task (waits when the task's queue is full).
+    pub async fn publish(&self, id: u32, req: PublishRequest) -> Result<(), SlimError> {
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let target = Target::of(&req)?;
+        if entry.fast_publish.load(Ordering::Acquire) {
+            let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
+            let fanout = req.fanout;
+            let msg = data_message(
+                &self.core.name,
+                &target,
+                fanout,
+                SessionType::SessionPointToPoint,
+                SessionMessageType::P2PMsg,
+                id,
+                mid,
+                req,
+            );
+            return self.core.send(msg).await;
+        }
+        entry.outbound.send(Command::Publish(req)).await.map_err(|_| SlimError::SessionNotFound(id))
+    }
+
+    /// Reads everything the embedded node delivers until shutdown.
+    pub async fn run_dispatcher(self: Arc<Self>, mut rx: mpsc::Receiver<LocalDelivery>) {
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        loop {
+            let n = tokio::select! {
+                biased;
+                _ = self.core.shutdown.cancelled() => break,
+                n = rx.recv_many(&mut batch, DISPATCH_BATCH) => n,
+            };
+            if n == 0 {
+                break;
+            }
+            for d in batch.drain(..) {
+                match d {
+                    LocalDelivery::Message(m) => self.on_message(m).await,
+                    LocalDelivery::Error(e) => self.on_route_error(e),
+                }
+            }
+        }
+        self.close_all();
+    }
+
+    fn on_route_error(&self, e: RouteError) {
+        let sid = e.message.session_header().map(|s| s.session_id);
+        match sid.and_then(|s| self.get(s)) {
+            Some(entry) => entry.deliver_error(SlimError::NoRoute(e.error.to_string())),
+            None => {
+                Stats::bump(&self.core.stats.orphan_route_errors);
+                tracing::debug!(error = %e.error, "route error for a message without a live session");
+            }
+        }
+    }
+
+    /// Checks `SLIM_IDENTITY` (sync first, then the verifier's async path). False → dropped.
+    async fn identity_ok(&self, msg: &Message) -> bool {
+        let Some(token) = msg.metadata.get(wire::META_IDENTITY) else {
+            Stats::bump(&self.core.stats.identity_rejected);
+            tracing::debug!("inbound publish without identity: dropped");
+            return false;
+        };
+        if self.core.verifier.try_verify(token).is_ok() {
+            return true;
+        }
+        match self.core.verifier.verify(token).await {
+            Ok(()) => true,
+            Err(e) => {
+                Stats::bump(&self.core.stats.identity_rejected);
+                tracing::debug!(error = %e, "inbound publish with a rejected identity: dropped");
+                false
+            }
+        }
+    }
+
+    async fn on_message(&self, msg: Message) {
+        let Some(sh) = msg.session_header() else {
+            // Subscriptions are not delivered to apps; anything else is malformed.
+            Stats::bump(&self.core.stats.invalid);
+            return;
+        };
+        let (sid, session_type) = (sh.session_id, sh.session_type);
+        if !self.identity_ok(&msg).await {
+            return;
+        }
+        let kind = msg.session_message_type();
+        if kind == SessionMessageType::ChannelDiscoveryRequest {
+            if let Some(reply) = channel::discovery_reply(&self.core, &msg) {
+                let _ = self.core.send(reply).await;
+            }
+            return;
+        }
+        if let Some(entry) = self.get(sid) {
+            entry.on_inbound(msg, &self.core.stats);
+            return;
+        }
+        self.create_on_reception(sid, session_type, kind, msg);
+    }
+
+    fn create_on_reception(&self, sid: u32, session_type: i32, kind: SessionMessageType, msg: Message) {
+        let stats = &self.core.stats;
+        let created = match kind {
+            SessionMessageType::P2PMsg | SessionMessageType::P2PReliable => {
+                let mut cfg = self.default_p2p.lock().clone();
+                if kind == SessionMessageType::P2PReliable {
+                    cfg = with_reliable_defaults(cfg);
+                }
+                // A session opened by data has no discovery of its own: it answers whoever wrote.
+                let cfg = match cfg {
+                    SessionConfig::Unicast { timeout, max_retries, mls_enabled: false } => {
+                        SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
+                    }
+                    other => other,
+                };
+                self.spawn(sid, cfg, P2pRole::Responder, true)
+            }
+            SessionMessageType::ChannelJoinRequest
+                if session_type == SessionType::SessionPointToPoint as i32 =>
+            {
+                let mls_enabled = msg.metadata.contains_key(wire::META_MLS_ENABLED);
+                let (timeout, max_retries) = match &*self.default_p2p.lock() {
+                    SessionConfig::Anycast { timeout, max_retries, .. }
+                    | SessionConfig::Unicast { timeout, max_retries, .. } => (*timeout, *max_retries),
+                    SessionConfig::Multicast { .. } => (None, None),
+                };
+                let cfg = SessionConfig::Unicast {
+                    timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
+                    max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
+                    mls_enabled,
+                };
+                self.spawn(sid, cfg, P2pRole::Responder, true)
+            }
+            SessionMessageType::ChannelJoinRequest => {
+                Stats::bump(&stats.unhandled_control);
+                tracing::debug!(session = sid, "multicast join request: multicast is not supported yet");
+                return;
+            }
+            _ => {
+                Stats::bump(&stats.unknown_session);
+                tracing::debug!(session = sid, ?kind, "message for an unknown session: dropped");
+                return;
+            }
+        };
+        match created {
+            Ok(entry) => entry.on_inbound(msg, stats),
+            Err(e) => tracing::debug!(session = sid, error = %e, "could not create session on reception"),
+        }
+    }
+}
+
+fn with_reliable_defaults(cfg: SessionConfig) -> SessionConfig {
+    match cfg {
+        SessionConfig::Anycast { timeout, max_retries, mls_enabled } => SessionConfig::Anycast {
+            timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
+            max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
+            mls_enabled,
+        },
+        SessionConfig::Unicast { timeout, max_retries, mls_enabled } => SessionConfig::Unicast {
+            timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
+            max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
+            mls_enabled,
+        },
+        other => other,
+    }
+}
+
+fn variant_name(cfg: &SessionConfig) -> &'static str {
+    match cfg {
+        SessionConfig::Anycast { .. } => "Anycast",
+        SessionConfig::Unicast { .. } => "Unicast",
+        SessionConfig::Multicast { .. } => "Multicast",
+    }
+}
+
+/// Items a reader gets from a session queue (re-exported for the app).
+pub type SessionDelivery = Delivery;

@@ -1,0 +1,550 @@
+//! Point-to-point sessions (spec §3.4–§3.6, Δ0.6 wire): anycast and sticky unicast, unreliable
+//! or reliable (ACK + retransmission, receiver reorder buffer with RTX).
+//!
+//! One task per session owns all state; it reads inbound messages (from the dispatcher),
+//! publish commands (from the app) and its own timers. Unreliable anycast traffic never reaches
+//! the task (see [`super::layer`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::buffers::{Arrival, ReceiverBuffer, Released};
+use super::channel;
+use super::context::{AppCore, Stats, Target, data_message};
+use super::layer::{Command, SessionEntry, SessionLayer};
+use super::timer::{Fired, TimerPolicy, TimerSet};
+use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
+use crate::error::SlimError;
+use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::{Message, Name, SessionMessageType, SessionType};
+
+/// Reliable messages in flight (unacknowledged) before publishers wait.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Publishes buffered while discovery runs before publishers wait.
+pub const MAX_PENDING_DISCOVERY: usize = 4096;
+/// Recently delivered (source, id) pairs kept to drop duplicates when no peer is pinned.
+const RECENT_IDS: usize = 4096;
+
+/// Who started the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum P2pRole {
+    /// This app created it (sticky sessions run discovery on first publish).
+    Initiator,
+    /// A peer's message created it.
+    Responder,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TimerKey {
+    /// Waiting for the ACK of this data message id.
+    Ack(u32),
+    /// Waiting for this missing id (RTX_REQUEST on each fire).
+    Rtx(u32),
+    /// Re-sending this control message (discovery / join).
+    Control(u32),
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// No peer and no discovery running.
+    Idle,
+    /// DISCOVERY_REQUEST with this id sent.
+    Discovering { request_id: u32 },
+    /// JOIN_REQUEST with this id sent to this instance.
+    Joining { request_id: u32, peer: Peer },
+    /// Peer pinned (or not needed).
+    Ready,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    name: Name,
+    conn: Option<u64>,
+}
+
+/// The state machine of one point-to-point session.
+pub struct P2pTask {
+    core: Arc<AppCore>,
+    entry: Arc<SessionEntry>,
+    layer: Weak<SessionLayer>,
+    id: u32,
+    timeout: Option<Duration>,
+    max_retries: u32,
+    sticky: bool,
+    mls_enabled: bool,
+    role: P2pRole,
+    phase: Phase,
+    peer: Option<Peer>,
+    pending: VecDeque<PublishRequest>,
+    unacked: HashMap<u32, Message>,
+    control: HashMap<u32, Message>,
+    timers: TimerSet<TimerKey>,
+    receiver: Option<ReceiverBuffer<Message>>,
+    recent: HashSet<(u64, u32)>,
+    recent_order: VecDeque<(u64, u32)>,
+    fired: Vec<Fired<TimerKey>>,
+    released: Vec<Released<Message>>,
+    holes: Vec<u32>,
+}
+
+impl P2pTask {
+    /// A task for `entry` with the point-to-point parameters of `cfg`.
+    pub fn new(
+        core: Arc<AppCore>,
+        entry: Arc<SessionEntry>,
+        layer: Weak<SessionLayer>,
+        cfg: &SessionConfig,
+        role: P2pRole,
+    ) -> Self {
+        let (timeout, max_retries, sticky, mls_enabled) = params(cfg);
+        P2pTask {
+            id: entry.id,
+            core,
+            entry,
+            layer,
+            timeout,
+            max_retries,
+            sticky,
+            mls_enabled,
+            role,
+            phase: Phase::Idle,
+            peer: None,
+            pending: VecDeque::new(),
+            unacked: HashMap::new(),
+            control: HashMap::new(),
+            timers: TimerSet::new(),
+            receiver: None,
+            recent: HashSet::new(),
+            recent_order: VecDeque::new(),
+            fired: Vec::new(),
+            released: Vec::new(),
+            holes: Vec::new(),
+        }
+    }
+
+    /// Runs until the session is deleted or the app shuts down.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Message>, mut commands: mpsc::Receiver<Command>) {
+        let cancel = self.entry.cancel.clone();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let next = self.timers.next_deadline();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at);
+                }
+                armed = next;
+            }
+            let accept = self.accepts_publish();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                m = inbound.recv() => match m {
+                    Some(m) => self.on_message(m).await,
+                    None => break,
+                },
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.on_timers().await;
+                }
+                c = commands.recv(), if accept => match c {
+                    Some(Command::Publish(req)) => self.on_publish(req).await,
+                    Some(Command::SetConfig(cfg)) => {
+                        let (timeout, max_retries, _, _) = params(&cfg);
+                        self.timeout = timeout;
+                        self.max_retries = max_retries;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+
+    /// Publishers wait while too much is in flight or buffered for discovery.
+    fn accepts_publish(&self) -> bool {
+        self.unacked.len() < MAX_IN_FLIGHT && self.pending.len() < MAX_PENDING_DISCOVERY
+    }
+
+    fn needs_discovery(&self) -> bool {
+        self.sticky && self.role == P2pRole::Initiator && self.peer.is_none()
+    }
+
+    async fn send(&self, msg: Message) {
+        if let Err(e) = self.core.send(msg).await {
+            tracing::debug!(session = self.id, error = %e, "could not hand a message to the node");
+        }
+    }
+
+    async fn on_publish(&mut self, req: PublishRequest) {
+        if self.needs_discovery() {
+            if matches!(self.phase, Phase::Idle) {
+                match Target::of(&req) {
+                    Ok(target) => self.start_discovery(&target.name).await,
+                    Err(e) => {
+                        self.entry.deliver_error(e);
+                        return;
+                    }
+                }
+            }
+            self.pending.push_back(req);
+            return;
+        }
+        self.send_data(req).await;
+    }
+
+    async fn send_data(&mut self, req: PublishRequest) {
+        let target = match (&self.peer, self.sticky) {
+            (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
+            _ => match Target::of(&req) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.entry.deliver_error(e);
+                    return;
+                }
+            },
+        };
+        let mid = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
+        let kind = if self.timeout.is_some() { SessionMessageType::P2PReliable } else { SessionMessageType::P2PMsg };
+        let fanout = req.fanout;
+        let msg = data_message(&self.core.name, &target, fanout, SessionType::SessionPointToPoint, kind, self.id, mid, req);
+        if let Some(timeout) = self.timeout {
+            self.unacked.insert(mid, msg.clone());
+            self.timers.start(TimerKey::Ack(mid), TimerPolicy::constant(timeout, self.max_retries), Instant::now());
+        }
+        self.send(msg).await;
+    }
+
+    async fn start_discovery(&mut self, dest: &Name) {
+        let request_id = channel::nonce();
+        let msg = channel::p2p_discovery_request(&self.core, self.id, request_id, dest);
+        self.send_control(request_id, msg).await;
+        self.phase = Phase::Discovering { request_id };
+    }
+
+    async fn send_control(&mut self, mid: u32, msg: Message) {
+        self.control.insert(mid, msg.clone());
+        self.timers.start(
+            TimerKey::Control(mid),
+            TimerPolicy::constant(CONTROL_RETRY_INTERVAL, CONTROL_MAX_RETRIES),
+            Instant::now(),
+        );
+        self.send(msg).await;
+    }
+
+    fn stop_control(&mut self, mid: u32) {
+        self.timers.stop(&TimerKey::Control(mid));
+        self.control.remove(&mid);
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        let Some(sh) = msg.session_header() else { return };
+        let mid = sh.message_id;
+        let kind = msg.session_message_type();
+        let Some(source) = msg.source_name() else { return };
+        let stats = &self.core.stats;
+        if let Some(peer) = &self.peer {
+            let exempt = matches!(kind, SessionMessageType::ChannelDiscoveryReply | SessionMessageType::ChannelJoinReply);
+            if self.sticky && source != peer.name && !exempt {
+                Stats::bump(&stats.wrong_peer);
+                tracing::debug!(session = self.id, %source, "message from a source other than the pinned peer: dropped");
+                return;
+            }
+        }
+        match kind {
+            SessionMessageType::P2PMsg => self.entry.deliver(msg),
+            SessionMessageType::P2PReliable => self.on_reliable(mid, source, msg).await,
+            SessionMessageType::P2PAck => {
+                if self.unacked.remove(&mid).is_some() {
+                    self.timers.stop(&TimerKey::Ack(mid));
+                } else {
+                    Stats::bump(&stats.unknown_acks);
+                }
+            }
+            SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
+            SessionMessageType::RtxReply => self.on_rtx_reply(mid, msg).await,
+            SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
+            SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
+            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid).await,
+            SessionMessageType::ChannelLeaveRequest => {
+                if let Some(reply) = channel::reply_to(&self.core, &msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
+                    self.send(reply).await;
+                }
+                if let Some(layer) = self.layer.upgrade() {
+                    let _ = layer.remove(self.id);
+                }
+            }
+            _ => {
+                Stats::bump(&stats.unhandled_control);
+                tracing::debug!(session = self.id, ?kind, "unhandled message on a point-to-point session");
+            }
+        }
+    }
+
+    fn ack_for(&self, msg: &Message, mid: u32) -> Option<Message> {
+        let dst = msg.source_name()?;
+        Some(self.core.control(
+            &dst,
+            Flags::one().forward_to(msg.incoming_conn()),
+            SessionType::SessionPointToPoint,
+            SessionMessageType::P2PAck,
+            self.id,
+            mid,
+            Vec::new(),
+        ))
+    }
+
+    async fn on_reliable(&mut self, mid: u32, source: Name, msg: Message) {
+        let ack = self.ack_for(&msg, mid);
+        if self.receiver.is_some() {
+            if self.feed_receiver(mid, msg) == Arrival::OutOfWindow {
+                // Not acknowledged: the sender retransmits once the window has moved.
+                return;
+            }
+        } else {
+            let key = (source.id(), mid);
+            if self.recent.insert(key) {
+                self.recent_order.push_back(key);
+                if self.recent_order.len() > RECENT_IDS {
+                    if let Some(old) = self.recent_order.pop_front() {
+                        self.recent.remove(&old);
+                    }
+                }
+                self.entry.deliver(msg);
+            } else {
+                Stats::bump(&self.core.stats.duplicates);
+            }
+        }
+        if let Some(ack) = ack {
+            self.send(ack).await;
+        }
+    }
+
+    /// Feeds the reorder buffer, delivers what it releases and starts RTX timers for new holes.
+    fn feed_receiver(&mut self, mid: u32, msg: Message) -> Arrival {
+        let Some(rb) = self.receiver.as_mut() else { return Arrival::Duplicate };
+        let arrival = rb.on_message(mid, msg, &mut self.released, &mut self.holes);
+        match arrival {
+            Arrival::Duplicate => Stats::bump(&self.core.stats.duplicates),
+            Arrival::OutOfWindow => Stats::bump(&self.core.stats.out_of_window),
+            Arrival::Accepted => {
+                self.timers.stop(&TimerKey::Rtx(mid));
+            }
+        }
+        let rtx_every = self.timeout.unwrap_or(Duration::from_secs(1));
+        let now = Instant::now();
+        for hole in self.holes.drain(..) {
+            if !self.timers.is_running(&TimerKey::Rtx(hole)) {
+                self.timers.start(TimerKey::Rtx(hole), TimerPolicy::constant(rtx_every, self.max_retries), now);
+            }
+        }
+        self.flush_released();
+        arrival
+    }
+
+    fn flush_released(&mut self) {
+        for r in self.released.drain(..) {
+            match r {
+                Released::Message(m) => self.entry.deliver(m),
+                Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
+            }
+        }
+    }
+
+    async fn on_rtx_request(&mut self, mid: u32, request: &Message) {
+        let Some(requester) = request.source_name() else { return };
+        let own = request.destination_name().unwrap_or_else(|| self.core.name.clone());
+        let flags = Flags::one().forward_to(request.incoming_conn());
+        let reply = match self.unacked.get(&mid) {
+            Some(original) => {
+                let content_type = original.publish().and_then(|p| p.msg.as_ref()).map(|c| c.content_type.as_str());
+                let spec = PublishSpec {
+                    source: &own,
+                    destination: &requester,
+                    flags,
+                    session_type: SessionType::SessionPointToPoint,
+                    message_type: SessionMessageType::RtxReply,
+                    session_id: self.id,
+                    message_id: mid,
+                    original_names: true,
+                    content_type: content_type.unwrap_or(""),
+                };
+                let mut meta = original.metadata.clone();
+                meta.remove(crate::wire::META_IDENTITY);
+                builders::publish(&spec, original.blob().to_vec(), meta)
+            }
+            None => {
+                Stats::bump(&self.core.stats.rtx_unavailable);
+                self.core.control(
+                    &requester,
+                    flags.error(),
+                    SessionType::SessionPointToPoint,
+                    SessionMessageType::RtxReply,
+                    self.id,
+                    mid,
+                    Vec::new(),
+                )
+            }
+        };
+        self.send(reply).await;
+    }
+
+    async fn on_rtx_reply(&mut self, mid: u32, msg: Message) {
+        if self.receiver.is_none() || !self.timers.stop(&TimerKey::Rtx(mid)) {
+            Stats::bump(&self.core.stats.unexpected_rtx_replies);
+            return;
+        }
+        let failed = msg.slim_header().and_then(|h| h.error).unwrap_or(false);
+        if failed {
+            if let Some(rb) = self.receiver.as_mut() {
+                rb.on_lost(mid, &mut self.released);
+            }
+            self.flush_released();
+            return;
+        }
+        let ack = self.ack_for(&msg, mid);
+        self.feed_receiver(mid, msg);
+        if let Some(ack) = ack {
+            self.send(ack).await;
+        }
+    }
+
+    async fn on_discovery_reply(&mut self, mid: u32, source: Name, msg: &Message) {
+        let Phase::Discovering { request_id } = self.phase else {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        };
+        if request_id != mid {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        self.stop_control(mid);
+        let peer = Peer { name: source, conn: msg.incoming_conn() };
+        let join_id = channel::nonce();
+        let join = channel::join_request(
+            &self.core,
+            SessionType::SessionPointToPoint,
+            self.id,
+            join_id,
+            &peer.name,
+            peer.conn,
+            &self.core.name,
+            self.mls_enabled,
+        );
+        self.send_control(join_id, join).await;
+        self.phase = Phase::Joining { request_id: join_id, peer };
+    }
+
+    async fn on_join_request(&mut self, source: Name, msg: &Message) {
+        if self.role != P2pRole::Responder {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        if self.peer.is_none() {
+            self.peer = Some(Peer { name: source, conn: msg.incoming_conn() });
+            self.sticky = true;
+            self.receiver = Some(ReceiverBuffer::starting_at(0));
+            self.phase = Phase::Ready;
+        }
+        // Answer every copy: a retransmitted request means our reply was lost.
+        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, Vec::new()) {
+            self.send(reply).await;
+        }
+    }
+
+    async fn on_join_reply(&mut self, mid: u32) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ready);
+        let Phase::Joining { request_id, peer } = phase else {
+            self.phase = phase;
+            return;
+        };
+        if request_id != mid {
+            self.phase = Phase::Joining { request_id, peer };
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        self.stop_control(mid);
+        self.peer = Some(peer);
+        self.receiver = Some(ReceiverBuffer::starting_at(0));
+        while let Some(req) = self.pending.pop_front() {
+            self.send_data(req).await;
+        }
+    }
+
+    async fn on_timers(&mut self) {
+        self.timers.expire(Instant::now(), &mut self.fired);
+        let fired: Vec<_> = self.fired.drain(..).collect();
+        for f in fired {
+            match f {
+                Fired::Retry { key: TimerKey::Ack(mid), .. } => {
+                    if let Some(m) = self.unacked.get(&mid) {
+                        let m = m.clone();
+                        self.send(m).await;
+                    }
+                }
+                Fired::Failed { key: TimerKey::Ack(mid) } => {
+                    self.unacked.remove(&mid);
+                    self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id: mid });
+                }
+                Fired::Retry { key: TimerKey::Rtx(mid), .. } => {
+                    let still_missing = self.receiver.as_ref().is_some_and(|rb| rb.is_missing(mid));
+                    if !still_missing {
+                        self.timers.stop(&TimerKey::Rtx(mid));
+                        continue;
+                    }
+                    if let Some(peer) = self.peer.clone() {
+                        let req = self.core.control(
+                            &peer.name,
+                            Flags::one().forward_to(peer.conn),
+                            SessionType::SessionPointToPoint,
+                            SessionMessageType::RtxRequest,
+                            self.id,
+                            mid,
+                            Vec::new(),
+                        );
+                        self.send(req).await;
+                    }
+                }
+                Fired::Failed { key: TimerKey::Rtx(mid) } => {
+                    if let Some(rb) = self.receiver.as_mut() {
+                        rb.on_lost(mid, &mut self.released);
+                    }
+                    self.flush_released();
+                }
+                Fired::Retry { key: TimerKey::Control(mid), .. } => {
+                    if let Some(m) = self.control.get(&mid) {
+                        let m = m.clone();
+                        self.send(m).await;
+                    }
+                }
+                Fired::Failed { key: TimerKey::Control(mid) } => {
+                    self.control.remove(&mid);
+                    tracing::debug!(session = self.id, "discovery/join got no answer: pending messages time out");
+                    self.phase = Phase::Idle;
+                    while self.pending.pop_front().is_some() {
+                        let message_id = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
+                        self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// (timeout, max_retries, sticky, mls_enabled) of a point-to-point config.
+fn params(cfg: &SessionConfig) -> (Option<Duration>, u32, bool, bool) {
+    match cfg {
+        SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
+            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), false, *mls_enabled)
+        }
+        SessionConfig::Unicast { timeout, max_retries, mls_enabled } => {
+            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), true, *mls_enabled)
+        }
+        SessionConfig::Multicast { .. } => (None, 0, false, false),
+    }
+}

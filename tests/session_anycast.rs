@@ -1,0 +1,107 @@
+//! Anycast sessions over real loopback gRPC: two apps behind one hub node.
+
+mod common;
+
+use std::collections::HashMap;
+
+
+use common::*;
+use slim_bindings::error::SlimError;
+use slim_bindings::session::{PublishRequest, SessionConfig};
+
+fn anycast() -> SessionConfig {
+    SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reply_recv_any_and_session_errors() {
+    let (hub, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let bob = app("bob", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    let cb = connect(&bob, &endpoint).await;
+    alice.set_route(&name("bob"), ca).await.unwrap();
+    bob.set_route(&name("alice"), cb).await.unwrap();
+    wait_subscribed(&hub, &alice.name()).await;
+    wait_subscribed(&hub, &bob.name()).await;
+
+    let sid = alice.create_session(anycast()).await.unwrap();
+    let mut req = to(&name("bob"), b"hello");
+    req.metadata = Some(HashMap::from([("k".to_string(), "v".to_string())]));
+    alice.publish(sid, req).await.unwrap();
+
+    // Seed semantics: announced as a new session AND first item of the session queue.
+    let (info, payload) = recv_new(&bob).await;
+    assert_eq!(payload, b"hello");
+    assert_eq!(info.session_id, sid);
+    assert_eq!(info.source, alice.name());
+    assert_eq!(info.payload_type, "msg");
+    assert_eq!(info.metadata, HashMap::from([("k".to_string(), "v".to_string())]));
+    let (again, payload) = recv(&bob, sid).await.unwrap();
+    assert_eq!((again.message_id, payload.as_slice()), (info.message_id, b"hello".as_slice()));
+    assert_eq!(bob.get_session_config(sid).unwrap(), SessionConfig::default_p2p());
+
+    // Reply through the connection the message came in on.
+    bob.publish(sid, reply(&info, b"world")).await.unwrap();
+    let (back, payload) = recv(&alice, sid).await.unwrap();
+    assert_eq!(payload, b"world");
+    assert_eq!(back.source, bob.name());
+    assert!(back.metadata.is_empty(), "internal keys must not leak: {:?}", back.metadata);
+
+    // recv_any: arrival order across sessions.
+    let sid2 = alice.create_session(anycast()).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"a")).await.unwrap();
+    alice.publish(sid2, to(&name("bob"), b"b")).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"c")).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (i, p) = tokio::time::timeout(WAIT, bob.recv_any()).await.unwrap().unwrap();
+        got.push((i.session_id, p));
+    }
+    assert_eq!(got, vec![(sid, b"a".to_vec()), (sid2, b"b".to_vec()), (sid, b"c".to_vec())]);
+    // sid2 was new for bob: its notification carries the same first message.
+    assert_eq!(recv_new(&bob).await.1, b"b");
+
+    // Unroutable destination: a typed NoRoute error on the session's queue.
+    alice.publish(sid, to(&name("nobody"), b"x")).await.unwrap();
+    match recv(&alice, sid).await {
+        Err(SlimError::NoRoute(text)) => assert!(text.contains("no matching found for"), "{text}"),
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+
+    // Deleted session: publish fails with SessionNotFound.
+    alice.delete_session(sid).await.unwrap();
+    assert_eq!(alice.publish(sid, to(&name("bob"), b"late")).await, Err(SlimError::SessionNotFound(sid)));
+    assert_eq!(alice.delete_session(sid).await, Err(SlimError::SessionNotFound(sid)));
+    assert!(matches!(alice.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_)))));
+
+    // Reply without a source is a configuration error.
+    let sid3 = alice.create_session(anycast()).await.unwrap();
+    let bad = PublishRequest { blob: b"x".to_vec(), ..Default::default() };
+    assert!(matches!(alice.publish(sid3, bad).await, Err(SlimError::Config(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_shared_secret_is_never_delivered() {
+    let (hub, endpoint) = hub().await;
+    let bob = app("bob", "secret").await;
+    let eve = app("eve", "not-the-secret").await;
+    let cb = connect(&bob, &endpoint).await;
+    let ce = connect(&eve, &endpoint).await;
+    eve.set_route(&name("bob"), ce).await.unwrap();
+    bob.set_route(&name("eve"), cb).await.unwrap();
+    wait_subscribed(&hub, &bob.name()).await;
+
+    let sid = eve.create_session(anycast()).await.unwrap();
+    for _ in 0..3 {
+        eve.publish(sid, to(&name("bob"), b"forged")).await.unwrap();
+    }
+    let stats = bob.stats();
+    wait_until("identity rejections", || {
+        stats.snapshot()["identity_rejected"] >= 3
+    })
+    .await;
+    assert!(bob.try_recv_new_session().is_none());
+    assert!(bob.try_recv_any().is_none());
+    assert!(matches!(bob.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_)))));
+}
