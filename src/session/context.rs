@@ -42,6 +42,8 @@ pub struct Stats {
     pub orphan_route_errors: AtomicU64,
     /// Control messages of a kind the session does not handle.
     pub unhandled_control: AtomicU64,
+    /// Messages addressed to another instance of this app's name (a node's fallback routing).
+    pub misdirected: AtomicU64,
 }
 
 impl Stats {
@@ -66,6 +68,7 @@ impl Stats {
             ("unexpected_rtx_replies", get(&self.unexpected_rtx_replies)),
             ("orphan_route_errors", get(&self.orphan_route_errors)),
             ("unhandled_control", get(&self.unhandled_control)),
+            ("misdirected", get(&self.misdirected)),
         ])
     }
 }

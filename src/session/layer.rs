@@ -320,6 +320,20 @@ impl SessionLayer {
         if !self.identity_ok(&msg).await {
             return;
         }
+        if let Some(dst) = msg.slim_header().and_then(|h| h.destination.as_ref()) {
+            let own = &self.core.name;
+            let [c0, c1, c2, id] = own.components();
+            let other_instance = (dst.component_0, dst.component_1, dst.component_2) == (c0, c1, c2)
+                && dst.component_3 != wire::name::ANY_ID
+                && dst.component_3 != id;
+            if other_instance {
+                // A node routes an unknown exact id to the only instance it knows; that instance
+                // is not the addressee (it has no state for the conversation).
+                Stats::bump(&self.core.stats.misdirected);
+                tracing::debug!("message for another instance of this name: dropped");
+                return;
+            }
+        }
         let kind = msg.session_message_type();
         if kind == SessionMessageType::ChannelDiscoveryRequest {
             if let Some(reply) = channel::discovery_reply(&self.core, &msg) {

@@ -1,0 +1,280 @@
+//! Sticky (unicast) and reliable point-to-point sessions over real loopback gRPC.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use slim_bindings::app::App;
+use slim_bindings::error::SlimError;
+use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
+use slim_bindings::session::SessionConfig;
+use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+use slim_bindings::wire::payload::JoinMessagePayload;
+use slim_bindings::wire::{Message, Name, SessionMessageType, SessionType};
+
+fn unicast(timeout_ms: Option<u64>, retries: u32) -> SessionConfig {
+    SessionConfig::Unicast { timeout: timeout_ms.map(Duration::from_millis), max_retries: Some(retries), mls_enabled: false }
+}
+
+async fn pair(endpoint: &str, hub: &Node, a: &str, b: &str) -> (App, App) {
+    let x = app(a, "secret").await;
+    let y = app(b, "secret").await;
+    let cx = connect(&x, endpoint).await;
+    let cy = connect(&y, endpoint).await;
+    x.set_route(&name(b), cx).await.unwrap();
+    y.set_route(&name(a), cy).await.unwrap();
+    wait_subscribed(hub, &x.name()).await;
+    wait_subscribed(hub, &y.name()).await;
+    (x, y)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_unicast_delivers_in_order_both_ways() {
+    let (hub, endpoint) = hub().await;
+    let (alice, bob) = pair(&endpoint, &hub, "alice", "bob").await;
+    let sid = alice.create_session(unicast(Some(200), 5)).await.unwrap();
+    assert_eq!(alice.get_session_config(sid).unwrap(), unicast(Some(200), 5));
+    const N: u32 = 1000;
+    for i in 0..N {
+        alice.publish(sid, to(&name("bob"), &i.to_le_bytes())).await.unwrap();
+    }
+    let (first, _) = recv_new(&bob).await;
+    assert_eq!(first.session_id, sid);
+    for i in 0..N {
+        let (info, p) = recv(&bob, sid).await.unwrap();
+        assert_eq!(p, i.to_le_bytes(), "message {i} out of order");
+        assert_eq!(info.message_id, i);
+        assert_eq!(info.source, alice.name());
+    }
+    // Created by a join: the responder is reliable with the remote defaults.
+    assert_eq!(
+        bob.get_session_config(sid).unwrap(),
+        SessionConfig::Unicast { timeout: Some(Duration::from_secs(5)), max_retries: Some(5), mls_enabled: false }
+    );
+    for i in 0..10u32 {
+        bob.publish(sid, reply(&first, &i.to_le_bytes())).await.unwrap();
+    }
+    for i in 0..10u32 {
+        let (info, p) = recv(&alice, sid).await.unwrap();
+        assert_eq!(p, i.to_le_bytes());
+        assert_eq!(info.source, bob.name());
+    }
+    // Config round trip.
+    let changed = unicast(Some(300), 2);
+    alice.set_session_config(sid, changed.clone()).unwrap();
+    assert_eq!(alice.get_session_config(sid).unwrap(), changed);
+    let wrong = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false };
+    assert!(matches!(alice.set_session_config(sid, wrong), Err(SlimError::Config(_))));
+    assert!(alice.try_recv_session(sid).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_session_reaches_exactly_one_instance() {
+    let (hub, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    alice.set_route(&name("bob"), ca).await.unwrap();
+    let mut bobs = Vec::new();
+    for _ in 0..3 {
+        let b = app("bob", "secret").await;
+        connect(&b, &endpoint).await;
+        wait_subscribed(&hub, &b.name()).await;
+        bobs.push(b);
+    }
+    wait_subscribed(&hub, &alice.name()).await;
+    let sid = alice.create_session(unicast(None, 5)).await.unwrap();
+    const N: u32 = 200;
+    for i in 0..N {
+        alice.publish(sid, to(&name("bob"), &i.to_le_bytes())).await.unwrap();
+    }
+    // Whoever got the session gets every message, in order.
+    let (winner, _) = tokio::time::timeout(WAIT, async {
+        loop {
+            for (k, b) in bobs.iter().enumerate() {
+                if let Some(first) = b.try_recv_new_session() {
+                    return (k, first);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("one instance gets the session");
+    for i in 0..N {
+        let (_, p) = recv(&bobs[winner], sid).await.unwrap();
+        assert_eq!(p, i.to_le_bytes());
+    }
+    for (k, b) in bobs.iter().enumerate() {
+        if k != winner {
+            assert!(b.try_recv_new_session().is_none(), "instance {k} also got the session");
+            assert!(b.try_recv_any().is_none(), "instance {k} got messages");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_times_out_and_a_new_session_finds_another_instance() {
+    let (hub, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    alice.set_route(&name("bob"), ca).await.unwrap();
+    let b1 = app("bob", "secret").await;
+    let b2 = app("bob", "secret").await;
+    connect(&b1, &endpoint).await;
+    connect(&b2, &endpoint).await;
+    wait_subscribed(&hub, &b1.name()).await;
+    wait_subscribed(&hub, &b2.name()).await;
+    wait_subscribed(&hub, &alice.name()).await;
+
+    let sid = alice.create_session(unicast(Some(100), 3)).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"first")).await.unwrap();
+    let (pinned, other) = tokio::time::timeout(WAIT, async {
+        loop {
+            if b1.try_recv_new_session().is_some() {
+                return (b1.clone(), b2.clone());
+            }
+            if b2.try_recv_new_session().is_some() {
+                return (b2.clone(), b1.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("session reaches one bob");
+    let pinned_name = pinned.name();
+    pinned.node().shutdown().await;
+    drop(pinned);
+    let hub2 = hub.clone();
+    wait_until("hub forgets the vanished instance", move || {
+        !hub2.connection_ids().into_iter().any(|c| hub2.subscriptions_of(c).contains(&pinned_name))
+    })
+    .await;
+    // Drain the acknowledged first message's queue state on alice's side (nothing to read).
+    assert!(alice.try_recv_session(sid).is_none());
+
+    let started = Instant::now();
+    alice.publish(sid, to(&name("bob"), b"lost")).await.unwrap();
+    match recv(&alice, sid).await {
+        Err(SlimError::Timeout { session_id, message_id }) => {
+            assert_eq!((session_id, message_id), (sid, 1));
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(380), "timeout came too early: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2000), "timeout came too late: {elapsed:?}");
+
+    // The session stays usable, and a new session finds the remaining instance.
+    assert!(alice.get_session_config(sid).is_ok());
+    let sid2 = alice.create_session(unicast(Some(100), 3)).await.unwrap();
+    alice.publish(sid2, to(&name("bob"), b"again")).await.unwrap();
+    let (info, p) = recv_new(&other).await;
+    assert_eq!((info.session_id, p.as_slice()), (sid2, b"again".as_slice()));
+}
+
+/// A hand-driven peer: a bare node with a local connection, so the test can send any message.
+struct RawPeer {
+    name: Name,
+    tx: tokio::sync::mpsc::Sender<Message>,
+    rx: tokio::sync::mpsc::Receiver<LocalDelivery>,
+    _node: Node,
+}
+
+impl RawPeer {
+    async fn new(endpoint: &str, hub: &Node) -> RawPeer {
+        let node = Node::new("raw");
+        let lc = node.register_local();
+        let conn = node.connect(ClientConfig::insecure(endpoint)).await.unwrap();
+        let me = Name::new("org", "ns", "raw", Some(42));
+        lc.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, &name("bob"), Flags::one().recv_from(conn))).await.unwrap();
+        wait_subscribed(hub, &me).await;
+        RawPeer { name: me, tx: lc.tx, rx: lc.rx, _node: node }
+    }
+
+    async fn send(&self, kind: SessionMessageType, to: &Name, sid: u32, mid: u32, blob: Vec<u8>, error: bool) {
+        let mut flags = Flags::one();
+        if error {
+            flags = flags.error();
+        }
+        let spec = PublishSpec {
+            source: &self.name,
+            destination: to,
+            flags,
+            session_type: SessionType::SessionPointToPoint,
+            message_type: kind,
+            session_id: sid,
+            message_id: mid,
+            original_names: true,
+            content_type: "msg",
+        };
+        let meta = HashMap::from([("SLIM_IDENTITY".to_string(), "secret:raw".to_string())]);
+        self.tx.send(builders::publish(&spec, blob, meta)).await.unwrap();
+    }
+
+    /// Next publish of `kind` (others are skipped), bounded.
+    async fn expect(&mut self, kind: SessionMessageType) -> Message {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await {
+                    if m.session_message_type() == kind {
+                        return m;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("expected message arrives")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reliability_input_is_counted_not_fatal() {
+    let (hub, endpoint) = hub().await;
+    let bob = app("bob", "secret").await;
+    connect(&bob, &endpoint).await;
+    wait_subscribed(&hub, &bob.name()).await;
+    let mut raw = RawPeer::new(&endpoint, &hub).await;
+    let sid = 4242;
+    let join = JoinMessagePayload { channel_name: raw.name.clone(), moderator_name: raw.name.clone() };
+    raw.send(SessionMessageType::ChannelJoinRequest, &name("bob"), sid, 9, join.encode(), false).await;
+    let reply = raw.expect(SessionMessageType::ChannelJoinReply).await;
+    let bob_id = reply.source_name().unwrap();
+    assert_eq!(bob_id, bob.name());
+
+    use SessionMessageType::*;
+    raw.send(P2PReliable, &bob_id, sid, 0, b"m0".to_vec(), false).await;
+    assert_eq!(raw.expect(P2PAck).await.session_header().unwrap().message_id, 0);
+    raw.send(P2PReliable, &bob_id, sid, 0, b"dup".to_vec(), false).await; // duplicate
+    assert_eq!(raw.expect(P2PAck).await.session_header().unwrap().message_id, 0);
+    raw.send(P2PReliable, &bob_id, sid, u32::MAX - 3, b"far".to_vec(), false).await; // out of window
+    raw.send(P2PAck, &bob_id, sid, 77, Vec::new(), false).await; // ACK for nothing
+    raw.send(RtxRequest, &bob_id, sid, 999, Vec::new(), false).await; // nothing buffered
+    let rtx = raw.expect(RtxReply).await;
+    assert_eq!(rtx.slim_header().unwrap().error, Some(true));
+    raw.send(RtxReply, &bob_id, sid, 5, b"unasked".to_vec(), false).await; // nobody asked
+    raw.send(P2PReliable, &bob_id, sid, 1, b"m1".to_vec(), false).await;
+    assert_eq!(raw.expect(P2PAck).await.session_header().unwrap().message_id, 1);
+
+    let got: Vec<Vec<u8>> = vec![recv(&bob, sid).await.unwrap().1, recv(&bob, sid).await.unwrap().1];
+    assert_eq!(got, vec![b"m0".to_vec(), b"m1".to_vec()]);
+    let s = bob.stats().snapshot();
+    assert_eq!(s["duplicates"], 1, "{s:?}");
+    assert_eq!(s["out_of_window"], 1, "{s:?}");
+    assert_eq!(s["unknown_acks"], 1, "{s:?}");
+    assert_eq!(s["rtx_unavailable"], 1, "{s:?}");
+    assert_eq!(s["unexpected_rtx_replies"], 1, "{s:?}");
+    assert!(bob.try_recv_session(sid).is_none());
+
+    // A gap is requested with RTX_REQUEST after the timeout; an error reply marks it lost.
+    bob.set_session_config(sid, SessionConfig::Unicast { timeout: Some(Duration::from_millis(50)), max_retries: Some(5), mls_enabled: false }).unwrap();
+    raw.send(P2PReliable, &bob_id, sid, 3, b"m3".to_vec(), false).await;
+    let req = raw.expect(RtxRequest).await;
+    assert_eq!(req.session_header().unwrap().message_id, 2);
+    raw.send(RtxReply, &bob_id, sid, 2, Vec::new(), true).await;
+    assert_eq!(recv(&bob, sid).await, Err(SlimError::MessageLost { session_id: sid }));
+    assert_eq!(recv(&bob, sid).await.unwrap().1, b"m3");
+}
