@@ -1,0 +1,182 @@
+"""Helpers shared by the example programs: identities, the local app, output formatting and the
+command-line options (every option can also be set as an environment variable ``SLIM_<OPTION>``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+import slim_bindings
+
+
+class color:
+    """ANSI escape codes."""
+
+    PURPLE = "\033[95m"
+    CYAN = "\033[96m"
+    DARKCYAN = "\033[36m"
+    BLUE = "\033[94m"
+    GREEN = "\033[92m"
+    YELLOW = "\033[93m"
+    RED = "\033[91m"
+    BOLD = "\033[1m"
+    UNDERLINE = "\033[4m"
+    END = "\033[0m"
+
+
+def format_message(message1: str, message2: str = "") -> str:
+    """``message1`` capitalised and padded to 45 columns (bold cyan), then ``message2``."""
+    return f"{color.BOLD}{color.CYAN}{message1.capitalize():<45}{color.END}{message2}"
+
+
+def format_message_print(message1: str, message2: str = "") -> None:
+    """Prints :func:`format_message` (flushed, so piped output shows up at once)."""
+    print(format_message(message1, message2), flush=True)
+
+
+def split_id(id: str) -> slim_bindings.PyName:
+    """``"org/ns/app"`` → ``PyName("org", "ns", "app")``."""
+    try:
+        organization, namespace, app = id.split("/")
+    except ValueError:
+        print("Error: IDs must be in the format organization/namespace/app-or-stream.")
+        raise
+    return slim_bindings.PyName(organization, namespace, app)
+
+
+def shared_secret_identity(
+    identity: str, secret: str
+) -> tuple[slim_bindings.PyIdentityProvider, slim_bindings.PyIdentityVerifier]:
+    """A provider/verifier pair for a shared secret (for tests and demos only)."""
+    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=identity, shared_secret=secret)
+    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=identity, shared_secret=secret)
+    return provider, verifier
+
+
+def _audience_list(aud: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    if aud is None:
+        return None
+    if isinstance(aud, str):
+        return [a for a in (part.strip() for part in aud.split(",")) if a]
+    return list(aud)
+
+
+def jwt_identity(
+    jwt_path: str,
+    jwk_path: str,
+    iss: str | None = None,
+    sub: str | None = None,
+    aud: str | list[str] | None = None,
+) -> tuple[slim_bindings.PyIdentityProvider, slim_bindings.PyIdentityVerifier]:
+    """A static JWT (e.g. a SPIRE JWT-SVID file) checked against a SPIRE JWKS bundle
+    (``{trust_domain: base64(JWKS)}``; the first entry is used)."""
+    print(f"Using JWk file: {jwk_path}")
+    with open(jwk_path) as f:
+        bundle = json.load(f)
+    if not isinstance(bundle, dict) or not bundle:
+        raise ValueError(f"{jwk_path}: expected a JSON object {{trust_domain: base64 JWKS}}")
+    jwks = base64.b64decode(next(iter(bundle.values()))).decode("utf-8")
+    provider = slim_bindings.PyIdentityProvider.StaticJwt(path=jwt_path)
+    verifier = slim_bindings.PyIdentityVerifier.Jwt(
+        public_key=slim_bindings.PyKey(
+            algorithm=slim_bindings.PyAlgorithm.RS256,
+            format=slim_bindings.PyKeyFormat.Jwks,
+            key=slim_bindings.PyKeyData.Content(content=jwks),
+        ),
+        issuer=iss,
+        audience=_audience_list(aud),
+        subject=sub,
+    )
+    return provider, verifier
+
+
+async def create_local_app(
+    local: str,
+    slim: dict[str, Any],
+    remote: str | None = None,
+    enable_opentelemetry: bool = False,
+    shared_secret: str | None = None,
+    jwt: str | None = None,
+    bundle: str | None = None,
+    audience: str | list[str] | None = None,
+) -> slim_bindings.Slim:
+    """Creates the app ``local`` (``org/ns/app``) and connects it to the node ``slim`` (a client
+    config dict). Identity: JWT when ``jwt``, ``bundle`` and ``audience`` are given, otherwise the
+    shared secret. ``remote`` is accepted for symmetry with the command line and not used."""
+    slim_bindings.init_tracing(
+        {
+            "log_level": "info",
+            "opentelemetry": {
+                "enabled": enable_opentelemetry,
+                "grpc": {"endpoint": "http://localhost:4317"},
+            },
+        }
+    )
+
+    if jwt and bundle and audience:
+        provider, verifier = jwt_identity(jwt, bundle, aud=audience)
+    elif jwt or bundle:
+        raise ValueError("JWT identity needs --jwt, --bundle and --audience together.")
+    elif shared_secret:
+        provider, verifier = shared_secret_identity(identity=local, secret=shared_secret)
+    else:
+        raise ValueError("Either JWT or bundle must be provided, or a shared secret.")
+
+    local_name = split_id(local)
+    local_app = await slim_bindings.Slim.new(local_name, provider, verifier)
+    format_message_print(f"{local_app.get_id()}", "Created app")
+
+    _ = await local_app.connect(slim)
+    format_message_print(f"{local_app.get_id()}", f"Connected to {slim['endpoint']}")
+    return local_app
+
+
+class DictParamType(click.ParamType):
+    """A click type for JSON objects given on the command line (or a dict default)."""
+
+    name = "dict"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            self.fail(f"{value} is not valid JSON", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"{value} is not a JSON object", param, ctx)
+        return parsed
+
+
+DEFAULT_SLIM_CONFIG: dict[str, Any] = {"endpoint": "http://127.0.0.1:46357", "tls": {"insecure": True}}
+
+
+def common_options(function: Callable[..., Any]) -> click.Command:
+    """The options every example takes; the result is a click command reading ``SLIM_*`` env vars."""
+    options = [
+        click.option("--local", type=str, required=True, help="Local ID: organization/namespace/application"),
+        click.option("--remote", type=str, help="Remote ID: organization/namespace/application (the channel for multicast)"),
+        click.option("--slim", default=json.dumps(DEFAULT_SLIM_CONFIG), type=DictParamType(), help="SLIM node client configuration (JSON)"),
+        click.option("--enable-opentelemetry", is_flag=True, help="Export traces to OpenTelemetry at http://localhost:4317"),
+        click.option("--shared-secret", type=str, help="Shared secret for authentication (testing only)"),
+        click.option("--jwt", type=str, help="Path to a static JWT token file"),
+        click.option("--bundle", type=str, help="Path to a SPIRE JWKS trust bundle"),
+        click.option("--audience", type=str, help="Audience for JWT verification (comma-separated for several)"),
+        click.option("--invites", type=str, multiple=True, help="Participant to invite to the multicast session (repeatable)"),
+        click.option("--enable-mls", is_flag=True, help="Enable MLS end-to-end encryption"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return click.command(context_settings={"auto_envvar_prefix": "SLIM"})(function)
+
+
+def p2p_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--message`` and ``--iterations`` for the point-to-point example (apply before
+    :func:`common_options`)."""
+    function = click.option("--iterations", type=int, default=10, help="Number of messages to send, one per second")(function)
+    function = click.option("--message", type=str, help="Message to send (sender mode)")(function)
+    return function

@@ -1,0 +1,272 @@
+# Hand-kept stub of the native module slim_bindings._slim_bindings (see src/python/*.rs).
+# Every function marked `async def` returns a coroutine and must be awaited inside a running
+# asyncio loop.
+
+import datetime
+import enum
+from typing import Any, Final
+
+__version__: Final[str]
+build_profile: Final[str]
+build_info: Final[str]
+SESSION_UNSPECIFIED: Final[int]
+
+class PyName:
+    """A SLIM name: three hashed string components plus an instance id."""
+
+    def __init__(self, component0: str, component1: str, component2: str, id: int | None = None) -> None: ...
+    @property
+    def id(self) -> int: ...
+    @id.setter
+    def id(self, value: int) -> None: ...
+    def components(self) -> list[int]: ...
+    def components_strings(self) -> list[str]: ...
+    def equal_without_id(self, other: PyName) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class PyService:
+    """One local app with its own embedded node (from `create_pyservice`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> PyName: ...
+    def subscribed_names(self) -> list[PyName]:
+        """Names subscribed on this app's node, over all its connections."""
+    def node_stats(self) -> dict[str, int]:
+        """Counters of this app's node."""
+
+class PySessionInfo:
+    """A session id plus what is known about the last message received on it."""
+
+    def __init__(self, session_id: int) -> None: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def source_name(self) -> PyName: ...
+    @property
+    def destination_name(self) -> PyName: ...
+    @property
+    def payload_type(self) -> str: ...
+    @property
+    def metadata(self) -> dict[str, str]: ...
+
+class PySessionType(enum.IntEnum):
+    ANYCAST = 0
+    UNICAST = 1
+    MULTICAST = 2
+
+class PySessionConfiguration:
+    """How a session behaves (Anycast, Unicast or Multicast)."""
+
+    class Anycast(PySessionConfiguration):
+        __match_args__ = ("timeout", "max_retries", "mls_enabled")
+        def __init__(
+            self,
+            timeout: datetime.timedelta | None = None,
+            max_retries: int | None = None,
+            mls_enabled: bool = False,
+        ) -> None: ...
+        @property
+        def timeout(self) -> datetime.timedelta | None: ...
+        @property
+        def max_retries(self) -> int | None: ...
+        @property
+        def mls_enabled(self) -> bool: ...
+
+    class Unicast(PySessionConfiguration):
+        __match_args__ = ("timeout", "max_retries", "mls_enabled")
+        def __init__(
+            self,
+            timeout: datetime.timedelta | None = None,
+            max_retries: int | None = None,
+            mls_enabled: bool = False,
+        ) -> None: ...
+        @property
+        def timeout(self) -> datetime.timedelta | None: ...
+        @property
+        def max_retries(self) -> int | None: ...
+        @property
+        def mls_enabled(self) -> bool: ...
+
+    class Multicast(PySessionConfiguration):
+        __match_args__ = ("topic", "moderator", "max_retries", "timeout", "mls_enabled")
+        def __init__(
+            self,
+            topic: PyName,
+            moderator: bool = False,
+            max_retries: int = 0,
+            timeout: datetime.timedelta = ...,
+            mls_enabled: bool = False,
+        ) -> None: ...
+        @property
+        def topic(self) -> PyName: ...
+        @property
+        def moderator(self) -> bool: ...
+        @property
+        def max_retries(self) -> int: ...
+        @property
+        def timeout(self) -> datetime.timedelta: ...
+        @property
+        def mls_enabled(self) -> bool: ...
+
+class PyAlgorithm(enum.IntEnum):
+    HS256 = 0
+    HS384 = 1
+    HS512 = 2
+    ES256 = 3
+    ES384 = 4
+    RS256 = 5
+    RS384 = 6
+    RS512 = 7
+    PS256 = 8
+    PS384 = 9
+    PS512 = 10
+    EdDSA = 11
+
+class PyKeyFormat(enum.IntEnum):
+    Pem = 0
+    Jwk = 1
+    Jwks = 2
+
+class PyKeyData:
+    class File(PyKeyData):
+        __match_args__ = ("path",)
+        def __init__(self, path: str) -> None: ...
+        @property
+        def path(self) -> str: ...
+
+    class Content(PyKeyData):
+        __match_args__ = ("content",)
+        def __init__(self, content: str) -> None: ...
+        @property
+        def content(self) -> str: ...
+
+class PyKey:
+    algorithm: PyAlgorithm
+    format: PyKeyFormat
+    key: PyKeyData
+    def __init__(self, algorithm: PyAlgorithm, format: PyKeyFormat, key: PyKeyData) -> None: ...
+
+class PyIdentityProvider:
+    class StaticJwt(PyIdentityProvider):
+        __match_args__ = ("path",)
+        def __init__(self, path: str) -> None: ...
+        @property
+        def path(self) -> str: ...
+
+    class Jwt(PyIdentityProvider):
+        __match_args__ = ("private_key", "duration", "issuer", "audience", "subject")
+        def __init__(
+            self,
+            private_key: PyKey,
+            duration: datetime.timedelta,
+            issuer: str | None = None,
+            audience: list[str] | None = None,
+            subject: str | None = None,
+        ) -> None: ...
+        @property
+        def private_key(self) -> PyKey: ...
+        @property
+        def duration(self) -> datetime.timedelta: ...
+        @property
+        def issuer(self) -> str | None: ...
+        @property
+        def audience(self) -> list[str] | None: ...
+        @property
+        def subject(self) -> str | None: ...
+
+    class SharedSecret(PyIdentityProvider):
+        __match_args__ = ("identity", "shared_secret")
+        def __init__(self, identity: str, shared_secret: str) -> None: ...
+        @property
+        def identity(self) -> str: ...
+        @property
+        def shared_secret(self) -> str: ...
+
+class PyIdentityVerifier:
+    class Jwt(PyIdentityVerifier):
+        __match_args__ = (
+            "public_key",
+            "autoresolve",
+            "issuer",
+            "audience",
+            "subject",
+            "require_iss",
+            "require_aud",
+            "require_sub",
+        )
+        def __init__(
+            self,
+            public_key: PyKey | None = None,
+            autoresolve: bool = False,
+            issuer: str | None = None,
+            audience: list[str] | None = None,
+            subject: str | None = None,
+            require_iss: bool = False,
+            require_aud: bool = False,
+            require_sub: bool = False,
+        ) -> None: ...
+        @property
+        def public_key(self) -> PyKey | None: ...
+        @property
+        def autoresolve(self) -> bool: ...
+        @property
+        def issuer(self) -> str | None: ...
+        @property
+        def audience(self) -> list[str] | None: ...
+        @property
+        def subject(self) -> str | None: ...
+        @property
+        def require_iss(self) -> bool: ...
+        @property
+        def require_aud(self) -> bool: ...
+        @property
+        def require_sub(self) -> bool: ...
+
+    class SharedSecret(PyIdentityVerifier):
+        __match_args__ = ("identity", "shared_secret")
+        def __init__(self, identity: str, shared_secret: str) -> None: ...
+        @property
+        def identity(self) -> str: ...
+        @property
+        def shared_secret(self) -> str: ...
+
+_Session = PySessionInfo | int
+_Blob = bytes | bytearray | memoryview | list[int]
+
+async def create_pyservice(
+    name: PyName, provider: PyIdentityProvider, verifier: PyIdentityVerifier
+) -> PyService: ...
+async def run_server(svc: PyService, config: dict[str, Any]) -> None: ...
+async def run_server_bound(svc: PyService, config: dict[str, Any]) -> str: ...
+async def stop_server(svc: PyService, endpoint: str) -> None: ...
+async def connect(svc: PyService, config: dict[str, Any]) -> int: ...
+async def disconnect(svc: PyService, conn: int) -> None: ...
+async def subscribe(svc: PyService, conn: int, name: PyName) -> None: ...
+async def unsubscribe(svc: PyService, conn: int, name: PyName) -> None: ...
+async def set_route(svc: PyService, conn: int, name: PyName) -> None: ...
+async def remove_route(svc: PyService, conn: int, name: PyName) -> None: ...
+async def create_session(svc: PyService, config: PySessionConfiguration) -> PySessionInfo: ...
+async def delete_session(svc: PyService, session: _Session) -> None: ...
+async def get_session_config(svc: PyService, session: _Session) -> PySessionConfiguration: ...
+async def set_session_config(svc: PyService, session: _Session, config: PySessionConfiguration) -> None: ...
+async def set_default_session_config(svc: PyService, config: PySessionConfiguration) -> None: ...
+async def publish(
+    svc: PyService,
+    session_info: _Session,
+    fanout: int,
+    blob: _Blob,
+    name: PyName | None = None,
+    payload_type: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None: ...
+async def invite(svc: PyService, session_info: _Session, name: PyName, wait: bool = False) -> None: ...
+async def remove(svc: PyService, session_info: _Session, name: PyName) -> None: ...
+async def receive(svc: PyService) -> tuple[PySessionInfo, bytes]: ...
+async def receive_new_session(svc: PyService) -> tuple[PySessionInfo, bytes]: ...
+async def receive_session(svc: PyService, session: _Session) -> tuple[PySessionInfo, bytes]: ...
+def try_receive_session(svc: PyService, session: _Session) -> tuple[PySessionInfo, bytes] | None: ...
+def init_tracing(config: dict[str, Any] | None = None) -> Any:
+    """Configures logging now; the result may be awaited (resolves to None)."""

@@ -1,0 +1,119 @@
+"""Exceptions raised by slim_bindings.
+
+Every error comes from one root, :class:`SlimError`. Where a builtin fits, the class also derives
+from it (``TimeoutError``, ``ConnectionError``, ``ValueError``), so existing ``except`` clauses keep
+working. Messages keep the upstream wording, so substring checks such as ``"session not found"`` or
+``"no matching found"`` still match.
+
+The native module raises these classes (it imports this module), so ``except SlimError`` catches
+everything the bindings raise on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "InviteError",
+    "MessageLostError",
+    "MlsError",
+    "NoRouteError",
+    "SLIMTimeoutError",
+    "SessionClosedError",
+    "SessionNotFoundError",
+    "SlimConnectionError",
+    "SlimError",
+]
+
+
+class SlimError(Exception):
+    """Root of every error raised by slim_bindings."""
+
+
+class SessionNotFoundError(SlimError, ValueError):
+    """The session id is unknown (never created, or already deleted)."""
+
+    def __init__(self, message: str, session_id: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SessionClosedError(SlimError):
+    """The session (or the whole app) was closed while the operation was pending."""
+
+
+# On Python 3.10 asyncio.TimeoutError is its own class; from 3.11 it is the builtin.
+_TIMEOUT_BASES: tuple[type[BaseException], ...] = (
+    (TimeoutError,) if asyncio.TimeoutError is TimeoutError else (TimeoutError, asyncio.TimeoutError)
+)
+
+
+class SLIMTimeoutError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]
+    """A reliable message was not acknowledged after all its retries."""
+
+    def __init__(
+        self,
+        message_id: int,
+        session_id: int,
+        message: str = "SLIM timeout error",
+        original_exception: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+        self.session_id = session_id
+        self.message = message
+        self.original_exception = original_exception
+
+    def __str__(self) -> str:
+        text = f"{self.message} for session {self.session_id} and message {self.message_id}"
+        if self.original_exception is not None:
+            text += f". Caused by: {self.original_exception!r}"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"SLIMTimeoutError(session_id={self.session_id}, message_id={self.message_id}, "
+            f"message={self.message!r}, original_exception={self.original_exception!r})"
+        )
+
+
+class MessageLostError(SlimError):
+    """A message of the session was lost and could not be recovered."""
+
+    def __init__(self, message: str, session_id: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class NoRouteError(SlimError):
+    """No node knows where to deliver the message (the text contains "no matching found")."""
+
+    def __init__(self, message: str, session_id: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SlimConnectionError(SlimError, ConnectionError):
+    """Connecting to, or talking with, a remote node failed."""
+
+    def __init__(self, message: str) -> None:
+        # ConnectionError (an OSError) would read two arguments as errno/strerror: pass one.
+        super().__init__(message)
+
+
+class ConfigurationError(SlimError, ValueError):
+    """A configuration value (dict, session config, identity) is invalid."""
+
+
+class AuthenticationError(SlimError):
+    """An identity token could not be produced or was rejected."""
+
+
+class MlsError(SlimError):
+    """The MLS group of a session failed (key package, commit, welcome, decryption)."""
+
+
+class InviteError(SlimError):
+    """Inviting or removing a participant failed."""

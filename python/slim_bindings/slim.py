@@ -1,0 +1,217 @@
+"""`Slim`: the asyncio-friendly wrapper around one local app (`PyService`).
+
+Differences from the seed-era wrapper, all fixes of known bugs (spec §10):
+
+* the caller's ``PyName`` is never modified; ``local_name`` is a copy carrying the instance id;
+* there is no Python receive loop: messages wait in bounded per-session queues inside the Rust
+  core, so an error for one session never stops delivery to the others, and errors arrive as
+  typed exceptions (``SLIMTimeoutError``, ``NoRouteError``, ...) from ``receive(session)``;
+* ``disconnect`` forgets the connection, so connecting to the same endpoint again works;
+* routing calls made before ``connect`` raise a clear ``SlimConnectionError``;
+* ``remove`` exists, and ``invite(..., wait=True)`` waits until the member has joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from . import _slim_bindings as _native
+from ._slim_bindings import (
+    PyIdentityProvider,
+    PyIdentityVerifier,
+    PyName,
+    PyService,
+    PySessionConfiguration,
+    PySessionInfo,
+)
+from .errors import SlimConnectionError
+
+__all__ = ["Slim"]
+
+SessionRef = PySessionInfo | int
+
+
+class Slim:
+    """One local SLIM app: a name with a random instance id, an identity, sessions, its own node."""
+
+    def __init__(self, svc: PyService, name: PyName | None = None) -> None:
+        """Wraps an existing service. ``name`` is accepted for compatibility and not modified."""
+        self.svc = svc
+        self.local_name: PyName = svc.name
+        self.conn_ids: dict[str, int] = {}
+        self.conn_id: int | None = None
+
+    @classmethod
+    async def new(
+        cls, name: PyName, provider: PyIdentityProvider, verifier: PyIdentityVerifier
+    ) -> Slim:
+        """Creates an app named ``name`` (the caller's object is left as it is)."""
+        svc = await _native.create_pyservice(name, provider, verifier)
+        return cls(svc, name)
+
+    def get_id(self) -> int:
+        """The random instance id of this app."""
+        return self.svc.id
+
+    @property
+    def id(self) -> int:
+        """The random instance id of this app."""
+        return self.svc.id
+
+    @property
+    def id_str(self) -> str:
+        """``org/ns/app/<id>``."""
+        parts = self.local_name.components_strings()
+        return f"{parts[0]}/{parts[1]}/{parts[2]}/{self.svc.id}"
+
+    def __repr__(self) -> str:
+        return f"Slim({self.id_str})"
+
+    async def __aenter__(self) -> Slim:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    # --- servers and connections -------------------------------------------------------------
+
+    async def run_server(self, config: dict[str, Any]) -> None:
+        """Serves on ``config["endpoint"]`` (``host:port``); returns once listening."""
+        await _native.run_server(self.svc, config)
+
+    async def run_server_bound(self, config: dict[str, Any]) -> str:
+        """Like ``run_server``; returns the bound ``host:port`` (useful with port 0)."""
+        return await _native.run_server_bound(self.svc, config)
+
+    async def stop_server(self, endpoint: str) -> None:
+        """Stops the server started with this exact endpoint string."""
+        await _native.stop_server(self.svc, endpoint)
+
+    async def connect(self, client_config: dict[str, Any]) -> int:
+        """Connects to a node and subscribes this app's name there; returns the connection id."""
+        conn_id = await _native.connect(self.svc, client_config)
+        self.conn_ids[str(client_config.get("endpoint", ""))] = conn_id
+        self.conn_id = conn_id
+        return conn_id
+
+    async def disconnect(self, endpoint: str) -> None:
+        """Closes the connection to ``endpoint`` (connecting again later works)."""
+        conn_id = self.conn_ids.get(endpoint)
+        if conn_id is None:
+            raise SlimConnectionError(f"not connected to {endpoint}")
+        await _native.disconnect(self.svc, conn_id)
+        del self.conn_ids[endpoint]
+        if self.conn_id == conn_id:
+            self.conn_id = next(reversed(self.conn_ids.values()), None)
+
+    def _conn(self, conn: int | None) -> int:
+        if conn is not None:
+            return conn
+        if self.conn_id is None:
+            raise SlimConnectionError("No active connection. Please connect first.")
+        return self.conn_id
+
+    async def set_route(self, name: PyName, conn: int | None = None) -> None:
+        """Sends traffic for ``name`` through the connection (default: the last one made)."""
+        await _native.set_route(self.svc, self._conn(conn), name)
+
+    async def remove_route(self, name: PyName, conn: int | None = None) -> None:
+        """Removes a route set with ``set_route``."""
+        await _native.remove_route(self.svc, self._conn(conn), name)
+
+    async def subscribe(self, name: PyName, conn: int | None = None) -> None:
+        """Asks the connected node to deliver ``name`` to this app."""
+        await _native.subscribe(self.svc, self._conn(conn), name)
+
+    async def unsubscribe(self, name: PyName, conn: int | None = None) -> None:
+        """Withdraws a subscription made with ``subscribe``."""
+        await _native.unsubscribe(self.svc, self._conn(conn), name)
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    async def create_session(
+        self, session_config: PySessionConfiguration, queue_size: int = 0
+    ) -> PySessionInfo:
+        """Creates a session. ``queue_size`` is accepted for compatibility: queues are bounded
+        inside the core."""
+        return await _native.create_session(self.svc, session_config)
+
+    async def delete_session(self, session_id: SessionRef) -> None:
+        """Deletes a session (``SessionNotFoundError`` if unknown)."""
+        await _native.delete_session(self.svc, session_id)
+
+    async def get_session_config(self, session_id: SessionRef) -> PySessionConfiguration:
+        """The configuration of a session."""
+        return await _native.get_session_config(self.svc, session_id)
+
+    async def set_session_config(
+        self, session_id: SessionRef, session_config: PySessionConfiguration
+    ) -> None:
+        """Changes the configuration of a session."""
+        await _native.set_session_config(self.svc, session_id, session_config)
+
+    async def set_default_session_config(self, session_config: PySessionConfiguration) -> None:
+        """Sets the configuration used for sessions created on reception."""
+        await _native.set_default_session_config(self.svc, session_config)
+
+    # --- messages -----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        session: SessionRef,
+        msg: bytes,
+        dest: PyName,
+        payload_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Sends ``msg`` to ``dest`` on ``session``."""
+        await _native.publish(self.svc, session, 1, msg, dest, payload_type, metadata)
+
+    async def publish_to(
+        self,
+        session: PySessionInfo,
+        msg: bytes,
+        payload_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Replies to the sender of the message ``session`` was received with."""
+        await _native.publish(self.svc, session, 1, msg, None, payload_type, metadata)
+
+    async def invite(self, session: SessionRef, name: PyName, wait: bool = False) -> None:
+        """Invites ``name`` into a multicast session. Returns once the request is sent; with
+        ``wait=True``, once the member has joined (and, with MLS, can decrypt)."""
+        await _native.invite(self.svc, session, name, wait)
+
+    async def remove(self, session: SessionRef, name: PyName) -> None:
+        """Removes ``name`` from a multicast session."""
+        await _native.remove(self.svc, session, name)
+
+    async def receive(self, session: SessionRef | None = None) -> tuple[PySessionInfo, bytes]:
+        """``session=None``: waits for a session started by someone else and returns its info and
+        first payload (that payload is also the first item of the session's queue). With a
+        session: its next message; errors for that session are raised as typed exceptions."""
+        if session is None:
+            return await _native.receive_new_session(self.svc)
+        return await _native.receive_session(self.svc, session)
+
+    async def sessions(self) -> AsyncIterator[tuple[PySessionInfo, bytes]]:
+        """``async for info, first in app.sessions()``: every new inbound session."""
+        while True:
+            yield await _native.receive_new_session(self.svc)
+
+    async def messages(self, session: SessionRef) -> AsyncIterator[tuple[PySessionInfo, bytes]]:
+        """``async for info, payload in app.messages(session)``: until the session is closed."""
+        from .errors import SessionClosedError, SessionNotFoundError
+
+        while True:
+            try:
+                yield await _native.receive_session(self.svc, session)
+            except (SessionClosedError, SessionNotFoundError):
+                return

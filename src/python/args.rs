@@ -1,0 +1,75 @@
+//! Argument types extracted at call time, so native coroutines get owned, `Send` values and bad
+//! arguments fail at the call, not later inside a task.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyString};
+use pyo3::Borrowed;
+
+use super::convert::to_json;
+use super::session_info::PySessionInfo;
+use crate::session::MessageInfo;
+
+/// A session given either as a `PySessionInfo` or as a plain int id.
+pub struct SessionArg {
+    /// The session id.
+    pub id: u32,
+    /// The received message this info describes (for replies), if any.
+    pub reply_to: Option<MessageInfo>,
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SessionArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(info) = obj.cast::<PySessionInfo>() {
+            let info = info.get();
+            return Ok(SessionArg { id: info.info.session_id, reply_to: info.reply_target() });
+        }
+        if obj.cast::<PyInt>().is_ok() {
+            let id: u32 = obj.extract()?;
+            return Ok(SessionArg { id, reply_to: None });
+        }
+        Err(PyTypeError::new_err("session must be a PySessionInfo or an int session id"))
+    }
+}
+
+/// A payload: `bytes`, `bytearray`, `memoryview` or a sequence of ints (not `str`). Copied once.
+pub struct Blob(pub Vec<u8>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Blob {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(Blob(b.as_bytes().to_vec()));
+        }
+        if let Ok(b) = obj.cast::<PyByteArray>() {
+            return Ok(Blob(b.to_vec()));
+        }
+        if obj.cast::<PyString>().is_ok() {
+            return Err(PyTypeError::new_err("payload must be bytes, not str (encode it first)"));
+        }
+        let bytes_type = obj.py().get_type::<PyBytes>();
+        if let Ok(b) = bytes_type.call1((obj,)) {
+            if let Ok(b) = b.cast::<PyBytes>() {
+                return Ok(Blob(b.as_bytes().to_vec()));
+            }
+        }
+        Err(PyTypeError::new_err("payload must be bytes, bytearray or a sequence of ints in 0..256"))
+    }
+}
+
+/// A configuration dict, converted to JSON at call time (errors name the key).
+pub struct ConfigDict(pub serde_json::Value);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for ConfigDict {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.cast::<PyDict>().is_err() {
+            return Err(PyTypeError::new_err("configuration must be a dict"));
+        }
+        Ok(ConfigDict(to_json(&obj)?))
+    }
+}

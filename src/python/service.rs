@@ -1,0 +1,300 @@
+//! `PyService` (one app with its own embedded node) and the module functions that act on it.
+//!
+//! Calls that do network I/O run on the tokio runtime ([`spawned`]); session calls are native
+//! coroutines polled in place ([`in_runtime`]), and `receive_session` first tries the app's queue
+//! without awaiting at all.
+
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+
+use pyo3::prelude::*;
+
+use super::args::{Blob, ConfigDict, SessionArg};
+use super::errors::{config_error, to_py};
+use super::identity::{PyIdentityProvider, PyIdentityVerifier};
+use super::name::PyName;
+use super::runtime::{in_runtime, runtime, spawned};
+use super::session_config::PySessionConfiguration;
+use super::session_info::PySessionInfo;
+use crate::app::App;
+use crate::node::{ClientConfig, ServerConfig};
+use crate::session::{MessageInfo, PublishRequest, SessionConfig};
+
+/// One local app: a name with a random instance id, an identity, sessions, and its own node.
+#[pyclass(name = "PyService", module = "slim_bindings._slim_bindings", frozen)]
+pub struct PyService {
+    pub(crate) app: ManuallyDrop<App>,
+}
+
+impl Drop for PyService {
+    fn drop(&mut self) {
+        // The last handle stops the app's tasks and node, which needs the runtime context; the
+        // Python thread that collects this object has none of its own.
+        let _guard = runtime().enter();
+        // SAFETY: `app` is never used again; this is the only place it is dropped.
+        unsafe { ManuallyDrop::drop(&mut self.app) };
+    }
+}
+
+#[pymethods]
+impl PyService {
+    /// The random instance id of this app.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.app.id()
+    }
+
+    /// This app's name, with `id` set.
+    #[getter]
+    fn name(&self) -> PyName {
+        PyName::from_name(self.app.name())
+    }
+
+    /// Names subscribed on this app's node, over all its connections (diagnostics and tests).
+    fn subscribed_names(&self) -> Vec<PyName> {
+        let node = self.app.node();
+        node.connection_ids()
+            .into_iter()
+            .flat_map(|conn| node.subscriptions_of(conn))
+            .map(PyName::from_name)
+            .collect()
+    }
+
+    /// Counters of this app's node (messages routed, drops by reason, connections).
+    fn node_stats(&self) -> HashMap<&'static str, u64> {
+        let s = self.app.node().stats();
+        HashMap::from([
+            ("messages_received", s.messages_received),
+            ("messages_routed", s.messages_routed),
+            ("subscriptions_processed", s.subscriptions_processed),
+            ("dropped_invalid", s.dropped_invalid),
+            ("dropped_no_route", s.dropped_no_route),
+            ("dropped_closed", s.dropped_closed),
+            ("dropped_subscription", s.dropped_subscription),
+            ("dropped_malformed", s.dropped_malformed),
+            ("connections_opened", s.connections_opened),
+            ("connections_closed", s.connections_closed),
+            ("active_connections", s.active_connections),
+        ])
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PyService(name={}, id={})", self.app.name().short(), self.app.id())
+    }
+}
+
+fn app_of(svc: &Py<PyService>) -> App {
+    (*svc.get().app).clone()
+}
+
+type Received = (PySessionInfo, Vec<u8>);
+
+fn received(r: (MessageInfo, Vec<u8>)) -> Received {
+    (PySessionInfo::from_message(r.0), r.1)
+}
+
+/// Creates an app named `name` with its own node. Resolves to a `PyService`.
+#[pyfunction]
+pub async fn create_pyservice(
+    name: PyName,
+    provider: PyIdentityProvider,
+    verifier: PyIdentityVerifier,
+) -> PyResult<PyService> {
+    let provider = provider.to_provider()?;
+    let verifier = verifier.to_verifier()?;
+    let app = spawned(async move { App::new(name.inner, provider, verifier).await.map_err(to_py) }).await?;
+    Ok(PyService { app: ManuallyDrop::new(app) })
+}
+
+/// Starts a server on `config["endpoint"]` (`host:port`, port 0 picks one); returns once listening.
+#[pyfunction]
+pub async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResult<()> {
+    let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
+    let app = app_of(&svc);
+    spawned(async move { app.run_server(cfg).await.map(|_| ()).map_err(to_py) }).await
+}
+
+/// Like `run_server`, but resolves to the bound address `"host:port"` (useful with port 0).
+#[pyfunction]
+pub async fn run_server_bound(svc: Py<PyService>, config: ConfigDict) -> PyResult<String> {
+    let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
+    let app = app_of(&svc);
+    spawned(async move { app.run_server(cfg).await.map(|a| a.to_string()).map_err(to_py) }).await
+}
+
+/// Stops the server started with exactly this endpoint string.
+#[pyfunction]
+pub async fn stop_server(svc: Py<PyService>, endpoint: String) -> PyResult<()> {
+    let app = app_of(&svc);
+    spawned(async move { app.stop_server(&endpoint).await.map_err(to_py) }).await
+}
+
+/// Connects to a remote node (`config["endpoint"]` with a scheme). Resolves to the connection id.
+#[pyfunction]
+pub async fn connect(svc: Py<PyService>, config: ConfigDict) -> PyResult<u64> {
+    let cfg = ClientConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
+    let app = app_of(&svc);
+    spawned(async move { app.connect(cfg).await.map_err(to_py) }).await
+}
+
+/// Closes a connection made by `connect`.
+#[pyfunction]
+pub async fn disconnect(svc: Py<PyService>, conn: u64) -> PyResult<()> {
+    let app = app_of(&svc);
+    spawned(async move { app.disconnect(conn).await.map_err(to_py) }).await
+}
+
+/// Asks the node behind `conn` to deliver `name` to this app.
+#[pyfunction]
+pub async fn subscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.subscribe(&name.inner, Some(conn)).await.map_err(to_py) }).await
+}
+
+/// Withdraws a subscription made with `subscribe`.
+#[pyfunction]
+pub async fn unsubscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.unsubscribe(&name.inner, Some(conn)).await.map_err(to_py) }).await
+}
+
+/// Routes traffic for `name` out through `conn`.
+#[pyfunction]
+pub async fn set_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.set_route(&name.inner, conn).await.map_err(to_py) }).await
+}
+
+/// Removes a route set with `set_route`.
+#[pyfunction]
+pub async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.remove_route(&name.inner, conn).await.map_err(to_py) }).await
+}
+
+/// Creates a session. Resolves to a `PySessionInfo` with only `id` set.
+#[pyfunction]
+pub async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<PySessionInfo> {
+    let app = app_of(&svc);
+    let cfg = SessionConfig::from(&config);
+    let id = in_runtime(async move { app.create_session(cfg).await.map_err(to_py) }).await?;
+    Ok(PySessionInfo::for_session(id))
+}
+
+/// Deletes a session (an id or a `PySessionInfo`).
+#[pyfunction]
+pub async fn delete_session(svc: Py<PyService>, session: SessionArg) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.delete_session(session.id).await.map_err(to_py) }).await
+}
+
+/// The configuration of a session.
+#[pyfunction]
+pub async fn get_session_config(svc: Py<PyService>, session: SessionArg) -> PyResult<PySessionConfiguration> {
+    app_of(&svc).get_session_config(session.id).map(PySessionConfiguration::from).map_err(to_py)
+}
+
+/// Changes the configuration of a session (same family: point-to-point or multicast).
+#[pyfunction]
+pub async fn set_session_config(
+    svc: Py<PyService>,
+    session: SessionArg,
+    config: PySessionConfiguration,
+) -> PyResult<()> {
+    app_of(&svc).set_session_config(session.id, SessionConfig::from(&config)).map_err(to_py)
+}
+
+/// Sets the configuration used for sessions created on reception.
+#[pyfunction]
+pub async fn set_default_session_config(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<()> {
+    app_of(&svc).set_default_session_config(SessionConfig::from(&config)).map_err(to_py)
+}
+
+/// Publishes `blob` on a session, to `name`, or (name=None) back to the sender of `session_info`.
+#[pyfunction]
+#[pyo3(signature = (svc, session_info, fanout, blob, name = None, payload_type = None, metadata = None))]
+#[allow(clippy::too_many_arguments)]
+pub async fn publish(
+    svc: Py<PyService>,
+    session_info: SessionArg,
+    fanout: u32,
+    blob: Blob,
+    name: Option<PyName>,
+    payload_type: Option<String>,
+    metadata: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    let app = app_of(&svc);
+    let req = PublishRequest {
+        dest: name.map(|n| n.inner),
+        reply_to: session_info.reply_to,
+        blob: blob.0,
+        payload_type,
+        metadata,
+        fanout,
+    };
+    in_runtime(async move { app.publish(session_info.id, req).await.map_err(to_py) }).await
+}
+
+/// Invites `name` into a multicast session (moderator only). Resolves once the request is sent;
+/// with `wait=True`, once the member has joined (and, with MLS, can decrypt).
+#[pyfunction]
+#[pyo3(signature = (svc, session_info, name, wait = false))]
+pub async fn invite(svc: Py<PyService>, session_info: SessionArg, name: PyName, wait: bool) -> PyResult<()> {
+    let app = app_of(&svc);
+    spawned(async move {
+        let handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
+        if wait {
+            handle.joined().await.map_err(to_py)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Removes `name` from a multicast session (moderator only).
+#[pyfunction]
+pub async fn remove(svc: Py<PyService>, session_info: SessionArg, name: PyName) -> PyResult<()> {
+    let app = app_of(&svc);
+    in_runtime(async move { app.remove(session_info.id, &name.inner).await.map_err(to_py) }).await
+}
+
+/// The next message of any session, in arrival order: `(PySessionInfo, bytes)`.
+#[pyfunction]
+pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
+    let app = app_of(&svc);
+    if let Some(ready) = app.try_recv_any() {
+        return ready.map(received).map_err(to_py);
+    }
+    in_runtime(async move { app.recv_any().await.map(received).map_err(to_py) }).await
+}
+
+/// The first message of the next session this app did not create: `(PySessionInfo, bytes)`.
+/// That message is also the first item of the session's own queue.
+#[pyfunction]
+pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
+    let app = app_of(&svc);
+    if let Some(ready) = app.try_recv_new_session() {
+        return Ok(received(ready));
+    }
+    in_runtime(async move { app.recv_new_session().await.map(received).map_err(to_py) }).await
+}
+
+/// The next message of one session; errors for that session (timeouts, lost messages, no
+/// route) are raised here as typed exceptions.
+#[pyfunction]
+pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
+    let app = app_of(&svc);
+    if let Some(ready) = app.try_recv_session(session.id) {
+        return ready.map(received).map_err(to_py);
+    }
+    in_runtime(async move { app.recv_session(session.id).await.map(received).map_err(to_py) }).await
+}
+
+/// A message of one session if one is already queued, else None (never waits).
+#[pyfunction]
+pub fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
+    match app_of(&svc).try_recv_session(session.id) {
+        None => Ok(None),
+        Some(r) => r.map(|r| Some(received(r))).map_err(to_py),
+    }
+}

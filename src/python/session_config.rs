@@ -1,0 +1,72 @@
+//! `PySessionConfiguration` (Anycast / Unicast / Multicast) and the unused-but-exported
+//! `PySessionType`.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use super::name::PyName;
+use crate::session::SessionConfig;
+
+/// The kind of a session (exported for compatibility; no function takes it).
+#[pyclass(name = "PySessionType", module = "slim_bindings._slim_bindings", eq, eq_int, from_py_object)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum PySessionType {
+    ANYCAST = 0,
+    UNICAST = 1,
+    MULTICAST = 2,
+}
+
+/// How a session behaves. Durations are `datetime.timedelta`.
+#[pyclass(name = "PySessionConfiguration", module = "slim_bindings._slim_bindings", eq, from_py_object)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum PySessionConfiguration {
+    /// Point to point, any instance of the name per message. `timeout=None` = unreliable.
+    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
+    Anycast { timeout: Option<Duration>, max_retries: Option<u32>, mls_enabled: bool },
+    /// Point to point, one instance pinned by discovery for the whole session.
+    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
+    Unicast { timeout: Option<Duration>, max_retries: Option<u32>, mls_enabled: bool },
+    /// A group on channel `topic`; `moderator=True` may invite and remove.
+    #[pyo3(constructor = (topic, moderator = false, max_retries = 0, timeout = Duration::from_secs(1), mls_enabled = false))]
+    Multicast { topic: PyName, moderator: bool, max_retries: u32, timeout: Duration, mls_enabled: bool },
+}
+
+impl From<&PySessionConfiguration> for SessionConfig {
+    fn from(c: &PySessionConfiguration) -> Self {
+        match c.clone() {
+            PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled } => {
+                SessionConfig::Anycast { timeout, max_retries, mls_enabled }
+            }
+            PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled } => {
+                SessionConfig::Unicast { timeout, max_retries, mls_enabled }
+            }
+            PySessionConfiguration::Multicast { topic, moderator, max_retries, timeout, mls_enabled } => {
+                SessionConfig::Multicast { topic: topic.inner, moderator, max_retries, timeout, mls_enabled }
+            }
+        }
+    }
+}
+
+impl From<SessionConfig> for PySessionConfiguration {
+    fn from(c: SessionConfig) -> Self {
+        match c {
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
+                PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled }
+            }
+            SessionConfig::Unicast { timeout, max_retries, mls_enabled } => {
+                PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled }
+            }
+            SessionConfig::Multicast { topic, moderator, max_retries, timeout, mls_enabled } => {
+                PySessionConfiguration::Multicast {
+                    topic: PyName::from_name(topic),
+                    moderator,
+                    max_retries,
+                    timeout,
+                    mls_enabled,
+                }
+            }
+        }
+    }
+}

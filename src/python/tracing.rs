@@ -1,0 +1,26 @@
+//! `init_tracing(config)`: logging for the whole process.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::convert::to_json;
+use crate::telemetry::{TracingConfig, init_tracing as core_init};
+
+/// Configures logging. The work happens now; the result is also awaitable (resolving to None)
+/// so both `init_tracing(cfg)` and `await init_tracing(cfg)` work.
+#[pyfunction]
+#[pyo3(signature = (config = None))]
+pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    let cfg = match config {
+        Some(d) => TracingConfig::from_json(to_json(d.as_any())?).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        None => TracingConfig::default(),
+    };
+    // A subscriber installed by the embedding program is not an error worth failing over.
+    if let Err(e) = core_init(&cfg) {
+        if matches!(e, crate::telemetry::TelemetryError::Config(_)) {
+            return Err(PyValueError::new_err(e.to_string()));
+        }
+    }
+    super::runtime::ready_none(py)
+}
