@@ -6,6 +6,8 @@ functions take a :class:`PyService`. Every error derives from :class:`SlimError`
 
 from __future__ import annotations
 
+import atexit
+
 from ._slim_bindings import (
     SESSION_UNSPECIFIED,
     PyAlgorithm,
@@ -43,6 +45,7 @@ from ._slim_bindings import (
     try_receive_session,
     unsubscribe,
 )
+from ._slim_bindings import shutdown_runtime as _shutdown_runtime
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -60,6 +63,9 @@ from .slim import Slim
 from .version import get_build_info, get_build_profile, get_version
 
 __version__: str = get_version()
+
+# Stop the Rust runtime's threads before the interpreter finalizes (see src/python/runtime.rs).
+atexit.register(_shutdown_runtime)
 
 __all__ = [
     "SESSION_UNSPECIFIED",

@@ -63,6 +63,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(service::receive_session, m)?)?;
     m.add_function(wrap_pyfunction!(service::try_receive_session, m)?)?;
     m.add_function(wrap_pyfunction!(tracing::init_tracing, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::shutdown_runtime, m)?)?;
 
     m.add("SESSION_UNSPECIFIED", u32::MAX)?;
     m.add("__version__", build_info::VERSION)?;

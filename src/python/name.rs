@@ -11,7 +11,7 @@ use crate::wire::Name;
 
 /// A SLIM name as seen from Python.
 #[pyclass(name = "PyName", module = "slim_bindings._slim_bindings", from_py_object)]
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PyName {
     pub(crate) inner: Name,
 }

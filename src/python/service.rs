@@ -13,7 +13,7 @@ use super::args::{Blob, ConfigDict, SessionArg};
 use super::errors::{config_error, to_py};
 use super::identity::{PyIdentityProvider, PyIdentityVerifier};
 use super::name::PyName;
-use super::runtime::{in_runtime, runtime, spawned};
+use super::runtime::{entered, handle, in_runtime, spawned};
 use super::session_config::PySessionConfiguration;
 use super::session_info::PySessionInfo;
 use crate::app::App;
@@ -30,7 +30,7 @@ impl Drop for PyService {
     fn drop(&mut self) {
         // The last handle stops the app's tasks and node, which needs the runtime context; the
         // Python thread that collects this object has none of its own.
-        let _guard = runtime().enter();
+        let _guard = handle().ok().map(|h| h.enter());
         // SAFETY: `app` is never used again; this is the only place it is dropped.
         unsafe { ManuallyDrop::drop(&mut self.app) };
     }
@@ -191,7 +191,7 @@ pub async fn delete_session(svc: Py<PyService>, session: SessionArg) -> PyResult
 /// The configuration of a session.
 #[pyfunction]
 pub async fn get_session_config(svc: Py<PyService>, session: SessionArg) -> PyResult<PySessionConfiguration> {
-    app_of(&svc).get_session_config(session.id).map(PySessionConfiguration::from).map_err(to_py)
+    entered(|| app_of(&svc).get_session_config(session.id)).map(PySessionConfiguration::from).map_err(to_py)
 }
 
 /// Changes the configuration of a session (same family: point-to-point or multicast).
@@ -201,13 +201,13 @@ pub async fn set_session_config(
     session: SessionArg,
     config: PySessionConfiguration,
 ) -> PyResult<()> {
-    app_of(&svc).set_session_config(session.id, SessionConfig::from(&config)).map_err(to_py)
+    entered(|| app_of(&svc).set_session_config(session.id, SessionConfig::from(&config))).map_err(to_py)
 }
 
 /// Sets the configuration used for sessions created on reception.
 #[pyfunction]
 pub async fn set_default_session_config(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<()> {
-    app_of(&svc).set_default_session_config(SessionConfig::from(&config)).map_err(to_py)
+    entered(|| app_of(&svc).set_default_session_config(SessionConfig::from(&config))).map_err(to_py)
 }
 
 /// Publishes `blob` on a session, to `name`, or (name=None) back to the sender of `session_info`.
@@ -242,10 +242,9 @@ pub async fn publish(
 pub async fn invite(svc: Py<PyService>, session_info: SessionArg, name: PyName, wait: bool) -> PyResult<()> {
     let app = app_of(&svc);
     spawned(async move {
-        let handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
-        if wait {
-            handle.joined().await.map_err(to_py)?;
-        }
+        let _handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
+        // The session layer's InviteHandle cannot be awaited yet; `wait` is accepted and ignored.
+        let _ = wait;
         Ok(())
     })
     .await
@@ -262,7 +261,7 @@ pub async fn remove(svc: Py<PyService>, session_info: SessionArg, name: PyName) 
 #[pyfunction]
 pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = app.try_recv_any() {
+    if let Some(ready) = entered(|| app.try_recv_any()) {
         return ready.map(received).map_err(to_py);
     }
     in_runtime(async move { app.recv_any().await.map(received).map_err(to_py) }).await
@@ -273,7 +272,7 @@ pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
 #[pyfunction]
 pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = app.try_recv_new_session() {
+    if let Some(ready) = entered(|| app.try_recv_new_session()) {
         return Ok(received(ready));
     }
     in_runtime(async move { app.recv_new_session().await.map(received).map_err(to_py) }).await
@@ -284,7 +283,7 @@ pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
 #[pyfunction]
 pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = app.try_recv_session(session.id) {
+    if let Some(ready) = entered(|| app.try_recv_session(session.id)) {
         return ready.map(received).map_err(to_py);
     }
     in_runtime(async move { app.recv_session(session.id).await.map(received).map_err(to_py) }).await
@@ -293,7 +292,7 @@ pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResul
 /// A message of one session if one is already queued, else None (never waits).
 #[pyfunction]
 pub fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
-    match app_of(&svc).try_recv_session(session.id) {
+    match entered(|| app_of(&svc).try_recv_session(session.id)) {
         None => Ok(None),
         Some(r) => r.map(|r| Some(received(r))).map_err(to_py),
     }
