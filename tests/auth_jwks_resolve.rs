@@ -220,7 +220,7 @@ async fn unknown_kids_do_not_hammer_the_issuer() {
 async fn broken_issuers_give_typed_errors() {
     let issuer = Issuer::default();
     let (base, server) = issuer.start().await;
-    let v = autoresolve(None);
+    let v = autoresolve(None).with_refetch_interval(Duration::ZERO);
     let t = token("ec256_a.key", Some("k1"), &base, "a");
 
     // Nothing published at all.
@@ -237,6 +237,9 @@ async fn broken_issuers_give_typed_errors() {
     assert!(matches!(v.verify(&t).await, Err(AuthError::KeyFetch(_))));
     // A JWKS bigger than the body cap.
     issuer.set("/gone", StatusCode::OK, format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20)));
+    assert!(matches!(v.verify(&t).await, Err(AuthError::KeyFetch(_))));
+    // A JWKS that publishes only a shared secret (anyone could forge with it).
+    issuer.set("/gone", StatusCode::OK, json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k1"}]}).to_string());
     assert!(matches!(v.verify(&t).await, Err(AuthError::KeyFetch(_))));
     // An issuer URL that is not http(s).
     let weird = token("ec256_a.key", Some("k1"), "file:///etc/passwd", "a");
@@ -266,6 +269,12 @@ async fn silent_issuer_times_out() {
     assert!(matches!(got, Err(AuthError::KeyFetchTimeout(_))), "{got:?}");
     assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
     assert!(!held.lock().is_empty());
+
+    // A failure is remembered for the refetch interval: the next messages fail at once.
+    let start = Instant::now();
+    let again = v.verify(&token("ec256_a.key", Some("k1"), &base, "b")).await;
+    assert!(matches!(again, Err(AuthError::KeyFetchTimeout(_))), "{again:?}");
+    assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
 
     // The default bound is 5 s.
     let v = autoresolve(Some(&base));

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::AuthError;
-use super::key::{VerifyingKey, parse_jwks};
+use super::key::{KeyFamily, VerifyingKey, parse_jwks};
 
 /// A discovery document or JWKS larger than this is refused.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -31,7 +31,9 @@ fn client() -> Result<&'static HttpClient, AuthError> {
                 .https_or_http()
                 .enable_http1()
                 .build();
-            Ok(Client::builder(TokioExecutor::new()).build(https))
+            // No pooling: fetches are rare, and a pooled connection would be tied to the runtime
+            // that opened it (the bindings and the tests run several).
+            Ok(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(https))
         })
         .as_ref()
         .map_err(|e| AuthError::KeyFetch(e.clone()))
@@ -78,7 +80,13 @@ pub(crate) async fn fetch_issuer_keys(issuer: &str, timeout: Duration) -> Result
         let body = get(&jwks_uri).await?;
         let text =
             std::str::from_utf8(&body).map_err(|_| AuthError::KeyFetch(format!("JWKS at {jwks_uri} is not UTF-8")))?;
-        parse_jwks(text).map_err(|e| AuthError::KeyFetch(format!("{jwks_uri}: {e}")))
+        let mut keys = parse_jwks(text).map_err(|e| AuthError::KeyFetch(format!("{jwks_uri}: {e}")))?;
+        // A shared secret published over HTTP is no secret: anyone could forge tokens with it.
+        keys.retain(|k| k.family != KeyFamily::Hmac);
+        if keys.is_empty() {
+            return Err(AuthError::KeyFetch(format!("{jwks_uri}: no public signature key")));
+        }
+        Ok(keys)
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,

@@ -29,12 +29,15 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_JWKS_TTL: Duration = Duration::from_secs(3600);
 /// The longest one JWKS resolution (discovery + JWKS) may take.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// A token with an unknown `kid` makes the verifier refetch the JWKS at most this often per issuer.
+/// Per issuer, at most one refetch in this interval for a token with an unknown `kid`, and no new
+/// attempt within it after a failed fetch.
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// At most this many verified tokens are remembered.
 const TOKEN_CACHE_CAPACITY: usize = 4096;
 /// At most this many issuers' key sets are remembered (auto-resolve without a configured issuer).
 const ISSUER_CACHE_CAPACITY: usize = 16;
+/// At most this many failed issuers are remembered.
+const FAILED_FETCH_CAPACITY: usize = 64;
 
 /// Verifies JWTs. Cheap to share (`Arc`); all caches are internal and thread-safe.
 pub struct JwtVerifier {
@@ -52,6 +55,9 @@ pub struct JwtVerifier {
     /// Verified token → its `exp` (Unix seconds).
     verified: RwLock<HashMap<String, u64>>,
     issuer_keys: RwLock<HashMap<String, IssuerKeys>>,
+    /// Recent failed fetches: retried only after the refetch interval, so a dead issuer costs one
+    /// bounded wait per interval instead of one per message.
+    failed_fetches: parking_lot::Mutex<HashMap<String, (Instant, AuthError)>>,
     /// One fetch at a time, so a burst of tokens from a new issuer makes one request.
     fetch_gate: tokio::sync::Mutex<()>,
 }
@@ -138,6 +144,7 @@ impl JwtVerifier {
             refetch_interval: DEFAULT_REFETCH_INTERVAL,
             verified: RwLock::new(HashMap::new()),
             issuer_keys: RwLock::new(HashMap::new()),
+            failed_fetches: parking_lot::Mutex::new(HashMap::new()),
             fetch_gate: tokio::sync::Mutex::new(()),
         })
     }
@@ -160,8 +167,8 @@ impl JwtVerifier {
         self
     }
 
-    /// Sets how often an unknown `kid` may trigger a refetch per issuer (default
-    /// [`DEFAULT_REFETCH_INTERVAL`]).
+    /// Sets how often an unknown `kid` or a failed fetch may trigger a new fetch per issuer
+    /// (default [`DEFAULT_REFETCH_INTERVAL`]).
     pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
         self.refetch_interval = interval;
         self
@@ -322,7 +329,25 @@ impl JwtVerifier {
                 }
             }
         }
-        let keys = fetch_issuer_keys(issuer, self.fetch_timeout).await?;
+        if let Some((at, error)) = self.failed_fetches.lock().get(issuer)
+            && at.elapsed() < self.refetch_interval
+        {
+            return Err(error.clone());
+        }
+        let keys = match fetch_issuer_keys(issuer, self.fetch_timeout).await {
+            Ok(keys) => {
+                self.failed_fetches.lock().remove(issuer);
+                keys
+            }
+            Err(error) => {
+                let mut failed = self.failed_fetches.lock();
+                if failed.len() >= FAILED_FETCH_CAPACITY {
+                    failed.clear();
+                }
+                failed.insert(issuer.to_string(), (Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
         let mut cache = self.issuer_keys.write();
         if cache.len() >= ISSUER_CACHE_CAPACITY && !cache.contains_key(issuer) {
             let oldest = cache.iter().min_by_key(|(_, e)| e.fetched_at).map(|(k, _)| k.clone());
