@@ -45,7 +45,7 @@ enum RawDuration {
     Seconds(f64),
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match Option::<RawDuration>::deserialize(d)? {
         None => Ok(None),
         Some(RawDuration::Text(s)) => parse_duration(&s).map(Some).map_err(serde::de::Error::custom),

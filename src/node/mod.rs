@@ -13,6 +13,7 @@
 //! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
 
 pub mod config;
+pub mod standalone;
 pub mod subscription;
 mod stats;
 mod transport;

@@ -316,7 +316,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
         return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
     }
     servers.insert(cfg.endpoint.clone(), ServerHandle { cancel, addr: bound, task });
-    info!(node = %inner.node_id, endpoint = %cfg.endpoint, %bound, "data-plane server listening");
+    debug!(node = %inner.node_id, endpoint = %cfg.endpoint, %bound, "data-plane server listening");
     Ok(bound)
 }
 
