@@ -137,9 +137,7 @@ fn invite_remove_with_reordered_commits() {
             assert_eq!(got.unwrap(), text, "{}", p.name);
         }
     }
-    let live: Vec<usize> = (0..participants.len())
-        .filter(|&i| !participants[i].removed)
-        .collect();
+    let live: Vec<usize> = (0..participants.len()).filter(|&i| !participants[i].removed).collect();
     for &i in &live {
         let from = participants[i].name.clone().into_bytes();
         let c = participants[i].mls.encrypt(&from).unwrap();

@@ -35,8 +35,7 @@ pub fn encrypt_outbound(state: &mut MlsState, msg: &mut Message) -> Result<bool,
         return Ok(false);
     };
     content.blob = state.encrypt(&content.blob)?;
-    msg.metadata
-        .insert(META_MLS_ENCRYPTED.to_string(), "true".to_string());
+    msg.metadata.insert(META_MLS_ENCRYPTED.to_string(), "true".to_string());
     Ok(true)
 }
 
@@ -55,9 +54,7 @@ pub fn decrypt_inbound(state: &mut MlsState, msg: &mut Message) -> Result<bool, 
 }
 
 fn is_flagged(msg: &Message) -> bool {
-    msg.metadata
-        .get(META_MLS_ENCRYPTED)
-        .is_some_and(|v| v == "true")
+    msg.metadata.get(META_MLS_ENCRYPTED).is_some_and(|v| v == "true")
 }
 
 #[cfg(test)]
@@ -76,10 +73,7 @@ mod tests {
     }
 
     fn message(t: SessionMessageType, blob: &[u8]) -> Message {
-        let (src, dst) = (
-            Name::new("org", "ns", "a", Some(4)),
-            Name::new("org", "ns", "chan", None),
-        );
+        let (src, dst) = (Name::new("org", "ns", "a", Some(4)), Name::new("org", "ns", "chan", None));
         let spec = PublishSpec {
             source: &src,
             destination: &dst,
@@ -112,10 +106,7 @@ mod tests {
 
         assert_eq!(encrypt_outbound(&mut m, &mut data), Ok(true));
         assert_ne!(data.blob(), b"hello group");
-        assert_eq!(
-            data.metadata.get(META_MLS_ENCRYPTED).map(String::as_str),
-            Some("true")
-        );
+        assert_eq!(data.metadata.get(META_MLS_ENCRYPTED).map(String::as_str), Some("true"));
         // Already encrypted: not encrypted twice.
         let before = data.blob().to_vec();
         assert_eq!(encrypt_outbound(&mut m, &mut data), Ok(false));
@@ -145,8 +136,7 @@ mod tests {
             let mut msg = message(t, b"control");
             assert_eq!(encrypt_outbound(&mut m, &mut msg), Ok(false));
             assert_eq!(msg.blob(), b"control");
-            msg.metadata
-                .insert(META_MLS_ENCRYPTED.into(), "true".into());
+            msg.metadata.insert(META_MLS_ENCRYPTED.into(), "true".into());
             assert_eq!(decrypt_inbound(&mut a, &mut msg), Ok(false));
         }
         // An unflagged data message is delivered as it is.

@@ -31,11 +31,11 @@ pub use sequencer::{Admission, HandshakeSequencer};
 
 use openmls::prelude::tls_codec::DeserializeBytes;
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType,
-    CredentialWithKey, KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsGroupJoinConfig,
-    MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, NewSignerBundle,
-    OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, Proposal,
-    ProtocolMessage, ProtocolVersion, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
+    BasicCredential, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType, CredentialWithKey,
+    KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsGroupJoinConfig, MlsGroupStateError, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, NewSignerBundle, OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
+    ProcessedMessageContent, Proposal, ProtocolMessage, ProtocolVersion, SenderRatchetConfiguration, StagedCommit,
+    StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -207,10 +207,7 @@ fn group_config() -> MlsGroupJoinConfig {
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(MAX_PAST_EPOCHS)
-        .sender_ratchet_configuration(SenderRatchetConfiguration::new(
-            OUT_OF_ORDER_TOLERANCE,
-            MAX_FORWARD_DISTANCE,
-        ))
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(OUT_OF_ORDER_TOLERANCE, MAX_FORWARD_DISTANCE))
         .build()
 }
 
@@ -230,12 +227,10 @@ impl MlsState {
         })
     }
 
-    fn fresh_identity(
-        provider: &Provider,
-    ) -> Result<(SignatureKeyPair, CredentialWithKey), MlsError> {
+    fn fresh_identity(provider: &Provider) -> Result<(SignatureKeyPair, CredentialWithKey), MlsError> {
         let token = provider.get_token().map_err(MlsError::Identity)?;
-        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
-            .map_err(|e| MlsError::Crypto(format!("{e:?}")))?;
+        let signer =
+            SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(|e| MlsError::Crypto(format!("{e:?}")))?;
         let credential = CredentialWithKey {
             credential: BasicCredential::new(token.into_bytes()).into(),
             signature_key: signer.to_public_vec().into(),
@@ -265,12 +260,7 @@ impl MlsState {
     /// A new key package (MLSMessage bytes) that lets a moderator add this member.
     pub fn key_package(&mut self) -> Result<Vec<u8>, MlsError> {
         let bundle = KeyPackage::builder()
-            .build(
-                CIPHERSUITE,
-                &self.provider,
-                &self.signer,
-                self.credential.clone(),
-            )
+            .build(CIPHERSUITE, &self.provider, &self.signer, self.credential.clone())
             .map_err(|e| MlsError::Create(e.to_string()))?;
         to_bytes(&MlsMessageOut::from(bundle.key_package().clone()))
     }
@@ -282,29 +272,22 @@ impl MlsState {
         let kp_in = match body {
             MlsMessageBodyIn::KeyPackage(kp) => kp,
             other => {
-                return Err(MlsError::UnexpectedMessage {
-                    expected: "KeyPackage",
-                    got: kind(&other),
-                });
+                return Err(MlsError::UnexpectedMessage { expected: "KeyPackage", got: kind(&other) });
             }
         };
         let kp = kp_in
             .validate(self.provider.crypto(), ProtocolVersion::Mls10)
             .map_err(|e| MlsError::InvalidKeyPackage(e.to_string()))?;
         if kp.ciphersuite() != CIPHERSUITE {
-            return Err(MlsError::InvalidKeyPackage(format!(
-                "ciphersuite {:?}",
-                kp.ciphersuite()
-            )));
+            return Err(MlsError::InvalidKeyPackage(format!("ciphersuite {:?}", kp.ciphersuite())));
         }
         let member_identity = self.check_credential(kp.leaf_node().credential())?;
         let new_signature_key = kp.leaf_node().signature_key().as_slice().to_vec();
 
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        let (commit, welcome, _group_info) = group
-            .add_members(provider, signer, &[kp])
-            .map_err(|e| MlsError::Create(e.to_string()))?;
+        let (commit, welcome, _group_info) =
+            group.add_members(provider, signer, &[kp]).map_err(|e| MlsError::Create(e.to_string()))?;
         if let Err(e) = group.merge_pending_commit(provider) {
             let _ = group.clear_pending_commit(provider.storage());
             return Err(MlsError::Create(e.to_string()));
@@ -314,22 +297,14 @@ impl MlsState {
             .find(|m| m.signature_key == new_signature_key)
             .map(|m| m.index.u32())
             .ok_or(MlsError::MemberNotFound)?;
-        Ok(AddResult {
-            commit: to_bytes(&commit)?,
-            welcome: to_bytes(&welcome)?,
-            member_identity,
-            member_leaf,
-        })
+        Ok(AddResult { commit: to_bytes(&commit)?, welcome: to_bytes(&welcome)?, member_identity, member_leaf })
     }
 
     /// Removes the one member whose identity is `identity`; returns the COMMIT blob (merged locally).
     pub fn remove_member(&mut self, identity: &[u8]) -> Result<Vec<u8>, MlsError> {
         let group = self.active_group()?;
-        let matches: Vec<LeafNodeIndex> = group
-            .members()
-            .filter(|m| m.credential.serialized_content() == identity)
-            .map(|m| m.index)
-            .collect();
+        let matches: Vec<LeafNodeIndex> =
+            group.members().filter(|m| m.credential.serialized_content() == identity).map(|m| m.index).collect();
         match matches.as_slice() {
             [] => Err(MlsError::MemberNotFound),
             [leaf] => self.remove_leaf(*leaf),
@@ -353,9 +328,8 @@ impl MlsState {
         if leaf == group.own_leaf_index() {
             return Err(MlsError::CannotRemoveSelf);
         }
-        let (commit, _welcome, _group_info) = group
-            .remove_members(provider, signer, &[leaf])
-            .map_err(|e| MlsError::Create(e.to_string()))?;
+        let (commit, _welcome, _group_info) =
+            group.remove_members(provider, signer, &[leaf]).map_err(|e| MlsError::Create(e.to_string()))?;
         if let Err(e) = group.merge_pending_commit(provider) {
             let _ = group.clear_pending_commit(provider.storage());
             return Err(MlsError::Create(e.to_string()));
@@ -371,17 +345,11 @@ impl MlsState {
         let welcome = match parse(welcome)? {
             MlsMessageBodyIn::Welcome(w) => w,
             other => {
-                return Err(MlsError::UnexpectedMessage {
-                    expected: "Welcome",
-                    got: kind(&other),
-                });
+                return Err(MlsError::UnexpectedMessage { expected: "Welcome", got: kind(&other) });
             }
         };
         if welcome.ciphersuite() != CIPHERSUITE {
-            return Err(MlsError::Welcome(format!(
-                "ciphersuite {:?}",
-                welcome.ciphersuite()
-            )));
+            return Err(MlsError::Welcome(format!("ciphersuite {:?}", welcome.ciphersuite())));
         }
         let staged = StagedWelcome::build_from_welcome(&self.provider, &group_config(), welcome)
             .map_err(|e| MlsError::Welcome(e.to_string()))?
@@ -391,9 +359,7 @@ impl MlsState {
         for member in staged.members() {
             self.check_credential(&member.credential)?;
         }
-        let group = staged
-            .into_group(&self.provider)
-            .map_err(|e| MlsError::Welcome(e.to_string()))?;
+        let group = staged.into_group(&self.provider).map_err(|e| MlsError::Welcome(e.to_string()))?;
         self.group = Some(group);
         self.removed = false;
         Ok(())
@@ -405,10 +371,7 @@ impl MlsState {
         let processed = self.process(message)?;
         match processed {
             ProcessedMessageContent::StagedCommitMessage(staged) => self.merge_checked(*staged),
-            other => Err(MlsError::UnexpectedMessage {
-                expected: "Commit",
-                got: content_name(&other),
-            }),
+            other => Err(MlsError::UnexpectedMessage { expected: "Commit", got: content_name(&other) }),
         }
     }
 
@@ -419,9 +382,7 @@ impl MlsState {
         let self_removed = staged.self_removed();
         let provider = &self.provider;
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        group
-            .merge_staged_commit(provider, staged)
-            .map_err(|e| MlsError::Handshake(e.to_string()))?;
+        group.merge_staged_commit(provider, staged).map_err(|e| MlsError::Handshake(e.to_string()))?;
         if self_removed {
             self.removed = true;
             self.pending_signer = None;
@@ -436,10 +397,7 @@ impl MlsState {
         let Some(group) = self.group.as_ref() else {
             return;
         };
-        let Some(own_key) = group
-            .own_leaf_node()
-            .map(|l| l.signature_key().as_slice().to_vec())
-        else {
+        let Some(own_key) = group.own_leaf_node().map(|l| l.signature_key().as_slice().to_vec()) else {
             return;
         };
         let applied = matches!(&self.pending_signer, Some((signer, _)) if signer.public() == own_key.as_slice());
@@ -454,17 +412,11 @@ impl MlsState {
         self.active_group()?;
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        let out = group
-            .create_message(provider, signer, plaintext)
-            .map_err(|e| match e {
-                CreateMessageError::GroupStateError(MlsGroupStateError::UseAfterEviction) => {
-                    MlsError::Removed
-                }
-                CreateMessageError::GroupStateError(MlsGroupStateError::PendingProposal) => {
-                    MlsError::PendingProposals
-                }
-                other => MlsError::Create(other.to_string()),
-            })?;
+        let out = group.create_message(provider, signer, plaintext).map_err(|e| match e {
+            CreateMessageError::GroupStateError(MlsGroupStateError::UseAfterEviction) => MlsError::Removed,
+            CreateMessageError::GroupStateError(MlsGroupStateError::PendingProposal) => MlsError::PendingProposals,
+            other => MlsError::Create(other.to_string()),
+        })?;
         to_bytes(&out)
     }
 
@@ -474,10 +426,7 @@ impl MlsState {
         let message: ProtocolMessage = match parse(ciphertext)? {
             MlsMessageBodyIn::PrivateMessage(m) => m.into(),
             other => {
-                return Err(MlsError::UnexpectedMessage {
-                    expected: "application PrivateMessage",
-                    got: kind(&other),
-                });
+                return Err(MlsError::UnexpectedMessage { expected: "application PrivateMessage", got: kind(&other) });
             }
         };
         if message.content_type() != ContentType::Application {
@@ -491,16 +440,11 @@ impl MlsState {
         }
         let provider = &self.provider;
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        let processed = group
-            .process_message(provider, message)
-            .map_err(|e| MlsError::Decrypt(e.to_string()))?;
+        let processed = group.process_message(provider, message).map_err(|e| MlsError::Decrypt(e.to_string()))?;
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => Ok(app.into_bytes()),
             ProcessedMessageContent::OwnPrivateMessage => Err(MlsError::OwnMessage),
-            other => Err(MlsError::UnexpectedMessage {
-                expected: "application message",
-                got: content_name(&other),
-            }),
+            other => Err(MlsError::UnexpectedMessage { expected: "application message", got: content_name(&other) }),
         }
     }
 
@@ -517,10 +461,7 @@ impl MlsState {
     /// Identities (token bytes) of all current members, this one included, in leaf order.
     pub fn members(&self) -> Vec<Vec<u8>> {
         match self.active_group() {
-            Ok(g) => g
-                .members()
-                .map(|m| m.credential.serialized_content().to_vec())
-                .collect(),
+            Ok(g) => g.members().map(|m| m.credential.serialized_content().to_vec()).collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -543,10 +484,7 @@ impl MlsState {
             .propose_self_update_with_new_signer(
                 provider,
                 signer,
-                NewSignerBundle {
-                    signer: &new_signer,
-                    credential_with_key: new_credential.clone(),
-                },
+                NewSignerBundle { signer: &new_signer, credential_with_key: new_credential.clone() },
                 LeafNodeParameters::default(),
             )
             .map_err(|e| MlsError::Create(e.to_string()))?;
@@ -561,10 +499,7 @@ impl MlsState {
         let queued = match self.process(message)? {
             ProcessedMessageContent::ProposalMessage(q) => q,
             other => {
-                return Err(MlsError::UnexpectedMessage {
-                    expected: "Proposal",
-                    got: content_name(&other),
-                });
+                return Err(MlsError::UnexpectedMessage { expected: "Proposal", got: content_name(&other) });
             }
         };
         match queued.proposal() {
@@ -590,9 +525,8 @@ impl MlsState {
         self.active_group()?;
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        let (commit, _welcome, _group_info) = group
-            .commit_to_pending_proposals(provider, signer)
-            .map_err(|e| MlsError::Create(e.to_string()))?;
+        let (commit, _welcome, _group_info) =
+            group.commit_to_pending_proposals(provider, signer).map_err(|e| MlsError::Create(e.to_string()))?;
         if let Err(e) = group.merge_pending_commit(provider) {
             let _ = group.clear_pending_commit(provider.storage());
             return Err(MlsError::Create(e.to_string()));
@@ -612,10 +546,7 @@ impl MlsState {
             .self_update_with_new_signer(
                 provider,
                 signer,
-                NewSignerBundle {
-                    signer: &new_signer,
-                    credential_with_key: new_credential.clone(),
-                },
+                NewSignerBundle { signer: &new_signer, credential_with_key: new_credential.clone() },
                 LeafNodeParameters::default(),
             )
             .map_err(|e| MlsError::Create(e.to_string()))?;
@@ -651,10 +582,7 @@ impl MlsState {
         let message: ProtocolMessage = match parse(bytes)? {
             MlsMessageBodyIn::PublicMessage(m) => m.into(),
             other => {
-                return Err(MlsError::UnexpectedMessage {
-                    expected,
-                    got: kind(&other),
-                });
+                return Err(MlsError::UnexpectedMessage { expected, got: kind(&other) });
             }
         };
         if message.content_type() != content {
@@ -668,10 +596,7 @@ impl MlsState {
         }
         let (msg_epoch, group_epoch) = (message.epoch().as_u64(), group.epoch().as_u64());
         if msg_epoch != group_epoch {
-            return Err(MlsError::WrongEpoch {
-                message: msg_epoch,
-                group: group_epoch,
-            });
+            return Err(MlsError::WrongEpoch { message: msg_epoch, group: group_epoch });
         }
         Ok(message)
     }
@@ -679,27 +604,19 @@ impl MlsState {
     fn process(&mut self, message: ProtocolMessage) -> Result<ProcessedMessageContent, MlsError> {
         let provider = &self.provider;
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
-        let processed = group
-            .process_message(provider, message)
-            .map_err(|e| MlsError::Handshake(e.to_string()))?;
+        let processed = group.process_message(provider, message).map_err(|e| MlsError::Handshake(e.to_string()))?;
         Ok(processed.into_content())
     }
 
     /// Checks a member credential with the app's verifier; returns its identity bytes.
     fn check_credential(&self, credential: &Credential) -> Result<Vec<u8>, MlsError> {
         if credential.credential_type() != CredentialType::Basic {
-            return Err(MlsError::UnsupportedCredential(format!(
-                "{:?}",
-                credential.credential_type()
-            )));
+            return Err(MlsError::UnsupportedCredential(format!("{:?}", credential.credential_type())));
         }
         let identity = credential.serialized_content();
-        let token = std::str::from_utf8(identity).map_err(|_| {
-            MlsError::CredentialRejected(AuthError::Verification("identity is not UTF-8".into()))
-        })?;
-        self.verifier
-            .try_verify(token)
-            .map_err(MlsError::CredentialRejected)?;
+        let token = std::str::from_utf8(identity)
+            .map_err(|_| MlsError::CredentialRejected(AuthError::Verification("identity is not UTF-8".into())))?;
+        self.verifier.try_verify(token).map_err(MlsError::CredentialRejected)?;
         Ok(identity.to_vec())
     }
 }

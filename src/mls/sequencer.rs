@@ -31,11 +31,7 @@ pub struct HandshakeSequencer<T> {
 impl<T> HandshakeSequencer<T> {
     /// An empty sequencer that holds back at most `max_waiting` early messages.
     pub fn new(max_waiting: usize) -> Self {
-        Self {
-            last: None,
-            waiting: BTreeMap::new(),
-            max_waiting,
-        }
+        Self { last: None, waiting: BTreeMap::new(), max_waiting }
     }
 
     /// Records the Welcome's `MLS_INIT_COMMIT_ID`; only the first Welcome counts (returns false
@@ -108,11 +104,7 @@ mod tests {
         assert_eq!(s.offer(9, "c9"), Admission::Accepted);
         assert_eq!(s.offer(8, "c8"), Admission::Full);
         assert_eq!(s.waiting(), 3);
-        assert_eq!(
-            s.offer(3, "c3"),
-            Admission::Full,
-            "even the gap filler waits for room"
-        );
+        assert_eq!(s.offer(3, "c3"), Admission::Full, "even the gap filler waits for room");
 
         let mut s = HandshakeSequencer::new(8);
         s.on_welcome(2);

@@ -36,17 +36,10 @@ fn assert_all_talk(members: &mut [&mut MlsState]) {
     for i in 0..members.len() {
         let text = format!("from member {i} at epoch {epoch}");
         let c = members[i].encrypt(text.as_bytes()).unwrap();
-        assert!(
-            !c.windows(text.len()).any(|w| w == text.as_bytes()),
-            "ciphertext leaks plaintext"
-        );
+        assert!(!c.windows(text.len()).any(|w| w == text.as_bytes()), "ciphertext leaks plaintext");
         for j in 0..members.len() {
             if i != j {
-                assert_eq!(
-                    members[j].decrypt(&c).unwrap(),
-                    text.as_bytes(),
-                    "{j} decrypting {i}"
-                );
+                assert_eq!(members[j].decrypt(&c).unwrap(), text.as_bytes(), "{j} decrypting {i}");
             }
         }
     }
@@ -110,22 +103,12 @@ fn four_member_group_and_removal() {
     let commit = m.remove_member_at(rc.member_leaf).unwrap();
     assert_eq!(a.process_commit(&commit).unwrap(), CommitOutcome::Applied);
     let secret = a.encrypt(b"only m and a").unwrap();
-    assert!(
-        matches!(c.decrypt(&secret), Err(MlsError::Decrypt(_))),
-        "{:?}",
-        c.decrypt(&secret)
-    );
+    assert!(matches!(c.decrypt(&secret), Err(MlsError::Decrypt(_))), "{:?}", c.decrypt(&secret));
     assert_eq!(m.decrypt(&secret).unwrap(), b"only m and a");
     assert_eq!(m.members().len(), 2);
 
-    assert_eq!(
-        m.remove_member(b"group-secret:b"),
-        Err(MlsError::MemberNotFound)
-    );
-    assert_eq!(
-        m.remove_member(b"group-secret:moderator"),
-        Err(MlsError::CannotRemoveSelf)
-    );
+    assert_eq!(m.remove_member(b"group-secret:b"), Err(MlsError::MemberNotFound));
+    assert_eq!(m.remove_member(b"group-secret:moderator"), Err(MlsError::CannotRemoveSelf));
     assert_eq!(m.remove_member_at(99), Err(MlsError::MemberNotFound));
 }
 
@@ -152,9 +135,7 @@ fn out_of_order_application_messages_decrypt() {
     let mut a = member("a");
     m.create_group().unwrap();
     add(&mut m, &mut a, &mut []);
-    let msgs: Vec<Vec<u8>> = (0..50)
-        .map(|i| m.encrypt(format!("m{i}").as_bytes()).unwrap())
-        .collect();
+    let msgs: Vec<Vec<u8>> = (0..50).map(|i| m.encrypt(format!("m{i}").as_bytes()).unwrap()).collect();
     for i in (0..50).rev() {
         assert_eq!(a.decrypt(&msgs[i]).unwrap(), format!("m{i}").as_bytes());
     }
@@ -170,19 +151,10 @@ fn bad_input_gives_typed_errors() {
     // Before any group.
     assert_eq!(a.decrypt(b"whatever"), Err(MlsError::NoGroup));
     assert_eq!(a.process_commit(b"whatever"), Err(MlsError::NoGroup));
-    assert!(matches!(
-        a.process_welcome(b""),
-        Err(MlsError::Malformed(_))
-    ));
-    assert!(matches!(
-        a.process_welcome(&[0xff; 64]),
-        Err(MlsError::Malformed(_))
-    ));
+    assert!(matches!(a.process_welcome(b""), Err(MlsError::Malformed(_))));
+    assert!(matches!(a.process_welcome(&[0xff; 64]), Err(MlsError::Malformed(_))));
     m.create_group().unwrap();
-    assert!(matches!(
-        m.add_member(b"\x00\x01garbage"),
-        Err(MlsError::Malformed(_))
-    ));
+    assert!(matches!(m.add_member(b"\x00\x01garbage"), Err(MlsError::Malformed(_))));
     assert!(matches!(m.add_member(&[]), Err(MlsError::Malformed(_))));
 
     let r1 = add(&mut m, &mut a, &mut []);
@@ -191,73 +163,25 @@ fn bad_input_gives_typed_errors() {
     b.process_welcome(&r2.welcome).unwrap();
 
     // Wrong kinds of message.
-    assert!(matches!(
-        m.add_member(&r2.welcome),
-        Err(MlsError::UnexpectedMessage {
-            expected: "KeyPackage",
-            ..
-        })
-    ));
-    assert!(matches!(
-        a.process_commit(&r2.welcome),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
-    assert!(matches!(
-        a.decrypt(&r2.commit),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
+    assert!(matches!(m.add_member(&r2.welcome), Err(MlsError::UnexpectedMessage { expected: "KeyPackage", .. })));
+    assert!(matches!(a.process_commit(&r2.welcome), Err(MlsError::UnexpectedMessage { .. })));
+    assert!(matches!(a.decrypt(&r2.commit), Err(MlsError::UnexpectedMessage { .. })));
     let app = m.encrypt(b"hello").unwrap();
-    assert!(matches!(
-        a.process_commit(&app),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
-    assert!(matches!(
-        a.process_welcome(&kp_b),
-        Err(MlsError::AlreadyInGroup)
-    ));
+    assert!(matches!(a.process_commit(&app), Err(MlsError::UnexpectedMessage { .. })));
+    assert!(matches!(a.process_welcome(&kp_b), Err(MlsError::AlreadyInGroup)));
     let mut fresh = member("fresh");
-    assert!(matches!(
-        fresh.process_welcome(&kp_b),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
+    assert!(matches!(fresh.process_welcome(&kp_b), Err(MlsError::UnexpectedMessage { .. })));
     // A Welcome meant for someone else.
-    assert!(matches!(
-        fresh.process_welcome(&r2.welcome),
-        Err(MlsError::Welcome(_))
-    ));
+    assert!(matches!(fresh.process_welcome(&r2.welcome), Err(MlsError::Welcome(_))));
 
     // Out-of-order commit (a is at epoch 1, r2.commit at epoch 1 is fine; hold a later one first).
     let r3_commit = m.remove_member(b"group-secret:b").unwrap(); // epoch 2 → 3
-    assert_eq!(
-        a.process_commit(&r3_commit),
-        Err(MlsError::WrongEpoch {
-            message: 2,
-            group: 1
-        })
-    );
-    assert_eq!(
-        a.process_commit(&r2.commit).unwrap(),
-        CommitOutcome::Applied
-    );
-    assert_eq!(
-        a.process_commit(&r3_commit).unwrap(),
-        CommitOutcome::Applied
-    );
+    assert_eq!(a.process_commit(&r3_commit), Err(MlsError::WrongEpoch { message: 2, group: 1 }));
+    assert_eq!(a.process_commit(&r2.commit).unwrap(), CommitOutcome::Applied);
+    assert_eq!(a.process_commit(&r3_commit).unwrap(), CommitOutcome::Applied);
     // Replayed commits.
-    assert_eq!(
-        a.process_commit(&r3_commit),
-        Err(MlsError::WrongEpoch {
-            message: 2,
-            group: 3
-        })
-    );
-    assert_eq!(
-        a.process_commit(&r1.commit),
-        Err(MlsError::WrongEpoch {
-            message: 0,
-            group: 3
-        })
-    );
+    assert_eq!(a.process_commit(&r3_commit), Err(MlsError::WrongEpoch { message: 2, group: 3 }));
+    assert_eq!(a.process_commit(&r1.commit), Err(MlsError::WrongEpoch { message: 0, group: 3 }));
 
     // Corrupted ciphertext: flip bytes at several positions.
     let good = m.encrypt(b"integrity").unwrap();
@@ -267,14 +191,8 @@ fn bad_input_gives_typed_errors() {
         assert!(a.decrypt(&bad).is_err(), "flip at {pos} must fail");
     }
     // Truncated and garbage.
-    assert!(matches!(
-        a.decrypt(&good[..good.len() - 3]),
-        Err(MlsError::Malformed(_))
-    ));
-    assert!(matches!(
-        a.decrypt(&[0u8; 200]),
-        Err(MlsError::Malformed(_))
-    ));
+    assert!(matches!(a.decrypt(&good[..good.len() - 3]), Err(MlsError::Malformed(_))));
+    assert!(matches!(a.decrypt(&[0u8; 200]), Err(MlsError::Malformed(_))));
     assert_eq!(a.decrypt(&good).unwrap(), b"integrity");
 
     // Corrupted commit: signature / membership tag fails.
@@ -285,14 +203,8 @@ fn bad_input_gives_typed_errors() {
     let mut bad = r4.commit.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert!(matches!(
-        a.process_commit(&bad),
-        Err(MlsError::Handshake(_))
-    ));
-    assert_eq!(
-        a.process_commit(&r4.commit).unwrap(),
-        CommitOutcome::Applied
-    );
+    assert!(matches!(a.process_commit(&bad), Err(MlsError::Handshake(_))));
+    assert_eq!(a.process_commit(&r4.commit).unwrap(), CommitOutcome::Applied);
 
     // Random garbage of many lengths never panics.
     for len in 0..300usize {
@@ -312,10 +224,7 @@ fn key_package_from_other_secret_is_rejected() {
     m.create_group().unwrap();
     let mut intruder = member_with_secret("intruder", "other-secret");
     let kp = intruder.key_package().unwrap();
-    assert!(matches!(
-        m.add_member(&kp),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(m.add_member(&kp), Err(MlsError::CredentialRejected(_))));
     assert_eq!(m.epoch(), 0);
     assert_eq!(m.members().len(), 1);
 }
@@ -339,24 +248,15 @@ fn welcome_and_commit_with_unverifiable_members_are_rejected() {
     // An outsider gets added by the lax moderator: a refuses the commit and stays where it was.
     let mut outsider = member_with_secret("outsider", "other-secret");
     let r = m.add_member(&outsider.key_package().unwrap()).unwrap();
-    assert!(matches!(
-        a.process_commit(&r.commit),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(a.process_commit(&r.commit), Err(MlsError::CredentialRejected(_))));
     assert_eq!(a.epoch(), 1);
     // The outsider (who trusts only its own secret) refuses the group full of SECRET members.
-    assert!(matches!(
-        outsider.process_welcome(&r.welcome),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(outsider.process_welcome(&r.welcome), Err(MlsError::CredentialRejected(_))));
     assert!(!outsider.is_ready());
     // A joiner that trusts SECRET refuses a group that contains the outsider.
     let mut b = member("b");
     let r = m.add_member(&b.key_package().unwrap()).unwrap();
-    assert!(matches!(
-        b.process_welcome(&r.welcome),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(b.process_welcome(&r.welcome), Err(MlsError::CredentialRejected(_))));
 }
 
 #[test]
@@ -369,10 +269,7 @@ fn token_provider_failure_is_typed() {
         }
     }
     let v = Arc::new(SharedSecret::new("x", SECRET).unwrap());
-    assert!(matches!(
-        MlsState::new(Arc::new(Broken), v),
-        Err(MlsError::Identity(_))
-    ));
+    assert!(matches!(MlsState::new(Arc::new(Broken), v), Err(MlsError::Identity(_))));
 }
 
 #[test]
@@ -401,19 +298,10 @@ fn key_rotation_by_proposal_and_by_commit() {
     assert_eq!(m.epoch(), 4);
 
     // A stale proposal (older epoch) and a non-proposal are refused.
-    assert!(matches!(
-        m.process_proposal(&proposal),
-        Err(MlsError::WrongEpoch { .. })
-    ));
-    assert!(matches!(
-        m.process_proposal(&commit),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
+    assert!(matches!(m.process_proposal(&proposal), Err(MlsError::WrongEpoch { .. })));
+    assert!(matches!(m.process_proposal(&commit), Err(MlsError::UnexpectedMessage { .. })));
     let app = m.encrypt(b"x").unwrap();
-    assert!(matches!(
-        a.process_proposal(&app),
-        Err(MlsError::UnexpectedMessage { .. })
-    ));
+    assert!(matches!(a.process_proposal(&app), Err(MlsError::UnexpectedMessage { .. })));
 }
 
 #[test]
@@ -433,25 +321,15 @@ fn update_with_rejected_token_is_refused() {
     add(&mut m, &mut a, &mut []);
     *tokens.0.lock().unwrap() = "other-secret:a".into();
     let proposal = a.propose_update().unwrap();
-    assert!(matches!(
-        m.process_proposal(&proposal),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(m.process_proposal(&proposal), Err(MlsError::CredentialRejected(_))));
     assert_eq!(m.epoch(), 1);
     // Same through a self-update commit by a member whose new token is bad.
     let tokens_c = Arc::new(Switchable(std::sync::Mutex::new(format!("{SECRET}:c"))));
-    let mut c = MlsState::new(
-        tokens_c.clone(),
-        Arc::new(SharedSecret::new("c", SECRET).unwrap()),
-    )
-    .unwrap();
+    let mut c = MlsState::new(tokens_c.clone(), Arc::new(SharedSecret::new("c", SECRET).unwrap())).unwrap();
     add(&mut m, &mut c, &mut []);
     *tokens_c.0.lock().unwrap() = "other-secret:c".into();
     let commit = c.rotate_own_keys().unwrap();
-    assert!(matches!(
-        m.process_commit(&commit),
-        Err(MlsError::CredentialRejected(_))
-    ));
+    assert!(matches!(m.process_commit(&commit), Err(MlsError::CredentialRejected(_))));
     assert_eq!(m.epoch(), 2);
 }
 
