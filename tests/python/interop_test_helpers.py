@@ -257,10 +257,10 @@ class NodeProcess:
             self.config_path.unlink(missing_ok=True)
 
 
-def start_our_node(timeout: float = 30) -> NodeProcess:
-    """Our `slim` binary with a config file serving the data plane on a free loopback port."""
+def start_our_node(timeout: float = 30, port: int | None = None) -> NodeProcess:
+    """Our `slim` binary with a config file serving the data plane on `port` (default: a free one)."""
     binary = our_slim_binary()
-    port = free_port()
+    port = port or free_port()
     fd, cfg = tempfile.mkstemp(prefix="slim-interop-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(
@@ -280,9 +280,9 @@ def start_our_node(timeout: float = 30) -> NodeProcess:
     return node
 
 
-def start_060_node(timeout: float = 30) -> NodeProcess:
+def start_060_node(timeout: float = 30, port: int | None = None) -> NodeProcess:
     """A 0.6.0 Slim running only a server: the reference router."""
-    port = free_port()
+    port = port or free_port()
     peer = start_peer060("node", "--listen", f"127.0.0.1:{port}", name="node-060", stdin_pipe=True)
     node = NodeProcess("060", port, peer)
     try:
@@ -294,11 +294,12 @@ def start_060_node(timeout: float = 30) -> NodeProcess:
     return node
 
 
-def start_node(kind: str) -> NodeProcess:
+def start_node(kind: str, port: int | None = None) -> NodeProcess:
+    """`kind` "ours" (our binary) or "060" (reference); on `port` when given (e.g. a restart)."""
     if kind == "ours":
-        return start_our_node()
+        return start_our_node(port=port)
     if kind == "060":
-        return start_060_node()
+        return start_060_node(port=port)
     raise ValueError(kind)
 
 

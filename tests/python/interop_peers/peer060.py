@@ -10,6 +10,7 @@ Roles:
   node            a 0.6.0 Slim that only runs a server (a reference router to validate the other roles)
   p2p-responder   waits for one session and echoes every message back with publish_to
   p2p-sender      creates a PointToPoint session to --remote, sends --count messages, collects the echoes
+                  (or, with --stdin-steps, one message per stdin line, re-sent until echoed)
   group-moderator creates a Group session on --channel, set_route + invite for each --invite, then publishes
                   every line read from stdin (or --count generated lines when --no-stdin)
   group-member    waits for the group session, prints what it receives, optionally publishes --publish
@@ -203,6 +204,8 @@ async def role_p2p_sender(args) -> int:
     )
     session = await asyncio.wait_for(app.create_session(config), args.step_timeout)
     session_event("session", session)
+    if args.stdin_steps:
+        return await sender_stdin_steps(args, session)
     replies = 0
     for i in range(args.count):
         text = f"{args.message} {i}"
@@ -217,6 +220,50 @@ async def role_p2p_sender(args) -> int:
         replies += 1
     await asyncio.wait_for(app.delete_session(session), args.step_timeout)
     emit("done", replies=replies)
+    return 0
+
+
+async def sender_stdin_steps(args, session) -> int:
+    """One message per stdin line; each is re-sent every --reply-timeout until its echo comes back, at most
+    --attempts times (this rides out a node restart). EOF or "exit" ends it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.duration
+    step = 0
+    while loop.time() < deadline:
+        line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), deadline - loop.time())
+        if not line or line.strip() == "exit":
+            break
+        text = line.rstrip("\n")
+        echoed = False
+        for attempt in range(1, args.attempts + 1):
+            try:
+                await asyncio.wait_for(session.publish(text.encode()), args.step_timeout)
+            except Exception as e:  # the node may be down; the next attempt retries
+                emit("send-failed", n=step, attempt=attempt, error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(args.reply_timeout)
+                continue
+            emit("sent", n=step, payload=text, attempt=attempt)
+            give_up = loop.time() + args.reply_timeout
+            while loop.time() < give_up:
+                try:
+                    ctx, blob = await next_message(session, give_up - loop.time())
+                except asyncio.TimeoutError:
+                    break
+                except Exception as e:  # an error for an attempt (e.g. no route while the node restarts)
+                    emit("receive-failed", n=step, attempt=attempt, error=f"{type(e).__name__}: {e}")
+                    break
+                received_event(session, ctx, blob, n=step)
+                if text in payload_text(blob):
+                    echoed = True
+                    break
+            if echoed:
+                break
+        if not echoed:
+            emit("error", error=f"no echo for step {step} after {args.attempts} attempts")
+            return 1
+        emit("step-done", n=step)
+        step += 1
+    emit("done", replies=step)
     return 0
 
 
@@ -335,6 +382,8 @@ def parse_args(argv):
     p.add_argument("--publish", default="", help="group-member: text to publish once")
     p.add_argument("--publish-after", type=int, default=1, help="group-member: publish after N receptions")
     p.add_argument("--reliable", action="store_true", help="p2p-sender: ack timeout + retries")
+    p.add_argument("--stdin-steps", action="store_true", help="p2p-sender: one message per stdin line")
+    p.add_argument("--attempts", type=int, default=10, help="p2p-sender --stdin-steps: sends per line")
     p.add_argument("--mls", action="store_true")
     p.add_argument("--metadata", default="{}", help="session metadata as a JSON object")
     p.add_argument("--ack-timeout", type=float, default=1.0)
