@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -415,4 +416,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalization: the 0.6.0 wheel sometimes aborts (SIGABRT) while Python tears down
+    # with its runtime's tasks still alive, after the role has already finished and reported.
+    os._exit(code)
