@@ -320,6 +320,8 @@ class Child:
             cwd=REPO_ROOT, env=env,
         )
         self.ended = False
+        self.desc = name
+        self.cleanup: list[Path] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -377,6 +379,8 @@ class Child:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait(timeout=5)
+        for path in self.cleanup:
+            path.unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -432,6 +436,34 @@ def our_slim_binary(explicit: str | None) -> Path | None:
     return None
 
 
+def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
+    """The router for a run: "060" = a 0.6.0 Slim serving; "ours" = our `slim` binary, else our package's
+    run_server. `Child.desc` says which."""
+    me = str(Path(__file__).resolve())
+    listen = f"127.0.0.1:{port}"
+    if kind == "ours":
+        binary = our_slim_binary(args.slim_bin)
+        if binary is not None:
+            fd, cfg_path = tempfile.mkstemp(prefix="slim-bench-", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                f.write("tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
+                        f"        - endpoint: \"{listen}\"\n          tls:\n            insecure: true\n")
+            node = Child("node", [str(binary), "--config", cfg_path])
+            node.cleanup.append(Path(cfg_path))
+            node.desc = f"our binary {binary}"
+            return node
+        why = ours_available(args.ours_python)
+        if why:
+            raise RuntimeError(f"no node of ours: no slim binary and our package is not importable ({why})")
+        node = Child("node", [args.ours_python, me, "--worker", "node", "--listen", listen,
+                              "--impl", "ours"])
+        node.desc = "our package run_server"
+        return node
+    node = Child("node", [python_060(), me, "--worker", "node", "--listen", listen, "--impl", "060"])
+    node.desc = "0.6.0 Slim run_server"
+    return node
+
+
 def run_impl(impl: str, python: str, args) -> dict:
     """One full scenario for one implementation; returns its figures."""
     port = free_port()
@@ -444,19 +476,10 @@ def run_impl(impl: str, python: str, args) -> dict:
     me = str(Path(__file__).resolve())
     children: list[Child] = []
     result: dict = {"impl": impl}
-    cfg_path = None
     try:
-        binary = our_slim_binary(args.slim_bin) if impl == "ours" else None
-        if binary is not None:
-            fd, cfg_path = tempfile.mkstemp(prefix="slim-bench-", suffix=".yaml")
-            with os.fdopen(fd, "w") as f:
-                f.write("tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
-                        f"        - endpoint: \"127.0.0.1:{port}\"\n          tls:\n            insecure: true\n")
-            node = Child("node", [str(binary), "--config", cfg_path])
-            result["node"] = f"binary {binary.relative_to(REPO_ROOT) if binary.is_relative_to(REPO_ROOT) else binary}"
-        else:
-            node = Child("node", [python, me, "--worker", "node", "--listen", f"127.0.0.1:{port}", *common])
-            result["node"] = "python run_server"
+        node_kind = impl if args.node == "own" else args.node
+        node = start_bench_node(node_kind, port, args, common)
+        result["node"] = node.desc
         children.append(node)
         wait_listening(port, 30, node.proc)
 
@@ -483,8 +506,6 @@ def run_impl(impl: str, python: str, args) -> dict:
     finally:
         for c in reversed(children):
             c.stop()
-        if cfg_path:
-            Path(cfg_path).unlink(missing_ok=True)
     return result
 
 
@@ -507,7 +528,7 @@ def print_table(results: dict, args) -> None:
     print(f"e2e: {args.size}-byte messages, stream of {args.messages:,} (max {args.seconds} s), "
           f"{args.round_trips:,} round trips (max {args.rtt_seconds} s), "
           f"{'reliable' if args.reliable else 'default (unreliable)'} point-to-point session")
-    header = f"{'metric':34}" + "".join(f"{i:>14}" for i in impls)
+    header = f"{'metric (apps)':34}" + "".join(f"{i:>14}" for i in impls)
     if len(impls) == 2:
         header += f"{'ours/0.6.0':>12}"
     print(header)
@@ -536,6 +557,8 @@ def main() -> int:
     p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
+    p.add_argument("--node", choices=["own", "060", "ours"], default="own",
+                   help="router for every run: each implementation's own (default), or one for all")
     p.add_argument("--slim-bin", help="our node binary (default $SLIM_BIN, target/release/slim, target/debug/slim)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", choices=["node", "responder", "requester"], help=argparse.SUPPRESS)
