@@ -382,3 +382,20 @@ fn timing() {
         t.elapsed().as_secs_f64() * 1e3 / 8.0
     );
 }
+
+#[test]
+fn same_key_package_twice_is_refused_and_state_stays_usable() {
+    let mut m = member("moderator");
+    let mut a = member("a");
+    m.create_group().unwrap();
+    let kp = a.key_package().unwrap();
+    let r = m.add_member(&kp).unwrap();
+    a.process_welcome(&r.welcome).unwrap();
+    let again = m.add_member(&kp);
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(m.epoch(), 1);
+    assert_eq!(m.members().len(), 2);
+    let mut b = member("b");
+    add(&mut m, &mut b, &mut [&mut a]);
+    assert_all_talk(&mut [&mut m, &mut a, &mut b]);
+}
