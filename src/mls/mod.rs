@@ -25,6 +25,7 @@
 //! ```
 
 pub mod interceptor;
+pub mod seam;
 pub mod sequencer;
 
 pub use sequencer::{Admission, HandshakeSequencer};
