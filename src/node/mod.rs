@@ -16,6 +16,7 @@ pub mod config;
 pub mod standalone;
 pub mod subscription;
 mod stats;
+mod tls;
 mod transport;
 
 use std::collections::HashMap;

@@ -105,8 +105,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = inner.source();
     }
     s
@@ -275,11 +278,9 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     if inner.servers.lock().contains_key(&cfg.endpoint) {
         return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
     }
-    if !cfg.tls.insecure {
-        return Err(NodeError::Tls("TLS server not implemented yet: set tls.insecure".into()));
-    }
+    let tls = if cfg.tls.insecure { None } else { Some(super::tls::server_acceptor(&cfg.tls)?) };
     let required_auth = authorization_value(&cfg.auth, false)?.map(Arc::from);
-    if required_auth.is_some() {
+    if required_auth.is_some() && tls.is_none() {
         warn!(endpoint = %cfg.endpoint, "transport auth without TLS: credentials travel in clear text");
     }
     let server_err = |e: std::io::Error| NodeError::Server { endpoint: cfg.endpoint.clone(), reason: e.to_string() };
@@ -304,12 +305,24 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     let router = builder.add_service(svc);
     let shutdown = cancel.clone().cancelled_owned();
     let node_id = inner.node_id.clone();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(async move {
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
-            warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
+    let task = match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                    warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
+                }
+            })
         }
-    });
+        Some(acceptor) => {
+            let incoming = super::tls::incoming(listener, acceptor, cancel.clone());
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                    warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
+                }
+            })
+        }
+    };
     let mut servers = inner.servers.lock();
     if servers.contains_key(&cfg.endpoint) {
         cancel.cancel();
@@ -327,6 +340,8 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 struct Dialer {
     cfg: ClientConfig,
     endpoint: Endpoint,
+    /// TLS handshake done by us (None = plaintext h2c).
+    tls: Option<super::tls::TlsDialer>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
 }
 
@@ -349,7 +364,13 @@ impl Dialer {
     fn new(cfg: ClientConfig) -> Result<Self, NodeError> {
         cfg.check()?;
         let invalid = |what: &str, e: &dyn std::fmt::Display| ConfigError::Invalid(format!("{what}: {e}"));
-        let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+        let (uri, tls) = if cfg.tls.is_plaintext() {
+            (cfg.endpoint.clone(), None)
+        } else {
+            let (uri, dialer) = super::tls::client_dialer(&cfg)?;
+            (uri, Some(dialer))
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| invalid(&format!("endpoint `{}`", cfg.endpoint), &e))?
             .tcp_nodelay(true);
         if let Some(origin) = &cfg.origin {
@@ -366,9 +387,6 @@ impl Dialer {
                 .keep_alive_timeout(k.timeout.unwrap_or(Duration::from_secs(10)))
                 .keep_alive_while_idle(k.keep_alive_while_idle);
         }
-        if !cfg.tls.is_plaintext() {
-            return Err(NodeError::Tls("TLS client not implemented yet: set tls.insecure".into()));
-        }
         let mut headers = Vec::with_capacity(cfg.headers.len() + 1);
         for (k, v) in &cfg.headers {
             let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -376,7 +394,7 @@ impl Dialer {
             let value: AsciiMetadataValue = v.parse().map_err(|e| invalid(&format!("headers[{k}]"), &e))?;
             headers.push((key, value));
         }
-        Ok(Self { cfg, endpoint, headers })
+        Ok(Self { cfg, endpoint, tls, headers })
     }
 
     fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
@@ -394,7 +412,19 @@ impl Dialer {
 
     /// One attempt: TCP (+TLS) + HTTP/2 + `OpenChannel`.
     async fn open(&self) -> Result<(mpsc::Sender<Message>, Streaming<Inbound>), DialError> {
-        let channel = self.endpoint.connect().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
+        let channel = match &self.tls {
+            Some(dialer) => self.endpoint.connect_with_connector(dialer.clone()).await,
+            None => self.endpoint.connect().await,
+        }
+        .map_err(|e| {
+            let reason = error_chain(&e);
+            // Certificate problems do not fix themselves between attempts.
+            if reason.contains("invalid peer certificate") || reason.contains("fatal alert") {
+                DialError::Fatal(reason)
+            } else {
+                DialError::Retry(reason)
+            }
+        })?;
         let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
         let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
