@@ -453,6 +453,33 @@ mod tests {
         assert!(serde_json::from_value::<ClientAuthConfig>(serde_json::json!({"basic": {"username": "u"}})).is_err());
     }
 
+    #[tokio::test]
+    async fn jwt_transport_round_trip() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/jwt");
+        let client: ClientAuthConfig = serde_json::from_value(serde_json::json!({"jwt": {
+            "claims": {"issuer": "node-a", "audience": ["slim-nodes"], "subject": "node-a"},
+            "duration": "1h",
+            "key": {"encoding": {"algorithm": "ES256", "format": "Pem", "file": format!("{dir}/ec256_a.key")}}}}))
+        .unwrap();
+        let header = client.build().unwrap().header_value().unwrap().unwrap();
+        let server = |audience: &str, pub_file: &str| -> ServerAuth {
+            let cfg: ServerAuthConfig = serde_json::from_value(serde_json::json!({"jwt": {
+                "claims": {"issuer": "node-a", "audience": audience},
+                "key": {"decoding": {"algorithm": "ES256", "format": "Pem", "file": format!("{dir}/{pub_file}")}}}}))
+            .unwrap();
+            cfg.build().unwrap()
+        };
+        assert_eq!(server("slim-nodes", "ec256_a.pub.pem").check(Some(&header)), Ok(()));
+        assert_eq!(server("slim-nodes", "ec256_a.pub.pem").check_async(Some(&header)).await, Ok(()));
+        assert!(server("elsewhere", "ec256_a.pub.pem").check(Some(&header)).is_err());
+        assert!(server("slim-nodes", "ec256_b.pub.pem").check(Some(&header)).is_err());
+        assert_eq!(server("slim-nodes", "ec256_a.pub.pem").check(None), Err(AuthError::Missing));
+        let missing_key: ServerAuthConfig = serde_json::from_value(serde_json::json!({"jwt": {
+            "key": {"decoding": {"algorithm": "ES256", "format": "Pem", "file": "/nonexistent.pem"}}}}))
+        .unwrap();
+        assert!(matches!(missing_key.build(), Err(AuthError::Config(_))));
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
