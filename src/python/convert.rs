@@ -1,6 +1,6 @@
 //! Python config dicts → `serde_json::Value`, so the core's serde configs parse them.
 
-use pyo3::exceptions::PyValueError;
+use super::errors::config_error as value_error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
@@ -23,7 +23,7 @@ fn where_(path: &str) -> String {
 
 fn convert(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!("{} is nested too deeply", where_(path))));
+        return Err(value_error(format!("{} is nested too deeply", where_(path))));
     }
     if obj.is_none() {
         return Ok(Value::Null);
@@ -39,13 +39,13 @@ fn convert(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::Number(u.into()));
         }
-        return Err(PyValueError::new_err(format!("{}: integer out of range", where_(path))));
+        return Err(value_error(format!("{}: integer out of range", where_(path))));
     }
     if obj.cast::<PyFloat>().is_ok() {
         let f: f64 = obj.extract()?;
         return Number::from_f64(f)
             .map(Value::Number)
-            .ok_or_else(|| PyValueError::new_err(format!("{}: {f} is not a finite number", where_(path))));
+            .ok_or_else(|| value_error(format!("{}: {f} is not a finite number", where_(path))));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_str()?.to_string()));
@@ -53,18 +53,18 @@ fn convert(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
     if let Ok(b) = obj.cast::<PyBytes>() {
         return String::from_utf8(b.as_bytes().to_vec())
             .map(Value::String)
-            .map_err(|_| PyValueError::new_err(format!("{}: bytes are not UTF-8", where_(path))));
+            .map_err(|_| value_error(format!("{}: bytes are not UTF-8", where_(path))));
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return String::from_utf8(b.to_vec())
             .map(Value::String)
-            .map_err(|_| PyValueError::new_err(format!("{}: bytes are not UTF-8", where_(path))));
+            .map_err(|_| value_error(format!("{}: bytes are not UTF-8", where_(path))));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut map = Map::new();
         for (k, v) in d.iter() {
             let key: String = k.extract().map_err(|_| {
-                PyValueError::new_err(format!("{}: dictionary keys must be strings, got {k}", where_(path)))
+                value_error(format!("{}: dictionary keys must be strings, got {k}", where_(path)))
             })?;
             let value = convert(&v, &join(path, &key), depth + 1)?;
             map.insert(key, value);
@@ -79,5 +79,5 @@ fn convert(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         return Ok(Value::Array(out));
     }
     let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-    Err(PyValueError::new_err(format!("{}: unsupported value of type {type_name}", where_(path))))
+    Err(value_error(format!("{}: unsupported value of type {type_name}", where_(path))))
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use super::errors::config_error;
 use crate::auth::{Algorithm, JwtSigner, JwtVerifier, Key, KeyData, KeyFormat, Provider, SharedSecret, StaticJwtProvider, Verifier};
 
 /// JWT signing/verification algorithms (values match jsonwebtoken's discriminants).
@@ -119,14 +119,14 @@ pub enum PyIdentityVerifier {
 }
 
 fn value_error(e: crate::auth::AuthError) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    config_error(e.to_string())
 }
 
 impl PyKey {
     /// The core key description (files are read later, by the signer/verifier).
     pub fn to_key(&self) -> PyResult<Key> {
         let algorithm = Algorithm::from_index(self.algorithm as u8)
-            .ok_or_else(|| PyValueError::new_err("unknown algorithm"))?;
+            .ok_or_else(|| config_error("unknown algorithm"))?;
         let format = match self.format {
             PyKeyFormat::Pem => KeyFormat::Pem,
             PyKeyFormat::Jwk => KeyFormat::Jwk,

@@ -1,10 +1,10 @@
 //! `init_tracing(config)`: logging for the whole process.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::to_json;
+use super::errors::config_error;
 use crate::telemetry::{TracingConfig, init_tracing as core_init};
 
 /// Configures logging. The work happens now; the result is also awaitable (resolving to None)
@@ -13,13 +13,13 @@ use crate::telemetry::{TracingConfig, init_tracing as core_init};
 #[pyo3(signature = (config = None))]
 pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
     let cfg = match config {
-        Some(d) => TracingConfig::from_json(to_json(d.as_any())?).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        Some(d) => TracingConfig::from_json(to_json(d.as_any())?).map_err(|e| config_error(e.to_string()))?,
         None => TracingConfig::default(),
     };
     // A subscriber installed by the embedding program is not an error worth failing over.
     if let Err(e) = core_init(&cfg) {
         if matches!(e, crate::telemetry::TelemetryError::Config(_)) {
-            return Err(PyValueError::new_err(e.to_string()));
+            return Err(config_error(e.to_string()));
         }
     }
     super::runtime::ready_none(py)
