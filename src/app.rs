@@ -47,10 +47,18 @@ pub struct App {
     _guard: Arc<ShutdownOnDrop>,
 }
 
-/// Placeholder handle returned by [`App::invite`] (multicast is not implemented yet).
+/// Returned by [`App::invite`]: the invite runs in the background; await [`InviteHandle::joined`]
+/// to learn when the participant has joined (or why it could not).
 #[derive(Debug)]
 pub struct InviteHandle {
-    _private: (),
+    rx: tokio::sync::oneshot::Receiver<Result<(), SlimError>>,
+}
+
+impl InviteHandle {
+    /// Resolves once the participant answered the join (or the invite failed).
+    pub async fn joined(self) -> Result<(), SlimError> {
+        self.rx.await.unwrap_or(Err(SlimError::SessionClosed))
+    }
 }
 
 impl App {
@@ -178,16 +186,17 @@ impl App {
         self.layer.publish(id, req).await
     }
 
-    /// Invites `name` into a multicast session (not implemented yet).
-    pub async fn invite(&self, id: u32, _name: &Name) -> Result<InviteHandle, SlimError> {
-        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
-        Err(SlimError::Invite("multicast sessions are not supported yet".into()))
+    /// Invites `name` (any instance) into multicast session `id` (moderator only). Returns once
+    /// the invite is queued; the handle tells when the participant joined.
+    pub async fn invite(&self, id: u32, name: &Name) -> Result<InviteHandle, SlimError> {
+        Ok(InviteHandle { rx: self.layer.membership(id, name, true).await? })
     }
 
-    /// Removes `name` from a multicast session (not implemented yet).
-    pub async fn remove(&self, id: u32, _name: &Name) -> Result<(), SlimError> {
-        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
-        Err(SlimError::Invite("multicast sessions are not supported yet".into()))
+    /// Removes participant `name` (id optional) from multicast session `id` and waits for its
+    /// leave reply.
+    pub async fn remove(&self, id: u32, name: &Name) -> Result<(), SlimError> {
+        let rx = self.layer.membership(id, name, false).await?;
+        rx.await.unwrap_or(Err(SlimError::SessionClosed))
     }
 
     /// First message of the next session a peer created (that message is also the first item

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message, into_delivery};
+use super::multicast::{Done, MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
 use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
 use super::{
@@ -18,7 +19,7 @@ use super::{
 };
 use crate::error::SlimError;
 use crate::node::{LocalDelivery, RouteError};
-use crate::wire::{self, Message, SessionMessageType, SessionType};
+use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
 /// Inbound messages a session task buffers before the dispatcher drops (and counts) new ones.
 pub const SESSION_INBOUND_CAPACITY: usize = 4096;
@@ -34,6 +35,10 @@ pub enum Command {
     Publish(PublishRequest),
     /// Use new timeout / retry values from now on.
     SetConfig(SessionConfig),
+    /// Invite this name into the group (moderator only); the sender learns when it joined.
+    Invite(Name, Done),
+    /// Remove this participant from the group (moderator only).
+    Remove(Name, Done),
 }
 
 /// One session as the app and the dispatcher see it; its state machine lives in its task.
@@ -152,9 +157,6 @@ impl SessionLayer {
     }
 
     fn spawn(&self, id: u32, cfg: SessionConfig, role: P2pRole, remote: bool) -> Result<Arc<SessionEntry>, SlimError> {
-        if !cfg.is_point_to_point() {
-            return Err(SlimError::Config("multicast sessions are not supported yet".into()));
-        }
         let (in_tx, in_rx) = mpsc::channel(SESSION_INBOUND_CAPACITY);
         let (out_tx, out_rx) = mpsc::channel(SESSION_OUTBOUND_CAPACITY);
         let sticky = matches!(cfg, SessionConfig::Unicast { .. });
@@ -163,7 +165,7 @@ impl SessionLayer {
             queue: SessionQueue::new(id, DEFAULT_SESSION_QUEUE_CAPACITY, self.core.inbox.clone()),
             next_id: AtomicU32::new(0),
             fast_publish: AtomicBool::new(fast_publish_for(&cfg)),
-            fast_inbound: !sticky,
+            fast_inbound: cfg.is_point_to_point() && !sticky,
             announce_pending: AtomicBool::new(remote),
             inbound: in_tx,
             outbound: out_tx,
@@ -171,8 +173,14 @@ impl SessionLayer {
             config: Mutex::new(cfg.clone()),
         });
         self.sessions.write().insert(id, entry.clone());
-        let task = P2pTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
-        tokio::spawn(task.run(in_rx, out_rx));
+        if let SessionConfig::Multicast { moderator, .. } = &cfg {
+            let role = if *moderator && role == P2pRole::Initiator { MulticastRole::Moderator } else { MulticastRole::Member };
+            let task = MulticastTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
+            tokio::spawn(task.run(in_rx, out_rx));
+        } else {
+            let task = P2pTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
+            tokio::spawn(task.run(in_rx, out_rx));
+        }
         Ok(entry)
     }
 
@@ -255,6 +263,24 @@ impl SessionLayer {
             return self.core.send(msg).await;
         }
         entry.outbound.send(Command::Publish(req)).await.map_err(|_| SlimError::SessionNotFound(id))
+    }
+
+    /// Asks a multicast moderator session to invite or remove `name`; the receiver resolves when
+    /// the participant joined (or left).
+    pub async fn membership(
+        &self,
+        id: u32,
+        name: &Name,
+        invite: bool,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), SlimError>>, SlimError> {
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        if entry.config().is_point_to_point() {
+            return Err(SlimError::Invite("invite and remove need a multicast session".into()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cmd = if invite { Command::Invite(name.clone(), tx) } else { Command::Remove(name.clone(), tx) };
+        entry.outbound.send(cmd).await.map_err(|_| SlimError::SessionNotFound(id))?;
+        Ok(rx)
     }
 
     /// Reads everything the embedded node delivers until shutdown.
@@ -381,10 +407,25 @@ impl SessionLayer {
                 };
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }
-            SessionMessageType::ChannelJoinRequest => {
-                Stats::bump(&stats.unhandled_control);
-                tracing::debug!(session = sid, "multicast join request: multicast is not supported yet");
-                return;
+            SessionMessageType::ChannelJoinRequest if session_type == SessionType::SessionMulticast as i32 => {
+                // Δ0.6: the channel travels in the session-header destination; required.
+                let Some(channel) = msg.session_header().and_then(|s| s.destination.as_ref()).map(Name::from_original)
+                else {
+                    Stats::bump(&stats.invalid);
+                    tracing::debug!(session = sid, "multicast join request without a channel name: dropped");
+                    return;
+                };
+                let SessionConfig::Multicast { max_retries, timeout, .. } = self.default_multicast.lock().clone() else {
+                    return;
+                };
+                let cfg = SessionConfig::Multicast {
+                    topic: channel,
+                    moderator: false,
+                    max_retries,
+                    timeout,
+                    mls_enabled: msg.metadata.contains_key(wire::META_MLS_ENABLED),
+                };
+                self.spawn(sid, cfg, P2pRole::Responder, true)
             }
             _ => {
                 Stats::bump(&stats.unknown_session);

@@ -17,15 +17,18 @@
 //! - [`context`]: what a session task needs from its app (own name, identity, the node sender,
 //!   counters) and the message builders every session kind uses.
 //!
-//! Multicast (`multicast.rs`) and MLS hook in as siblings: a multicast session is another task
-//! type using the same context, channel helpers, buffers and timers; MLS is an optional
-//! per-session state (see [`context::MlsSeam`]) applied to outbound non-CHANNEL payloads and to
-//! inbound `MLS_ENCRYPTED` ones.
+//! - [`multicast`]: one task per group session: producer buffer + beacons, per-producer receiver
+//!   buffers with RTX, and the moderator / participant channel protocol (discovery → join →
+//!   leave) using the same context, channel helpers, buffers and timers.
+//!
+//! MLS hooks in as an optional per-session state (see [`context::MlsSeam`]) applied to outbound
+//! non-CHANNEL payloads and to inbound `MLS_ENCRYPTED` ones; not wired yet.
 
 pub mod buffers;
 pub mod channel;
 pub mod context;
 pub mod layer;
+pub mod multicast;
 pub mod point_to_point;
 pub mod queue;
 pub mod timer;
@@ -95,12 +98,17 @@ impl SessionConfig {
     /// The default multicast config for sessions created on reception (Δ0.6 channel name).
     pub fn default_multicast() -> Self {
         SessionConfig::Multicast {
-            topic: Name::new("agntcy", "ns", "multicast", None),
+            topic: Self::default_multicast_topic(),
             moderator: false,
             max_retries: 10,
             timeout: Duration::from_secs(1),
             mls_enabled: false,
         }
+    }
+
+    /// Placeholder channel of a multicast default config.
+    pub fn default_multicast_topic() -> Name {
+        Name::new("agntcy", "ns", "multicast", None)
     }
 
     /// True for the two point-to-point variants.

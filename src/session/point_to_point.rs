@@ -160,6 +160,9 @@ impl P2pTask {
                         self.timeout = timeout;
                         self.max_retries = max_retries;
                     }
+                    Some(Command::Invite(_, done) | Command::Remove(_, done)) => {
+                        let _ = done.send(Err(SlimError::Invite("invite and remove need a multicast session".into())));
+                    }
                     None => break,
                 },
             }

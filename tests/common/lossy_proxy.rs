@@ -1,6 +1,6 @@
 //! A fault-injecting relay: a `DataPlaneService/OpenChannel` server that opens one upstream
 //! stream to a node per accepted stream and relays both ways, dropping and reordering the
-//! reliability traffic (P2P_RELIABLE, P2P_ACK, RTX_*) at configured rates. Everything else
+//! reliability traffic (P2P_RELIABLE, P2P_ACK, RTX_*, MULTICAST_MSG, BEACON) at configured rates. Everything else
 //! (subscriptions, discovery, join) passes untouched, in order.
 
 use std::pin::Pin;
@@ -76,6 +76,8 @@ fn faultable(m: &Message) -> bool {
             | SessionMessageType::P2PAck
             | SessionMessageType::RtxRequest
             | SessionMessageType::RtxReply
+            | SessionMessageType::MulticastMsg
+            | SessionMessageType::BeaconMulticast
     )
 }
 

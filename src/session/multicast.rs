@@ -1,0 +1,632 @@
+//! Multicast (group) sessions without MLS (spec §3.7, §3.8): the data plane (sequential ids per
+//! producer, producer buffer + beacons, per-producer receiver buffers with immediate RTX) and the
+//! channel endpoint (moderator: discovery → join → leave, one task at a time from a FIFO queue;
+//! participant: join on request, leave on request).
+//!
+//! One task per session, same shape as [`super::point_to_point`]. MLS will hook in through
+//! [`super::context::MlsSeam`]: payloads of MULTICAST_MSG / RTX_REPLY are protected on the way
+//! out and unprotected on delivery; the WELCOME / COMMIT phases extend the moderator's task list.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::buffers::{ProducerBuffer, PRODUCER_BUFFER_SLOTS, ReceiverBuffer, Released};
+use super::channel;
+use super::context::{AppCore, Stats, Target, data_message};
+use super::layer::{Command, SessionEntry, SessionLayer};
+use super::timer::{Fired, TimerPolicy, TimerSet};
+use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, PublishRequest, SessionConfig};
+use crate::error::SlimError;
+use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::{self, FANOUT_MULTICAST, Message, Name, SessionMessageType, SessionType};
+
+/// First beacon interval after a send (doubles up to [`BEACON_MAX`]).
+pub const BEACON_INITIAL: Duration = Duration::from_millis(500);
+/// Longest beacon interval.
+pub const BEACON_MAX: Duration = Duration::from_secs(30);
+/// Publishes a moderator holds before its first participant joined (publishers wait beyond).
+pub const MAX_HELD: usize = 4096;
+/// Invites / removals waiting behind the current one.
+pub const MAX_QUEUED_TASKS: usize = 1024;
+
+/// Completion of an invite or removal.
+pub type Done = oneshot::Sender<Result<(), SlimError>>;
+
+/// Which end of the channel this session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MulticastRole {
+    /// Created locally with `moderator = true`: invites and removes.
+    Moderator,
+    /// Created locally without moderation, or by a peer's JOIN_REQUEST.
+    Member,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum McTimer {
+    Beacon,
+    Rtx(Name, u32),
+    Control(u32),
+}
+
+enum ModTask {
+    Add { name: Name, done: Done },
+    Remove { name: Name, done: Done },
+}
+
+enum Current {
+    Discovering { request_id: u32, done: Done },
+    Joining { request_id: u32, invitee: Name, done: Done },
+    Leaving { request_id: u32, invitee: Name, done: Done },
+}
+
+impl Current {
+    fn request_id(&self) -> u32 {
+        match self {
+            Current::Discovering { request_id, .. }
+            | Current::Joining { request_id, .. }
+            | Current::Leaving { request_id, .. } => *request_id,
+        }
+    }
+
+    fn finish(self, result: Result<(), SlimError>) {
+        let done = match self {
+            Current::Discovering { done, .. } | Current::Joining { done, .. } | Current::Leaving { done, .. } => done,
+        };
+        let _ = done.send(result);
+    }
+}
+
+/// The state machine of one multicast session.
+pub struct MulticastTask {
+    core: Arc<AppCore>,
+    entry: Arc<SessionEntry>,
+    layer: Weak<SessionLayer>,
+    id: u32,
+    channel: Name,
+    role: MulticastRole,
+    timeout: Duration,
+    max_retries: u32,
+    producer: ProducerBuffer<Message>,
+    receivers: HashMap<Name, ReceiverBuffer<Message>>,
+    rtx_conn: HashMap<Name, Option<u64>>,
+    timers: TimerSet<McTimer>,
+    held: VecDeque<PublishRequest>,
+    /// The connection toward the rest of the group (hub side).
+    conn: Option<u64>,
+    joined_channel: bool,
+    moderator: Option<Name>,
+    members: HashMap<Name, Name>,
+    tasks: VecDeque<ModTask>,
+    current: Option<Current>,
+    control: HashMap<u32, Message>,
+    fired: Vec<Fired<McTimer>>,
+    released: Vec<Released<Message>>,
+    holes: Vec<u32>,
+}
+
+impl MulticastTask {
+    /// A task for `entry`; `cfg` must be a multicast config.
+    pub fn new(
+        core: Arc<AppCore>,
+        entry: Arc<SessionEntry>,
+        layer: Weak<SessionLayer>,
+        cfg: &SessionConfig,
+        role: MulticastRole,
+    ) -> Self {
+        let (channel, timeout, max_retries) = match cfg {
+            SessionConfig::Multicast { topic, timeout, max_retries, .. } => (topic.clone(), *timeout, *max_retries),
+            _ => (SessionConfig::default_multicast_topic(), Duration::from_secs(1), 0),
+        };
+        MulticastTask {
+            id: entry.id,
+            core,
+            entry,
+            layer,
+            channel,
+            role,
+            timeout,
+            max_retries,
+            producer: ProducerBuffer::new(PRODUCER_BUFFER_SLOTS),
+            receivers: HashMap::new(),
+            rtx_conn: HashMap::new(),
+            timers: TimerSet::new(),
+            held: VecDeque::new(),
+            conn: None,
+            joined_channel: false,
+            moderator: None,
+            members: HashMap::new(),
+            tasks: VecDeque::new(),
+            current: None,
+            control: HashMap::new(),
+            fired: Vec::new(),
+            released: Vec::new(),
+            holes: Vec::new(),
+        }
+    }
+
+    /// Runs until the session is deleted or the app shuts down.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Message>, mut commands: mpsc::Receiver<Command>) {
+        let cancel = self.entry.cancel.clone();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let next = self.timers.next_deadline();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at);
+                }
+                armed = next;
+            }
+            let accept = self.held.len() < MAX_HELD && self.tasks.len() < MAX_QUEUED_TASKS;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                m = inbound.recv() => match m {
+                    Some(m) => self.on_message(m).await,
+                    None => break,
+                },
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.on_timers().await;
+                }
+                c = commands.recv(), if accept => match c {
+                    Some(c) => self.on_command(c).await,
+                    None => break,
+                },
+            }
+        }
+        if let Some(cur) = self.current.take() {
+            cur.finish(Err(SlimError::SessionClosed));
+        }
+        for t in self.tasks.drain(..) {
+            let (ModTask::Add { done, .. } | ModTask::Remove { done, .. }) = t;
+            let _ = done.send(Err(SlimError::SessionClosed));
+        }
+    }
+
+    async fn send(&self, msg: Message) {
+        if let Err(e) = self.core.send(msg).await {
+            tracing::debug!(session = self.id, error = %e, "could not hand a message to the node");
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(req) => {
+                if self.role == MulticastRole::Moderator && !self.joined_channel {
+                    // Nobody to send to yet: the first join flushes these.
+                    self.held.push_back(req);
+                } else {
+                    self.publish(req).await;
+                }
+            }
+            Command::SetConfig(SessionConfig::Multicast { timeout, max_retries, .. }) => {
+                self.timeout = timeout;
+                self.max_retries = max_retries;
+            }
+            Command::SetConfig(_) => {}
+            Command::Invite(name, done) => {
+                if self.role != MulticastRole::Moderator {
+                    let _ = done.send(Err(SlimError::Invite("only a moderator can invite".into())));
+                    return;
+                }
+                self.tasks.push_back(ModTask::Add { name, done });
+                self.start_next_task().await;
+            }
+            Command::Remove(name, done) => {
+                if self.role != MulticastRole::Moderator {
+                    let _ = done.send(Err(SlimError::Invite("only a moderator can remove participants".into())));
+                    return;
+                }
+                self.tasks.push_back(ModTask::Remove { name, done });
+                self.start_next_task().await;
+            }
+        }
+    }
+
+    async fn publish(&mut self, req: PublishRequest) {
+        let (target, fanout) = match &req.dest {
+            Some(dest) => (Target { name: dest.clone(), forward_to: None }, FANOUT_MULTICAST),
+            None => match Target::of(&req) {
+                Ok(t) => (t, 1),
+                Err(e) => {
+                    self.entry.deliver_error(e);
+                    return;
+                }
+            },
+        };
+        let mid = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = data_message(
+            &self.core.name,
+            &target,
+            fanout,
+            SessionType::SessionMulticast,
+            SessionMessageType::MulticastMsg,
+            self.id,
+            mid,
+            req,
+        );
+        self.producer.push(mid, msg.clone());
+        self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
+        self.send(msg).await;
+    }
+
+    async fn send_control(&mut self, mid: u32, msg: Message) {
+        self.control.insert(mid, msg.clone());
+        self.timers.start(
+            McTimer::Control(mid),
+            TimerPolicy::constant(CONTROL_RETRY_INTERVAL, CONTROL_MAX_RETRIES),
+            Instant::now(),
+        );
+        self.send(msg).await;
+    }
+
+    fn stop_control(&mut self, mid: u32) {
+        self.timers.stop(&McTimer::Control(mid));
+        self.control.remove(&mid);
+    }
+
+    async fn start_next_task(&mut self) {
+        while self.current.is_none() {
+            let Some(task) = self.tasks.pop_front() else { return };
+            match task {
+                ModTask::Add { name, done } => {
+                    let request_id = channel::nonce();
+                    let msg = self.core.control(
+                        &name,
+                        Flags::one(),
+                        SessionType::SessionMulticast,
+                        SessionMessageType::ChannelDiscoveryRequest,
+                        self.id,
+                        request_id,
+                        Vec::new(),
+                    );
+                    self.send_control(request_id, msg).await;
+                    self.current = Some(Current::Discovering { request_id, done });
+                }
+                ModTask::Remove { name, done } => {
+                    let invitee = if name.has_any_id() { self.members.get(&name).cloned() } else { Some(name.clone()) };
+                    let Some(invitee) = invitee.filter(|n| self.members.contains_key(&n.without_id())) else {
+                        let _ = done.send(Err(SlimError::Invite(format!("participant not found: {name}"))));
+                        continue;
+                    };
+                    let request_id = channel::nonce();
+                    let msg = self.core.control(
+                        &invitee,
+                        Flags::one().forward_to(self.conn),
+                        SessionType::SessionMulticast,
+                        SessionMessageType::ChannelLeaveRequest,
+                        self.id,
+                        request_id,
+                        Vec::new(),
+                    );
+                    self.send_control(request_id, msg).await;
+                    self.current = Some(Current::Leaving { request_id, invitee, done });
+                }
+            }
+        }
+    }
+
+    /// Subscribes the channel toward the group and routes it out through `conn` (§3.8 `join`).
+    async fn join_channel(&mut self, conn: u64, creation: bool) {
+        if self.joined_channel {
+            return;
+        }
+        let mut sub = builders::subscribe(&self.core.name, &self.channel, Flags::one().forward_to(Some(conn)));
+        sub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
+        if creation {
+            sub.metadata.insert(wire::META_CHANNEL_CREATION.to_string(), "true".to_string());
+        }
+        self.send(sub).await;
+        self.send(channel::set_route(&self.core, &self.channel, conn)).await;
+        self.joined_channel = true;
+    }
+
+    async fn leave_channel(&mut self) {
+        let Some(conn) = self.conn else { return };
+        if self.joined_channel {
+            let mut unsub = builders::unsubscribe(&self.core.name, &self.channel, Flags::one().forward_to(Some(conn)));
+            unsub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
+            self.send(unsub).await;
+            self.send(channel::remove_route(&self.core, &self.channel, conn)).await;
+            self.joined_channel = false;
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        let Some(sh) = msg.session_header() else { return };
+        let mid = sh.message_id;
+        let kind = msg.session_message_type();
+        let Some(source) = msg.source_name() else { return };
+        match kind {
+            SessionMessageType::MulticastMsg => self.on_payload(source, mid, msg).await,
+            SessionMessageType::RtxReply => {
+                if !self.timers.stop(&McTimer::Rtx(source.clone(), mid)) {
+                    Stats::bump(&self.core.stats.unexpected_rtx_replies);
+                    return;
+                }
+                if msg.slim_header().and_then(|h| h.error).unwrap_or(false) {
+                    if let Some(rb) = self.receivers.get_mut(&source) {
+                        rb.on_lost(mid, &mut self.released);
+                    }
+                    self.flush_released();
+                } else {
+                    self.on_payload(source, mid, msg).await;
+                }
+            }
+            SessionMessageType::BeaconMulticast => {
+                let conn = msg.incoming_conn();
+                let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+                rb.on_beacon(mid, &mut self.holes);
+                self.request_holes(&source, conn).await;
+            }
+            SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
+            SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
+            SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
+            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid).await,
+            SessionMessageType::ChannelLeaveRequest => self.on_leave_request(&msg).await,
+            SessionMessageType::ChannelLeaveReply => self.on_leave_reply(mid).await,
+            _ => {
+                Stats::bump(&self.core.stats.unhandled_control);
+                tracing::debug!(session = self.id, ?kind, "unhandled message on a multicast session");
+            }
+        }
+    }
+
+    async fn on_payload(&mut self, source: Name, mid: u32, msg: Message) {
+        let conn = msg.incoming_conn();
+        let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+        match rb.on_message(mid, msg, &mut self.released, &mut self.holes) {
+            super::buffers::Arrival::Accepted => {
+                self.timers.stop(&McTimer::Rtx(source.clone(), mid));
+            }
+            super::buffers::Arrival::Duplicate => Stats::bump(&self.core.stats.duplicates),
+            super::buffers::Arrival::OutOfWindow => Stats::bump(&self.core.stats.out_of_window),
+        }
+        self.flush_released();
+        self.request_holes(&source, conn).await;
+    }
+
+    /// Multicast asks for every new hole at once, then again on each timer fire (§3.7.2).
+    async fn request_holes(&mut self, producer: &Name, conn: Option<u64>) {
+        if self.holes.is_empty() {
+            return;
+        }
+        self.rtx_conn.insert(producer.clone(), conn);
+        let now = Instant::now();
+        let holes: Vec<u32> = self.holes.drain(..).collect();
+        for hole in holes {
+            let key = McTimer::Rtx(producer.clone(), hole);
+            if self.timers.is_running(&key) {
+                continue;
+            }
+            self.timers.start(key, TimerPolicy::constant(self.timeout, self.max_retries), now);
+            self.send(self.rtx_request(producer, hole, conn)).await;
+        }
+    }
+
+    fn rtx_request(&self, producer: &Name, mid: u32, conn: Option<u64>) -> Message {
+        self.core.control(
+            producer,
+            Flags::one().forward_to(conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::RtxRequest,
+            self.id,
+            mid,
+            Vec::new(),
+        )
+    }
+
+    fn flush_released(&mut self) {
+        for r in self.released.drain(..) {
+            match r {
+                Released::Message(m) => self.entry.deliver(m),
+                Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
+            }
+        }
+    }
+
+    async fn on_rtx_request(&mut self, mid: u32, request: &Message) {
+        let Some(requester) = request.source_name() else { return };
+        let flags = Flags::one().forward_to(request.incoming_conn());
+        let reply = match self.producer.get(mid) {
+            Some(original) => {
+                let destination = original.destination_name().unwrap_or_else(|| self.channel.clone());
+                let spec = PublishSpec {
+                    source: &self.core.name,
+                    destination: &requester,
+                    flags,
+                    session_type: SessionType::SessionMulticast,
+                    message_type: SessionMessageType::RtxReply,
+                    session_id: self.id,
+                    message_id: mid,
+                    original_names: true,
+                    content_type: original.publish().and_then(|p| p.msg.as_ref()).map_or("", |c| c.content_type.as_str()),
+                };
+                let mut meta = original.metadata.clone();
+                meta.remove(wire::META_IDENTITY);
+                let mut reply = builders::publish(&spec, original.blob().to_vec(), meta);
+                builders::set_session_destination(&mut reply, &destination);
+                reply
+            }
+            None => {
+                Stats::bump(&self.core.stats.rtx_unavailable);
+                self.core.control(
+                    &requester,
+                    flags.error(),
+                    SessionType::SessionMulticast,
+                    SessionMessageType::RtxReply,
+                    self.id,
+                    mid,
+                    Vec::new(),
+                )
+            }
+        };
+        self.send(reply).await;
+    }
+
+    async fn on_join_request(&mut self, source: Name, msg: &Message) {
+        if self.role == MulticastRole::Moderator {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        if self.moderator.is_none() {
+            let Some(conn) = msg.incoming_conn() else { return };
+            self.conn = Some(conn);
+            self.moderator = Some(source.clone());
+            self.send(channel::set_route(&self.core, &source, conn)).await;
+            self.join_channel(conn, false).await;
+        }
+        // Every copy is answered: a retransmitted request means the reply was lost.
+        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, Vec::new()) {
+            self.send(reply).await;
+        }
+    }
+
+    async fn on_discovery_reply(&mut self, mid: u32, source: Name, msg: &Message) {
+        match self.current.take() {
+            Some(Current::Discovering { request_id, done }) if request_id == mid => {
+                self.stop_control(mid);
+                let Some(conn) = msg.incoming_conn() else {
+                    let _ = done.send(Err(SlimError::Internal("discovery reply without a connection".into())));
+                    self.start_next_task().await;
+                    return;
+                };
+                let conn = *self.conn.get_or_insert(conn);
+                self.join_channel(conn, true).await;
+                let join_id = channel::nonce();
+                let join = channel::join_request(
+                    &self.core,
+                    SessionType::SessionMulticast,
+                    self.id,
+                    join_id,
+                    &source,
+                    Some(conn),
+                    &self.channel,
+                    false,
+                );
+                self.send_control(join_id, join).await;
+                self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.core.stats.unhandled_control);
+            }
+        }
+    }
+
+    async fn on_join_reply(&mut self, mid: u32) {
+        match self.current.take() {
+            Some(Current::Joining { request_id, invitee, done }) if request_id == mid => {
+                self.stop_control(mid);
+                self.members.insert(invitee.without_id(), invitee);
+                let _ = done.send(Ok(()));
+                while let Some(req) = self.held.pop_front() {
+                    self.publish(req).await;
+                }
+                self.start_next_task().await;
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.core.stats.unhandled_control);
+            }
+        }
+    }
+
+    async fn on_leave_request(&mut self, msg: &Message) {
+        if self.role == MulticastRole::Moderator {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        self.leave_channel().await;
+        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
+            self.send(reply).await;
+        }
+        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn) {
+            self.send(channel::remove_route(&self.core, &moderator, conn)).await;
+        }
+        if let Some(layer) = self.layer.upgrade() {
+            let _ = layer.remove(self.id);
+        }
+    }
+
+    async fn on_leave_reply(&mut self, mid: u32) {
+        match self.current.take() {
+            Some(Current::Leaving { request_id, invitee, done }) if request_id == mid => {
+                self.stop_control(mid);
+                self.members.remove(&invitee.without_id());
+                self.receivers.remove(&invitee);
+                let _ = done.send(Ok(()));
+                self.start_next_task().await;
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.core.stats.unhandled_control);
+            }
+        }
+    }
+
+    async fn on_timers(&mut self) {
+        self.timers.expire(Instant::now(), &mut self.fired);
+        let fired: Vec<_> = self.fired.drain(..).collect();
+        for f in fired {
+            match f {
+                Fired::Retry { key: McTimer::Beacon, .. } => {
+                    let sent = self.entry.next_id.load(Ordering::Relaxed);
+                    if sent > 0 {
+                        let beacon = self.core.control(
+                            &self.channel,
+                            Flags::all(FANOUT_MULTICAST),
+                            SessionType::SessionMulticast,
+                            SessionMessageType::BeaconMulticast,
+                            self.id,
+                            sent - 1,
+                            Vec::new(),
+                        );
+                        self.send(beacon).await;
+                    }
+                }
+                Fired::Failed { key: McTimer::Beacon } => {}
+                Fired::Retry { key: McTimer::Rtx(producer, mid), .. } => {
+                    let missing = self.receivers.get(&producer).is_some_and(|rb| rb.is_missing(mid));
+                    if !missing {
+                        self.timers.stop(&McTimer::Rtx(producer, mid));
+                        continue;
+                    }
+                    let conn = self.rtx_conn.get(&producer).copied().flatten();
+                    self.send(self.rtx_request(&producer, mid, conn)).await;
+                }
+                Fired::Failed { key: McTimer::Rtx(producer, mid) } => {
+                    if let Some(rb) = self.receivers.get_mut(&producer) {
+                        rb.on_lost(mid, &mut self.released);
+                    }
+                    self.flush_released();
+                }
+                Fired::Retry { key: McTimer::Control(mid), .. } => {
+                    if let Some(m) = self.control.get(&mid) {
+                        let m = m.clone();
+                        self.send(m).await;
+                    }
+                }
+                Fired::Failed { key: McTimer::Control(mid) } => {
+                    self.control.remove(&mid);
+                    // The current task gives up; the queue moves on (reference bug 15 fixed).
+                    if let Some(cur) = self.current.take() {
+                        if cur.request_id() == mid {
+                            cur.finish(Err(SlimError::Invite("no answer from the participant".into())));
+                        } else {
+                            self.current = Some(cur);
+                        }
+                    }
+                    self.start_next_task().await;
+                }
+            }
+        }
+    }
+}
