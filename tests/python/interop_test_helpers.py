@@ -216,6 +216,20 @@ def start_peer060(role: str, *args: str, name: str | None = None, stdin_pipe: bo
     return PeerProcess(argv, name or role, stdin_pipe=stdin_pipe)
 
 
+PEER_OURS = REPO_ROOT / "tests" / "python" / "interop_peers" / "peer_ours.py"
+
+
+def start_peer_ours(role: str, *args: str, name: str | None = None, stdin_pipe: bool = False) -> PeerProcess:
+    """Start tests/python/interop_peers/peer_ours.py with this interpreter (which imports our package)."""
+    argv = [sys.executable, "-u", str(PEER_OURS), role, "--secret", SHARED_SECRET, *args]
+    return PeerProcess(argv, name or f"{role} (ours)", stdin_pipe=stdin_pipe)
+
+
+def start_peer(impl: str, role: str, *args: str, **kwargs) -> PeerProcess:
+    """A peer of implementation `impl` ("060" or "ours") playing `role`."""
+    return (start_peer060 if impl == "060" else start_peer_ours)(role, *args, **kwargs)
+
+
 def our_slim_binary(build_timeout: float = 900) -> Path:
     """Our standalone node: $SLIM_BIN, else target/debug/slim, built with `cargo build --bin slim` if absent."""
     env_bin = os.environ.get("SLIM_BIN")

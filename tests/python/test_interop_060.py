@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from interop_test_helpers import python060, start_node, start_peer060
+from interop_test_helpers import python060, start_node, start_peer, start_peer060
 
 NODES = ["ours", "060"]
 
@@ -59,7 +59,7 @@ def test_p2p_echo_between_060_apps(node, peers, sender_name, responder_name, rel
         peers,
         "p2p-responder",
         "--endpoint", node.endpoint, "--local", responder_name, "--count", str(count),
-        "--reply-prefix", "echo:", name="responder",
+        "--reply-prefix", "echo:", name="responder", stdin_pipe=True,
     )
     responder_ready = responder.wait_event("ready", 20)[0]
 
@@ -72,8 +72,9 @@ def test_p2p_echo_between_060_apps(node, peers, sender_name, responder_name, rel
         "--count", str(count), "--message", f"ping from {sender_name}",
         "--metadata", '{"trace": "interop"}', *extra, name="sender",
     )
-    assert sender.finish(60) == 0, sender.diagnostics()
-    assert responder.finish(30) == 0, responder.diagnostics()
+    assert sender.finish(60) == 0, sender.diagnostics() + responder.diagnostics() + node.proc.diagnostics()
+    responder.close_stdin()  # the sender has every echo: the responder may go
+    assert responder.finish(30) == 0, responder.diagnostics() + node.proc.diagnostics()
 
     sender_ready = sender.of("ready")[0]
     sent = [e["payload"] for e in sender.of("sent")]
@@ -203,5 +204,50 @@ def test_p2p_session_survives_node_restart(venv060, peers, kind):
         got = [e for e in responder.of("received")]
         assert {e["payload"] for e in got} >= {"before restart", "after restart"}
         assert all(e["session_id"] == s_sess["session_id"] for e in got)
+    finally:
+        node.stop()
+
+
+MIXED_CASES = [
+    pytest.param("ours", "060", False, id="ours-to-060"),
+    pytest.param("060", "ours", False, id="060-to-ours"),
+    pytest.param("ours", "060", True, id="ours-to-060-reliable"),
+    pytest.param("060", "ours", True, id="060-to-ours-reliable"),
+]
+
+
+@pytest.mark.parametrize("sender_impl,responder_impl,reliable", MIXED_CASES)
+def test_p2p_echo_between_our_app_and_060_app(venv060, peers, sender_impl, responder_impl, reliable):
+    """One of OUR apps and one 0.6.0 app, point to point through our node, each way."""
+    node = start_node("ours")
+    try:
+        count = 5
+        responder = start_peer(
+            responder_impl, "p2p-responder",
+            "--endpoint", node.endpoint, "--local", "agntcy/interop/bob", "--count", str(count),
+            "--reply-prefix", "echo:", name=f"responder ({responder_impl})", stdin_pipe=True,
+        )
+        peers.append(responder)
+        responder_ready = responder.wait_event("ready", 20)[0]
+        sender = start_peer(
+            sender_impl, "p2p-sender",
+            "--endpoint", node.endpoint, "--local", "agntcy/interop/alice", "--remote", "agntcy/interop/bob",
+            "--count", str(count), "--message", f"ping from {sender_impl}",
+            *(["--reliable"] if reliable else []), name=f"sender ({sender_impl})",
+        )
+        peers.append(sender)
+        assert sender.finish(60) == 0, sender.diagnostics() + responder.diagnostics()
+        responder.close_stdin()
+        assert responder.finish(30) == 0, responder.diagnostics()
+
+        sender_ready = sender.of("ready")[0]
+        sent = [e["payload"] for e in sender.of("sent")]
+        assert len(sent) == count
+        assert [r["payload"] for r in sender.of("received")] == [f"echo:{p}" for p in sent]
+        assert all(r["source_components"] == responder_ready["name_components"] for r in sender.of("received"))
+        got = responder.of("received")
+        assert [g["payload"] for g in got] == sent
+        assert all(g["source_components"] == sender_ready["name_components"] for g in got)
+        assert sender.of("session")[0]["session_id"] == responder.of("session")[0]["session_id"]
     finally:
         node.stop()

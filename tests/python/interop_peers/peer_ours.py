@@ -138,10 +138,21 @@ async def role_p2p_responder(args) -> int:
         echoed += 1
         emit("replied", n=echoed, size=len(reply))
     emit("done", echoed=echoed)
+    await linger(args)
     if args.count > 0 and echoed < args.count:
         emit("error", error=f"echoed {echoed} of {args.count}")
         return 1
     return 0
+
+
+async def linger(args) -> None:
+    """Stay alive until stdin closes (bounded): publish calls return before the bytes leave the process, so
+    exiting right after the last reply could lose it. With stdin not a pipe this returns at once."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.read), args.wait_timeout)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def role_p2p_sender(args) -> int:
