@@ -242,9 +242,10 @@ pub async fn publish(
 pub async fn invite(svc: Py<PyService>, session_info: SessionArg, name: PyName, wait: bool) -> PyResult<()> {
     let app = app_of(&svc);
     spawned(async move {
-        let _handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
-        // The session layer's InviteHandle cannot be awaited yet; `wait` is accepted and ignored.
-        let _ = wait;
+        let handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
+        if wait {
+            handle.joined().await.map_err(to_py)?;
+        }
         Ok(())
     })
     .await

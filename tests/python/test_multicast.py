@@ -1,0 +1,69 @@
+"""Multicast through a real node: invite (waiting for the join), group messages in both
+directions, and remove."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+import slim_bindings
+from slim_bindings import PyName, PySessionConfiguration
+
+from conftest import Node, bounded, create_multicast_or_skip
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mls", [False, True], ids=["plain", "mls"])
+async def test_multicast_group(node: Node, mls: bool) -> None:
+    moderator = await node.new_app("org", "default", "moderator")
+    members = [await node.new_app("org", "default", f"member-{i}") for i in range(2)]
+    channel = PyName("org", "default", "chat")
+
+    session = await create_multicast_or_skip(
+        moderator,
+        PySessionConfiguration.Multicast(
+            channel, moderator=True, max_retries=5, timeout=datetime.timedelta(seconds=1), mls_enabled=mls
+        ),
+    )
+    for m in members:
+        await moderator.set_route(m.local_name)
+        # Resolves once the member has joined (and, with MLS, can decrypt).
+        invitee = PyName(*m.local_name.components_strings())  # any instance of the member's name
+        await bounded(moderator.invite(session, invitee, wait=True), 30)
+
+    await moderator.publish(session, b"hello group", channel, payload_type="chat", metadata={"n": "1"})
+    member_sessions = []
+    for m in members:
+        info, first = await bounded(m.receive())
+        assert first == b"hello group"
+        assert info.id == session.id
+        assert info.source_name == moderator.local_name
+        assert info.destination_name.equal_without_id(channel)
+        assert info.payload_type == "chat"
+        assert info.metadata == {"n": "1"}
+        again, payload = await bounded(m.receive(session=info.id))
+        assert payload == b"hello group"
+        member_sessions.append(again)
+
+    # A member publishes: the moderator and the other member get it, the publisher does not.
+    await members[0].publish(member_sessions[0], b"from member-0", channel)
+    info, payload = await bounded(moderator.receive(session=session.id))
+    assert payload == b"from member-0"
+    assert info.source_name == members[0].local_name
+    _, payload = await bounded(members[1].receive(session=member_sessions[1].id))
+    assert payload == b"from member-0"
+
+    # Removing a member completes once it has left; the rest of the group keeps working.
+    await bounded(moderator.remove(session, members[1].local_name), 30)
+    await moderator.publish(session, b"after remove", channel)
+    _, payload = await bounded(members[0].receive(session=member_sessions[0].id))
+    assert payload == b"after remove"
+
+
+@pytest.mark.asyncio
+async def test_invite_on_point_to_point_session_is_an_error(node: Node) -> None:
+    app = await node.new_app("org", "default", "p2p")
+    session = await app.create_session(PySessionConfiguration.Anycast())
+    with pytest.raises(slim_bindings.SlimError):
+        await bounded(app.invite(session, PyName("org", "default", "someone")))
