@@ -85,31 +85,3 @@ async def node() -> AsyncIterator[Node]:
 async def bounded(aw: Awaitable[Any], timeout: float = 10.0) -> Any:
     """Awaits with a bound, so a hang is a failure rather than a stuck run."""
     return await asyncio.wait_for(aw, timeout)
-
-
-async def create_multicast_or_skip(
-    app: slim_bindings.Slim, config: slim_bindings.PySessionConfiguration
-) -> slim_bindings.PySessionInfo:
-    """Creates a multicast session, or skips the test while the core has no multicast yet."""
-    try:
-        return await app.create_session(config)
-    except slim_bindings.ConfigurationError as e:
-        if "not supported yet" in str(e):
-            pytest.skip(f"multicast not available in this build: {e}")
-        raise
-
-
-async def multicast_available() -> bool:
-    """True when the core can create multicast sessions."""
-    provider, verifier = shared_secret("probe/probe/probe")
-    app = await slim_bindings.Slim.new(slim_bindings.PyName("probe", "probe", "probe"), provider, verifier)
-    try:
-        s = await app.create_session(
-            slim_bindings.PySessionConfiguration.Multicast(slim_bindings.PyName("probe", "probe", "chan"))
-        )
-    except slim_bindings.ConfigurationError as e:
-        if "not supported yet" in str(e):
-            return False
-        raise
-    await app.delete_session(s)
-    return True

@@ -67,9 +67,5 @@ async def test_sender_without_remote_is_refused() -> None:
 
 @pytest.mark.asyncio
 async def test_multicast_demo() -> None:
-    from conftest import multicast_available
-
-    if not await multicast_available():
-        pytest.skip("multicast not available in this build")
     code = await run_demo.demo(enable_mls=False, timeout=90)
     assert code == 0

@@ -10,7 +10,7 @@ import pytest
 import slim_bindings
 from slim_bindings import PyName, PySessionConfiguration
 
-from conftest import Node, bounded, create_multicast_or_skip
+from conftest import Node, bounded
 
 
 @pytest.mark.asyncio
@@ -20,8 +20,7 @@ async def test_multicast_group(node: Node, mls: bool) -> None:
     members = [await node.new_app("org", "default", f"member-{i}") for i in range(2)]
     channel = PyName("org", "default", "chat")
 
-    session = await create_multicast_or_skip(
-        moderator,
+    session = await moderator.create_session(
         PySessionConfiguration.Multicast(
             channel, moderator=True, max_retries=5, timeout=datetime.timedelta(seconds=1), mls_enabled=mls
         ),
