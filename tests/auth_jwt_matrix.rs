@@ -525,3 +525,43 @@ fn spire_bundle_feeds_a_verifier() {
     assert_eq!(v.try_verify(&token), Ok(()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn verifier_reloads_a_changed_key_file() {
+    let dir = std::env::temp_dir().join(format!("slim-auth-keyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("verify.pem");
+    std::fs::write(&path, read("ed25519_a.pub.pem")).unwrap();
+    let v = JwtVerifier::new(
+        Some(Key::from_file(Algorithm::EdDSA, KeyFormat::Pem, &path)),
+        false,
+        None,
+        None,
+        None,
+        false,
+        false,
+        false,
+    )
+    .unwrap();
+    let claims = json!({"exp": now() + 600});
+    let by_a = sign(Algorithm::EdDSA, &read("ed25519_a.key"), None, &claims);
+    let by_b = sign(Algorithm::EdDSA, &read("ed25519_b.key"), None, &claims);
+    assert_eq!(v.try_verify(&by_a), Ok(()));
+    assert!(v.try_verify(&by_b).is_err());
+
+    // A half-written file keeps the old key.
+    std::fs::write(&path, "-----BEGIN PUBLIC KEY-----\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(v.try_verify(&by_b).is_err());
+    assert_eq!(v.try_verify(&by_a), Ok(()));
+
+    // Rotation to key b: picked up within the check interval; tokens of a are checked again.
+    std::fs::write(&path, read("ed25519_b.pub.pem")).unwrap();
+    let start = std::time::Instant::now();
+    while v.try_verify(&by_b).is_err() && start.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(v.try_verify(&by_b), Ok(()));
+    assert!(v.try_verify(&by_a).is_err(), "cached acceptance under the old key must not survive rotation");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -16,7 +16,7 @@ use jsonwebtoken::{Validation, decode, decode_header};
 use parking_lot::RwLock;
 use serde::Deserialize;
 
-use super::key::{Algorithm, Key, VerifyingKey};
+use super::key::{Algorithm, Key, KeyData, VerifyingKey};
 use super::provider::unix_now;
 use super::resolver::fetch_issuer_keys;
 use super::{AuthError, BoxFuture, TokenVerifier};
@@ -41,7 +41,9 @@ const FAILED_FETCH_CAPACITY: usize = 64;
 
 /// Verifies JWTs. Cheap to share (`Arc`); all caches are internal and thread-safe.
 pub struct JwtVerifier {
-    static_keys: Option<Arc<Vec<VerifyingKey>>>,
+    static_keys: Option<RwLock<Arc<Vec<VerifyingKey>>>>,
+    /// The configured key when it lives in a file: re-read when the file changes.
+    key_file: Option<KeyFileWatch>,
     issuer: Option<String>,
     audience: Option<Vec<String>>,
     subject: Option<String>,
@@ -60,6 +62,20 @@ pub struct JwtVerifier {
     failed_fetches: parking_lot::Mutex<HashMap<String, (Instant, AuthError)>>,
     /// One fetch at a time, so a burst of tokens from a new issuer makes one request.
     fetch_gate: tokio::sync::Mutex<()>,
+}
+
+struct KeyFileWatch {
+    key: Key,
+    path: std::path::PathBuf,
+    /// (modification time, length, last look).
+    stamp: parking_lot::Mutex<(Option<std::time::SystemTime>, u64, Instant)>,
+}
+
+/// How often a key file's modification time is looked at.
+const KEY_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn file_stamp(path: &std::path::Path) -> (Option<std::time::SystemTime>, u64) {
+    std::fs::metadata(path).map(|m| (m.modified().ok(), m.len())).unwrap_or((None, 0))
 }
 
 struct IssuerKeys {
@@ -120,8 +136,19 @@ impl JwtVerifier {
         require_aud: bool,
         require_sub: bool,
     ) -> Result<Self, AuthError> {
+        let key_file = match &public_key {
+            Some(key @ Key { data: KeyData::File(path), .. }) => {
+                let (modified, len) = file_stamp(path);
+                Some(KeyFileWatch {
+                    key: key.clone(),
+                    path: path.clone(),
+                    stamp: parking_lot::Mutex::new((modified, len, Instant::now())),
+                })
+            }
+            _ => None,
+        };
         let static_keys = match public_key {
-            Some(key) => Some(Arc::new(key.verifying_keys()?)),
+            Some(key) => Some(RwLock::new(Arc::new(key.verifying_keys()?))),
             None if autoresolve => None,
             None => {
                 return Err(AuthError::Config("JWT verifier needs a public key or autoresolve=true".into()));
@@ -132,6 +159,7 @@ impl JwtVerifier {
         }
         Ok(Self {
             static_keys,
+            key_file,
             issuer,
             audience,
             subject,
@@ -250,7 +278,10 @@ impl JwtVerifier {
             return Attempt::Failed(rejected(format!("unsupported algorithm {:?}", header.alg)));
         };
         let (keys, issuer) = match &self.static_keys {
-            Some(keys) => (keys.clone(), None),
+            Some(keys) => {
+                self.reload_key_file_if_changed();
+                (keys.read().clone(), None)
+            }
             None => {
                 let iss = match jsonwebtoken::dangerous::insecure_decode_claims::<IssuerClaim>(token) {
                     Ok(IssuerClaim { iss: Some(iss) }) => iss,
@@ -314,6 +345,31 @@ impl JwtVerifier {
             candidates.len(),
             last_error.map(|e| e.to_string()).unwrap_or_default()
         )))
+    }
+
+    /// Re-reads a file key that changed (looked at once a second at most, only on cache misses).
+    /// A rewrite that does not parse keeps the previous keys.
+    fn reload_key_file_if_changed(&self) {
+        let (Some(watch), Some(keys)) = (&self.key_file, &self.static_keys) else { return };
+        let mut stamp = watch.stamp.lock();
+        if stamp.2.elapsed() < KEY_FILE_CHECK_INTERVAL {
+            return;
+        }
+        stamp.2 = Instant::now();
+        let (modified, len) = file_stamp(&watch.path);
+        if (modified, len) == (stamp.0, stamp.1) {
+            return;
+        }
+        match watch.key.verifying_keys() {
+            Ok(fresh) => {
+                (stamp.0, stamp.1) = (modified, len);
+                *keys.write() = Arc::new(fresh);
+                // Tokens accepted under the old key must be checked again under the new one.
+                self.verified.write().clear();
+                tracing::info!(path = %watch.path.display(), "JWT verification key reloaded");
+            }
+            Err(e) => tracing::warn!(path = %watch.path.display(), error = %e, "key file changed but does not load"),
+        }
     }
 
     /// Fetches `issuer`'s keys unless another caller just did.
