@@ -23,7 +23,7 @@ async def _node(deadline: float) -> tuple[run_demo.Proc, str]:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("mode", ["anycast", "unicast"])
+@pytest.mark.parametrize("mode", ["anycast", "unicast", "unicast-mls"])
 async def test_point_to_point_example(mode: str) -> None:
     deadline = time.monotonic() + 60
     procs: list[run_demo.Proc] = []
@@ -31,6 +31,9 @@ async def test_point_to_point_example(mode: str) -> None:
         node, client = await _node(deadline)
         procs.append(node)
         common = ["--slim", client, "--shared-secret", "example-secret"]
+        if mode == "unicast-mls":
+            mode = "unicast"
+            common.append("--enable-mls")
         alice = await run_demo.start("alice", "point_to_point.py", mode, "--local", "agntcy/ns/alice", *common)
         procs.append(alice)
         await alice.wait_for(r"Connected to", deadline)
@@ -69,3 +72,33 @@ async def test_sender_without_remote_is_refused() -> None:
 async def test_multicast_demo() -> None:
     code = await run_demo.demo(enable_mls=False, timeout=90)
     assert code == 0
+
+
+@pytest.mark.asyncio
+async def test_multicast_moderator_ends_at_end_of_input() -> None:
+    deadline = time.monotonic() + 60
+    procs: list[run_demo.Proc] = []
+    try:
+        node, client = await _node(deadline)
+        procs.append(node)
+        member = await run_demo.start(
+            "member", "multicast.py", "--local", "agntcy/ns/m1", "--remote", "agntcy/ns/room",
+            "--slim", client, "--shared-secret", "s",
+        )
+        procs.append(member)
+        await member.wait_for("Waiting for session", deadline)
+        moderator = await run_demo.start(
+            "moderator", "multicast.py", "--local", "agntcy/ns/mod", "--remote", "agntcy/ns/room",
+            "--invites", "agntcy/ns/m1", "--slim", client, "--shared-secret", "s",
+        )
+        procs.append(moderator)
+        await moderator.wait_for("add .*m1", deadline)
+        await moderator.send("only line")
+        await member.wait_for("Received message from agntcy/ns/mod: only line$", deadline)
+        assert moderator.proc.stdin is not None
+        moderator.proc.stdin.close()
+        code = await asyncio.wait_for(moderator.proc.wait(), max(1.0, deadline - time.monotonic()))
+        assert code == 0, "\n".join(moderator.lines)
+    finally:
+        for p in reversed(procs):
+            await p.stop()
