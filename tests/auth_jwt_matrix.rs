@@ -348,6 +348,10 @@ fn configuration_errors_are_synchronous_and_typed() {
         JwtSigner::new(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "k"), Duration::ZERO, None, None, None),
         Err(AuthError::Config(_))
     ));
+    assert!(matches!(
+        JwtSigner::new(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "k"), Duration::MAX, None, None, None),
+        Err(AuthError::Config(_))
+    ));
 }
 
 #[test]

@@ -15,6 +15,9 @@ const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 /// How often [`StaticJwtProvider`] looks at the file's modification time.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longer token lifetimes are refused (they would overflow clock arithmetic long before being useful).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 366 * 86_400);
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -139,6 +142,9 @@ impl JwtSigner {
     ) -> Result<Self, AuthError> {
         if duration < Duration::from_secs(1) {
             return Err(AuthError::Config(format!("token duration {duration:?} is shorter than 1 s")));
+        }
+        if duration > MAX_TOKEN_LIFETIME {
+            return Err(AuthError::Config(format!("token duration {duration:?} is longer than 10 years")));
         }
         let key = private_key.encoding_key()?;
         let mut claims = custom_claims;

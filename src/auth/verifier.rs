@@ -177,9 +177,10 @@ impl JwtVerifier {
         })
     }
 
-    /// Sets the clock-skew tolerance on `exp`/`nbf` (default [`DEFAULT_LEEWAY`]).
+    /// Sets the clock-skew tolerance on `exp`/`nbf` (default [`DEFAULT_LEEWAY`], at most a day).
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        // Capped at a day: the claim checks subtract it from the current time.
+        self.leeway = leeway.min(Duration::from_secs(86_400));
         self
     }
 
