@@ -1,10 +1,10 @@
 //! Argument types extracted at call time, so native coroutines get owned, `Send` values and bad
 //! arguments fail at the call, not later inside a task.
 
+use pyo3::Borrowed;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyString};
-use pyo3::Borrowed;
 
 use super::convert::to_json;
 use super::session_info::PySessionInfo;
@@ -51,10 +51,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Blob {
             return Err(PyTypeError::new_err("payload must be bytes, not str (encode it first)"));
         }
         let bytes_type = obj.py().get_type::<PyBytes>();
-        if let Ok(b) = bytes_type.call1((obj,)) {
-            if let Ok(b) = b.cast::<PyBytes>() {
-                return Ok(Blob(b.as_bytes().to_vec()));
-            }
+        if let Ok(b) = bytes_type.call1((obj,))
+            && let Ok(b) = b.cast::<PyBytes>()
+        {
+            return Ok(Blob(b.as_bytes().to_vec()));
         }
         Err(PyTypeError::new_err("payload must be bytes, bytearray or a sequence of ints in 0..256"))
     }

@@ -63,9 +63,9 @@ fn convert(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut map = Map::new();
         for (k, v) in d.iter() {
-            let key: String = k.extract().map_err(|_| {
-                value_error(format!("{}: dictionary keys must be strings, got {k}", where_(path)))
-            })?;
+            let key: String = k
+                .extract()
+                .map_err(|_| value_error(format!("{}: dictionary keys must be strings, got {k}", where_(path))))?;
             let value = convert(&v, &join(path, &key), depth + 1)?;
             map.insert(key, value);
         }

@@ -14,9 +14,7 @@ use crate::error::SlimError;
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 fn errors_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    ERRORS_MODULE
-        .get_or_try_init(py, || py.import("slim_bindings.errors").map(Bound::unbind))
-        .map(|m| m.bind(py))
+    ERRORS_MODULE.get_or_try_init(py, || py.import("slim_bindings.errors").map(Bound::unbind)).map(|m| m.bind(py))
 }
 
 /// Instantiates `slim_bindings.errors.<class>(*args)` as a `PyErr`.
@@ -42,9 +40,7 @@ pub fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
     match e {
         SlimError::SessionNotFound(id) => raise(py, "SessionNotFoundError", (msg.as_str(), id), &msg),
         SlimError::SessionClosed | SlimError::Closed => raise(py, "SessionClosedError", (msg.as_str(),), &msg),
-        SlimError::Timeout { session_id, message_id } => {
-            raise(py, "SLIMTimeoutError", (message_id, session_id), &msg)
-        }
+        SlimError::Timeout { session_id, message_id } => raise(py, "SLIMTimeoutError", (message_id, session_id), &msg),
         SlimError::MessageLost { session_id } => raise(py, "MessageLostError", (msg.as_str(), session_id), &msg),
         SlimError::NoRoute(_) => raise(py, "NoRouteError", (msg.as_str(),), &msg),
         SlimError::Connection(_) => raise(py, "SlimConnectionError", (msg.as_str(),), &msg),
@@ -61,7 +57,8 @@ pub fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
 pub fn config_error(msg: impl Into<String>) -> PyErr {
     let msg = msg.into();
     Python::attach(|py| {
-        let made = errors_module(py).and_then(|m| m.getattr("ConfigurationError")).and_then(|c| c.call1((msg.as_str(),)));
+        let made =
+            errors_module(py).and_then(|m| m.getattr("ConfigurationError")).and_then(|c| c.call1((msg.as_str(),)));
         match made {
             Ok(exc) => PyErr::from_value(exc),
             Err(_) => PyValueError::new_err(msg),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::errors::config_error;
-use crate::auth::{Algorithm, JwtSigner, JwtVerifier, Key, KeyData, KeyFormat, Provider, SharedSecret, StaticJwtProvider, Verifier};
+use crate::auth::{
+    Algorithm, JwtSigner, JwtVerifier, Key, KeyData, KeyFormat, Provider, SharedSecret, StaticJwtProvider, Verifier,
+};
 
 /// JWT signing/verification algorithms (values match jsonwebtoken's discriminants).
 #[pyclass(name = "PyAlgorithm", module = "slim_bindings._slim_bindings", eq, eq_int, from_py_object)]
@@ -125,8 +127,7 @@ fn value_error(e: crate::auth::AuthError) -> PyErr {
 impl PyKey {
     /// The core key description (files are read later, by the signer/verifier).
     pub fn to_key(&self) -> PyResult<Key> {
-        let algorithm = Algorithm::from_index(self.algorithm as u8)
-            .ok_or_else(|| config_error("unknown algorithm"))?;
+        let algorithm = Algorithm::from_index(self.algorithm as u8).ok_or_else(|| config_error("unknown algorithm"))?;
         let format = match self.format {
             PyKeyFormat::Pem => KeyFormat::Pem,
             PyKeyFormat::Jwk => KeyFormat::Jwk,
@@ -150,15 +151,11 @@ impl PyIdentityProvider {
             Self::StaticJwt { path } => {
                 StaticJwtProvider::new(path).map(|p| Arc::new(p) as Provider).map_err(value_error)
             }
-            Self::Jwt { private_key, duration, issuer, audience, subject } => JwtSigner::new(
-                private_key.to_key()?,
-                *duration,
-                issuer.clone(),
-                audience.clone(),
-                subject.clone(),
-            )
-            .map(|p| Arc::new(p) as Provider)
-            .map_err(value_error),
+            Self::Jwt { private_key, duration, issuer, audience, subject } => {
+                JwtSigner::new(private_key.to_key()?, *duration, issuer.clone(), audience.clone(), subject.clone())
+                    .map(|p| Arc::new(p) as Provider)
+                    .map_err(value_error)
+            }
         }
     }
 }

@@ -53,11 +53,7 @@ impl PyService {
     /// Names subscribed on this app's node, over all its connections (diagnostics and tests).
     fn subscribed_names(&self) -> Vec<PyName> {
         let node = self.app.node();
-        node.connection_ids()
-            .into_iter()
-            .flat_map(|conn| node.subscriptions_of(conn))
-            .map(PyName::from_name)
-            .collect()
+        node.connection_ids().into_iter().flat_map(|conn| node.subscriptions_of(conn)).map(PyName::from_name).collect()
     }
 
     /// Counters of this app's node (messages routed, drops by reason, connections).

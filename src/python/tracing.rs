@@ -17,10 +17,8 @@ pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -
         None => TracingConfig::default(),
     };
     // A subscriber installed by the embedding program is not an error worth failing over.
-    if let Err(e) = core_init(&cfg) {
-        if matches!(e, crate::telemetry::TelemetryError::Config(_)) {
-            return Err(config_error(e.to_string()));
-        }
+    if let Err(e @ crate::telemetry::TelemetryError::Config(_)) = core_init(&cfg) {
+        return Err(config_error(e.to_string()));
     }
     super::runtime::ready_none(py)
 }

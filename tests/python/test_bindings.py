@@ -289,3 +289,35 @@ async def test_payload_type_checks(node: Node) -> None:
     session = await app.create_session(PySessionConfiguration.Anycast())
     with pytest.raises(TypeError):
         await app.publish(session, "not bytes", PyName("a", "b", "c"))  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_async_iteration_over_sessions_and_messages(node: Node) -> None:
+    alice = await node.new_app("org", "default", "alice")
+    bob = await node.new_app("org", "default", "bob")
+    await bob.set_route(alice.local_name)
+    session = await bob.create_session(PySessionConfiguration.Anycast())
+    for i in range(3):
+        await bob.publish(session, f"m{i}".encode(), alice.local_name)
+
+    async def first_session() -> tuple[slim_bindings.PySessionInfo, bytes]:
+        async for info, first in alice.sessions():
+            return info, first
+        raise AssertionError("sessions() ended")
+
+    info, first = await bounded(first_session())
+    assert first == b"m0"
+
+    async def three_messages() -> list[bytes]:
+        got = []
+        async for _, payload in alice.messages(info.id):
+            got.append(payload)
+            if len(got) == 3:
+                break
+        return got
+
+    assert await bounded(three_messages()) == [b"m0", b"m1", b"m2"]
+
+    # The iterator ends when the session is deleted.
+    await alice.delete_session(info.id)
+    assert [p async for _, p in alice.messages(info.id)] == []
