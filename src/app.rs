@@ -65,9 +65,7 @@ impl App {
     /// Creates the app with its own node and a random id, and subscribes its name locally.
     /// Fails if the provider cannot produce a token.
     pub async fn new(name: Name, provider: Provider, verifier: Verifier) -> Result<App, SlimError> {
-        provider
-            .get_token()
-            .map_err(|e| SlimError::Config(format!("Failed to get token from provider: {e}")))?;
+        provider.get_token().map_err(|e| SlimError::Config(format!("Failed to get token from provider: {e}")))?;
         let id: u64 = rand::random();
         let name = name.with_id(id);
         let node = Node::new(&format!("app/{id:x}"));
@@ -184,6 +182,12 @@ impl App {
     /// Sends a message on session `id`.
     pub async fn publish(&self, id: u32, req: PublishRequest) -> Result<(), SlimError> {
         self.layer.publish(id, req).await
+    }
+
+    /// Publishes without waiting (Python fast path): `Ok(None)` when handed over, `Ok(Some(req))`
+    /// with the request back when there is no room right now (then await [`App::publish`]).
+    pub fn try_publish(&self, id: u32, req: PublishRequest) -> Result<Option<PublishRequest>, SlimError> {
+        self.layer.try_publish(id, req)
     }
 
     /// Invites `name` (any instance) into multicast session `id` (moderator only). Returns once

@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::HashMap;
 
-
 use common::*;
 use slim_bindings::error::SlimError;
 use slim_bindings::session::{PublishRequest, SessionConfig};
@@ -97,10 +96,7 @@ async fn wrong_shared_secret_is_never_delivered() {
         eve.publish(sid, to(&name("bob"), b"forged")).await.unwrap();
     }
     let stats = bob.stats();
-    wait_until("identity rejections", || {
-        stats.snapshot()["identity_rejected"] >= 3
-    })
-    .await;
+    wait_until("identity rejections", || stats.snapshot()["identity_rejected"] >= 3).await;
     assert!(bob.try_recv_new_session().is_none());
     assert!(bob.try_recv_any().is_none());
     assert!(matches!(bob.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_)))));

@@ -22,7 +22,8 @@ async fn ten_thousand_reliable_messages_survive_drops_and_reordering() {
     wait_subscribed(&hub, &bob.name()).await;
 
     const N: u32 = 10_000;
-    let cfg = SessionConfig::Unicast { timeout: Some(Duration::from_millis(50)), max_retries: Some(40), mls_enabled: false };
+    let cfg =
+        SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(40), mls_enabled: false };
     let sid = alice.create_session(cfg).await.unwrap();
     let reader = {
         let bob = bob.clone();
@@ -53,7 +54,10 @@ async fn ten_thousand_reliable_messages_survive_drops_and_reordering() {
     assert!(bob.try_recv_session(sid).is_none());
     let dropped = proxy.counters.dropped.load(Ordering::Relaxed);
     let reordered = proxy.counters.reordered.load(Ordering::Relaxed);
-    assert!(dropped > 100 && reordered > 100, "the link must actually be lossy: {dropped} dropped, {reordered} reordered");
+    assert!(
+        dropped > 100 && reordered > 100,
+        "the link must actually be lossy: {dropped} dropped, {reordered} reordered"
+    );
     // Every message eventually acknowledged: no timeout surfaced on the sender.
     assert!(alice.try_recv_session(sid).is_none());
 }

@@ -72,7 +72,7 @@ async fn invite_exchange_and_remove() {
     assert_eq!(payloads(&moderator, sid, 1).await, vec![("p1".to_string(), b"from p1".to_vec())]);
     // p2 joined after "early": depending on timing it may also recover it (beacon + RTX).
     let mut seen = HashSet::new();
-    while !(seen.contains(&b"m1".to_vec()) && seen.contains(&b"from p1".to_vec())) {
+    while !(seen.contains(b"m1".as_slice()) && seen.contains(b"from p1".as_slice())) {
         let (_, p) = recv(&p2, sid).await.unwrap();
         assert!(seen.insert(p.clone()), "duplicate delivery of {p:?}");
     }
@@ -88,10 +88,7 @@ async fn invite_exchange_and_remove() {
     .await;
     moderator.publish(sid, to(&name("chat"), b"m2")).await.unwrap();
     assert_eq!(payloads(&p1, sid, 1).await, vec![("mod".to_string(), b"m2".to_vec())]);
-    assert!(matches!(
-        moderator.remove(sid, &name("p2")).await,
-        Err(SlimError::Invite(_))
-    ));
+    assert!(matches!(moderator.remove(sid, &name("p2")).await, Err(SlimError::Invite(_))));
     // Only the moderator invites.
     assert!(matches!(p1.invite(sid, &name("p2")).await.unwrap().joined().await, Err(SlimError::Invite(_))));
 }

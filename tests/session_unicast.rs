@@ -15,7 +15,11 @@ use slim_bindings::wire::payload::JoinMessagePayload;
 use slim_bindings::wire::{Message, Name, SessionMessageType, SessionType};
 
 fn unicast(timeout_ms: Option<u64>, retries: u32) -> SessionConfig {
-    SessionConfig::Unicast { timeout: timeout_ms.map(Duration::from_millis), max_retries: Some(retries), mls_enabled: false }
+    SessionConfig::Unicast {
+        timeout: timeout_ms.map(Duration::from_millis),
+        max_retries: Some(retries),
+        mls_enabled: false,
+    }
 }
 
 async fn pair(endpoint: &str, hub: &Node, a: &str, b: &str) -> (App, App) {
@@ -219,10 +223,10 @@ impl RawPeer {
     async fn expect(&mut self, kind: SessionMessageType) -> Message {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await {
-                    if m.session_message_type() == kind {
-                        return m;
-                    }
+                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await
+                    && m.session_message_type() == kind
+                {
+                    return m;
                 }
             }
         })
@@ -270,7 +274,11 @@ async fn bad_reliability_input_is_counted_not_fatal() {
     assert!(bob.try_recv_session(sid).is_none());
 
     // A gap is requested with RTX_REQUEST after the timeout; an error reply marks it lost.
-    bob.set_session_config(sid, SessionConfig::Unicast { timeout: Some(Duration::from_millis(50)), max_retries: Some(5), mls_enabled: false }).unwrap();
+    bob.set_session_config(
+        sid,
+        SessionConfig::Unicast { timeout: Some(Duration::from_millis(50)), max_retries: Some(5), mls_enabled: false },
+    )
+    .unwrap();
     raw.send(P2PReliable, &bob_id, sid, 3, b"m3".to_vec(), false).await;
     let req = raw.expect(RtxRequest).await;
     assert_eq!(req.session_header().unwrap().message_id, 2);

@@ -30,6 +30,7 @@ const DISPATCH_BATCH: usize = 128;
 
 /// What the app asks of a session task.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Publish, the hot variant, is the large one: boxing it would add an allocation.
 pub enum Command {
     /// Send this.
     Publish(PublishRequest),
@@ -174,7 +175,8 @@ impl SessionLayer {
         });
         self.sessions.write().insert(id, entry.clone());
         if let SessionConfig::Multicast { moderator, .. } = &cfg {
-            let role = if *moderator && role == P2pRole::Initiator { MulticastRole::Moderator } else { MulticastRole::Member };
+            let role =
+                if *moderator && role == P2pRole::Initiator { MulticastRole::Moderator } else { MulticastRole::Member };
             let task = MulticastTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
             tokio::spawn(task.run(in_rx, out_rx));
         } else {
@@ -263,6 +265,39 @@ impl SessionLayer {
             return self.core.send(msg).await;
         }
         entry.outbound.send(Command::Publish(req)).await.map_err(|_| SlimError::SessionNotFound(id))
+    }
+
+    /// Publishes without waiting: `Ok(None)` when handed over, `Ok(Some(req))` (the request back)
+    /// when the node or the session task has no room right now (call [`Self::publish`] then).
+    pub fn try_publish(&self, id: u32, req: PublishRequest) -> Result<Option<PublishRequest>, SlimError> {
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let target = Target::of(&req)?;
+        if entry.fast_publish.load(Ordering::Acquire) {
+            let Ok(permit) = self.core.node_tx.try_reserve() else { return Ok(Some(req)) };
+            let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
+            let fanout = req.fanout;
+            let mut msg = data_message(
+                &self.core.name,
+                &target,
+                fanout,
+                SessionType::SessionPointToPoint,
+                SessionMessageType::P2PMsg,
+                id,
+                mid,
+                req,
+            );
+            self.core.stamp_identity(&mut msg)?;
+            permit.send(msg);
+            return Ok(None);
+        }
+        match entry.outbound.try_reserve() {
+            Ok(permit) => {
+                permit.send(Command::Publish(req));
+                Ok(None)
+            }
+            Err(TrySendError::Full(())) => Ok(Some(req)),
+            Err(TrySendError::Closed(())) => Err(SlimError::SessionNotFound(id)),
+        }
     }
 
     /// Asks a multicast moderator session to invite or remove `name`; the receiver resolves when
@@ -391,9 +426,7 @@ impl SessionLayer {
                 };
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }
-            SessionMessageType::ChannelJoinRequest
-                if session_type == SessionType::SessionPointToPoint as i32 =>
-            {
+            SessionMessageType::ChannelJoinRequest if session_type == SessionType::SessionPointToPoint as i32 => {
                 let mls_enabled = msg.metadata.contains_key(wire::META_MLS_ENABLED);
                 let (timeout, max_retries) = match &*self.default_p2p.lock() {
                     SessionConfig::Anycast { timeout, max_retries, .. }
@@ -415,7 +448,8 @@ impl SessionLayer {
                     tracing::debug!(session = sid, "multicast join request without a channel name: dropped");
                     return;
                 };
-                let SessionConfig::Multicast { max_retries, timeout, .. } = self.default_multicast.lock().clone() else {
+                let SessionConfig::Multicast { max_retries, timeout, .. } = self.default_multicast.lock().clone()
+                else {
                     return;
                 };
                 let cfg = SessionConfig::Multicast {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::buffers::{ProducerBuffer, PRODUCER_BUFFER_SLOTS, ReceiverBuffer, Released};
+use super::buffers::{PRODUCER_BUFFER_SLOTS, ProducerBuffer, ReceiverBuffer, Released};
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message};
 use super::layer::{Command, SessionEntry, SessionLayer};
@@ -447,7 +447,10 @@ impl MulticastTask {
                     session_id: self.id,
                     message_id: mid,
                     original_names: true,
-                    content_type: original.publish().and_then(|p| p.msg.as_ref()).map_or("", |c| c.content_type.as_str()),
+                    content_type: original
+                        .publish()
+                        .and_then(|p| p.msg.as_ref())
+                        .map_or("", |c| c.content_type.as_str()),
                 };
                 let mut meta = original.metadata.clone();
                 meta.remove(wire::META_IDENTITY);

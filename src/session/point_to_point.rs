@@ -23,10 +23,12 @@ use crate::error::SlimError;
 use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::{Message, Name, SessionMessageType, SessionType};
 
-/// Reliable messages in flight (unacknowledged) before publishers wait.
-pub const MAX_IN_FLIGHT: usize = 4096;
-/// Publishes buffered while discovery runs before publishers wait.
-pub const MAX_PENDING_DISCOVERY: usize = 4096;
+/// Reliable messages in flight (unacknowledged). Further publishes wait in the pending queue:
+/// a fixed retransmission timeout with a deep window turns queueing delay into a
+/// retransmission storm, so the window stays small (it still covers many round trips).
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Publishes buffered (during discovery or behind a full window) before publishers wait.
+pub const MAX_PENDING: usize = 4096;
 /// Recently delivered (source, id) pairs kept to drop duplicates when no peer is pinned.
 const RECENT_IDS: usize = 4096;
 
@@ -169,9 +171,17 @@ impl P2pTask {
         }
     }
 
-    /// Publishers wait while too much is in flight or buffered for discovery.
+    /// Publishers wait while too much is buffered.
     fn accepts_publish(&self) -> bool {
-        self.unacked.len() < MAX_IN_FLIGHT && self.pending.len() < MAX_PENDING_DISCOVERY
+        self.pending.len() < MAX_PENDING
+    }
+
+    /// Sends pending publishes in order while the peer is known and the window has room.
+    async fn drain_pending(&mut self) {
+        while !self.needs_discovery() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
+            let Some(req) = self.pending.pop_front() else { break };
+            self.send_data(req).await;
+        }
     }
 
     fn needs_discovery(&self) -> bool {
@@ -198,7 +208,12 @@ impl P2pTask {
             self.pending.push_back(req);
             return;
         }
-        self.send_data(req).await;
+        if self.pending.is_empty() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
+            self.send_data(req).await;
+        } else {
+            self.pending.push_back(req);
+            self.drain_pending().await;
+        }
     }
 
     async fn send_data(&mut self, req: PublishRequest) {
@@ -215,7 +230,8 @@ impl P2pTask {
         let mid = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = if self.timeout.is_some() { SessionMessageType::P2PReliable } else { SessionMessageType::P2PMsg };
         let fanout = req.fanout;
-        let msg = data_message(&self.core.name, &target, fanout, SessionType::SessionPointToPoint, kind, self.id, mid, req);
+        let msg =
+            data_message(&self.core.name, &target, fanout, SessionType::SessionPointToPoint, kind, self.id, mid, req);
         if let Some(timeout) = self.timeout {
             self.unacked.insert(mid, msg.clone());
             self.timers.start(TimerKey::Ack(mid), TimerPolicy::constant(timeout, self.max_retries), Instant::now());
@@ -252,7 +268,8 @@ impl P2pTask {
         let Some(source) = msg.source_name() else { return };
         let stats = &self.core.stats;
         if let Some(peer) = &self.peer {
-            let exempt = matches!(kind, SessionMessageType::ChannelDiscoveryReply | SessionMessageType::ChannelJoinReply);
+            let exempt =
+                matches!(kind, SessionMessageType::ChannelDiscoveryReply | SessionMessageType::ChannelJoinReply);
             if self.sticky && source != peer.name && !exempt {
                 Stats::bump(&stats.wrong_peer);
                 tracing::debug!(session = self.id, %source, "message from a source other than the pinned peer: dropped");
@@ -265,6 +282,7 @@ impl P2pTask {
             SessionMessageType::P2PAck => {
                 if self.unacked.remove(&mid).is_some() {
                     self.timers.stop(&TimerKey::Ack(mid));
+                    self.drain_pending().await;
                 } else {
                     Stats::bump(&stats.unknown_acks);
                 }
@@ -275,7 +293,9 @@ impl P2pTask {
             SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
             SessionMessageType::ChannelJoinReply => self.on_join_reply(mid).await,
             SessionMessageType::ChannelLeaveRequest => {
-                if let Some(reply) = channel::reply_to(&self.core, &msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
+                if let Some(reply) =
+                    channel::reply_to(&self.core, &msg, SessionMessageType::ChannelLeaveReply, Vec::new())
+                {
                     self.send(reply).await;
                 }
                 if let Some(layer) = self.layer.upgrade() {
@@ -313,10 +333,10 @@ impl P2pTask {
             let key = (source.id(), mid);
             if self.recent.insert(key) {
                 self.recent_order.push_back(key);
-                if self.recent_order.len() > RECENT_IDS {
-                    if let Some(old) = self.recent_order.pop_front() {
-                        self.recent.remove(&old);
-                    }
+                if self.recent_order.len() > RECENT_IDS
+                    && let Some(old) = self.recent_order.pop_front()
+                {
+                    self.recent.remove(&old);
                 }
                 self.entry.deliver(msg);
             } else {
@@ -474,9 +494,7 @@ impl P2pTask {
         self.stop_control(mid);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
-        while let Some(req) = self.pending.pop_front() {
-            self.send_data(req).await;
-        }
+        self.drain_pending().await;
     }
 
     async fn on_timers(&mut self) {
@@ -493,6 +511,7 @@ impl P2pTask {
                 Fired::Failed { key: TimerKey::Ack(mid) } => {
                     self.unacked.remove(&mid);
                     self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id: mid });
+                    self.drain_pending().await;
                 }
                 Fired::Retry { key: TimerKey::Rtx(mid), .. } => {
                     let still_missing = self.receiver.as_ref().is_some_and(|rb| rb.is_missing(mid));

@@ -83,8 +83,14 @@ fn faultable(m: &Message) -> bool {
 
 /// Pumps `input` into `out`, applying faults. A held (reordered) message is released right after
 /// the next one, or after 5 ms of silence.
-async fn pump<S>(mut input: S, out: mpsc::Sender<Message>, faults: Faults, mut rng: Rng, counters: Arc<FaultCounters>, cancel: CancellationToken)
-where
+async fn pump<S>(
+    mut input: S,
+    out: mpsc::Sender<Message>,
+    faults: Faults,
+    mut rng: Rng,
+    counters: Arc<FaultCounters>,
+    cancel: CancellationToken,
+) where
     S: Stream<Item = Result<Message, Status>> + Unpin,
 {
     let mut held: Option<Message> = None;
@@ -95,10 +101,10 @@ where
         };
         let msg = match next {
             Err(_) => {
-                if let Some(h) = held.take() {
-                    if out.send(h).await.is_err() {
-                        return;
-                    }
+                if let Some(h) = held.take()
+                    && out.send(h).await.is_err()
+                {
+                    return;
                 }
                 continue;
             }
@@ -120,10 +126,10 @@ where
         if out.send(msg).await.is_err() {
             return;
         }
-        if let Some(h) = held.take() {
-            if out.send(h).await.is_err() {
-                return;
-            }
+        if let Some(h) = held.take()
+            && out.send(h).await.is_err()
+        {
+            return;
         }
     }
 }
@@ -146,8 +152,22 @@ impl DataPlaneService for Relay {
             .into_inner();
         let (down_tx, down_rx) = mpsc::channel(1024);
         let seed = self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) | 1;
-        tokio::spawn(pump(request.into_inner(), up_tx, self.faults, Rng(seed), self.counters.clone(), self.cancel.clone()));
-        tokio::spawn(pump(from_hub, down_tx, self.faults, Rng(seed.rotate_left(17) | 1), self.counters.clone(), self.cancel.clone()));
+        tokio::spawn(pump(
+            request.into_inner(),
+            up_tx,
+            self.faults,
+            Rng(seed),
+            self.counters.clone(),
+            self.cancel.clone(),
+        ));
+        tokio::spawn(pump(
+            from_hub,
+            down_tx,
+            self.faults,
+            Rng(seed.rotate_left(17) | 1),
+            self.counters.clone(),
+            self.cancel.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(down_rx).map(Ok))))
     }
 }

@@ -4,7 +4,6 @@
 
 pub mod lossy_proxy;
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,5 +76,8 @@ pub async fn recv(app: &App, sid: u32) -> Result<(MessageInfo, Vec<u8>), SlimErr
 
 /// Next new-session notification, bounded by [`WAIT`].
 pub async fn recv_new(app: &App) -> (MessageInfo, Vec<u8>) {
-    tokio::time::timeout(WAIT, app.recv_new_session()).await.expect("new session within the wait bound").expect("new session")
+    tokio::time::timeout(WAIT, app.recv_new_session())
+        .await
+        .expect("new session within the wait bound")
+        .expect("new session")
 }
