@@ -44,6 +44,8 @@ pub struct Stats {
     pub unhandled_control: AtomicU64,
     /// Messages addressed to another instance of this app's name (a node's fallback routing).
     pub misdirected: AtomicU64,
+    /// MLS messages that could not be applied or decrypted.
+    pub mls_failures: AtomicU64,
 }
 
 impl Stats {
@@ -69,6 +71,7 @@ impl Stats {
             ("orphan_route_errors", get(&self.orphan_route_errors)),
             ("unhandled_control", get(&self.unhandled_control)),
             ("misdirected", get(&self.misdirected)),
+            ("mls_failures", get(&self.mls_failures)),
         ])
     }
 }

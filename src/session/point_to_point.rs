@@ -20,6 +20,7 @@ use super::layer::{Command, SessionEntry, SessionLayer};
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
+use crate::mls::{MlsState, interceptor};
 use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::{Message, Name, SessionMessageType, SessionType};
 
@@ -92,6 +93,14 @@ pub struct P2pTask {
     fired: Vec<Fired<TimerKey>>,
     released: Vec<Released<Message>>,
     holes: Vec<u32>,
+    /// MLS group state (sessions with `mls_enabled`): created at join time.
+    mls: Option<MlsState>,
+    /// The two-member group can carry traffic (initiator: welcome acknowledged; responder: welcome applied).
+    mls_ready: bool,
+    /// Initiator: id of the WELCOME waiting for its ACK.
+    welcome_id: Option<u32>,
+    /// Responder: the key package sent in JOIN_REPLY (re-sent unchanged on a retransmitted request).
+    key_package: Option<Vec<u8>>,
 }
 
 impl P2pTask {
@@ -126,6 +135,10 @@ impl P2pTask {
             fired: Vec::new(),
             released: Vec::new(),
             holes: Vec::new(),
+            mls: None,
+            mls_ready: false,
+            welcome_id: None,
+            key_package: None,
         }
     }
 
@@ -178,7 +191,7 @@ impl P2pTask {
 
     /// Sends pending publishes in order while the peer is known and the window has room.
     async fn drain_pending(&mut self) {
-        while !self.needs_discovery() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
+        while self.can_send() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
             let Some(req) = self.pending.pop_front() else { break };
             self.send_data(req).await;
         }
@@ -186,6 +199,11 @@ impl P2pTask {
 
     fn needs_discovery(&self) -> bool {
         self.sticky && self.role == P2pRole::Initiator && self.peer.is_none()
+    }
+
+    /// Data can go out: the peer is known (sticky) and, with MLS, the group is up.
+    fn can_send(&self) -> bool {
+        !self.needs_discovery() && (!self.mls_enabled || self.mls_ready)
     }
 
     async fn send(&self, msg: Message) {
@@ -208,7 +226,10 @@ impl P2pTask {
             self.pending.push_back(req);
             return;
         }
-        if self.pending.is_empty() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
+        if self.pending.is_empty()
+            && self.can_send()
+            && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT)
+        {
             self.send_data(req).await;
         } else {
             self.pending.push_back(req);
@@ -230,8 +251,14 @@ impl P2pTask {
         let mid = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = if self.timeout.is_some() { SessionMessageType::P2PReliable } else { SessionMessageType::P2PMsg };
         let fanout = req.fanout;
-        let msg =
+        let mut msg =
             data_message(&self.core.name, &target, fanout, SessionType::SessionPointToPoint, kind, self.id, mid, req);
+        if let Some(mls) = self.mls.as_mut()
+            && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
+        {
+            self.entry.deliver_error(SlimError::Mls(e.to_string()));
+            return;
+        }
         if let Some(timeout) = self.timeout {
             self.unacked.insert(mid, msg.clone());
             self.timers.start(TimerKey::Ack(mid), TimerPolicy::constant(timeout, self.max_retries), Instant::now());
@@ -277,7 +304,7 @@ impl P2pTask {
             }
         }
         match kind {
-            SessionMessageType::P2PMsg => self.entry.deliver(msg),
+            SessionMessageType::P2PMsg => self.deliver_app(msg),
             SessionMessageType::P2PReliable => self.on_reliable(mid, source, msg).await,
             SessionMessageType::P2PAck => {
                 if self.unacked.remove(&mid).is_some() {
@@ -291,7 +318,9 @@ impl P2pTask {
             SessionMessageType::RtxReply => self.on_rtx_reply(mid, msg).await,
             SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
             SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
-            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid).await,
+            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid, &msg).await,
+            SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
+            SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid).await,
             SessionMessageType::ChannelLeaveRequest => {
                 if let Some(reply) =
                     channel::reply_to(&self.core, &msg, SessionMessageType::ChannelLeaveReply, Vec::new())
@@ -338,7 +367,7 @@ impl P2pTask {
                 {
                     self.recent.remove(&old);
                 }
-                self.entry.deliver(msg);
+                self.deliver_app(msg);
             } else {
                 Stats::bump(&self.core.stats.duplicates);
             }
@@ -370,10 +399,32 @@ impl P2pTask {
         arrival
     }
 
+    /// Decrypts (MLS sessions) and hands a data message to the application.
+    fn deliver_app(&mut self, mut msg: Message) {
+        let flagged = msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED);
+        match self.mls.as_mut() {
+            Some(mls) if flagged => {
+                if let Err(e) = interceptor::decrypt_inbound(mls, &mut msg) {
+                    Stats::bump(&self.core.stats.mls_failures);
+                    tracing::debug!(session = self.id, error = %e, "undecryptable message dropped");
+                    return;
+                }
+            }
+            None if flagged || self.mls_enabled => {
+                Stats::bump(&self.core.stats.mls_failures);
+                tracing::debug!(session = self.id, "message before the MLS group is up: dropped");
+                return;
+            }
+            _ => {}
+        }
+        self.entry.deliver(msg);
+    }
+
     fn flush_released(&mut self) {
-        for r in self.released.drain(..) {
+        let released: Vec<_> = self.released.drain(..).collect();
+        for r in released {
             match r {
-                Released::Message(m) => self.entry.deliver(m),
+                Released::Message(m) => self.deliver_app(m),
                 Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
             }
         }
@@ -474,13 +525,97 @@ impl P2pTask {
             self.receiver = Some(ReceiverBuffer::starting_at(0));
             self.phase = Phase::Ready;
         }
+        let mut blob = Vec::new();
+        if self.mls_enabled {
+            match self.responder_key_package() {
+                Ok(kp) => blob = kp,
+                Err(e) => {
+                    self.entry.deliver_error(e);
+                    return;
+                }
+            }
+        }
         // Answer every copy: a retransmitted request means our reply was lost.
-        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, Vec::new()) {
+        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, blob) {
             self.send(reply).await;
         }
     }
 
-    async fn on_join_reply(&mut self, mid: u32) {
+    /// The responder's key package: made once, re-sent unchanged.
+    fn responder_key_package(&mut self) -> Result<Vec<u8>, SlimError> {
+        if let Some(kp) = &self.key_package {
+            return Ok(kp.clone());
+        }
+        let mut state = MlsState::new(self.core.provider.clone(), self.core.verifier.clone())
+            .map_err(|e| SlimError::Mls(e.to_string()))?;
+        let kp = state.key_package().map_err(|e| SlimError::Mls(e.to_string()))?;
+        self.mls = Some(state);
+        self.key_package = Some(kp.clone());
+        Ok(kp)
+    }
+
+    /// Responder: joins the group from the WELCOME and acknowledges it (every copy).
+    async fn on_welcome(&mut self, msg: &Message) {
+        if self.role != P2pRole::Responder {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        if !self.mls_ready {
+            let Some(mls) = self.mls.as_mut() else {
+                Stats::bump(&self.core.stats.mls_failures);
+                return;
+            };
+            if let Err(e) = mls.process_welcome(msg.blob()) {
+                Stats::bump(&self.core.stats.mls_failures);
+                tracing::debug!(session = self.id, error = %e, "welcome rejected");
+                return;
+            }
+            self.mls_ready = true;
+        }
+        if let Some(ack) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
+            self.send(ack).await;
+        }
+        self.drain_pending().await;
+    }
+
+    /// Initiator: the peer applied the WELCOME; the group is up and buffered messages go out.
+    async fn on_mls_ack(&mut self, mid: u32) {
+        if self.welcome_id != Some(mid) {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        }
+        self.stop_control(mid);
+        self.welcome_id = None;
+        self.mls_ready = true;
+        self.drain_pending().await;
+    }
+
+    /// Initiator: makes the group, adds the peer from its key package and sends the WELCOME.
+    async fn start_mls(&mut self, key_package: &[u8]) -> Result<(), SlimError> {
+        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mut state = MlsState::new(self.core.provider.clone(), self.core.verifier.clone()).map_err(mls_err)?;
+        state.create_group().map_err(mls_err)?;
+        let added = state.add_member(key_package).map_err(mls_err)?;
+        self.mls = Some(state);
+        let Some(peer) = self.peer.clone() else { return Err(SlimError::Internal("MLS without a peer".into())) };
+        let welcome_id = channel::nonce();
+        let mut welcome = self.core.control(
+            &peer.name,
+            Flags::one().forward_to(peer.conn),
+            SessionType::SessionPointToPoint,
+            SessionMessageType::ChannelMlsWelcome,
+            self.id,
+            welcome_id,
+            added.welcome,
+        );
+        // The commit that added the peer is the group's first (the reference numbers it 1).
+        welcome.metadata.insert(crate::wire::META_MLS_INIT_COMMIT_ID.to_string(), "1".to_string());
+        self.welcome_id = Some(welcome_id);
+        self.send_control(welcome_id, welcome).await;
+        Ok(())
+    }
+
+    async fn on_join_reply(&mut self, mid: u32, msg: &Message) {
         let phase = std::mem::replace(&mut self.phase, Phase::Ready);
         let Phase::Joining { request_id, peer } = phase else {
             self.phase = phase;
@@ -494,6 +629,12 @@ impl P2pTask {
         self.stop_control(mid);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
+        if self.mls_enabled
+            && let Err(e) = self.start_mls(msg.blob()).await
+        {
+            tracing::debug!(session = self.id, error = %e, "MLS setup failed");
+            self.entry.deliver_error(e);
+        }
         self.drain_pending().await;
     }
 

@@ -26,6 +26,8 @@ pub struct FaultCounters {
     pub reordered: AtomicU64,
     /// Messages relayed.
     pub relayed: AtomicU64,
+    /// Publishes whose payload contained the watched byte string (see [`start_watching`]).
+    pub needle_hits: AtomicU64,
 }
 
 /// A running proxy.
@@ -43,10 +45,11 @@ impl Drop for LossyProxy {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Faults {
     drop_per_mille: u64,
     reorder_per_mille: u64,
+    needle: Option<Arc<Vec<u8>>>,
 }
 
 struct Relay {
@@ -111,6 +114,11 @@ async fn pump<S>(
             Ok(Some(Ok(m))) => m,
             Ok(_) => return,
         };
+        if let Some(needle) = &faults.needle
+            && msg.blob().windows(needle.len()).any(|w| w == needle.as_slice())
+        {
+            counters.needle_hits.fetch_add(1, Ordering::Relaxed);
+        }
         if faultable(&msg) {
             if rng.per_mille() < faults.drop_per_mille {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +163,7 @@ impl DataPlaneService for Relay {
         tokio::spawn(pump(
             request.into_inner(),
             up_tx,
-            self.faults,
+            self.faults.clone(),
             Rng(seed),
             self.counters.clone(),
             self.cancel.clone(),
@@ -163,7 +171,7 @@ impl DataPlaneService for Relay {
         tokio::spawn(pump(
             from_hub,
             down_tx,
-            self.faults,
+            self.faults.clone(),
             Rng(seed.rotate_left(17) | 1),
             self.counters.clone(),
             self.cancel.clone(),
@@ -174,13 +182,27 @@ impl DataPlaneService for Relay {
 
 /// Starts a proxy on 127.0.0.1 (free port) in front of `upstream`.
 pub async fn start(upstream: &str, drop_per_mille: u64, reorder_per_mille: u64, seed: u64) -> LossyProxy {
+    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, needle: None }, seed).await
+}
+
+/// A fault-free proxy that counts publishes whose payload contains `needle` (a wire tap).
+pub async fn start_watching(upstream: &str, needle: &[u8]) -> LossyProxy {
+    start_inner(
+        upstream,
+        Faults { drop_per_mille: 0, reorder_per_mille: 0, needle: Some(Arc::new(needle.to_vec())) },
+        1,
+    )
+    .await
+}
+
+async fn start_inner(upstream: &str, faults: Faults, seed: u64) -> LossyProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let counters = Arc::new(FaultCounters::default());
     let cancel = CancellationToken::new();
     let relay = Relay {
         upstream: upstream.to_string(),
-        faults: Faults { drop_per_mille, reorder_per_mille },
+        faults,
         counters: counters.clone(),
         seed: Arc::new(AtomicU64::new(seed)),
         cancel: cancel.clone(),
