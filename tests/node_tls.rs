@@ -192,3 +192,28 @@ async fn transport_basic_and_bearer_auth_are_enforced() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn transport_jwt_auth_is_enforced() {
+    let claims = json!({"issuer": "slim-tests", "audience": "slim", "subject": "node-a"});
+    let b = Node::new("b");
+    let addr = b
+        .run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"insecure": true}, "auth": {"jwt": {
+            "claims": claims, "key": {"decoding": {"algorithm": "HS256", "str": "shared-hmac-secret"}}
+        }}})))
+        .await
+        .unwrap();
+    let a = Node::new("a");
+    let url = format!("http://{addr}");
+    let signed_with = |secret: &str| {
+        client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"jwt": {
+            "claims": claims, "duration": "1h", "key": {"encoding": {"algorithm": "HS256", "str": secret}}
+        }}}))
+    };
+    refused(&a, signed_with("some-other-secret")).await;
+    refused(&a, client(json!({"endpoint": url, "tls": {"insecure": true}}))).await;
+    let conn = a.connect(signed_with("shared-hmac-secret")).await.expect("valid JWT");
+    exchange(&a, &b, conn).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use crate::auth::transport::{ClientAuthConfig, ServerAuthConfig};
+
 /// A configuration that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -140,51 +142,6 @@ pub struct ServerTlsConfig {
     pub reload_interval: Option<Duration>,
 }
 
-/// Basic transport auth credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// Static bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BearerAuth {
-    /// The token sent as `Authorization: Bearer <token>`.
-    pub token: String,
-}
-
-/// A static JWT read from a file (Δ0.6 client).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticJwtAuth {
-    /// File holding the token.
-    pub file: String,
-    /// Re-read interval in seconds (accepted).
-    pub duration: Option<u64>,
-}
-
-/// Transport (per-stream HTTP `Authorization`) auth: `"none"` or a one-key object.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransportAuth {
-    /// No transport auth.
-    #[default]
-    None,
-    /// `Authorization: Basic base64(user:pass)`.
-    Basic(BasicAuth),
-    /// `Authorization: Bearer <token>`.
-    Bearer(BearerAuth),
-    /// Bearer token read from a file.
-    StaticJwt(StaticJwtAuth),
-    /// Signed/verified JWT (parsed; not supported at the transport by this node).
-    Jwt(serde_json::Value),
-}
-
 /// Client keepalive (present = enabled).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,9 +211,9 @@ pub struct ClientConfig {
     /// Static headers on the stream request.
     #[serde(default)]
     pub headers: HashMap<String, String>,
-    /// Transport auth.
+    /// Transport auth (`"none"`, basic, bearer, static_jwt, jwt).
     #[serde(default)]
-    pub auth: TransportAuth,
+    pub auth: ClientAuthConfig,
     /// Opaque.
     pub metadata: Option<serde_json::Value>,
 }
@@ -284,9 +241,9 @@ pub struct ServerConfig {
     pub write_buffer_size: Option<usize>,
     /// Keepalive settings.
     pub keepalive: Option<ServerKeepalive>,
-    /// Transport auth required from clients.
+    /// Transport auth required from clients (`"none"`, basic, bearer, jwt).
     #[serde(default)]
-    pub auth: TransportAuth,
+    pub auth: ServerAuthConfig,
     /// Opaque.
     pub metadata: Option<serde_json::Value>,
 }
@@ -388,11 +345,11 @@ mod tests {
         assert_eq!(c.connect_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.keepalive.unwrap().http2_keepalive, Some(Duration::from_millis(500)));
         assert_eq!(c.tls.tls_version, TlsVersion::Tls12);
-        assert_eq!(c.auth, TransportAuth::Basic(BasicAuth { username: "u".into(), password: "p".into() }));
+        assert!(matches!(c.auth, ClientAuthConfig::Basic(ref b) if b.username == "u" && b.password == "p"));
         let c = ClientConfig::from_json(json!({"endpoint": "http://a:1", "auth": "none"})).unwrap();
-        assert_eq!(c.auth, TransportAuth::None);
+        assert_eq!(c.auth, ClientAuthConfig::None);
         let c = ClientConfig::from_json(json!({"endpoint": "http://a:1", "auth": {"bearer": {"token": "t"}}})).unwrap();
-        assert_eq!(c.auth, TransportAuth::Bearer(BearerAuth { token: "t".into() }));
+        assert!(matches!(c.auth, ClientAuthConfig::Bearer(ref b) if b.token == "t"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub use config::{ClientConfig, ConfigError, ServerConfig, TransportAuth};
+pub use config::{ClientAuthConfig, ClientConfig, ConfigError, ServerAuthConfig, ServerConfig};
 pub use stats::{NodeStats, NodeStatsSnapshot};
 pub use subscription::{SubscriptionError, SubscriptionTable};
 

@@ -203,8 +203,8 @@ services:
         let svc = &cfg.services["slim/0"];
         assert_eq!(service_node_id("slim/0", svc), "node-from-env");
         assert_eq!(svc.dataplane.servers[0].socket_addr().unwrap().port(), 46357);
-        assert!(matches!(svc.dataplane.servers[0].auth, crate::node::TransportAuth::Basic(_)));
-        assert_eq!(svc.dataplane.clients[0].auth, crate::node::TransportAuth::None);
+        assert!(matches!(svc.dataplane.servers[0].auth, crate::node::ServerAuthConfig::Basic(_)));
+        assert_eq!(svc.dataplane.clients[0].auth, crate::node::ClientAuthConfig::None);
     }
 
     #[test]

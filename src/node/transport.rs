@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use prost::bytes::Buf;
@@ -27,7 +26,8 @@ use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::config::{ClientConfig, ConfigError, ServerConfig, TransportAuth};
+use super::config::{ClientConfig, ConfigError, ServerConfig};
+use crate::auth::transport::{ClientAuth, ServerAuth};
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::wire::{MAX_MESSAGE_SIZE, Message};
 
@@ -161,8 +161,8 @@ async fn read_stream(
 struct DataPlaneServer {
     inner: Arc<Inner>,
     cancel: CancellationToken,
-    /// The exact `authorization` header value required, if any.
-    required_auth: Option<Arc<str>>,
+    /// What incoming streams must present (None = nothing).
+    auth: Option<Arc<ServerAuth>>,
 }
 
 impl tonic::server::NamedService for DataPlaneServer {
@@ -180,16 +180,21 @@ impl tonic::server::StreamingService<Inbound> for OpenChannel {
 
     fn call(&mut self, request: Request<Streaming<Inbound>>) -> Self::Future {
         let server = self.0.clone();
-        Box::pin(async move { server.open_channel(request) })
+        Box::pin(async move { server.open_channel(request).await })
     }
 }
 
 impl DataPlaneServer {
-    fn open_channel(&self, request: Request<Streaming<Inbound>>) -> Result<Response<ResponseStream>, Status> {
-        if let Some(required) = &self.required_auth {
+    async fn open_channel(&self, request: Request<Streaming<Inbound>>) -> Result<Response<ResponseStream>, Status> {
+        if let Some(auth) = &self.auth {
             let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-            if given != Some(&**required) {
-                debug!(node = %self.inner.node_id, "stream rejected: bad or missing authorization");
+            // Cached keys first; a JWT verifier may need to fetch its issuer's keys.
+            let verdict = match auth.check(given) {
+                Err(_) if matches!(**auth, ServerAuth::Jwt(_)) => auth.check_async(given).await,
+                other => other,
+            };
+            if let Err(e) = verdict {
+                debug!(node = %self.inner.node_id, error = %e, "stream rejected: transport auth");
                 return Err(Status::unauthenticated("invalid or missing authorization"));
             }
         }
@@ -243,29 +248,6 @@ where
     }
 }
 
-/// The `authorization` header value a transport-auth config stands for.
-fn authorization_value(auth: &TransportAuth, client: bool) -> Result<Option<String>, NodeError> {
-    match auth {
-        TransportAuth::None => Ok(None),
-        TransportAuth::Basic(b) => {
-            let raw = format!("{}:{}", b.username, b.password);
-            Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))))
-        }
-        TransportAuth::Bearer(b) => Ok(Some(format!("Bearer {}", b.token))),
-        TransportAuth::StaticJwt(s) if client => {
-            let token = std::fs::read_to_string(&s.file)
-                .map_err(|e| ConfigError::Invalid(format!("auth.static_jwt.file `{}`: {e}", s.file)))?;
-            Ok(Some(format!("Bearer {}", token.trim())))
-        }
-        TransportAuth::StaticJwt(_) => {
-            Err(ConfigError::Invalid("auth.static_jwt is a client-only setting".into()).into())
-        }
-        TransportAuth::Jwt(_) => {
-            Err(ConfigError::Invalid("auth.jwt transport auth is not supported by this node".into()).into())
-        }
-    }
-}
-
 const MIB: u32 = 1024 * 1024;
 /// Largest HTTP/2 frame size the protocol allows.
 const MAX_HTTP2_FRAME: u32 = (1 << 24) - 1;
@@ -279,15 +261,18 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
         return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
     }
     let tls = if cfg.tls.insecure { None } else { Some(super::tls::server_acceptor(&cfg.tls)?) };
-    let required_auth = authorization_value(&cfg.auth, false)?.map(Arc::from);
-    if required_auth.is_some() && tls.is_none() {
+    let auth = match cfg.auth.build().map_err(|e| ConfigError::Invalid(format!("auth: {e}")))? {
+        ServerAuth::None => None,
+        other => Some(Arc::new(other)),
+    };
+    if auth.is_some() && tls.is_none() {
         warn!(endpoint = %cfg.endpoint, "transport auth without TLS: credentials travel in clear text");
     }
     let server_err = |e: std::io::Error| NodeError::Server { endpoint: cfg.endpoint.clone(), reason: e.to_string() };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(server_err)?;
     let bound = listener.local_addr().map_err(server_err)?;
     let cancel = inner.root.child_token();
-    let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), required_auth };
+    let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth };
 
     let keepalive = cfg.keepalive.clone().unwrap_or_default();
     let mut builder = Server::builder()
@@ -340,6 +325,8 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 struct Dialer {
     cfg: ClientConfig,
     endpoint: Endpoint,
+    /// Transport credentials attached to every stream request.
+    auth: ClientAuth,
     /// TLS handshake done by us (None = plaintext h2c).
     tls: Option<super::tls::TlsDialer>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
@@ -394,14 +381,15 @@ impl Dialer {
             let value: AsciiMetadataValue = v.parse().map_err(|e| invalid(&format!("headers[{k}]"), &e))?;
             headers.push((key, value));
         }
-        Ok(Self { cfg, endpoint, tls, headers })
+        let auth = cfg.auth.build().map_err(|e| ConfigError::Invalid(format!("auth: {e}")))?;
+        Ok(Self { cfg, endpoint, auth, tls, headers })
     }
 
     fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
         for (k, v) in &self.headers {
             md.insert(k.clone(), v.clone());
         }
-        let auth = authorization_value(&self.cfg.auth, true).map_err(|e| DialError::Fatal(e.to_string()))?;
+        let auth = self.auth.header_value().map_err(|e| DialError::Fatal(e.to_string()))?;
         if let Some(value) = auth {
             let value: AsciiMetadataValue =
                 value.parse().map_err(|_| DialError::Fatal("authorization value is not ASCII".into()))?;
