@@ -118,3 +118,54 @@ async fn lost_group_messages_are_recovered_in_order() {
     }
     assert!(proxy.counters.dropped.load(std::sync::atomic::Ordering::Relaxed) > 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mls_group_add_exchange_and_remove() {
+    let (hub, endpoint) = hub().await;
+    let moderator = app("mod", "secret").await;
+    let p1 = app("p1", "secret").await;
+    let p2 = app("p2", "secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    for p in [&p1, &p2] {
+        connect(p, &endpoint).await;
+        wait_subscribed(&hub, &p.name()).await;
+    }
+    moderator.set_route(&name("p1"), cm).await.unwrap();
+    moderator.set_route(&name("p2"), cm).await.unwrap();
+    let cfg = SessionConfig::Multicast {
+        topic: name("chat"),
+        moderator: true,
+        max_retries: 5,
+        timeout: Duration::from_millis(500),
+        mls_enabled: true,
+    };
+    let sid = moderator.create_session(cfg).await.unwrap();
+    moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
+    // The second add sends a COMMIT to p1 and must be acknowledged by it.
+    moderator.invite(sid, &name("p2")).await.unwrap().joined().await.unwrap();
+    assert!(matches!(p1.get_session_config(sid).unwrap(), SessionConfig::Multicast { mls_enabled: true, .. }));
+
+    moderator.publish(sid, to(&name("chat"), b"m1")).await.unwrap();
+    let (info, p) = recv_new(&p1).await;
+    assert_eq!((info.session_id, p.as_slice()), (sid, b"m1".as_slice()));
+    assert!(info.metadata.is_empty(), "{:?}", info.metadata);
+    assert_eq!(recv_new(&p2).await.1, b"m1");
+    assert_eq!(payloads(&p1, sid, 1).await, vec![("mod".to_string(), b"m1".to_vec())]);
+    assert_eq!(payloads(&p2, sid, 1).await, vec![("mod".to_string(), b"m1".to_vec())]);
+
+    p2.publish(sid, to(&name("chat"), b"from p2")).await.unwrap();
+    assert_eq!(payloads(&moderator, sid, 1).await, vec![("p2".to_string(), b"from p2".to_vec())]);
+    assert_eq!(payloads(&p1, sid, 1).await, vec![("p2".to_string(), b"from p2".to_vec())]);
+
+    // Removing p1 commits a new epoch (acknowledged by both) and then p1 leaves.
+    moderator.remove(sid, &name("p1")).await.unwrap();
+    let p1c = p1.clone();
+    wait_until("p1's session is deleted", move || {
+        matches!(p1c.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_))))
+    })
+    .await;
+    moderator.publish(sid, to(&name("chat"), b"m2")).await.unwrap();
+    assert_eq!(payloads(&p2, sid, 1).await, vec![("mod".to_string(), b"m2".to_vec())]);
+    assert_eq!(moderator.stats().snapshot()["mls_failures"], 0);
+    assert_eq!(p1.stats().snapshot()["mls_failures"], 0);
+}

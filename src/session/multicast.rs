@@ -22,6 +22,7 @@ use super::layer::{Command, SessionEntry, SessionLayer};
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, PublishRequest, SessionConfig};
 use crate::error::SlimError;
+use crate::mls::{Admission, CommitOutcome, HandshakeSequencer, MlsState, interceptor};
 use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::{self, FANOUT_MULTICAST, Message, Name, SessionMessageType, SessionType};
 
@@ -59,23 +60,63 @@ enum ModTask {
 }
 
 enum Current {
-    Discovering { request_id: u32, done: Done },
-    Joining { request_id: u32, invitee: Name, done: Done },
-    Leaving { request_id: u32, invitee: Name, done: Done },
+    Discovering {
+        request_id: u32,
+        done: Done,
+    },
+    Joining {
+        request_id: u32,
+        invitee: Name,
+        done: Done,
+    },
+    /// MLS add: waiting for the WELCOME ACK and the COMMIT ACKs of the earlier members.
+    Securing {
+        welcome_id: Option<u32>,
+        commit: Option<CommitAcks>,
+        invitee: Name,
+        identity: Vec<u8>,
+        done: Done,
+    },
+    /// MLS remove: waiting for every member's COMMIT ACK before the LEAVE_REQUEST.
+    RemovingCommit {
+        commit: CommitAcks,
+        invitee: Name,
+        done: Done,
+    },
+    Leaving {
+        request_id: u32,
+        invitee: Name,
+        done: Done,
+    },
+}
+
+/// A broadcast COMMIT and the members that have not acknowledged it yet.
+struct CommitAcks {
+    id: u32,
+    waiting_for: std::collections::HashSet<Name>,
 }
 
 impl Current {
-    fn request_id(&self) -> u32 {
+    /// True when the control message `mid` belongs to this task.
+    fn owns(&self, mid: u32) -> bool {
         match self {
             Current::Discovering { request_id, .. }
             | Current::Joining { request_id, .. }
-            | Current::Leaving { request_id, .. } => *request_id,
+            | Current::Leaving { request_id, .. } => *request_id == mid,
+            Current::Securing { welcome_id, commit, .. } => {
+                *welcome_id == Some(mid) || commit.as_ref().is_some_and(|c| c.id == mid)
+            }
+            Current::RemovingCommit { commit, .. } => commit.id == mid,
         }
     }
 
     fn finish(self, result: Result<(), SlimError>) {
         let done = match self {
-            Current::Discovering { done, .. } | Current::Joining { done, .. } | Current::Leaving { done, .. } => done,
+            Current::Discovering { done, .. }
+            | Current::Joining { done, .. }
+            | Current::Securing { done, .. }
+            | Current::RemovingCommit { done, .. }
+            | Current::Leaving { done, .. } => done,
         };
         let _ = done.send(result);
     }
@@ -107,6 +148,19 @@ pub struct MulticastTask {
     fired: Vec<Fired<McTimer>>,
     released: Vec<Released<Message>>,
     holes: Vec<u32>,
+    mls_enabled: bool,
+    /// Group state once created (moderator) or joined (participant).
+    mls: Option<MlsState>,
+    /// Traffic may flow: moderator after its first secured add, participant after its WELCOME.
+    mls_ready: bool,
+    /// Moderator: last COMMIT number handed out (1, 2, 3, ...).
+    mls_seq: u32,
+    /// Moderator: MLS identity of each member (for removal).
+    identities: HashMap<Name, Vec<u8>>,
+    /// Participant: COMMITs applied strictly in moderator order.
+    sequencer: HandshakeSequencer<Vec<u8>>,
+    /// Participant: key package sent in JOIN_REPLY (re-sent unchanged).
+    key_package: Option<Vec<u8>>,
 }
 
 impl MulticastTask {
@@ -118,9 +172,11 @@ impl MulticastTask {
         cfg: &SessionConfig,
         role: MulticastRole,
     ) -> Self {
-        let (channel, timeout, max_retries) = match cfg {
-            SessionConfig::Multicast { topic, timeout, max_retries, .. } => (topic.clone(), *timeout, *max_retries),
-            _ => (SessionConfig::default_multicast_topic(), Duration::from_secs(1), 0),
+        let (channel, timeout, max_retries, mls_enabled) = match cfg {
+            SessionConfig::Multicast { topic, timeout, max_retries, mls_enabled, .. } => {
+                (topic.clone(), *timeout, *max_retries, *mls_enabled)
+            }
+            _ => (SessionConfig::default_multicast_topic(), Duration::from_secs(1), 0, false),
         };
         MulticastTask {
             id: entry.id,
@@ -146,6 +202,13 @@ impl MulticastTask {
             fired: Vec::new(),
             released: Vec::new(),
             holes: Vec::new(),
+            mls_enabled,
+            mls: None,
+            mls_ready: false,
+            mls_seq: 0,
+            identities: HashMap::new(),
+            sequencer: HandshakeSequencer::new(MAX_HELD),
+            key_package: None,
         }
     }
 
@@ -199,11 +262,11 @@ impl MulticastTask {
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish(req) => {
-                if self.role == MulticastRole::Moderator && !self.joined_channel {
-                    // Nobody to send to yet: the first join flushes these.
-                    self.held.push_back(req);
-                } else {
+                if self.can_publish() && self.held.is_empty() {
                     self.publish(req).await;
+                } else {
+                    // Nobody to send to yet, or the group key is not there yet: flushed later.
+                    self.held.push_back(req);
                 }
             }
             Command::SetConfig(SessionConfig::Multicast { timeout, max_retries, .. }) => {
@@ -230,6 +293,17 @@ impl MulticastTask {
         }
     }
 
+    fn can_publish(&self) -> bool {
+        (self.role != MulticastRole::Moderator || self.joined_channel) && (!self.mls_enabled || self.mls_ready)
+    }
+
+    async fn flush_held(&mut self) {
+        while self.can_publish() {
+            let Some(req) = self.held.pop_front() else { break };
+            self.publish(req).await;
+        }
+    }
+
     async fn publish(&mut self, req: PublishRequest) {
         let (target, fanout) = match &req.dest {
             Some(dest) => (Target { name: dest.clone(), forward_to: None }, FANOUT_MULTICAST),
@@ -242,7 +316,7 @@ impl MulticastTask {
             },
         };
         let mid = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = data_message(
+        let mut msg = data_message(
             &self.core.name,
             &target,
             fanout,
@@ -252,6 +326,12 @@ impl MulticastTask {
             mid,
             req,
         );
+        if let Some(mls) = self.mls.as_mut()
+            && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
+        {
+            self.entry.deliver_error(SlimError::Mls(e.to_string()));
+            return;
+        }
         self.producer.push(mid, msg.clone());
         self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
         self.send(msg).await;
@@ -296,18 +376,214 @@ impl MulticastTask {
                         let _ = done.send(Err(SlimError::Invite(format!("participant not found: {name}"))));
                         continue;
                     };
-                    let request_id = channel::nonce();
-                    let msg = self.core.control(
-                        &invitee,
-                        Flags::one().forward_to(self.conn),
-                        SessionType::SessionMulticast,
-                        SessionMessageType::ChannelLeaveRequest,
-                        self.id,
-                        request_id,
-                        Vec::new(),
-                    );
-                    self.send_control(request_id, msg).await;
-                    self.current = Some(Current::Leaving { request_id, invitee, done });
+                    if self.mls_enabled {
+                        match self.remove_commit(&invitee).await {
+                            Ok(commit) => self.current = Some(Current::RemovingCommit { commit, invitee, done }),
+                            Err(e) => {
+                                let _ = done.send(Err(e));
+                            }
+                        }
+                        continue;
+                    }
+                    self.send_leave(invitee, done).await;
+                }
+            }
+        }
+    }
+
+    async fn send_leave(&mut self, invitee: Name, done: Done) {
+        let request_id = channel::nonce();
+        let msg = self.core.control(
+            &invitee,
+            Flags::one().forward_to(self.conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelLeaveRequest,
+            self.id,
+            request_id,
+            Vec::new(),
+        );
+        self.send_control(request_id, msg).await;
+        self.current = Some(Current::Leaving { request_id, invitee, done });
+    }
+
+    /// Broadcasts a COMMIT to the channel; every name in `members` must acknowledge it.
+    async fn broadcast_commit(&mut self, commit: Vec<u8>, members: std::collections::HashSet<Name>) -> CommitAcks {
+        self.mls_seq += 1;
+        let id = self.mls_seq;
+        let msg = self.core.control(
+            &self.channel,
+            Flags::all(wire::FANOUT_CHANNEL_BROADCAST),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelMlsCommit,
+            self.id,
+            id,
+            commit,
+        );
+        self.send_control(id, msg).await;
+        CommitAcks { id, waiting_for: members }
+    }
+
+    /// MLS removal: the commit goes to everyone, the removed member included.
+    async fn remove_commit(&mut self, invitee: &Name) -> Result<CommitAcks, SlimError> {
+        let identity = self
+            .identities
+            .get(invitee)
+            .cloned()
+            .ok_or_else(|| SlimError::Invite(format!("no MLS identity for {invitee}")))?;
+        let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+        let commit = mls.remove_member(&identity).map_err(|e| SlimError::Mls(e.to_string()))?;
+        let everyone = self.members.values().cloned().collect();
+        Ok(self.broadcast_commit(commit, everyone).await)
+    }
+
+    /// MLS add after JOIN_REPLY: WELCOME to the newcomer, COMMIT to the earlier members.
+    async fn secure_add(&mut self, invitee: Name, key_package: &[u8], done: Done) {
+        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let result = (|| {
+            if self.mls.is_none() {
+                let mut state =
+                    MlsState::new(self.core.provider.clone(), self.core.verifier.clone()).map_err(mls_err)?;
+                state.create_group().map_err(mls_err)?;
+                self.mls = Some(state);
+            }
+            let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+            mls.add_member(key_package).map_err(mls_err)
+        })();
+        let added = match result {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                self.start_next_task().await;
+                return;
+            }
+        };
+        let earlier: std::collections::HashSet<Name> = self.members.values().cloned().collect();
+        let commit = if earlier.is_empty() {
+            self.mls_seq += 1;
+            None
+        } else {
+            Some(self.broadcast_commit(added.commit, earlier).await)
+        };
+        let commit_id = commit.as_ref().map_or(self.mls_seq, |c| c.id);
+        let welcome_id = channel::nonce();
+        let mut welcome = self.core.control(
+            &invitee,
+            Flags::one().forward_to(self.conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelMlsWelcome,
+            self.id,
+            welcome_id,
+            added.welcome,
+        );
+        welcome.metadata.insert(wire::META_MLS_INIT_COMMIT_ID.to_string(), commit_id.to_string());
+        self.send_control(welcome_id, welcome).await;
+        self.current = Some(Current::Securing {
+            welcome_id: Some(welcome_id),
+            commit,
+            invitee,
+            identity: added.member_identity,
+            done,
+        });
+    }
+
+    /// Moderator: a member acknowledged a WELCOME or COMMIT of the current task.
+    async fn on_mls_ack(&mut self, mid: u32, source: Name) {
+        let Some(cur) = self.current.take() else {
+            Stats::bump(&self.core.stats.unhandled_control);
+            return;
+        };
+        match cur {
+            Current::Securing { mut welcome_id, mut commit, invitee, identity, done } => {
+                if welcome_id == Some(mid) && source == invitee {
+                    self.stop_control(mid);
+                    welcome_id = None;
+                }
+                if let Some(c) = commit.as_mut()
+                    && c.id == mid
+                {
+                    c.waiting_for.remove(&source);
+                    if c.waiting_for.is_empty() {
+                        self.stop_control(mid);
+                        commit = None;
+                    }
+                }
+                if welcome_id.is_none() && commit.is_none() {
+                    self.members.insert(invitee.without_id(), invitee.clone());
+                    self.identities.insert(invitee, identity);
+                    self.mls_ready = true;
+                    let _ = done.send(Ok(()));
+                    self.flush_held().await;
+                    self.start_next_task().await;
+                } else {
+                    self.current = Some(Current::Securing { welcome_id, commit, invitee, identity, done });
+                }
+            }
+            Current::RemovingCommit { mut commit, invitee, done } if commit.id == mid => {
+                commit.waiting_for.remove(&source);
+                if commit.waiting_for.is_empty() {
+                    self.stop_control(mid);
+                    self.identities.remove(&invitee);
+                    self.send_leave(invitee, done).await;
+                } else {
+                    self.current = Some(Current::RemovingCommit { commit, invitee, done });
+                }
+            }
+            other => {
+                self.current = Some(other);
+                Stats::bump(&self.core.stats.unhandled_control);
+            }
+        }
+    }
+
+    /// Participant: joins the group from the WELCOME (first one only) and acknowledges it.
+    async fn on_welcome(&mut self, msg: &Message) {
+        if !self.mls_ready {
+            let init_id = msg.metadata.get(wire::META_MLS_INIT_COMMIT_ID).and_then(|v| v.parse::<u32>().ok());
+            let applied = match (self.mls.as_mut(), init_id) {
+                (Some(mls), Some(init_id)) => {
+                    mls.process_welcome(msg.blob()).map(|_| self.sequencer.on_welcome(init_id)).is_ok()
+                }
+                _ => false,
+            };
+            if !applied {
+                Stats::bump(&self.core.stats.mls_failures);
+                tracing::debug!(session = self.id, "welcome could not be applied");
+                return;
+            }
+            self.mls_ready = true;
+            self.apply_ready_commits();
+        }
+        if let Some(ack) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
+            self.send(ack).await;
+        }
+        self.flush_held().await;
+    }
+
+    /// Participant: orders and applies a COMMIT, then acknowledges it.
+    async fn on_commit(&mut self, mid: u32, msg: &Message) {
+        match self.sequencer.offer(mid, msg.blob().to_vec()) {
+            Admission::Accepted | Admission::Stale => {
+                // Stale: already applied, our ACK was lost; acknowledging again is harmless.
+                self.apply_ready_commits();
+                if let Some(ack) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
+                    self.send(ack).await;
+                }
+            }
+            // A newcomer also hears the COMMIT that added it, before its WELCOME: nothing to apply.
+            Admission::NoWelcomeYet => Stats::bump(&self.core.stats.unhandled_control),
+            Admission::Full => Stats::bump(&self.core.stats.mls_failures),
+        }
+    }
+
+    fn apply_ready_commits(&mut self) {
+        while let Some((id, commit)) = self.sequencer.next_ready() {
+            let Some(mls) = self.mls.as_mut() else { return };
+            match mls.process_commit(&commit) {
+                Ok(CommitOutcome::Applied) => {}
+                Ok(CommitOutcome::Removed) => self.mls_ready = false,
+                Err(e) => {
+                    Stats::bump(&self.core.stats.mls_failures);
+                    tracing::debug!(session = self.id, commit = id, error = %e, "commit could not be applied");
                 }
             }
         }
@@ -369,9 +645,12 @@ impl MulticastTask {
             SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
             SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
             SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
-            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid).await,
+            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid, &msg).await,
             SessionMessageType::ChannelLeaveRequest => self.on_leave_request(&msg).await,
             SessionMessageType::ChannelLeaveReply => self.on_leave_reply(mid).await,
+            SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
+            SessionMessageType::ChannelMlsCommit => self.on_commit(mid, &msg).await,
+            SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid, source).await,
             _ => {
                 Stats::bump(&self.core.stats.unhandled_control);
                 tracing::debug!(session = self.id, ?kind, "unhandled message on a multicast session");
@@ -423,10 +702,28 @@ impl MulticastTask {
         )
     }
 
+    /// Decrypts (MLS groups) and hands a data message to the application.
+    fn deliver_app(&mut self, mut msg: Message) {
+        if msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) || self.mls_enabled {
+            let ok = match self.mls.as_mut() {
+                // An MLS group accepts only what was encrypted for it.
+                Some(mls) if self.mls_ready => matches!(interceptor::decrypt_inbound(mls, &mut msg), Ok(true)),
+                _ => false,
+            };
+            if !ok {
+                Stats::bump(&self.core.stats.mls_failures);
+                tracing::debug!(session = self.id, "group message that cannot be decrypted: dropped");
+                return;
+            }
+        }
+        self.entry.deliver(msg);
+    }
+
     fn flush_released(&mut self) {
-        for r in self.released.drain(..) {
+        let released: Vec<_> = self.released.drain(..).collect();
+        for r in released {
             match r {
-                Released::Message(m) => self.entry.deliver(m),
+                Released::Message(m) => self.deliver_app(m),
                 Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
             }
         }
@@ -486,10 +783,33 @@ impl MulticastTask {
             self.send(channel::set_route(&self.core, &source, conn)).await;
             self.join_channel(conn, false).await;
         }
+        let mut blob = Vec::new();
+        if self.mls_enabled {
+            match self.participant_key_package() {
+                Ok(kp) => blob = kp,
+                Err(e) => {
+                    Stats::bump(&self.core.stats.mls_failures);
+                    tracing::debug!(session = self.id, error = %e, "no key package for the join reply");
+                    return;
+                }
+            }
+        }
         // Every copy is answered: a retransmitted request means the reply was lost.
-        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, Vec::new()) {
+        if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelJoinReply, blob) {
             self.send(reply).await;
         }
+    }
+
+    fn participant_key_package(&mut self) -> Result<Vec<u8>, SlimError> {
+        if let Some(kp) = &self.key_package {
+            return Ok(kp.clone());
+        }
+        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mut state = MlsState::new(self.core.provider.clone(), self.core.verifier.clone()).map_err(mls_err)?;
+        let kp = state.key_package().map_err(mls_err)?;
+        self.mls = Some(state);
+        self.key_package = Some(kp.clone());
+        Ok(kp)
     }
 
     async fn on_discovery_reply(&mut self, mid: u32, source: Name, msg: &Message) {
@@ -512,7 +832,7 @@ impl MulticastTask {
                     &source,
                     Some(conn),
                     &self.channel,
-                    false,
+                    self.mls_enabled,
                 );
                 self.send_control(join_id, join).await;
                 self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
@@ -524,15 +844,17 @@ impl MulticastTask {
         }
     }
 
-    async fn on_join_reply(&mut self, mid: u32) {
+    async fn on_join_reply(&mut self, mid: u32, msg: &Message) {
         match self.current.take() {
             Some(Current::Joining { request_id, invitee, done }) if request_id == mid => {
                 self.stop_control(mid);
+                if self.mls_enabled {
+                    self.secure_add(invitee, msg.blob(), done).await;
+                    return;
+                }
                 self.members.insert(invitee.without_id(), invitee);
                 let _ = done.send(Ok(()));
-                while let Some(req) = self.held.pop_front() {
-                    self.publish(req).await;
-                }
+                self.flush_held().await;
                 self.start_next_task().await;
             }
             other => {
@@ -621,7 +943,7 @@ impl MulticastTask {
                     self.control.remove(&mid);
                     // The current task gives up; the queue moves on (reference bug 15 fixed).
                     if let Some(cur) = self.current.take() {
-                        if cur.request_id() == mid {
+                        if cur.owns(mid) {
                             cur.finish(Err(SlimError::Invite("no answer from the participant".into())));
                         } else {
                             self.current = Some(cur);

@@ -402,20 +402,17 @@ impl P2pTask {
     /// Decrypts (MLS sessions) and hands a data message to the application.
     fn deliver_app(&mut self, mut msg: Message) {
         let flagged = msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED);
-        match self.mls.as_mut() {
-            Some(mls) if flagged => {
-                if let Err(e) = interceptor::decrypt_inbound(mls, &mut msg) {
-                    Stats::bump(&self.core.stats.mls_failures);
-                    tracing::debug!(session = self.id, error = %e, "undecryptable message dropped");
-                    return;
-                }
-            }
-            None if flagged || self.mls_enabled => {
+        if flagged || self.mls_enabled {
+            // An MLS session accepts only what was encrypted for its group.
+            let decrypted = match self.mls.as_mut() {
+                Some(mls) => interceptor::decrypt_inbound(mls, &mut msg),
+                None => Ok(false),
+            };
+            if !matches!(decrypted, Ok(true)) {
                 Stats::bump(&self.core.stats.mls_failures);
-                tracing::debug!(session = self.id, "message before the MLS group is up: dropped");
+                tracing::debug!(session = self.id, "message not decryptable by this session's group: dropped");
                 return;
             }
-            _ => {}
         }
         self.entry.deliver(msg);
     }
