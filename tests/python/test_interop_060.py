@@ -251,3 +251,69 @@ def test_p2p_echo_between_our_app_and_060_app(venv060, peers, sender_impl, respo
         assert sender.of("session")[0]["session_id"] == responder.of("session")[0]["session_id"]
     finally:
         node.stop()
+
+
+MIXED_GROUPS = [
+    pytest.param("ours", ["060", "060"], id="ours-moderator-060-members"),
+    pytest.param("060", ["ours", "060"], id="060-moderator-ours-and-060-member"),
+]
+
+
+@pytest.mark.parametrize("moderator_impl,member_impls", MIXED_GROUPS)
+def test_group_between_our_apps_and_060_apps(venv060, peers, moderator_impl, member_impls):
+    """A Group (multicast) session without MLS mixing our apps and 0.6.0 apps, through our node."""
+    node = start_node("ours")
+    try:
+        _run_group(node, peers, moderator_impl, member_impls, mls=False)
+    finally:
+        node.stop()
+
+
+def _run_group(node, peers, moderator_impl, member_impls, mls):
+    channel = "agntcy/interop/chat"
+    members = [f"agntcy/interop/member-{i + 1}" for i in range(len(member_impls))]
+    member_procs = []
+    for i, (m, impl) in enumerate(zip(members, member_impls)):
+        p = start_peer(
+            impl, "group-member",
+            "--endpoint", node.endpoint, "--local", m, "--channel", channel, "--count", str(len(members) + 1),
+            "--publish", f"hi from {m}", "--publish-after", str(i + 1), "--idle-timeout", "20",
+            name=f"{m} ({impl})",
+        )
+        peers.append(p)
+        member_procs.append(p)
+    for p in member_procs:
+        p.wait_event("ready", 20)
+    invites = [a for m in members for a in ("--invite", m)]
+    moderator = start_peer(
+        moderator_impl, "group-moderator",
+        "--endpoint", node.endpoint, "--local", "agntcy/interop/moderator", "--channel", channel,
+        "--max-retries", "5", "--ack-timeout", "1", "--expect", str(len(members)), "--wait-timeout", "20",
+        *invites, *(["--mls"] if mls else []), name=f"moderator ({moderator_impl})", stdin_pipe=True,
+    )
+    peers.append(moderator)
+    moderator.wait_event("invited", 20, count=len(members))
+    for p in member_procs:
+        p.wait_event("session", 30)
+    moderator.send_line("first line from the moderator")
+    for p in member_procs:
+        p.wait_event("received", 20, predicate=lambda e: e["payload"] == "first line from the moderator")
+    moderator.wait_event("received", 20, count=len(members))
+    moderator.send_line("second line from the moderator")
+    for p in member_procs:
+        p.wait_event("received", 20, predicate=lambda e: e["payload"] == "second line from the moderator")
+    moderator.send_line("exit")
+    moderator.close_stdin()
+    assert moderator.finish(40) == 0, moderator.diagnostics()
+    for p in member_procs:
+        assert p.finish(40) == 0, p.diagnostics()
+    moderator_ready = moderator.of("ready")[0]
+    for i, p in enumerate(member_procs):
+        others = [f"hi from {m}" for j, m in enumerate(members) if j != i]
+        payloads = [e["payload"] for e in p.of("received")]
+        assert sorted(payloads) == sorted(
+            ["first line from the moderator", "second line from the moderator", *others]
+        ), payloads
+        from_moderator = [e for e in p.of("received") if "moderator" in e["payload"]]
+        assert all(e["source_components"] == moderator_ready["name_components"] for e in from_moderator)
+    assert sorted(e["payload"] for e in moderator.of("received")) == sorted(f"hi from {m}" for m in members)
