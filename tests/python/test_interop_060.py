@@ -293,8 +293,13 @@ def _run_group(node, peers, moderator_impl, member_impls, mls):
     )
     peers.append(moderator)
     moderator.wait_event("invited", 20, count=len(members))
-    for p in member_procs:
-        p.wait_event("session", 30)
+    # A 0.6.0 member reports its session when the join completes; ours (seed-era receive()) only with the
+    # first message. Invites are handled one after the other, so the cases list a 0.6.0 app last and its
+    # join implies the earlier ones.
+    assert member_impls[-1] == "060"
+    for p, impl in zip(member_procs, member_impls):
+        if impl == "060":
+            p.wait_event("session", 30)
     moderator.send_line("first line from the moderator")
     for p in member_procs:
         p.wait_event("received", 20, predicate=lambda e: e["payload"] == "first line from the moderator")
