@@ -1,8 +1,8 @@
 //! The MLS encryption step on session messages (spec §3.9 "Encryption interceptor").
 //!
 //! Outbound, payload-carrying publishes get their blob replaced by an MLS application message and
-//! `MLS_ENCRYPTED=true`. Inbound, a payload-carrying publish flagged `MLS_ENCRYPTED=true` is
-//! decrypted in place and the flag removed, so it never reaches user metadata.
+//! `MLS_ENCRYPTED=true`. Inbound, a payload-carrying publish must be flagged `MLS_ENCRYPTED=true`;
+//! it is decrypted in place and the flag removed, so it never reaches user metadata.
 //!
 //! Channel control messages (DISCOVERY, JOIN, LEAVE, MLS_*) are never touched. Unlike the
 //! reference, ACK, RTX_REQUEST and BEACON (always empty) are not encrypted either: receivers
@@ -40,10 +40,15 @@ pub fn encrypt_outbound(state: &mut MlsState, msg: &mut Message) -> Result<bool,
 }
 
 /// Decrypts the blob of a flagged payload-carrying publish in place and removes the flag;
-/// returns whether it did. On error the message is unchanged (the caller drops and counts it).
+/// returns whether it did. A payload-carrying publish without the flag is refused with
+/// [`MlsError::NotEncrypted`] (on an MLS session, plaintext would bypass the group's
+/// authentication). On error the message is unchanged (the caller drops and counts it).
 pub fn decrypt_inbound(state: &mut MlsState, msg: &mut Message) -> Result<bool, MlsError> {
-    if !is_flagged(msg) || !carries_payload(msg.session_message_type()) {
+    if !carries_payload(msg.session_message_type()) {
         return Ok(false);
+    }
+    if !is_flagged(msg) {
+        return Err(MlsError::NotEncrypted);
     }
     let Some(content) = msg.publish_mut().and_then(|p| p.msg.as_mut()) else {
         return Ok(false);
@@ -139,9 +144,9 @@ mod tests {
             msg.metadata.insert(META_MLS_ENCRYPTED.into(), "true".into());
             assert_eq!(decrypt_inbound(&mut a, &mut msg), Ok(false));
         }
-        // An unflagged data message is delivered as it is.
+        // A data message in the clear is refused, left unchanged.
         let mut plain = message(SessionMessageType::P2PMsg, b"plain");
-        assert_eq!(decrypt_inbound(&mut a, &mut plain), Ok(false));
+        assert_eq!(decrypt_inbound(&mut a, &mut plain), Err(MlsError::NotEncrypted));
         assert_eq!(plain.blob(), b"plain");
     }
 }

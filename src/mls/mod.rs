@@ -122,6 +122,9 @@ pub enum MlsError {
     /// An application message could not be decrypted or authenticated.
     #[error("mls: cannot decrypt: {0}")]
     Decrypt(String),
+    /// A payload arrived in the clear on a session that requires MLS encryption.
+    #[error("mls: payload is not encrypted")]
+    NotEncrypted,
     /// A message this member sent itself came back; there is nothing to decrypt.
     #[error("mls: own message")]
     OwnMessage,
