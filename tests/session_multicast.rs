@@ -91,6 +91,13 @@ async fn invite_exchange_and_remove() {
     assert!(matches!(moderator.remove(sid, &name("p2")).await, Err(SlimError::Invite(_))));
     // Only the moderator invites.
     assert!(matches!(p1.invite(sid, &name("p2")).await.unwrap().joined().await, Err(SlimError::Invite(_))));
+    // Deleting the moderator's session closes the group for the remaining members.
+    moderator.delete_session(sid).await.unwrap();
+    let p1c = p1.clone();
+    wait_until("p1's session is closed by the moderator", move || {
+        matches!(p1c.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_))))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

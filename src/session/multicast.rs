@@ -247,6 +247,23 @@ impl MulticastTask {
         if let Some(cur) = self.current.take() {
             cur.finish(Err(SlimError::SessionClosed));
         }
+        if self.role == MulticastRole::Moderator && !self.core.shutdown.is_cancelled() {
+            // Deleting the moderator's session closes the group (Δ0.6 DELETE_GROUP semantics):
+            // one best-effort LEAVE_REQUEST per member, no retries since nobody waits for it.
+            let members: Vec<Name> = self.members.values().cloned().collect();
+            for member in members {
+                let leave = self.core.control(
+                    &member,
+                    Flags::one().forward_to(self.conn),
+                    SessionType::SessionMulticast,
+                    SessionMessageType::ChannelLeaveRequest,
+                    self.id,
+                    channel::nonce(),
+                    Vec::new(),
+                );
+                self.send(leave).await;
+            }
+        }
         for t in self.tasks.drain(..) {
             let (ModTask::Add { done, .. } | ModTask::Remove { done, .. }) = t;
             let _ = done.send(Err(SlimError::SessionClosed));
