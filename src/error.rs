@@ -26,7 +26,7 @@ pub enum SlimError {
         /// Session that lost a message.
         session_id: u32,
     },
-    /// The local node could not route a message (text contains "no matching found for <name>").
+    /// The local node could not route a message (text contains "no matching found for `name`").
     #[error("error in message forwarding: {0}")]
     NoRoute(String),
     /// Connecting, serving or disconnecting failed.

@@ -21,8 +21,13 @@
 //!   buffers with RTX, and the moderator / participant channel protocol (discovery → join →
 //!   leave) using the same context, channel helpers, buffers and timers.
 //!
-//! MLS hooks in as an optional per-session state (see [`context::MlsSeam`]) applied to outbound
-//! non-CHANNEL payloads and to inbound `MLS_ENCRYPTED` ones; not wired yet.
+//! MLS: a session with `mls_enabled` owns a [`crate::mls::MlsState`]. Point to point: the
+//! responder's JOIN_REPLY carries a key package, the initiator answers with a WELCOME and starts
+//! sending once it is acknowledged. Multicast: the moderator adds members (WELCOME to the
+//! newcomer, COMMIT to earlier members, ACKs counted per member) and removes them with a COMMIT
+//! before the LEAVE. Payloads (P2P_*, MULTICAST_MSG, RTX_REPLY) are encrypted on the way out
+//! ([`crate::mls::interceptor`]) and decrypted at delivery; an MLS session accepts nothing else.
+//! [`context::MlsSeam`] is the narrow trait view of that state.
 
 pub mod buffers;
 pub mod channel;

@@ -1,11 +1,11 @@
-//! Multicast (group) sessions without MLS (spec §3.7, §3.8): the data plane (sequential ids per
+//! Multicast (group) sessions (spec §3.7, §3.8): the data plane (sequential ids per
 //! producer, producer buffer + beacons, per-producer receiver buffers with immediate RTX) and the
 //! channel endpoint (moderator: discovery → join → leave, one task at a time from a FIFO queue;
 //! participant: join on request, leave on request).
 //!
-//! One task per session, same shape as [`super::point_to_point`]. MLS will hook in through
-//! [`super::context::MlsSeam`]: payloads of MULTICAST_MSG / RTX_REPLY are protected on the way
-//! out and unprotected on delivery; the WELCOME / COMMIT phases extend the moderator's task list.
+//! One task per session, same shape as [`super::point_to_point`]. With MLS the moderator's add
+//! task gains a "securing" phase (WELCOME + COMMIT acknowledged) and removal a COMMIT phase;
+//! payloads of MULTICAST_MSG / RTX_REPLY are encrypted on the way out, decrypted on delivery.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
