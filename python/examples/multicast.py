@@ -22,6 +22,8 @@ import slim_bindings
 from common import color, common_options, create_local_app, format_message, format_message_print, split_id
 
 EXIT_COMMAND = "exit"
+# How long the moderator holds its first message for invited members that have not joined yet.
+JOIN_WAIT_S = 60.0
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
@@ -80,9 +82,11 @@ async def _keyboard_loop(
     topic: slim_bindings.PyName | None,
     session_ready: asyncio.Future[slim_bindings.PySessionInfo],
     is_moderator: bool,
+    joins: list[asyncio.Task[None]],
 ) -> None:
     """Publishes each input line on the channel. Returns on ``exit`` (and, for the moderator,
-    at end of input)."""
+    at end of input). Lines wait until the pending invites have completed, so every invited
+    member (with MLS: every member that can decrypt) gets them."""
     lines = _stdin_lines(asyncio.get_running_loop())
     interactive = sys.stdin.isatty()
     while True:
@@ -101,12 +105,25 @@ async def _keyboard_loop(
         if not session_ready.done():
             format_message_print(local, "-> Not in a session yet; message not sent")
             continue
+        pending = [j for j in joins if not j.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=JOIN_WAIT_S)
         session = session_ready.result()
         channel = topic if topic is not None else session.destination_name
         try:
             await local_app.publish(session, line.encode(), channel)
         except slim_bindings.SlimError as e:
             format_message_print(local, f"-> Error sending message: {e}")
+
+
+def _report_join(local: str, member: str, task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        format_message_print(local, f"-> {member} joined the group")
+    else:
+        format_message_print(local, f"-> could not add {member}: {error}")
 
 
 async def run_client(**kwargs: Any) -> int:
@@ -132,6 +149,7 @@ async def run_client(**kwargs: Any) -> int:
     loop = asyncio.get_running_loop()
     session_ready: asyncio.Future[slim_bindings.PySessionInfo] = loop.create_future()
     is_moderator = bool(invites) and topic is not None
+    joins: list[asyncio.Task[None]] = []
 
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,17 +172,21 @@ async def run_client(**kwargs: Any) -> int:
             for p in invites:
                 to_add = split_id(p)
                 await local_app.set_route(to_add)
-                await local_app.invite(session, to_add)
+                # The invite goes out now; the task completes when the member has joined.
+                join = asyncio.create_task(local_app.invite(session, to_add, wait=True))
+                join.add_done_callback(lambda t, p=p: _report_join(local, p, t))
+                joins.append(join)
                 print(f"{local} -> add {to_add} to the group", flush=True)
 
         receiver = asyncio.create_task(_receive_loop(local_app, local, session_ready))
-        keyboard = asyncio.create_task(_keyboard_loop(local_app, local, topic, session_ready, is_moderator))
+        keyboard = asyncio.create_task(_keyboard_loop(local_app, local, topic, session_ready, is_moderator, joins))
         stopping = asyncio.create_task(stop.wait())
         waiting = {keyboard, stopping} if is_moderator else {receiver, keyboard, stopping}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        for t in (receiver, keyboard, stopping):
+        for t in (receiver, keyboard, stopping, *joins):
             t.cancel()
         results = await asyncio.gather(receiver, keyboard, stopping, return_exceptions=True)
+        await asyncio.gather(*joins, return_exceptions=True)
         if is_moderator and session_ready.done():
             try:
                 await local_app.delete_session(session_ready.result())

@@ -69,8 +69,9 @@ async def test_sender_without_remote_is_refused() -> None:
 
 
 @pytest.mark.asyncio
-async def test_multicast_demo() -> None:
-    code = await run_demo.demo(enable_mls=False, timeout=90)
+@pytest.mark.parametrize("enable_mls", [False, True], ids=["plain", "mls"])
+async def test_multicast_demo(enable_mls: bool) -> None:
+    code = await run_demo.demo(enable_mls=enable_mls, timeout=90)
     assert code == 0
 
 
