@@ -83,7 +83,9 @@ fn routing(c: &mut Criterion) {
     let (sender, mut receiver) = rt.block_on(async {
         let sender = node.register_local();
         let receiver = node.register_local();
-        receiver.tx.send(builders::subscribe(&dst, &dst, Flags::one())).await.unwrap();
+        // installed through the sender's own connection (recvFrom) so it is ordered before the publishes
+        let route = builders::subscribe(&dst, &dst, Flags::one().recv_from(receiver.conn_id));
+        sender.tx.send(route).await.unwrap();
         (sender, receiver)
     });
     let msg = publish_100(&src, &dst);
