@@ -196,7 +196,8 @@ async def role_group_moderator(args) -> int:
     for member in args.invite:
         name = parse_name(member)
         await asyncio.wait_for(app.set_route(name), args.step_timeout)
-        await asyncio.wait_for(app.invite(session, name), args.step_timeout)
+        # wait=True: returns once the member has joined (and, with MLS, can decrypt).
+        await asyncio.wait_for(app.invite(session, name, wait=True), args.wait_timeout)
         emit("invited", member=member)
 
     received = 0
