@@ -172,6 +172,9 @@ struct Scratch {
     txs: Vec<(u64, ConnTx)>,
 }
 
+/// Subscriptions forwarded on one connection: (source, name) → the message as sent.
+type ForwardedSubscriptions = HashMap<(Name, Name), Message>;
+
 /// Shared state of a node.
 pub(crate) struct Inner {
     node_id: String,
@@ -180,7 +183,7 @@ pub(crate) struct Inner {
     subs: RwLock<SubscriptionTable>,
     /// Subscriptions this node forwarded per neighbour connection, replayed after a reconnect:
     /// (source, name) → the message as it was sent.
-    forwarded: Mutex<HashMap<u64, HashMap<(Name, Name), Message>>>,
+    forwarded: Mutex<HashMap<u64, ForwardedSubscriptions>>,
     servers: Mutex<HashMap<String, ServerHandle>>,
     stats: NodeStats,
     root: CancellationToken,
@@ -365,11 +368,11 @@ impl Inner {
         if !in_local {
             return;
         }
-        if let Some(ConnTx::Local(tx)) = self.sender_of(in_conn) {
-            if tx.try_send(LocalDelivery::Error(RouteError { message, error })).is_err() {
-                self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
-                debug!(node = %self.node_id, conn = in_conn, "error report dropped: app queue full or closed");
-            }
+        if let Some(ConnTx::Local(tx)) = self.sender_of(in_conn)
+            && tx.try_send(LocalDelivery::Error(RouteError { message, error })).is_err()
+        {
+            self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, conn = in_conn, "error report dropped: app queue full or closed");
         }
     }
 

@@ -44,6 +44,8 @@ pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(5);
 pub const RECONNECT_ATTEMPTS: u32 = 120;
 
 /// One decoded frame: a message, or bytes that are not a `Message`.
+// Boxing the common variant would cost an allocation per message to shrink the rare one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Inbound {
     Message(Message),
