@@ -1,11 +1,44 @@
-//! Compiles proto/dataplane.proto without a system `protoc` (protox parses it in Rust).
+//! Compiles proto/dataplane.proto without a system `protoc` (protox parses it in Rust), and
+//! records the build date and git revision for `build_info`.
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/dataplane.proto");
     println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile(["proto/dataplane.proto"], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+
+    println!("cargo:rustc-env=SLIM_BUILD_DATE={}", utc_now_iso8601());
+    if let Some(sha) = git_short_sha() {
+        println!("cargo:rustc-env=SLIM_GIT_SHA={sha}");
+    }
     Ok(())
+}
+
+/// `git rev-parse --short HEAD`, when git and a checkout are there (an sdist build has neither).
+fn git_short_sha() -> Option<String> {
+    let out = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let sha = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!sha.is_empty()).then_some(sha)
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
+fn utc_now_iso8601() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (proleptic Gregorian), valid for any date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
