@@ -2,11 +2,24 @@
 //!
 //! `init_tracing` installs one global subscriber the first time and only changes the level on
 //! later calls (the reference silently ignored every call after the first).
+//!
+//! Forwarding (`python_logging: true`): events that pass the level filter are copied into a
+//! bounded channel ([`take_forwarded_records`]) instead of being printed; a consumer outside the
+//! logging path (the Python layer's log thread) drains it. The layer itself never blocks and never
+//! calls out: a full channel drops the record and counts it ([`forwarded_records_dropped`]).
 
-use std::sync::OnceLock;
+pub mod metrics;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Mutex, OnceLock};
 
 use serde::Deserialize;
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt};
 
 /// Why tracing could not be configured.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +62,9 @@ pub struct TracingConfig {
     pub filter: Option<String>,
     #[serde(default)]
     pub opentelemetry: Option<OpenTelemetryConfig>,
+    /// Send log records to the forwarding channel (Python `logging`) instead of stderr.
+    #[serde(default)]
+    pub python_logging: bool,
 }
 
 fn default_level() -> String {
@@ -67,6 +83,7 @@ impl Default for TracingConfig {
             display_thread_ids: false,
             filter: None,
             opentelemetry: None,
+            python_logging: false,
         }
     }
 }
@@ -94,18 +111,121 @@ type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 static HANDLE: OnceLock<ReloadHandle> = OnceLock::new();
 
+/// Records waiting for the consumer; beyond this they are dropped and counted.
+const FORWARD_CAPACITY: usize = 4096;
+
+static FORWARD_ON: AtomicBool = AtomicBool::new(false);
+static FORWARD_DROPPED: AtomicU64 = AtomicU64::new(0);
+static FORWARD_TX: OnceLock<SyncSender<ForwardedRecord>> = OnceLock::new();
+static FORWARD_RX: Mutex<Option<Receiver<ForwardedRecord>>> = Mutex::new(None);
+
+/// One log event copied for a consumer outside the logging path.
+#[derive(Debug, Clone)]
+pub struct ForwardedRecord {
+    /// The event's level.
+    pub level: tracing::Level,
+    /// The module path (or explicit target) that emitted it.
+    pub target: String,
+    /// The `message` field followed by the other fields as ` key=value`.
+    pub message: String,
+}
+
+fn forward_sender() -> &'static SyncSender<ForwardedRecord> {
+    FORWARD_TX.get_or_init(|| {
+        let (tx, rx) = sync_channel(FORWARD_CAPACITY);
+        if let Ok(mut slot) = FORWARD_RX.lock() {
+            *slot = Some(rx);
+        }
+        tx
+    })
+}
+
+/// The receiving end of the forwarding channel; `Some` once per process (the single consumer).
+pub fn take_forwarded_records() -> Option<Receiver<ForwardedRecord>> {
+    forward_sender();
+    FORWARD_RX.lock().ok().and_then(|mut slot| slot.take())
+}
+
+/// Records dropped because the consumer fell behind.
+pub fn forwarded_records_dropped() -> u64 {
+    FORWARD_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Whether events currently go to the forwarding channel (and not to stderr).
+pub fn forwarding_enabled() -> bool {
+    FORWARD_ON.load(Ordering::Relaxed)
+}
+
+#[derive(Default)]
+struct MessageVisitor {
+    message: String,
+    fields: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={}", field.name(), value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={:?}", field.name(), value);
+        }
+    }
+}
+
+/// Copies enabled events into the forwarding channel while forwarding is on.
+struct ForwardLayer;
+
+impl<S: Subscriber> Layer<S> for ForwardLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !FORWARD_ON.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut visitor = MessageVisitor::default();
+        event.record(&mut visitor);
+        visitor.message.push_str(&visitor.fields);
+        let meta = event.metadata();
+        let record =
+            ForwardedRecord { level: *meta.level(), target: meta.target().to_string(), message: visitor.message };
+        match forward_sender().try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                FORWARD_DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Installs the global subscriber (first call) or changes its level (later calls).
 pub fn init_tracing(cfg: &TracingConfig) -> Result<(), TelemetryError> {
     let filter = cfg.env_filter()?;
-    if let Some(handle) = HANDLE.get() {
-        return handle.reload(filter).map_err(|e| TelemetryError::Install(e.to_string()));
+    let result = match HANDLE.get() {
+        Some(handle) => handle.reload(filter).map_err(|e| TelemetryError::Install(e.to_string())),
+        None => install(cfg, filter),
+    };
+    FORWARD_ON.store(cfg.python_logging, Ordering::Relaxed);
+    if result.is_ok() {
+        announce_opentelemetry(cfg);
     }
+    result
+}
+
+fn install(cfg: &TracingConfig, filter: EnvFilter) -> Result<(), TelemetryError> {
     let (layer, handle) = reload::Layer::new(filter);
+    // stderr output steps aside while records are forwarded, so nothing is logged twice.
     let fmt_layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_thread_names(cfg.display_thread_names)
-        .with_thread_ids(cfg.display_thread_ids);
-    match tracing_subscriber::registry().with(layer).with(fmt_layer).try_init() {
+        .with_thread_ids(cfg.display_thread_ids)
+        .with_filter(filter_fn(|_| !FORWARD_ON.load(Ordering::Relaxed)));
+    match tracing_subscriber::registry().with(layer).with(fmt_layer).with(ForwardLayer).try_init() {
         Ok(()) => {
             let _ = HANDLE.set(handle);
             Ok(())
@@ -115,9 +235,29 @@ pub fn init_tracing(cfg: &TracingConfig) -> Result<(), TelemetryError> {
     }
 }
 
+/// Span export is not part of this build: say so once per call instead of silently ignoring it.
+fn announce_opentelemetry(cfg: &TracingConfig) {
+    if let Some(otel) = cfg.opentelemetry.as_ref().filter(|o| o.enabled) {
+        let endpoint = otel
+            .grpc
+            .as_ref()
+            .and_then(|g| g.get("endpoint"))
+            .and_then(|e| e.as_str())
+            .unwrap_or("http://localhost:4317");
+        tracing::warn!(
+            endpoint,
+            "opentelemetry.enabled is set, but OTLP span export is not built into this version of slim-bindings; \
+             no spans are exported (messaging is unaffected)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The subscriber and the forwarding switch are process-wide: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
 
     #[test]
     fn bad_keys_and_levels_are_named() {
@@ -129,11 +269,33 @@ mod tests {
 
     #[test]
     fn second_call_changes_the_level() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         init_tracing(&TracingConfig::default()).unwrap();
         let debug = TracingConfig { log_level: "debug".into(), ..Default::default() };
         init_tracing(&debug).unwrap();
         assert!(tracing::enabled!(tracing::Level::DEBUG));
         init_tracing(&TracingConfig { log_level: "warn".into(), ..Default::default() }).unwrap();
         assert!(!tracing::enabled!(tracing::Level::INFO));
+    }
+
+    #[test]
+    fn forwarded_records_carry_level_target_and_fields() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = take_forwarded_records().expect("first consumer");
+        assert!(take_forwarded_records().is_none(), "only one consumer");
+        // ERROR passes whatever level the other test in this process set meanwhile.
+        init_tracing(&TracingConfig { log_level: "warn".into(), python_logging: true, ..Default::default() }).unwrap();
+        tracing::error!(peer = "127.0.0.1:1", "cannot reach the peer");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let record = loop {
+            let r = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("a forwarded record");
+            if r.message.contains("cannot reach the peer") || std::time::Instant::now() > deadline {
+                break r;
+            }
+        };
+        assert_eq!(record.level, tracing::Level::ERROR);
+        assert!(record.target.contains("telemetry"), "{}", record.target);
+        assert_eq!(record.message, "cannot reach the peer peer=127.0.0.1:1");
+        init_tracing(&TracingConfig { log_level: "warn".into(), ..Default::default() }).unwrap();
     }
 }

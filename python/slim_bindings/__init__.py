@@ -59,6 +59,7 @@ from .errors import (
     SlimError,
     SLIMTimeoutError,
 )
+from ._logging import disable_logging, enable_logging
 from .slim import Slim
 from .version import get_build_info, get_build_profile, get_version
 
@@ -97,7 +98,9 @@ __all__ = [
     "create_pyservice",
     "create_session",
     "delete_session",
+    "disable_logging",
     "disconnect",
+    "enable_logging",
     "get_build_info",
     "get_build_profile",
     "get_session_config",

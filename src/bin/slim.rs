@@ -22,6 +22,9 @@ struct Args {
     /// Serve plaintext on this `ip:port` (port 0 = any free port).
     #[arg(long)]
     endpoint: Option<String>,
+    /// Serve counters as Prometheus text on `http://<ip:port>/metrics` (overrides YAML `metrics:`).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<String>,
 }
 
 fn load(args: &Args) -> Result<StandaloneConfig, String> {
@@ -41,13 +44,16 @@ fn load(args: &Args) -> Result<StandaloneConfig, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match load(&args) {
+    let mut cfg = match load(&args) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("slim: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(endpoint) = args.metrics.clone() {
+        cfg.metrics = Some(slim_bindings::telemetry::metrics::MetricsConfig { endpoint });
+    }
     if let Err(e) = init_tracing(&cfg.tracing) {
         eprintln!("slim: {e}");
         return ExitCode::from(2);
@@ -98,6 +104,16 @@ async fn run(cfg: StandaloneConfig) -> Result<(), String> {
             node.connect(client.clone()).await.map_err(|e| format!("{key}: {e}"))?;
         }
     }
+    let _metrics = match &cfg.metrics {
+        Some(m) => {
+            let server = slim_bindings::telemetry::metrics::serve(&m.endpoint, nodes.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            info!("serving metrics at http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     signals.await;
     let drain = cfg.runtime.drain_timeout();
     for node in nodes {

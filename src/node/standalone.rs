@@ -80,6 +80,9 @@ pub struct StandaloneConfig {
     /// Services keyed `slim/<name>`.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Plain-text counters endpoint (`GET /metrics`), off when absent.
+    #[serde(default)]
+    pub metrics: Option<crate::telemetry::metrics::MetricsConfig>,
 }
 
 /// Replaces `${env:VAR}` and `${file:/path}` in the raw text.

@@ -9,6 +9,7 @@ mod build_info;
 mod convert;
 mod errors;
 mod identity;
+mod log_bridge;
 mod name;
 mod runtime;
 mod service;

@@ -7,8 +7,9 @@ use super::convert::to_json;
 use super::errors::config_error;
 use crate::telemetry::{TracingConfig, init_tracing as core_init};
 
-/// Configures logging. The work happens now; the result is also awaitable (resolving to None)
-/// so both `init_tracing(cfg)` and `await init_tracing(cfg)` work.
+/// Configures logging. `{"python_logging": True}` sends Rust records to the Python logger
+/// `slim_bindings` (levels mapped; TRACE = 5) instead of stderr. The work happens now; the
+/// result is also awaitable (resolving to None) so both `init_tracing(cfg)` and `await init_tracing(cfg)` work.
 #[pyfunction]
 #[pyo3(signature = (config = None))]
 pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
@@ -19,6 +20,9 @@ pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -
     // A subscriber installed by the embedding program is not an error worth failing over.
     if let Err(e @ crate::telemetry::TelemetryError::Config(_)) = core_init(&cfg) {
         return Err(config_error(e.to_string()));
+    }
+    if cfg.python_logging {
+        super::log_bridge::start(py)?;
     }
     super::runtime::ready_none(py)
 }

@@ -1,0 +1,185 @@
+//! `slim --metrics`: the standalone node serves its counters as Prometheus text over HTTP.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
+use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+use slim_bindings::wire::{Name, SessionMessageType, SessionType};
+
+const BIN: &str = env!("CARGO_BIN_EXE_slim");
+
+struct Slim {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Slim {
+    fn spawn(args: &[&str]) -> Slim {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn slim");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Slim { child, lines }
+    }
+
+    /// The address that follows `marker` in the first stderr line containing it.
+    fn addr_after(&mut self, marker: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) else { break };
+            if let Some(pos) = line.find(marker) {
+                let addr: String = line[pos + marker.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return addr.parse().unwrap_or_else(|_| panic!("bad address in `{line}`"));
+            }
+        }
+        panic!("no `{marker}` line within 10 s");
+    }
+}
+
+impl Drop for Slim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` over a fresh connection: (status line, body).
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample line that starts with `series` (name + labels).
+fn sample(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{body}"))
+}
+
+fn name(t: &str, id: u64) -> Name {
+    Name::new("org", "ns", t, Some(id))
+}
+
+fn publish(from: &Name, to: &Name) -> slim_bindings::wire::Message {
+    builders::publish(
+        &PublishSpec {
+            source: from,
+            destination: to,
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 9,
+            message_id: 0,
+            original_names: true,
+            content_type: "msg",
+        },
+        b"counted".to_vec(),
+        HashMap::new(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_routed_and_dropped_messages() {
+    let mut slim = Slim::spawn(&["--endpoint", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let addr = slim.addr_after("listening on ");
+    let metrics = slim.addr_after("serving metrics at http://");
+
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, "slim_messages_routed_total{node=\"0\"}"), 0);
+    assert!(body.contains("# TYPE slim_messages_dropped_total counter"), "{body}");
+
+    let a = Node::new("a");
+    let b = Node::new("b");
+    let conn_a = a.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
+    let conn_b = b.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
+    let (name_a, name_b, nobody) = (name("a", 1), name("b", 2), name("nobody", 3));
+    let mut app_a = a.register_local();
+    let app_b = b.register_local();
+    app_a.tx.send(builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn_a)))).await.unwrap();
+    // b routes both names to slim; only `a` has a subscriber there.
+    app_b.tx.send(builders::subscribe(&name_b, &name_a.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
+    app_b.tx.send(builders::subscribe(&name_b, &nobody.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
+
+    // The forwarded subscription reaches slim asynchronously: resend until it routes (bounded).
+    let mut delivered = false;
+    for _ in 0..50 {
+        app_b.tx.send(publish(&name_b, &name_a)).await.unwrap();
+        if let Ok(Some(LocalDelivery::Message(_))) =
+            tokio::time::timeout(Duration::from_millis(100), app_a.rx.recv()).await
+        {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "no message through slim within 5 s");
+    app_b.tx.send(publish(&name_b, &nobody)).await.unwrap();
+
+    // Counters live in another process: poll the endpoint until the drop shows (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.unwrap();
+        if sample(&body, "slim_messages_dropped_total{node=\"0\",reason=\"no_route\"}") >= 1
+            || Instant::now() > deadline
+        {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(sample(&body, "slim_messages_dropped_total{node=\"0\",reason=\"no_route\"}") >= 1, "{body}");
+    assert!(sample(&body, "slim_messages_routed_total{node=\"0\"}") >= 1, "{body}");
+    assert!(sample(&body, "slim_messages_received_total{node=\"0\"}") >= 3, "{body}");
+    assert_eq!(sample(&body, "slim_connections_active{node=\"0\"}"), 2, "{body}");
+    assert_eq!(sample(&body, "slim_subscriptions{node=\"0\"}"), 1, "{body}");
+    assert!(sample(&body, "slim_subscriptions_processed_total{node=\"0\"}") >= 1, "{body}");
+
+    let (status, _) = tokio::task::spawn_blocking(move || http_get(metrics, "/other")).await.unwrap();
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn metrics_key_in_the_yaml_config_starts_the_endpoint() {
+    let dir = std::env::temp_dir().join(format!("slim-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.yaml");
+    std::fs::write(
+        &path,
+        "metrics:\n  endpoint: \"127.0.0.1:0\"\nservices:\n  slim/edge:\n    dataplane:\n      servers:\n        - endpoint: \"127.0.0.1:0\"\n          tls:\n            insecure: true\n",
+    )
+    .unwrap();
+    let mut slim = Slim::spawn(&["--config", path.to_str().unwrap()]);
+    let metrics = slim.addr_after("serving metrics at http://");
+    let (status, body) = http_get(metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, "slim_connections_active{node=\"edge\"}"), 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
