@@ -310,8 +310,39 @@ impl MulticastTask {
         }
     }
 
+    /// Whether an application publish may go out now, or must wait in `held`.
+    ///
+    /// Hold policy (what a caller of `invite` then `publish` expects: the message reaches every
+    /// participant invited before it, even without waiting for the joins):
+    /// - Moderator: holds while it has nobody to send to (channel not joined yet), while MLS is
+    ///   not up, and while any invite is queued or in progress. With MLS every add moves the group
+    ///   to a new epoch, and a member that joins at a later epoch cannot decrypt what was
+    ///   encrypted before; without MLS a member that subscribes late only recovers the last
+    ///   message through the beacon. It also holds while an MLS removal COMMIT is unacknowledged,
+    ///   so no member gets ciphertext of an epoch it has not reached yet. The held messages go
+    ///   out, in order, as soon as the queue of invites drains. A failing invite bounds the hold:
+    ///   its control timer gives up after [`CONTROL_MAX_RETRIES`] retries and the queue moves on.
+    /// - Other members: hold only until they joined (MLS: until their WELCOME is applied). They
+    ///   cannot see the moderator's queue, so what they publish while an invite is in flight is
+    ///   encrypted at their current epoch and a newcomer of a later epoch does not read it: with
+    ///   MLS a member reads exactly what was sent after it joined.
     fn can_publish(&self) -> bool {
-        (self.role != MulticastRole::Moderator || self.joined_channel) && (!self.mls_enabled || self.mls_ready)
+        (self.role != MulticastRole::Moderator || (self.joined_channel && !self.membership_changing()))
+            && (!self.mls_enabled || self.mls_ready)
+    }
+
+    /// Moderator: an invite is queued or running, or an MLS removal commit is not yet acknowledged.
+    fn membership_changing(&self) -> bool {
+        let running = matches!(
+            self.current,
+            Some(
+                Current::Discovering { .. }
+                    | Current::Joining { .. }
+                    | Current::Securing { .. }
+                    | Current::RemovingCommit { .. }
+            )
+        );
+        running || self.tasks.iter().any(|t| matches!(t, ModTask::Add { .. }))
     }
 
     async fn flush_held(&mut self) {
@@ -369,9 +400,11 @@ impl MulticastTask {
         self.control.remove(&mid);
     }
 
+    /// Starts queued invites / removals until one is running (or none is left), then sends
+    /// whatever the hold policy ([`Self::can_publish`]) now lets out.
     async fn start_next_task(&mut self) {
         while self.current.is_none() {
-            let Some(task) = self.tasks.pop_front() else { return };
+            let Some(task) = self.tasks.pop_front() else { break };
             match task {
                 ModTask::Add { name, done } => {
                     let request_id = channel::nonce();
@@ -406,6 +439,7 @@ impl MulticastTask {
                 }
             }
         }
+        self.flush_held().await;
     }
 
     async fn send_leave(&mut self, invitee: Name, done: Done) {
@@ -541,6 +575,8 @@ impl MulticastTask {
                     self.stop_control(mid);
                     self.identities.remove(&invitee);
                     self.send_leave(invitee, done).await;
+                    // Every member is at the new epoch: held publishes may go out.
+                    self.flush_held().await;
                 } else {
                     self.current = Some(Current::RemovingCommit { commit, invitee, done });
                 }
