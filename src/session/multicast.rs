@@ -673,6 +673,18 @@ impl MulticastTask {
         let mid = sh.message_id;
         let kind = msg.session_message_type();
         let Some(source) = msg.source_name() else { return };
+        let from_moderator_only = matches!(
+            kind,
+            SessionMessageType::ChannelMlsWelcome
+                | SessionMessageType::ChannelMlsCommit
+                | SessionMessageType::ChannelLeaveRequest
+        );
+        if from_moderator_only && self.role == MulticastRole::Member && self.moderator.as_ref() != Some(&source) {
+            // Membership and key changes come from the moderator that invited us, nobody else.
+            Stats::bump(&self.core.stats.unhandled_control);
+            tracing::debug!(session = self.id, ?kind, "group control message not from the moderator: dropped");
+            return;
+        }
         match kind {
             SessionMessageType::MulticastMsg => self.on_payload(source, mid, msg).await,
             SessionMessageType::RtxReply => {

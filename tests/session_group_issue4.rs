@@ -1,0 +1,413 @@
+//! Group behaviour over a real hub on loopback: the relay ring of ten members (MLS on and off),
+//! MLS confidentiality against a member that keeps listening after removal and against a late
+//! joiner, senders with a bad identity, a permanent gap reported exactly once, invite-then-publish
+//! a hundred times, and bad input that must be refused or dropped without stalling the group.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use slim_bindings::app::App;
+use slim_bindings::auth::{SharedSecret, TokenProvider};
+use slim_bindings::error::SlimError;
+use slim_bindings::mls::MlsState;
+use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
+use slim_bindings::session::SessionConfig;
+use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+use slim_bindings::wire::payload::JoinMessagePayload;
+use slim_bindings::wire::{self, Message, Name, SessionMessageType, SessionType};
+
+fn group(topic: &str, moderator: bool, mls_enabled: bool) -> SessionConfig {
+    SessionConfig::Multicast {
+        topic: name(topic),
+        moderator,
+        max_retries: 5,
+        timeout: Duration::from_millis(200),
+        mls_enabled,
+    }
+}
+
+async fn ring(tag: &str, mls: bool) {
+    const MEMBERS: usize = 10;
+    let (hub, endpoint) = hub().await;
+    let mut apps: Vec<App> = Vec::new();
+    for i in 0..MEMBERS {
+        let a = app(&format!("{tag}{i}"), "secret").await;
+        if i > 0 {
+            connect(&a, &endpoint).await;
+            wait_subscribed(&hub, &a.name()).await;
+        }
+        apps.push(a);
+    }
+    let topic = format!("{tag}-ring");
+    let moderator = apps[0].clone();
+    let conn = connect(&moderator, &endpoint).await;
+    let sid = moderator.create_session(group(&topic, true, mls)).await.unwrap();
+    for a in &apps[1..] {
+        moderator.set_route(&a.name().without_id(), conn).await.unwrap();
+        moderator.invite(sid, &a.name().without_id()).await.unwrap().joined().await.unwrap();
+    }
+    // Member i, called by message "call i", calls member i+1; member 0 ends the ring.
+    let mut tasks = Vec::new();
+    for (i, a) in apps.iter().enumerate().skip(1) {
+        let a = a.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let (info, _) = recv_new(&a).await;
+            assert_eq!(info.session_id, sid);
+            let mut seen = Vec::new();
+            for _ in 0..MEMBERS - 1 {
+                let (_, m) = recv(&a, sid).await.unwrap_or_else(|e| panic!("member {i}: {e}"));
+                let text = String::from_utf8(m).unwrap();
+                if text == format!("call {i}") {
+                    let next = format!("call {}", (i + 1) % MEMBERS);
+                    a.publish(sid, to(&name(&topic), next.as_bytes())).await.unwrap();
+                }
+                seen.push(text);
+            }
+            seen
+        }));
+    }
+    moderator.publish(sid, to(&name(&topic), b"call 1")).await.unwrap();
+    let mut seen0 = Vec::new();
+    for _ in 0..MEMBERS - 1 {
+        seen0.push(String::from_utf8(recv(&moderator, sid).await.unwrap().1).unwrap());
+    }
+    let all: Vec<String> = (0..MEMBERS).map(|k| format!("call {k}")).collect();
+    let expect_for = |i: usize| -> Vec<String> {
+        // Everything except what member i itself sent ("call i+1").
+        let mut v: Vec<String> = (1..=MEMBERS).map(|k| all[k % MEMBERS].clone()).collect();
+        v.retain(|m| *m != all[(i + 1) % MEMBERS]);
+        v.sort();
+        v
+    };
+    // Each message exactly once; messages of different senders may interleave differently.
+    seen0.sort();
+    assert_eq!(seen0, expect_for(0));
+    for (n, t) in tasks.into_iter().enumerate() {
+        let i = n + 1;
+        let mut seen = t.await.unwrap();
+        seen.sort();
+        assert_eq!(seen, expect_for(i), "member {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_of_ten_plain() {
+    ring("ringp", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_of_ten_mls() {
+    ring("ringm", true).await;
+}
+
+/// A hand-driven group member on its own node: it answers the control protocol itself and keeps
+/// its MLS state and its channel subscription whatever the moderator says.
+struct Shadow {
+    name: Name,
+    token: String,
+    tx: tokio::sync::mpsc::Sender<Message>,
+    rx: tokio::sync::mpsc::Receiver<LocalDelivery>,
+    mls: MlsState,
+    _node: Node,
+}
+
+impl Shadow {
+    async fn new(endpoint: &str, hub: &Node, agent: &str, routes: &[Name], channel: &Name) -> Shadow {
+        let node = Node::new(agent);
+        let lc = node.register_local();
+        let conn = node.connect(ClientConfig::insecure(endpoint)).await.unwrap();
+        let me = Name::new("org", "ns", agent, Some(4242));
+        lc.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, channel, Flags::one())).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, channel, Flags::one().forward_to(Some(conn)))).await.unwrap();
+        for r in routes.iter().chain([channel]) {
+            lc.tx.send(builders::subscribe(&me, r, Flags::one().recv_from(conn))).await.unwrap();
+        }
+        wait_subscribed(hub, &me).await;
+        let id = Arc::new(SharedSecret::new(agent, "secret").unwrap());
+        let token = id.get_token().unwrap();
+        let mls = MlsState::new(id.clone(), id).unwrap();
+        Shadow { name: me, token, tx: lc.tx, rx: lc.rx, mls, _node: node }
+    }
+
+    async fn send(&self, kind: SessionMessageType, to: &Name, sid: u32, mid: u32, blob: Vec<u8>, meta: &[(&str, &str)]) {
+        let spec = PublishSpec {
+            source: &self.name,
+            destination: to,
+            // A name without an id is the channel: reach every member.
+            flags: if to.has_any_id() { Flags::all(wire::FANOUT_MULTICAST) } else { Flags::one() },
+            session_type: SessionType::SessionMulticast,
+            message_type: kind,
+            session_id: sid,
+            message_id: mid,
+            original_names: true,
+            content_type: "msg",
+        };
+        let mut md = HashMap::from([(wire::META_IDENTITY.to_string(), self.token.clone())]);
+        md.extend(meta.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.tx.send(builders::publish(&spec, blob, md)).await.unwrap();
+    }
+
+    async fn reply(&self, to: &Message, kind: SessionMessageType, blob: Vec<u8>) {
+        let sh = to.session_header().unwrap();
+        self.send(kind, &to.source_name().unwrap(), sh.session_id, sh.message_id, blob, &[]).await;
+    }
+
+    /// Next publish of `kind` (others are skipped), bounded.
+    async fn expect(&mut self, kind: SessionMessageType) -> Message {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await
+                    && m.session_message_type() == kind
+                {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("expected a {kind:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mls_late_joiner_and_removed_member_cannot_read() {
+    use SessionMessageType::*;
+    let (hub, endpoint) = hub().await;
+    let channel = name("vault");
+    let moderator = app("vmod", "secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    // Subscribed to the channel from the start: it captures what is sent before it joins.
+    let mut shadow = Shadow::new(&endpoint, &hub, "shadow", &[moderator.name().without_id()], &channel).await;
+    let p1 = app("vp1", "secret").await;
+    connect(&p1, &endpoint).await;
+    wait_subscribed(&hub, &p1.name()).await;
+    moderator.set_route(&name("vp1"), cm).await.unwrap();
+    moderator.set_route(&name("shadow"), cm).await.unwrap();
+
+    let sid = moderator.create_session(group("vault", true, true)).await.unwrap();
+    moderator.invite(sid, &name("vp1")).await.unwrap().joined().await.unwrap();
+    moderator.publish(sid, to(&channel, b"before shadow")).await.unwrap();
+    assert_eq!(recv_new(&p1).await.1, b"before shadow");
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"before shadow");
+    let before = shadow.expect(MulticastMsg).await;
+
+    // The shadow joins like any participant.
+    let invite = moderator.invite(sid, &name("shadow")).await.unwrap();
+    let discovery = shadow.expect(ChannelDiscoveryRequest).await;
+    let sh = discovery.session_header().unwrap();
+    shadow.send(ChannelDiscoveryReply, &moderator.name(), sh.session_id, sh.message_id, Vec::new(), &[]).await;
+    let join = shadow.expect(ChannelJoinRequest).await;
+    let kp = shadow.mls.key_package().unwrap();
+    shadow.reply(&join, ChannelJoinReply, kp).await;
+    let welcome = shadow.expect(ChannelMlsWelcome).await;
+    shadow.mls.process_welcome(welcome.blob()).unwrap();
+    shadow.reply(&welcome, ChannelMlsAck, Vec::new()).await;
+    invite.joined().await.unwrap();
+
+    // A late joiner cannot read what was sent before it joined ...
+    assert!(shadow.mls.decrypt(before.blob()).is_err(), "late joiner decrypted an earlier message");
+    // ... but reads what is sent now.
+    moderator.publish(sid, to(&channel, b"with shadow")).await.unwrap();
+    let during = shadow.expect(MulticastMsg).await;
+    assert_eq!(shadow.mls.decrypt(during.blob()).unwrap(), b"with shadow");
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"with shadow");
+
+    // Corrupted ciphertext and forged control messages from a member: dropped and counted.
+    let enc = [(wire::META_MLS_ENCRYPTED, "true")];
+    shadow.send(MulticastMsg, &channel, sid, 0, b"\x00\x01garbage".to_vec(), &enc).await;
+    let fake_commit = shadow.mls.encrypt(b"not a commit").unwrap();
+    shadow.send(ChannelMlsCommit, &channel, sid, 99, fake_commit, &[]).await;
+    shadow.send(ChannelMlsWelcome, &channel, sid, 7, welcome.blob().to_vec(), &[(wire::META_MLS_INIT_COMMIT_ID, "1")]).await;
+    shadow.send(ChannelLeaveRequest, &channel, sid, 8, Vec::new(), &[]).await;
+    let good = shadow.mls.encrypt(b"shadow speaks").unwrap();
+    shadow.send(MulticastMsg, &channel, sid, 1, good, &enc).await;
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"shadow speaks");
+    assert_eq!(recv(&moderator, sid).await.unwrap().1, b"shadow speaks");
+    assert!(p1.stats().mls_failures.load(Ordering::Relaxed) >= 1);
+    assert!(p1.stats().unhandled_control.load(Ordering::Relaxed) >= 3);
+    assert!(p1.try_recv_session(sid).is_none(), "nothing else reached p1");
+
+    // Removal: the shadow acknowledges the COMMIT but does not apply it, answers the LEAVE and
+    // stays subscribed to the channel.
+    let remover = {
+        let m = moderator.clone();
+        tokio::spawn(async move { m.remove(sid, &name("shadow")).await })
+    };
+    let commit = shadow.expect(ChannelMlsCommit).await;
+    shadow.reply(&commit, ChannelMlsAck, Vec::new()).await;
+    let leave = shadow.expect(ChannelLeaveRequest).await;
+    shadow.reply(&leave, ChannelLeaveReply, Vec::new()).await;
+    remover.await.unwrap().unwrap();
+
+    moderator.publish(sid, to(&channel, b"after shadow")).await.unwrap();
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"after shadow");
+    let after = shadow.expect(MulticastMsg).await;
+    assert!(!after.blob().windows(12).any(|w| w == b"after shadow"), "plaintext on the wire");
+    assert!(shadow.mls.decrypt(after.blob()).is_err(), "removed member decrypted a new message");
+    // Applying the removal commit does not help either.
+    let _ = shadow.mls.process_commit(commit.blob());
+    assert!(shadow.mls.decrypt(after.blob()).is_err(), "removed member decrypted after its removal commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_with_a_bad_identity_is_not_delivered() {
+    let (hub, endpoint) = hub().await;
+    let moderator = app("imod", "secret").await;
+    let p1 = app("ip1", "secret").await;
+    let mallory = app("mallory", "other secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    connect(&p1, &endpoint).await;
+    let cmal = connect(&mallory, &endpoint).await;
+    wait_subscribed(&hub, &p1.name()).await;
+    moderator.set_route(&name("ip1"), cm).await.unwrap();
+    let sid = moderator.create_session(group("ichat", true, false)).await.unwrap();
+    moderator.invite(sid, &name("ip1")).await.unwrap().joined().await.unwrap();
+
+    // Mallory writes on the channel with the same session id, through the hub.
+    mallory.set_route(&name("ichat"), cmal).await.unwrap();
+    mallory.set_default_session_config(group("ichat", false, false)).unwrap();
+    let msid = mallory.create_session(group("ichat", false, false)).await.unwrap();
+    mallory.publish(msid, to(&name("ichat"), b"forged")).await.unwrap();
+    let p1c = p1.clone();
+    wait_until("p1 rejects mallory's identity", move || p1c.stats().identity_rejected.load(Ordering::Relaxed) >= 1)
+        .await;
+    moderator.publish(sid, to(&name("ichat"), b"genuine")).await.unwrap();
+    let (info, m) = recv_new(&p1).await;
+    assert_eq!((info.session_id, m.as_slice()), (sid, b"genuine".as_slice()));
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"genuine");
+    assert!(p1.try_recv_session(sid).is_none());
+    assert!(p1.try_recv_new_session().is_none(), "no session from mallory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_gap_is_reported_once_then_delivery_continues() {
+    use SessionMessageType::*;
+    let (hub, endpoint) = hub().await;
+    let channel = name("gappy");
+    let p1 = app("gp1", "secret").await;
+    connect(&p1, &endpoint).await;
+    wait_subscribed(&hub, &p1.name()).await;
+    let mut producer = Shadow::new(&endpoint, &hub, "producer", &[p1.name().without_id()], &channel).await;
+    // The hand-driven producer acts as moderator: p1 joins its group.
+    let sid = 777;
+    let join = JoinMessagePayload { channel_name: channel.clone(), moderator_name: producer.name.clone() };
+    let spec = PublishSpec {
+        source: &producer.name,
+        destination: &p1.name(),
+        flags: Flags::one(),
+        session_type: SessionType::SessionMulticast,
+        message_type: ChannelJoinRequest,
+        session_id: sid,
+        message_id: 5,
+        original_names: false,
+        content_type: "",
+    };
+    let mut msg = builders::publish(
+        &spec,
+        join.encode(),
+        HashMap::from([(wire::META_IDENTITY.to_string(), producer.token.clone())]),
+    );
+    builders::set_session_destination(&mut msg, &channel);
+    producer.tx.send(msg).await.unwrap();
+    producer.expect(ChannelJoinReply).await;
+
+    producer.send(MulticastMsg, &p1.name(), sid, 0, b"m0".to_vec(), &[]).await;
+    producer.send(MulticastMsg, &p1.name(), sid, 2, b"m2".to_vec(), &[]).await;
+    let rtx = producer.expect(RtxRequest).await;
+    assert_eq!(rtx.session_header().unwrap().message_id, 1);
+    let spec = PublishSpec {
+        source: &producer.name,
+        destination: &p1.name(),
+        flags: Flags::one().error(),
+        session_type: SessionType::SessionMulticast,
+        message_type: RtxReply,
+        session_id: sid,
+        message_id: 1,
+        original_names: false,
+        content_type: "",
+    };
+    let meta = HashMap::from([(wire::META_IDENTITY.to_string(), producer.token.clone())]);
+    producer.tx.send(builders::publish(&spec, Vec::new(), meta)).await.unwrap();
+    producer.send(MulticastMsg, &p1.name(), sid, 3, b"m3".to_vec(), &[]).await;
+
+    assert_eq!(recv_new(&p1).await.1, b"m0");
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"m0");
+    assert_eq!(recv(&p1, sid).await, Err(SlimError::MessageLost { session_id: sid }));
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"m2");
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"m3");
+    // The late RTX reply for the same id and a duplicate change nothing.
+    producer.send(RtxReply, &p1.name(), sid, 1, b"m1 late".to_vec(), &[]).await;
+    producer.send(MulticastMsg, &p1.name(), sid, 2, b"m2 again".to_vec(), &[]).await;
+    producer.send(MulticastMsg, &p1.name(), sid, 4, b"m4".to_vec(), &[]).await;
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"m4");
+    assert!(p1.try_recv_session(sid).is_none(), "exactly one MessageLost, nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_message_after_joined_is_read_in_100_of_100_runs() {
+    let (hub, endpoint) = hub().await;
+    let moderator = app("hmod", "secret").await;
+    let p = app("hp", "secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    connect(&p, &endpoint).await;
+    wait_subscribed(&hub, &p.name()).await;
+    moderator.set_route(&name("hp"), cm).await.unwrap();
+    let started = std::time::Instant::now();
+    for run in 0..100 {
+        let mls = run % 2 == 0;
+        let sid = moderator.create_session(group("hundred", true, mls)).await.unwrap();
+        moderator.invite(sid, &name("hp")).await.unwrap().joined().await.unwrap();
+        let text = format!("first {run}");
+        moderator.publish(sid, to(&name("hundred"), text.as_bytes())).await.unwrap();
+        let (info, m) = recv_new(&p).await;
+        assert_eq!((info.session_id, m), (sid, text.into_bytes()), "run {run} (mls {mls})");
+        moderator.delete_session(sid).await.unwrap();
+        // The member leaves the channel before the next group subscribes it again.
+        let pc = p.clone();
+        wait_until("the member's session closes", move || {
+            matches!(pc.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_))))
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(60), "100 runs take too long");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_calls_with_bad_input_get_typed_errors() {
+    let (hub, endpoint) = hub().await;
+    let moderator = app("bmod", "secret").await;
+    let p1 = app("bp1", "secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    connect(&p1, &endpoint).await;
+    wait_subscribed(&hub, &p1.name()).await;
+    moderator.set_route(&name("bp1"), cm).await.unwrap();
+
+    assert!(matches!(moderator.invite(12345, &name("bp1")).await, Err(SlimError::SessionNotFound(12345))));
+    assert!(matches!(moderator.remove(12345, &name("bp1")).await, Err(SlimError::SessionNotFound(12345))));
+    let p2p = moderator
+        .create_session(SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false })
+        .await
+        .unwrap();
+    assert!(matches!(moderator.invite(p2p, &name("bp1")).await, Err(SlimError::Invite(_))));
+    assert!(matches!(moderator.remove(p2p, &name("bp1")).await, Err(SlimError::Invite(_))));
+
+    let sid = moderator.create_session(group("bchat", true, true)).await.unwrap();
+    moderator.invite(sid, &name("bp1")).await.unwrap().joined().await.unwrap();
+    moderator.publish(sid, to(&name("bchat"), b"hi")).await.unwrap();
+    assert_eq!(recv_new(&p1).await.1, b"hi");
+    assert_eq!(recv(&p1, sid).await.unwrap().1, b"hi");
+    let by_member = p1.invite(sid, &name("bmod")).await.unwrap().joined().await;
+    assert!(matches!(by_member, Err(SlimError::Invite(_))), "{by_member:?}");
+    assert!(matches!(p1.remove(sid, &name("bmod")).await, Err(SlimError::Invite(_))));
+    assert!(matches!(moderator.remove(sid, &name("nobody")).await, Err(SlimError::Invite(_))));
+    // The group still works after all of that.
+    p1.publish(sid, to(&name("bchat"), b"still here")).await.unwrap();
+    assert_eq!(recv(&moderator, sid).await.unwrap().1, b"still here");
+}
