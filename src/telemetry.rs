@@ -9,6 +9,7 @@
 //! calls out: a full channel drops the record and counts it ([`forwarded_records_dropped`]).
 
 pub mod metrics;
+pub mod otel;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +31,7 @@ pub enum TelemetryError {
     Install(String),
 }
 
-/// OpenTelemetry export settings (accepted for compatibility; export is optional).
+/// OpenTelemetry export settings (`enabled` turns on OTLP/gRPC span export, see [`otel`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenTelemetryConfig {
@@ -211,9 +212,7 @@ pub fn init_tracing(cfg: &TracingConfig) -> Result<(), TelemetryError> {
         None => install(cfg, filter),
     };
     FORWARD_ON.store(cfg.python_logging, Ordering::Relaxed);
-    if result.is_ok() {
-        announce_opentelemetry(cfg);
-    }
+    otel::configure(cfg.opentelemetry.as_ref())?;
     result
 }
 
@@ -232,23 +231,6 @@ fn install(cfg: &TracingConfig, filter: EnvFilter) -> Result<(), TelemetryError>
         }
         // Someone else (an embedding program) installed a subscriber first: respect it.
         Err(e) => Err(TelemetryError::Install(e.to_string())),
-    }
-}
-
-/// Span export is not part of this build: say so once per call instead of silently ignoring it.
-fn announce_opentelemetry(cfg: &TracingConfig) {
-    if let Some(otel) = cfg.opentelemetry.as_ref().filter(|o| o.enabled) {
-        let endpoint = otel
-            .grpc
-            .as_ref()
-            .and_then(|g| g.get("endpoint"))
-            .and_then(|e| e.as_str())
-            .unwrap_or("http://localhost:4317");
-        tracing::warn!(
-            endpoint,
-            "opentelemetry.enabled is set, but OTLP span export is not built into this version of slim-bindings; \
-             no spans are exported (messaging is unaffected)"
-        );
     }
 }
 

@@ -80,7 +80,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    let outcome = runtime.block_on(run(cfg));
+    // Outside the runtime: shutting span export down blocks until the last batch is sent.
+    slim_bindings::telemetry::otel::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -387,6 +387,9 @@ impl Inner {
         if let Some(h) = msg.slim_header_mut() {
             h.incoming_conn = Some(in_conn);
         }
+        if crate::telemetry::otel::active() && matches!(msg.message_type, Some(MessageType::Publish(_))) {
+            crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Route, &mut msg.metadata, &self.node_id);
+        }
         match msg.message_type {
             Some(MessageType::Publish(_)) => self.route_publish(in_conn, in_local, msg, scratch).await,
             Some(MessageType::Subscribe(_)) => self.process_subscription(in_conn, in_local, msg, true).await,

@@ -1,11 +1,21 @@
 //! `init_tracing(config)`: logging for the whole process.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::to_json;
 use super::errors::config_error;
 use crate::telemetry::{TracingConfig, init_tracing as core_init};
+
+static SHUTDOWN_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Sends the last spans and stops OTLP export (registered with `atexit` once export is on).
+#[pyfunction]
+fn shutdown_tracing(py: Python<'_>) {
+    py.detach(crate::telemetry::otel::shutdown);
+}
 
 /// Configures logging. `{"python_logging": True}` sends Rust records to the Python logger
 /// `slim_bindings` (levels mapped; TRACE = 5) instead of stderr. The work happens now; the
@@ -23,6 +33,9 @@ pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -
     }
     if cfg.python_logging {
         super::log_bridge::start(py)?;
+    }
+    if crate::telemetry::otel::active() && !SHUTDOWN_REGISTERED.swap(true, Ordering::Relaxed) {
+        py.import("atexit")?.call_method1("register", (wrap_pyfunction!(shutdown_tracing, py)?,))?;
     }
     super::runtime::ready_none(py)
 }

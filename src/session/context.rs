@@ -182,7 +182,11 @@ pub fn data_message(
         original_names: true,
         content_type: req.payload_type.as_deref().unwrap_or("msg"),
     };
-    builders::publish(&spec, req.blob, req.metadata.unwrap_or_default())
+    let mut msg = builders::publish(&spec, req.blob, req.metadata.unwrap_or_default());
+    if crate::telemetry::otel::active() {
+        crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Publish, &mut msg.metadata, "");
+    }
+    msg
 }
 
 /// Turns a received publish into what the application sees, without copying the payload.
@@ -190,6 +194,9 @@ pub fn data_message(
 pub fn into_delivery(session_id: u32, msg: Message) -> (MessageInfo, Vec<u8>) {
     let input_connection = msg.incoming_conn();
     let mut metadata = msg.metadata;
+    if crate::telemetry::otel::active() {
+        crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Receive, &mut metadata, "");
+    }
     metadata.retain(|k, _| !wire::INTERNAL_METADATA_KEYS.contains(&k.as_str()));
     let (mut source, mut destination) = (Name::new("", "", "", None), Name::new("", "", "", None));
     let mut payload_type = String::new();

@@ -1,0 +1,149 @@
+//! OpenTelemetry: a publish, the hub node it crosses and the receiving app form one trace,
+//! exported over OTLP/gRPC to a collector on loopback (a real tonic server in this test).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use slim_bindings::session::SessionConfig;
+use slim_bindings::telemetry::{OpenTelemetryConfig, TracingConfig, init_tracing, otel};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// (trace id, span name, service.name) of every span received.
+type Received = Arc<Mutex<Vec<(Vec<u8>, String, String)>>>;
+
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Received,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push((s.trace_id, s.name, service.clone()));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+async fn start_collector() -> (String, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collector = Collector::default();
+    let spans = collector.spans.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (format!("http://{addr}"), spans)
+}
+
+fn otel_config(endpoint: &str) -> TracingConfig {
+    TracingConfig {
+        log_level: "warn".into(),
+        opentelemetry: Some(OpenTelemetryConfig {
+            enabled: true,
+            grpc: Some(serde_json::json!({ "endpoint": endpoint })),
+            service_name: Some("slim-otlp-test".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn unicast() -> SessionConfig {
+    SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(5), mls_enabled: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_route_and_receive_share_one_trace_and_a_dead_collector_breaks_nothing() {
+    // Off: nothing is added to messages.
+    assert!(!otel::active());
+    let (hub_node, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let bob = app("bob", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    connect(&bob, &endpoint).await;
+    alice.set_route(&name("bob"), ca).await.unwrap();
+    wait_subscribed(&hub_node, &bob.name()).await;
+
+    let sid = alice.create_session(unicast()).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"untraced")).await.unwrap();
+    let (first, _) = recv_new(&bob).await;
+    assert!(!first.metadata.contains_key("traceparent"), "{:?}", first.metadata);
+    recv(&bob, sid).await.unwrap();
+
+    // On, towards a collector on loopback.
+    let (collector, spans) = start_collector().await;
+    init_tracing(&otel_config(&collector)).unwrap();
+    assert!(otel::active());
+    let mut req = to(&name("bob"), b"traced");
+    req.metadata = Some(HashMap::from([("k".to_string(), "v".to_string())]));
+    alice.publish(sid, req).await.unwrap();
+    let (info, payload) = recv(&bob, sid).await.unwrap();
+    assert_eq!(payload, b"traced");
+    assert_eq!(info.metadata.get("k").map(String::as_str), Some("v"));
+    let traceparent = info.metadata.get("traceparent").expect("traceparent reaches the receiver").clone();
+    let trace_hex = traceparent.split('-').nth(1).expect("W3C traceparent").to_string();
+
+    tokio::task::spawn_blocking(otel::flush).await.unwrap().unwrap();
+    let wanted = |spans: &Received| {
+        let spans = spans.lock().unwrap();
+        let in_trace: Vec<&(Vec<u8>, String, String)> = spans.iter().filter(|(t, _, _)| hex(t) == trace_hex).collect();
+        let has = |n: &str| in_trace.iter().any(|(_, name, _)| name == n);
+        // publish at alice, route at alice's node + the hub + bob's node, receive at bob.
+        has("slim.publish") && has("slim.receive") && in_trace.iter().filter(|(_, n, _)| n == "slim.route").count() >= 3
+    };
+    let s = spans.clone();
+    wait_until("publish, route and receive spans in one trace", move || wanted(&s)).await;
+    assert!(spans.lock().unwrap().iter().all(|(_, _, svc)| svc.contains("slim-otlp-test")));
+
+    // A collector nobody listens on: messaging goes on unaffected.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    init_tracing(&otel_config(&dead)).unwrap();
+    for i in 0..200u32 {
+        alice.publish(sid, to(&name("bob"), &i.to_le_bytes())).await.unwrap();
+    }
+    for i in 0..200u32 {
+        let (_, p) = recv(&bob, sid).await.unwrap();
+        assert_eq!(p, i.to_le_bytes());
+    }
+
+    // Off again (a second init_tracing): no more trace context on messages.
+    init_tracing(&TracingConfig { log_level: "warn".into(), ..Default::default() }).unwrap();
+    assert!(!otel::active());
+    alice.publish(sid, to(&name("bob"), b"quiet")).await.unwrap();
+    let (info, _) = recv(&bob, sid).await.unwrap();
+    assert!(!info.metadata.contains_key("traceparent"));
+    tokio::task::spawn_blocking(otel::shutdown).await.unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
