@@ -148,6 +148,7 @@ pub fn shutdown() {
     ACTIVE.store(false, Ordering::Relaxed);
     TRACER.write().take();
     if let Some((_, p)) = PROVIDER.lock().take() {
-        let _ = p.shutdown();
+        // Bounded, so an unreachable collector cannot hold up process exit.
+        let _ = p.shutdown_with_timeout(std::time::Duration::from_secs(3));
     }
 }

@@ -16,7 +16,7 @@ import pytest
 import slim_bindings
 from slim_bindings import PyName, PySessionConfiguration
 
-from conftest import bounded, shared_secret
+from conftest import Node, bounded, shared_secret
 
 # PEP 440 public version (the canonical regex from the spec, without local labels).
 PEP440 = re.compile(
@@ -130,3 +130,37 @@ async def test_rust_logs_reach_the_slim_bindings_logger() -> None:
         slim_bindings.disable_logging("info")
         logger.removeHandler(capture)
         logger.setLevel(old_level)
+
+
+@pytest.mark.asyncio
+async def test_traceparent_travels_and_an_unreachable_collector_breaks_nothing(node: Node) -> None:
+    with socket.socket() as s:  # a collector address nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    alice = await node.new_app("org", "default", "alice")
+    bob = await node.new_app("org", "default", "bob")
+    slim_bindings.init_tracing(
+        {
+            "log_level": "warn",
+            "opentelemetry": {
+                "enabled": True,
+                "grpc": {"endpoint": f"http://127.0.0.1:{dead}"},
+                "service_name": "slim-py-test",
+            },
+        }
+    )
+    try:
+        await bob.set_route(alice.local_name)
+        session = await bob.create_session(PySessionConfiguration.Anycast())
+        for i in range(50):
+            await bob.publish(session, str(i).encode(), alice.local_name)
+        info, _ = await bounded(alice.receive())
+        for i in range(50):
+            info, payload = await bounded(alice.receive(session=info.id))
+            assert payload == str(i).encode()
+            assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", info.metadata.get("traceparent", "")), info.metadata
+    finally:
+        slim_bindings.init_tracing({"log_level": "info"})
+    await bob.publish(session, b"untraced", alice.local_name)
+    info, payload = await bounded(alice.receive(session=info.id))
+    assert payload == b"untraced" and "traceparent" not in info.metadata
