@@ -368,13 +368,8 @@ async fn first_message_after_joined_is_read_in_100_of_100_runs() {
         moderator.publish(sid, to(&name("hundred"), text.as_bytes())).await.unwrap();
         let (info, m) = recv_new(&p).await;
         assert_eq!((info.session_id, m), (sid, text.into_bytes()), "run {run} (mls {mls})");
+        // The member's old session leaves while the next one joins the same channel.
         moderator.delete_session(sid).await.unwrap();
-        // The member leaves the channel before the next group subscribes it again.
-        let pc = p.clone();
-        wait_until("the member's session closes", move || {
-            matches!(pc.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_))))
-        })
-        .await;
         assert!(started.elapsed() < Duration::from_secs(60), "100 runs take too long");
     }
 }

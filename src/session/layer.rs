@@ -133,6 +133,14 @@ impl SessionLayer {
         self.sessions.read().get(&id).cloned()
     }
 
+    /// True when a live multicast session other than `id` uses `channel` (its subscriptions
+    /// and routes are shared with `id` in the node, so `id` must not remove them).
+    pub fn channel_shared(&self, id: u32, channel: &Name) -> bool {
+        self.sessions.read().values().any(|e| {
+            e.id != id && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
+        })
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.read().len()

@@ -657,8 +657,18 @@ impl MulticastTask {
         self.joined_channel = true;
     }
 
+    /// True when another session of this app is on the same channel: the node keeps one
+    /// subscription per (name, connection), so leaving must not take it from that session.
+    fn channel_shared(&self) -> bool {
+        self.layer.upgrade().is_some_and(|l| l.channel_shared(self.id, &self.channel))
+    }
+
     async fn leave_channel(&mut self) {
         let Some(conn) = self.conn else { return };
+        if self.channel_shared() {
+            self.joined_channel = false;
+            return;
+        }
         if self.joined_channel {
             let mut unsub = builders::unsubscribe(&self.core.name, &self.channel, Flags::one().forward_to(Some(conn)));
             unsub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
@@ -938,7 +948,9 @@ impl MulticastTask {
         if let Some(reply) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
             self.send(reply).await;
         }
-        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn) {
+        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn)
+            && !self.channel_shared()
+        {
             self.send(channel::remove_route(&self.core, &moderator, conn)).await;
         }
         if let Some(layer) = self.layer.upgrade() {
