@@ -238,6 +238,17 @@ impl App {
         self.core.inbox.try_recv_any()
     }
 
+    /// Takes up to `max` messages already waiting on session `id` (never waits); an error for
+    /// the session is returned on its own, in its place in the stream.
+    pub fn try_recv_session_batch(
+        &self,
+        id: u32,
+        out: &mut Vec<(MessageInfo, Vec<u8>)>,
+        max: usize,
+    ) -> Result<usize, SlimError> {
+        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.try_pop_batch(out, max)
+    }
+
     /// Items dropped by session `id`'s full queue.
     pub fn session_queue_drops(&self, id: u32) -> Result<u64, SlimError> {
         Ok(self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.dropped())

@@ -159,6 +159,18 @@ impl<T> ReceiverBuffer<T> {
         }
     }
 
+    /// True when `id` would be stored (not released yet, not already waiting in the window).
+    pub fn is_new(&self, id: u32) -> bool {
+        match self.next {
+            Some(next) if id < next => false,
+            Some(next) => {
+                let off = (id - next) as usize;
+                off >= self.window.len() || self.window[off].is_none()
+            }
+            None => true,
+        }
+    }
+
     /// True when `id` is a hole still waiting for its message.
     pub fn is_missing(&self, id: u32) -> bool {
         match self.next {

@@ -13,7 +13,7 @@ use super::channel;
 use super::context::{AppCore, Stats, Target, data_message, into_delivery};
 use super::multicast::{Done, MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
-use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
+use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, DELIVERY_WAIT_BOUND, SessionQueue};
 use super::{
     Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
 };
@@ -21,7 +21,8 @@ use crate::error::SlimError;
 use crate::node::{LocalDelivery, RouteError};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
-/// Inbound messages a session task buffers before the dispatcher drops (and counts) new ones.
+/// Inbound messages a session task buffers; when full the dispatcher waits (bounded by
+/// [`DELIVERY_WAIT_BOUND`]), then drops and counts.
 pub const SESSION_INBOUND_CAPACITY: usize = 4096;
 /// Publish requests waiting for a session task (callers wait when it is full).
 pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
@@ -58,6 +59,8 @@ pub struct SessionEntry {
     fast_inbound: bool,
     /// Created by a peer and not yet shown on the new-session queue.
     announce_pending: AtomicBool,
+    /// The task's inbound backlog stayed full for a whole bound (cleared once it has room).
+    inbound_stalled: AtomicBool,
     inbound: mpsc::Sender<Message>,
     outbound: mpsc::Sender<Command>,
     /// Cancelled when the session is deleted.
@@ -67,17 +70,37 @@ pub struct SessionEntry {
 impl SessionEntry {
     /// Hands a received data message to the application (and announces a peer-created session
     /// with its first message).
+    /// Does not wait: a full queue drops (counted). See [`Self::deliver_waiting`].
     pub fn deliver(&self, msg: Message) {
+        let item = self.prepare(msg);
+        self.queue.push(item);
+    }
+
+    /// Hands a received data message to the application, waiting up to [`DELIVERY_WAIT_BOUND`]
+    /// for room in the session queue (back-pressure); drops and counts after that.
+    pub async fn deliver_waiting(&self, msg: Message) {
+        let item = self.prepare(msg);
+        self.queue.push_wait(item, DELIVERY_WAIT_BOUND).await;
+    }
+
+    /// Hands an already admitted reliable message to the application, even into a full queue
+    /// (the receiver waited for room before accepting and acknowledging it).
+    pub fn deliver_admitted(&self, msg: Message) {
+        let item = self.prepare(msg);
+        self.queue.push_force(item);
+    }
+
+    fn prepare(&self, msg: Message) -> Delivery {
         let (info, blob) = into_delivery(self.id, msg);
         if self.announce_pending.swap(false, Ordering::AcqRel) {
             self.queue.inbox_announce(info.clone(), blob.clone());
         }
-        self.queue.push(Ok((info, blob)));
+        Ok((info, blob))
     }
 
-    /// Puts a session error on the queue.
+    /// Puts a session error on the queue (never dropped for lack of room).
     pub fn deliver_error(&self, err: SlimError) {
-        self.queue.push(Err(err));
+        self.queue.push_force(Err(err));
     }
 
     /// The current configuration.
@@ -85,19 +108,38 @@ impl SessionEntry {
         self.config.lock().clone()
     }
 
-    fn on_inbound(&self, msg: Message, stats: &Stats) {
+    /// Routes an inbound message to the application (unreliable anycast data) or the session
+    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node), then
+    /// drop and count; a task whose backlog stayed full is marked stalled and gets no further
+    /// waits until it has room again, so one stuck session cannot hold up the dispatcher.
+    async fn on_inbound(&self, msg: Message, stats: &Stats) {
         if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
-            self.deliver(msg);
+            self.deliver_waiting(msg).await;
             return;
         }
-        match self.inbound.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                Stats::bump(&stats.session_backlog);
-                tracing::debug!(session = self.id, "session task backlog full: inbound message dropped");
+        let msg = match self.inbound.try_send(msg) {
+            Ok(()) => {
+                self.inbound_stalled.store(false, Ordering::Relaxed);
+                return;
             }
-            Err(TrySendError::Closed(_)) => Stats::bump(&stats.unknown_session),
+            Err(TrySendError::Closed(_)) => {
+                Stats::bump(&stats.unknown_session);
+                return;
+            }
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        if !self.inbound_stalled.load(Ordering::Relaxed) {
+            match self.inbound.send_timeout(msg, DELIVERY_WAIT_BOUND).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    Stats::bump(&stats.unknown_session);
+                    return;
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.inbound_stalled.store(true, Ordering::Relaxed),
+            }
         }
+        Stats::bump(&stats.session_backlog);
+        tracing::debug!(session = self.id, "session task backlog stayed full: inbound message dropped");
     }
 }
 
@@ -176,6 +218,7 @@ impl SessionLayer {
             fast_publish: AtomicBool::new(fast_publish_for(&cfg)),
             fast_inbound: cfg.is_point_to_point() && !sticky,
             announce_pending: AtomicBool::new(remote),
+            inbound_stalled: AtomicBool::new(false),
             inbound: in_tx,
             outbound: out_tx,
             cancel: self.core.shutdown.child_token(),
@@ -411,13 +454,13 @@ impl SessionLayer {
             return;
         }
         if let Some(entry) = self.get(sid) {
-            entry.on_inbound(msg, &self.core.stats);
+            entry.on_inbound(msg, &self.core.stats).await;
             return;
         }
-        self.create_on_reception(sid, session_type, kind, msg);
+        self.create_on_reception(sid, session_type, kind, msg).await;
     }
 
-    fn create_on_reception(&self, sid: u32, session_type: i32, kind: SessionMessageType, msg: Message) {
+    async fn create_on_reception(&self, sid: u32, session_type: i32, kind: SessionMessageType, msg: Message) {
         let stats = &self.core.stats;
         let created = match kind {
             SessionMessageType::P2PMsg | SessionMessageType::P2PReliable => {
@@ -476,7 +519,7 @@ impl SessionLayer {
             }
         };
         match created {
-            Ok(entry) => entry.on_inbound(msg, stats),
+            Ok(entry) => entry.on_inbound(msg, stats).await,
             Err(e) => tracing::debug!(session = sid, error = %e, "could not create session on reception"),
         }
     }

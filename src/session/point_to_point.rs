@@ -17,6 +17,7 @@ use super::buffers::{Arrival, ReceiverBuffer, Released};
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message};
 use super::layer::{Command, SessionEntry, SessionLayer};
+use super::queue::DELIVERY_WAIT_BOUND;
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
@@ -304,7 +305,11 @@ impl P2pTask {
             }
         }
         match kind {
-            SessionMessageType::P2PMsg => self.deliver_app(msg),
+            SessionMessageType::P2PMsg => {
+                if let Some(msg) = self.decrypt(msg) {
+                    self.entry.deliver_waiting(msg).await;
+                }
+            }
             SessionMessageType::P2PReliable => self.on_reliable(mid, source, msg).await,
             SessionMessageType::P2PAck => {
                 if self.unacked.remove(&mid).is_some() {
@@ -353,6 +358,18 @@ impl P2pTask {
 
     async fn on_reliable(&mut self, mid: u32, source: Name, msg: Message) {
         let ack = self.ack_for(&msg, mid);
+        let is_new = match &self.receiver {
+            Some(rb) => rb.is_new(mid),
+            None => !self.recent.contains(&(source.id(), mid)),
+        };
+        // Admission: a new message is accepted (and acknowledged) only once the application's
+        // queue has room, so nothing acknowledged is ever dropped. Not acknowledged, it is
+        // retransmitted by the sender, which reports a timeout if the reader never makes room.
+        if is_new && !self.entry.queue.has_room() && !self.entry.queue.wait_room(DELIVERY_WAIT_BOUND).await {
+            Stats::bump(&self.core.stats.session_backlog);
+            tracing::debug!(session = self.id, mid, "application queue full: reliable message not acknowledged");
+            return;
+        }
         if self.receiver.is_some() {
             if self.feed_receiver(mid, msg) == Arrival::OutOfWindow {
                 // Not acknowledged: the sender retransmits once the window has moved.
@@ -399,8 +416,15 @@ impl P2pTask {
         arrival
     }
 
-    /// Decrypts (MLS sessions) and hands a data message to the application.
-    fn deliver_app(&mut self, mut msg: Message) {
+    /// Decrypts (MLS sessions) and hands an admitted data message to the application.
+    fn deliver_app(&mut self, msg: Message) {
+        if let Some(msg) = self.decrypt(msg) {
+            self.entry.deliver_admitted(msg);
+        }
+    }
+
+    /// Decrypts an MLS session's payload; `None` (counted) when it does not belong to the group.
+    fn decrypt(&mut self, mut msg: Message) -> Option<Message> {
         let flagged = msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED);
         if flagged || self.mls_enabled {
             // An MLS session accepts only what was encrypted for its group.
@@ -411,10 +435,10 @@ impl P2pTask {
             if !matches!(decrypted, Ok(true)) {
                 Stats::bump(&self.core.stats.mls_failures);
                 tracing::debug!(session = self.id, "message not decryptable by this session's group: dropped");
-                return;
+                return None;
             }
         }
-        self.entry.deliver(msg);
+        Some(msg)
     }
 
     fn flush_released(&mut self) {

@@ -1,11 +1,21 @@
 //! Delivery queues between the session layer and the application.
 //!
 //! Policy (bounded everywhere, nothing dropped silently):
-//! - each session has its own queue of [`DEFAULT_SESSION_QUEUE_CAPACITY`] items. When it is full
-//!   the newest item is dropped, counted in [`SessionQueue::dropped`] and logged at debug. The
-//!   producer (the app dispatcher or a session task) never waits, so one slow session cannot stall
-//!   the others. Reliable sessions see such a drop as a loss that the peer does not retransmit
-//!   (the message was already acknowledged), so size the queue or keep reading.
+//! - each session has its own queue of [`DEFAULT_SESSION_QUEUE_CAPACITY`] items (`capacity`).
+//! - unreliable data waits for room ([`SessionQueue::push_wait`]): the producer (the app
+//!   dispatcher or the session task) stops reading, which back-pressures through the embedded
+//!   node's bounded queues and HTTP/2 flow control to the sender. The wait is bounded by
+//!   [`DELIVERY_WAIT_BOUND`]: after that the item is dropped, counted in [`SessionQueue::dropped`]
+//!   and logged at debug, and the queue is marked stalled: further items are dropped at once
+//!   (counted) until the reader makes room again, so one stuck session stalls the app's other
+//!   sessions for at most one bound per episode.
+//! - reliable data is admitted only when the queue has room ([`SessionQueue::wait_room`], same
+//!   bound); a message that finds no room is not acknowledged, so the sender retransmits it or,
+//!   after its retries, reports `SLIMTimeoutError` for it. What the reorder window releases after
+//!   admission is queued unconditionally ([`SessionQueue::push_force`]), so a reliable session's
+//!   queue can hold up to `capacity` + the receive window.
+//! - errors for a session (`Timeout`, `MessageLost`, `NoRoute`) are queued unconditionally: each
+//!   stands for a message that was published or expected, which other bounds already limit.
 //! - `recv_any` (arrival order across sessions) reads the same items through a queue of
 //!   lightweight tokens; an item is consumed once, by whichever reader takes it first. When the
 //!   token queue is full its oldest token is discarded (counted): that item is still reachable
@@ -15,7 +25,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -25,6 +36,8 @@ use crate::error::SlimError;
 
 /// Items a session queue holds before it drops new ones.
 pub const DEFAULT_SESSION_QUEUE_CAPACITY: usize = 16 * 1024;
+/// Longest a producer waits for room in a full session queue before it drops (and counts).
+pub const DELIVERY_WAIT_BOUND: Duration = Duration::from_secs(5);
 /// Tokens the any-session queue holds before it discards the oldest.
 pub const ANY_QUEUE_CAPACITY: usize = 64 * 1024;
 /// New-session notifications held before new ones are dropped.
@@ -41,6 +54,10 @@ pub struct SessionQueue {
     capacity: usize,
     state: Mutex<QueueState>,
     notify: Notify,
+    /// Signalled when a pop takes a full queue below capacity.
+    room: Notify,
+    /// A producer gave up waiting; cleared when the reader makes room.
+    stalled: AtomicBool,
     dropped: AtomicU64,
     inbox: Arc<Inbox>,
 }
@@ -59,20 +76,31 @@ impl SessionQueue {
             capacity: capacity.max(1),
             state: Mutex::new(QueueState { items: VecDeque::new(), closed: false }),
             notify: Notify::new(),
+            room: Notify::new(),
+            stalled: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             inbox,
         })
     }
 
-    /// Queues an item; false (and counted) when the queue is full or closed.
+    /// Queues an item without waiting; false (and counted) when the queue is full or closed.
     pub fn push(self: &Arc<Self>, item: Delivery) -> bool {
+        self.push_inner(item, false)
+    }
+
+    /// Queues an item even when the queue is full (errors, and reliable messages released by a
+    /// reorder window after admission); false only when closed.
+    pub fn push_force(self: &Arc<Self>, item: Delivery) -> bool {
+        self.push_inner(item, true)
+    }
+
+    fn push_inner(self: &Arc<Self>, item: Delivery, force: bool) -> bool {
         let seq = self.inbox.next_seq();
         {
             let mut st = self.state.lock();
-            if st.closed || st.items.len() >= self.capacity {
+            if st.closed || (!force && st.items.len() >= self.capacity) {
                 drop(st);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(session = self.session_id, "session queue full or closed: message dropped");
+                self.count_drop();
                 return false;
             }
             st.items.push_back((seq, item));
@@ -82,9 +110,111 @@ impl SessionQueue {
         true
     }
 
+    fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = self.session_id, "session queue full or closed: message dropped");
+    }
+
+    /// Waits (up to `bound`) until the queue has room. False when it is closed, or when it stayed
+    /// full for `bound` (the queue is then marked stalled and later waits return false at once
+    /// until the reader makes room).
+    pub async fn wait_room(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let st = self.state.lock();
+                if st.closed {
+                    return false;
+                }
+                if st.items.len() < self.capacity {
+                    self.stalled.store(false, Ordering::Relaxed);
+                    return true;
+                }
+            }
+            if self.stalled.load(Ordering::Relaxed) {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                self.stalled.store(true, Ordering::Relaxed);
+                tracing::debug!(session = self.session_id, "session queue stayed full: reader stalled");
+                return false;
+            }
+        }
+    }
+
+    /// Queues an item, waiting (up to `bound`) for room; false (and counted) when it had to drop.
+    pub async fn push_wait(self: &Arc<Self>, item: Delivery, bound: Duration) -> bool {
+        if !self.has_room() && !self.wait_room(bound).await {
+            self.count_drop();
+            return false;
+        }
+        self.push_force(item)
+    }
+
+    /// True when the queue is open and below capacity.
+    pub fn has_room(&self) -> bool {
+        let st = self.state.lock();
+        !st.closed && st.items.len() < self.capacity
+    }
+
+    /// Called after a pop: wakes a producer waiting for room when the queue went below capacity.
+    fn popped(&self, len_after: usize) {
+        if len_after + 1 == self.capacity {
+            self.room.notify_waiters();
+        }
+    }
+
     /// Takes the next item without waiting.
     pub fn try_pop(&self) -> Option<Delivery> {
-        self.state.lock().items.pop_front().map(|(_, d)| d)
+        let (item, len) = {
+            let mut st = self.state.lock();
+            let item = st.items.pop_front();
+            (item, st.items.len())
+        };
+        let item = item?;
+        self.popped(len);
+        Some(item.1)
+    }
+
+    /// Takes the messages waiting (up to `max`) without waiting, appending them to `out`, and
+    /// stops before the first error so that errors keep their place in the stream: only when
+    /// `out` is empty and the front item is an error is that error taken and returned.
+    pub fn try_pop_batch(&self, out: &mut Vec<(MessageInfo, Vec<u8>)>, max: usize) -> Result<usize, SlimError> {
+        let (taken, len, err) = {
+            let mut st = self.state.lock();
+            let mut taken = 0;
+            let mut err = None;
+            while taken < max {
+                match st.items.front() {
+                    None => break,
+                    Some((_, Err(_))) if taken > 0 || !out.is_empty() => break,
+                    Some(_) => {}
+                }
+                match st.items.pop_front() {
+                    Some((_, Ok(m))) => {
+                        out.push(m);
+                        taken += 1;
+                    }
+                    Some((_, Err(e))) => {
+                        err = Some(e);
+                        taken += 1;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            (taken, st.items.len(), err)
+        };
+        if taken > 0 && len < self.capacity && len + taken >= self.capacity {
+            self.room.notify_waiters();
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(taken),
+        }
     }
 
     /// Waits for the next item; `SessionClosed` once the session is gone and the queue is drained.
@@ -96,6 +226,9 @@ impl SessionQueue {
             {
                 let mut st = self.state.lock();
                 if let Some((_, d)) = st.items.pop_front() {
+                    let len = st.items.len();
+                    drop(st);
+                    self.popped(len);
                     return d;
                 }
                 if st.closed {
@@ -110,7 +243,13 @@ impl SessionQueue {
     fn pop_if_not_after(&self, seq: u64) -> Option<Delivery> {
         let mut st = self.state.lock();
         match st.items.front() {
-            Some((front, _)) if *front <= seq => st.items.pop_front().map(|(_, d)| d),
+            Some((front, _)) if *front <= seq => {
+                let d = st.items.pop_front().map(|(_, d)| d);
+                let len = st.items.len();
+                drop(st);
+                self.popped(len);
+                d
+            }
             _ => None,
         }
     }
@@ -119,6 +258,7 @@ impl SessionQueue {
     pub fn close(&self) {
         self.state.lock().closed = true;
         self.notify.notify_waiters();
+        self.room.notify_waiters();
     }
 
     /// Items waiting.
@@ -304,6 +444,49 @@ mod tests {
         let second = inbox.recv_any().await.unwrap().0;
         assert_eq!((second.session_id, second.message_id), (1, 1));
         assert!(inbox.try_recv_any().is_none());
+    }
+
+    #[tokio::test]
+    async fn full_queue_waits_for_the_reader_then_drops_after_the_bound() {
+        let inbox = Inbox::new();
+        let a = SessionQueue::new(1, 1, inbox.clone());
+        assert!(a.push_wait(item(1, 0), Duration::from_secs(5)).await);
+        let reader = {
+            let a = a.clone();
+            tokio::spawn(async move { a.pop().await })
+        };
+        // Waits until the reader takes item 0, then queues item 1.
+        assert!(a.push_wait(item(1, 1), Duration::from_secs(5)).await);
+        assert_eq!(reader.await.unwrap().unwrap().0.message_id, 0);
+        // Nobody reads: dropped after the bound, counted, and the next push drops at once.
+        assert!(!a.push_wait(item(1, 2), Duration::from_millis(50)).await);
+        assert!(!a.push_wait(item(1, 3), Duration::from_secs(3600)).await);
+        assert_eq!(a.dropped(), 2);
+        let mut out = Vec::new();
+        assert_eq!(a.try_pop_batch(&mut out, 10), Ok(1));
+        assert_eq!(out[0].0.message_id, 1);
+        assert!(a.push_wait(item(1, 4), Duration::from_millis(50)).await);
+        assert!(a.push_force(item(1, 5)));
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn batches_stop_before_an_error_and_return_it_alone() {
+        let inbox = Inbox::new();
+        let a = SessionQueue::new(1, 8, inbox);
+        a.push(item(1, 0));
+        a.push(item(1, 1));
+        a.push_force(Err(SlimError::MessageLost { session_id: 1 }));
+        a.push(item(1, 2));
+        let mut out = Vec::new();
+        assert_eq!(a.try_pop_batch(&mut out, 100), Ok(2));
+        // A caller holding messages leaves the error queued.
+        assert_eq!(a.try_pop_batch(&mut out, 100), Ok(0));
+        let mut rest = Vec::new();
+        assert_eq!(a.try_pop_batch(&mut rest, 100), Err(SlimError::MessageLost { session_id: 1 }));
+        assert_eq!(a.try_pop_batch(&mut out, 100), Ok(1));
+        assert_eq!(out.iter().map(|m| m.0.message_id).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(a.try_pop_batch(&mut rest, 100), Ok(0));
     }
 
     #[tokio::test]
