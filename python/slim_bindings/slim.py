@@ -139,8 +139,12 @@ class Slim:
     async def create_session(
         self, session_config: PySessionConfiguration, queue_size: int = 0
     ) -> PySessionInfo:
-        """Creates a session. ``queue_size`` is accepted for compatibility: queues are bounded
-        inside the core."""
+        """Creates a session. ``queue_size`` is accepted for compatibility and not used: every
+        session queue holds 16,384 messages inside the core. Queue policy when it is full:
+        unreliable sessions wait for the reader (back-pressure through the node to the sender)
+        for up to 5 s, then drop and count (``session_queue_drops``) until the reader makes room;
+        reliable sessions do not acknowledge what finds no room, so the sender retransmits it or
+        raises ``SLIMTimeoutError`` for it. Nothing is dropped silently."""
         return await _native.create_session(self.svc, session_config)
 
     async def delete_session(self, session_id: SessionRef) -> None:
@@ -196,10 +200,23 @@ class Slim:
     async def receive(self, session: SessionRef | None = None) -> tuple[PySessionInfo, bytes]:
         """``session=None``: waits for a session started by someone else and returns its info and
         first payload (that payload is also the first item of the session's queue). With a
-        session: its next message; errors for that session are raised as typed exceptions."""
+        session: its next message; errors for that session are raised as typed exceptions.
+
+        Messages wait in the session's bounded queue (see ``create_session``): a reader that
+        falls behind slows the sender down (back-pressure) instead of losing messages; only a
+        reader stalled for more than 5 s makes an unreliable session drop (counted). For many
+        messages, ``receive_many`` / ``messages`` take everything waiting in one call."""
         if session is None:
             return await _native.receive_new_session(self.svc)
         return await _native.receive_session(self.svc, session)
+
+    async def receive_many(
+        self, session: SessionRef, max_messages: int = 4096
+    ) -> list[tuple[PySessionInfo, bytes]]:
+        """Every message of ``session`` already waiting (up to ``max_messages``; waits for at
+        least one), in order. An error for the session is raised in its place: after the
+        messages queued before it have been returned by an earlier call."""
+        return await _native.receive_session_many(self.svc, session, max_messages)
 
     async def sessions(self) -> AsyncIterator[tuple[PySessionInfo, bytes]]:
         """``async for info, first in app.sessions()``: every new inbound session."""
@@ -207,11 +224,15 @@ class Slim:
             yield await _native.receive_new_session(self.svc)
 
     async def messages(self, session: SessionRef) -> AsyncIterator[tuple[PySessionInfo, bytes]]:
-        """``async for info, payload in app.messages(session)``: until the session is closed."""
+        """``async for info, payload in app.messages(session)``: until the session is closed.
+        Reads in batches (``receive_many``); other errors for the session are raised."""
         from .errors import SessionClosedError, SessionNotFoundError
 
+        receive_many = _native.receive_session_many
         while True:
             try:
-                yield await _native.receive_session(self.svc, session)
+                batch = await receive_many(self.svc, session)
             except (SessionClosedError, SessionNotFoundError):
                 return
+            for item in batch:
+                yield item

@@ -42,6 +42,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIdentityVerifier>()?;
 
     m.add_function(wrap_pyfunction!(service::create_pyservice, m)?)?;
+    m.add_function(wrap_pyfunction!(service::receive_session_many, m)?)?;
     m.add_function(wrap_pyfunction!(service::run_server, m)?)?;
     m.add_function(wrap_pyfunction!(service::run_server_bound, m)?)?;
     m.add_function(wrap_pyfunction!(service::stop_server, m)?)?;

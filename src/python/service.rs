@@ -286,6 +286,37 @@ pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResul
     in_runtime(async move { app.recv_session(session.id).await.map(received).map_err(to_py) }).await
 }
 
+/// Messages per `receive_session_many` call unless the caller asks for another limit.
+const RECEIVE_MANY_DEFAULT: usize = 4096;
+
+/// Every message of one session already waiting (at least one: waits for the first), up to
+/// `max_messages`, as a list of `(PySessionInfo, bytes)`. An error for the session is raised in
+/// its place in the stream: after the messages queued before it were returned.
+#[pyfunction]
+#[pyo3(signature = (svc, session, max_messages = RECEIVE_MANY_DEFAULT))]
+pub async fn receive_session_many(
+    svc: Py<PyService>,
+    session: SessionArg,
+    max_messages: usize,
+) -> PyResult<Vec<Received>> {
+    let app = app_of(&svc);
+    let max = max_messages.max(1);
+    let mut batch = Vec::new();
+    entered(|| app.try_recv_session_batch(session.id, &mut batch, max)).map_err(to_py)?;
+    if batch.is_empty() {
+        let first = in_runtime({
+            let app = app.clone();
+            async move { app.recv_session(session.id).await }
+        })
+        .await
+        .map_err(to_py)?;
+        batch.push(first);
+        // An error queued behind the first message stays for the next call.
+        let _ = entered(|| app.try_recv_session_batch(session.id, &mut batch, max - 1));
+    }
+    Ok(batch.into_iter().map(received).collect())
+}
+
 /// A message of one session if one is already queued, else None (never waits).
 #[pyfunction]
 pub fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
