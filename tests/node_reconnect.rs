@@ -235,7 +235,10 @@ async fn a_dying_peer_does_not_disturb_the_others() {
     let name_a = name("a", Some(1));
     let mut app_a = app_on(&a, &name_a, Some(conn), Some(&name_b.without_id())).await;
     tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
-    wait_until("B knows both peers", WAIT, || conn_with(&b, &victim_name).is_some() && conn_with(&b, &name_a).is_some()).await;
+    wait_until("B knows both peers", WAIT, || {
+        conn_with(&b, &victim_name).is_some() && conn_with(&b, &name_a).is_some()
+    })
+    .await;
 
     kill_tx.send(()).unwrap();
     tokio::task::spawn_blocking(move || victim.join().unwrap()).await.unwrap();

@@ -179,7 +179,8 @@ async fn fanout_one_picks_one_local_first_and_broadcast_reaches_all() {
     let local_ids: Vec<u64> = members.iter().map(|m| m.conn_id).collect();
     let [m0, m1, m2] = members.as_mut_slice() else { unreachable!() };
     wait_until("B has all four members", || {
-        local_ids.iter().all(|c| b.subscriptions_of(*c).contains(&group)) && conn_with(&b, &group).is_some_and(|c| !local_ids.contains(&c))
+        local_ids.iter().all(|c| b.subscriptions_of(*c).contains(&group))
+            && conn_with(&b, &group).is_some_and(|c| !local_ids.contains(&c))
     })
     .await;
 

@@ -177,7 +177,11 @@ fn slim_rejects_a_bad_config_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("slim-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.yaml");
-    std::fs::write(&path, "services:\n  slim/0:\n    dataplane:\n      servers: [{endpoint: '127.0.0.1:0', tlz: {}}]\n").unwrap();
+    std::fs::write(
+        &path,
+        "services:\n  slim/0:\n    dataplane:\n      servers: [{endpoint: '127.0.0.1:0', tlz: {}}]\n",
+    )
+    .unwrap();
     let out = Command::new(BIN).args(["--config", path.to_str().unwrap()]).env_remove("CONFIG").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tlz"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 use serde_json::{Value, json};
 use slim_bindings::node::{ClientConfig, LocalDelivery, Node, NodeError, ServerConfig};
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
@@ -84,7 +87,10 @@ async fn tls_between_two_nodes_works_and_a_wrong_ca_is_refused() {
     let ca = Ca::new("test-ca");
     let (cert, key) = ca.leaf("server", false);
     let b = Node::new("b");
-    let addr = b.run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"cert_pem": cert, "key_pem": key}}))).await.unwrap();
+    let addr = b
+        .run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"cert_pem": cert, "key_pem": key}})))
+        .await
+        .unwrap();
     let a = Node::new("a");
     let conn = a
         .connect(client(json!({"endpoint": format!("https://{addr}"), "tls": {"ca_pem": ca.pem(), "include_system_ca_certs_pool": false}})))
@@ -100,7 +106,11 @@ async fn tls_between_two_nodes_works_and_a_wrong_ca_is_refused() {
     .await;
     assert!(reason.contains("certificate"), "{reason}");
     // a plaintext client cannot talk to a TLS server either
-    refused(&a, client(json!({"endpoint": format!("http://{addr}"), "tls": {"insecure": true}, "connect_timeout": "1s"}))).await;
+    refused(
+        &a,
+        client(json!({"endpoint": format!("http://{addr}"), "tls": {"insecure": true}, "connect_timeout": "1s"})),
+    )
+    .await;
     // skipping verification is an explicit opt-in
     let skip = a
         .connect(client(json!({"endpoint": format!("https://{addr}"), "tls": {"insecure_skip_verify": true}})))
@@ -152,7 +162,10 @@ async fn bad_tls_material_is_a_typed_error() {
     let b = Node::new("b");
     let e = b.run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {}}))).await.unwrap_err();
     assert!(matches!(e, NodeError::Tls(_)), "{e}");
-    let e = b.run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"cert_pem": "junk", "key_pem": "junk"}}))).await.unwrap_err();
+    let e = b
+        .run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"cert_pem": "junk", "key_pem": "junk"}})))
+        .await
+        .unwrap_err();
     assert!(matches!(e, NodeError::Tls(_)), "{e}");
     let a = Node::new("a");
     let e = a.connect(client(json!({"endpoint": "https://127.0.0.1:1", "tls": {"cert_pem": "x"}}))).await.unwrap_err();
@@ -172,18 +185,23 @@ async fn transport_basic_and_bearer_auth_are_enforced() {
     assert!(reason.contains("rejected"), "{reason}");
     refused(&a, client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"basic": {"username": "u", "password": "wrong"}}}))).await;
     let conn = a
-        .connect(client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"basic": {"username": "u", "password": "p"}}})))
+        .connect(client(
+            json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"basic": {"username": "u", "password": "p"}}}),
+        ))
         .await
         .expect("right credentials");
     exchange(&a, &b, conn).await;
 
     let c = Node::new("c");
     let bearer = c
-        .run_server(server(json!({"endpoint": "127.0.0.1:0", "tls": {"insecure": true}, "auth": {"bearer": {"token": "s3cret"}}})))
+        .run_server(server(
+            json!({"endpoint": "127.0.0.1:0", "tls": {"insecure": true}, "auth": {"bearer": {"token": "s3cret"}}}),
+        ))
         .await
         .unwrap();
     let url = format!("http://{bearer}");
-    refused(&a, client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"bearer": {"token": "nope"}}}))).await;
+    refused(&a, client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"bearer": {"token": "nope"}}})))
+        .await;
     a.connect(client(json!({"endpoint": url, "tls": {"insecure": true}, "auth": {"bearer": {"token": "s3cret"}},
         "keepalive": {"http2_keepalive": "1s", "timeout": "1s"}})))
         .await

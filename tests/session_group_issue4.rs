@@ -137,7 +137,15 @@ impl Shadow {
         Shadow { name: me, token, tx: lc.tx, rx: lc.rx, mls, _node: node }
     }
 
-    async fn send(&self, kind: SessionMessageType, to: &Name, sid: u32, mid: u32, blob: Vec<u8>, meta: &[(&str, &str)]) {
+    async fn send(
+        &self,
+        kind: SessionMessageType,
+        to: &Name,
+        sid: u32,
+        mid: u32,
+        blob: Vec<u8>,
+        meta: &[(&str, &str)],
+    ) {
         let spec = PublishSpec {
             source: &self.name,
             destination: to,
@@ -224,7 +232,9 @@ async fn mls_late_joiner_and_removed_member_cannot_read() {
     shadow.send(MulticastMsg, &channel, sid, 0, b"\x00\x01garbage".to_vec(), &enc).await;
     let fake_commit = shadow.mls.encrypt(b"not a commit").unwrap();
     shadow.send(ChannelMlsCommit, &channel, sid, 99, fake_commit, &[]).await;
-    shadow.send(ChannelMlsWelcome, &channel, sid, 7, welcome.blob().to_vec(), &[(wire::META_MLS_INIT_COMMIT_ID, "1")]).await;
+    shadow
+        .send(ChannelMlsWelcome, &channel, sid, 7, welcome.blob().to_vec(), &[(wire::META_MLS_INIT_COMMIT_ID, "1")])
+        .await;
     shadow.send(ChannelLeaveRequest, &channel, sid, 8, Vec::new(), &[]).await;
     let good = shadow.mls.encrypt(b"shadow speaks").unwrap();
     shadow.send(MulticastMsg, &channel, sid, 1, good, &enc).await;

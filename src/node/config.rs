@@ -262,7 +262,11 @@ impl ClientConfig {
 
     /// A plaintext client for `endpoint` (`http://host:port`).
     pub fn insecure(endpoint: impl Into<String>) -> Self {
-        Self { endpoint: endpoint.into(), tls: ClientTlsConfig { insecure: true, ..Default::default() }, ..Default::default() }
+        Self {
+            endpoint: endpoint.into(),
+            tls: ClientTlsConfig { insecure: true, ..Default::default() },
+            ..Default::default()
+        }
     }
 
     /// Checks the parts serde cannot.
@@ -289,7 +293,11 @@ impl ServerConfig {
 
     /// A plaintext server on `endpoint` (`ip:port`).
     pub fn insecure(endpoint: impl Into<String>) -> Self {
-        Self { endpoint: endpoint.into(), tls: ServerTlsConfig { insecure: true, ..Default::default() }, ..Default::default() }
+        Self {
+            endpoint: endpoint.into(),
+            tls: ServerTlsConfig { insecure: true, ..Default::default() },
+            ..Default::default()
+        }
     }
 
     /// The endpoint as a socket address (`localhost` is accepted as 127.0.0.1).
@@ -313,7 +321,8 @@ mod tests {
 
     #[test]
     fn minimal_dicts_parse() {
-        let c = ClientConfig::from_json(json!({"endpoint": "http://127.0.0.1:46357", "tls": {"insecure": true}})).unwrap();
+        let c =
+            ClientConfig::from_json(json!({"endpoint": "http://127.0.0.1:46357", "tls": {"insecure": true}})).unwrap();
         assert!(c.tls.is_plaintext());
         let s = ServerConfig::from_json(json!({"endpoint": "127.0.0.1:0", "tls": {"insecure": true}})).unwrap();
         assert_eq!(s.socket_addr().unwrap().port(), 0);
@@ -323,7 +332,8 @@ mod tests {
     fn unknown_and_missing_keys_are_named() {
         let e = ClientConfig::from_json(json!({"endpoint": "http://a:1", "bogus": 1})).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e = ServerConfig::from_json(json!({"endpoint": "127.0.0.1:1", "tls": {"insecure": true, "nope": 1}})).unwrap_err();
+        let e = ServerConfig::from_json(json!({"endpoint": "127.0.0.1:1", "tls": {"insecure": true, "nope": 1}}))
+            .unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
         let e = ClientConfig::from_json(json!({"tls": {"insecure": true}})).unwrap_err();
         assert!(e.to_string().contains("endpoint"), "{e}");

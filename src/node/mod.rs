@@ -14,8 +14,8 @@
 
 pub mod config;
 pub mod standalone;
-pub mod subscription;
 mod stats;
+pub mod subscription;
 mod tls;
 mod transport;
 

@@ -116,8 +116,7 @@ impl StandaloneConfig {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let text = substitute(text)?;
         // Through JSON so enums read as one-key maps (`auth: {basic: ...}`) exactly like Python dicts.
-        let value: serde_json::Value =
-            yaml_serde::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let value: serde_json::Value = yaml_serde::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let value = if value.is_null() { serde_json::json!({}) } else { value };
         let cfg: Self = serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.check()?;
@@ -214,11 +213,15 @@ services:
     fn bad_files_are_rejected_with_the_reason() {
         let e = StandaloneConfig::from_yaml("services: {}\nextra: 1\n").unwrap_err();
         assert!(e.to_string().contains("extra"), "{e}");
-        let e = StandaloneConfig::from_yaml("services:\n  other/0:\n    dataplane: {servers: [{endpoint: '127.0.0.1:1'}]}\n").unwrap_err();
+        let e = StandaloneConfig::from_yaml(
+            "services:\n  other/0:\n    dataplane: {servers: [{endpoint: '127.0.0.1:1'}]}\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("slim/<name>"), "{e}");
         let e = StandaloneConfig::from_yaml("services:\n  slim/0:\n    dataplane: {}\n").unwrap_err();
         assert!(e.to_string().contains("no dataplane"), "{e}");
-        let e = StandaloneConfig::from_yaml("services:\n  slim/0:\n    node_id: ${env:SLIM_TEST_SURELY_UNSET_VAR}\n").unwrap_err();
+        let e = StandaloneConfig::from_yaml("services:\n  slim/0:\n    node_id: ${env:SLIM_TEST_SURELY_UNSET_VAR}\n")
+            .unwrap_err();
         assert!(e.to_string().contains("SLIM_TEST_SURELY_UNSET_VAR"), "{e}");
         let e = StandaloneConfig::from_yaml("services:\n  slim/0:\n    dataplane: {servers: [{endpoint: '127.0.0.1:1', tls: {insecure: true, typo: 1}}]}\n").unwrap_err();
         assert!(e.to_string().contains("typo"), "{e}");

@@ -310,13 +310,9 @@ pub(super) fn client_dialer(cfg: &ClientConfig) -> Result<(String, TlsDialer), N
     let host = uri.host().ok_or_else(|| tls_err("endpoint has no host"))?;
     let port = uri.port_u16().unwrap_or(443);
     let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let server_name =
-        ServerName::try_from(bare_host).map_err(|e| tls_err(format!("server name `{host}`: {e}")))?;
+    let server_name = ServerName::try_from(bare_host).map_err(|e| tls_err(format!("server name `{host}`: {e}")))?;
     let config = client_rustls(&cfg.tls)?;
-    let dialer = TlsDialer {
-        connector: TlsConnector::from(Arc::new(config)),
-        server_name,
-        addr: format!("{host}:{port}"),
-    };
+    let dialer =
+        TlsDialer { connector: TlsConnector::from(Arc::new(config)), server_name, addr: format!("{host}:{port}") };
     Ok((format!("http://{host}:{port}"), dialer))
 }

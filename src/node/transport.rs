@@ -27,8 +27,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::config::{ClientConfig, ConfigError, ServerConfig};
-use crate::auth::transport::{ClientAuth, ServerAuth};
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
+use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::{MAX_MESSAGE_SIZE, Message};
 
 /// gRPC service name of the data plane.
@@ -235,8 +235,8 @@ where
         if req.uri().path() == OPEN_CHANNEL_PATH {
             let method = OpenChannel(self.clone());
             return Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(LenientCodec)
-                    .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
+                let mut grpc =
+                    tonic::server::Grpc::new(LenientCodec).apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
                 Ok(grpc.streaming(method, req).await)
             });
         }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use super::name::Name;
 use super::proto::{
-    self, message::MessageType, Content, Message, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader,
-    Subscribe, Unsubscribe,
+    self, Content, Message, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader, Subscribe,
+    Unsubscribe, message::MessageType,
 };
 
 /// Header flags of a message (spec §1.4).

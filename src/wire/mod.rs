@@ -12,8 +12,8 @@ pub mod proto {
 
 pub use name::Name;
 pub use proto::{
-    Content, Message, OriginalName, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader,
-    Subscribe, Unsubscribe,
+    Content, Message, OriginalName, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader, Subscribe,
+    Unsubscribe,
 };
 
 /// Metadata key carrying the sender's identity token on every message an app emits.
@@ -151,10 +151,7 @@ impl Message {
 
     /// The payload bytes of a publish (empty for anything else).
     pub fn blob(&self) -> &[u8] {
-        self.publish()
-            .and_then(|p| p.msg.as_ref())
-            .map(|c| c.blob.as_slice())
-            .unwrap_or(&[])
+        self.publish().and_then(|p| p.msg.as_ref()).map(|c| c.blob.as_slice()).unwrap_or(&[])
     }
 
     /// The `incomingConn` the receiving node stamped, if any.

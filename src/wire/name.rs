@@ -213,7 +213,10 @@ mod tests {
             n.to_string(),
             "873e580376ea963b/219303c7c93f9668/7b90bc8fa5b6b182/ffffffffffffffff (org/default/alice/ffffffffffffffff)"
         );
-        assert_eq!(Name::from_components(n.components()).to_string(), "873e580376ea963b/219303c7c93f9668/7b90bc8fa5b6b182/ffffffffffffffff");
+        assert_eq!(
+            Name::from_components(n.components()).to_string(),
+            "873e580376ea963b/219303c7c93f9668/7b90bc8fa5b6b182/ffffffffffffffff"
+        );
     }
 
     #[test]

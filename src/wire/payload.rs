@@ -222,7 +222,8 @@ mod tests {
         };
         assert_eq!(hex(&j.encode()), "010203fdffffffffffffffff000405060700");
         assert_eq!(JoinMessagePayload::decode(&j.encode()), Ok(j));
-        let p = MlsProposalMessagePayload { source_name: Name::from_components([1, 2, 3, 4]), mls_msg: vec![0xaa, 0xbb] };
+        let p =
+            MlsProposalMessagePayload { source_name: Name::from_components([1, 2, 3, 4]), mls_msg: vec![0xaa, 0xbb] };
         assert_eq!(hex(&p.encode()), "010203040002aabb");
         assert_eq!(MlsProposalMessagePayload::decode(&p.encode()), Ok(p));
     }
@@ -243,7 +244,10 @@ mod tests {
         assert_eq!(decode_name(&[]), Err(PayloadError::Truncated));
         assert_eq!(decode_name(&[0xFE]), Err(PayloadError::BadVarint(0xFE)));
         assert_eq!(decode_name(&[1, 2, 3, 4, 7]), Err(PayloadError::BadOption(7)));
-        assert_eq!(decode_name(&[1, 2, 3, 4, 1, 0xFC, 0xff, 0xff, 0xff, 0xff]), Err(PayloadError::BadLength(u32::MAX as u64)));
+        assert_eq!(
+            decode_name(&[1, 2, 3, 4, 1, 0xFC, 0xff, 0xff, 0xff, 0xff]),
+            Err(PayloadError::BadLength(u32::MAX as u64))
+        );
         assert_eq!(decode_name(&[1, 2, 3, 4, 0, 9]), Err(PayloadError::Trailing(1)));
         assert_eq!(decode_name(&[1, 2, 3, 4, 1, 1, 0xff, 0, 0]), Err(PayloadError::BadUtf8));
     }
