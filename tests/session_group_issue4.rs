@@ -416,3 +416,67 @@ async fn membership_calls_with_bad_input_get_typed_errors() {
     p1.publish(sid, to(&name("bchat"), b"still here")).await.unwrap();
     assert_eq!(recv(&moderator, sid).await.unwrap().1, b"still here");
 }
+
+/// A member's message published while a newcomer's invite is in flight (a 0.6.0 moderator lets
+/// its app publish then) reaches the newcomer only by retransmission, after its WELCOME: the
+/// RTX_REPLY must be encrypted at the producer's current epoch, or the newcomer cannot read it
+/// (issue 4 interop: a 0.6.0 member never read our member's message). Messages older than
+/// that keep their epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmission_reaches_the_member_added_by_the_latest_commit() {
+    use SessionMessageType::*;
+    let (hub, endpoint) = hub().await;
+    let channel = name("relay");
+    let moderator = app("rmod", "secret").await;
+    let cm = connect(&moderator, &endpoint).await;
+    let p1 = app("rp1", "secret").await;
+    let p2 = app("rp2", "secret").await;
+    connect(&p1, &endpoint).await;
+    connect(&p2, &endpoint).await;
+    wait_subscribed(&hub, &p1.name()).await;
+    wait_subscribed(&hub, &p2.name()).await;
+    let routes = [moderator.name().without_id(), p1.name().without_id()];
+    let mut shadow = Shadow::new(&endpoint, &hub, "rshadow", &routes, &channel).await;
+    for n in ["rp1", "rp2", "rshadow"] {
+        moderator.set_route(&name(n), cm).await.unwrap();
+    }
+    let sid = moderator.create_session(group("relay", true, true)).await.unwrap();
+    moderator.invite(sid, &name("rp1")).await.unwrap().joined().await.unwrap();
+
+    // p1 speaks before the shadow is invited: its ciphertext is of the epoch before the shadow's.
+    p1.publish(sid, to(&channel, b"early")).await.unwrap();
+    assert_eq!(recv(&moderator, sid).await.unwrap().1, b"early");
+    let early = shadow.expect(MulticastMsg).await;
+
+    let invite = moderator.invite(sid, &name("rshadow")).await.unwrap();
+    let discovery = shadow.expect(ChannelDiscoveryRequest).await;
+    let sh = discovery.session_header().unwrap();
+    shadow.send(ChannelDiscoveryReply, &moderator.name(), sh.session_id, sh.message_id, Vec::new(), &[]).await;
+    let join = shadow.expect(ChannelJoinRequest).await;
+    let kp = shadow.mls.key_package().unwrap();
+    shadow.reply(&join, ChannelJoinReply, kp).await;
+    let welcome = shadow.expect(ChannelMlsWelcome).await;
+    shadow.mls.process_welcome(welcome.blob()).unwrap();
+    shadow.reply(&welcome, ChannelMlsAck, Vec::new()).await;
+    invite.joined().await.unwrap(); // p1 acknowledged the COMMIT: it is at the shadow's epoch
+    assert!(shadow.mls.decrypt(early.blob()).is_err(), "the original ciphertext is of an earlier epoch");
+
+    // Asked for it (a beacon would prompt this), p1 retransmits it readable at the current epoch.
+    let early_id = early.session_header().unwrap().message_id;
+    shadow.send(RtxRequest, &p1.name(), sid, early_id, Vec::new(), &[]).await;
+    let reply = shadow.expect(RtxReply).await;
+    assert_eq!(reply.metadata.get(wire::META_MLS_ENCRYPTED).map(String::as_str), Some("true"));
+    assert!(!reply.blob().windows(5).any(|w| w == b"early"), "plaintext on the wire");
+    assert_eq!(shadow.mls.decrypt(reply.blob()).unwrap(), b"early");
+
+    // One more member: the message is now two epochs old and is resent as it was.
+    let invite = moderator.invite(sid, &name("rp2")).await.unwrap();
+    let commit = shadow.expect(ChannelMlsCommit).await;
+    shadow.mls.process_commit(commit.blob()).unwrap();
+    shadow.reply(&commit, ChannelMlsAck, Vec::new()).await;
+    invite.joined().await.unwrap();
+    shadow.send(RtxRequest, &p1.name(), sid, early_id, Vec::new(), &[]).await;
+    let reply = shadow.expect(RtxReply).await;
+    assert_eq!(reply.blob(), early.blob(), "an older message keeps its epoch");
+    assert!(shadow.mls.decrypt(reply.blob()).is_err());
+}

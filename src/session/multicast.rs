@@ -38,6 +38,21 @@ pub const MAX_QUEUED_TASKS: usize = 1024;
 /// Completion of an invite or removal.
 pub type Done = oneshot::Sender<Result<(), SlimError>>;
 
+/// How many epochs back an RTX_REPLY is re-encrypted at the current epoch instead of resending
+/// the stored ciphertext. One: a member added by the latest commit recovers what was published
+/// while its invite was in flight (a 0.6.0 moderator lets its app publish then, and a 0.6.0
+/// member asks for it after its WELCOME, prompted by the producer's beacon); anything older
+/// keeps the epoch it was sent in, unreadable to anyone who joined since.
+pub const RTX_REENCRYPT_EPOCHS: u64 = 1;
+
+/// A published message kept for retransmission.
+struct Produced {
+    /// As sent (MLS groups: encrypted).
+    msg: Message,
+    /// MLS groups: the epoch the message was encrypted in, and its plaintext blob.
+    clear: Option<(u64, Vec<u8>)>,
+}
+
 /// Which end of the channel this session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MulticastRole {
@@ -132,7 +147,7 @@ pub struct MulticastTask {
     role: MulticastRole,
     timeout: Duration,
     max_retries: u32,
-    producer: ProducerBuffer<Message>,
+    producer: ProducerBuffer<Produced>,
     receivers: HashMap<Name, ReceiverBuffer<Message>>,
     rtx_conn: HashMap<Name, Option<u64>>,
     timers: TimerSet<McTimer>,
@@ -374,13 +389,17 @@ impl MulticastTask {
             mid,
             req,
         );
-        if let Some(mls) = self.mls.as_mut()
-            && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
-        {
-            self.entry.deliver_error(SlimError::Mls(e.to_string()));
-            return;
+        let mut clear = None;
+        if let Some(mls) = self.mls.as_mut() {
+            let epoch = mls.epoch();
+            let plain = msg.blob().to_vec();
+            if let Err(e) = interceptor::encrypt_outbound(mls, &mut msg) {
+                self.entry.deliver_error(SlimError::Mls(e.to_string()));
+                return;
+            }
+            clear = Some((epoch, plain));
         }
-        self.producer.push(mid, msg.clone());
+        self.producer.push(mid, Produced { msg: msg.clone(), clear });
         self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
         self.send(msg).await;
     }
@@ -808,7 +827,7 @@ impl MulticastTask {
         let Some(requester) = request.source_name() else { return };
         let flags = Flags::one().forward_to(request.incoming_conn());
         let reply = match self.producer.get(mid) {
-            Some(original) => {
+            Some(Produced { msg: original, clear }) => {
                 let destination = original.destination_name().unwrap_or_else(|| self.channel.clone());
                 let spec = PublishSpec {
                     source: &self.core.name,
@@ -826,8 +845,29 @@ impl MulticastTask {
                 };
                 let mut meta = original.metadata.clone();
                 meta.remove(wire::META_IDENTITY);
-                let mut reply = builders::publish(&spec, original.blob().to_vec(), meta);
+                let reencrypt = match (clear, self.mls.as_ref()) {
+                    (Some((epoch, plain)), Some(mls))
+                        if mls.is_ready() && *epoch < mls.epoch() && mls.epoch() - *epoch <= RTX_REENCRYPT_EPOCHS =>
+                    {
+                        Some(plain.clone())
+                    }
+                    _ => None,
+                };
+                let mut reply = match reencrypt {
+                    Some(plain) => {
+                        meta.remove(wire::META_MLS_ENCRYPTED);
+                        builders::publish(&spec, plain, meta)
+                    }
+                    None => builders::publish(&spec, original.blob().to_vec(), meta),
+                };
                 builders::set_session_destination(&mut reply, &destination);
+                if let Some(mls) = self.mls.as_mut()
+                    && let Err(e) = interceptor::encrypt_outbound(mls, &mut reply)
+                {
+                    Stats::bump(&self.core.stats.mls_failures);
+                    tracing::debug!(session = self.id, error = %e, "retransmission could not be re-encrypted");
+                    return;
+                }
                 reply
             }
             None => {

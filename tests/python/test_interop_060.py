@@ -259,9 +259,8 @@ MIXED_GROUPS = [
     pytest.param("ours", ["060", "060"], False, id="ours-moderator-060-members"),
     pytest.param("060", ["ours", "060"], False, id="060-moderator-ours-and-060-member"),
     pytest.param("ours", ["060", "060"], True, id="ours-moderator-060-members-mls"),
+    pytest.param("060", ["ours", "060"], True, id="060-moderator-ours-and-060-member-mls"),
 ]
-# Not listed: a 0.6.0 MLS moderator with one of our members and a 0.6.0 member. At the time of writing the
-# 0.6.0 member never reported our member's message (so never spoke itself): see the interop report.
 
 
 @pytest.mark.parametrize("moderator_impl,member_impls,mls", MIXED_GROUPS)

@@ -410,6 +410,10 @@ def parse_args(argv):
 
 
 async def main_async(args) -> int:
+    # INTEROP_060_LOG=debug (or info, trace...) shows what the 0.6.0 runtime does, on stderr.
+    level = os.environ.get("INTEROP_060_LOG")
+    if level:
+        await slim_bindings.init_tracing({"log_level": level})
     try:
         return await asyncio.wait_for(ROLES[args.role](args), args.duration + 5)
     except asyncio.TimeoutError:
