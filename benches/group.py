@@ -5,7 +5,9 @@ slim-bindings 0.6.0 in the same run.
 Per implementation and configuration, fresh processes: a node, a moderator app, member apps.
   fan-out   4 members, each in its own process, MLS off and MLS on. The moderator invites them, then
             publishes --messages messages of --size bytes as fast as it can (at most --seconds); each
-            member reports msgs/s between its first and last data message, and how many it got.
+            member reports msgs/s between its first and last data message, and how many it got. Also
+            the CPU time (user+system, all threads, from /proc) each process spent per message sent
+            during the stream: unlike msgs/s it hardly depends on how busy the machine is.
   ready     time from the first invite to every member ready, for 4 members (the fan-out runs) and for
             --big members (default 32; several member apps share a process: --per-process, default 8).
             A member is ready when its first group message arrives (it can receive and, with MLS,
@@ -26,7 +28,7 @@ resolves once the request is queued); ours starts all `invite(session, name, wai
 session runs them one at a time). Members of 0.6.0 use `Slim.new(..., local_service=True)` so that apps
 sharing a process do not share a node; ours always gives each app its own node.
 
-Usage:  python3 benches/group.py [--impl both] [--messages 20000] [--big 32] [--json out.json]
+Usage:  python3 benches/group.py [--impl both] [--messages 100000] [--seconds 8] [--big 32] [--json out.json]
 0.6.0 comes from its own venv (scripts/setup_venv_060.sh); ours from --ours-python (default: this python),
 built with `CARGO_TARGET_DIR=target-py .venv/bin/python -m maturin develop --release`. The node of each
 implementation is that implementation's package serving (`run_server`), or our `slim` binary with --slim-bin.
@@ -323,6 +325,16 @@ def worker_main(args) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def events_named(child: Child, event: str) -> list[dict]:
     with child.cond:
         return [e for e in child.events if e["event"] == event]
@@ -427,9 +439,17 @@ def run_config(impl: str, python: str, n_members: int, per_process: int, mls: bo
         result["invite_return_s"] = inv[0]["seconds"] if inv else None
 
         if stream and len(times) == n_members:
+            cpu0 = {c.name: cpu_seconds(c.proc.pid) for c in children}
             moderator.tell("stream")
             sent = moderator.wait("sent", args.seconds + 60)
             thr = wait_all(member_procs, "throughput", n_members, args.seconds + args.idle + 60)
+            cpu = {c.name: cpu_seconds(c.proc.pid) - cpu0[c.name] for c in children}
+            # CPU per message does not depend much on how loaded the machine is (unlike msgs/s).
+            if sent["sent"]:
+                per = 1e6 / sent["sent"]
+                result["cpu_us_moderator"] = cpu["moderator"] * per
+                result["cpu_us_node"] = cpu["node"] * per
+                result["cpu_us_member"] = sum(cpu[c.name] for c in member_procs) / n_members * per
             rates = [e["rate"] for e in thr]
             result.update(
                 sent=sent["sent"], send_rate=sent["rate"],
@@ -472,6 +492,8 @@ def print_table(results: dict, args, conditions: str) -> None:
 
     def row(label, key_fn, spec, higher_better):
         vals = {i: key_fn(results[i]) for i in impls}
+        if all(v is None for v in vals.values()):
+            return
         line = f"{label:44}" + "".join(f"{fmt(vals[i], spec):>13}" for i in impls)
         if both and higher_better is not None and vals["060"] and vals["ours"]:
             line += f"{vals['ours'] / vals['060']:>11.2f}x"
@@ -488,16 +510,21 @@ def print_table(results: dict, args, conditions: str) -> None:
         row("  moderator publish msgs/s", get(cfg, "send_rate"), "{:,.0f}", True)
         row("  sent", get(cfg, "sent"), "{:,}", None)
         row("  delivered (fewest of 4 members)", get(cfg, "delivered_min"), "{:,}", None)
+        row("  CPU us/msg: moderator (lower better)", get(cfg, "cpu_us_moderator"), "{:.1f}", False)
+        row("  CPU us/msg: node (4 copies out)", get(cfg, "cpu_us_node"), "{:.1f}", False)
+        row("  CPU us/msg: each member", get(cfg, "cpu_us_member"), "{:.1f}", False)
     for i in impls:
         off = results[i].get("fanout-plain", {}).get("rate_mean")
         on = results[i].get("fanout-mls", {}).get("rate_mean")
         results[i]["mls_cost_pct"] = (100.0 * (off - on) / off) if off and on is not None else None
     row("MLS cost, % of MLS-off msgs/s (lower better)", lambda r: r.get("mls_cost_pct"), "{:.1f}%", None)
-    for n, cfgs in ((4, ("fanout-plain", "fanout-mls")), (args.big, ("big-plain", "big-mls"))):
+    big = f"{args.big} ({args.per_process}/process)"
+    for n, cfgs in (("4", ("fanout-plain", "fanout-mls")), (big, ("big-plain", "big-mls"))):
         for cfg in cfgs:
             label = "MLS on" if cfg.endswith("mls") else "MLS off"
-            row(f"ready {n}, {label}: s to all members (probe)", get(cfg, "ready_all_s"), "{:.3f}", False)
-            if any(results[i].get(cfg, {}).get("ready_count") not in (None, n) for i in impls):
+            row(f"ready {n}, {label}: s to all", get(cfg, "ready_all_s"), "{:.3f}", False)
+            expected = 4 if cfg.startswith("fanout") else args.big
+            if any(results[i].get(cfg, {}).get("ready_count") not in (None, expected) for i in impls):
                 row("  members ready before timeout", get(cfg, "ready_count"), "{}", None)
             row("  ours: s until invite(wait=True) all done", lambda r, c=cfg: r.get(c, {}).get("invite_return_s")
                 if r.get("impl") == "ours" else None, "{:.3f}", None)
@@ -517,9 +544,9 @@ def conditions_text() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
-    p.add_argument("--messages", type=int, default=20_000, help="fan-out stream length")
+    p.add_argument("--messages", type=int, default=100_000, help="fan-out stream length (bounded by --seconds)")
     p.add_argument("--size", type=int, default=100, help="payload bytes per message")
-    p.add_argument("--seconds", type=float, default=10.0, help="bound on the stream's sending time")
+    p.add_argument("--seconds", type=float, default=8.0, help="bound on the stream's sending time")
     p.add_argument("--idle", type=float, default=3.0, help="silence that ends a member's stream")
     p.add_argument("--retries", type=int, default=5, help="session max_retries (both implementations)")
     p.add_argument("--timeout", type=float, default=1.0, help="session timeout in seconds (both)")
