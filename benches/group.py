@@ -253,7 +253,7 @@ async def run_member(impl: str, name: str, args) -> None:
     emit("member-up", name=name)
     await app.accept(args.ready_timeout + 30)
     emit("member-session", name=name, t=now())
-    count = count_at_first = 0
+    count = count_at_first = errors = 0
     first = last = None
     ready_sent = False
     loop = asyncio.get_running_loop()
@@ -264,6 +264,13 @@ async def run_member(impl: str, name: str, args) -> None:
             batch = await asyncio.wait_for(app.recv_batch(), wait)
         except asyncio.TimeoutError:
             if count:
+                break
+            continue
+        except Exception as e:  # e.g. a lost message reported by the session: counted, the stream goes on
+            errors += 1
+            if errors == 1 or errors > 1000:
+                emit("receive-error", name=name, error=f"{type(e).__name__}: {e}")
+            if errors > 1000:
                 break
             continue
         t = now()
@@ -282,7 +289,8 @@ async def run_member(impl: str, name: str, args) -> None:
             break
     timed = count - count_at_first
     elapsed = (last - first) if first is not None and last > first else 0.0
-    emit("throughput", name=name, received=count, seconds=elapsed, rate=timed / elapsed if elapsed else 0.0)
+    rate = timed / elapsed if elapsed else 0.0
+    emit("throughput", name=name, received=count, seconds=elapsed, rate=rate, errors=errors)
 
 
 async def worker_members(args) -> None:
@@ -378,7 +386,9 @@ def start_node(impl: str, python: str, port: int, args) -> Child:
     return node
 
 
-def run_config(impl: str, python: str, n_members: int, per_process: int, mls: bool, stream: bool, args) -> dict:
+def run_config(
+    impl: str, python: str, n_members: int, per_process: int, mls: bool, stream: bool, args
+) -> dict:
     """One group: node, moderator, members; ready time and (when `stream`) fan-out figures."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -386,7 +396,8 @@ def run_config(impl: str, python: str, n_members: int, per_process: int, mls: bo
     names = [f"agntcy/groupbench/member-{i}" for i in range(n_members)]
     common = ["--impl", impl, "--endpoint", endpoint, "--size", str(args.size),
               "--messages", str(args.messages if stream else 0), "--seconds", str(args.seconds),
-              "--idle", str(args.idle), "--deadline", str(args.deadline), "--ready-timeout", str(args.ready_timeout),
+              "--idle", str(args.idle), "--deadline", str(args.deadline),
+              "--ready-timeout", str(args.ready_timeout),
               "--retries", str(args.retries), "--timeout", str(args.timeout),
               "--probe-interval", str(args.probe_interval), "--channel", f"agntcy/groupbench/chan-{tag}"]
     if mls:
@@ -404,13 +415,15 @@ def run_config(impl: str, python: str, n_members: int, per_process: int, mls: bo
         groups = [names[i:i + per_process] for i in range(0, n_members, per_process)]
         member_procs = []
         for gi, group in enumerate(groups):
-            c = Child(f"members-{gi}", [*worker, "--worker", "members", "--members", ",".join(group), *common])
+            argv = [*worker, "--worker", "members", "--members", ",".join(group), *common]
+            c = Child(f"members-{gi}", argv)
             member_procs.append(c)
             children.append(c)
         up = wait_all(member_procs, "member-up", n_members, 60)
         if len(up) < n_members:
             raise RuntimeError(f"{tag}: only {len(up)} of {n_members} member apps came up")
-        moderator = Child("moderator", [*worker, "--worker", "moderator", "--members", ",".join(names), *common])
+        argv = [*worker, "--worker", "moderator", "--members", ",".join(names), *common]
+        moderator = Child("moderator", argv)
         children.append(moderator)
         moderator.wait("ready", 60)
 
@@ -455,6 +468,7 @@ def run_config(impl: str, python: str, n_members: int, per_process: int, mls: bo
                 sent=sent["sent"], send_rate=sent["rate"],
                 delivered_min=min((e["received"] for e in thr), default=0),
                 delivered_total=sum(e["received"] for e in thr),
+                receive_errors=sum(e.get("errors", 0) for e in thr),
                 rate_mean=sum(rates) / n_members if rates else 0.0,
                 rate_min=min(rates) if len(rates) == n_members else 0.0,
                 reported=len(thr),
@@ -484,7 +498,8 @@ def print_table(results: dict, args, conditions: str) -> None:
     both = len(impls) == 2
     print()
     print(f"group: {args.size}-byte messages, moderator -> 4 members (one process each) via one node on "
-          f"127.0.0.1; stream of {args.messages:,} (max {args.seconds:g} s); sessions max_retries={args.retries}, "
+          f"127.0.0.1; stream of {args.messages:,} (max {args.seconds:g} s); "
+          f"sessions max_retries={args.retries}, "
           f"timeout={args.timeout:g} s; {args.big} members in processes of {args.per_process} apps")
     print(f"conditions: {conditions}")
     header = f"{'metric':44}" + "".join(f"{i:>13}" for i in impls) + (f"{'ours/0.6.0':>12}" if both else "")
@@ -510,6 +525,8 @@ def print_table(results: dict, args, conditions: str) -> None:
         row("  moderator publish msgs/s", get(cfg, "send_rate"), "{:,.0f}", True)
         row("  sent", get(cfg, "sent"), "{:,}", None)
         row("  delivered (fewest of 4 members)", get(cfg, "delivered_min"), "{:,}", None)
+        if any(results[i].get(cfg, {}).get("receive_errors") for i in impls):
+            row("  receive errors (all members)", get(cfg, "receive_errors"), "{:,}", None)
         row("  CPU us/msg: moderator (lower better)", get(cfg, "cpu_us_moderator"), "{:.1f}", False)
         row("  CPU us/msg: node (4 copies out)", get(cfg, "cpu_us_node"), "{:.1f}", False)
         row("  CPU us/msg: each member", get(cfg, "cpu_us_member"), "{:.1f}", False)
@@ -526,8 +543,9 @@ def print_table(results: dict, args, conditions: str) -> None:
             expected = 4 if cfg.startswith("fanout") else args.big
             if any(results[i].get(cfg, {}).get("ready_count") not in (None, expected) for i in impls):
                 row("  members ready before timeout", get(cfg, "ready_count"), "{}", None)
-            row("  ours: s until invite(wait=True) all done", lambda r, c=cfg: r.get(c, {}).get("invite_return_s")
-                if r.get("impl") == "ours" else None, "{:.3f}", None)
+            row("  ours: s until invite(wait=True) all done",
+                lambda r, c=cfg: r.get(c, {}).get("invite_return_s") if r.get("impl") == "ours" else None,
+                "{:.3f}", None)
             row("  0.6.0: s until all listen_for_session", get(cfg, "sessions_s"), "{:.3f}", None)
     for i in impls:
         nodes = {r.get("node") for k, r in results[i].items() if isinstance(r, dict) and r.get("node")}
@@ -544,7 +562,8 @@ def conditions_text() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
-    p.add_argument("--messages", type=int, default=100_000, help="fan-out stream length (bounded by --seconds)")
+    p.add_argument("--messages", type=int, default=100_000,
+                   help="fan-out stream length (bounded by --seconds)")
     p.add_argument("--size", type=int, default=100, help="payload bytes per message")
     p.add_argument("--seconds", type=float, default=8.0, help="bound on the stream's sending time")
     p.add_argument("--idle", type=float, default=3.0, help="silence that ends a member's stream")
