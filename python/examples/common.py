@@ -135,21 +135,17 @@ async def create_local_app(
     return local_app
 
 
-class DictParamType(click.ParamType):
-    """A click type for JSON objects given on the command line (or a dict default)."""
-
-    name = "dict"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, dict):
-            return value
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            self.fail(f"{value} is not valid JSON", param, ctx)
-        if not isinstance(parsed, dict):
-            self.fail(f"{value} is not a JSON object", param, ctx)
-        return parsed
+def parse_json_object(ctx: click.Context, param: click.Parameter, value: str | dict[str, Any]) -> dict[str, Any]:
+    """Click callback for options that take a JSON object on the command line (or a dict default)."""
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise click.BadParameter(f"{value} is not valid JSON", ctx, param) from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{value} is not a JSON object", ctx, param)
+    return parsed
 
 
 DEFAULT_SLIM_CONFIG: dict[str, Any] = {"endpoint": "http://127.0.0.1:46357", "tls": {"insecure": True}}
@@ -160,7 +156,7 @@ def common_options(function: Callable[..., Any]) -> click.Command:
     options = [
         click.option("--local", type=str, required=True, help="Local ID: organization/namespace/application"),
         click.option("--remote", type=str, help="Remote ID: organization/namespace/application (the channel for multicast)"),
-        click.option("--slim", default=json.dumps(DEFAULT_SLIM_CONFIG), type=DictParamType(), help="SLIM node client configuration (JSON)"),
+        click.option("--slim", default=json.dumps(DEFAULT_SLIM_CONFIG), metavar="DICT", callback=parse_json_object, help="SLIM node client configuration (JSON)"),
         click.option("--enable-opentelemetry", is_flag=True, help="Export traces to OpenTelemetry at http://localhost:4317"),
         click.option("--shared-secret", type=str, help="Shared secret for authentication (testing only)"),
         click.option("--jwt", type=str, help="Path to a static JWT token file"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import signal
 import sys
 import threading
@@ -174,7 +175,7 @@ async def run_client(**kwargs: Any) -> int:
                 await local_app.set_route(to_add)
                 # The invite goes out now; the task completes when the member has joined.
                 join = asyncio.create_task(local_app.invite(session, to_add, wait=True))
-                join.add_done_callback(lambda t, p=p: _report_join(local, p, t))
+                join.add_done_callback(functools.partial(_report_join, local, p))
                 joins.append(join)
                 print(f"{local} -> add {to_add} to the group", flush=True)
 

@@ -70,6 +70,7 @@ async def _sender(
     instance = local_app.get_id()
     remote_name = split_id(remote)
     await local_app.set_route(remote_name)
+    config: slim_bindings.PySessionConfiguration
     if unicast or enable_mls:
         format_message_print(f"{instance}", f"creating unicast session (mls={enable_mls})")
         config = slim_bindings.PySessionConfiguration.Unicast(

@@ -273,3 +273,5 @@ async def receive_session_many(
 def try_receive_session(svc: PyService, session: _Session) -> tuple[PySessionInfo, bytes] | None: ...
 def init_tracing(config: dict[str, Any] | None = None) -> Any:
     """Configures logging now; the result may be awaited (resolves to None)."""
+def shutdown_runtime() -> None:
+    """Stops the native runtime (the package registers it with ``atexit``; not for direct use)."""
