@@ -45,8 +45,12 @@ pub struct OpenTelemetryConfig {
     pub service_version: Option<String>,
     #[serde(default)]
     pub environment: Option<String>,
+    /// Seconds between two OTLP metric exports (default 60).
     #[serde(default)]
     pub metrics_interval_secs: Option<u64>,
+    /// Fraction of publishes without a trace context that start a new trace (0..=1, default 1).
+    #[serde(default)]
+    pub sampling_ratio: Option<f64>,
 }
 
 /// The `init_tracing` dictionary / the YAML `tracing:` section.

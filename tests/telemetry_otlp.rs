@@ -135,6 +135,28 @@ async fn publish_route_and_receive_share_one_trace_and_a_dead_collector_breaks_n
         assert_eq!(p, i.to_le_bytes());
     }
 
+    // sampling_ratio 0: no new traces, but a sampled context the app supplies is continued.
+    let mut unsampled = otel_config(&collector);
+    if let Some(o) = unsampled.opentelemetry.as_mut() {
+        o.sampling_ratio = Some(0.0);
+    }
+    init_tracing(&unsampled).unwrap();
+    alice.publish(sid, to(&name("bob"), b"not sampled")).await.unwrap();
+    let (info, _) = recv(&bob, sid).await.unwrap();
+    assert!(!info.metadata.contains_key("traceparent"), "{:?}", info.metadata);
+    let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut req = to(&name("bob"), b"theirs");
+    req.metadata = Some(HashMap::from([("traceparent".to_string(), theirs.to_string())]));
+    alice.publish(sid, req).await.unwrap();
+    let (info, _) = recv(&bob, sid).await.unwrap();
+    let continued = info.metadata.get("traceparent").expect("the app's trace is continued");
+    assert!(continued.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && continued != theirs, "{continued}");
+    let mut bad = unsampled.clone();
+    if let Some(o) = bad.opentelemetry.as_mut() {
+        o.sampling_ratio = Some(1.5);
+    }
+    assert!(init_tracing(&bad).unwrap_err().to_string().contains("sampling_ratio"));
+
     // Off again (a second init_tracing): no more trace context on messages.
     init_tracing(&TracingConfig { log_level: "warn".into(), ..Default::default() }).unwrap();
     assert!(!otel::active());

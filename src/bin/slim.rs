@@ -107,6 +107,8 @@ async fn run(cfg: StandaloneConfig) -> Result<(), String> {
             node.connect(client.clone()).await.map_err(|e| format!("{key}: {e}"))?;
         }
     }
+    // OTLP metrics flow only while the `tracing.opentelemetry` block enables export.
+    slim_bindings::telemetry::otel::export_node_metrics(&nodes);
     let _metrics = match &cfg.metrics {
         Some(m) => {
             let server = slim_bindings::telemetry::metrics::serve(&m.endpoint, nodes.clone())

@@ -157,6 +157,27 @@ impl ConnEntry {
     fn is_local(&self) -> bool {
         matches!(self.tx, ConnTx::Local(_))
     }
+
+    /// Messages waiting in this connection's outbound queue (sent by the router, not yet taken).
+    fn queued(&self) -> usize {
+        match &self.tx {
+            ConnTx::Local(tx) => tx.max_capacity().saturating_sub(tx.capacity()),
+            ConnTx::Remote(tx) => tx.max_capacity().saturating_sub(tx.capacity()),
+        }
+    }
+}
+
+/// The outbound queue of one connection at one instant (see [`Node::queue_depths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionQueue {
+    /// The connection id.
+    pub conn: u64,
+    /// An in-process app connection (else a gRPC stream to another node or a remote app).
+    pub local: bool,
+    /// Messages waiting to be taken by the app or written to the stream.
+    pub depth: usize,
+    /// The queue's bound ([`QUEUE_CAPACITY`]).
+    pub capacity: usize,
 }
 
 struct ServerHandle {
@@ -309,6 +330,25 @@ impl Node {
         let mut ids: Vec<u64> = self.inner.conns.read().keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Depth of every connection's outbound queue, by connection id. Reading it takes the
+    /// connection table's read lock once; nothing on the routing path changes.
+    pub fn queue_depths(&self) -> Vec<ConnectionQueue> {
+        let mut out: Vec<ConnectionQueue> = self
+            .inner
+            .conns
+            .read()
+            .iter()
+            .map(|(&conn, e)| ConnectionQueue {
+                conn,
+                local: e.is_local(),
+                depth: e.queued(),
+                capacity: QUEUE_CAPACITY,
+            })
+            .collect();
+        out.sort_unstable_by_key(|q| q.conn);
+        out
     }
 
     /// Names subscribed on a connection.

@@ -134,6 +134,7 @@ pub fn render(nodes: &[Node]) -> String {
             (escape(n.node_id()), n.stats(), subs)
         })
         .collect();
+    let queues: Vec<Vec<crate::node::ConnectionQueue>> = nodes.iter().map(|n| n.queue_depths()).collect();
     let mut out = String::with_capacity(2048);
     type Pick = fn(&crate::node::NodeStatsSnapshot, u64) -> u64;
     let simple: [(&str, &str, &str, Pick); 9] = [
@@ -177,6 +178,29 @@ pub fn render(nodes: &[Node]) -> String {
             let _ = writeln!(out, "slim_messages_dropped_total{{node=\"{node}\",reason=\"{reason}\"}} {v}");
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP slim_queue_depth Messages waiting in all outbound connection queues.\n# TYPE slim_queue_depth gauge"
+    );
+    for ((node, _, _), qs) in rows.iter().zip(&queues) {
+        let _ = writeln!(out, "slim_queue_depth{{node=\"{node}\"}} {}", qs.iter().map(|q| q.depth).sum::<usize>());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP slim_connection_queue_depth Messages waiting in one connection's outbound queue (bound {}).\n\
+         # TYPE slim_connection_queue_depth gauge",
+        crate::node::QUEUE_CAPACITY
+    );
+    for ((node, _, _), qs) in rows.iter().zip(&queues) {
+        for q in qs {
+            let kind = if q.local { "local" } else { "remote" };
+            let _ = writeln!(
+                out,
+                "slim_connection_queue_depth{{node=\"{node}\",conn=\"{}\",kind=\"{kind}\"}} {}",
+                q.conn, q.depth
+            );
+        }
+    }
     out
 }
 
@@ -190,5 +214,7 @@ mod tests {
         assert!(text.contains("# TYPE slim_messages_routed_total counter"), "{text}");
         assert!(text.contains("slim_messages_routed_total{node=\"n\\\"1\"} 0"), "{text}");
         assert!(text.contains("slim_messages_dropped_total{node=\"n\\\"1\",reason=\"no_route\"} 0"), "{text}");
+        assert!(text.contains("# TYPE slim_queue_depth gauge"), "{text}");
+        assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
     }
 }

@@ -1,33 +1,61 @@
 //! OpenTelemetry: spans exported over OTLP/gRPC and a W3C `traceparent` carried in message
-//! metadata, so a publish, every node it crosses and the receiving app form one trace.
+//! metadata, so a publish, every node it crosses and the receiving app form one trace; and the
+//! counters of the nodes given to [`export_node_metrics`] exported as OTLP metrics.
 //!
 //! Off by default. While off, every hook is one relaxed atomic load ([`active`]): no allocation,
-//! no metadata work. Export runs on the SDK's batch thread over a dedicated one-thread tokio
-//! runtime, so an unreachable collector only loses spans (bounded queue), never delays messaging.
+//! no metadata work. Export runs on the SDK's batch and periodic-reader threads over a dedicated
+//! one-thread tokio runtime, so an unreachable collector only loses data (bounded queues), never
+//! delays messaging.
+//!
+//! Sampling: a publish without a trace context starts a new trace with probability
+//! `sampling_ratio` (default 1.0, every message). Nodes and receivers never start traces: they
+//! only continue a sampled `traceparent`, so unsampled and untraced messages cost one map lookup
+//! per hop and carry nothing extra.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use parking_lot::{Mutex, RwLock};
 
 use super::{OpenTelemetryConfig, TelemetryError};
+use crate::node::Node;
 
 /// Used when the `opentelemetry` block has no `grpc.endpoint` (the reference's default).
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 const DEFAULT_SERVICE: &str = "slim-data-plane";
 
+/// Metric export period when `metrics_interval_secs` is not given (the OpenTelemetry default).
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
+/// The metadata key of the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
-static PROVIDER: Mutex<Option<(String, SdkTracerProvider)>> = Mutex::new(None);
+static PROVIDER: Mutex<Option<Exporters>> = Mutex::new(None);
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// New traces are started when a draw falls below this (`u64::MAX` = always, 0 = never).
+static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
+static SAMPLE_DRAWS: AtomicU64 = AtomicU64::new(0);
+/// Nodes whose counters the metric callbacks read.
+static WATCHED: Mutex<Vec<Node>> = Mutex::new(Vec::new());
+
+/// The running export pipelines and the settings they were built from.
+struct Exporters {
+    key: String,
+    tracer: SdkTracerProvider,
+    meter: SdkMeterProvider,
+}
 
 /// Where a message is when a span is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,17 +84,32 @@ fn endpoint_of(cfg: &OpenTelemetryConfig) -> String {
         .to_string()
 }
 
-/// Applies the `opentelemetry` block: starts (or retargets) export, or pauses it.
+/// Applies the `opentelemetry` block: starts (or retargets) export, or stops it.
 pub(super) fn configure(cfg: Option<&OpenTelemetryConfig>) -> Result<(), TelemetryError> {
     let Some(cfg) = cfg.filter(|c| c.enabled) else {
         ACTIVE.store(false, Ordering::Relaxed);
+        TRACER.write().take();
+        if let Some(old) = PROVIDER.lock().take() {
+            stop_in_background(old);
+        }
         return Ok(());
+    };
+    let ratio = cfg.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(TelemetryError::Config(format!("opentelemetry.sampling_ratio {ratio} is not between 0 and 1")));
+    }
+    let threshold = if ratio >= 1.0 { u64::MAX } else { (ratio * u64::MAX as f64) as u64 };
+    SAMPLE_BELOW.store(threshold, Ordering::Relaxed);
+    let interval = match cfg.metrics_interval_secs {
+        Some(0) => return Err(TelemetryError::Config("opentelemetry.metrics_interval_secs must be at least 1".into())),
+        Some(s) => Duration::from_secs(s),
+        None => DEFAULT_METRICS_INTERVAL,
     };
     let endpoint = endpoint_of(cfg);
     let service = cfg.service_name.clone().unwrap_or_else(|| DEFAULT_SERVICE.to_string());
-    let key = format!("{endpoint}\n{service}\n{:?}\n{:?}", cfg.service_version, cfg.environment);
+    let key = format!("{endpoint}\n{service}\n{:?}\n{:?}\n{interval:?}", cfg.service_version, cfg.environment);
     let mut slot = PROVIDER.lock();
-    if slot.as_ref().is_some_and(|(k, _)| *k == key) {
+    if slot.as_ref().is_some_and(|e| e.key == key) {
         ACTIVE.store(true, Ordering::Relaxed);
         return Ok(());
     }
@@ -82,14 +125,22 @@ pub(super) fn configure(cfg: Option<&OpenTelemetryConfig>) -> Result<(), Telemet
             RUNTIME.get_or_init(|| rt)
         }
     };
+    let bad_endpoint =
+        |e: &dyn std::fmt::Display| TelemetryError::Config(format!("opentelemetry.grpc.endpoint `{endpoint}`: {e}"));
     // tonic's lazy channel spawns its connection task on the runtime current at build time.
-    let exporter = {
+    let (span_exporter, metric_exporter) = {
         let _guard = runtime.enter();
-        SpanExporter::builder()
+        let spans = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
             .build()
-            .map_err(|e| TelemetryError::Config(format!("opentelemetry.grpc.endpoint `{endpoint}`: {e}")))?
+            .map_err(|e| bad_endpoint(&e))?;
+        let metrics = MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| bad_endpoint(&e))?;
+        (spans, metrics)
     };
     let mut resource = Resource::builder().with_service_name(service).with_attribute(KeyValue::new(
         "service.version",
@@ -99,22 +150,164 @@ pub(super) fn configure(cfg: Option<&OpenTelemetryConfig>) -> Result<(), Telemet
         "deployment.environment.name",
         cfg.environment.clone().unwrap_or_else(|| "development".into()),
     ));
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
-    *TRACER.write() = Some(provider.tracer("slim-bindings"));
-    if let Some((_, old)) = slot.replace((key, provider)) {
-        // Shutting down blocks until the old batch is flushed (or times out): not on this thread.
-        let _ = std::thread::Builder::new().name("slim-otel-stop".into()).spawn(move || {
-            let _ = old.shutdown();
-        });
+    let resource = resource.build();
+    let tracer =
+        SdkTracerProvider::builder().with_batch_exporter(span_exporter).with_resource(resource.clone()).build();
+    let reader = PeriodicReader::builder(metric_exporter).with_interval(interval).build();
+    let meter = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
+    register_node_instruments(&meter.meter("slim-bindings"));
+    *TRACER.write() = Some(tracer.tracer("slim-bindings"));
+    if let Some(old) = slot.replace(Exporters { key, tracer, meter }) {
+        stop_in_background(old);
     }
     ACTIVE.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %endpoint, "exporting spans over OTLP/gRPC");
+    tracing::info!(endpoint = %endpoint, "exporting spans and metrics over OTLP/gRPC");
     Ok(())
+}
+
+/// Shutting a pipeline down blocks until its last batch is sent (or times out): not on the caller's thread.
+fn stop_in_background(old: Exporters) {
+    let _ = std::thread::Builder::new().name("slim-otel-stop".into()).spawn(move || {
+        let _ = old.tracer.shutdown_with_timeout(Duration::from_secs(3));
+        let _ = old.meter.shutdown_with_timeout(Duration::from_secs(3));
+    });
+}
+
+/// Exports these nodes' counters and queue depths as OTLP metrics while OpenTelemetry is on
+/// (the same figures as the `/metrics` text endpoint). Reading them costs nothing on the routing
+/// path: the periodic reader samples the nodes' atomic counters at each export.
+pub fn export_node_metrics(nodes: &[Node]) {
+    WATCHED.lock().extend(nodes.iter().cloned());
+}
+
+/// Stops exporting the metrics of the node with this id.
+pub fn stop_node_metrics(node_id: &str) {
+    WATCHED.lock().retain(|n| n.node_id() != node_id);
+}
+
+/// One observation per watched node: `(node id, stats, subscriptions, queue depths)`.
+fn observe_nodes(f: &dyn Fn(&Node, &[KeyValue])) {
+    for node in WATCHED.lock().iter() {
+        f(node, &[KeyValue::new("node", node.node_id().to_string())]);
+    }
+}
+
+/// The node instruments: OTLP names of the `/metrics` series (a collector's Prometheus exporter
+/// turns `slim.messages.routed` back into `slim_messages_routed_total`).
+fn register_node_instruments(meter: &Meter) {
+    type Pick = fn(&crate::node::NodeStatsSnapshot) -> u64;
+    let counters: [(&'static str, &'static str, Pick); 8] = [
+        ("slim.messages.received", "Messages read from any connection.", |s| s.messages_received),
+        ("slim.messages.routed", "Messages handed to an outbound connection (one per target).", |s| s.messages_routed),
+        ("slim.subscriptions.processed", "Subscribe/Unsubscribe messages applied.", |s| s.subscriptions_processed),
+        ("slim.connections.opened", "Connections opened since start.", |s| s.connections_opened),
+        ("slim.connections.closed", "Connections closed since start.", |s| s.connections_closed),
+        ("slim.reconnects", "Successful reconnects of client connections.", |s| s.reconnects),
+        ("slim.error_reports.dropped", "Error notifications a local app could not take.", |s| s.error_reports_dropped),
+        ("slim.messages.dropped", "Messages dropped, by reason.", |_| 0),
+    ];
+    for (name, help, pick) in counters {
+        let builder = meter.u64_observable_counter(name).with_description(help);
+        let builder = if name == "slim.messages.dropped" {
+            builder.with_callback(|obs: &dyn AsyncInstrument<u64>| {
+                observe_nodes(&|node, attrs| {
+                    let s = node.stats();
+                    for (reason, v) in [
+                        ("invalid", s.dropped_invalid),
+                        ("no_route", s.dropped_no_route),
+                        ("connection_closed", s.dropped_closed),
+                        ("bad_subscription", s.dropped_subscription),
+                        ("malformed", s.dropped_malformed),
+                    ] {
+                        obs.observe(v, &[attrs[0].clone(), KeyValue::new("reason", reason)]);
+                    }
+                })
+            })
+        } else {
+            builder.with_callback(move |obs: &dyn AsyncInstrument<u64>| {
+                observe_nodes(&|node, attrs| obs.observe(pick(&node.stats()), attrs))
+            })
+        };
+        builder.build();
+    }
+    meter
+        .u64_observable_gauge("slim.connections.active")
+        .with_description("Connections open now.")
+        .with_callback(|obs| observe_nodes(&|node, attrs| obs.observe(node.stats().active_connections, attrs)))
+        .build();
+    meter
+        .u64_observable_gauge("slim.subscriptions")
+        .with_description("Subscriptions currently in the table (per connection entry).")
+        .with_callback(|obs| {
+            observe_nodes(&|node, attrs| {
+                let n: usize = node.connection_ids().into_iter().map(|c| node.subscriptions_of(c).len()).sum();
+                obs.observe(n as u64, attrs)
+            })
+        })
+        .build();
+    meter
+        .u64_observable_gauge("slim.queue.depth")
+        .with_description("Messages waiting in all outbound connection queues.")
+        .with_callback(|obs| {
+            observe_nodes(&|node, attrs| obs.observe(node.queue_depths().iter().map(|q| q.depth as u64).sum(), attrs))
+        })
+        .build();
+    meter
+        .u64_observable_gauge("slim.connection.queue.depth")
+        .with_description("Messages waiting in one connection's outbound queue.")
+        .with_callback(|obs| {
+            observe_nodes(&|node, attrs| {
+                for q in node.queue_depths() {
+                    let kind = if q.local { "local" } else { "remote" };
+                    obs.observe(
+                        q.depth as u64,
+                        &[attrs[0].clone(), KeyValue::new("conn", q.conn as i64), KeyValue::new("kind", kind)],
+                    );
+                }
+            })
+        })
+        .build();
+}
+
+/// Whether a new trace is started for this message (the `sampling_ratio` draw).
+fn sample_new_trace() -> bool {
+    let below = SAMPLE_BELOW.load(Ordering::Relaxed);
+    if below == u64::MAX {
+        return true;
+    }
+    // splitmix64 over a shared counter: uniform enough for a ratio, no lock, no RNG state.
+    let mut z = SAMPLE_DRAWS.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) < below
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<trace>-<span>-<flags>`); `None` when malformed.
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let flags = traceparent.as_bytes().get(53..55)?;
+    let low = match flags[1] {
+        b @ b'0'..=b'9' => b - b'0',
+        b @ b'a'..=b'f' => b - b'a' + 10,
+        _ => return None,
+    };
+    (traceparent.len() == 55).then_some(low & 1 == 1)
 }
 
 /// Records one span for `hop`, child of the `traceparent` in `metadata` when there is one, and
 /// writes the span's own context back into `metadata` for the next hop.
+///
+/// Only a publish starts a trace (subject to `sampling_ratio`); a route or receive hop records a
+/// span only under a sampled `traceparent`. An unsampled context passes through untouched.
 pub fn hop(hop: Hop, metadata: &mut HashMap<String, String>, instance: &str) {
+    match metadata.get(TRACEPARENT).map(|tp| sampled_flag(tp)) {
+        Some(Some(true)) => {}
+        Some(Some(false)) => return,
+        Some(None) | None => {
+            if hop != Hop::Publish || !sample_new_trace() {
+                return;
+            }
+        }
+    }
     let guard = TRACER.read();
     let Some(tracer) = guard.as_ref() else { return };
     let propagator = TraceContextPropagator::new();
@@ -124,21 +317,25 @@ pub fn hop(hop: Hop, metadata: &mut HashMap<String, String>, instance: &str) {
         Hop::Route => ("slim.route", SpanKind::Internal),
         Hop::Receive => ("slim.receive", SpanKind::Consumer),
     };
-    let span = tracer
-        .span_builder(name)
-        .with_kind(kind)
-        .with_attributes([KeyValue::new("slim.instance", instance.to_string())])
-        .start_with_context(tracer, &parent);
+    let mut builder = tracer.span_builder(name).with_kind(kind);
+    if !instance.is_empty() {
+        builder = builder.with_attributes([KeyValue::new("slim.instance", instance.to_string())]);
+    }
+    let span = builder.start_with_context(tracer, &parent);
     let cx = Context::new().with_span(span);
     propagator.inject_context(&cx, metadata);
     cx.span().end();
 }
 
-/// Sends every finished span now (blocking; call from a plain thread or `spawn_blocking`).
+/// Sends every finished span and the current metrics now (blocking; call from a plain thread or
+/// `spawn_blocking`).
 pub fn flush() -> Result<(), TelemetryError> {
-    let provider = PROVIDER.lock().as_ref().map(|(_, p)| p.clone());
-    match provider {
-        Some(p) => p.force_flush().map_err(|e| TelemetryError::Install(format!("span flush failed: {e}"))),
+    let providers = PROVIDER.lock().as_ref().map(|e| (e.tracer.clone(), e.meter.clone()));
+    match providers {
+        Some((tracer, meter)) => {
+            tracer.force_flush().map_err(|e| TelemetryError::Install(format!("span flush failed: {e}")))?;
+            meter.force_flush().map_err(|e| TelemetryError::Install(format!("metric flush failed: {e}")))
+        }
         None => Ok(()),
     }
 }
@@ -147,8 +344,31 @@ pub fn flush() -> Result<(), TelemetryError> {
 pub fn shutdown() {
     ACTIVE.store(false, Ordering::Relaxed);
     TRACER.write().take();
-    if let Some((_, p)) = PROVIDER.lock().take() {
+    if let Some(e) = PROVIDER.lock().take() {
         // Bounded, so an unreachable collector cannot hold up process exit.
-        let _ = p.shutdown_with_timeout(std::time::Duration::from_secs(3));
+        let _ = e.tracer.shutdown_with_timeout(Duration::from_secs(3));
+        let _ = e.meter.shutdown_with_timeout(Duration::from_secs(3));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_flag_reads_the_last_byte() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(sampled_flag(tp), Some(true));
+        assert_eq!(sampled_flag(&tp.replace("-01", "-00")), Some(false));
+        assert_eq!(sampled_flag("00-short"), None);
+        assert_eq!(sampled_flag(&format!("{tp}x")), None);
+    }
+
+    #[test]
+    fn sampling_ratio_is_roughly_honoured() {
+        SAMPLE_BELOW.store((0.25 * u64::MAX as f64) as u64, Ordering::Relaxed);
+        let hits = (0..40_000).filter(|_| sample_new_trace()).count();
+        SAMPLE_BELOW.store(u64::MAX, Ordering::Relaxed);
+        assert!((8_000..12_000).contains(&hits), "{hits}");
     }
 }
