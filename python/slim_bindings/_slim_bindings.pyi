@@ -272,6 +272,12 @@ async def receive_session_many(
 ) -> list[tuple[PySessionInfo, bytes]]: ...
 def try_receive_session(svc: PyService, session: _Session) -> tuple[PySessionInfo, bytes] | None: ...
 def init_tracing(config: dict[str, Any] | None = None) -> Any:
-    """Configures logging now; the result may be awaited (resolves to None)."""
+    """Configures logging now; the result may be awaited (resolves to None).
+
+    ``{"opentelemetry": {"enabled": True, "grpc": {"endpoint": ...}, "service_name": ...,
+    "sampling_ratio": 1.0}}`` exports spans over OTLP/gRPC; ``sampling_ratio`` is the share of
+    publishes that start a trace (default 1.0). ``traceparent`` is ordinary, user-visible metadata
+    (W3C): receivers see it, and a sender that sets it puts the publish into its own trace.
+    """
 def shutdown_runtime() -> None:
     """Stops the native runtime (the package registers it with ``atexit``; not for direct use)."""

@@ -11,6 +11,11 @@
 //! `sampling_ratio` (default 1.0, every message). Nodes and receivers never start traces: they
 //! only continue a sampled `traceparent`, so unsampled and untraced messages cost one map lookup
 //! per hop and carry nothing extra.
+//!
+//! `traceparent` is ordinary, user-visible metadata (the W3C convention), not one of the internal
+//! keys stripped before delivery: a receiver sees the context of its `slim.receive` span and can
+//! continue the trace in its own instrumentation; a sender that sets one puts the publish into
+//! its own trace.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
