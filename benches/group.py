@@ -427,6 +427,7 @@ def run_config(
         children.append(moderator)
         moderator.wait("ready", 60)
 
+        cpu_invite = {c.name: cpu_seconds(c.proc.pid) for c in children}
         moderator.tell("invite")
         t0 = moderator.wait("inviting", 10)["t"]
         if impl == "060":
@@ -440,6 +441,8 @@ def run_config(
         moderator.tell("probe")
         ready = wait_all(member_procs + [moderator], "member-ready", n_members, args.ready_timeout)
         times = sorted(e["t"] - t0 for e in ready)
+        # CPU of every process of the run from the invites to all ready (includes the probes).
+        result["ready_cpu_s"] = sum(cpu_seconds(c.proc.pid) - cpu_invite[c.name] for c in children)
         result["ready_count"] = len(times)
         result["ready_all_s"] = times[-1] if len(times) == n_members else None
         result["ready_median_s"] = times[len(times) // 2] if times else None
@@ -547,6 +550,7 @@ def print_table(results: dict, args, conditions: str) -> None:
                 lambda r, c=cfg: r.get(c, {}).get("invite_return_s") if r.get("impl") == "ours" else None,
                 "{:.3f}", None)
             row("  0.6.0: s until all listen_for_session", get(cfg, "sessions_s"), "{:.3f}", None)
+            row("  CPU s of all processes until ready", get(cfg, "ready_cpu_s"), "{:.2f}", False)
     for i in impls:
         nodes = {r.get("node") for k, r in results[i].items() if isinstance(r, dict) and r.get("node")}
         print(f"  {i}: node = {', '.join(sorted(nodes))}")
