@@ -624,6 +624,9 @@ impl MulticastTask {
             }
             self.mls_ready = true;
             self.apply_ready_commits();
+            if let Some(conn) = self.conn {
+                self.join_channel(conn, false).await;
+            }
         }
         if let Some(ack) = channel::reply_to(&self.core, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
             self.send(ack).await;
@@ -896,7 +899,12 @@ impl MulticastTask {
             self.conn = Some(conn);
             self.moderator = Some(source.clone());
             self.send(channel::set_route(&self.core, &source, conn)).await;
-            self.join_channel(conn, false).await;
+            if !self.mls_enabled {
+                self.join_channel(conn, false).await;
+            }
+            // With MLS the channel is joined on the WELCOME (as 0.6.0 does): group traffic
+            // arriving before it could not be decrypted and would be lost, whereas a producer's
+            // beacon after the join gets it retransmitted at an epoch this member has.
         }
         let mut blob = Vec::new();
         if self.mls_enabled {

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -309,6 +310,10 @@ def parse_args(argv):
 
 
 async def main_async(args) -> int:
+    # INTEROP_OURS_LOG=debug (or info, trace...) shows what our runtime does, on stderr.
+    level = os.environ.get("INTEROP_OURS_LOG")
+    if level:
+        slim_bindings.init_tracing({"log_level": level})
     try:
         return await asyncio.wait_for(ROLES[args.role](args), args.duration + 5)
     except asyncio.TimeoutError:
