@@ -48,7 +48,7 @@ pub struct OpenTelemetryConfig {
     /// Seconds between two OTLP metric exports (default 60).
     #[serde(default)]
     pub metrics_interval_secs: Option<u64>,
-    /// Fraction of publishes without a trace context that start a new trace (0..=1, default 1).
+    /// Fraction of publishes without a trace context that start a new trace (0..=1, default 0.01).
     #[serde(default)]
     pub sampling_ratio: Option<f64>,
 }

@@ -68,6 +68,8 @@ fn otel_config(endpoint: &str) -> TracingConfig {
             enabled: true,
             grpc: Some(serde_json::json!({ "endpoint": endpoint })),
             service_name: Some("slim-otlp-test".into()),
+            // Every message, so the one traced publish below is certainly recorded.
+            sampling_ratio: Some(1.0),
             ..Default::default()
         }),
         ..Default::default()

@@ -275,9 +275,10 @@ def init_tracing(config: dict[str, Any] | None = None) -> Any:
     """Configures logging now; the result may be awaited (resolves to None).
 
     ``{"opentelemetry": {"enabled": True, "grpc": {"endpoint": ...}, "service_name": ...,
-    "sampling_ratio": 1.0}}`` exports spans over OTLP/gRPC; ``sampling_ratio`` is the share of
-    publishes that start a trace (default 1.0). ``traceparent`` is ordinary, user-visible metadata
-    (W3C): receivers see it, and a sender that sets it puts the publish into its own trace.
+    "sampling_ratio": 0.01}}`` exports spans over OTLP/gRPC; ``sampling_ratio`` is the share of
+    publishes that start a trace (default 0.01; 1.0 traces every message). ``traceparent`` is
+    ordinary, user-visible metadata (W3C): receivers see it, and a sender that sets it puts the
+    publish into its own trace.
     """
 def shutdown_runtime() -> None:
     """Stops the native runtime (the package registers it with ``atexit``; not for direct use)."""

@@ -22,8 +22,8 @@ fn shutdown_tracing(py: Python<'_>) {
 /// result is also awaitable (resolving to None) so both `init_tracing(cfg)` and `await init_tracing(cfg)` work.
 ///
 /// `{"opentelemetry": {"enabled": True, "grpc": {"endpoint": "http://localhost:4317"}, "service_name": ...,
-/// "sampling_ratio": 1.0, "metrics_interval_secs": 60}}` exports spans (batched) over OTLP/gRPC.
-/// `sampling_ratio` is the share of publishes that start a new trace (default 1.0: all); a
+/// "sampling_ratio": 0.01, "metrics_interval_secs": 60}}` exports spans (batched) over OTLP/gRPC.
+/// `sampling_ratio` is the share of publishes that start a new trace (default 0.01; 1.0 = all); a
 /// message that carries a `traceparent` follows that context's sampled flag. The W3C
 /// `traceparent` is user-visible metadata by design: receivers see it (to continue the trace in
 /// their own instrumentation) and senders may set it (to put the publish into their trace).

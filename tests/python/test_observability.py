@@ -146,6 +146,7 @@ async def test_traceparent_travels_and_an_unreachable_collector_breaks_nothing(n
                 "enabled": True,
                 "grpc": {"endpoint": f"http://127.0.0.1:{dead}"},
                 "service_name": "slim-py-test",
+                "sampling_ratio": 1.0,
             },
         }
     )
