@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,46 @@ def _audience_list(aud: str | list[str] | tuple[str, ...] | None) -> list[str] |
     return list(aud)
 
 
+def _jwt_claims(jwt_path: str) -> dict[str, Any]:
+    """The claims of the JWT in ``jwt_path``, decoded without checking the signature (the
+    receivers check it); a ``ValueError`` naming the file when it is not a JWT."""
+    try:
+        with open(jwt_path) as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read the JWT file {jwt_path}: {e.strerror}") from None
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError("not three dot-separated parts")
+        payload = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+        if not isinstance(claims, dict):
+            raise ValueError("the claims are not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"{jwt_path} does not hold a JWT ({e})") from None
+    return claims
+
+
+def check_jwt_audience(jwt_path: str, audience: str | list[str] | None) -> None:
+    """Refuses, with a message saying why, a JWT that the other apps (verifying with the same
+    ``--audience``) would reject: one issued for none of the audiences, or already expired."""
+    wanted = _audience_list(audience) or []
+    claims = _jwt_claims(jwt_path)
+    aud = claims.get("aud")
+    token_aud = [aud] if isinstance(aud, str) else list(aud) if isinstance(aud, list) else []
+    if not any(a in wanted for a in token_aud):
+        have = ", ".join(map(str, token_aud)) if token_aud else "no audience"
+        raise ValueError(
+            f"The JWT in {jwt_path} is issued for {have}, not for the audience "
+            f"{', '.join(wanted) or '(empty)'} given with --audience: peers would refuse its messages."
+        )
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and exp < time.time():
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(exp))
+        raise ValueError(f"The JWT in {jwt_path} expired at {when}.")
+
+
 def jwt_identity(
     jwt_path: str,
     jwk_path: str,
@@ -75,11 +116,19 @@ def jwt_identity(
     """A static JWT (e.g. a SPIRE JWT-SVID file) checked against a SPIRE JWKS bundle
     (``{trust_domain: base64(JWKS)}``; the first entry is used)."""
     print(f"Using JWk file: {jwk_path}")
-    with open(jwk_path) as f:
-        bundle = json.load(f)
+    try:
+        with open(jwk_path) as f:
+            bundle = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read the bundle file {jwk_path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"{jwk_path} is not JSON ({e})") from None
     if not isinstance(bundle, dict) or not bundle:
         raise ValueError(f"{jwk_path}: expected a JSON object {{trust_domain: base64 JWKS}}")
-    jwks = base64.b64decode(next(iter(bundle.values()))).decode("utf-8")
+    try:
+        jwks = base64.b64decode(next(iter(bundle.values()))).decode("utf-8")
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{jwk_path}: the first trust domain's value is not base64 text ({e})") from None
     provider = slim_bindings.PyIdentityProvider.StaticJwt(path=jwt_path)
     verifier = slim_bindings.PyIdentityVerifier.Jwt(
         public_key=slim_bindings.PyKey(
@@ -118,6 +167,7 @@ async def create_local_app(
     )
 
     if jwt and bundle and audience:
+        check_jwt_audience(jwt, audience)
         provider, verifier = jwt_identity(jwt, bundle, aud=audience)
     elif jwt or bundle:
         raise ValueError("JWT identity needs --jwt, --bundle and --audience together.")
