@@ -17,6 +17,9 @@ Implementations:
         Skipped with a message when our package is not installed.
 
 Usage:  python3 benches/e2e.py [--impl both] [--messages 50000] [--size 100] [--round-trips 2000]
+Identities (--identity): shared secret (default), ES256 JWT (each app's Jwt provider signs its own tokens
+with a key pair made with openssl in a temp dir; verifiers hold the public key), or `compare` = both in the
+same run, then a table of JWT/shared ratios.
 The same file is the worker program (`--worker node|responder|requester`), started with each
 implementation's own python. Every wait is bounded; every process started is stopped at the end.
 """
@@ -62,9 +65,28 @@ def split_name(text: str):
     return slim_bindings.PyName(a, b, c)
 
 
+# Set by the worker from --identity / --jwt-keys.
+IDENTITY = {"kind": "shared", "keys": None}
+JWT_ISSUER, JWT_AUDIENCE = "https://bench.issuer", "slim-bench"
+
+
 def identity(local: str):
     import slim_bindings
 
+    if IDENTITY["kind"] == "jwt":
+        import datetime
+
+        def es256(file: str):
+            return slim_bindings.PyKey(slim_bindings.PyAlgorithm.ES256, slim_bindings.PyKeyFormat.Pem,
+                                       slim_bindings.PyKeyData.File(str(Path(IDENTITY["keys"]) / file)))
+
+        provider = slim_bindings.PyIdentityProvider.Jwt(
+            private_key=es256("es256.key"), duration=datetime.timedelta(hours=1), issuer=JWT_ISSUER,
+            audience=[JWT_AUDIENCE], subject=local)
+        verifier = slim_bindings.PyIdentityVerifier.Jwt(
+            public_key=es256("es256.pub.pem"), issuer=JWT_ISSUER, audience=[JWT_AUDIENCE], require_iss=True,
+            require_aud=True)
+        return provider, verifier
     provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
     verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
     return provider, verifier
@@ -310,6 +332,7 @@ async def worker_requester(app, args) -> None:
 
 def worker_main(args) -> int:
     app = App060() if args.impl == "060" else AppOurs()
+    IDENTITY.update(kind=args.identity, keys=args.jwt_keys)
     role = {"node": worker_node, "responder": worker_responder, "requester": worker_requester}[args.worker]
 
     async def run():
@@ -485,6 +508,29 @@ def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
     return node
 
 
+def make_es256_keys(directory: str) -> None:
+    """es256.key / es256.pub.pem (P-256, PKCS#8) in `directory`, made with the openssl CLI."""
+    key, pub = str(Path(directory) / "es256.key"), str(Path(directory) / "es256.pub.pem")
+    genkey = ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key]
+    for argv in (genkey, ["openssl", "pkey", "-in", key, "-pubout", "-out", pub]):
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+def print_identity_ratios(by_identity: dict) -> None:
+    """JWT vs shared-secret figures of each implementation measured with both."""
+    keys = [("one-way msgs/s at receiver", "recv_rate"), ("sender publish rate msgs/s", "send_rate"),
+            ("round-trip p50 ms", "p50_ms"), ("round-trip p99 ms", "p99_ms")]
+    print()
+    print(f"{'identity comparison':34}{'impl':>8}{'shared':>14}{'jwt (ES256)':>14}{'jwt/shared':>12}")
+    for impl in ("060", "ours"):
+        if impl not in by_identity.get("shared", {}) or impl not in by_identity.get("jwt", {}):
+            continue
+        for label, key in keys:
+            a, b = by_identity["shared"][impl][key], by_identity["jwt"][impl][key]
+            ratio = f"{b / a:>11.2f}x" if a else f"{'-':>12}"
+            print(f"{label:34}{impl:>8}{a:>14,.3f}{b:>14,.3f}{ratio}")
+
+
 def run_impl(impl: str, python: str, args) -> dict:
     """One full scenario for one implementation; returns its figures."""
     port = free_port()
@@ -492,6 +538,8 @@ def run_impl(impl: str, python: str, args) -> dict:
     common = ["--impl", impl, "--size", str(args.size), "--messages", str(args.messages),
               "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
               "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
+    if getattr(args, "identity", "shared") == "jwt":
+        common += ["--identity", "jwt", "--jwt-keys", args.jwt_keys]
     if args.reliable:
         common.append("--reliable")
     me = str(Path(__file__).resolve())
@@ -588,6 +636,9 @@ def main() -> int:
                    help="our router: the slim binary when one is found (auto), or our package's run_server")
     p.add_argument("--slim-bin", help="our node binary (default $SLIM_BIN, target/release/slim, target/debug/slim)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--identity", choices=["shared", "jwt", "compare"], default="shared",
+                   help="app identities: shared secret, ES256 JWT, or both in the same run (compare)")
+    p.add_argument("--jwt-keys", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["node", "responder", "requester"], help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
     p.add_argument("--listen", help=argparse.SUPPRESS)
@@ -597,28 +648,43 @@ def main() -> int:
     if args.worker:
         return worker_main(args)
 
-    results = {}
+    identities = ["shared", "jwt"] if args.identity == "compare" else [args.identity]
+    keys_dir = tempfile.TemporaryDirectory(prefix="slim-bench-keys-")
+    if "jwt" in identities:
+        make_es256_keys(keys_dir.name)
+        args.jwt_keys = keys_dir.name
+    by_identity: dict = {}
     failed = False
     wanted = ["060", "ours"] if args.impl == "both" else [args.impl]
-    for impl in wanted:
-        if impl == "060":
-            python = python_060()
-        else:
-            python = args.ours_python
-            why = ours_available(python)
-            if why:
-                print(f"skipping ours: our slim_bindings is not importable with {python}: {why}", file=sys.stderr)
-                continue
-        print(f"running {impl} ...", file=sys.stderr, flush=True)
-        try:
-            results[impl] = run_impl(impl, python, args)
-        except Exception as e:
-            print(f"{impl} failed: {e}", file=sys.stderr)
-            failed = True
-    if results:
-        print_table(results, args)
+    for ident in identities:
+        args.identity = ident
+        results = by_identity.setdefault(ident, {})
+        for impl in wanted:
+            if impl == "060":
+                python = python_060()
+            else:
+                python = args.ours_python
+                why = ours_available(python)
+                if why:
+                    print(f"skipping ours: our slim_bindings is not importable with {python}: {why}",
+                          file=sys.stderr)
+                    continue
+            print(f"running {impl} ({ident} identity) ...", file=sys.stderr, flush=True)
+            try:
+                results[impl] = run_impl(impl, python, args)
+            except Exception as e:
+                print(f"{impl} ({ident} identity) failed: {e}", file=sys.stderr)
+                failed = True
+        if results:
+            if len(identities) > 1 or ident != "shared":
+                print(f"\nidentity: {ident}")
+            print_table(results, args)
+    keys_dir.cleanup()
+    if len(identities) > 1:
+        print_identity_ratios(by_identity)
+    results = by_identity.get("shared") or by_identity.get("jwt") or {}
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(by_identity if len(identities) > 1 else results, indent=2))
     return 1 if failed or not results else 0
 
 
