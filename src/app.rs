@@ -249,6 +249,13 @@ impl App {
         self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.try_pop_batch(out, max)
     }
 
+    /// Bytes point-to-point session `id` holds for sending (waiting + unacknowledged): (now,
+    /// peak). Bounded by [`crate::session::budget::MAX_BUFFERED_BYTES`]; (0, 0) for multicast.
+    pub fn session_send_buffer(&self, id: u32) -> Result<(usize, usize), SlimError> {
+        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        Ok(entry.budget.as_ref().map_or((0, 0), |b| (b.in_use(), b.peak())))
+    }
+
     /// Items dropped by session `id`'s full queue.
     pub fn session_queue_drops(&self, id: u32) -> Result<u64, SlimError> {
         Ok(self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.dropped())

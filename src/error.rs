@@ -44,6 +44,15 @@ pub enum SlimError {
     /// An invite could not be completed.
     #[error("invite error: {0}")]
     Invite(String),
+    /// A publish waited its whole bound for room in the session's send buffer (the peer does not
+    /// acknowledge, or the node does not take messages, fast enough); the message was not sent.
+    #[error("session {session_id}: send buffer full ({buffered} bytes waiting or unacknowledged)")]
+    SendBufferFull {
+        /// Session the publish was for.
+        session_id: u32,
+        /// Bytes held for sending when the publish gave up.
+        buffered: usize,
+    },
     /// The app (or its node) has shut down.
     #[error("app closed")]
     Closed,

@@ -21,6 +21,7 @@ __all__ = [
     "MlsError",
     "NoRouteError",
     "SLIMTimeoutError",
+    "SendBufferFullError",
     "SessionClosedError",
     "SessionNotFoundError",
     "SlimConnectionError",
@@ -81,6 +82,19 @@ class SLIMTimeoutError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]
 
 class MessageLostError(SlimError):
     """A message of the session was lost and could not be recovered."""
+
+    def __init__(self, message: str, session_id: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SendBufferFullError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]
+    """A publish waited its whole bound for room in the session's send buffer and was not sent.
+
+    A point-to-point session holds at most 16 MiB for sending (publishes waiting plus reliable
+    messages not yet acknowledged). A publish that finds it full waits for the peer to acknowledge
+    (or for old messages to time out); after 5 s, or ``timeout * (max_retries + 1)`` when that is
+    longer, it raises this instead. Nothing was sent; publishing again later is safe."""
 
     def __init__(self, message: str, session_id: int | None = None) -> None:
         super().__init__(message)

@@ -140,7 +140,9 @@ class Slim:
         self, session_config: PySessionConfiguration, queue_size: int = 0
     ) -> PySessionInfo:
         """Creates a session. ``queue_size`` is accepted for compatibility and not used: every
-        session queue holds 16,384 messages inside the core. Queue policy when it is full:
+        session queue holds 16,384 messages or 32 MiB of payload (whichever fills first) inside
+        the core. Sending, a point-to-point session holds at most 16 MiB (see ``publish``).
+        Queue policy when the receive queue is full:
         unreliable sessions wait for the reader (back-pressure through the node to the sender)
         for up to 5 s, then drop and count (``session_queue_drops``) until the reader makes room;
         reliable sessions do not acknowledge what finds no room, so the sender retransmits it or
@@ -175,7 +177,12 @@ class Slim:
         payload_type: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        """Sends ``msg`` to ``dest`` on ``session``."""
+        """Sends ``msg`` to ``dest`` on ``session``.
+
+        Point to point, ``msg`` counts against the session's 16 MiB send buffer until it is sent
+        (unreliable) or acknowledged or timed out (reliable). When the buffer is full this waits
+        for room, up to 5 s or ``timeout * (max_retries + 1)`` when that is longer, then raises
+        ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent)."""
         await _native.publish(self.svc, session, 1, msg, dest, payload_type, metadata)
 
     async def publish_to(

@@ -48,6 +48,9 @@ pub fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
         SlimError::Auth(_) => raise(py, "AuthenticationError", (msg.as_str(),), &msg),
         SlimError::Mls(_) => raise(py, "MlsError", (msg.as_str(),), &msg),
         SlimError::Invite(_) => raise(py, "InviteError", (msg.as_str(),), &msg),
+        SlimError::SendBufferFull { session_id, .. } => {
+            raise(py, "SendBufferFullError", (msg.as_str(), session_id), &msg)
+        }
         #[allow(unreachable_patterns)]
         _ => raise(py, "SlimError", (msg.as_str(),), &msg),
     }

@@ -169,6 +169,10 @@ pub async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResu
 }
 
 /// Creates a session. Resolves to a `PySessionInfo` with only `id` set.
+///
+/// Bounds: a point-to-point session holds at most 16 MiB for sending (publishes waiting plus
+/// reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 32 MiB of
+/// payload, whichever fills first (see `publish` and `receive_session` for what happens when full).
 #[pyfunction]
 pub async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<PySessionInfo> {
     let app = app_of(&svc);
@@ -207,6 +211,11 @@ pub async fn set_default_session_config(svc: Py<PyService>, config: PySessionCon
 }
 
 /// Publishes `blob` on a session, to `name`, or (name=None) back to the sender of `session_info`.
+///
+/// Point to point: the payload counts against the session's 16 MiB send buffer until it is sent
+/// (unreliable) or acknowledged or timed out (reliable). When the buffer is full the call waits
+/// for room, up to 5 s or `timeout * (max_retries + 1)` when that is longer, then raises
+/// `SendBufferFullError` (a `TimeoutError`; the message was not sent). Nothing is dropped.
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blob, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]

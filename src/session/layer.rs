@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{BudgetError, MAX_BUFFERED_BYTES, SendBudget};
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message, into_delivery};
 use super::multicast::{Done, MulticastRole, MulticastTask};
@@ -53,6 +54,8 @@ pub struct SessionEntry {
     pub queue: Arc<SessionQueue>,
     /// Next data message id (shared by the task and the unreliable fast path).
     pub next_id: AtomicU32,
+    /// Point to point: the byte bound on what the task holds for sending (see [`super::budget`]).
+    pub budget: Option<SendBudget>,
     /// Unreliable, non-sticky: publishes skip the task.
     fast_publish: AtomicBool,
     /// Non-sticky point to point: inbound P2P_MSG skips the task.
@@ -101,6 +104,53 @@ impl SessionEntry {
     /// Puts a session error on the queue (never dropped for lack of room).
     pub fn deliver_error(&self, err: SlimError) {
         self.queue.push_force(Err(err));
+    }
+
+    /// Stops the task and wakes every reader and every publisher waiting for room.
+    fn close(&self) {
+        self.cancel.cancel();
+        self.queue.close();
+        if let Some(b) = &self.budget {
+            b.close();
+        }
+    }
+
+    /// How long a publish may wait for room in the send budget: the delivery bound, or, on a
+    /// reliable session, the time its oldest unacknowledged message needs to be acknowledged or
+    /// to time out (`timeout` × (retries + 1)), whichever is longer.
+    fn publish_wait_bound(&self) -> std::time::Duration {
+        let retry_horizon = match &*self.config.lock() {
+            SessionConfig::Anycast { timeout: Some(t), max_retries, .. }
+            | SessionConfig::Unicast { timeout: Some(t), max_retries, .. } => {
+                t.saturating_mul(max_retries.unwrap_or(super::DEFAULT_P2P_RETRIES).saturating_add(1))
+            }
+            _ => std::time::Duration::ZERO,
+        };
+        retry_horizon.max(DELIVERY_WAIT_BOUND)
+    }
+
+    /// Charges a publish of `len` payload bytes against the send budget (waiting, bounded); the
+    /// session task gives the charge back once the message left its buffers.
+    async fn take_budget(&self, len: usize) -> Result<(), SlimError> {
+        let Some(b) = &self.budget else { return Ok(()) };
+        let charge = b.charge(len);
+        if b.try_take(charge) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.publish_wait_bound();
+        b.take(charge, deadline).await.map_err(|e| match e {
+            BudgetError::Closed => SlimError::SessionNotFound(self.id),
+            BudgetError::TimedOut => {
+                tracing::debug!(session = self.id, "send buffer stayed full: publish fails");
+                SlimError::SendBufferFull { session_id: self.id, buffered: b.in_use() }
+            }
+        })
+    }
+
+    fn give_back_budget(&self, len: usize) {
+        if let Some(b) = &self.budget {
+            b.give_back(b.charge(len));
+        }
     }
 
     /// The current configuration.
@@ -215,6 +265,7 @@ impl SessionLayer {
             id,
             queue: SessionQueue::new(id, DEFAULT_SESSION_QUEUE_CAPACITY, self.core.inbox.clone()),
             next_id: AtomicU32::new(0),
+            budget: cfg.is_point_to_point().then(|| SendBudget::new(MAX_BUFFERED_BYTES)),
             fast_publish: AtomicBool::new(fast_publish_for(&cfg)),
             fast_inbound: cfg.is_point_to_point() && !sticky,
             announce_pending: AtomicBool::new(remote),
@@ -240,8 +291,7 @@ impl SessionLayer {
     /// Deletes a session: its task stops, readers get `SessionClosed`.
     pub fn remove(&self, id: u32) -> Result<(), SlimError> {
         let entry = self.sessions.write().remove(&id).ok_or(SlimError::SessionNotFound(id))?;
-        entry.cancel.cancel();
-        entry.queue.close();
+        entry.close();
         Ok(())
     }
 
@@ -249,8 +299,7 @@ impl SessionLayer {
     pub fn close_all(&self) {
         let all: Vec<_> = self.sessions.write().drain().map(|(_, e)| e).collect();
         for e in all {
-            e.cancel.cancel();
-            e.queue.close();
+            e.close();
         }
         self.core.inbox.close();
     }
@@ -315,7 +364,33 @@ impl SessionLayer {
             );
             return self.core.send(msg).await;
         }
-        entry.outbound.send(Command::Publish(req)).await.map_err(|_| SlimError::SessionNotFound(id))
+        if entry.budget.is_none() {
+            // Multicast: the task holds publishes while invites run; it sets its own pace.
+            return entry.outbound.send(Command::Publish(req)).await.map_err(|_| SlimError::SessionNotFound(id));
+        }
+        let len = req.blob.len();
+        entry.take_budget(len).await?;
+        let cmd = match entry.outbound.try_send(Command::Publish(req)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(cmd)) => cmd,
+            Err(TrySendError::Closed(_)) => {
+                entry.give_back_budget(len);
+                return Err(SlimError::SessionNotFound(id));
+            }
+        };
+        // Too many small messages waiting (the entry bounds bind before the byte bound).
+        match entry.outbound.send_timeout(cmd, entry.publish_wait_bound()).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                entry.give_back_budget(len);
+                Err(SlimError::SessionNotFound(id))
+            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                entry.give_back_budget(len);
+                let buffered = entry.budget.as_ref().map_or(0, SendBudget::in_use);
+                Err(SlimError::SendBufferFull { session_id: id, buffered })
+            }
+        }
     }
 
     /// Publishes without waiting: `Ok(None)` when handed over, `Ok(Some(req))` (the request back)
@@ -343,6 +418,11 @@ impl SessionLayer {
         }
         match entry.outbound.try_reserve() {
             Ok(permit) => {
+                if let Some(b) = &entry.budget
+                    && !b.try_take(b.charge(req.blob.len()))
+                {
+                    return Ok(Some(req));
+                }
                 permit.send(Command::Publish(req));
                 Ok(None)
             }

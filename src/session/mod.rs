@@ -13,6 +13,7 @@
 //!   duplicate suppression, shared by P2P and multicast.
 //! - [`timer`]: deadline set with constant / exponential back-off, one per session task (no timer
 //!   task per message).
+//! - [`budget`]: the byte bound on what a point-to-point sender holds (waiting + unacknowledged).
 //! - [`queue`]: the bounded delivery queues the app reads (per session, new sessions, any session).
 //! - [`context`]: what a session task needs from its app (own name, identity, the node sender,
 //!   counters) and the message builders every session kind uses.
@@ -29,6 +30,7 @@
 //! ([`crate::mls::interceptor`]) and decrypted at delivery; an MLS session accepts nothing else.
 //! [`context::MlsSeam`] is the narrow trait view of that state.
 
+pub mod budget;
 pub mod buffers;
 pub mod channel;
 pub mod context;

@@ -29,7 +29,9 @@ use crate::wire::{Message, Name, SessionMessageType, SessionType};
 /// a fixed retransmission timeout with a deep window turns queueing delay into a
 /// retransmission storm, so the window stays small (it still covers many round trips).
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Publishes buffered (during discovery or behind a full window) before publishers wait.
+/// Publishes buffered (during discovery or behind a full window) before publishers wait. Bytes
+/// are bounded too: every publish is charged against the session's [`super::budget`] until it
+/// leaves the task's buffers (sent, or, reliable, acknowledged or timed out).
 pub const MAX_PENDING: usize = 4096;
 /// Recently delivered (source, id) pairs kept to drop duplicates when no peer is pinned.
 const RECENT_IDS: usize = 4096;
@@ -85,7 +87,8 @@ pub struct P2pTask {
     phase: Phase,
     peer: Option<Peer>,
     pending: VecDeque<PublishRequest>,
-    unacked: HashMap<u32, Message>,
+    /// Sent reliable messages by id, with what they were charged against the send budget.
+    unacked: HashMap<u32, (Message, usize)>,
     control: HashMap<u32, Message>,
     timers: TimerSet<TimerKey>,
     receiver: Option<ReceiverBuffer<Message>>,
@@ -207,6 +210,20 @@ impl P2pTask {
         !self.needs_discovery() && (!self.mls_enabled || self.mls_ready)
     }
 
+    /// The send-budget charge of a publish (0 when the session has no budget).
+    fn charge_of(&self, req: &PublishRequest) -> usize {
+        self.entry.budget.as_ref().map_or(0, |b| b.charge(req.blob.len()))
+    }
+
+    /// A message left this task's buffers: its bytes are free for the next publish.
+    fn give_back(&self, charge: usize) {
+        if let Some(b) = &self.entry.budget
+            && charge > 0
+        {
+            b.give_back(charge);
+        }
+    }
+
     async fn send(&self, msg: Message) {
         if let Err(e) = self.core.send(msg).await {
             tracing::debug!(session = self.id, error = %e, "could not hand a message to the node");
@@ -219,6 +236,7 @@ impl P2pTask {
                 match Target::of(&req) {
                     Ok(target) => self.start_discovery(&target.name).await,
                     Err(e) => {
+                        self.give_back(self.charge_of(&req));
                         self.entry.deliver_error(e);
                         return;
                     }
@@ -239,11 +257,13 @@ impl P2pTask {
     }
 
     async fn send_data(&mut self, req: PublishRequest) {
+        let charge = self.charge_of(&req);
         let target = match (&self.peer, self.sticky) {
             (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
             _ => match Target::of(&req) {
                 Ok(t) => t,
                 Err(e) => {
+                    self.give_back(charge);
                     self.entry.deliver_error(e);
                     return;
                 }
@@ -257,14 +277,18 @@ impl P2pTask {
         if let Some(mls) = self.mls.as_mut()
             && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
         {
+            self.give_back(charge);
             self.entry.deliver_error(SlimError::Mls(e.to_string()));
             return;
         }
         if let Some(timeout) = self.timeout {
-            self.unacked.insert(mid, msg.clone());
+            self.unacked.insert(mid, (msg.clone(), charge));
             self.timers.start(TimerKey::Ack(mid), TimerPolicy::constant(timeout, self.max_retries), Instant::now());
+            self.send(msg).await;
+        } else {
+            self.send(msg).await;
+            self.give_back(charge);
         }
-        self.send(msg).await;
     }
 
     async fn start_discovery(&mut self, dest: &Name) {
@@ -312,7 +336,8 @@ impl P2pTask {
             }
             SessionMessageType::P2PReliable => self.on_reliable(mid, source, msg).await,
             SessionMessageType::P2PAck => {
-                if self.unacked.remove(&mid).is_some() {
+                if let Some((_, charge)) = self.unacked.remove(&mid) {
+                    self.give_back(charge);
                     self.timers.stop(&TimerKey::Ack(mid));
                     self.drain_pending().await;
                 } else {
@@ -456,7 +481,7 @@ impl P2pTask {
         let own = request.destination_name().unwrap_or_else(|| self.core.name.clone());
         let flags = Flags::one().forward_to(request.incoming_conn());
         let reply = match self.unacked.get(&mid) {
-            Some(original) => {
+            Some((original, _)) => {
                 let content_type = original.publish().and_then(|p| p.msg.as_ref()).map(|c| c.content_type.as_str());
                 let spec = PublishSpec {
                     source: &own,
@@ -665,13 +690,15 @@ impl P2pTask {
         for f in fired {
             match f {
                 Fired::Retry { key: TimerKey::Ack(mid), .. } => {
-                    if let Some(m) = self.unacked.get(&mid) {
+                    if let Some((m, _)) = self.unacked.get(&mid) {
                         let m = m.clone();
                         self.send(m).await;
                     }
                 }
                 Fired::Failed { key: TimerKey::Ack(mid) } => {
-                    self.unacked.remove(&mid);
+                    if let Some((_, charge)) = self.unacked.remove(&mid) {
+                        self.give_back(charge);
+                    }
                     self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id: mid });
                     self.drain_pending().await;
                 }
@@ -710,7 +737,8 @@ impl P2pTask {
                     self.control.remove(&mid);
                     tracing::debug!(session = self.id, "discovery/join got no answer: pending messages time out");
                     self.phase = Phase::Idle;
-                    while self.pending.pop_front().is_some() {
+                    while let Some(req) = self.pending.pop_front() {
+                        self.give_back(self.charge_of(&req));
                         let message_id = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
                         self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id });
                     }

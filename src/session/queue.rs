@@ -1,7 +1,9 @@
 //! Delivery queues between the session layer and the application.
 //!
 //! Policy (bounded everywhere, nothing dropped silently):
-//! - each session has its own queue of [`DEFAULT_SESSION_QUEUE_CAPACITY`] items (`capacity`).
+//! - each session has its own queue of [`DEFAULT_SESSION_QUEUE_CAPACITY`] items (`capacity`) and
+//!   [`DEFAULT_SESSION_QUEUE_BYTES`] payload bytes, whichever fills first ("full" below means
+//!   either).
 //! - unreliable data waits for room ([`SessionQueue::push_wait`]): the producer (the app
 //!   dispatcher or the session task) stops reading, which back-pressures through the embedded
 //!   node's bounded queues and HTTP/2 flow control to the sender. The wait is bounded by
@@ -36,6 +38,8 @@ use crate::error::SlimError;
 
 /// Items a session queue holds before it drops new ones.
 pub const DEFAULT_SESSION_QUEUE_CAPACITY: usize = 16 * 1024;
+/// Payload bytes a session queue holds before it counts as full (large messages fill it first).
+pub const DEFAULT_SESSION_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// Longest a producer waits for room in a full session queue before it drops (and counts).
 pub const DELIVERY_WAIT_BOUND: Duration = Duration::from_secs(5);
 /// Tokens the any-session queue holds before it discards the oldest.
@@ -45,13 +49,24 @@ pub const NEW_SESSION_QUEUE_CAPACITY: usize = 1024;
 
 struct QueueState {
     items: VecDeque<(u64, Delivery)>,
+    /// Payload bytes of `items`.
+    bytes: usize,
     closed: bool,
+}
+
+/// Payload bytes an item holds.
+fn size_of(d: &Delivery) -> usize {
+    match d {
+        Ok((_, blob)) => blob.len(),
+        Err(_) => 0,
+    }
 }
 
 /// The bounded queue of one session.
 pub struct SessionQueue {
     session_id: u32,
     capacity: usize,
+    byte_capacity: usize,
     state: Mutex<QueueState>,
     notify: Notify,
     /// Signalled when a pop takes a full queue below capacity.
@@ -69,12 +84,19 @@ impl std::fmt::Debug for SessionQueue {
 }
 
 impl SessionQueue {
-    /// A new, empty queue feeding `inbox`'s arrival order.
+    /// A new, empty queue of `capacity` items (and [`DEFAULT_SESSION_QUEUE_BYTES`]) feeding
+    /// `inbox`'s arrival order.
     pub fn new(session_id: u32, capacity: usize, inbox: Arc<Inbox>) -> Arc<Self> {
+        Self::with_bytes(session_id, capacity, DEFAULT_SESSION_QUEUE_BYTES, inbox)
+    }
+
+    /// A new, empty queue of `capacity` items and `byte_capacity` payload bytes.
+    pub fn with_bytes(session_id: u32, capacity: usize, byte_capacity: usize, inbox: Arc<Inbox>) -> Arc<Self> {
         Arc::new(SessionQueue {
             session_id,
             capacity: capacity.max(1),
-            state: Mutex::new(QueueState { items: VecDeque::new(), closed: false }),
+            byte_capacity: byte_capacity.max(1),
+            state: Mutex::new(QueueState { items: VecDeque::new(), bytes: 0, closed: false }),
             notify: Notify::new(),
             room: Notify::new(),
             stalled: AtomicBool::new(false),
@@ -94,15 +116,20 @@ impl SessionQueue {
         self.push_inner(item, true)
     }
 
+    fn full(&self, st: &QueueState) -> bool {
+        st.items.len() >= self.capacity || st.bytes >= self.byte_capacity
+    }
+
     fn push_inner(self: &Arc<Self>, item: Delivery, force: bool) -> bool {
         let seq = self.inbox.next_seq();
         {
             let mut st = self.state.lock();
-            if st.closed || (!force && st.items.len() >= self.capacity) {
+            if st.closed || (!force && self.full(&st)) {
                 drop(st);
                 self.count_drop();
                 return false;
             }
+            st.bytes += size_of(&item);
             st.items.push_back((seq, item));
         }
         self.notify.notify_one();
@@ -129,7 +156,7 @@ impl SessionQueue {
                 if st.closed {
                     return false;
                 }
-                if st.items.len() < self.capacity {
+                if !self.full(&st) {
                     self.stalled.store(false, Ordering::Relaxed);
                     return true;
                 }
@@ -157,34 +184,41 @@ impl SessionQueue {
     /// True when the queue is open and below capacity.
     pub fn has_room(&self) -> bool {
         let st = self.state.lock();
-        !st.closed && st.items.len() < self.capacity
+        !st.closed && !self.full(&st)
     }
 
-    /// Called after a pop: wakes a producer waiting for room when the queue went below capacity.
-    fn popped(&self, len_after: usize) {
-        if len_after + 1 == self.capacity {
+    /// Takes the front item out of `st`, keeping the byte count; true in the second field when
+    /// this pop took a full queue below capacity (a producer may be waiting for room).
+    fn pop_locked(&self, st: &mut QueueState) -> (Option<(u64, Delivery)>, bool) {
+        let was_full = self.full(st);
+        let item = st.items.pop_front();
+        if let Some((_, d)) = &item {
+            st.bytes -= size_of(d);
+        }
+        (item, was_full && !self.full(st))
+    }
+
+    /// Wakes producers waiting for room (called after a pop made room, outside the lock).
+    fn made_room(&self, made: bool) {
+        if made {
             self.room.notify_waiters();
         }
     }
 
     /// Takes the next item without waiting.
     pub fn try_pop(&self) -> Option<Delivery> {
-        let (item, len) = {
-            let mut st = self.state.lock();
-            let item = st.items.pop_front();
-            (item, st.items.len())
-        };
-        let item = item?;
-        self.popped(len);
-        Some(item.1)
+        let (item, made) = self.pop_locked(&mut self.state.lock());
+        self.made_room(made);
+        Some(item?.1)
     }
 
     /// Takes the messages waiting (up to `max`) without waiting, appending them to `out`, and
     /// stops before the first error so that errors keep their place in the stream: only when
     /// `out` is empty and the front item is an error is that error taken and returned.
     pub fn try_pop_batch(&self, out: &mut Vec<(MessageInfo, Vec<u8>)>, max: usize) -> Result<usize, SlimError> {
-        let (taken, len, err) = {
+        let (taken, made, err) = {
             let mut st = self.state.lock();
+            let was_full = self.full(&st);
             let mut taken = 0;
             let mut err = None;
             while taken < max {
@@ -195,6 +229,7 @@ impl SessionQueue {
                 }
                 match st.items.pop_front() {
                     Some((_, Ok(m))) => {
+                        st.bytes -= m.1.len();
                         out.push(m);
                         taken += 1;
                     }
@@ -206,11 +241,9 @@ impl SessionQueue {
                     None => break,
                 }
             }
-            (taken, st.items.len(), err)
+            (taken, was_full && !self.full(&st), err)
         };
-        if taken > 0 && len < self.capacity && len + taken >= self.capacity {
-            self.room.notify_waiters();
-        }
+        self.made_room(taken > 0 && made);
         match err {
             Some(e) => Err(e),
             None => Ok(taken),
@@ -225,10 +258,9 @@ impl SessionQueue {
             notified.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                if let Some((_, d)) = st.items.pop_front() {
-                    let len = st.items.len();
+                if let (Some((_, d)), made) = self.pop_locked(&mut st) {
                     drop(st);
-                    self.popped(len);
+                    self.made_room(made);
                     return d;
                 }
                 if st.closed {
@@ -244,11 +276,10 @@ impl SessionQueue {
         let mut st = self.state.lock();
         match st.items.front() {
             Some((front, _)) if *front <= seq => {
-                let d = st.items.pop_front().map(|(_, d)| d);
-                let len = st.items.len();
+                let (d, made) = self.pop_locked(&mut st);
                 drop(st);
-                self.popped(len);
-                d
+                self.made_room(made);
+                d.map(|(_, d)| d)
             }
             _ => None,
         }
@@ -487,6 +518,25 @@ mod tests {
         assert_eq!(a.try_pop_batch(&mut out, 100), Ok(1));
         assert_eq!(out.iter().map(|m| m.0.message_id).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(a.try_pop_batch(&mut rest, 100), Ok(0));
+    }
+
+    #[test]
+    fn payload_bytes_fill_the_queue_before_its_item_count() {
+        let inbox = Inbox::new();
+        let a = SessionQueue::with_bytes(1, 100, 10, inbox);
+        let big = |n: u32| -> Delivery { item(1, n).map(|(i, _)| (i, vec![0u8; 6])) };
+        assert!(a.push(big(0)));
+        assert!(a.has_room());
+        assert!(a.push(big(1)));
+        assert!(!a.has_room(), "12 bytes queued against a bound of 10");
+        assert!(!a.push(big(2)));
+        assert!(a.push_force(Err(SlimError::MessageLost { session_id: 1 })));
+        assert!(a.try_pop().is_some());
+        assert!(a.has_room());
+        let mut out = Vec::new();
+        assert_eq!(a.try_pop_batch(&mut out, 10), Ok(1));
+        assert_eq!(a.try_pop_batch(&mut Vec::new(), 10), Err(SlimError::MessageLost { session_id: 1 }));
+        assert!(a.is_empty() && a.has_room());
     }
 
     #[tokio::test]
