@@ -17,6 +17,13 @@ Implementations:
         Skipped with a message when our package is not installed.
 
 Usage:  python3 benches/e2e.py [--impl both] [--messages 50000] [--size 100] [--round-trips 2000]
+        python3 benches/e2e.py --otel [--repeat 3]   OpenTelemetry cost, ours only: every run of the
+        scenario three ways in one invocation (interleaved) and the medians side by side:
+          never  nothing calls init_tracing;
+          off    init_tracing with the opentelemetry block present but disabled;
+          on     export enabled in both apps and the node, to an OTLP sink on loopback (a grpcio server in
+                 this process that accepts and discards; --otel-endpoint uses a collector of your own).
+        Needs grpcio in the coordinator's python for the sink (`pip install grpcio`).
 Identities (--identity): shared secret (default), ES256 JWT (each app's Jwt provider signs its own tokens
 with a key pair made with openssl in a temp dir; verifiers hold the public key), or `compare` = both in the
 same run, then a table of JWT/shared ratios.
@@ -330,12 +337,27 @@ async def worker_requester(app, args) -> None:
     await app.send(KIND_QUIT)
 
 
+def otel_tracing_config(mode: str, endpoint: str | None, sampling: float | None) -> dict:
+    """init_tracing's dictionary for an --otel mode ("off" keeps the block, disabled)."""
+    otel: dict = {"enabled": mode == "on", "service_name": "slim-e2e-bench"}
+    if endpoint:
+        otel["grpc"] = {"endpoint": endpoint}
+    if sampling is not None:
+        otel["sampling_ratio"] = sampling
+    return {"log_level": "warn", "opentelemetry": otel}
+
+
 def worker_main(args) -> int:
     app = App060() if args.impl == "060" else AppOurs()
     IDENTITY.update(kind=args.identity, keys=args.jwt_keys)
     role = {"node": worker_node, "responder": worker_responder, "requester": worker_requester}[args.worker]
 
     async def run():
+        if args.otel_mode in ("off", "on") and args.impl == "ours":
+            import slim_bindings
+
+            await slim_bindings.init_tracing(otel_tracing_config(args.otel_mode, args.otel_endpoint,
+                                                                 args.otel_sampling))
         try:
             await asyncio.wait_for(role(app, args), args.deadline + 10)
         except Exception as e:  # reported as an event: the coordinator reads stdout
@@ -427,6 +449,16 @@ class Child:
             path.unlink(missing_ok=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -489,8 +521,12 @@ def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
         binary = our_slim_binary(args.slim_bin) if args.ours_node != "package" else None
         if binary is not None:
             fd, cfg_path = tempfile.mkstemp(prefix="slim-bench-", suffix=".yaml")
+            tracing = "tracing:\n  log_level: warn\n"
+            if getattr(args, "otel_mode", None) in ("off", "on"):
+                tracing = "tracing: " + json.dumps(
+                    otel_tracing_config(args.otel_mode, args.otel_endpoint, args.otel_sampling)) + "\n"
             with os.fdopen(fd, "w") as f:
-                f.write("tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
+                f.write(tracing + "services:\n  slim/0:\n    dataplane:\n      servers:\n"
                         f"        - endpoint: \"{listen}\"\n          tls:\n            insecure: true\n")
             node = Child("node", [str(binary), "--config", cfg_path])
             node.cleanup.append(Path(cfg_path))
@@ -500,7 +536,7 @@ def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
         if why:
             raise RuntimeError(f"no node of ours: no slim binary and our package is not importable ({why})")
         node = Child("node", [args.ours_python, me, "--worker", "node", "--listen", listen,
-                              "--impl", "ours"])
+                              "--impl", "ours", *otel_worker_args(args)])
         node.desc = "our package run_server"
         return node
     node = Child("node", [python_060(), me, "--worker", "node", "--listen", listen, "--impl", "060"])
@@ -542,6 +578,7 @@ def run_impl(impl: str, python: str, args) -> dict:
         common += ["--identity", "jwt", "--jwt-keys", args.jwt_keys]
     if args.reliable:
         common.append("--reliable")
+    common += otel_worker_args(args)
     me = str(Path(__file__).resolve())
     children: list[Child] = []
     result: dict = {"impl": impl}
@@ -559,9 +596,11 @@ def run_impl(impl: str, python: str, args) -> dict:
         children.append(requester)
         requester.wait("warm", 30)
 
+        cpu_before = {c.name: cpu_seconds(c.proc.pid) for c in children}
         requester.tell("stream")
         sent = requester.wait("sent", args.seconds + 30)
         thr = responder.wait("throughput", args.seconds + args.idle + 60)
+        result["stream_cpu"] = {c.name: cpu_seconds(c.proc.pid) - cpu_before[c.name] for c in children}
         requester.tell("rtt")
         rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
         result.update(
@@ -618,6 +657,151 @@ def print_table(results: dict, args) -> None:
         print(f"  {i}: node = {results[i]['node']}")
 
 
+def otel_worker_args(args) -> list[str]:
+    """The worker flags that carry the current --otel mode (none outside --otel runs)."""
+    mode = getattr(args, "otel_mode", None)
+    if not mode:
+        return []
+    out = ["--otel-mode", mode]
+    if args.otel_endpoint:
+        out += ["--otel-endpoint", args.otel_endpoint]
+    if args.otel_sampling is not None:
+        out += ["--otel-sampling", str(args.otel_sampling)]
+    return out
+
+
+class OtlpSink:
+    """An OTLP/gRPC endpoint on loopback that accepts every export (traces, metrics, logs) and discards
+    it, counting requests and bytes so the table can show that export really happened."""
+
+    SERVICES = ("opentelemetry.proto.collector.trace.v1.TraceService",
+                "opentelemetry.proto.collector.metrics.v1.MetricsService",
+                "opentelemetry.proto.collector.logs.v1.LogsService")
+
+    def __init__(self):
+        import concurrent.futures
+
+        import grpc  # the sink's only dependency: pip install grpcio
+
+        self.lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.bytes = 0
+
+        def handler(service: str):
+            def export(request: bytes, _context) -> bytes:
+                with self.lock:
+                    self.requests[service] = self.requests.get(service, 0) + 1
+                    self.bytes += len(request)
+                return b""  # an empty Export*ServiceResponse
+
+            # No (de)serializers: requests arrive as bytes, the response goes out as given.
+            return grpc.unary_unary_rpc_method_handler(export)
+
+        handlers = [grpc.method_handlers_generic_handler(svc, {"Export": handler(svc.split(".")[-1])})
+                    for svc in self.SERVICES]
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2), handlers=handlers)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def take(self) -> dict:
+        with self.lock:
+            out = {"requests": dict(self.requests), "bytes": self.bytes}
+            self.requests, self.bytes = {}, 0
+        return out
+
+    def stop(self):
+        self.server.stop(grace=1).wait(5)
+
+
+def run_otel(args) -> int:
+    """--otel: ours with OpenTelemetry never initialised / off / on, interleaved, medians side by side."""
+    if args.identity != "shared":
+        print("--otel: apps use shared-secret identities (--identity is not combined with --otel)", file=sys.stderr)
+        args.identity = "shared"
+    python = args.ours_python
+    why = ours_available(python)
+    if why:
+        print(f"--otel needs our package: not importable with {python}: {why}", file=sys.stderr)
+        return 1
+    sink = None
+    if not args.otel_endpoint:
+        try:
+            sink = OtlpSink()
+        except ImportError:
+            print("--otel needs grpcio for the loopback sink: pip install grpcio "
+                  "(or give --otel-endpoint of a running collector)", file=sys.stderr)
+            return 1
+    modes = ("never", "off", "on")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    failed = False
+    try:
+        for r in range(args.repeat):
+            for mode in modes:
+                args.otel_mode = mode
+                saved_endpoint = args.otel_endpoint
+                if mode == "on" and sink is not None:
+                    args.otel_endpoint = sink.endpoint
+                print(f"running ours, OpenTelemetry {mode} ({r + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+                try:
+                    res = run_impl("ours", python, args)
+                    if sink is not None:
+                        res["sink"] = sink.take()
+                    runs[mode].append(res)
+                except Exception as e:
+                    print(f"OpenTelemetry {mode} failed: {e}", file=sys.stderr)
+                    failed = True
+                finally:
+                    args.otel_endpoint = saved_endpoint
+    finally:
+        args.otel_mode = None
+        if sink is not None:
+            sink.stop()
+    if all(runs[m] for m in modes):
+        print_otel_table(runs, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=2))
+    return 1 if failed else 0
+
+
+def print_otel_table(runs: dict, args) -> None:
+    def med(mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[mode])
+
+    rows = [
+        ("one-way msgs/s at receiver", "recv_rate", "{:,.0f}", True),
+        ("sender publish rate msgs/s", "send_rate", "{:,.0f}", True),
+        ("round-trip p50 ms", "p50_ms", "{:.3f}", False),
+        ("round-trip p99 ms", "p99_ms", "{:.3f}", False),
+    ]
+    for r in (r for m in runs.values() for r in m):
+        r["cpu_us_per_msg"] = 1e6 * sum(r.get("stream_cpu", {}).values()) / max(1, r["received"])
+    rows.append(("CPU us/msg, all processes", "cpu_us_per_msg", "{:.2f}", False))
+    sampling = "library default" if args.otel_sampling is None else args.otel_sampling
+    print()
+    print(f"e2e OpenTelemetry cost (ours): {args.size}-byte messages, stream of {args.messages:,}, "
+          f"{args.round_trips:,} round trips, median of {args.repeat} interleaved run(s) per mode; "
+          f"on = export from both apps and the node, sampling_ratio {sampling}")
+    print(f"{'metric':30}{'never':>12}{'off':>12}{'on':>12}{'off/never':>11}{'on/off':>9}")
+    for label, key, f, higher in rows:
+        never, off, on = med("never", key), med("off", key), med("on", key)
+        line = f"{label:30}" + "".join(f"{f.format(v):>12}" for v in (never, off, on))
+        if higher:
+            line += f"{off / never if never else float('nan'):>11.3f}{on / off if off else float('nan'):>9.3f}"
+        else:  # latency and CPU (lower is better): inverted, so > 1 still means "faster"
+            line += f"{never / off if off else float('nan'):>11.3f}{off / on if on else float('nan'):>9.3f}"
+        print(line)
+    for mode in ("on",):
+        sinks = [r.get("sink") for r in runs[mode] if r.get("sink")]
+        if sinks:
+            reqs: dict[str, int] = {}
+            for s in sinks:
+                for k, v in s["requests"].items():
+                    reqs[k] = reqs.get(k, 0) + v
+            print(f"  sink received (all 'on' runs): {reqs or 'nothing'}, {sum(s['bytes'] for s in sinks):,} bytes")
+    print("  ratios > 1.000 mean the second mode was faster; on/off >= 0.900 is the target")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
@@ -639,6 +823,12 @@ def main() -> int:
     p.add_argument("--identity", choices=["shared", "jwt", "compare"], default="shared",
                    help="app identities: shared secret, ES256 JWT, or both in the same run (compare)")
     p.add_argument("--jwt-keys", help=argparse.SUPPRESS)
+    p.add_argument("--otel", action="store_true",
+                   help="OpenTelemetry cost of ours: never initialised vs off vs on (export to a loopback sink)")
+    p.add_argument("--repeat", type=int, default=1, help="--otel: runs per mode (interleaved; medians shown)")
+    p.add_argument("--otel-endpoint", help="--otel: OTLP/gRPC collector to export to (default: a loopback sink)")
+    p.add_argument("--otel-sampling", type=float, help="--otel: opentelemetry.sampling_ratio (default: the library's)")
+    p.add_argument("--otel-mode", choices=["never", "off", "on"], help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["node", "responder", "requester"], help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
     p.add_argument("--listen", help=argparse.SUPPRESS)
@@ -647,6 +837,8 @@ def main() -> int:
         p.error("--size must be at least 1")
     if args.worker:
         return worker_main(args)
+    if args.otel:
+        return run_otel(args)
 
     identities = ["shared", "jwt"] if args.identity == "compare" else [args.identity]
     keys_dir = tempfile.TemporaryDirectory(prefix="slim-bench-keys-")
