@@ -555,7 +555,8 @@ def make_es256_keys(directory: str) -> None:
 def print_identity_ratios(by_identity: dict) -> None:
     """JWT vs shared-secret figures of each implementation measured with both."""
     keys = [("one-way msgs/s at receiver", "recv_rate"), ("sender publish rate msgs/s", "send_rate"),
-            ("round-trip p50 ms", "p50_ms"), ("round-trip p99 ms", "p99_ms")]
+            ("stream CPU us/msg (all processes)", "cpu_us_per_msg"), ("round-trip p50 ms", "p50_ms"),
+            ("round-trip p99 ms", "p99_ms")]
     print()
     print(f"{'identity comparison':34}{'impl':>8}{'shared':>14}{'jwt (ES256)':>14}{'jwt/shared':>12}")
     for impl in ("060", "ours"):
@@ -601,6 +602,8 @@ def run_impl(impl: str, python: str, args) -> dict:
         sent = requester.wait("sent", args.seconds + 30)
         thr = responder.wait("throughput", args.seconds + args.idle + 60)
         result["stream_cpu"] = {c.name: cpu_seconds(c.proc.pid) - cpu_before[c.name] for c in children}
+        # CPU of node + both apps per streamed message: less sensitive to a loaded machine than msgs/s.
+        result["cpu_us_per_msg"] = 1e6 * sum(result["stream_cpu"].values()) / max(1, thr["received"])
         requester.tell("rtt")
         rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
         result.update(
@@ -825,7 +828,8 @@ def main() -> int:
     p.add_argument("--jwt-keys", help=argparse.SUPPRESS)
     p.add_argument("--otel", action="store_true",
                    help="OpenTelemetry cost of ours: never initialised vs off vs on (export to a loopback sink)")
-    p.add_argument("--repeat", type=int, default=1, help="--otel: runs per mode (interleaved; medians shown)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="--otel / --identity compare: runs per mode (interleaved; medians shown)")
     p.add_argument("--otel-endpoint", help="--otel: OTLP/gRPC collector to export to (default: a loopback sink)")
     p.add_argument("--otel-sampling", type=float, help="--otel: opentelemetry.sampling_ratio (default: the library's)")
     p.add_argument("--otel-mode", choices=["never", "off", "on"], help=argparse.SUPPRESS)
@@ -848,28 +852,38 @@ def main() -> int:
     by_identity: dict = {}
     failed = False
     wanted = ["060", "ours"] if args.impl == "both" else [args.impl]
+    # compare: the identities alternate, --repeat rounds, so both see the same load; medians are reported.
+    rounds = max(1, args.repeat) if len(identities) > 1 else 1
+    runs: dict = {}
+    for _ in range(rounds):
+        for ident in identities:
+            args.identity = ident
+            for impl in wanted:
+                if impl == "060":
+                    python = python_060()
+                else:
+                    python = args.ours_python
+                    why = ours_available(python)
+                    if why:
+                        print(f"skipping ours: our slim_bindings is not importable with {python}: {why}",
+                              file=sys.stderr)
+                        continue
+                print(f"running {impl} ({ident} identity) ...", file=sys.stderr, flush=True)
+                try:
+                    runs.setdefault(ident, {}).setdefault(impl, []).append(run_impl(impl, python, args))
+                except Exception as e:
+                    print(f"{impl} ({ident} identity) failed: {e}", file=sys.stderr)
+                    failed = True
     for ident in identities:
-        args.identity = ident
         results = by_identity.setdefault(ident, {})
-        for impl in wanted:
-            if impl == "060":
-                python = python_060()
-            else:
-                python = args.ours_python
-                why = ours_available(python)
-                if why:
-                    print(f"skipping ours: our slim_bindings is not importable with {python}: {why}",
-                          file=sys.stderr)
-                    continue
-            print(f"running {impl} ({ident} identity) ...", file=sys.stderr, flush=True)
-            try:
-                results[impl] = run_impl(impl, python, args)
-            except Exception as e:
-                print(f"{impl} ({ident} identity) failed: {e}", file=sys.stderr)
-                failed = True
+        for impl, measured in runs.get(ident, {}).items():
+            results[impl] = dict(measured[-1])
+            for key, value in measured[-1].items():
+                if isinstance(value, (int, float)):
+                    results[impl][key] = statistics.median(m[key] for m in measured)
         if results:
             if len(identities) > 1 or ident != "shared":
-                print(f"\nidentity: {ident}")
+                print(f"\nidentity: {ident}" + (f" (medians of {rounds} runs)" if rounds > 1 else ""))
             print_table(results, args)
     keys_dir.cleanup()
     if len(identities) > 1:
