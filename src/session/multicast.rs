@@ -38,12 +38,19 @@ pub const MAX_QUEUED_TASKS: usize = 1024;
 /// Completion of an invite or removal.
 pub type Done = oneshot::Sender<Result<(), SlimError>>;
 
-/// How many epochs back an RTX_REPLY is re-encrypted at the current epoch instead of resending
-/// the stored ciphertext. One: a member added by the latest commit recovers what was published
-/// while its invite was in flight (a 0.6.0 moderator lets its app publish then, and a 0.6.0
-/// member asks for it after its WELCOME, prompted by the producer's beacon); anything older
-/// keeps the epoch it was sent in, unreadable to anyone who joined since.
-pub const RTX_REENCRYPT_EPOCHS: u64 = 1;
+/// How recent a message of an earlier MLS epoch must be for its RTX_REPLY to be re-encrypted at
+/// the current epoch rather than resent as stored. Members added since it was sent then read it:
+/// what was published while their invites were in flight (a 0.6.0 moderator lets its app publish
+/// then and sends its invites back to back; its members ask after their WELCOME, prompted by the
+/// producer's beacon, and 0.6.0 producers re-encrypt every retransmission). Older messages keep
+/// the epoch they were sent in, unreadable to anyone who joined since.
+pub const RTX_REENCRYPT_WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether the retransmission of a message encrypted at `sent_epoch`, `age` ago, is encrypted
+/// again at `current_epoch` (see [`RTX_REENCRYPT_WINDOW`]).
+fn reencrypt_for_rtx(sent_epoch: u64, current_epoch: u64, age: Duration) -> bool {
+    sent_epoch < current_epoch && age <= RTX_REENCRYPT_WINDOW
+}
 
 /// A published message kept for retransmission.
 struct Produced {
@@ -51,6 +58,7 @@ struct Produced {
     msg: Message,
     /// MLS groups: the epoch the message was encrypted in, and its plaintext blob.
     clear: Option<(u64, Vec<u8>)>,
+    sent_at: Instant,
 }
 
 /// Which end of the channel this session is.
@@ -399,7 +407,7 @@ impl MulticastTask {
             }
             clear = Some((epoch, plain));
         }
-        self.producer.push(mid, Produced { msg: msg.clone(), clear });
+        self.producer.push(mid, Produced { msg: msg.clone(), clear, sent_at: Instant::now() });
         self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
         self.send(msg).await;
     }
@@ -830,7 +838,7 @@ impl MulticastTask {
         let Some(requester) = request.source_name() else { return };
         let flags = Flags::one().forward_to(request.incoming_conn());
         let reply = match self.producer.get(mid) {
-            Some(Produced { msg: original, clear }) => {
+            Some(Produced { msg: original, clear, sent_at }) => {
                 let destination = original.destination_name().unwrap_or_else(|| self.channel.clone());
                 let spec = PublishSpec {
                     source: &self.core.name,
@@ -850,7 +858,7 @@ impl MulticastTask {
                 meta.remove(wire::META_IDENTITY);
                 let reencrypt = match (clear, self.mls.as_ref()) {
                     (Some((epoch, plain)), Some(mls))
-                        if mls.is_ready() && *epoch < mls.epoch() && mls.epoch() - *epoch <= RTX_REENCRYPT_EPOCHS =>
+                        if mls.is_ready() && reencrypt_for_rtx(*epoch, mls.epoch(), sent_at.elapsed()) =>
                     {
                         Some(plain.clone())
                     }
@@ -1078,5 +1086,19 @@ impl MulticastTask {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtx_reencryption_is_bounded() {
+        let recent = Duration::from_millis(50);
+        assert!(reencrypt_for_rtx(1, 2, recent));
+        assert!(reencrypt_for_rtx(1, 4, recent));
+        assert!(!reencrypt_for_rtx(2, 2, recent), "same epoch: the stored ciphertext is readable");
+        assert!(!reencrypt_for_rtx(1, 2, RTX_REENCRYPT_WINDOW + Duration::from_millis(1)), "too old");
     }
 }
