@@ -369,10 +369,10 @@ async fn queue_depth_gauges_show_messages_an_app_has_not_taken() {
     }
     let series = format!("slim_connection_queue_depth{{node=\"q\",conn=\"{}\",kind=\"local\"}}", reader.conn_id);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut text = render(&[node.clone()]);
+    let mut text = render(std::slice::from_ref(&node));
     while sample(&text, &series) < 5 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        text = render(&[node.clone()]);
+        text = render(std::slice::from_ref(&node));
     }
     assert_eq!(sample(&text, &series), 5, "{text}");
     assert_eq!(sample(&text, "slim_queue_depth{node=\"q\"}"), 5, "{text}");
@@ -382,6 +382,6 @@ async fn queue_depth_gauges_show_messages_an_app_has_not_taken() {
     for _ in 0..5 {
         reader.rx.recv().await.unwrap();
     }
-    assert_eq!(sample(&render(&[node.clone()]), &series), 0);
+    assert_eq!(sample(&render(std::slice::from_ref(&node)), &series), 0);
     node.shutdown().await;
 }
