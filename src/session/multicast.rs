@@ -347,8 +347,8 @@ impl MulticastTask {
     ///   its control timer gives up after [`CONTROL_MAX_RETRIES`] retries and the queue moves on.
     /// - Other members: hold only until they joined (MLS: until their WELCOME is applied). They
     ///   cannot see the moderator's queue, so what they publish while an invite is in flight is
-    ///   encrypted at their current epoch and a newcomer of a later epoch does not read it: with
-    ///   MLS a member reads exactly what was sent after it joined.
+    ///   encrypted at their current epoch: the newcomer of a later epoch does not read that copy,
+    ///   only a retransmission it asks for, re-encrypted while recent ([`RTX_REENCRYPT_WINDOW`]).
     fn can_publish(&self) -> bool {
         (self.role != MulticastRole::Moderator || (self.joined_channel && !self.membership_changing()))
             && (!self.mls_enabled || self.mls_ready)
