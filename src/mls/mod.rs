@@ -24,6 +24,7 @@
 //! c = x.encrypt(data); y.decrypt(c)
 //! ```
 
+pub mod batch;
 pub mod interceptor;
 pub mod seam;
 pub mod sequencer;
@@ -32,11 +33,11 @@ pub use sequencer::{Admission, HandshakeSequencer};
 
 use openmls::prelude::tls_codec::DeserializeBytes;
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType, CredentialWithKey,
-    KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsGroupJoinConfig, MlsGroupStateError, MlsMessageBodyIn,
-    MlsMessageIn, MlsMessageOut, NewSignerBundle, OpenMlsProvider, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
-    ProcessedMessageContent, Proposal, ProtocolMessage, ProtocolVersion, SenderRatchetConfiguration, StagedCommit,
-    StagedWelcome,
+    BasicCredential, Capabilities, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType,
+    CredentialWithKey, ExtensionType, KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsGroupJoinConfig,
+    MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, NewSignerBundle, OpenMlsProvider,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, Proposal, ProtocolMessage, ProtocolVersion,
+    SenderRatchetConfiguration, StagedCommit, StagedWelcome,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -45,6 +46,11 @@ use crate::auth::{AuthError, Provider, Verifier};
 
 /// The only ciphersuite used: X25519, AES-128-GCM, SHA-256, Ed25519 (`0x0001`).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Private-use extension type (RFC 9420 §17.3 range 0xF000-0xFFFF) a member lists in its leaf
+/// capabilities when it can read batches ([`batch`]). It is never sent as an extension, only
+/// advertised, so implementations that do not know it (slim-bindings 0.6.0) ignore it.
+pub const BATCH_EXTENSION: u16 = 0xF5B1;
 
 /// Epochs whose secrets are kept after a commit, so application messages sent just before a
 /// commit (and delivered after it, or retransmitted) still decrypt.
@@ -169,6 +175,10 @@ pub struct MlsState {
     removed: bool,
     /// New signing key proposed by `propose_update`; used once a commit applies the update.
     pending_signer: Option<(SignatureKeyPair, CredentialWithKey)>,
+    /// Whether this member's leaf advertises [`BATCH_EXTENSION`] (on unless a test turns it off).
+    advertise_batches: bool,
+    /// Epoch at which every leaf was last found to advertise [`BATCH_EXTENSION`] (or not).
+    batches_checked: Option<(u64, bool)>,
 }
 
 impl std::fmt::Debug for MlsState {
@@ -228,7 +238,42 @@ impl MlsState {
             group: None,
             removed: false,
             pending_signer: None,
+            advertise_batches: true,
+            batches_checked: None,
         })
+    }
+
+    /// Turns off (or on again) advertising batch support in the leaf this member creates next
+    /// (its group or key package). Off makes it look like a member that cannot read batches, as
+    /// slim-bindings 0.6.0 is; tests use it.
+    pub fn advertise_batches(&mut self, on: bool) {
+        self.advertise_batches = on;
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let extensions = if self.advertise_batches { vec![ExtensionType::from(BATCH_EXTENSION)] } else { Vec::new() };
+        Capabilities::new(None, None, Some(&extensions), None, None)
+    }
+
+    /// True when every member of the current epoch (this one included) advertises
+    /// [`BATCH_EXTENSION`], so application messages may be sent as batches. Checked once per epoch.
+    pub fn group_reads_batches(&mut self) -> bool {
+        let Ok(group) = self.active_group() else {
+            return false;
+        };
+        let epoch = group.epoch().as_u64();
+        if let Some((checked, all)) = self.batches_checked
+            && checked == epoch
+        {
+            return all;
+        }
+        let wanted = ExtensionType::from(BATCH_EXTENSION);
+        let public = group.public_group();
+        let all = group
+            .members()
+            .all(|m| public.leaf(m.index).is_some_and(|leaf| leaf.capabilities().extensions().contains(&wanted)));
+        self.batches_checked = Some((epoch, all));
+        all
     }
 
     fn fresh_identity(provider: &Provider) -> Result<(SignatureKeyPair, CredentialWithKey), MlsError> {
@@ -254,9 +299,11 @@ impl MlsState {
             .use_ratchet_tree_extension(true)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .sender_ratchet_configuration(*cfg.sender_ratchet_configuration())
+            .with_capabilities(self.capabilities())
             .build(&self.provider, &self.signer, self.credential.clone())
             .map_err(|e| MlsError::Create(e.to_string()))?;
         self.group = Some(group);
+        self.batches_checked = None;
         self.removed = false;
         Ok(())
     }
@@ -264,6 +311,7 @@ impl MlsState {
     /// A new key package (MLSMessage bytes) that lets a moderator add this member.
     pub fn key_package(&mut self) -> Result<Vec<u8>, MlsError> {
         let bundle = KeyPackage::builder()
+            .leaf_node_capabilities(self.capabilities())
             .build(CIPHERSUITE, &self.provider, &self.signer, self.credential.clone())
             .map_err(|e| MlsError::Create(e.to_string()))?;
         to_bytes(&MlsMessageOut::from(bundle.key_package().clone()))
@@ -365,6 +413,7 @@ impl MlsState {
         }
         let group = staged.into_group(&self.provider).map_err(|e| MlsError::Welcome(e.to_string()))?;
         self.group = Some(group);
+        self.batches_checked = None;
         self.removed = false;
         Ok(())
     }

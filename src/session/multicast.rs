@@ -15,13 +15,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::buffers::{PRODUCER_BUFFER_SLOTS, ProducerBuffer, ReceiverBuffer, Released};
+use super::buffers::{PRODUCER_BUFFER_SLOTS, ReceiverBuffer, Released};
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message};
 use super::layer::{Command, SessionEntry, SessionLayer};
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL, PublishRequest, SessionConfig};
 use crate::error::SlimError;
+use crate::mls::batch::{self, BatchItem, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, META_MLS_BATCH};
 use crate::mls::{Admission, CommitOutcome, HandshakeSequencer, MlsState, interceptor};
 use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::{self, FANOUT_MULTICAST, Message, Name, SessionMessageType, SessionType};
@@ -68,6 +69,40 @@ pub enum MulticastRole {
     Moderator,
     /// Created locally without moderation, or by a peer's JOIN_REQUEST.
     Member,
+}
+
+/// The last [`PRODUCER_BUFFER_SLOTS`] data messages this member sent, kept for retransmission.
+/// One slot per wire message: an MLS batch holds all of its ids in one slot, so batching does not
+/// shorten how far back (in ids) a loss can be repaired.
+struct SentRing {
+    /// (first id, id count, message), oldest first.
+    slots: VecDeque<(u32, u32, Produced)>,
+}
+
+impl SentRing {
+    fn new() -> Self {
+        SentRing { slots: VecDeque::with_capacity(PRODUCER_BUFFER_SLOTS) }
+    }
+
+    fn push(&mut self, first: u32, count: u32, msg: Produced) {
+        if self.slots.len() >= PRODUCER_BUFFER_SLOTS {
+            self.slots.pop_front();
+        }
+        self.slots.push_back((first, count, msg));
+    }
+
+    /// The wire message that carried `id`, if still kept (newest first: RTX asks for recent ids).
+    fn get(&self, id: u32) -> Option<&Produced> {
+        self.slots.iter().rev().find(|(first, count, _)| id.wrapping_sub(*first) < *count).map(|(_, _, m)| m)
+    }
+}
+
+/// A received data message waiting in a producer's reorder window.
+enum Inbound {
+    /// As it came off the wire (decrypted at delivery on MLS sessions).
+    Sealed(Message),
+    /// One message unpacked from an MLS batch, already decrypted and authenticated.
+    Unpacked(Message),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -155,8 +190,9 @@ pub struct MulticastTask {
     role: MulticastRole,
     timeout: Duration,
     max_retries: u32,
-    producer: ProducerBuffer<Produced>,
-    receivers: HashMap<Name, ReceiverBuffer<Message>>,
+    /// Sent data messages by id; the ids of one batch share the batch message.
+    producer: SentRing,
+    receivers: HashMap<Name, ReceiverBuffer<Inbound>>,
     rtx_conn: HashMap<Name, Option<u64>>,
     timers: TimerSet<McTimer>,
     held: VecDeque<PublishRequest>,
@@ -169,7 +205,7 @@ pub struct MulticastTask {
     current: Option<Current>,
     control: HashMap<u32, Message>,
     fired: Vec<Fired<McTimer>>,
-    released: Vec<Released<Message>>,
+    released: Vec<Released<Inbound>>,
     holes: Vec<u32>,
     mls_enabled: bool,
     /// Group state once created (moderator) or joined (participant).
@@ -210,7 +246,7 @@ impl MulticastTask {
             role,
             timeout,
             max_retries,
-            producer: ProducerBuffer::new(PRODUCER_BUFFER_SLOTS),
+            producer: SentRing::new(),
             receivers: HashMap::new(),
             rtx_conn: HashMap::new(),
             timers: TimerSet::new(),
@@ -262,6 +298,12 @@ impl MulticastTask {
                     self.on_timers().await;
                 }
                 c = commands.recv(), if accept => match c {
+                    Some(Command::Publish(req)) if self.batching() => {
+                        let follow = self.publish_queued(req, &mut commands).await;
+                        if let Some(c) = follow {
+                            self.on_command(c).await;
+                        }
+                    }
                     Some(c) => self.on_command(c).await,
                     None => break,
                 },
@@ -371,8 +413,131 @@ impl MulticastTask {
     async fn flush_held(&mut self) {
         while self.can_publish() {
             let Some(req) = self.held.pop_front() else { break };
-            self.publish(req).await;
+            let Some(dest) = req.dest.clone().filter(|_| self.group_reads_batches()) else {
+                self.publish(req).await;
+                continue;
+            };
+            let mut bytes = req.blob.len();
+            let mut reqs = vec![req];
+            while reqs.len() < MAX_BATCH_ITEMS
+                && bytes < MAX_BATCH_BYTES
+                && self.held.front().is_some_and(|next| next.dest.as_ref() == Some(&dest))
+            {
+                let Some(next) = self.held.pop_front() else { break };
+                bytes += next.blob.len();
+                reqs.push(next);
+            }
+            if reqs.len() == 1 {
+                for req in reqs {
+                    self.publish(req).await;
+                }
+            } else {
+                self.publish_batch(dest, reqs).await;
+            }
         }
+    }
+
+    /// True when publishes may go out now as MLS batches: nothing is held back and every
+    /// member of the group's current epoch reads batches.
+    fn batching(&mut self) -> bool {
+        self.held.is_empty() && self.can_publish() && self.group_reads_batches()
+    }
+
+    /// True when this is an MLS group whose every member (current epoch) reads batches.
+    fn group_reads_batches(&mut self) -> bool {
+        self.mls_enabled && self.mls.as_mut().is_some_and(MlsState::group_reads_batches)
+    }
+
+    /// Publishes `first` together with the group publishes already waiting behind it (never
+    /// waiting for more): one MLS batch when there are several. Returns the command that ended
+    /// the batch, for the caller to handle next.
+    async fn publish_queued(
+        &mut self,
+        first: PublishRequest,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Option<Command> {
+        let Some(dest) = first.dest.clone() else {
+            self.publish(first).await;
+            return None;
+        };
+        let mut bytes = first.blob.len();
+        let mut reqs = vec![first];
+        let mut follow = None;
+        while reqs.len() < MAX_BATCH_ITEMS && bytes < MAX_BATCH_BYTES {
+            match commands.try_recv() {
+                Ok(Command::Publish(req)) if req.dest.as_ref() == Some(&dest) => {
+                    bytes += req.blob.len();
+                    reqs.push(req);
+                }
+                Ok(other) => {
+                    follow = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if reqs.len() == 1 {
+            for req in reqs {
+                self.publish(req).await;
+            }
+        } else {
+            self.publish_batch(dest, reqs).await;
+        }
+        follow
+    }
+
+    /// Sends `reqs` (2 ..= [`MAX_BATCH_ITEMS`] group publishes to `dest`) as one MLS batch
+    /// carrying consecutive message ids.
+    async fn publish_batch(&mut self, dest: Name, reqs: Vec<PublishRequest>) {
+        let count = reqs.len() as u32;
+        let first = self.entry.next_id.fetch_add(count, Ordering::Relaxed);
+        let items: Vec<BatchItem> = reqs
+            .into_iter()
+            .map(|req| {
+                let mut metadata = req.metadata.unwrap_or_default();
+                if crate::telemetry::otel::active() {
+                    crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Publish, &mut metadata, "");
+                }
+                BatchItem { payload_type: req.payload_type.unwrap_or_else(|| "msg".into()), metadata, blob: req.blob }
+            })
+            .collect();
+        let plaintext = match batch::encode(&items) {
+            Ok(p) => p,
+            Err(e) => {
+                self.entry.deliver_error(SlimError::Mls(e.to_string()));
+                return;
+            }
+        };
+        let spec = PublishSpec {
+            source: &self.core.name,
+            destination: &dest,
+            flags: Flags { fanout: FANOUT_MULTICAST, recv_from: None, forward_to: None, error: None },
+            session_type: SessionType::SessionMulticast,
+            message_type: SessionMessageType::MulticastMsg,
+            session_id: self.id,
+            message_id: first,
+            original_names: true,
+            content_type: "msg",
+        };
+        let meta = HashMap::from([(META_MLS_BATCH.to_string(), count.to_string())]);
+        let mut msg = builders::publish(&spec, plaintext, meta);
+        let Some(mls) = self.mls.as_mut() else {
+            self.entry.deliver_error(SlimError::Mls("no group".into()));
+            return;
+        };
+        let epoch = mls.epoch();
+        let plain = msg.blob().to_vec();
+        if let Err(e) = interceptor::encrypt_outbound(mls, &mut msg) {
+            self.entry.deliver_error(SlimError::Mls(e.to_string()));
+            return;
+        }
+        self.producer.push(
+            first,
+            count,
+            Produced { msg: msg.clone(), clear: Some((epoch, plain)), sent_at: Instant::now() },
+        );
+        self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
+        self.send(msg).await;
     }
 
     async fn publish(&mut self, req: PublishRequest) {
@@ -407,7 +572,7 @@ impl MulticastTask {
             }
             clear = Some((epoch, plain));
         }
-        self.producer.push(mid, Produced { msg: msg.clone(), clear, sent_at: Instant::now() });
+        self.producer.push(mid, 1, Produced { msg: msg.clone(), clear, sent_at: Instant::now() });
         self.timers.start(McTimer::Beacon, TimerPolicy::exponential(BEACON_INITIAL, BEACON_MAX), Instant::now());
         self.send(msg).await;
     }
@@ -726,6 +891,11 @@ impl MulticastTask {
             return;
         }
         match kind {
+            SessionMessageType::MulticastMsg | SessionMessageType::RtxReply
+                if msg.metadata.contains_key(META_MLS_BATCH) =>
+            {
+                self.on_batch(source, mid, msg, kind == SessionMessageType::RtxReply).await;
+            }
             SessionMessageType::MulticastMsg => self.on_payload(source, mid, msg).await,
             SessionMessageType::RtxReply => {
                 if !self.timers.stop(&McTimer::Rtx(source.clone(), mid)) {
@@ -766,7 +936,7 @@ impl MulticastTask {
     async fn on_payload(&mut self, source: Name, mid: u32, msg: Message) {
         let conn = msg.incoming_conn();
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
-        match rb.on_message(mid, msg, &mut self.released, &mut self.holes) {
+        match rb.on_message(mid, Inbound::Sealed(msg), &mut self.released, &mut self.holes) {
             super::buffers::Arrival::Accepted => {
                 self.timers.stop(&McTimer::Rtx(source.clone(), mid));
             }
@@ -775,6 +945,82 @@ impl MulticastTask {
         }
         self.flush_released();
         self.request_holes(&source, conn).await;
+    }
+
+    /// An MLS batch of `count` messages with ids `first ..`: decrypted once, unpacked, and each
+    /// message fed to the reorder window under its own id (ordering, duplicates and loss stay
+    /// per message). A retransmitted batch counts when any of its ids was asked for.
+    async fn on_batch(&mut self, source: Name, first: u32, mut msg: Message, retransmitted: bool) {
+        let count = msg
+            .metadata
+            .get(META_MLS_BATCH)
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|c| (1..=MAX_BATCH_ITEMS as u32).contains(c) && first.checked_add(*c).is_some());
+        let Some(count) = count else {
+            Stats::bump(&self.core.stats.invalid);
+            return;
+        };
+        let ids = first..first + count;
+        if retransmitted {
+            let mut asked = false;
+            for id in ids.clone() {
+                asked |= self.timers.stop(&McTimer::Rtx(source.clone(), id));
+            }
+            if !asked {
+                Stats::bump(&self.core.stats.unexpected_rtx_replies);
+                return;
+            }
+        }
+        let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+        // A batch is decrypted at most once: all of its ids enter the window together.
+        if !ids.clone().any(|id| rb.is_new(id)) {
+            Stats::bump(&self.core.stats.duplicates);
+            return;
+        }
+        let Some(items) = self.open_batch(&mut msg, count) else {
+            Stats::bump(&self.core.stats.mls_failures);
+            tracing::debug!(session = self.id, "group batch that cannot be decrypted: dropped");
+            return;
+        };
+        let conn = msg.incoming_conn();
+        if let Some(c) = msg.publish_mut().and_then(|p| p.msg.as_mut()) {
+            c.blob = Vec::new();
+        }
+        msg.metadata.clear();
+        let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+        for (id, item) in ids.zip(items) {
+            let mut one = msg.clone();
+            if let Some(h) = one.session_header_mut() {
+                h.message_id = id;
+            }
+            if let Some(c) = one.publish_mut().and_then(|p| p.msg.as_mut()) {
+                c.blob = item.blob;
+                c.content_type = item.payload_type;
+            }
+            one.metadata = item.metadata;
+            match rb.on_message(id, Inbound::Unpacked(one), &mut self.released, &mut self.holes) {
+                super::buffers::Arrival::Accepted => {
+                    self.timers.stop(&McTimer::Rtx(source.clone(), id));
+                }
+                super::buffers::Arrival::Duplicate => Stats::bump(&self.core.stats.duplicates),
+                super::buffers::Arrival::OutOfWindow => Stats::bump(&self.core.stats.out_of_window),
+            }
+        }
+        self.flush_released();
+        self.request_holes(&source, conn).await;
+    }
+
+    /// Decrypts a batch message in place and decodes its `count` items (None: not for us).
+    fn open_batch(&mut self, msg: &mut Message, count: u32) -> Option<Vec<BatchItem>> {
+        if !self.mls_enabled || !self.mls_ready {
+            return None;
+        }
+        let mls = self.mls.as_mut()?;
+        if !matches!(interceptor::decrypt_inbound(mls, msg), Ok(true)) {
+            return None;
+        }
+        let items = batch::decode(msg.blob()).ok()?;
+        (items.len() == count as usize).then_some(items)
     }
 
     /// Multicast asks for every new hole at once, then again on each timer fire (§3.7.2).
@@ -808,7 +1054,14 @@ impl MulticastTask {
     }
 
     /// Decrypts (MLS groups) and hands a data message to the application.
-    fn deliver_app(&mut self, mut msg: Message) {
+    fn deliver_app(&mut self, inbound: Inbound) {
+        let mut msg = match inbound {
+            Inbound::Unpacked(msg) => {
+                self.entry.deliver(msg);
+                return;
+            }
+            Inbound::Sealed(msg) => msg,
+        };
         if msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) || self.mls_enabled {
             let ok = match self.mls.as_mut() {
                 // An MLS group accepts only what was encrypted for it.
@@ -837,8 +1090,11 @@ impl MulticastTask {
     async fn on_rtx_request(&mut self, mid: u32, request: &Message) {
         let Some(requester) = request.source_name() else { return };
         let flags = Flags::one().forward_to(request.incoming_conn());
+        let reads_batches = self.group_reads_batches();
         let reply = match self.producer.get(mid) {
             Some(Produced { msg: original, clear, sent_at }) => {
+                // A batch is resent whole, under its first id (the one its header carries).
+                let reply_id = original.session_header().map_or(mid, |h| h.message_id);
                 let destination = original.destination_name().unwrap_or_else(|| self.channel.clone());
                 let spec = PublishSpec {
                     source: &self.core.name,
@@ -847,7 +1103,7 @@ impl MulticastTask {
                     session_type: SessionType::SessionMulticast,
                     message_type: SessionMessageType::RtxReply,
                     session_id: self.id,
-                    message_id: mid,
+                    message_id: reply_id,
                     original_names: true,
                     content_type: original
                         .publish()
@@ -865,6 +1121,19 @@ impl MulticastTask {
                     _ => None,
                 };
                 let mut reply = match reencrypt {
+                    Some(plain) if meta.contains_key(META_MLS_BATCH) && !reads_batches => {
+                        // A batch, but a member added since cannot read batches:
+                        // only the message asked for goes back, on its own.
+                        let Some(item) = batch::decode(&plain)
+                            .ok()
+                            .and_then(|items| items.into_iter().nth(mid.wrapping_sub(reply_id) as usize))
+                        else {
+                            Stats::bump(&self.core.stats.mls_failures);
+                            return;
+                        };
+                        let single = PublishSpec { message_id: mid, content_type: &item.payload_type, ..spec };
+                        builders::publish(&single, item.blob, item.metadata)
+                    }
                     Some(plain) => {
                         meta.remove(wire::META_MLS_ENCRYPTED);
                         builders::publish(&spec, plain, meta)
