@@ -56,6 +56,14 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies with what is known locally (keys, caches); never blocks on I/O.
     fn try_verify(&self, token: &str) -> Result<(), AuthError>;
 
+    /// Checks a token held in a long-lived credential (an MLS leaf): everything
+    /// [`Self::try_verify`] checks except expiry, since the token was current when its holder
+    /// joined and the group outlives it (each message still carries, and is checked against, the
+    /// sender's current token). Default: [`Self::try_verify`].
+    fn try_verify_credential(&self, token: &str) -> Result<(), AuthError> {
+        self.try_verify(token)
+    }
+
     /// Verifies, fetching what is missing (e.g. a JWKS) if needed. Default: [`Self::try_verify`].
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async move { self.try_verify(token) })

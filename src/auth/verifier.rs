@@ -208,10 +208,10 @@ impl JwtVerifier {
         self.static_keys.is_none()
     }
 
-    fn validation(&self, alg: Algorithm) -> Validation {
+    fn validation(&self, alg: Algorithm, check_expiry: bool) -> Validation {
         let mut v = Validation::new(alg.to_jwt());
         v.leeway = self.leeway.as_secs();
-        v.validate_exp = true;
+        v.validate_exp = check_expiry;
         v.validate_nbf = true;
         let mut required = vec!["exp"];
         if self.require_iss || self.issuer.is_some() {
@@ -261,6 +261,12 @@ impl JwtVerifier {
     }
 
     fn attempt(&self, token: &str) -> Attempt {
+        self.attempt_with(token, true)
+    }
+
+    /// One verification pass; `check_expiry` false is for credential tokens (their `exp` must
+    /// still be present), whose success is not cached for messages.
+    fn attempt_with(&self, token: &str, check_expiry: bool) -> Attempt {
         if token.len() > MAX_TOKEN_BYTES {
             return Attempt::Failed(rejected(format!(
                 "token is {} bytes, more than the {MAX_TOKEN_BYTES} allowed",
@@ -321,12 +327,14 @@ impl JwtVerifier {
             }));
         }
 
-        let validation = self.validation(alg);
+        let validation = self.validation(alg, check_expiry);
         let mut last_error = None;
         for key in &candidates {
             match decode::<ExpClaim>(token, &key.key, &validation) {
                 Ok(data) => {
-                    self.remember(token, data.claims.exp as u64);
+                    if check_expiry {
+                        self.remember(token, data.claims.exp as u64);
+                    }
                     return Attempt::Verified;
                 }
                 Err(e) => match e.kind() {
@@ -445,6 +453,10 @@ fn conclude(attempt: Attempt) -> Result<(), AuthError> {
 impl TokenVerifier for JwtVerifier {
     fn try_verify(&self, token: &str) -> Result<(), AuthError> {
         conclude(self.attempt(token))
+    }
+
+    fn try_verify_credential(&self, token: &str) -> Result<(), AuthError> {
+        conclude(self.attempt_with(token, false))
     }
 
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {

@@ -10,7 +10,8 @@
 //!
 //! Every other member's credential (key packages we add, members listed in a Welcome, leaves
 //! changed by a commit or an update proposal) must pass the app's [`Verifier`]
-//! (`try_verify` on the identity bytes as UTF-8), or the operation fails with
+//! (`try_verify_credential` on the identity bytes as UTF-8: expiry aside, since a credential keeps
+//! the token its holder joined with), or the operation fails with
 //! [`MlsError::CredentialRejected`] and the state is left untouched.
 //!
 //! State lives in memory only; nothing touches the disk.
@@ -669,7 +670,8 @@ impl MlsState {
         let identity = credential.serialized_content();
         let token = std::str::from_utf8(identity)
             .map_err(|_| MlsError::CredentialRejected(AuthError::Verification("identity is not UTF-8".into())))?;
-        self.verifier.try_verify(token).map_err(MlsError::CredentialRejected)?;
+        // Expiry is not checked here: a credential keeps the token its holder had when it joined.
+        self.verifier.try_verify_credential(token).map_err(MlsError::CredentialRejected)?;
         Ok(identity.to_vec())
     }
 }
