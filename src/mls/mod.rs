@@ -9,9 +9,9 @@
 //! - every blob in and out is a TLS-serialized `MLSMessage`.
 //!
 //! Every other member's credential (key packages we add, members listed in a Welcome, leaves
-//! changed by a commit or an update proposal) must pass the app's [`Verifier`]
-//! (`try_verify_credential` on the identity bytes as UTF-8: expiry aside, since a credential keeps
-//! the token its holder joined with), or the operation fails with
+//! changed by a commit or an update proposal) must pass the app's [`Verifier`] on the identity
+//! bytes as UTF-8 (`try_verify` for key packages; `try_verify_credential`, which skips expiry, for
+//! the rest, since a credential keeps the token its holder joined with), or the operation fails with
 //! [`MlsError::CredentialRejected`] and the state is left untouched.
 //!
 //! State lives in memory only; nothing touches the disk.
@@ -334,7 +334,8 @@ impl MlsState {
         if kp.ciphersuite() != CIPHERSUITE {
             return Err(MlsError::InvalidKeyPackage(format!("ciphersuite {:?}", kp.ciphersuite())));
         }
-        let member_identity = self.check_credential(kp.leaf_node().credential())?;
+        // A joiner's key package is made for this join: its token must be live.
+        let member_identity = self.check_credential(kp.leaf_node().credential(), true)?;
         let new_signature_key = kp.leaf_node().signature_key().as_slice().to_vec();
 
         let (provider, signer) = (&self.provider, &self.signer);
@@ -410,7 +411,7 @@ impl MlsState {
             .build()
             .map_err(|e| MlsError::Welcome(e.to_string()))?;
         for member in staged.members() {
-            self.check_credential(&member.credential)?;
+            self.check_credential(&member.credential, false)?;
         }
         let group = staged.into_group(&self.provider).map_err(|e| MlsError::Welcome(e.to_string()))?;
         self.group = Some(group);
@@ -431,7 +432,7 @@ impl MlsState {
 
     fn merge_checked(&mut self, staged: StagedCommit) -> Result<CommitOutcome, MlsError> {
         for credential in staged.credentials_to_verify() {
-            self.check_credential(credential)?;
+            self.check_credential(credential, false)?;
         }
         let self_removed = staged.self_removed();
         let provider = &self.provider;
@@ -558,7 +559,7 @@ impl MlsState {
         };
         match queued.proposal() {
             Proposal::Update(update) => {
-                self.check_credential(update.leaf_node().credential())?;
+                self.check_credential(update.leaf_node().credential(), false)?;
             }
             other => {
                 return Err(MlsError::UnexpectedMessage {
@@ -663,15 +664,17 @@ impl MlsState {
     }
 
     /// Checks a member credential with the app's verifier; returns its identity bytes.
-    fn check_credential(&self, credential: &Credential) -> Result<Vec<u8>, MlsError> {
+    /// `live`: the token must also be unexpired (a key package made for this join). Otherwise
+    /// expiry is not checked: a member's credential keeps the token it had when it joined.
+    fn check_credential(&self, credential: &Credential, live: bool) -> Result<Vec<u8>, MlsError> {
         if credential.credential_type() != CredentialType::Basic {
             return Err(MlsError::UnsupportedCredential(format!("{:?}", credential.credential_type())));
         }
         let identity = credential.serialized_content();
         let token = std::str::from_utf8(identity)
             .map_err(|_| MlsError::CredentialRejected(AuthError::Verification("identity is not UTF-8".into())))?;
-        // Expiry is not checked here: a credential keeps the token its holder had when it joined.
-        self.verifier.try_verify_credential(token).map_err(MlsError::CredentialRejected)?;
+        let checked = if live { self.verifier.try_verify(token) } else { self.verifier.try_verify_credential(token) };
+        checked.map_err(MlsError::CredentialRejected)?;
         Ok(identity.to_vec())
     }
 }
