@@ -900,6 +900,7 @@ impl MulticastTask {
             SessionMessageType::RtxReply => {
                 if !self.timers.stop(&McTimer::Rtx(source.clone(), mid)) {
                     Stats::bump(&self.core.stats.unexpected_rtx_replies);
+                    tracing::debug!(session = self.id, %source, mid, "retransmission nobody waits for: dropped");
                     return;
                 }
                 if msg.slim_header().and_then(|h| h.error).unwrap_or(false) {
@@ -1063,14 +1064,15 @@ impl MulticastTask {
             Inbound::Sealed(msg) => msg,
         };
         if msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) || self.mls_enabled {
-            let ok = match self.mls.as_mut() {
+            let result = match self.mls.as_mut() {
                 // An MLS group accepts only what was encrypted for it.
-                Some(mls) if self.mls_ready => matches!(interceptor::decrypt_inbound(mls, &mut msg), Ok(true)),
-                _ => false,
+                Some(mls) if self.mls_ready => interceptor::decrypt_inbound(mls, &mut msg),
+                _ => Err(crate::mls::MlsError::NoGroup),
             };
+            let ok = matches!(result, Ok(true));
             if !ok {
                 Stats::bump(&self.core.stats.mls_failures);
-                tracing::debug!(session = self.id, "group message that cannot be decrypted: dropped");
+                tracing::debug!(session = self.id, result = ?result, "group message that cannot be decrypted: dropped");
                 return;
             }
         }
@@ -1120,6 +1122,15 @@ impl MulticastTask {
                     }
                     _ => None,
                 };
+                tracing::debug!(
+                    session = self.id,
+                    %requester,
+                    mid,
+                    sent_epoch = clear.as_ref().map(|c| c.0),
+                    epoch = self.mls.as_ref().map(|m| m.epoch()),
+                    reencrypted = reencrypt.is_some(),
+                    "retransmission"
+                );
                 let mut reply = match reencrypt {
                     Some(plain) if meta.contains_key(META_MLS_BATCH) && !reads_batches => {
                         // A batch, but a member added since cannot read batches:
@@ -1330,6 +1341,7 @@ impl MulticastTask {
                     self.send(self.rtx_request(&producer, mid, conn)).await;
                 }
                 Fired::Failed { key: McTimer::Rtx(producer, mid) } => {
+                    tracing::debug!(session = self.id, %producer, mid, "no retransmission came: message lost");
                     if let Some(rb) = self.receivers.get_mut(&producer) {
                         rb.on_lost(mid, &mut self.released);
                     }
