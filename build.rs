@@ -7,7 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/dataplane.proto");
     println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile(["proto/dataplane.proto"], ["proto"])?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Payloads as `bytes::Bytes`: decoding slices the received buffer instead of copying, and a
+    // message kept for retransmission shares its payload with the copy on the wire.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .bytes(".dataplane.proto.v1.Content.blob")
+        .compile_fds(fds)?;
 
     println!("cargo:rustc-env=SLIM_BUILD_DATE={}", utc_now_iso8601());
     if let Some(sha) = git_short_sha() {

@@ -7,7 +7,10 @@ Scenario, run for each implementation selected with --impl:
   2. one-way stream: the requester publishes --messages messages of --size bytes as fast as it can (or for
      --seconds); the responder counts them and reports msgs/s between the first and the last it received;
   3. request/reply: --round-trips sequential round trips (or --rtt-seconds), p50/p90/p99 latency;
-  4. resident memory (VmRSS now, VmHWM peak) of the node and both apps.
+  4. resident memory (VmRSS now, VmHWM peak) of the node and both apps, taken after the stream and the
+     round trips (so after --messages messages: `--messages 100000 --seconds 600` gives the RSS after 100k).
+Also printed: MB/s at the receiver (msgs/s x --size) and the CPU time each process spent per message during
+the stream (user+system, all threads, from /proc): unlike the rates, it does not depend on the machine's load.
 
 Implementations:
   060   the released slim-bindings 0.6.0 wheel, in its own venv (scripts/setup_venv_060.sh), with a 0.6.0
@@ -609,7 +612,7 @@ def run_impl(impl: str, python: str, args) -> dict:
         result.update(
             sent=sent["sent"], send_rate=sent["rate"], received=thr["received"], recv_rate=thr["rate"],
             recv_seconds=thr["seconds"], rtt_count=rtt["count"], p50_ms=rtt["p50_ms"], p90_ms=rtt["p90_ms"],
-            p99_ms=rtt["p99_ms"], mean_ms=rtt["mean_ms"],
+            p99_ms=rtt["p99_ms"], mean_ms=rtt["mean_ms"], recv_mb_s=thr["rate"] * args.size / 1e6,
         )
         result["rss"] = {c.name: rss_kib(c.proc.pid) for c in children}
         requester.tell("quit")
@@ -631,6 +634,7 @@ def print_table(results: dict, args) -> None:
     impls = [i for i in ("060", "ours") if i in results]
     rows = [
         ("one-way msgs/s at receiver", "recv_rate", "{:,.0f}", True),
+        ("one-way MB/s at receiver", "recv_mb_s", "{:,.1f}", True),
         ("  messages sent", "sent", "{:,}", None),
         ("  messages received", "received", "{:,}", None),
         ("  sender publish rate msgs/s", "send_rate", "{:,.0f}", True),
@@ -651,6 +655,11 @@ def print_table(results: dict, args) -> None:
         line = f"{label:34}" + "".join(f"{f.format(results[i][key]):>14}" for i in impls)
         if len(impls) == 2 and higher_better is not None and results["060"][key]:
             line += f"{results['ours'][key] / results['060'][key]:>11.2f}x"
+        print(line)
+    for proc in ("node", "responder", "requester"):
+        line = f"{'CPU us/msg in stream ' + proc:34}" + "".join(
+            f"{1e6 * results[i].get('stream_cpu', {}).get(proc, float('nan')) / max(1, results[i]['received']):>14,.1f}"
+            for i in impls)
         print(line)
     for proc in ("node", "responder", "requester"):
         line = f"{'RSS now/peak MiB ' + proc:34}" + "".join(

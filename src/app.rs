@@ -15,7 +15,7 @@ use crate::node::{ClientConfig, Node, ServerConfig};
 use crate::session::context::AppCore;
 use crate::session::layer::SessionLayer;
 use crate::session::queue::Inbox;
-use crate::session::{Delivery, MessageInfo, PublishRequest, SessionConfig};
+use crate::session::{Bytes, Delivery, MessageInfo, PublishRequest, RawDelivery, SessionConfig, owned};
 use crate::wire::builders::{self, Flags};
 use crate::wire::{Message, Name};
 
@@ -206,36 +206,32 @@ impl App {
     /// First message of the next session a peer created (that message is also the first item
     /// of the session's own queue).
     pub async fn recv_new_session(&self) -> Result<(MessageInfo, Vec<u8>), SlimError> {
-        self.core.inbox.recv_new_session().await
+        self.recv_new_session_raw().await.map(|(i, b)| (i, Vec::from(b)))
     }
 
     /// Like [`App::recv_new_session`] without waiting.
     pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Vec<u8>)> {
-        self.core.inbox.try_recv_new_session()
+        self.try_recv_new_session_raw().map(|(i, b)| (i, Vec::from(b)))
     }
 
     /// Next message (or session error) of session `id`.
     pub async fn recv_session(&self, id: u32) -> Delivery {
-        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
-        entry.queue.pop().await
+        owned(self.recv_session_raw(id).await)
     }
 
     /// Next message of session `id` if one is waiting (no future; Python fast path).
     pub fn try_recv_session(&self, id: u32) -> Option<Delivery> {
-        match self.layer.get(id) {
-            Some(entry) => entry.queue.try_pop(),
-            None => Some(Err(SlimError::SessionNotFound(id))),
-        }
+        self.try_recv_session_raw(id).map(owned)
     }
 
     /// Next message of any session, in arrival order (module-level `receive(svc)`).
     pub async fn recv_any(&self) -> Delivery {
-        self.core.inbox.recv_any().await
+        owned(self.recv_any_raw().await)
     }
 
     /// Like [`App::recv_any`] without waiting.
     pub fn try_recv_any(&self) -> Option<Delivery> {
-        self.core.inbox.try_recv_any()
+        self.try_recv_any_raw().map(owned)
     }
 
     /// Takes up to `max` messages already waiting on session `id` (never waits); an error for
@@ -244,6 +240,56 @@ impl App {
         &self,
         id: u32,
         out: &mut Vec<(MessageInfo, Vec<u8>)>,
+        max: usize,
+    ) -> Result<usize, SlimError> {
+        let mut raw = Vec::new();
+        let taken = self.try_recv_session_batch_raw(id, &mut raw, max);
+        out.extend(raw.into_iter().map(|(i, b)| (i, Vec::from(b))));
+        taken
+    }
+
+    // The `_raw` receives hand out the payload as received (shared `Bytes`, no copy): the Python
+    // layer copies it once, into the `bytes` object it returns.
+
+    /// [`App::recv_new_session`] with the payload as received.
+    pub async fn recv_new_session_raw(&self) -> Result<(MessageInfo, Bytes), SlimError> {
+        self.core.inbox.recv_new_session().await
+    }
+
+    /// [`App::try_recv_new_session`] with the payload as received.
+    pub fn try_recv_new_session_raw(&self) -> Option<(MessageInfo, Bytes)> {
+        self.core.inbox.try_recv_new_session()
+    }
+
+    /// [`App::recv_session`] with the payload as received.
+    pub async fn recv_session_raw(&self, id: u32) -> RawDelivery {
+        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        entry.queue.pop().await
+    }
+
+    /// [`App::try_recv_session`] with the payload as received.
+    pub fn try_recv_session_raw(&self, id: u32) -> Option<RawDelivery> {
+        match self.layer.get(id) {
+            Some(entry) => entry.queue.try_pop(),
+            None => Some(Err(SlimError::SessionNotFound(id))),
+        }
+    }
+
+    /// [`App::recv_any`] with the payload as received.
+    pub async fn recv_any_raw(&self) -> RawDelivery {
+        self.core.inbox.recv_any().await
+    }
+
+    /// [`App::try_recv_any`] with the payload as received.
+    pub fn try_recv_any_raw(&self) -> Option<RawDelivery> {
+        self.core.inbox.try_recv_any()
+    }
+
+    /// [`App::try_recv_session_batch`] with the payloads as received.
+    pub fn try_recv_session_batch_raw(
+        &self,
+        id: u32,
+        out: &mut Vec<(MessageInfo, Bytes)>,
         max: usize,
     ) -> Result<usize, SlimError> {
         self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.try_pop_batch(out, max)

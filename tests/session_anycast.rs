@@ -76,7 +76,7 @@ async fn publish_reply_recv_any_and_session_errors() {
 
     // Reply without a source is a configuration error.
     let sid3 = alice.create_session(anycast()).await.unwrap();
-    let bad = PublishRequest { blob: b"x".to_vec(), ..Default::default() };
+    let bad = PublishRequest { blob: b"x".to_vec().into(), ..Default::default() };
     assert!(matches!(alice.publish(sid3, bad).await, Err(SlimError::Config(_))));
 }
 

@@ -34,7 +34,7 @@ pub fn encrypt_outbound(state: &mut MlsState, msg: &mut Message) -> Result<bool,
     let Some(content) = msg.publish_mut().and_then(|p| p.msg.as_mut()) else {
         return Ok(false);
     };
-    content.blob = state.encrypt(&content.blob)?;
+    content.blob = state.encrypt(&content.blob)?.into();
     msg.metadata.insert(META_MLS_ENCRYPTED.to_string(), "true".to_string());
     Ok(true)
 }
@@ -53,7 +53,7 @@ pub fn decrypt_inbound(state: &mut MlsState, msg: &mut Message) -> Result<bool, 
     let Some(content) = msg.publish_mut().and_then(|p| p.msg.as_mut()) else {
         return Ok(false);
     };
-    content.blob = state.decrypt(&content.blob)?;
+    content.blob = state.decrypt(&content.blob)?.into();
     msg.metadata.remove(META_MLS_ENCRYPTED);
     Ok(true)
 }
@@ -119,8 +119,10 @@ mod tests {
 
         let mut tampered = data.clone();
         if let Some(c) = tampered.publish_mut().and_then(|p| p.msg.as_mut()) {
-            let last = c.blob.len() - 1;
-            c.blob[last] ^= 1;
+            let mut tampered = c.blob.to_vec();
+            let last = tampered.len() - 1;
+            tampered[last] ^= 1;
+            c.blob = tampered.into();
         }
         assert!(decrypt_inbound(&mut a, &mut tampered).is_err());
         assert!(tampered.metadata.contains_key(META_MLS_ENCRYPTED));

@@ -8,7 +8,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyString};
 
 use super::convert::to_json;
 use super::session_info::PySessionInfo;
-use crate::session::MessageInfo;
+use crate::session::{Bytes, MessageInfo};
 
 /// A session given either as a `PySessionInfo` or as a plain int id.
 pub struct SessionArg {
@@ -34,18 +34,47 @@ impl<'a, 'py> FromPyObject<'a, 'py> for SessionArg {
     }
 }
 
-/// A payload: `bytes`, `bytearray`, `memoryview` or a sequence of ints (not `str`). Copied once.
-pub struct Blob(pub Vec<u8>);
+/// A payload: `bytes` (shared, not copied), `bytearray`, `memoryview` or a sequence of ints
+/// (copied once; not `str`).
+pub struct Blob(pub Bytes);
+
+/// A Python `bytes` object lent to the core as a payload. `bytes` objects are immutable and the
+/// strong reference keeps the buffer alive, so the core reads it without the interpreter; the
+/// reference is released (deferred to the next time Python is attached) when the payload is dropped.
+struct SharedPyBytes {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointed-to buffer belongs to an immutable `bytes` object that `_owner` keeps alive;
+// it is only ever read, from any thread.
+unsafe impl Send for SharedPyBytes {}
+
+impl AsRef<[u8]> for SharedPyBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: valid for `len` bytes while `_owner` lives (as long as self).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Below this size a copy is cheaper than sharing the Python object.
+const SHARE_FROM: usize = 4096;
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Blob {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(b) = obj.cast::<PyBytes>() {
-            return Ok(Blob(b.as_bytes().to_vec()));
+            let data = b.as_bytes();
+            if data.len() < SHARE_FROM {
+                return Ok(Blob(Bytes::copy_from_slice(data)));
+            }
+            let (ptr, len) = (data.as_ptr(), data.len());
+            return Ok(Blob(Bytes::from_owner(SharedPyBytes { _owner: b.to_owned().unbind(), ptr, len })));
         }
         if let Ok(b) = obj.cast::<PyByteArray>() {
-            return Ok(Blob(b.to_vec()));
+            return Ok(Blob(b.to_vec().into()));
         }
         if obj.cast::<PyString>().is_ok() {
             return Err(PyTypeError::new_err("payload must be bytes, not str (encode it first)"));
@@ -54,7 +83,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Blob {
         if let Ok(b) = bytes_type.call1((obj,))
             && let Ok(b) = b.cast::<PyBytes>()
         {
-            return Ok(Blob(b.as_bytes().to_vec()));
+            return Ok(Blob(Bytes::copy_from_slice(b.as_bytes())));
         }
         Err(PyTypeError::new_err("payload must be bytes, bytearray or a sequence of ints in 0..256"))
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use super::args::{Blob, ConfigDict, SessionArg};
 use super::errors::{config_error, to_py};
@@ -18,7 +19,7 @@ use super::session_config::PySessionConfiguration;
 use super::session_info::PySessionInfo;
 use crate::app::App;
 use crate::node::{ClientConfig, ServerConfig};
-use crate::session::{MessageInfo, PublishRequest, SessionConfig};
+use crate::session::{Bytes, MessageInfo, PublishRequest, SessionConfig};
 
 /// One local app: a name with a random instance id, an identity, sessions, and its own node.
 #[pyclass(name = "PyService", module = "slim_bindings._slim_bindings", frozen)]
@@ -83,10 +84,23 @@ fn app_of(svc: &Py<PyService>) -> App {
     (*svc.get().app).clone()
 }
 
-type Received = (PySessionInfo, Vec<u8>);
+/// A received payload, copied once into a Python `bytes` when handed to Python.
+pub struct Payload(Bytes);
 
-fn received(r: (MessageInfo, Vec<u8>)) -> Received {
-    (PySessionInfo::from_message(r.0), r.1)
+impl<'py> IntoPyObject<'py> for Payload {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
+
+type Received = (PySessionInfo, Payload);
+
+fn received(r: (MessageInfo, Bytes)) -> Received {
+    (PySessionInfo::from_message(r.0), Payload(r.1))
 }
 
 /// Creates an app named `name` with its own node. Resolves to a `PyService`.
@@ -267,10 +281,10 @@ pub async fn remove(svc: Py<PyService>, session_info: SessionArg, name: PyName) 
 #[pyfunction]
 pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_any()) {
+    if let Some(ready) = entered(|| app.try_recv_any_raw()) {
         return ready.map(received).map_err(to_py);
     }
-    in_runtime(async move { app.recv_any().await.map(received).map_err(to_py) }).await
+    in_runtime(async move { app.recv_any_raw().await.map(received).map_err(to_py) }).await
 }
 
 /// The first message of the next session this app did not create: `(PySessionInfo, bytes)`.
@@ -278,10 +292,10 @@ pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
 #[pyfunction]
 pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_new_session()) {
+    if let Some(ready) = entered(|| app.try_recv_new_session_raw()) {
         return Ok(received(ready));
     }
-    in_runtime(async move { app.recv_new_session().await.map(received).map_err(to_py) }).await
+    in_runtime(async move { app.recv_new_session_raw().await.map(received).map_err(to_py) }).await
 }
 
 /// The next message of one session; errors for that session (timeouts, lost messages, no
@@ -289,10 +303,10 @@ pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
 #[pyfunction]
 pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_session(session.id)) {
+    if let Some(ready) = entered(|| app.try_recv_session_raw(session.id)) {
         return ready.map(received).map_err(to_py);
     }
-    in_runtime(async move { app.recv_session(session.id).await.map(received).map_err(to_py) }).await
+    in_runtime(async move { app.recv_session_raw(session.id).await.map(received).map_err(to_py) }).await
 }
 
 /// Messages per `receive_session_many` call unless the caller asks for another limit.
@@ -311,17 +325,17 @@ pub async fn receive_session_many(
     let app = app_of(&svc);
     let max = max_messages.max(1);
     let mut batch = Vec::new();
-    entered(|| app.try_recv_session_batch(session.id, &mut batch, max)).map_err(to_py)?;
+    entered(|| app.try_recv_session_batch_raw(session.id, &mut batch, max)).map_err(to_py)?;
     if batch.is_empty() {
         let first = in_runtime({
             let app = app.clone();
-            async move { app.recv_session(session.id).await }
+            async move { app.recv_session_raw(session.id).await }
         })
         .await
         .map_err(to_py)?;
         batch.push(first);
         // An error queued behind the first message stays for the next call.
-        let _ = entered(|| app.try_recv_session_batch(session.id, &mut batch, max - 1));
+        let _ = entered(|| app.try_recv_session_batch_raw(session.id, &mut batch, max - 1));
     }
     Ok(batch.into_iter().map(received).collect())
 }
@@ -329,7 +343,7 @@ pub async fn receive_session_many(
 /// A message of one session if one is already queued, else None (never waits).
 #[pyfunction]
 pub fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
-    match entered(|| app_of(&svc).try_recv_session(session.id)) {
+    match entered(|| app_of(&svc).try_recv_session_raw(session.id)) {
         None => Ok(None),
         Some(r) => r.map(|r| Some(received(r))).map_err(to_py),
     }

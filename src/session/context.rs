@@ -191,7 +191,7 @@ pub fn data_message(
 
 /// Turns a received publish into what the application sees, without copying the payload.
 /// Protocol metadata keys are removed.
-pub fn into_delivery(session_id: u32, msg: Message) -> (MessageInfo, Vec<u8>) {
+pub fn into_delivery(session_id: u32, msg: Message) -> (MessageInfo, super::Bytes) {
     let input_connection = msg.incoming_conn();
     let mut metadata = msg.metadata;
     if crate::telemetry::otel::active() {
@@ -200,7 +200,7 @@ pub fn into_delivery(session_id: u32, msg: Message) -> (MessageInfo, Vec<u8>) {
     metadata.retain(|k, _| !wire::INTERNAL_METADATA_KEYS.contains(&k.as_str()));
     let (mut source, mut destination) = (Name::new("", "", "", None), Name::new("", "", "", None));
     let mut payload_type = String::new();
-    let mut blob = Vec::new();
+    let mut blob = super::Bytes::new();
     let mut message_id = 0;
     if let Some(wire::proto::message::MessageType::Publish(p)) = msg.message_type {
         let sh = p.session.unwrap_or_default();

@@ -16,7 +16,8 @@ use super::multicast::{Done, MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
 use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, DELIVERY_WAIT_BOUND, SessionQueue};
 use super::{
-    Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
+    Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, RawDelivery, SESSION_ID_RANGE,
+    SessionConfig,
 };
 use crate::error::SlimError;
 use crate::node::{LocalDelivery, RouteError};
@@ -93,7 +94,7 @@ impl SessionEntry {
         self.queue.push_force(item);
     }
 
-    fn prepare(&self, msg: Message) -> Delivery {
+    fn prepare(&self, msg: Message) -> RawDelivery {
         let (info, blob) = into_delivery(self.id, msg);
         if self.announce_pending.swap(false, Ordering::AcqRel) {
             self.queue.inbox_announce(info.clone(), blob.clone());

@@ -43,6 +43,8 @@ pub mod timer;
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use bytes::Bytes;
+
 use crate::error::SlimError;
 use crate::wire::Name;
 
@@ -196,8 +198,8 @@ pub struct PublishRequest {
     pub dest: Option<Name>,
     /// The message being replied to (used when `dest` is `None`).
     pub reply_to: Option<MessageInfo>,
-    /// Payload.
-    pub blob: Vec<u8>,
+    /// Payload (`Vec<u8>` converts without copying: `vec.into()`).
+    pub blob: Bytes,
     /// Content type; `"msg"` when `None`.
     pub payload_type: Option<String>,
     /// User metadata merged into the message.
@@ -208,9 +210,18 @@ pub struct PublishRequest {
 
 impl Default for PublishRequest {
     fn default() -> Self {
-        PublishRequest { dest: None, reply_to: None, blob: Vec::new(), payload_type: None, metadata: None, fanout: 1 }
+        PublishRequest { dest: None, reply_to: None, blob: Bytes::new(), payload_type: None, metadata: None, fanout: 1 }
     }
 }
 
 /// What a session queue yields: a message, or a typed error for that session.
 pub type Delivery = Result<(MessageInfo, Vec<u8>), SlimError>;
+
+/// What a session queue holds: [`Delivery`] with the payload still shared with the received
+/// frame (the Python layer copies it once, into a `bytes`).
+pub type RawDelivery = Result<(MessageInfo, Bytes), SlimError>;
+
+/// A queued item as the Rust API returns it (payload copied into a `Vec`).
+pub fn owned(d: RawDelivery) -> Delivery {
+    d.map(|(info, blob)| (info, Vec::from(blob)))
+}

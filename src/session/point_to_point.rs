@@ -496,7 +496,7 @@ impl P2pTask {
                 };
                 let mut meta = original.metadata.clone();
                 meta.remove(crate::wire::META_IDENTITY);
-                builders::publish(&spec, original.blob().to_vec(), meta)
+                builders::publish(&spec, original.blob_shared(), meta)
             }
             None => {
                 Stats::bump(&self.core.stats.rtx_unavailable);

@@ -33,7 +33,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{Delivery, MessageInfo};
+use super::{Bytes, MessageInfo, RawDelivery as Delivery};
 use crate::error::SlimError;
 
 /// Items a session queue holds before it drops new ones.
@@ -215,7 +215,7 @@ impl SessionQueue {
     /// Takes the messages waiting (up to `max`) without waiting, appending them to `out`, and
     /// stops before the first error so that errors keep their place in the stream: only when
     /// `out` is empty and the front item is an error is that error taken and returned.
-    pub fn try_pop_batch(&self, out: &mut Vec<(MessageInfo, Vec<u8>)>, max: usize) -> Result<usize, SlimError> {
+    pub fn try_pop_batch(&self, out: &mut Vec<(MessageInfo, Bytes)>, max: usize) -> Result<usize, SlimError> {
         let (taken, made, err) = {
             let mut st = self.state.lock();
             let was_full = self.full(&st);
@@ -303,7 +303,7 @@ impl SessionQueue {
     }
 
     /// Announces (through the app inbox) the session this queue belongs to.
-    pub fn inbox_announce(&self, info: MessageInfo, blob: Vec<u8>) {
+    pub fn inbox_announce(&self, info: MessageInfo, blob: Bytes) {
         self.inbox.announce(info, blob);
     }
 
@@ -319,7 +319,7 @@ pub struct Inbox {
     any: Mutex<VecDeque<(u64, Arc<SessionQueue>)>>,
     any_notify: Notify,
     any_discarded: AtomicU64,
-    new_sessions: Mutex<VecDeque<(MessageInfo, Vec<u8>)>>,
+    new_sessions: Mutex<VecDeque<(MessageInfo, Bytes)>>,
     new_notify: Notify,
     new_dropped: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
@@ -400,7 +400,7 @@ impl Inbox {
     }
 
     /// Announces a session created by a peer, with a copy of its first message.
-    pub fn announce(&self, info: MessageInfo, blob: Vec<u8>) {
+    pub fn announce(&self, info: MessageInfo, blob: Bytes) {
         {
             let mut q = self.new_sessions.lock();
             if q.len() >= NEW_SESSION_QUEUE_CAPACITY {
@@ -415,12 +415,12 @@ impl Inbox {
     }
 
     /// Next new-session notification, without waiting.
-    pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Vec<u8>)> {
+    pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Bytes)> {
         self.new_sessions.lock().pop_front()
     }
 
     /// Waits for the next new-session notification.
-    pub async fn recv_new_session(&self) -> Result<(MessageInfo, Vec<u8>), SlimError> {
+    pub async fn recv_new_session(&self) -> Result<(MessageInfo, Bytes), SlimError> {
         loop {
             let notified = self.new_notify.notified();
             tokio::pin!(notified);
@@ -457,7 +457,7 @@ mod tests {
         let mut info = MessageInfo::for_session(sid);
         info.message_id = n;
         info.source = Name::new("a", "b", "c", Some(1));
-        Ok((info, vec![n as u8]))
+        Ok((info, Bytes::from(vec![n as u8])))
     }
 
     #[tokio::test]
@@ -524,7 +524,7 @@ mod tests {
     fn payload_bytes_fill_the_queue_before_its_item_count() {
         let inbox = Inbox::new();
         let a = SessionQueue::with_bytes(1, 100, 10, inbox);
-        let big = |n: u32| -> Delivery { item(1, n).map(|(i, _)| (i, vec![0u8; 6])) };
+        let big = |n: u32| -> Delivery { item(1, n).map(|(i, _)| (i, Bytes::from(vec![0u8; 6]))) };
         assert!(a.push(big(0)));
         assert!(a.has_room());
         assert!(a.push(big(1)));

@@ -103,8 +103,13 @@ pub struct PublishSpec<'a> {
     pub content_type: &'a str,
 }
 
-/// Builds a Publish.
-pub fn publish(spec: &PublishSpec<'_>, blob: Vec<u8>, metadata: HashMap<String, String>) -> Message {
+/// Builds a Publish (`blob`: a `Vec<u8>` or `Bytes`, taken without copying).
+pub fn publish(
+    spec: &PublishSpec<'_>,
+    blob: impl Into<prost::bytes::Bytes>,
+    metadata: HashMap<String, String>,
+) -> Message {
+    let blob = blob.into();
     let (src_on, dst_on) = if spec.original_names {
         (Some(spec.source.to_original()), Some(spec.destination.to_original()))
     } else {

@@ -151,7 +151,12 @@ impl Message {
 
     /// The payload bytes of a publish (empty for anything else).
     pub fn blob(&self) -> &[u8] {
-        self.publish().and_then(|p| p.msg.as_ref()).map(|c| c.blob.as_slice()).unwrap_or(&[])
+        self.publish().and_then(|p| p.msg.as_ref()).map(|c| &c.blob[..]).unwrap_or(&[])
+    }
+
+    /// The payload of a publish, shared (no copy; empty for anything else).
+    pub fn blob_shared(&self) -> prost::bytes::Bytes {
+        self.publish().and_then(|p| p.msg.as_ref()).map(|c| c.blob.clone()).unwrap_or_default()
     }
 
     /// The `incomingConn` the receiving node stamped, if any.

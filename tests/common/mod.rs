@@ -61,12 +61,12 @@ pub async fn wait_subscribed(node: &Node, name: &Name) {
 
 /// A publish to `dest`.
 pub fn to(dest: &Name, blob: &[u8]) -> PublishRequest {
-    PublishRequest { dest: Some(dest.clone()), blob: blob.to_vec(), fanout: 1, ..Default::default() }
+    PublishRequest { dest: Some(dest.clone()), blob: blob.to_vec().into(), fanout: 1, ..Default::default() }
 }
 
 /// A reply to `info`.
 pub fn reply(info: &MessageInfo, blob: &[u8]) -> PublishRequest {
-    PublishRequest { reply_to: Some(info.clone()), blob: blob.to_vec(), fanout: 1, ..Default::default() }
+    PublishRequest { reply_to: Some(info.clone()), blob: blob.to_vec().into(), fanout: 1, ..Default::default() }
 }
 
 /// Next item of session `sid`, bounded by [`WAIT`].
