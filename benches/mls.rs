@@ -130,7 +130,7 @@ async fn fanout(tag: &str, mls: bool, messages: usize) -> f64 {
     for i in 0..messages {
         let mut blob = vec![0u8; PAYLOAD];
         blob[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let req = PublishRequest { dest: Some(topic.clone()), blob, fanout: 1, ..Default::default() };
+        let req = PublishRequest { dest: Some(topic.clone()), blob: blob.into(), fanout: 1, ..Default::default() };
         moderator.publish(sid, req).await.expect("publish");
     }
     let mut last = start;

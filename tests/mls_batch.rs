@@ -116,7 +116,7 @@ impl Shadow {
 fn numbered(channel: &Name, tag: &str, i: usize) -> PublishRequest {
     PublishRequest {
         dest: Some(channel.clone()),
-        blob: format!("secret-{tag}-{i:05}").into_bytes(),
+        blob: format!("secret-{tag}-{i:05}").into_bytes().into(),
         payload_type: Some(format!("type-{tag}")),
         metadata: Some(HashMap::from([("seq".to_string(), i.to_string())])),
         fanout: 1,

@@ -498,7 +498,11 @@ impl MulticastTask {
                 if crate::telemetry::otel::active() {
                     crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Publish, &mut metadata, "");
                 }
-                BatchItem { payload_type: req.payload_type.unwrap_or_else(|| "msg".into()), metadata, blob: req.blob }
+                BatchItem {
+                    payload_type: req.payload_type.unwrap_or_else(|| "msg".into()),
+                    metadata,
+                    blob: Vec::from(req.blob),
+                }
             })
             .collect();
         let plaintext = match batch::encode(&items) {
@@ -985,7 +989,7 @@ impl MulticastTask {
         };
         let conn = msg.incoming_conn();
         if let Some(c) = msg.publish_mut().and_then(|p| p.msg.as_mut()) {
-            c.blob = Vec::new();
+            c.blob = Default::default();
         }
         msg.metadata.clear();
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
@@ -995,7 +999,7 @@ impl MulticastTask {
                 h.message_id = id;
             }
             if let Some(c) = one.publish_mut().and_then(|p| p.msg.as_mut()) {
-                c.blob = item.blob;
+                c.blob = item.blob.into();
                 c.content_type = item.payload_type;
             }
             one.metadata = item.metadata;
