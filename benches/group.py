@@ -538,6 +538,10 @@ def print_table(results: dict, args, conditions: str) -> None:
         on = results[i].get("fanout-mls", {}).get("rate_mean")
         results[i]["mls_cost_pct"] = (100.0 * (off - on) / off) if off and on is not None else None
     row("MLS cost, % of MLS-off msgs/s (lower better)", lambda r: r.get("mls_cost_pct"), "{:.1f}%", None)
+    row("  MLS-on msgs/s as a multiple of MLS-off", lambda r: (
+        r["fanout-mls"]["rate_mean"] / r["fanout-plain"]["rate_mean"]
+        if r.get("fanout-plain", {}).get("rate_mean") and r.get("fanout-mls", {}).get("rate_mean") is not None
+        else None), "{:.2f}x", None)
     big = f"{args.big} ({args.per_process}/process)"
     for n, cfgs in (("4", ("fanout-plain", "fanout-mls")), (big, ("big-plain", "big-mls"))):
         for cfg in cfgs:
