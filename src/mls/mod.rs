@@ -29,18 +29,19 @@ pub mod batch;
 pub mod interceptor;
 pub mod seam;
 pub mod sequencer;
+pub mod signer;
 
 pub use sequencer::{Admission, HandshakeSequencer};
+pub use signer::Ed25519Signer;
 
 use openmls::prelude::tls_codec::DeserializeBytes;
 use openmls::prelude::{
     BasicCredential, Capabilities, Ciphersuite, ContentType, CreateMessageError, Credential, CredentialType,
     CredentialWithKey, ExtensionType, KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsGroupJoinConfig,
-    MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, NewSignerBundle, OpenMlsProvider,
+    MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, NewSignerBundle, OpenMlsProvider, OpenMlsRand,
     PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, Proposal, ProtocolMessage, ProtocolVersion,
     SenderRatchetConfiguration, StagedCommit, StagedWelcome,
 };
-use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
 use crate::auth::{AuthError, Provider, Verifier};
@@ -170,12 +171,12 @@ pub struct MlsState {
     provider: OpenMlsRustCrypto,
     token_provider: Provider,
     verifier: Verifier,
-    signer: SignatureKeyPair,
+    signer: Ed25519Signer,
     credential: CredentialWithKey,
     group: Option<MlsGroup>,
     removed: bool,
     /// New signing key proposed by `propose_update`; used once a commit applies the update.
-    pending_signer: Option<(SignatureKeyPair, CredentialWithKey)>,
+    pending_signer: Option<(Ed25519Signer, CredentialWithKey)>,
     /// Whether this member's leaf advertises [`BATCH_EXTENSION`] (on unless a test turns it off).
     advertise_batches: bool,
     /// Epoch at which every leaf was last found to advertise [`BATCH_EXTENSION`] (or not).
@@ -229,9 +230,10 @@ fn group_config() -> MlsGroupJoinConfig {
 impl MlsState {
     /// A member with a fresh Ed25519 signing key and a Basic credential holding `provider`'s token.
     pub fn new(provider: Provider, verifier: Verifier) -> Result<Self, MlsError> {
-        let (signer, credential) = Self::fresh_identity(&provider)?;
+        let crypto = OpenMlsRustCrypto::default();
+        let (signer, credential) = Self::fresh_identity(&provider, crypto.rand())?;
         Ok(Self {
-            provider: OpenMlsRustCrypto::default(),
+            provider: crypto,
             token_provider: provider,
             verifier,
             signer,
@@ -277,13 +279,15 @@ impl MlsState {
         all
     }
 
-    fn fresh_identity(provider: &Provider) -> Result<(SignatureKeyPair, CredentialWithKey), MlsError> {
+    fn fresh_identity(
+        provider: &Provider,
+        rand: &impl OpenMlsRand,
+    ) -> Result<(Ed25519Signer, CredentialWithKey), MlsError> {
         let token = provider.get_token().map_err(MlsError::Identity)?;
-        let signer =
-            SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(|e| MlsError::Crypto(format!("{e:?}")))?;
+        let signer = Ed25519Signer::generate(rand)?;
         let credential = CredentialWithKey {
             credential: BasicCredential::new(token.into_bytes()).into(),
-            signature_key: signer.to_public_vec().into(),
+            signature_key: signer.public().to_vec().into(),
         };
         Ok((signer, credential))
     }
@@ -532,7 +536,7 @@ impl MlsState {
     /// proposals).
     pub fn propose_update(&mut self) -> Result<Vec<u8>, MlsError> {
         self.active_group()?;
-        let (new_signer, new_credential) = Self::fresh_identity(&self.token_provider)?;
+        let (new_signer, new_credential) = Self::fresh_identity(&self.token_provider, self.provider.rand())?;
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
         let (msg, _ref) = group
@@ -594,7 +598,7 @@ impl MlsState {
     /// (COMMIT blob for all other members), merged locally. Used by the moderator.
     pub fn rotate_own_keys(&mut self) -> Result<Vec<u8>, MlsError> {
         self.active_group()?;
-        let (new_signer, new_credential) = Self::fresh_identity(&self.token_provider)?;
+        let (new_signer, new_credential) = Self::fresh_identity(&self.token_provider, self.provider.rand())?;
         let (provider, signer) = (&self.provider, &self.signer);
         let group = self.group.as_mut().ok_or(MlsError::NoGroup)?;
         let bundle = group
