@@ -287,12 +287,10 @@ async fn member_without_batch_capability_never_receives_batches() {
     }
     let after = legacy.capture(&moderator.name(), BURST, b"secret-").await;
     assert!(after.iter().any(|m| m.metadata.contains_key(META_MLS_BATCH)), "no batch after the removal");
-    let mut next = 0;
-    for _ in 0..BURST {
+    for next in 0..BURST {
         let (info, blob) = recv(&p1, sid).await.unwrap();
         assert_eq!(blob, format!("secret-after-{next:05}").into_bytes());
         assert_eq!(info.metadata.get("seq"), Some(&next.to_string()));
-        next += 1;
     }
 }
 

@@ -6,6 +6,9 @@
 //! One task per session, same shape as [`super::point_to_point`]. With MLS the moderator's add
 //! task gains a "securing" phase (WELCOME + COMMIT acknowledged) and removal a COMMIT phase;
 //! payloads of MULTICAST_MSG / RTX_REPLY are encrypted on the way out, decrypted on delivery.
+//! When every member's leaf advertises it ([`crate::mls::BATCH_EXTENSION`]), the publishes already
+//! queued when the task encrypts go out as one MLS batch ([`crate::mls::batch`]) carrying
+//! consecutive ids; receivers unpack it and order, deduplicate and report loss per id.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
