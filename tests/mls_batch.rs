@@ -7,18 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::shadow::Shadow;
 use common::*;
 use slim_bindings::app::App;
-use slim_bindings::auth::{SharedSecret, TokenProvider};
-use slim_bindings::mls::MlsState;
 use slim_bindings::mls::batch::META_MLS_BATCH;
-use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::session::{PublishRequest, SessionConfig};
-use slim_bindings::wire::builders::{self, Flags, PublishSpec};
-use slim_bindings::wire::{self, Message, Name, SessionMessageType, SessionType};
+use slim_bindings::wire::{self, Message, Name, SessionMessageType};
 
 fn group(topic: &str, moderator: bool) -> SessionConfig {
     SessionConfig::Multicast {
@@ -30,87 +26,23 @@ fn group(topic: &str, moderator: bool) -> SessionConfig {
     }
 }
 
-/// A hand-driven app on its own node, subscribed to the channel: an eavesdropper, or a group
-/// member that answers the control protocol itself.
-struct Shadow {
-    name: Name,
-    token: String,
-    tx: tokio::sync::mpsc::Sender<Message>,
-    rx: tokio::sync::mpsc::Receiver<LocalDelivery>,
-    mls: MlsState,
-    _node: Node,
-}
-
-impl Shadow {
-    async fn new(endpoint: &str, hub: &Node, agent: &str, routes: &[Name], channel: &Name) -> Shadow {
-        let node = Node::new(agent);
-        let lc = node.register_local();
-        let conn = node.connect(ClientConfig::insecure(endpoint)).await.unwrap();
-        let me = Name::new("org", "ns", agent, Some(4343));
-        lc.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, channel, Flags::one())).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, channel, Flags::one().forward_to(Some(conn)))).await.unwrap();
-        for r in routes.iter().chain([channel]) {
-            lc.tx.send(builders::subscribe(&me, r, Flags::one().recv_from(conn))).await.unwrap();
+/// Reads MULTICAST_MSGs from `from` until they carry `total` messages; returns the wire
+/// messages. Fails on anything that is not ciphertext.
+async fn capture(shadow: &mut Shadow, from: &Name, total: usize, secret_marker: &[u8]) -> Vec<Message> {
+    let mut seen = Vec::new();
+    let mut carried = 0;
+    while carried < total {
+        let m = shadow.expect(SessionMessageType::MulticastMsg).await;
+        if m.source_name().as_ref() != Some(from) {
+            continue;
         }
-        wait_subscribed(hub, &me).await;
-        let id = Arc::new(SharedSecret::new(agent, "secret").unwrap());
-        let token = id.get_token().unwrap();
-        let mls = MlsState::new(id.clone(), id).unwrap();
-        Shadow { name: me, token, tx: lc.tx, rx: lc.rx, mls, _node: node }
+        assert!(!m.blob().windows(secret_marker.len()).any(|w| w == secret_marker), "plaintext on the wire");
+        assert_eq!(m.metadata.get(wire::META_MLS_ENCRYPTED).map(String::as_str), Some("true"));
+        carried += m.metadata.get(META_MLS_BATCH).map_or(1, |c| c.parse::<usize>().unwrap());
+        seen.push(m);
     }
-
-    async fn reply(&self, to: &Message, kind: SessionMessageType, blob: Vec<u8>) {
-        let sh = to.session_header().unwrap();
-        let spec = PublishSpec {
-            source: &self.name,
-            destination: &to.source_name().unwrap(),
-            flags: Flags::one(),
-            session_type: SessionType::SessionMulticast,
-            message_type: kind,
-            session_id: sh.session_id,
-            message_id: sh.message_id,
-            original_names: true,
-            content_type: "msg",
-        };
-        let md = HashMap::from([(wire::META_IDENTITY.to_string(), self.token.clone())]);
-        self.tx.send(builders::publish(&spec, blob, md)).await.unwrap();
-    }
-
-    /// Next publish of `kind` (others are skipped), bounded.
-    async fn expect(&mut self, kind: SessionMessageType) -> Message {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await
-                    && m.session_message_type() == kind
-                {
-                    return m;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("expected a {kind:?}"))
-    }
-
-    /// Reads MULTICAST_MSGs from `from` until they carry `total` messages; returns the wire
-    /// messages. Fails on anything that is not ciphertext.
-    async fn capture(&mut self, from: &Name, total: usize, secret_marker: &[u8]) -> Vec<Message> {
-        let mut seen = Vec::new();
-        let mut carried = 0;
-        while carried < total {
-            let m = self.expect(SessionMessageType::MulticastMsg).await;
-            if m.source_name().as_ref() != Some(from) {
-                continue;
-            }
-            assert!(!m.blob().windows(secret_marker.len()).any(|w| w == secret_marker), "plaintext on the wire");
-            assert_eq!(m.metadata.get(wire::META_MLS_ENCRYPTED).map(String::as_str), Some("true"));
-            carried += m.metadata.get(META_MLS_BATCH).map_or(1, |c| c.parse::<usize>().unwrap());
-            seen.push(m);
-        }
-        assert_eq!(carried, total, "batches overlap the end of the burst");
-        seen
-    }
+    assert_eq!(carried, total, "batches overlap the end of the burst");
+    seen
 }
 
 fn numbered(channel: &Name, tag: &str, i: usize) -> PublishRequest {
@@ -179,7 +111,7 @@ async fn batched_group_delivers_each_message_once_in_order_to_members_only() {
         assert_eq!(info.session_id, sid);
         assert_eq!(recv(a, sid).await.unwrap().1, b"secret-warm-00000");
     }
-    eve.capture(&moderator.name(), 1, b"secret-").await;
+    capture(&mut eve, &moderator.name(), 1, b"secret-").await;
 
     // Both bursts at once: the moderator's from here, p1's from a task.
     let p1 = members[0].clone();
@@ -215,7 +147,7 @@ async fn batched_group_delivers_each_message_once_in_order_to_members_only() {
         r.await.unwrap();
     }
 
-    let wire_msgs = eve.capture(&moderator.name(), FROM_MOD, b"secret-").await;
+    let wire_msgs = capture(&mut eve, &moderator.name(), FROM_MOD, b"secret-").await;
     let batches = wire_msgs.iter().filter(|m| m.metadata.contains_key(META_MLS_BATCH)).count();
     assert!(batches > 0, "a burst of {FROM_MOD} publishes produced no batch");
     assert!(wire_msgs.len() < FROM_MOD, "batches carry several messages");
@@ -261,7 +193,7 @@ async fn member_without_batch_capability_never_receives_batches() {
     for i in 0..BURST {
         moderator.publish(sid, numbered(&channel, "mod", i)).await.unwrap();
     }
-    let got = legacy.capture(&moderator.name(), BURST, b"secret-").await;
+    let got = capture(&mut legacy, &moderator.name(), BURST, b"secret-").await;
     assert_eq!(got.len(), BURST, "one wire message per publish");
     for (i, m) in got.iter().enumerate() {
         assert!(!m.metadata.contains_key(META_MLS_BATCH), "a batch reached the legacy member");
@@ -285,7 +217,7 @@ async fn member_without_batch_capability_never_receives_batches() {
     for i in 0..BURST {
         moderator.publish(sid, numbered(&channel, "after", i)).await.unwrap();
     }
-    let after = legacy.capture(&moderator.name(), BURST, b"secret-").await;
+    let after = capture(&mut legacy, &moderator.name(), BURST, b"secret-").await;
     assert!(after.iter().any(|m| m.metadata.contains_key(META_MLS_BATCH)), "no batch after the removal");
     for next in 0..BURST {
         let (info, blob) = recv(&p1, sid).await.unwrap();
@@ -322,7 +254,7 @@ async fn lost_batches_are_recovered_per_message_in_order() {
     let (first, _) = tokio::time::timeout(Duration::from_secs(30), p1.recv_new_session()).await.unwrap().unwrap();
     assert_eq!(first.session_id, sid);
     assert_eq!(recv(&p1, sid).await.unwrap().1, b"secret-warm-00000");
-    eve.capture(&moderator.name(), 1, b"secret-").await;
+    capture(&mut eve, &moderator.name(), 1, b"secret-").await;
     let reader = {
         let p1 = p1.clone();
         tokio::spawn(async move { read_all(&p1, sid, &[("mod", N)], ("mod", 1)).await })
@@ -330,7 +262,7 @@ async fn lost_batches_are_recovered_per_message_in_order() {
     for i in 0..N {
         moderator.publish(sid, numbered(&channel, "mod", i)).await.unwrap();
     }
-    let wire_msgs = eve.capture(&moderator.name(), N, b"secret-").await;
+    let wire_msgs = capture(&mut eve, &moderator.name(), N, b"secret-").await;
     assert!(wire_msgs.iter().any(|m| m.metadata.contains_key(META_MLS_BATCH)), "no batch in the burst");
     tokio::time::timeout(Duration::from_secs(60), reader).await.expect("recovered within 60 s").unwrap();
     assert!(proxy.counters.dropped.load(std::sync::atomic::Ordering::Relaxed) > 10, "the link must drop");

@@ -6,20 +6,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::shadow::Shadow;
 use common::*;
 use slim_bindings::app::App;
-use slim_bindings::auth::{SharedSecret, TokenProvider};
 use slim_bindings::error::SlimError;
-use slim_bindings::mls::MlsState;
-use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::session::SessionConfig;
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
 use slim_bindings::wire::payload::JoinMessagePayload;
-use slim_bindings::wire::{self, Message, Name, SessionMessageType, SessionType};
+use slim_bindings::wire::{self, SessionMessageType, SessionType};
 
 fn group(topic: &str, moderator: bool, mls_enabled: bool) -> SessionConfig {
     SessionConfig::Multicast {
@@ -104,84 +101,6 @@ async fn ring_of_ten_plain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_of_ten_mls() {
     ring("ringm", true).await;
-}
-
-/// A hand-driven group member on its own node: it answers the control protocol itself and keeps
-/// its MLS state and its channel subscription whatever the moderator says.
-struct Shadow {
-    name: Name,
-    token: String,
-    tx: tokio::sync::mpsc::Sender<Message>,
-    rx: tokio::sync::mpsc::Receiver<LocalDelivery>,
-    mls: MlsState,
-    _node: Node,
-}
-
-impl Shadow {
-    async fn new(endpoint: &str, hub: &Node, agent: &str, routes: &[Name], channel: &Name) -> Shadow {
-        let node = Node::new(agent);
-        let lc = node.register_local();
-        let conn = node.connect(ClientConfig::insecure(endpoint)).await.unwrap();
-        let me = Name::new("org", "ns", agent, Some(4242));
-        lc.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, channel, Flags::one())).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, channel, Flags::one().forward_to(Some(conn)))).await.unwrap();
-        for r in routes.iter().chain([channel]) {
-            lc.tx.send(builders::subscribe(&me, r, Flags::one().recv_from(conn))).await.unwrap();
-        }
-        wait_subscribed(hub, &me).await;
-        let id = Arc::new(SharedSecret::new(agent, "secret").unwrap());
-        let token = id.get_token().unwrap();
-        let mls = MlsState::new(id.clone(), id).unwrap();
-        Shadow { name: me, token, tx: lc.tx, rx: lc.rx, mls, _node: node }
-    }
-
-    async fn send(
-        &self,
-        kind: SessionMessageType,
-        to: &Name,
-        sid: u32,
-        mid: u32,
-        blob: Vec<u8>,
-        meta: &[(&str, &str)],
-    ) {
-        let spec = PublishSpec {
-            source: &self.name,
-            destination: to,
-            // A name without an id is the channel: reach every member.
-            flags: if to.has_any_id() { Flags::all(wire::FANOUT_MULTICAST) } else { Flags::one() },
-            session_type: SessionType::SessionMulticast,
-            message_type: kind,
-            session_id: sid,
-            message_id: mid,
-            original_names: true,
-            content_type: "msg",
-        };
-        let mut md = HashMap::from([(wire::META_IDENTITY.to_string(), self.token.clone())]);
-        md.extend(meta.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        self.tx.send(builders::publish(&spec, blob, md)).await.unwrap();
-    }
-
-    async fn reply(&self, to: &Message, kind: SessionMessageType, blob: Vec<u8>) {
-        let sh = to.session_header().unwrap();
-        self.send(kind, &to.source_name().unwrap(), sh.session_id, sh.message_id, blob, &[]).await;
-    }
-
-    /// Next publish of `kind` (others are skipped), bounded.
-    async fn expect(&mut self, kind: SessionMessageType) -> Message {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(LocalDelivery::Message(m)) = self.rx.recv().await
-                    && m.session_message_type() == kind
-                {
-                    return m;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("expected a {kind:?}"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lossy_proxy;
+pub mod shadow;
 
 use std::sync::Arc;
 use std::time::Duration;
