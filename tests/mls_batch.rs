@@ -180,14 +180,7 @@ async fn member_without_batch_capability_never_receives_batches() {
 
     // The legacy member joins by hand (last, so no later commit needs applying).
     let invite = moderator.invite(sid, &name("llegacy")).await.unwrap();
-    let discovery = legacy.expect(ChannelDiscoveryRequest).await;
-    legacy.reply(&discovery, ChannelDiscoveryReply, Vec::new()).await;
-    let join = legacy.expect(ChannelJoinRequest).await;
-    let kp = legacy.mls.key_package().unwrap();
-    legacy.reply(&join, ChannelJoinReply, kp).await;
-    let welcome = legacy.expect(ChannelMlsWelcome).await;
-    legacy.mls.process_welcome(welcome.blob()).unwrap();
-    legacy.reply(&welcome, ChannelMlsAck, Vec::new()).await;
+    legacy.join_by_hand().await;
     invite.joined().await.unwrap();
 
     for i in 0..BURST {

@@ -127,15 +127,7 @@ async fn mls_late_joiner_and_removed_member_cannot_read() {
 
     // The shadow joins like any participant.
     let invite = moderator.invite(sid, &name("shadow")).await.unwrap();
-    let discovery = shadow.expect(ChannelDiscoveryRequest).await;
-    let sh = discovery.session_header().unwrap();
-    shadow.send(ChannelDiscoveryReply, &moderator.name(), sh.session_id, sh.message_id, Vec::new(), &[]).await;
-    let join = shadow.expect(ChannelJoinRequest).await;
-    let kp = shadow.mls.key_package().unwrap();
-    shadow.reply(&join, ChannelJoinReply, kp).await;
-    let welcome = shadow.expect(ChannelMlsWelcome).await;
-    shadow.mls.process_welcome(welcome.blob()).unwrap();
-    shadow.reply(&welcome, ChannelMlsAck, Vec::new()).await;
+    let welcome = shadow.join_by_hand().await;
     invite.joined().await.unwrap();
 
     // A late joiner cannot read what was sent before it joined ...
@@ -368,15 +360,7 @@ async fn retransmission_reaches_the_member_added_by_the_latest_commit() {
     let early = shadow.expect(MulticastMsg).await;
 
     let invite = moderator.invite(sid, &name("rshadow")).await.unwrap();
-    let discovery = shadow.expect(ChannelDiscoveryRequest).await;
-    let sh = discovery.session_header().unwrap();
-    shadow.send(ChannelDiscoveryReply, &moderator.name(), sh.session_id, sh.message_id, Vec::new(), &[]).await;
-    let join = shadow.expect(ChannelJoinRequest).await;
-    let kp = shadow.mls.key_package().unwrap();
-    shadow.reply(&join, ChannelJoinReply, kp).await;
-    let welcome = shadow.expect(ChannelMlsWelcome).await;
-    shadow.mls.process_welcome(welcome.blob()).unwrap();
-    shadow.reply(&welcome, ChannelMlsAck, Vec::new()).await;
+    shadow.join_by_hand().await;
     invite.joined().await.unwrap(); // p1 acknowledged the COMMIT: it is at the shadow's epoch
     assert!(shadow.mls.decrypt(early.blob()).is_err(), "the original ciphertext is of an earlier epoch");
 

@@ -89,4 +89,18 @@ impl Shadow {
         .await
         .unwrap_or_else(|_| panic!("expected a {kind:?}"))
     }
+
+    /// Answers a moderator's invite by hand: discovery reply, join reply with a key package,
+    /// then the MLS welcome is applied and acknowledged; returns the welcome.
+    pub async fn join_by_hand(&mut self) -> Message {
+        let discovery = self.expect(SessionMessageType::ChannelDiscoveryRequest).await;
+        self.reply(&discovery, SessionMessageType::ChannelDiscoveryReply, Vec::new()).await;
+        let join = self.expect(SessionMessageType::ChannelJoinRequest).await;
+        let kp = self.mls.key_package().unwrap();
+        self.reply(&join, SessionMessageType::ChannelJoinReply, kp).await;
+        let welcome = self.expect(SessionMessageType::ChannelMlsWelcome).await;
+        self.mls.process_welcome(welcome.blob()).unwrap();
+        self.reply(&welcome, SessionMessageType::ChannelMlsAck, Vec::new()).await;
+        welcome
+    }
 }
