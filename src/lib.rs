@@ -5,20 +5,28 @@
 //!
 //! The flow of a message: Python call → [`python`] conversion → [`app`] → [`session`] → local
 //! connection → [`node`] → gRPC → [`node`] → local connection → [`session`] → [`app`] → Python.
-//! Each layer talks only to its neighbours.
 //!
-//! - [`wire`]: the `dataplane.proto.v1` types, [`wire::Name`] and its interop hash, bincode control
-//!   payloads, and builders for every message the session layer sends.
-//! - [`node`]: the router. Connection table, subscription table, forwarding, gRPC server and client
-//!   (h2c, TLS, mTLS), reconnect, configuration dicts.
-//! - [`auth`]: identity tokens (shared secret, JWT, JWKS): providers and verifiers.
-//! - [`mls`]: the openmls group wrapper used by sessions with `mls_enabled`.
-//! - [`session`]: point-to-point and multicast sessions, timers, buffers, the moderator/participant
-//!   channel protocol.
-//! - [`app`]: one application: name, identity, sessions, and its local connection to its embedded node.
-//! - [`telemetry`]: logging set-up (`init_tracing`), re-callable to change the level.
-//! - [`python`]: the PyO3 layer (feature `python`): one file per Python concept.
-//! - `bin/slim.rs`: the standalone node.
+//! Layers, bottom to top. A module imports only from layers below its own; `tests/architecture.rs`
+//! checks it on every `cargo test`.
+//!
+//! 0. [`wire`]: the `dataplane.proto.v1` types, [`wire::Name`] and its interop hash, bincode
+//!    control payloads, and builders for every message the session layer sends.
+//!    [`telemetry`]: logging set-up (`init_tracing`), trace-context propagation helpers
+//!    ([`telemetry::otel::hop`]) and the metric exporters (`/metrics` text, OTLP), which read
+//!    whatever [`telemetry::metrics::MetricSource`] they are handed and know nothing of the node.
+//! 1. [`auth`]: identity tokens (shared secret, JWT, JWKS): providers and verifiers.
+//! 2. [`node`]: the router. Connection table, subscription table, forwarding, gRPC server and client
+//!    (h2c, TLS, mTLS), reconnect, configuration dicts, and its metric catalogue
+//!    ([`node::metrics`]). [`node::local`] is the local-connection contract: the only part of the
+//!    node the session layer knows.
+//!    [`mls`]: the openmls group wrapper used by sessions with `mls_enabled`.
+//! 3. [`error`]: [`error::SlimError`], the one error type of the session and app layers.
+//! 4. [`session`]: point-to-point and multicast sessions, timers, buffers, the moderator/participant
+//!    channel protocol.
+//! 5. [`app`]: one application: name, identity, sessions, and its local connection to its embedded
+//!    node.
+//! 6. [`python`]: the PyO3 layer (feature `python`): one file per Python concept.
+//!    `bin/slim.rs`: the standalone node (a node, its configuration and both metric exporters).
 
 pub mod app;
 pub mod auth;

@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use slim_bindings::node::metrics::source;
 use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::telemetry::metrics::render;
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
@@ -369,10 +370,10 @@ async fn queue_depth_gauges_show_messages_an_app_has_not_taken() {
     }
     let series = format!("slim_connection_queue_depth{{node=\"q\",conn=\"{}\",kind=\"local\"}}", reader.conn_id);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut text = render(std::slice::from_ref(&node));
+    let mut text = render(&source(std::slice::from_ref(&node)));
     while sample(&text, &series) < 5 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        text = render(std::slice::from_ref(&node));
+        text = render(&source(std::slice::from_ref(&node)));
     }
     assert_eq!(sample(&text, &series), 5, "{text}");
     assert_eq!(sample(&text, "slim_queue_depth{node=\"q\"}"), 5, "{text}");
@@ -382,6 +383,6 @@ async fn queue_depth_gauges_show_messages_an_app_has_not_taken() {
     for _ in 0..5 {
         reader.rx.recv().await.unwrap();
     }
-    assert_eq!(sample(&render(std::slice::from_ref(&node)), &series), 0);
+    assert_eq!(sample(&render(&source(std::slice::from_ref(&node))), &series), 0);
     node.shutdown().await;
 }

@@ -107,13 +107,14 @@ async fn run(cfg: StandaloneConfig) -> Result<(), String> {
             node.connect(client.clone()).await.map_err(|e| format!("{key}: {e}"))?;
         }
     }
-    // OTLP metrics flow only while the `tracing.opentelemetry` block enables export.
-    slim_bindings::telemetry::otel::export_node_metrics(&nodes);
+    // The nodes hand their figures to both exporters; OTLP metrics flow only while the
+    // `tracing.opentelemetry` block enables export.
+    let metrics = slim_bindings::node::metrics::source(&nodes);
+    slim_bindings::telemetry::otel::export_metrics(metrics.clone());
     let _metrics = match &cfg.metrics {
         Some(m) => {
-            let server = slim_bindings::telemetry::metrics::serve(&m.endpoint, nodes.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            let server =
+                slim_bindings::telemetry::metrics::serve(&m.endpoint, metrics).await.map_err(|e| e.to_string())?;
             info!("serving metrics at http://{}/metrics", server.local_addr());
             Some(server)
         }

@@ -27,7 +27,6 @@
 
 pub mod batch;
 pub mod interceptor;
-pub mod seam;
 pub mod sequencer;
 pub mod signer;
 

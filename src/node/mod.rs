@@ -13,6 +13,8 @@
 //! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
 
 pub mod config;
+pub mod local;
+pub mod metrics;
 pub mod standalone;
 mod stats;
 pub mod subscription;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use config::{ClientAuthConfig, ClientConfig, ConfigError, ServerAuthConfig, ServerConfig};
+pub use local::{LocalConnection, LocalDelivery, RouteError};
 pub use stats::{NodeStats, NodeStatsSnapshot};
 pub use subscription::{SubscriptionError, SubscriptionTable};
 
@@ -99,43 +102,6 @@ impl From<SubscriptionError> for NodeError {
             other => NodeError::Subscription(other),
         }
     }
-}
-
-/// A message the node could not process, handed back to the local app that sent it.
-#[derive(Debug, Clone)]
-pub struct RouteError {
-    /// The message that could not be routed.
-    pub message: Message,
-    /// Why.
-    pub error: NodeError,
-}
-
-impl std::fmt::Display for RouteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "error processing message: {}", self.error)
-    }
-}
-
-impl std::error::Error for RouteError {}
-
-/// What the node delivers to a local app.
-#[derive(Debug, Clone)]
-pub enum LocalDelivery {
-    /// A message routed to the app.
-    Message(Message),
-    /// A message the app sent that the node could not process.
-    Error(RouteError),
-}
-
-/// An in-process connection between an app and its node.
-#[derive(Debug)]
-pub struct LocalConnection {
-    /// The connection id (what the node stamps as `incomingConn`).
-    pub conn_id: u64,
-    /// Messages from the app into the node.
-    pub tx: mpsc::Sender<Message>,
-    /// Messages and errors from the node to the app.
-    pub rx: mpsc::Receiver<LocalDelivery>,
 }
 
 /// Where a connection's outbound messages go.

@@ -62,6 +62,27 @@ pub struct NodeStatsSnapshot {
     pub reconnects: u64,
 }
 
+impl NodeStatsSnapshot {
+    /// Every figure by its field name (what Python's `PyService.node_stats()` returns).
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
+        [
+            ("messages_received", self.messages_received),
+            ("messages_routed", self.messages_routed),
+            ("subscriptions_processed", self.subscriptions_processed),
+            ("dropped_invalid", self.dropped_invalid),
+            ("dropped_no_route", self.dropped_no_route),
+            ("dropped_closed", self.dropped_closed),
+            ("dropped_subscription", self.dropped_subscription),
+            ("dropped_malformed", self.dropped_malformed),
+            ("error_reports_dropped", self.error_reports_dropped),
+            ("connections_opened", self.connections_opened),
+            ("connections_closed", self.connections_closed),
+            ("active_connections", self.active_connections),
+            ("reconnects", self.reconnects),
+        ]
+    }
+}
+
 impl NodeStats {
     pub(crate) fn connection_opened(&self) {
         self.connections_opened.fetch_add(1, Ordering::Relaxed);

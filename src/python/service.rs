@@ -59,20 +59,7 @@ impl PyService {
 
     /// Counters of this app's node (messages routed, drops by reason, connections).
     fn node_stats(&self) -> HashMap<&'static str, u64> {
-        let s = self.app.node().stats();
-        HashMap::from([
-            ("messages_received", s.messages_received),
-            ("messages_routed", s.messages_routed),
-            ("subscriptions_processed", s.subscriptions_processed),
-            ("dropped_invalid", s.dropped_invalid),
-            ("dropped_no_route", s.dropped_no_route),
-            ("dropped_closed", s.dropped_closed),
-            ("dropped_subscription", s.dropped_subscription),
-            ("dropped_malformed", s.dropped_malformed),
-            ("connections_opened", s.connections_opened),
-            ("connections_closed", s.connections_closed),
-            ("active_connections", s.active_connections),
-        ])
+        HashMap::from(self.app.node().stats().fields())
     }
 
     fn __repr__(&self) -> String {

@@ -230,16 +230,3 @@ fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> 
         None => Name::from_components(comps),
     }
 }
-
-/// The seam for end-to-end encryption of one session (MLS). A session with `mls_enabled` holds
-/// one; outbound non-CHANNEL payloads go through [`MlsSeam::protect`] (and get
-/// `MLS_ENCRYPTED=true`), inbound `MLS_ENCRYPTED` payloads through [`MlsSeam::unprotect`].
-/// Control (CHANNEL_*) messages drive the group itself (key package, welcome, commit).
-pub trait MlsSeam: Send {
-    /// True once the group can encrypt (messages published before are buffered).
-    fn is_ready(&self) -> bool;
-    /// Encrypts an application payload.
-    fn protect(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SlimError>;
-    /// Decrypts an application payload.
-    fn unprotect(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, SlimError>;
-}

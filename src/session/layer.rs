@@ -20,7 +20,7 @@ use super::{
     SessionConfig,
 };
 use crate::error::SlimError;
-use crate::node::{LocalDelivery, RouteError};
+use crate::node::local::{LocalDelivery, RouteError};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
 /// Inbound messages a session task buffers; when full the dispatcher waits (bounded by

@@ -28,7 +28,6 @@
 //! newcomer, COMMIT to earlier members, ACKs counted per member) and removes them with a COMMIT
 //! before the LEAVE. Payloads (P2P_*, MULTICAST_MSG, RTX_REPLY) are encrypted on the way out
 //! ([`crate::mls::interceptor`]) and decrypted at delivery; an MLS session accepts nothing else.
-//! [`context::MlsSeam`] is the narrow trait view of that state.
 
 pub mod budget;
 pub mod buffers;

@@ -1,11 +1,16 @@
-//! A plain-text metrics endpoint for the standalone node: `GET /metrics` in the Prometheus text
-//! format, built from [`Node::stats`](crate::node::Node::stats) at each request.
+//! Metrics as data, and the plain-text way out: `GET /metrics` in the Prometheus text format.
+//!
+//! Telemetry knows nothing of what is measured. A producer (the node, for one)
+//! owns the catalogue of its metrics ([`MetricDesc`]) and hands the exporters a [`MetricSource`]
+//! that writes the current values as [`Sample`]s each time an exporter reads it: this endpoint
+//! at each request, OTLP export ([`super::otel::export_metrics`]) at each period.
 //!
 //! The server is a deliberately small HTTP/1.x responder (one request per connection, bounded
 //! request size and time): it serves people with curl and scrapers, nothing else.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,7 +18,113 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::node::Node;
+/// Whether a metric only grows (a counter) or goes up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic since start.
+    Counter,
+    /// A level at the instant it is read.
+    Gauge,
+}
+
+/// One metric of a catalogue. `name` is the OTLP name (`slim.messages.routed`); the Prometheus
+/// name is derived from it ([`MetricDesc::prometheus_name`]), the way a collector's Prometheus
+/// exporter derives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDesc {
+    /// OTLP name, dot-separated.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// One line for `# HELP` and the OTLP description.
+    pub help: &'static str,
+}
+
+impl MetricDesc {
+    /// A counter.
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        MetricDesc { name, kind: MetricKind::Counter, help }
+    }
+
+    /// A gauge.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        MetricDesc { name, kind: MetricKind::Gauge, help }
+    }
+
+    /// `slim.messages.routed` (counter) → `slim_messages_routed_total`; gauges get no suffix.
+    pub fn prometheus_name(&self) -> String {
+        let base = self.name.replace('.', "_");
+        match self.kind {
+            MetricKind::Counter => base + "_total",
+            MetricKind::Gauge => base,
+        }
+    }
+}
+
+/// The value of one label: text, or an integer (OTLP keeps the type; Prometheus prints both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelValue {
+    /// A string attribute.
+    Text(String),
+    /// An integer attribute.
+    Int(i64),
+}
+
+impl std::fmt::Display for LabelValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelValue::Text(s) => f.write_str(s),
+            LabelValue::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// One observation of a metric, with its labels (in the order they are printed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// [`MetricDesc::name`] of the metric observed.
+    pub metric: &'static str,
+    /// Label names and values.
+    pub labels: Vec<(&'static str, LabelValue)>,
+    /// The value.
+    pub value: u64,
+}
+
+/// Appends the current samples of a source.
+type ReadSamples = dyn Fn(&mut Vec<Sample>) + Send + Sync;
+
+/// What a producer hands to the exporters: its catalogue and a reader of current values.
+#[derive(Clone)]
+pub struct MetricSource {
+    catalogue: Arc<[MetricDesc]>,
+    read: Arc<ReadSamples>,
+}
+
+impl std::fmt::Debug for MetricSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricSource").field("catalogue", &self.catalogue).finish_non_exhaustive()
+    }
+}
+
+impl MetricSource {
+    /// A source of the metrics in `catalogue`; `read` appends one sample per series, in
+    /// catalogue order or not (the exporters group them by metric).
+    pub fn new(catalogue: Vec<MetricDesc>, read: impl Fn(&mut Vec<Sample>) + Send + Sync + 'static) -> Self {
+        MetricSource { catalogue: catalogue.into(), read: Arc::new(read) }
+    }
+
+    /// The metrics this source reports.
+    pub fn catalogue(&self) -> &[MetricDesc] {
+        &self.catalogue
+    }
+
+    /// The current values.
+    pub fn read(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        (self.read)(&mut out);
+        out
+    }
+}
 
 /// Longest request head read before answering 400.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -57,8 +168,8 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Starts serving `GET /metrics` on `addr` (`ip:port`, port 0 = any) for these nodes.
-pub async fn serve(addr: &str, nodes: Vec<Node>) -> Result<MetricsServer, MetricsError> {
+/// Starts serving `GET /metrics` on `addr` (`ip:port`, port 0 = any): `source` read at each request.
+pub async fn serve(addr: &str, source: MetricSource) -> Result<MetricsServer, MetricsError> {
     let sock: SocketAddr = addr.parse().map_err(|_| MetricsError::Address(addr.to_string()))?;
     let listener =
         TcpListener::bind(sock).await.map_err(|source| MetricsError::Bind { addr: addr.to_string(), source })?;
@@ -74,9 +185,9 @@ pub async fn serve(addr: &str, nodes: Vec<Node>) -> Result<MetricsServer, Metric
                     continue;
                 }
             };
-            let nodes = nodes.clone();
+            let source = source.clone();
             tokio::spawn(async move {
-                if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &nodes)).await {
+                if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &source)).await {
                     tracing::debug!("metrics client timed out: {e}");
                 }
             });
@@ -85,7 +196,8 @@ pub async fn serve(addr: &str, nodes: Vec<Node>) -> Result<MetricsServer, Metric
     Ok(MetricsServer { addr: bound, task })
 }
 
-async fn answer(mut stream: TcpStream, nodes: &[Node]) {
+/// Reads one request head and answers it (`GET /metrics` only).
+async fn answer(mut stream: TcpStream, source: &MetricSource) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -104,12 +216,13 @@ async fn answer(mut stream: TcpStream, nodes: &[Node]) {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let _ = match (method, path) {
-        ("GET", "/metrics") => respond(&mut stream, "200 OK", &render(nodes)).await,
+        ("GET", "/metrics") => respond(&mut stream, "200 OK", &render(source)).await,
         ("GET", _) => respond(&mut stream, "404 Not Found", "try GET /metrics\n").await,
         _ => respond(&mut stream, "405 Method Not Allowed", "only GET is served\n").await,
     };
 }
 
+/// Writes a whole `Connection: close` response.
 async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
@@ -121,84 +234,33 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
     stream.shutdown().await
 }
 
+/// A label value as the text format quotes it.
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// The Prometheus text exposition of every node's counters.
-pub fn render(nodes: &[Node]) -> String {
-    let rows: Vec<(String, crate::node::NodeStatsSnapshot, u64)> = nodes
-        .iter()
-        .map(|n| {
-            let subs = n.connection_ids().into_iter().map(|c| n.subscriptions_of(c).len() as u64).sum();
-            (escape(n.node_id()), n.stats(), subs)
-        })
-        .collect();
-    let queues: Vec<Vec<crate::node::ConnectionQueue>> = nodes.iter().map(|n| n.queue_depths()).collect();
+/// The Prometheus text exposition of `source`: `# HELP` / `# TYPE` for every metric of its
+/// catalogue, then that metric's samples in the order the source wrote them.
+pub fn render(source: &MetricSource) -> String {
+    let samples = source.read();
     let mut out = String::with_capacity(2048);
-    type Pick = fn(&crate::node::NodeStatsSnapshot, u64) -> u64;
-    let simple: [(&str, &str, &str, Pick); 9] = [
-        ("slim_messages_received_total", "counter", "Messages read from any connection.", |s, _| s.messages_received),
-        (
-            "slim_messages_routed_total",
-            "counter",
-            "Messages handed to an outbound connection (one per target).",
-            |s, _| s.messages_routed,
-        ),
-        ("slim_subscriptions_processed_total", "counter", "Subscribe/Unsubscribe messages applied.", |s, _| {
-            s.subscriptions_processed
-        }),
-        ("slim_subscriptions", "gauge", "Subscriptions currently in the table (per connection entry).", |_, subs| subs),
-        ("slim_connections_opened_total", "counter", "Connections opened since start.", |s, _| s.connections_opened),
-        ("slim_connections_closed_total", "counter", "Connections closed since start.", |s, _| s.connections_closed),
-        ("slim_connections_active", "gauge", "Connections open now.", |s, _| s.active_connections),
-        ("slim_reconnects_total", "counter", "Successful reconnects of client connections.", |s, _| s.reconnects),
-        ("slim_error_reports_dropped_total", "counter", "Error notifications a local app could not take.", |s, _| {
-            s.error_reports_dropped
-        }),
-    ];
-    for (name, kind, help, pick) in simple {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (node, stats, subs) in &rows {
-            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", pick(stats, *subs));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slim_messages_dropped_total Messages dropped, by reason.\n# TYPE slim_messages_dropped_total counter"
-    );
-    for (node, s, _) in &rows {
-        for (reason, v) in [
-            ("invalid", s.dropped_invalid),
-            ("no_route", s.dropped_no_route),
-            ("connection_closed", s.dropped_closed),
-            ("bad_subscription", s.dropped_subscription),
-            ("malformed", s.dropped_malformed),
-        ] {
-            let _ = writeln!(out, "slim_messages_dropped_total{{node=\"{node}\",reason=\"{reason}\"}} {v}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slim_queue_depth Messages waiting in all outbound connection queues.\n# TYPE slim_queue_depth gauge"
-    );
-    for ((node, _, _), qs) in rows.iter().zip(&queues) {
-        let _ = writeln!(out, "slim_queue_depth{{node=\"{node}\"}} {}", qs.iter().map(|q| q.depth).sum::<usize>());
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slim_connection_queue_depth Messages waiting in one connection's outbound queue (bound {}).\n\
-         # TYPE slim_connection_queue_depth gauge",
-        crate::node::QUEUE_CAPACITY
-    );
-    for ((node, _, _), qs) in rows.iter().zip(&queues) {
-        for q in qs {
-            let kind = if q.local { "local" } else { "remote" };
-            let _ = writeln!(
-                out,
-                "slim_connection_queue_depth{{node=\"{node}\",conn=\"{}\",kind=\"{kind}\"}} {}",
-                q.conn, q.depth
-            );
+    for desc in source.catalogue() {
+        let name = desc.prometheus_name();
+        let kind = match desc.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", desc.help);
+        for sample in samples.iter().filter(|s| s.metric == desc.name) {
+            out.push_str(&name);
+            for (i, (label, value)) in sample.labels.iter().enumerate() {
+                let sep = if i == 0 { '{' } else { ',' };
+                let _ = write!(out, "{sep}{label}=\"{}\"", escape(&value.to_string()));
+            }
+            if !sample.labels.is_empty() {
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", sample.value);
         }
     }
     out
@@ -210,11 +272,26 @@ mod tests {
 
     #[test]
     fn exposition_has_help_type_and_labelled_samples() {
-        let text = render(&[Node::new("n\"1")]);
-        assert!(text.contains("# TYPE slim_messages_routed_total counter"), "{text}");
-        assert!(text.contains("slim_messages_routed_total{node=\"n\\\"1\"} 0"), "{text}");
-        assert!(text.contains("slim_messages_dropped_total{node=\"n\\\"1\",reason=\"no_route\"} 0"), "{text}");
-        assert!(text.contains("# TYPE slim_queue_depth gauge"), "{text}");
-        assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
+        let catalogue = vec![
+            MetricDesc::counter("t.messages.dropped", "Dropped, by reason."),
+            MetricDesc::gauge("t.queue.depth", "Waiting now."),
+        ];
+        let source = MetricSource::new(catalogue, |out| {
+            let node = || ("node", LabelValue::Text("n\"1".into()));
+            out.push(Sample { metric: "t.queue.depth", labels: vec![node()], value: 3 });
+            out.push(Sample {
+                metric: "t.messages.dropped",
+                labels: vec![node(), ("conn", LabelValue::Int(7))],
+                value: 0,
+            });
+        });
+        let text = render(&source);
+        assert_eq!(
+            text,
+            "# HELP t_messages_dropped_total Dropped, by reason.\n# TYPE t_messages_dropped_total counter\n\
+             t_messages_dropped_total{node=\"n\\\"1\",conn=\"7\"} 0\n\
+             # HELP t_queue_depth Waiting now.\n# TYPE t_queue_depth gauge\n\
+             t_queue_depth{node=\"n\\\"1\"} 3\n"
+        );
     }
 }

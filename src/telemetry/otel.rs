@@ -1,6 +1,6 @@
 //! OpenTelemetry: spans exported over OTLP/gRPC and a W3C `traceparent` carried in message
 //! metadata, so a publish, every node it crosses and the receiving app form one trace; and the
-//! counters of the nodes given to [`export_node_metrics`] exported as OTLP metrics.
+//! metrics of the sources given to [`export_metrics`] exported as OTLP metrics.
 //!
 //! Off by default. While off, every hook is one relaxed atomic load ([`active`]): no allocation,
 //! no metadata work. Export runs on the SDK's batch and periodic-reader threads over a dedicated
@@ -35,8 +35,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use parking_lot::{Mutex, RwLock};
 
+use super::metrics::{LabelValue, MetricKind, MetricSource};
 use super::{OpenTelemetryConfig, TelemetryError};
-use crate::node::Node;
 
 /// Used when the `opentelemetry` block has no `grpc.endpoint` (the reference's default).
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
@@ -57,14 +57,16 @@ static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 /// New traces are started when a draw falls below this (`u64::MAX` = always, 0 = never).
 static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
 static SAMPLE_DRAWS: AtomicU64 = AtomicU64::new(0);
-/// Nodes whose counters the metric callbacks read.
-static WATCHED: Mutex<Vec<Node>> = Mutex::new(Vec::new());
+/// Sources whose metrics the instrument callbacks read.
+static SOURCES: Mutex<Vec<MetricSource>> = Mutex::new(Vec::new());
 
 /// The running export pipelines and the settings they were built from.
 struct Exporters {
     key: String,
     tracer: SdkTracerProvider,
     meter: SdkMeterProvider,
+    /// Names of the instruments registered on `meter`.
+    instruments: Vec<&'static str>,
 }
 
 /// Where a message is when a span is recorded.
@@ -165,9 +167,13 @@ pub(super) fn configure(cfg: Option<&OpenTelemetryConfig>) -> Result<(), Telemet
         SdkTracerProvider::builder().with_batch_exporter(span_exporter).with_resource(resource.clone()).build();
     let reader = PeriodicReader::builder(metric_exporter).with_interval(interval).build();
     let meter = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
-    register_node_instruments(&meter.meter("slim-bindings"));
-    *TRACER.write() = Some(tracer.tracer("slim-bindings"));
-    if let Some(old) = slot.replace(Exporters { key, tracer, meter }) {
+    let mut exporters = Exporters { key, tracer, meter, instruments: Vec::new() };
+    let sources: Vec<MetricSource> = SOURCES.lock().clone();
+    for source in &sources {
+        exporters.register(source);
+    }
+    *TRACER.write() = Some(exporters.tracer.tracer("slim-bindings"));
+    if let Some(old) = slot.replace(exporters) {
         stop_in_background(old);
     }
     ACTIVE.store(true, Ordering::Relaxed);
@@ -183,100 +189,51 @@ fn stop_in_background(old: Exporters) {
     });
 }
 
-/// Exports these nodes' counters and queue depths as OTLP metrics while OpenTelemetry is on
-/// (the same figures as the `/metrics` text endpoint). Reading them costs nothing on the routing
-/// path: the periodic reader samples the nodes' atomic counters at each export.
-pub fn export_node_metrics(nodes: &[Node]) {
-    WATCHED.lock().extend(nodes.iter().cloned());
-}
-
-/// Stops exporting the metrics of the node with this id.
-pub fn stop_node_metrics(node_id: &str) {
-    WATCHED.lock().retain(|n| n.node_id() != node_id);
-}
-
-/// One observation per watched node: `(node id, stats, subscriptions, queue depths)`.
-fn observe_nodes(f: &dyn Fn(&Node, &[KeyValue])) {
-    for node in WATCHED.lock().iter() {
-        f(node, &[KeyValue::new("node", node.node_id().to_string())]);
+/// Exports the metrics of `source` as OTLP metrics while OpenTelemetry is on (the same series as
+/// the `/metrics` text endpoint). Reading them costs nothing on the message path: the periodic
+/// reader reads the source at each export.
+pub fn export_metrics(source: MetricSource) {
+    SOURCES.lock().push(source.clone());
+    if let Some(exporters) = PROVIDER.lock().as_mut() {
+        exporters.register(&source);
     }
 }
 
-/// The node instruments: OTLP names of the `/metrics` series (a collector's Prometheus exporter
-/// turns `slim.messages.routed` back into `slim_messages_routed_total`).
-fn register_node_instruments(meter: &Meter) {
-    type Pick = fn(&crate::node::NodeStatsSnapshot) -> u64;
-    let counters: [(&'static str, &'static str, Pick); 8] = [
-        ("slim.messages.received", "Messages read from any connection.", |s| s.messages_received),
-        ("slim.messages.routed", "Messages handed to an outbound connection (one per target).", |s| s.messages_routed),
-        ("slim.subscriptions.processed", "Subscribe/Unsubscribe messages applied.", |s| s.subscriptions_processed),
-        ("slim.connections.opened", "Connections opened since start.", |s| s.connections_opened),
-        ("slim.connections.closed", "Connections closed since start.", |s| s.connections_closed),
-        ("slim.reconnects", "Successful reconnects of client connections.", |s| s.reconnects),
-        ("slim.error_reports.dropped", "Error notifications a local app could not take.", |s| s.error_reports_dropped),
-        ("slim.messages.dropped", "Messages dropped, by reason.", |_| 0),
-    ];
-    for (name, help, pick) in counters {
-        let builder = meter.u64_observable_counter(name).with_description(help);
-        let builder = if name == "slim.messages.dropped" {
-            builder.with_callback(|obs: &dyn AsyncInstrument<u64>| {
-                observe_nodes(&|node, attrs| {
-                    let s = node.stats();
-                    for (reason, v) in [
-                        ("invalid", s.dropped_invalid),
-                        ("no_route", s.dropped_no_route),
-                        ("connection_closed", s.dropped_closed),
-                        ("bad_subscription", s.dropped_subscription),
-                        ("malformed", s.dropped_malformed),
-                    ] {
-                        obs.observe(v, &[attrs[0].clone(), KeyValue::new("reason", reason)]);
-                    }
-                })
-            })
-        } else {
-            builder.with_callback(move |obs: &dyn AsyncInstrument<u64>| {
-                observe_nodes(&|node, attrs| obs.observe(pick(&node.stats()), attrs))
-            })
-        };
-        builder.build();
-    }
-    meter
-        .u64_observable_gauge("slim.connections.active")
-        .with_description("Connections open now.")
-        .with_callback(|obs| observe_nodes(&|node, attrs| obs.observe(node.stats().active_connections, attrs)))
-        .build();
-    meter
-        .u64_observable_gauge("slim.subscriptions")
-        .with_description("Subscriptions currently in the table (per connection entry).")
-        .with_callback(|obs| {
-            observe_nodes(&|node, attrs| {
-                let n: usize = node.connection_ids().into_iter().map(|c| node.subscriptions_of(c).len()).sum();
-                obs.observe(n as u64, attrs)
-            })
-        })
-        .build();
-    meter
-        .u64_observable_gauge("slim.queue.depth")
-        .with_description("Messages waiting in all outbound connection queues.")
-        .with_callback(|obs| {
-            observe_nodes(&|node, attrs| obs.observe(node.queue_depths().iter().map(|q| q.depth as u64).sum(), attrs))
-        })
-        .build();
-    meter
-        .u64_observable_gauge("slim.connection.queue.depth")
-        .with_description("Messages waiting in one connection's outbound queue.")
-        .with_callback(|obs| {
-            observe_nodes(&|node, attrs| {
-                for q in node.queue_depths() {
-                    let kind = if q.local { "local" } else { "remote" };
-                    obs.observe(
-                        q.depth as u64,
-                        &[attrs[0].clone(), KeyValue::new("conn", q.conn as i64), KeyValue::new("kind", kind)],
-                    );
+impl Exporters {
+    /// Registers one observable instrument per metric of `source` not registered yet; each
+    /// reads every source at export time and observes the samples of its metric.
+    fn register(&mut self, source: &MetricSource) {
+        let meter: Meter = self.meter.meter("slim-bindings");
+        for desc in source.catalogue() {
+            if self.instruments.contains(&desc.name) {
+                continue;
+            }
+            self.instruments.push(desc.name);
+            let name = desc.name;
+            let callback = move |obs: &dyn AsyncInstrument<u64>| {
+                let sources: Vec<MetricSource> = SOURCES.lock().clone();
+                for sample in sources.iter().flat_map(MetricSource::read).filter(|s| s.metric == name) {
+                    let attrs: Vec<KeyValue> = sample
+                        .labels
+                        .into_iter()
+                        .map(|(k, v)| match v {
+                            LabelValue::Text(t) => KeyValue::new(k, t),
+                            LabelValue::Int(i) => KeyValue::new(k, i),
+                        })
+                        .collect();
+                    obs.observe(sample.value, &attrs);
                 }
-            })
-        })
-        .build();
+            };
+            match desc.kind {
+                MetricKind::Counter => {
+                    meter.u64_observable_counter(name).with_description(desc.help).with_callback(callback).build();
+                }
+                MetricKind::Gauge => {
+                    meter.u64_observable_gauge(name).with_description(desc.help).with_callback(callback).build();
+                }
+            }
+        }
+    }
 }
 
 /// Whether a new trace is started for this message (the `sampling_ratio` draw).

@@ -1,0 +1,44 @@
+//! The local-connection contract: what an app in the same process exchanges with its node
+//! ([`super::Node::register_local`]). This is all of the node the session layer may know.
+
+use tokio::sync::mpsc;
+
+use super::NodeError;
+use crate::wire::Message;
+
+/// A message the node could not process, handed back to the local app that sent it.
+#[derive(Debug, Clone)]
+pub struct RouteError {
+    /// The message that could not be routed.
+    pub message: Message,
+    /// Why.
+    pub error: NodeError,
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error processing message: {}", self.error)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// What the node delivers to a local app.
+#[derive(Debug, Clone)]
+pub enum LocalDelivery {
+    /// A message routed to the app.
+    Message(Message),
+    /// A message the app sent that the node could not process.
+    Error(RouteError),
+}
+
+/// An in-process connection between an app and its node.
+#[derive(Debug)]
+pub struct LocalConnection {
+    /// The connection id (what the node stamps as `incomingConn`).
+    pub conn_id: u64,
+    /// Messages from the app into the node.
+    pub tx: mpsc::Sender<Message>,
+    /// Messages and errors from the node to the app.
+    pub rx: mpsc::Receiver<LocalDelivery>,
+}

@@ -1,0 +1,156 @@
+//! The node's metric catalogue: every series the node reports, written once. The exporters in
+//! [`crate::telemetry`] (the `/metrics` text endpoint and OTLP) read a [`MetricSource`] made here
+//! by [`source`], and know nothing of the node.
+
+use super::{ConnectionQueue, Node, NodeStatsSnapshot};
+use crate::telemetry::metrics::{LabelValue, MetricDesc, MetricSource, Sample};
+
+/// What one node reports at one instant.
+struct Figures {
+    stats: NodeStatsSnapshot,
+    /// Subscriptions in the table, summed over connections.
+    subscriptions: u64,
+    queues: Vec<ConnectionQueue>,
+}
+
+/// Extra labels and the value of one series of a metric (the `node` label comes first, added by
+/// [`read`]).
+type Series = (Vec<(&'static str, LabelValue)>, u64);
+
+/// One metric and how to read its series from a node's [`Figures`].
+struct NodeMetric {
+    desc: MetricDesc,
+    read: fn(&Figures) -> Vec<Series>,
+}
+
+/// A series with no label beyond `node`.
+fn one(value: u64) -> Vec<Series> {
+    vec![(Vec::new(), value)]
+}
+
+/// The catalogue, in the order the text endpoint prints it.
+static NODE_METRICS: [NodeMetric; 12] = [
+    NodeMetric {
+        desc: MetricDesc::counter("slim.messages.received", "Messages read from any connection."),
+        read: |f| one(f.stats.messages_received),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter(
+            "slim.messages.routed",
+            "Messages handed to an outbound connection (one per target).",
+        ),
+        read: |f| one(f.stats.messages_routed),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.subscriptions.processed", "Subscribe/Unsubscribe messages applied."),
+        read: |f| one(f.stats.subscriptions_processed),
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge("slim.subscriptions", "Subscriptions currently in the table (per connection entry)."),
+        read: |f| one(f.subscriptions),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.connections.opened", "Connections opened since start."),
+        read: |f| one(f.stats.connections_opened),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.connections.closed", "Connections closed since start."),
+        read: |f| one(f.stats.connections_closed),
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge("slim.connections.active", "Connections open now."),
+        read: |f| one(f.stats.active_connections),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.reconnects", "Successful reconnects of client connections."),
+        read: |f| one(f.stats.reconnects),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.error_reports.dropped", "Error notifications a local app could not take."),
+        read: |f| one(f.stats.error_reports_dropped),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter("slim.messages.dropped", "Messages dropped, by reason."),
+        read: |f| {
+            let s = &f.stats;
+            [
+                ("invalid", s.dropped_invalid),
+                ("no_route", s.dropped_no_route),
+                ("connection_closed", s.dropped_closed),
+                ("bad_subscription", s.dropped_subscription),
+                ("malformed", s.dropped_malformed),
+            ]
+            .into_iter()
+            .map(|(reason, v)| (vec![("reason", LabelValue::Text(reason.into()))], v))
+            .collect()
+        },
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge("slim.queue.depth", "Messages waiting in all outbound connection queues."),
+        read: |f| one(f.queues.iter().map(|q| q.depth as u64).sum()),
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge(
+            "slim.connection.queue.depth",
+            "Messages waiting in one connection's outbound queue (bound 1024).",
+        ),
+        read: |f| {
+            f.queues
+                .iter()
+                .map(|q| {
+                    let kind = if q.local { "local" } else { "remote" };
+                    let labels =
+                        vec![("conn", LabelValue::Int(q.conn as i64)), ("kind", LabelValue::Text(kind.into()))];
+                    (labels, q.depth as u64)
+                })
+                .collect()
+        },
+    },
+];
+
+/// The metrics of `nodes`, read afresh each time an exporter asks (labelled `node=<node id>`).
+pub fn source(nodes: &[Node]) -> MetricSource {
+    let nodes = nodes.to_vec();
+    MetricSource::new(NODE_METRICS.iter().map(|m| m.desc).collect(), move |out| read(&nodes, out))
+}
+
+/// Appends every series of every node to `out`.
+fn read(nodes: &[Node], out: &mut Vec<Sample>) {
+    for node in nodes {
+        let figures = Figures {
+            stats: node.stats(),
+            subscriptions: node.connection_ids().into_iter().map(|c| node.subscriptions_of(c).len() as u64).sum(),
+            queues: node.queue_depths(),
+        };
+        for metric in &NODE_METRICS {
+            for (labels, value) in (metric.read)(&figures) {
+                let mut all = Vec::with_capacity(labels.len() + 1);
+                all.push(("node", LabelValue::Text(node.node_id().to_string())));
+                all.extend(labels);
+                out.push(Sample { metric: metric.desc.name, labels: all, value });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::QUEUE_CAPACITY;
+    use crate::telemetry::metrics::render;
+
+    #[test]
+    fn exposition_has_help_type_and_labelled_samples() {
+        let text = render(&source(&[Node::new("n\"1")]));
+        assert!(text.contains("# TYPE slim_messages_routed_total counter"), "{text}");
+        assert!(text.contains("slim_messages_routed_total{node=\"n\\\"1\"} 0"), "{text}");
+        assert!(text.contains("slim_messages_dropped_total{node=\"n\\\"1\",reason=\"no_route\"} 0"), "{text}");
+        assert!(text.contains("# TYPE slim_queue_depth gauge"), "{text}");
+        assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn queue_bound_in_the_help_text_is_the_real_one() {
+        assert!(NODE_METRICS.iter().any(|m| m.desc.help.contains(&format!("(bound {QUEUE_CAPACITY})"))));
+    }
+}
