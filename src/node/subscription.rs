@@ -173,11 +173,6 @@ impl SubscriptionTable {
         self.by_conn.get(&conn).map(|(_, s)| s.iter().cloned().collect()).unwrap_or_default()
     }
 
-    /// Number of distinct types in the table.
-    pub fn type_count(&self) -> usize {
-        self.types.len()
-    }
-
     /// One connection for `dst` (`fanout == 1`): local subscribers first, then remote ones; never
     /// `incoming`; uniform among the candidates of the chosen class.
     pub fn match_one(&self, dst: &Name, incoming: u64) -> Result<u64, SubscriptionError> {

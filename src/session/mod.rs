@@ -149,11 +149,6 @@ impl SessionConfig {
             _ => Ok(()),
         }
     }
-
-    /// Name of the variant family, for error texts.
-    pub fn kind_name(&self) -> &'static str {
-        if self.is_point_to_point() { "PointToPoint" } else { "Multicast" }
-    }
 }
 
 /// What the receiver learns about a message besides its payload.

@@ -139,14 +139,6 @@ pub fn set_session_destination(msg: &mut Message, name: &Name) {
     }
 }
 
-/// Clears the node-local control flags before a message leaves a node.
-pub fn clear_local_flags(msg: &mut Message) {
-    if let Some(h) = msg.slim_header_mut() {
-        h.recv_from = None;
-        h.forward_to = None;
-    }
-}
-
 /// The name a Subscribe/Unsubscribe is about: strings hashed + header destination id.
 pub fn subscription_name(msg: &Message) -> Option<Name> {
     let (c0, c1, c2, hdr) = match &msg.message_type {

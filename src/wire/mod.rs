@@ -32,9 +32,6 @@ pub const META_CHANNEL_CREATION: &str = "CHANNEL_CREATION";
 pub const META_IS_MODERATOR: &str = "IS_MODERATOR";
 pub const META_PARTICIPANT_NAME: &str = "PARTICIPANT_NAME";
 pub const META_DELETE_GROUP: &str = "DELETE_GROUP";
-/// W3C trace context keys.
-pub const META_TRACEPARENT: &str = "traceparent";
-pub const META_TRACESTATE: &str = "tracestate";
 
 /// Keys that belong to the protocol and must never appear in user-visible metadata.
 pub const INTERNAL_METADATA_KEYS: &[&str] = &[
