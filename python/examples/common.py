@@ -3,11 +3,13 @@ command-line options (every option can also be set as an environment variable ``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
 import click
 
@@ -185,6 +187,35 @@ async def create_local_app(
     return local_app
 
 
+async def app_from_options(options: dict[str, Any]) -> slim_bindings.Slim:
+    """:func:`create_local_app` with the command-line options of :func:`common_options` (or the
+    MCP examples' options)."""
+    return await create_local_app(
+        options["local"],
+        options["slim"],
+        remote=options.get("remote"),
+        enable_opentelemetry=options["enable_opentelemetry"],
+        shared_secret=options["shared_secret"],
+        jwt=options["jwt"],
+        bundle=options["bundle"],
+        audience=options["audience"],
+    )
+
+
+def run_example(main: Callable[[], Coroutine[Any, Any, int]], *errors: type[Exception]) -> NoReturn:
+    """Runs ``main()`` and exits with its code: 130 on Ctrl-C, 1 (with the message on stderr) on a
+    ``ValueError``, a ``SlimError`` or one of ``errors``."""
+    caught: tuple[type[Exception], ...] = (ValueError, slim_bindings.SlimError, *errors)
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        code = 130
+    except caught as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
 def parse_json_object(ctx: click.Context, param: click.Parameter, value: str | dict[str, Any]) -> dict[str, Any]:
     """Click callback for options that take a JSON object on the command line (or a dict default)."""
     if isinstance(value, dict):
@@ -201,9 +232,9 @@ def parse_json_object(ctx: click.Context, param: click.Parameter, value: str | d
 DEFAULT_SLIM_CONFIG: dict[str, Any] = {"endpoint": "http://127.0.0.1:46357", "tls": {"insecure": True}}
 
 
-def common_options(function: Callable[..., Any]) -> click.Command:
-    """The options every example takes; the result is a click command reading ``SLIM_*`` env vars."""
-    options = [
+def _connection_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The options of every example: who this app is, which node, which identity."""
+    return [
         click.option("--local", type=str, required=True, help="Local ID: organization/namespace/application"),
         click.option("--remote", type=str, help="Remote ID: organization/namespace/application (the channel for multicast)"),
         click.option("--slim", default=json.dumps(DEFAULT_SLIM_CONFIG), metavar="DICT", callback=parse_json_object, help="SLIM node client configuration (JSON)"),
@@ -212,12 +243,44 @@ def common_options(function: Callable[..., Any]) -> click.Command:
         click.option("--jwt", type=str, help="Path to a static JWT token file"),
         click.option("--bundle", type=str, help="Path to a SPIRE JWKS trust bundle"),
         click.option("--audience", type=str, help="Audience for JWT verification (comma-separated for several)"),
-        click.option("--invites", type=str, multiple=True, help="Participant to invite to the multicast session (repeatable)"),
-        click.option("--enable-mls", is_flag=True, help="Enable MLS end-to-end encryption"),
     ]
+
+
+def _command(function: Callable[..., Any], options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> click.Command:
     for option in reversed(options):
         function = option(function)
     return click.command(context_settings={"auto_envvar_prefix": "SLIM"})(function)
+
+
+def common_options(function: Callable[..., Any]) -> click.Command:
+    """The options every example takes; the result is a click command reading ``SLIM_*`` env vars."""
+    return _command(
+        function,
+        [
+            *_connection_options(),
+            click.option("--invites", type=str, multiple=True, help="Participant to invite to the multicast session (repeatable)"),
+            click.option("--enable-mls", is_flag=True, help="Enable MLS end-to-end encryption"),
+        ],
+    )
+
+
+def mcp_server_options(function: Callable[..., Any]) -> click.Command:
+    """The options of the MCP server example: those of every example (``--local`` is the name
+    the server answers to)."""
+    return _command(function, _connection_options())
+
+
+def mcp_client_options(function: Callable[..., Any]) -> click.Command:
+    """The options of the MCP client example: those of every example (``--remote`` is the
+    server), and ``--mls/--no-mls`` (on by default: MCP over SLIM encrypts end to end unless told
+    otherwise)."""
+    return _command(
+        function,
+        [
+            *_connection_options(),
+            click.option("--mls/--no-mls", default=True, help="MLS end-to-end encryption of the MCP session (default on)"),
+        ],
+    )
 
 
 def p2p_options(function: Callable[..., Any]) -> Callable[..., Any]:
