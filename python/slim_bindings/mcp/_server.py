@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import MCPServer
 from mcp.server.models import InitializationOptions
 from mcp.server.runner import serve_dual_era_loop
 
@@ -21,7 +22,7 @@ from ._streams import Connection, SlimReadStream, SlimWriteStream
 log = logging.getLogger("slim_bindings.mcp")
 
 
-def lowlevel_server(server: Any) -> Server[Any]:
+def lowlevel_server(server: Server[Any] | MCPServer[Any]) -> Server[Any]:
     """The low-level ``Server`` behind ``server`` (itself, or the one an ``MCPServer`` — formerly
     ``FastMCP`` — wraps)."""
     if isinstance(server, Server):
@@ -35,7 +36,7 @@ def lowlevel_server(server: Any) -> Server[Any]:
 
 async def serve(
     app: Slim,
-    server: Any,
+    server: Server[Any] | MCPServer[Any],
     *,
     timeout: float = framing.DEFAULT_TIMEOUT,
     max_message_size: int = framing.DEFAULT_MAX_MESSAGE_SIZE,
@@ -51,7 +52,8 @@ async def serve(
     ``max_message_size`` bytes, are answered with a JSON-RPC error and go no further. ``serve``
     sets ``app``'s default point-to-point session configuration (how long a client may stay silent
     before a message to it is given up); sessions started by ``app`` itself are not affected.
-    On cancellation every client is told that the connection is closed.
+    On cancellation every client is told that the connection is closed. One ``serve`` per app:
+    it takes every session other apps open with it.
     """
     lowlevel = lowlevel_server(server)
     options = init_options or lowlevel.create_initialization_options()
