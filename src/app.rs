@@ -81,6 +81,8 @@ impl App {
             shutdown: shutdown.clone(),
         });
         let layer = SessionLayer::new(core.clone());
+        let weak = Arc::downgrade(&core);
+        node.attach_counters(Arc::new(move || weak.upgrade().map(|c| session_counters(&c)).unwrap_or_default()));
         tokio::spawn(layer.clone().run_dispatcher(local.rx));
         let app = App { core, layer, node: node.clone(), _guard: Arc::new(ShutdownOnDrop { token: shutdown, node }) };
         app.send_control(builders::subscribe(&name, &name, Flags::one())).await?;
@@ -105,6 +107,12 @@ impl App {
     /// Drop/reject counters of the session layer.
     pub fn stats(&self) -> &Stats {
         &self.core.stats
+    }
+
+    /// Every drop, report and reject counter of this app's session layer, by name (the catalogue
+    /// is docs/reliability.md); the same pairs are shown with the node's counters.
+    pub fn session_counters(&self) -> Vec<(&'static str, u64)> {
+        session_counters(&self.core)
     }
 
     async fn send_control(&self, msg: Message) -> Result<(), SlimError> {
@@ -302,8 +310,16 @@ impl App {
         Ok(entry.budget.as_ref().map_or((0, 0), |b| (b.in_use(), b.peak())))
     }
 
-    /// Items dropped by session `id`'s full queue.
+    /// Messages session `id`'s queue could not take within the delivery bound (each was reported
+    /// to the reader as `MessageLost`).
     pub fn session_queue_drops(&self, id: u32) -> Result<u64, SlimError> {
         Ok(self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.dropped())
     }
+}
+
+fn session_counters(core: &AppCore) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = core.stats.snapshot().into_iter().collect();
+    out.extend(core.inbox.counters());
+    out.sort_unstable();
+    out
 }

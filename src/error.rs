@@ -20,11 +20,17 @@ pub enum SlimError {
         /// Id of the message that timed out.
         message_id: u32,
     },
-    /// A message of a reliable stream could not be recovered; delivery continues after it.
-    #[error("message lost in session {session_id}")]
+    /// A message of the session's stream was dropped and could not be recovered (its producer
+    /// no longer had it, it could not be decrypted, or the reader left it waiting past the
+    /// delivery bound); delivery continues after it. One per lost message: see docs/reliability.md.
+    #[error("message {message_id} lost in session {session_id}")]
     MessageLost {
         /// Session that lost a message.
         session_id: u32,
+        /// Id of the lost message (ids are per producer in a group: see `producer`).
+        message_id: u32,
+        /// The producer of the lost message, when known.
+        producer: Option<crate::wire::Name>,
     },
     /// The local node could not route a message (text contains "no matching found for `name`").
     #[error("error in message forwarding: {0}")]

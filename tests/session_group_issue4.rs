@@ -260,7 +260,10 @@ async fn permanent_gap_is_reported_once_then_delivery_continues() {
 
     assert_eq!(recv_new(&p1).await.1, b"m0");
     assert_eq!(recv(&p1, sid).await.unwrap().1, b"m0");
-    assert_eq!(recv(&p1, sid).await, Err(SlimError::MessageLost { session_id: sid }));
+    assert_eq!(
+        recv(&p1, sid).await,
+        Err(SlimError::MessageLost { session_id: sid, message_id: 1, producer: Some(producer.name.clone()) })
+    );
     assert_eq!(recv(&p1, sid).await.unwrap().1, b"m2");
     assert_eq!(recv(&p1, sid).await.unwrap().1, b"m3");
     // The late RTX reply for the same id and a duplicate change nothing.

@@ -35,7 +35,8 @@ class PyService:
     def subscribed_names(self) -> list[PyName]:
         """Names subscribed on this app's node, over all its connections."""
     def node_stats(self) -> dict[str, int]:
-        """Counters of this app's node."""
+        """Counters of this app's node and of its session layer: messages routed, drops by
+        reason, ``session_queue_dropped``, ``messages_lost_reported``, ... (docs/reliability.md)."""
 
 class PySessionInfo:
     """A session id plus what is known about the last message received on it."""
@@ -47,6 +48,8 @@ class PySessionInfo:
     def source_name(self) -> PyName: ...
     @property
     def destination_name(self) -> PyName: ...
+    @property
+    def message_id(self) -> int: ...
     @property
     def payload_type(self) -> str: ...
     @property

@@ -12,6 +12,7 @@ everything the bindings raise on purpose.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -81,11 +82,25 @@ class SLIMTimeoutError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]
 
 
 class MessageLostError(SlimError):
-    """A message of the session was lost and could not be recovered."""
+    """A message of the session was lost and could not be recovered; delivery goes on after it.
 
-    def __init__(self, message: str, session_id: int | None = None) -> None:
+    Raised by ``receive(session)`` in the lost message's place in the stream, once per lost
+    message. ``message_id`` names it; ``source_name`` is its producer when known (in a group,
+    ids count per producer). Causes: its producer no longer had it when it was asked again, it
+    could not be decrypted, or the reader left the session queue full for longer than the 5 s
+    delivery bound (see docs/reliability.md)."""
+
+    def __init__(
+        self,
+        message: str,
+        session_id: int | None = None,
+        message_id: int | None = None,
+        source_name: Any = None,
+    ) -> None:
         super().__init__(message)
         self.session_id = session_id
+        self.message_id = message_id
+        self.source_name = source_name
 
 
 class SendBufferFullError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]

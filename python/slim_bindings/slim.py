@@ -142,11 +142,13 @@ class Slim:
         """Creates a session. ``queue_size`` is accepted for compatibility and not used: every
         session queue holds 16,384 messages or 32 MiB of payload (whichever fills first) inside
         the core. Sending, a point-to-point session holds at most 16 MiB (see ``publish``).
-        Queue policy when the receive queue is full:
-        unreliable sessions wait for the reader (back-pressure through the node to the sender)
-        for up to 5 s, then drop and count (``session_queue_drops``) until the reader makes room;
-        reliable sessions do not acknowledge what finds no room, so the sender retransmits it or
-        raises ``SLIMTimeoutError`` for it. Nothing is dropped silently."""
+        Queue policy when the receive queue is full: unreliable point-to-point and multicast
+        sessions wait for the reader (back-pressure through the node to the sender, and in a group
+        to every member) for up to 5 s; past that they drop, and each dropped message is reported
+        by ``receive`` as a ``MessageLostError`` naming its id, in its place, and counted
+        (``node_stats()["session_queue_dropped"]``). Reliable point-to-point sessions do not
+        acknowledge what finds no room, so the sender retransmits it or raises
+        ``SLIMTimeoutError`` for it. Nothing is dropped silently (docs/reliability.md)."""
         return await _native.create_session(self.svc, session_config)
 
     async def delete_session(self, session_id: SessionRef) -> None:
@@ -211,7 +213,8 @@ class Slim:
 
         Messages wait in the session's bounded queue (see ``create_session``): a reader that
         falls behind slows the sender down (back-pressure) instead of losing messages; only a
-        reader stalled for more than 5 s makes an unreliable session drop (counted). For many
+        reader stalled for more than 5 s makes an unreliable or group session drop, and every
+        message dropped is raised here as ``MessageLostError`` (with ``message_id``). For many
         messages, ``receive_many`` / ``messages`` take everything waiting in one call."""
         if session is None:
             return await _native.receive_new_session(self.svc)

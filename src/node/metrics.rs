@@ -11,6 +11,8 @@ struct Figures {
     /// Subscriptions in the table, summed over connections.
     subscriptions: u64,
     queues: Vec<ConnectionQueue>,
+    /// The session-layer counters of the app embedding the node ([`Node::attach_counters`]).
+    attached: Vec<(&'static str, u64)>,
 }
 
 /// Extra labels and the value of one series of a metric (the `node` label comes first, added by
@@ -29,7 +31,7 @@ fn one(value: u64) -> Vec<Series> {
 }
 
 /// The catalogue, in the order the text endpoint prints it.
-static NODE_METRICS: [NodeMetric; 12] = [
+static NODE_METRICS: [NodeMetric; 13] = [
     NodeMetric {
         desc: MetricDesc::counter("slim.messages.received", "Messages read from any connection."),
         read: |f| one(f.stats.messages_received),
@@ -86,6 +88,16 @@ static NODE_METRICS: [NodeMetric; 12] = [
         },
     },
     NodeMetric {
+        desc: MetricDesc::counter(
+            "slim.session.events",
+            "Session-layer drops, loss reports and rejections of the app embedding the node, by event \
+             (catalogue: docs/reliability.md).",
+        ),
+        read: |f| {
+            f.attached.iter().map(|(event, v)| (vec![("event", LabelValue::Text((*event).into()))], *v)).collect()
+        },
+    },
+    NodeMetric {
         desc: MetricDesc::gauge("slim.queue.depth", "Messages waiting in all outbound connection queues."),
         read: |f| one(f.queues.iter().map(|q| q.depth as u64).sum()),
     },
@@ -121,6 +133,7 @@ fn read(nodes: &[Node], out: &mut Vec<Sample>) {
             stats: node.stats(),
             subscriptions: node.connection_ids().into_iter().map(|c| node.subscriptions_of(c).len() as u64).sum(),
             queues: node.queue_depths(),
+            attached: node.attached_counters(),
         };
         for metric in &NODE_METRICS {
             for (labels, value) in (metric.read)(&figures) {
@@ -147,6 +160,15 @@ mod tests {
         assert!(text.contains("slim_messages_dropped_total{node=\"n\\\"1\",reason=\"no_route\"} 0"), "{text}");
         assert!(text.contains("# TYPE slim_queue_depth gauge"), "{text}");
         assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn counters_of_the_embedding_app_are_shown_by_event() {
+        let node = Node::new("n");
+        node.attach_counters(std::sync::Arc::new(|| vec![("session_queue_dropped", 7)]));
+        let text = render(&source(&[node]));
+        assert!(text.contains("# TYPE slim_session_events_total counter"), "{text}");
+        assert!(text.contains("slim_session_events_total{node=\"n\",event=\"session_queue_dropped\"} 7"), "{text}");
     }
 
     #[test]

@@ -159,6 +159,10 @@ struct Scratch {
     txs: Vec<(u64, ConnTx)>,
 }
 
+/// Counters of the layer above a node (an app's session layer), reported with the node's own
+/// (`/metrics`, `node_stats()`): (name, value) pairs.
+pub type CounterSource = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// Subscriptions forwarded on one connection: (source, name) → the message as sent.
 type ForwardedSubscriptions = HashMap<(Name, Name), Message>;
 
@@ -173,6 +177,8 @@ pub(crate) struct Inner {
     forwarded: Mutex<HashMap<u64, ForwardedSubscriptions>>,
     servers: Mutex<HashMap<String, ServerHandle>>,
     stats: NodeStats,
+    /// The session-layer counters of the app this node is embedded in, if any.
+    attached: RwLock<Option<CounterSource>>,
     root: CancellationToken,
 }
 
@@ -200,6 +206,7 @@ impl Node {
                 forwarded: Mutex::new(HashMap::new()),
                 servers: Mutex::new(HashMap::new()),
                 stats: NodeStats::default(),
+                attached: RwLock::new(None),
                 root: CancellationToken::new(),
             }),
         }
@@ -289,6 +296,17 @@ impl Node {
     /// Counters (messages routed, drops by reason, connections).
     pub fn stats(&self) -> NodeStatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Shows `source`'s counters with this node's (the app that embeds it calls this once).
+    pub fn attach_counters(&self, source: CounterSource) {
+        *self.inner.attached.write() = Some(source);
+    }
+
+    /// The attached layer's counters (empty when nothing is attached).
+    pub fn attached_counters(&self) -> Vec<(&'static str, u64)> {
+        let source = self.inner.attached.read().clone();
+        source.map(|f| f()).unwrap_or_default()
     }
 
     /// Ids of the current connections (local and remote).

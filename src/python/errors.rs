@@ -41,7 +41,10 @@ pub fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
         SlimError::SessionNotFound(id) => raise(py, "SessionNotFoundError", (msg.as_str(), id), &msg),
         SlimError::SessionClosed | SlimError::Closed => raise(py, "SessionClosedError", (msg.as_str(),), &msg),
         SlimError::Timeout { session_id, message_id } => raise(py, "SLIMTimeoutError", (message_id, session_id), &msg),
-        SlimError::MessageLost { session_id } => raise(py, "MessageLostError", (msg.as_str(), session_id), &msg),
+        SlimError::MessageLost { session_id, message_id, producer } => {
+            let source = producer.map(super::name::PyName::from_name);
+            raise(py, "MessageLostError", (msg.as_str(), session_id, message_id, source), &msg)
+        }
         SlimError::NoRoute(_) => raise(py, "NoRouteError", (msg.as_str(),), &msg),
         SlimError::Connection(_) => raise(py, "SlimConnectionError", (msg.as_str(),), &msg),
         SlimError::Config(_) => raise(py, "ConfigurationError", (msg.as_str(),), &msg),

@@ -57,9 +57,13 @@ impl PyService {
         node.connection_ids().into_iter().flat_map(|conn| node.subscriptions_of(conn)).map(PyName::from_name).collect()
     }
 
-    /// Counters of this app's node (messages routed, drops by reason, connections).
+    /// Counters of this app's node (messages routed, drops by reason, connections) and of its
+    /// session layer (every drop, loss report and rejection; docs/reliability.md).
     fn node_stats(&self) -> HashMap<&'static str, u64> {
-        HashMap::from(self.app.node().stats().fields())
+        let node = self.app.node();
+        let mut out = HashMap::from(node.stats().fields());
+        out.extend(node.attached_counters());
+        out
     }
 
     fn __repr__(&self) -> String {

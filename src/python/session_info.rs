@@ -60,6 +60,13 @@ impl PySessionInfo {
         PyName::from_name(self.info.destination.clone())
     }
 
+    /// The message's id within the session (per producer in a group): what a
+    /// `MessageLostError.message_id` refers to. 0 for an info built from an id alone.
+    #[getter]
+    fn message_id(&self) -> u32 {
+        self.info.message_id
+    }
+
     /// The payload content type (`"msg"` unless the sender chose another).
     #[getter]
     fn payload_type(&self) -> String {

@@ -171,6 +171,31 @@ impl<T> ReceiverBuffer<T> {
         }
     }
 
+    /// True when `id` is not beyond the window (an id already released also "fits").
+    pub fn fits(&self, id: u32) -> bool {
+        match self.next {
+            Some(next) if id >= next => ((id - next) as usize) < self.max_window,
+            _ => true,
+        }
+    }
+
+    /// Makes `id` a hole (with every id between the window's end and it, returned in `holes`)
+    /// when it is neither released, nor waiting, nor beyond the window: a message that arrived
+    /// but could not be read is asked for again like one that never arrived.
+    pub fn mark_missing(&mut self, id: u32, holes: &mut Vec<u32>) {
+        let next = *self.next.get_or_insert(id);
+        if id < next || !self.fits(id) {
+            return;
+        }
+        let offset = (id - next) as usize;
+        for missing in self.window.len()..=offset {
+            holes.push(next + missing as u32);
+        }
+        if self.window.len() <= offset {
+            self.window.resize_with(offset + 1, || None);
+        }
+    }
+
     /// True when `id` is a hole still waiting for its message.
     pub fn is_missing(&self, id: u32) -> bool {
         match self.next {
@@ -271,6 +296,29 @@ mod tests {
         b.on_message(12, 12, &mut out, &mut holes);
         b.on_message(11, 11, &mut out, &mut holes);
         assert_eq!(msgs(&mut out), vec![11, 12]);
+    }
+
+    #[test]
+    fn unreadable_ids_become_holes_until_filled_or_lost() {
+        let mut b = ReceiverBuffer::from_first_contact().with_max_window(8);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        b.mark_missing(5, &mut holes);
+        assert_eq!(holes, vec![5]);
+        assert!(b.is_missing(5) && b.is_new(5));
+        b.on_message(6, 6, &mut out, &mut holes);
+        assert!(out.is_empty(), "6 waits behind the hole at 5");
+        holes.clear();
+        b.mark_missing(9, &mut holes);
+        assert_eq!(holes, vec![7, 8, 9]);
+        assert!(!b.fits(13) && b.fits(12));
+        b.mark_missing(13, &mut holes);
+        assert_eq!(holes, vec![7, 8, 9], "beyond the window: nothing");
+        b.on_message(5, 5, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![5, 6]);
+        b.on_lost(7, &mut out);
+        b.on_lost(8, &mut out);
+        b.on_lost(9, &mut out);
+        assert_eq!(msgs(&mut out), vec![1_000_007, 1_000_008, 1_000_009]);
     }
 
     #[test]

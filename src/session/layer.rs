@@ -24,7 +24,7 @@ use crate::node::local::{LocalDelivery, RouteError};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
 /// Inbound messages a session task buffers; when full the dispatcher waits (bounded by
-/// [`DELIVERY_WAIT_BOUND`]), then drops and counts.
+/// [`DELIVERY_WAIT_BOUND`]), then drops: see [`SessionEntry::on_inbound`] for what that costs.
 pub const SESSION_INBOUND_CAPACITY: usize = 4096;
 /// Publish requests waiting for a session task (callers wait when it is full).
 pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
@@ -73,18 +73,19 @@ pub struct SessionEntry {
 
 impl SessionEntry {
     /// Hands a received data message to the application (and announces a peer-created session
-    /// with its first message).
-    /// Does not wait: a full queue drops (counted). See [`Self::deliver_waiting`].
-    pub fn deliver(&self, msg: Message) {
-        let item = self.prepare(msg);
-        self.queue.push(item);
-    }
-
-    /// Hands a received data message to the application, waiting up to [`DELIVERY_WAIT_BOUND`]
-    /// for room in the session queue (back-pressure); drops and counts after that.
+    /// with its first message), waiting up to [`DELIVERY_WAIT_BOUND`] for room in the session
+    /// queue (back-pressure: the caller stops reading, which slows the sender through the node).
+    /// Past the bound the message is dropped and REPORTED: the reader gets a `MessageLost` with
+    /// its id in its place, and it is counted (see [`SessionQueue::push_wait`]).
     pub async fn deliver_waiting(&self, msg: Message) {
         let item = self.prepare(msg);
         self.queue.push_wait(item, DELIVERY_WAIT_BOUND).await;
+    }
+
+    /// Tells the reader that message `message_id` of `source` is gone (a `MessageLost` in its
+    /// place in the stream; never refused for lack of room).
+    pub fn report_lost(&self, source: Option<&Name>, message_id: u32) {
+        self.queue.report_lost(source, message_id);
     }
 
     /// Hands an already admitted reliable message to the application, even into a full queue
@@ -160,11 +161,12 @@ impl SessionEntry {
     }
 
     /// Routes an inbound message to the application (unreliable anycast data) or the session
-    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node), then
-    /// drop and count; a task whose backlog stayed full is marked stalled and gets no further
-    /// waits until it has room again, so one stuck session cannot hold up the dispatcher.
+    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node); a
+    /// task whose backlog stayed full is marked stalled and gets no further waits until it has
+    /// room again, so one stuck session cannot hold up the dispatcher for more than one bound.
     async fn on_inbound(&self, msg: Message, stats: &Stats) {
         if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
+            // Drop point: session queue full past the bound -> REPORTED (MessageLost with the id).
             self.deliver_waiting(msg).await;
             return;
         }
@@ -174,23 +176,42 @@ impl SessionEntry {
                 return;
             }
             Err(TrySendError::Closed(_)) => {
+                // Drop point: the session was deleted meanwhile; nobody to deliver or report to.
                 Stats::bump(&stats.unknown_session);
                 return;
             }
             Err(TrySendError::Full(msg)) => msg,
         };
-        if !self.inbound_stalled.load(Ordering::Relaxed) {
+        let msg = if self.inbound_stalled.load(Ordering::Relaxed) {
+            msg
+        } else {
             match self.inbound.send_timeout(msg, DELIVERY_WAIT_BOUND).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => {
                     Stats::bump(&stats.unknown_session);
                     return;
                 }
-                Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.inbound_stalled.store(true, Ordering::Relaxed),
+                Err(mpsc::error::SendTimeoutError::Timeout(msg)) => {
+                    self.inbound_stalled.store(true, Ordering::Relaxed);
+                    msg
+                }
             }
-        }
+        };
+        // Drop point: the session task's backlog stayed full past the bound. Counted
+        // (`session_backlog`), and:
+        // - unreliable point-to-point data: REPORTED (MessageLost with the id);
+        // - reliable point-to-point data: RECOVERED (not acknowledged: the sender retransmits,
+        //   and reports SLIMTimeoutError itself once its retries are spent);
+        // - multicast data: RECOVERED (the id becomes a hole: RTX, or MessageLost once the
+        //   retries are spent or the producer no longer has it);
+        // - control messages: RECOVERED (their senders retry them; RTX requests and beacons
+        //   are repeated).
         Stats::bump(&stats.session_backlog);
         tracing::debug!(session = self.id, "session task backlog stayed full: inbound message dropped");
+        if msg.session_message_type() == SessionMessageType::P2PMsg {
+            let id = msg.session_header().map_or(0, |h| h.message_id);
+            self.report_lost(msg.source_name().as_ref(), id);
+        }
     }
 }
 
@@ -477,6 +498,7 @@ impl SessionLayer {
         match sid.and_then(|s| self.get(s)) {
             Some(entry) => entry.deliver_error(SlimError::NoRoute(e.error.to_string())),
             None => {
+                // Drop point: an error for a session that no longer exists; counted.
                 Stats::bump(&self.core.stats.orphan_route_errors);
                 tracing::debug!(error = %e.error, "route error for a message without a live session");
             }
@@ -505,12 +527,23 @@ impl SessionLayer {
 
     async fn on_message(&self, msg: Message) {
         let Some(sh) = msg.session_header() else {
-            // Subscriptions are not delivered to apps; anything else is malformed.
+            // Drop point: not a session message (malformed); counted (`invalid`), it belongs to
+            // no session's stream.
             Stats::bump(&self.core.stats.invalid);
             return;
         };
         let (sid, session_type) = (sh.session_id, sh.session_type);
         if !self.identity_ok(&msg).await {
+            // Drop point: identity missing or rejected; counted (`identity_rejected`). Reliable
+            // data is RECOVERED or reported by its session's own machinery (point to point: not
+            // acknowledged, the sender retries then raises SLIMTimeoutError; multicast: the id is
+            // a hole, asked again, MessageLost once the retries are spent). Unreliable
+            // point-to-point data for a live session is REPORTED here (MessageLost with the id).
+            if msg.session_message_type() == SessionMessageType::P2PMsg
+                && let Some(entry) = self.get(sid)
+            {
+                entry.report_lost(msg.source_name().as_ref(), sh.message_id);
+            }
             return;
         }
         if let Some(dst) = msg.slim_header().and_then(|h| h.destination.as_ref()) {
@@ -522,6 +555,8 @@ impl SessionLayer {
             if other_instance {
                 // A node routes an unknown exact id to the only instance it knows; that instance
                 // is not the addressee (it has no state for the conversation).
+                // Drop point: not for this app; counted (`misdirected`). A reliable sender
+                // retries and reports SLIMTimeoutError; nothing here to report to.
                 Stats::bump(&self.core.stats.misdirected);
                 tracing::debug!("message for another instance of this name: dropped");
                 return;
@@ -576,6 +611,8 @@ impl SessionLayer {
                 // Δ0.6: the channel travels in the session-header destination; required.
                 let Some(channel) = msg.session_header().and_then(|s| s.destination.as_ref()).map(Name::from_original)
                 else {
+                    // Drop point: malformed invite; counted (`invalid`); the moderator's invite
+                    // fails with InviteError after its retries.
                     Stats::bump(&stats.invalid);
                     tracing::debug!(session = sid, "multicast join request without a channel name: dropped");
                     return;
@@ -594,6 +631,10 @@ impl SessionLayer {
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }
             _ => {
+                // Drop point: a message for a session this app does not have that cannot open
+                // one (late ACKs, RTX, beacons, replies after a delete); counted
+                // (`unknown_session`): there is no session to report to, and a reliable sender
+                // reports its own timeout.
                 Stats::bump(&stats.unknown_session);
                 tracing::debug!(session = sid, ?kind, "message for an unknown session: dropped");
                 return;
@@ -601,7 +642,10 @@ impl SessionLayer {
         };
         match created {
             Ok(entry) => entry.on_inbound(msg, stats).await,
-            Err(e) => tracing::debug!(session = sid, error = %e, "could not create session on reception"),
+            Err(e) => {
+                Stats::bump(&stats.unknown_session);
+                tracing::debug!(session = sid, error = %e, "could not create session on reception");
+            }
         }
     }
 }

@@ -51,9 +51,12 @@ pub type Done = oneshot::Sender<Result<(), SlimError>>;
 pub const RTX_REENCRYPT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Whether the retransmission of a message encrypted at `sent_epoch`, `age` ago, is encrypted
-/// again at `current_epoch` (see [`RTX_REENCRYPT_WINDOW`]).
+/// again at `current_epoch`. Within the same epoch always: receivers decrypt on arrival and keep
+/// the keys of only the last few hundred generations of a sender, so the stored ciphertext of an
+/// older message would no longer open; a fresh encryption is readable by exactly the same
+/// members. Across epochs only within [`RTX_REENCRYPT_WINDOW`].
 fn reencrypt_for_rtx(sent_epoch: u64, current_epoch: u64, age: Duration) -> bool {
-    sent_epoch < current_epoch && age <= RTX_REENCRYPT_WINDOW
+    sent_epoch == current_epoch || (sent_epoch < current_epoch && age <= RTX_REENCRYPT_WINDOW)
 }
 
 /// A published message kept for retransmission.
@@ -98,14 +101,6 @@ impl SentRing {
     fn get(&self, id: u32) -> Option<&Produced> {
         self.slots.iter().rev().find(|(first, count, _)| id.wrapping_sub(*first) < *count).map(|(_, _, m)| m)
     }
-}
-
-/// A received data message waiting in a producer's reorder window.
-enum Inbound {
-    /// As it came off the wire (decrypted at delivery on MLS sessions).
-    Sealed(Message),
-    /// One message unpacked from an MLS batch, already decrypted and authenticated.
-    Unpacked(Message),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -195,7 +190,8 @@ pub struct MulticastTask {
     max_retries: u32,
     /// Sent data messages by id; the ids of one batch share the batch message.
     producer: SentRing,
-    receivers: HashMap<Name, ReceiverBuffer<Inbound>>,
+    /// Per producer: the reorder window of decrypted (MLS) or plain messages.
+    receivers: HashMap<Name, ReceiverBuffer<Message>>,
     rtx_conn: HashMap<Name, Option<u64>>,
     timers: TimerSet<McTimer>,
     held: VecDeque<PublishRequest>,
@@ -208,7 +204,7 @@ pub struct MulticastTask {
     current: Option<Current>,
     control: HashMap<u32, Message>,
     fired: Vec<Fired<McTimer>>,
-    released: Vec<Released<Inbound>>,
+    released: Vec<Released<Message>>,
     holes: Vec<u32>,
     mls_enabled: bool,
     /// Group state once created (moderator) or joined (participant).
@@ -905,16 +901,22 @@ impl MulticastTask {
             }
             SessionMessageType::MulticastMsg => self.on_payload(source, mid, msg).await,
             SessionMessageType::RtxReply => {
-                if !self.timers.stop(&McTimer::Rtx(source.clone(), mid)) {
+                // The RTX timer keeps running until a readable copy is accepted: an unreadable
+                // reply is asked for again at the next fire.
+                if !self.timers.is_running(&McTimer::Rtx(source.clone(), mid)) {
+                    // Not a loss: the id was accepted or already reported lost.
                     Stats::bump(&self.core.stats.unexpected_rtx_replies);
                     tracing::debug!(session = self.id, %source, mid, "retransmission nobody waits for: dropped");
                     return;
                 }
                 if msg.slim_header().and_then(|h| h.error).unwrap_or(false) {
+                    // Drop point: the producer no longer has the message (its retransmission
+                    // ring ran out) -> REPORTED (MessageLost with the id).
+                    self.timers.stop(&McTimer::Rtx(source.clone(), mid));
                     if let Some(rb) = self.receivers.get_mut(&source) {
                         rb.on_lost(mid, &mut self.released);
                     }
-                    self.flush_released();
+                    self.flush_released(&source).await;
                 } else {
                     self.on_payload(source, mid, msg).await;
                 }
@@ -941,18 +943,70 @@ impl MulticastTask {
         }
     }
 
-    async fn on_payload(&mut self, source: Name, mid: u32, msg: Message) {
+    /// A single data message (first copy or retransmission): decrypted on arrival (MLS groups),
+    /// then ordered and deduplicated by the producer's reorder window.
+    async fn on_payload(&mut self, source: Name, mid: u32, mut msg: Message) {
         let conn = msg.incoming_conn();
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
-        match rb.on_message(mid, Inbound::Sealed(msg), &mut self.released, &mut self.holes) {
+        if !rb.is_new(mid) {
+            // Already released or waiting (a key is used once: never decrypt a copy twice).
+            Stats::bump(&self.core.stats.duplicates);
+            self.timers.stop(&McTimer::Rtx(source.clone(), mid));
+            return;
+        }
+        if !rb.fits(mid) {
+            // Drop point: too far ahead of the reorder window; counted (`out_of_window`) and
+            // RECOVERED: once the window moves, the id is a hole and is asked for again.
+            Stats::bump(&self.core.stats.out_of_window);
+            return;
+        }
+        if !self.open_single(&mut msg) {
+            self.unreadable(&source, mid..mid + 1, conn).await;
+            return;
+        }
+        let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+        match rb.on_message(mid, msg, &mut self.released, &mut self.holes) {
             super::buffers::Arrival::Accepted => {
                 self.timers.stop(&McTimer::Rtx(source.clone(), mid));
             }
             super::buffers::Arrival::Duplicate => Stats::bump(&self.core.stats.duplicates),
             super::buffers::Arrival::OutOfWindow => Stats::bump(&self.core.stats.out_of_window),
         }
-        self.flush_released();
+        self.flush_released(&source).await;
         self.request_holes(&source, conn).await;
+    }
+
+    /// Decrypts an MLS group's data message in place (no-op without MLS); false when it is not
+    /// readable by this member (not encrypted for the group, an epoch or key this member does
+    /// not have (yet), tampered).
+    fn open_single(&mut self, msg: &mut Message) -> bool {
+        if !msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) && !self.mls_enabled {
+            return true;
+        }
+        // An MLS group accepts only what was encrypted for it.
+        let result = match self.mls.as_mut() {
+            Some(mls) if self.mls_ready => interceptor::decrypt_inbound(mls, msg),
+            _ => Err(crate::mls::MlsError::NoGroup),
+        };
+        let ok = matches!(result, Ok(true));
+        if !ok {
+            tracing::debug!(session = self.id, result = ?result, "group message that cannot be decrypted");
+        }
+        ok
+    }
+
+    /// Drop point: a data message (or batch) this member cannot decrypt; counted
+    /// (`mls_failures`) and RECOVERED when possible: its ids become holes whose RTX timers keep
+    /// asking (a retransmission is re-encrypted by its producer, and a COMMIT this member had
+    /// not applied yet may arrive meanwhile); REPORTED (MessageLost per id) once the retries are
+    /// spent.
+    async fn unreadable(&mut self, source: &Name, ids: std::ops::Range<u32>, conn: Option<u64>) {
+        Stats::bump(&self.core.stats.mls_failures);
+        let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
+        for id in ids {
+            rb.mark_missing(id, &mut self.holes);
+        }
+        self.request_holes(source, conn).await;
     }
 
     /// An MLS batch of `count` messages with ids `first ..`: decrypted once, unpacked, and each
@@ -965,32 +1019,38 @@ impl MulticastTask {
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|c| (1..=MAX_BATCH_ITEMS as u32).contains(c) && first.checked_add(*c).is_some());
         let Some(count) = count else {
+            // Drop point: a batch whose size is unreadable; counted (`invalid`) and RECOVERED:
+            // its ids are holes once later ids or a beacon arrive, and are asked for again.
             Stats::bump(&self.core.stats.invalid);
             return;
         };
         let ids = first..first + count;
-        if retransmitted {
-            let mut asked = false;
-            for id in ids.clone() {
-                asked |= self.timers.stop(&McTimer::Rtx(source.clone(), id));
-            }
-            if !asked {
-                Stats::bump(&self.core.stats.unexpected_rtx_replies);
-                return;
-            }
+        if retransmitted && !ids.clone().any(|id| self.timers.is_running(&McTimer::Rtx(source.clone(), id))) {
+            // Not a loss: every id was accepted or already reported lost.
+            Stats::bump(&self.core.stats.unexpected_rtx_replies);
+            return;
         }
+        let conn = msg.incoming_conn();
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
         // A batch is decrypted at most once: all of its ids enter the window together.
         if !ids.clone().any(|id| rb.is_new(id)) {
             Stats::bump(&self.core.stats.duplicates);
+            for id in ids {
+                self.timers.stop(&McTimer::Rtx(source.clone(), id));
+            }
+            return;
+        }
+        if !rb.fits(first + count - 1) {
+            // Drop point: (partly) beyond the reorder window; counted and RECOVERED (its ids
+            // become holes once the window moves, and are asked for again).
+            Stats::bump(&self.core.stats.out_of_window);
             return;
         }
         let Some(items) = self.open_batch(&mut msg, count) else {
-            Stats::bump(&self.core.stats.mls_failures);
-            tracing::debug!(session = self.id, "group batch that cannot be decrypted: dropped");
+            tracing::debug!(session = self.id, "group batch that cannot be decrypted");
+            self.unreadable(&source, ids, conn).await;
             return;
         };
-        let conn = msg.incoming_conn();
         if let Some(c) = msg.publish_mut().and_then(|p| p.msg.as_mut()) {
             c.blob = Default::default();
         }
@@ -1006,15 +1066,14 @@ impl MulticastTask {
                 c.content_type = item.payload_type;
             }
             one.metadata = item.metadata;
-            match rb.on_message(id, Inbound::Unpacked(one), &mut self.released, &mut self.holes) {
-                super::buffers::Arrival::Accepted => {
-                    self.timers.stop(&McTimer::Rtx(source.clone(), id));
-                }
+            match rb.on_message(id, one, &mut self.released, &mut self.holes) {
+                super::buffers::Arrival::Accepted => {}
                 super::buffers::Arrival::Duplicate => Stats::bump(&self.core.stats.duplicates),
                 super::buffers::Arrival::OutOfWindow => Stats::bump(&self.core.stats.out_of_window),
             }
+            self.timers.stop(&McTimer::Rtx(source.clone(), id));
         }
-        self.flush_released();
+        self.flush_released(&source).await;
         self.request_holes(&source, conn).await;
     }
 
@@ -1061,37 +1120,18 @@ impl MulticastTask {
         )
     }
 
-    /// Decrypts (MLS groups) and hands a data message to the application.
-    fn deliver_app(&mut self, inbound: Inbound) {
-        let mut msg = match inbound {
-            Inbound::Unpacked(msg) => {
-                self.entry.deliver(msg);
-                return;
-            }
-            Inbound::Sealed(msg) => msg,
-        };
-        if msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) || self.mls_enabled {
-            let result = match self.mls.as_mut() {
-                // An MLS group accepts only what was encrypted for it.
-                Some(mls) if self.mls_ready => interceptor::decrypt_inbound(mls, &mut msg),
-                _ => Err(crate::mls::MlsError::NoGroup),
-            };
-            let ok = matches!(result, Ok(true));
-            if !ok {
-                Stats::bump(&self.core.stats.mls_failures);
-                tracing::debug!(session = self.id, result = ?result, "group message that cannot be decrypted: dropped");
-                return;
-            }
-        }
-        self.entry.deliver(msg);
-    }
-
-    fn flush_released(&mut self) {
+    /// Hands what the reorder window of `source` released, in order, to the application:
+    /// messages wait (bounded) for room in the session queue, lost ids are reported.
+    async fn flush_released(&mut self, source: &Name) {
         let released: Vec<_> = self.released.drain(..).collect();
         for r in released {
             match r {
-                Released::Message(m) => self.deliver_app(m),
-                Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
+                // Drop point: the session queue stayed full past the delivery bound -> REPORTED
+                // (MessageLost with the id; see SessionQueue::push_wait). Waiting here is the
+                // back-pressure: this task stops reading, the dispatcher and the node stop, and
+                // the group's sender slows down.
+                Released::Message(m) => self.entry.deliver_waiting(m).await,
+                Released::Lost(id) => self.entry.report_lost(Some(source), id),
             }
         }
     }
@@ -1348,11 +1388,13 @@ impl MulticastTask {
                     self.send(self.rtx_request(&producer, mid, conn)).await;
                 }
                 Fired::Failed { key: McTimer::Rtx(producer, mid) } => {
+                    // Drop point: no readable retransmission came after every retry -> REPORTED
+                    // (MessageLost with the id, in its place in the producer's stream).
                     tracing::debug!(session = self.id, %producer, mid, "no retransmission came: message lost");
                     if let Some(rb) = self.receivers.get_mut(&producer) {
                         rb.on_lost(mid, &mut self.released);
                     }
-                    self.flush_released();
+                    self.flush_released(&producer).await;
                 }
                 Fired::Retry { key: McTimer::Control(mid), .. } => {
                     if let Some(m) = self.control.get(&mid) {
@@ -1386,7 +1428,7 @@ mod tests {
         let recent = Duration::from_millis(50);
         assert!(reencrypt_for_rtx(1, 2, recent));
         assert!(reencrypt_for_rtx(1, 4, recent));
-        assert!(!reencrypt_for_rtx(2, 2, recent), "same epoch: the stored ciphertext is readable");
+        assert!(reencrypt_for_rtx(2, 2, Duration::from_secs(3600)), "same epoch: a fresh generation, same readers");
         assert!(!reencrypt_for_rtx(1, 2, RTX_REENCRYPT_WINDOW + Duration::from_millis(1)), "too old");
     }
 }

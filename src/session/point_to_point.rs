@@ -323,6 +323,8 @@ impl P2pTask {
             let exempt =
                 matches!(kind, SessionMessageType::ChannelDiscoveryReply | SessionMessageType::ChannelJoinReply);
             if self.sticky && source != peer.name && !exempt {
+                // Drop point: not from the pinned peer, so not part of this session's stream;
+                // counted (`wrong_peer`). A reliable sender times out on its own side.
                 Stats::bump(&stats.wrong_peer);
                 tracing::debug!(session = self.id, %source, "message from a source other than the pinned peer: dropped");
                 return;
@@ -330,6 +332,8 @@ impl P2pTask {
         }
         match kind {
             SessionMessageType::P2PMsg => {
+                // Drop points: undecryptable -> REPORTED (in `decrypt`); session queue full past
+                // the delivery bound -> REPORTED (MessageLost with the id, see push_wait).
                 if let Some(msg) = self.decrypt(msg) {
                     self.entry.deliver_waiting(msg).await;
                 }
@@ -391,13 +395,16 @@ impl P2pTask {
         // queue has room, so nothing acknowledged is ever dropped. Not acknowledged, it is
         // retransmitted by the sender, which reports a timeout if the reader never makes room.
         if is_new && !self.entry.queue.has_room() && !self.entry.queue.wait_room(DELIVERY_WAIT_BOUND).await {
+            // Drop point: RECOVERED (not acknowledged: retransmitted by the sender, which raises
+            // SLIMTimeoutError for it once its retries are spent); counted (`session_backlog`).
             Stats::bump(&self.core.stats.session_backlog);
             tracing::debug!(session = self.id, mid, "application queue full: reliable message not acknowledged");
             return;
         }
         if self.receiver.is_some() {
             if self.feed_receiver(mid, msg) == Arrival::OutOfWindow {
-                // Not acknowledged: the sender retransmits once the window has moved.
+                // Drop point: RECOVERED (not acknowledged: the sender retransmits once the
+                // window has moved); counted (`out_of_window`).
                 return;
             }
         } else {
@@ -411,6 +418,7 @@ impl P2pTask {
                 }
                 self.deliver_app(msg);
             } else {
+                // A copy of a message already delivered (acknowledged again): not a loss.
                 Stats::bump(&self.core.stats.duplicates);
             }
         }
@@ -441,14 +449,16 @@ impl P2pTask {
         arrival
     }
 
-    /// Decrypts (MLS sessions) and hands an admitted data message to the application.
+    /// Decrypts (MLS sessions) and hands an admitted data message to the application (into a
+    /// full queue too: it was admitted, i.e. the queue had room when it was acknowledged).
     fn deliver_app(&mut self, msg: Message) {
         if let Some(msg) = self.decrypt(msg) {
             self.entry.deliver_admitted(msg);
         }
     }
 
-    /// Decrypts an MLS session's payload; `None` (counted) when it does not belong to the group.
+    /// Decrypts an MLS session's payload. Drop point: a payload that does not belong to the
+    /// group -> REPORTED (MessageLost with the id; counted in `mls_failures`), `None`.
     fn decrypt(&mut self, mut msg: Message) -> Option<Message> {
         let flagged = msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED);
         if flagged || self.mls_enabled {
@@ -459,7 +469,9 @@ impl P2pTask {
             };
             if !matches!(decrypted, Ok(true)) {
                 Stats::bump(&self.core.stats.mls_failures);
-                tracing::debug!(session = self.id, "message not decryptable by this session's group: dropped");
+                tracing::debug!(session = self.id, "message not decryptable by this session's group: reported lost");
+                let id = msg.session_header().map_or(0, |h| h.message_id);
+                self.entry.report_lost(msg.source_name().as_ref(), id);
                 return None;
             }
         }
@@ -468,10 +480,13 @@ impl P2pTask {
 
     fn flush_released(&mut self) {
         let released: Vec<_> = self.released.drain(..).collect();
+        let peer = self.peer.as_ref().map(|p| p.name.clone());
         for r in released {
             match r {
                 Released::Message(m) => self.deliver_app(m),
-                Released::Lost(_) => self.entry.deliver_error(SlimError::MessageLost { session_id: self.id }),
+                // Drop point: the retransmission never came or the sender no longer had it ->
+                // REPORTED (MessageLost with the id).
+                Released::Lost(id) => self.entry.report_lost(peer.as_ref(), id),
             }
         }
     }
@@ -516,6 +531,7 @@ impl P2pTask {
 
     async fn on_rtx_reply(&mut self, mid: u32, msg: Message) {
         if self.receiver.is_none() || !self.timers.stop(&TimerKey::Rtx(mid)) {
+            // Not a loss: the id was delivered or already reported lost.
             Stats::bump(&self.core.stats.unexpected_rtx_replies);
             return;
         }

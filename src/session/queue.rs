@@ -1,29 +1,38 @@
 //! Delivery queues between the session layer and the application.
 //!
-//! Policy (bounded everywhere, nothing dropped silently):
+//! Policy (bounded everywhere, nothing dropped silently; the whole catalogue of drop points is
+//! docs/reliability.md):
 //! - each session has its own queue of [`DEFAULT_SESSION_QUEUE_CAPACITY`] items (`capacity`) and
 //!   [`DEFAULT_SESSION_QUEUE_BYTES`] payload bytes, whichever fills first ("full" below means
 //!   either).
-//! - unreliable data waits for room ([`SessionQueue::push_wait`]): the producer (the app
-//!   dispatcher or the session task) stops reading, which back-pressures through the embedded
-//!   node's bounded queues and HTTP/2 flow control to the sender. The wait is bounded by
-//!   [`DELIVERY_WAIT_BOUND`]: after that the item is dropped, counted in [`SessionQueue::dropped`]
-//!   and logged at debug, and the queue is marked stalled: further items are dropped at once
-//!   (counted) until the reader makes room again, so one stuck session stalls the app's other
-//!   sessions for at most one bound per episode.
-//! - reliable data is admitted only when the queue has room ([`SessionQueue::wait_room`], same
-//!   bound); a message that finds no room is not acknowledged, so the sender retransmits it or,
-//!   after its retries, reports `SLIMTimeoutError` for it. What the reorder window releases after
-//!   admission is queued unconditionally ([`SessionQueue::push_force`]), so a reliable session's
-//!   queue can hold up to `capacity` + the receive window.
+//! - data that the session cannot ask again (unreliable point to point; multicast messages
+//!   already released in order by the reorder window) waits for room
+//!   ([`SessionQueue::push_wait`]): the producer (the app dispatcher or the session task) stops
+//!   reading, which back-pressures through the embedded node's bounded queues and HTTP/2 flow
+//!   control to the sender. The wait is bounded by [`DELIVERY_WAIT_BOUND`]: after that the item
+//!   is dropped and REPORTED: the reader gets a `MessageLost` error naming the message id in its
+//!   place in the stream ([`SessionQueue::report_lost`]), and it is counted in
+//!   [`SessionQueue::dropped`] and app-wide in [`Inbox::counters`]. The queue is then marked
+//!   stalled: further items are dropped (and reported) at once until the reader makes room
+//!   again, so one stuck session stalls the app's other sessions for at most one bound per
+//!   episode.
+//! - reliable point-to-point data is admitted only when the queue has room
+//!   ([`SessionQueue::wait_room`], same bound); a message that finds no room is not
+//!   acknowledged, so the sender RECOVERS it by retransmission or, after its retries, reports
+//!   `SLIMTimeoutError` for it. What the reorder window releases after admission is queued
+//!   unconditionally ([`SessionQueue::push_force`]), so a reliable session's queue can hold up to
+//!   `capacity` + the receive window.
 //! - errors for a session (`Timeout`, `MessageLost`, `NoRoute`) are queued unconditionally: each
-//!   stands for a message that was published or expected, which other bounds already limit.
+//!   stands for a message that was published or expected. Consecutive lost ids of one producer
+//!   share one queue entry (a range), so a reader that stalls for a long time costs a few bytes
+//!   per run of losses, not per message; it still gets one `MessageLost` per id.
 //! - `recv_any` (arrival order across sessions) reads the same items through a queue of
 //!   lightweight tokens; an item is consumed once, by whichever reader takes it first. When the
 //!   token queue is full its oldest token is discarded (counted): that item is still reachable
-//!   through its session queue.
+//!   through its session queue, and by `recv_any` once a later token of the same session is read.
 //! - the new-session queue holds a copy of the first message of every session this app did not
-//!   create; full → dropped and counted.
+//!   create; full → the notification is dropped and counted (the session and its messages stay
+//!   readable by id and through `recv_any`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,6 +44,7 @@ use tokio::sync::Notify;
 
 use super::{Bytes, MessageInfo, RawDelivery as Delivery};
 use crate::error::SlimError;
+use crate::wire::Name;
 
 /// Items a session queue holds before it drops new ones.
 pub const DEFAULT_SESSION_QUEUE_CAPACITY: usize = 16 * 1024;
@@ -47,18 +57,70 @@ pub const ANY_QUEUE_CAPACITY: usize = 64 * 1024;
 /// New-session notifications held before new ones are dropped.
 pub const NEW_SESSION_QUEUE_CAPACITY: usize = 1024;
 
+/// Loss ranges looked at (from the back) when a new lost id may extend one of them.
+const LOSS_MERGE_SCAN: usize = 16;
+
+/// One entry of a session queue.
+enum Item {
+    /// A message or an error, as it will be handed out.
+    One(Delivery),
+    /// Lost ids `first ..= last` of one producer, handed out as one `MessageLost` per id.
+    Lost { source: Option<Name>, first: u32, last: u32 },
+}
+
+impl Item {
+    /// Payload bytes the item holds.
+    fn size(&self) -> usize {
+        match self {
+            Item::One(Ok((_, blob))) => blob.len(),
+            _ => 0,
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        !matches!(self, Item::One(Ok(_)))
+    }
+}
+
+/// What became of a push.
+#[allow(clippy::large_enum_variant)] // Full hands the item back without boxing it.
+enum Pushed {
+    Queued,
+    /// No room: the item is given back.
+    Full(Delivery),
+    /// The session is gone: nobody to deliver to or to report to.
+    Closed,
+}
+
 struct QueueState {
-    items: VecDeque<(u64, Delivery)>,
+    items: VecDeque<(u64, Item)>,
     /// Payload bytes of `items`.
     bytes: usize,
     closed: bool,
 }
 
-/// Payload bytes an item holds.
-fn size_of(d: &Delivery) -> usize {
-    match d {
-        Ok((_, blob)) => blob.len(),
-        Err(_) => 0,
+impl QueueState {
+    /// Takes the front delivery: a whole item, or the first id of a loss range (the rest of the
+    /// range stays in front, under the same sequence number).
+    fn take_front(&mut self, session_id: u32) -> Option<(u64, Delivery)> {
+        let (seq, item) = self.items.front_mut()?;
+        let seq = *seq;
+        if let Item::Lost { source, first, last } = item
+            && *first < *last
+        {
+            let lost = SlimError::MessageLost { session_id, message_id: *first, producer: source.clone() };
+            *first = first.wrapping_add(1);
+            return Some((seq, Err(lost)));
+        }
+        let (seq, item) = self.items.pop_front()?;
+        self.bytes -= item.size();
+        let d = match item {
+            Item::One(d) => d,
+            Item::Lost { source, first, .. } => {
+                Err(SlimError::MessageLost { session_id, message_id: first, producer: source })
+            }
+        };
+        Some((seq, d))
     }
 }
 
@@ -105,41 +167,104 @@ impl SessionQueue {
         })
     }
 
-    /// Queues an item without waiting; false (and counted) when the queue is full or closed.
+    /// Queues an item without waiting. A message that finds the queue full is dropped and
+    /// reported (a `MessageLost` for its id takes its place, counted); false then, and when the
+    /// queue is closed.
     pub fn push(self: &Arc<Self>, item: Delivery) -> bool {
-        self.push_inner(item, false)
+        match self.push_inner(item, false) {
+            Pushed::Queued => true,
+            Pushed::Full(item) => {
+                self.drop_and_report(item);
+                false
+            }
+            Pushed::Closed => false,
+        }
     }
 
     /// Queues an item even when the queue is full (errors, and reliable messages released by a
     /// reorder window after admission); false only when closed.
     pub fn push_force(self: &Arc<Self>, item: Delivery) -> bool {
-        self.push_inner(item, true)
+        matches!(self.push_inner(item, true), Pushed::Queued)
     }
 
     fn full(&self, st: &QueueState) -> bool {
         st.items.len() >= self.capacity || st.bytes >= self.byte_capacity
     }
 
-    fn push_inner(self: &Arc<Self>, item: Delivery, force: bool) -> bool {
+    /// Queues `item`; gives it back when the queue is full (not forced).
+    fn push_inner(self: &Arc<Self>, item: Delivery, force: bool) -> Pushed {
         let seq = self.inbox.next_seq();
         {
             let mut st = self.state.lock();
-            if st.closed || (!force && self.full(&st)) {
+            if st.closed {
                 drop(st);
-                self.count_drop();
-                return false;
+                self.inbox.closed_drops.fetch_add(1, Ordering::Relaxed);
+                return Pushed::Closed;
             }
-            st.bytes += size_of(&item);
+            if !force && self.full(&st) {
+                return Pushed::Full(item);
+            }
+            let item = Item::One(item);
+            st.bytes += item.size();
             st.items.push_back((seq, item));
         }
         self.notify.notify_one();
         self.inbox.push_token(seq, self);
-        true
+        Pushed::Queued
     }
 
-    fn count_drop(&self) {
+    /// A message the queue could not take: counted, and reported to the reader in its place.
+    fn drop_and_report(self: &Arc<Self>, item: Delivery) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(session = self.session_id, "session queue full or closed: message dropped");
+        self.inbox.queue_dropped.fetch_add(1, Ordering::Relaxed);
+        match item {
+            Ok((info, _)) => {
+                tracing::debug!(
+                    session = self.session_id,
+                    message = info.message_id,
+                    "session queue full: message dropped, reported as lost"
+                );
+                self.report_lost(Some(&info.source), info.message_id);
+            }
+            // An error is never refused for lack of room; keep it anyway.
+            Err(e) => {
+                self.push_force(Err(e));
+            }
+        }
+    }
+
+    /// Reports message `message_id` of `source` as lost: the reader gets a `MessageLost` for it
+    /// in its place in the stream. Consecutive ids of one producer share one entry. Never waits,
+    /// never refused for lack of room; does nothing once the queue is closed.
+    pub fn report_lost(self: &Arc<Self>, source: Option<&Name>, message_id: u32) {
+        self.inbox.lost_reported.fetch_add(1, Ordering::Relaxed);
+        let seq = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            let mut merged = None;
+            for (seq, item) in st.items.iter_mut().rev().take(LOSS_MERGE_SCAN) {
+                let Item::Lost { source: s, last, .. } = item else { break };
+                if s.as_ref() == source && last.wrapping_add(1) == message_id {
+                    *last = message_id;
+                    merged = Some(*seq);
+                    break;
+                }
+            }
+            match merged {
+                Some(seq) => seq,
+                None => {
+                    let seq = self.inbox.next_seq();
+                    let item = Item::Lost { source: source.cloned(), first: message_id, last: message_id };
+                    st.items.push_back((seq, item));
+                    seq
+                }
+            }
+        };
+        self.notify.notify_one();
+        // One token per id, so `recv_any` hands out every id of a range.
+        self.inbox.push_token(seq, self);
     }
 
     /// Waits (up to `bound`) until the queue has room. False when it is closed, or when it stayed
@@ -172,10 +297,15 @@ impl SessionQueue {
         }
     }
 
-    /// Queues an item, waiting (up to `bound`) for room; false (and counted) when it had to drop.
+    /// Queues an item, waiting (up to `bound`) for room; when it had to give up, the message is
+    /// dropped and reported (a `MessageLost` for its id, counted) and false is returned.
     pub async fn push_wait(self: &Arc<Self>, item: Delivery, bound: Duration) -> bool {
         if !self.has_room() && !self.wait_room(bound).await {
-            self.count_drop();
+            if self.state.lock().closed {
+                self.inbox.closed_drops.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.drop_and_report(item);
+            }
             return false;
         }
         self.push_force(item)
@@ -187,14 +317,11 @@ impl SessionQueue {
         !st.closed && !self.full(&st)
     }
 
-    /// Takes the front item out of `st`, keeping the byte count; true in the second field when
-    /// this pop took a full queue below capacity (a producer may be waiting for room).
+    /// Takes the front delivery out of `st`; true in the second field when this took a full
+    /// queue below capacity (a producer may be waiting for room).
     fn pop_locked(&self, st: &mut QueueState) -> (Option<(u64, Delivery)>, bool) {
         let was_full = self.full(st);
-        let item = st.items.pop_front();
-        if let Some((_, d)) = &item {
-            st.bytes -= size_of(d);
-        }
+        let item = st.take_front(self.session_id);
         (item, was_full && !self.full(st))
     }
 
@@ -224,12 +351,11 @@ impl SessionQueue {
             while taken < max {
                 match st.items.front() {
                     None => break,
-                    Some((_, Err(_))) if taken > 0 || !out.is_empty() => break,
+                    Some((_, item)) if item.is_error() && (taken > 0 || !out.is_empty()) => break,
                     Some(_) => {}
                 }
-                match st.items.pop_front() {
+                match st.take_front(self.session_id) {
                     Some((_, Ok(m))) => {
-                        st.bytes -= m.1.len();
                         out.push(m);
                         taken += 1;
                     }
@@ -292,7 +418,7 @@ impl SessionQueue {
         self.room.notify_waiters();
     }
 
-    /// Items waiting.
+    /// Entries waiting (a range of lost ids counts as one).
     pub fn len(&self) -> usize {
         self.state.lock().items.len()
     }
@@ -307,7 +433,8 @@ impl SessionQueue {
         self.inbox.announce(info, blob);
     }
 
-    /// Items dropped because the queue was full or closed.
+    /// Messages this queue could not take (full past the delivery bound): each was reported to
+    /// the reader as `MessageLost`.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -322,6 +449,12 @@ pub struct Inbox {
     new_sessions: Mutex<VecDeque<(MessageInfo, Bytes)>>,
     new_notify: Notify,
     new_dropped: AtomicU64,
+    /// Messages a session queue could not take within the delivery bound (each reported).
+    queue_dropped: AtomicU64,
+    /// `MessageLost` errors handed to sessions (every cause: queue, RTX, decryption, ...).
+    lost_reported: AtomicU64,
+    /// Messages for a session that was deleted while they were on their way (nobody to tell).
+    closed_drops: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -341,6 +474,9 @@ impl Default for Inbox {
             new_sessions: Mutex::new(VecDeque::new()),
             new_notify: Notify::new(),
             new_dropped: AtomicU64::new(0),
+            queue_dropped: AtomicU64::new(0),
+            lost_reported: AtomicU64::new(0),
+            closed_drops: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -446,6 +582,18 @@ impl Inbox {
     pub fn drop_counts(&self) -> (u64, u64) {
         (self.any_discarded.load(Ordering::Relaxed), self.new_dropped.load(Ordering::Relaxed))
     }
+
+    /// App-wide delivery counters, by name (see docs/reliability.md).
+    pub fn counters(&self) -> [(&'static str, u64); 5] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("session_queue_dropped", get(&self.queue_dropped)),
+            ("messages_lost_reported", get(&self.lost_reported)),
+            ("closed_session_drops", get(&self.closed_drops)),
+            ("any_queue_tokens_discarded", get(&self.any_discarded)),
+            ("new_session_notifications_dropped", get(&self.new_dropped)),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -477,8 +625,12 @@ mod tests {
         assert!(inbox.try_recv_any().is_none());
     }
 
+    fn lost(sid: u32, n: u32) -> SlimError {
+        SlimError::MessageLost { session_id: sid, message_id: n, producer: Some(Name::new("a", "b", "c", Some(1))) }
+    }
+
     #[tokio::test]
-    async fn full_queue_waits_for_the_reader_then_drops_after_the_bound() {
+    async fn full_queue_waits_for_the_reader_then_reports_what_it_drops() {
         let inbox = Inbox::new();
         let a = SessionQueue::new(1, 1, inbox.clone());
         assert!(a.push_wait(item(1, 0), Duration::from_secs(5)).await);
@@ -489,16 +641,49 @@ mod tests {
         // Waits until the reader takes item 0, then queues item 1.
         assert!(a.push_wait(item(1, 1), Duration::from_secs(5)).await);
         assert_eq!(reader.await.unwrap().unwrap().0.message_id, 0);
-        // Nobody reads: dropped after the bound, counted, and the next push drops at once.
+        // Nobody reads: dropped after the bound, reported and counted; the next push drops at once.
         assert!(!a.push_wait(item(1, 2), Duration::from_millis(50)).await);
         assert!(!a.push_wait(item(1, 3), Duration::from_secs(3600)).await);
         assert_eq!(a.dropped(), 2);
+        assert_eq!(a.len(), 2, "item 1 and one range of lost ids");
         let mut out = Vec::new();
         assert_eq!(a.try_pop_batch(&mut out, 10), Ok(1));
         assert_eq!(out[0].0.message_id, 1);
+        assert_eq!(a.try_pop_batch(&mut Vec::new(), 10), Err(lost(1, 2)));
+        assert_eq!(a.try_pop(), Some(Err(lost(1, 3))));
         assert!(a.push_wait(item(1, 4), Duration::from_millis(50)).await);
         assert!(a.push_force(item(1, 5)));
         assert_eq!(a.len(), 2);
+        let counters = inbox.counters();
+        assert!(counters.contains(&("session_queue_dropped", 2)), "{counters:?}");
+        assert!(counters.contains(&("messages_lost_reported", 2)), "{counters:?}");
+    }
+
+    #[tokio::test]
+    async fn lost_ids_of_one_producer_share_an_entry_and_each_is_reported() {
+        let inbox = Inbox::new();
+        let a = SessionQueue::new(1, 8, inbox.clone());
+        let p = Name::new("a", "b", "c", Some(1));
+        let q = Name::new("a", "b", "d", Some(2));
+        for id in 10..1010 {
+            a.report_lost(Some(&p), id);
+            a.report_lost(Some(&q), id);
+        }
+        assert_eq!(a.len(), 2, "one range per producer");
+        a.push(item(1, 7));
+        for id in 10..1010 {
+            let Some(Err(SlimError::MessageLost { message_id, producer: source, .. })) = a.try_pop() else { panic!() };
+            assert_eq!((message_id, source.as_ref()), (id, Some(&p)));
+        }
+        // Through the arrival-order reader as well.
+        for id in 10..1010 {
+            let Some(Err(SlimError::MessageLost { message_id, producer: source, .. })) = inbox.try_recv_any() else {
+                panic!()
+            };
+            assert_eq!((message_id, source.as_ref()), (id, Some(&q)));
+        }
+        assert_eq!(inbox.try_recv_any().unwrap().unwrap().0.message_id, 7);
+        assert!(a.try_pop().is_none() && inbox.try_recv_any().is_none());
     }
 
     #[test]
@@ -507,14 +692,14 @@ mod tests {
         let a = SessionQueue::new(1, 8, inbox);
         a.push(item(1, 0));
         a.push(item(1, 1));
-        a.push_force(Err(SlimError::MessageLost { session_id: 1 }));
+        a.push_force(Err(lost(1, 9)));
         a.push(item(1, 2));
         let mut out = Vec::new();
         assert_eq!(a.try_pop_batch(&mut out, 100), Ok(2));
         // A caller holding messages leaves the error queued.
         assert_eq!(a.try_pop_batch(&mut out, 100), Ok(0));
         let mut rest = Vec::new();
-        assert_eq!(a.try_pop_batch(&mut rest, 100), Err(SlimError::MessageLost { session_id: 1 }));
+        assert_eq!(a.try_pop_batch(&mut rest, 100), Err(lost(1, 9)));
         assert_eq!(a.try_pop_batch(&mut out, 100), Ok(1));
         assert_eq!(out.iter().map(|m| m.0.message_id).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(a.try_pop_batch(&mut rest, 100), Ok(0));
@@ -529,18 +714,19 @@ mod tests {
         assert!(a.has_room());
         assert!(a.push(big(1)));
         assert!(!a.has_room(), "12 bytes queued against a bound of 10");
-        assert!(!a.push(big(2)));
-        assert!(a.push_force(Err(SlimError::MessageLost { session_id: 1 })));
+        assert!(!a.push(big(2)), "no room: reported as lost instead");
+        assert!(a.push_force(Err(lost(1, 9))));
         assert!(a.try_pop().is_some());
         assert!(a.has_room());
         let mut out = Vec::new();
         assert_eq!(a.try_pop_batch(&mut out, 10), Ok(1));
-        assert_eq!(a.try_pop_batch(&mut Vec::new(), 10), Err(SlimError::MessageLost { session_id: 1 }));
+        assert_eq!(a.try_pop_batch(&mut Vec::new(), 10), Err(lost(1, 2)));
+        assert_eq!(a.try_pop_batch(&mut Vec::new(), 10), Err(lost(1, 9)));
         assert!(a.is_empty() && a.has_room());
     }
 
     #[tokio::test]
-    async fn full_queue_drops_and_counts() {
+    async fn full_queue_reports_counts_and_closes() {
         let inbox = Inbox::new();
         let a = SessionQueue::new(1, 2, inbox.clone());
         assert!(a.push(item(1, 0)));
@@ -548,8 +734,11 @@ mod tests {
         assert!(!a.push(item(1, 2)));
         assert_eq!(a.dropped(), 1);
         a.close();
+        assert!(!a.push(item(1, 3)), "closed: nobody to deliver to");
         assert!(a.pop().await.is_ok());
         assert!(a.pop().await.is_ok());
+        assert_eq!(a.pop().await, Err(lost(1, 2)));
         assert_eq!(a.pop().await, Err(SlimError::SessionClosed));
+        assert!(inbox.counters().contains(&("closed_session_drops", 1)));
     }
 }
