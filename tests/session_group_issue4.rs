@@ -113,6 +113,8 @@ async fn mls_late_joiner_and_removed_member_cannot_read() {
     // Subscribed to the channel from the start: it captures what is sent before it joins.
     let mut shadow = Shadow::new(&endpoint, &hub, "shadow", &[moderator.name().without_id()], &channel).await;
     let p1 = app("vp1", "secret").await;
+    // Short RTX bounds on the member too: an unreadable message is asked again, then reported.
+    p1.set_default_session_config(group("vault", false, true)).unwrap();
     connect(&p1, &endpoint).await;
     wait_subscribed(&hub, &p1.name()).await;
     moderator.set_route(&name("vp1"), cm).await.unwrap();
@@ -138,7 +140,8 @@ async fn mls_late_joiner_and_removed_member_cannot_read() {
     assert_eq!(shadow.mls.decrypt(during.blob()).unwrap(), b"with shadow");
     assert_eq!(recv(&p1, sid).await.unwrap().1, b"with shadow");
 
-    // Corrupted ciphertext and forged control messages from a member: dropped and counted.
+    // Corrupted ciphertext and forged control messages from a member: dropped and counted; the
+    // unreadable message is asked for again (the shadow never answers), then reported lost by id.
     let enc = [(wire::META_MLS_ENCRYPTED, "true")];
     shadow.send(MulticastMsg, &channel, sid, 0, b"\x00\x01garbage".to_vec(), &enc).await;
     let fake_commit = shadow.mls.encrypt(b"not a commit").unwrap();
@@ -149,8 +152,11 @@ async fn mls_late_joiner_and_removed_member_cannot_read() {
     shadow.send(ChannelLeaveRequest, &channel, sid, 8, Vec::new(), &[]).await;
     let good = shadow.mls.encrypt(b"shadow speaks").unwrap();
     shadow.send(MulticastMsg, &channel, sid, 1, good, &enc).await;
-    assert_eq!(recv(&p1, sid).await.unwrap().1, b"shadow speaks");
-    assert_eq!(recv(&moderator, sid).await.unwrap().1, b"shadow speaks");
+    for reader in [&p1, &moderator] {
+        let lost = SlimError::MessageLost { session_id: sid, message_id: 0, producer: Some(shadow.name.clone()) };
+        assert_eq!(recv(reader, sid).await, Err(lost), "{}", reader.name());
+        assert_eq!(recv(reader, sid).await.unwrap().1, b"shadow speaks");
+    }
     assert!(p1.stats().mls_failures.load(Ordering::Relaxed) >= 1);
     assert!(p1.stats().unhandled_control.load(Ordering::Relaxed) >= 3);
     assert!(p1.try_recv_session(sid).is_none(), "nothing else reached p1");
