@@ -116,3 +116,56 @@ async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_sur
     assert!(!matches!(app.rx.try_recv(), Ok(LocalDelivery::Error(_))), "remote garbage is not the app's error");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn node_local_control_flags_from_a_remote_peer_are_ignored() {
+    // recvFrom/forwardTo name connections of the node that reads them; a remote peer that sends
+    // them could otherwise remove another connection's subscriptions or write into it directly.
+    let node = Node::new("b");
+    let addr = node.run_server(ServerConfig::insecure("127.0.0.1:0")).await.unwrap();
+    let mut victim = node.register_local();
+    let victim_name = Name::new("org", "ns", "victim", Some(1));
+    victim.tx.send(builders::subscribe(&victim_name, &victim_name, Flags::one())).await.unwrap();
+    let vconn = victim.conn_id;
+    wait_until("the victim's subscription", || node.subscriptions_of(vconn).contains(&victim_name)).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dataplane.proto.v1.DataPlaneService/OpenChannel");
+    let _inbound = grpc.streaming(Request::new(ReceiverStream::new(rx)), path, RawCodec).await.unwrap().into_inner();
+
+    let raw = Name::new("org", "ns", "raw", Some(7));
+    let other = Name::new("org", "ns", "other", Some(2));
+    let nobody = Name::new("org", "ns", "nobody", Some(3));
+    tx.send(builders::unsubscribe(&raw, &victim_name, Flags::one().recv_from(vconn)).encode_to_vec()).await.unwrap();
+    tx.send(builders::subscribe(&raw, &other, Flags::one().recv_from(vconn)).encode_to_vec()).await.unwrap();
+    let injected = builders::publish(
+        &PublishSpec {
+            source: &raw,
+            destination: &nobody,
+            flags: Flags::one().forward_to(Some(vconn)),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 3,
+            message_id: 0,
+            original_names: false,
+            content_type: "msg",
+        },
+        b"injected".to_vec(),
+        HashMap::new(),
+    );
+    tx.send(injected.encode_to_vec()).await.unwrap();
+    // Frames of one stream are processed in order: once this lands, the ones above are done.
+    tx.send(builders::subscribe(&raw, &raw, Flags::one()).encode_to_vec()).await.unwrap();
+    let raw_conn = || node.connection_ids().into_iter().find(|&c| node.subscriptions_of(c).contains(&raw));
+    wait_until("the raw peer's own subscription", || raw_conn().is_some()).await;
+
+    assert_eq!(node.subscriptions_of(vconn), vec![victim_name], "the victim's subscriptions changed");
+    let raw_subs = node.subscriptions_of(raw_conn().unwrap());
+    assert!(raw_subs.contains(&other), "the flagged subscription belongs to its own connection: {raw_subs:?}");
+    assert!(victim.rx.try_recv().is_err(), "a message was injected into the victim's connection");
+    assert_eq!(node.stats().dropped_no_route, 1, "the publish was routed by name (nobody serves it)");
+    node.shutdown().await;
+}

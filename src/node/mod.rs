@@ -410,6 +410,15 @@ impl Inner {
         }
         if let Some(h) = msg.slim_header_mut() {
             h.incoming_conn = Some(in_conn);
+            // recvFrom/forwardTo are node-local control flags: every node clears them before it
+            // transmits, so on a remote connection they can only be forged. Honouring them would
+            // let any peer install or remove other connections' subscriptions, or send straight
+            // into another connection; the message is routed as if they were absent.
+            if !in_local && (h.recv_from.is_some() || h.forward_to.is_some()) {
+                h.recv_from = None;
+                h.forward_to = None;
+                debug!(node = %self.node_id, conn = in_conn, "node-local control flags from a remote peer ignored");
+            }
         }
         if crate::telemetry::otel::active() && matches!(msg.message_type, Some(MessageType::Publish(_))) {
             crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Route, &mut msg.metadata, &self.node_id);
