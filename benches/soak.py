@@ -35,9 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import Child, free_port, rss_kib, wait_listening  # noqa: E402
+from e2e import Child, emit, free_port, identity, rss_kib, split_name, wait_listening  # noqa: E402
 
-SECRET = "soak-shared-secret-0123456789abcdef01234567"
 RECEIVER = "agntcy/soak/receiver"
 SENDER = "agntcy/soak/sender"
 MODERATOR = "agntcy/soak/moderator"
@@ -50,25 +49,10 @@ KIND_P2P, KIND_GROUP, KIND_CHURN = b"P", b"G", b"C"
 # ---------------------------------------------------------------------------------------------------------
 
 
-def emit(event: str, **fields) -> None:
-    fields["event"] = event
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
-def split_name(text: str):
-    import slim_bindings
-
-    a, b, c = text.split("/")
-    return slim_bindings.PyName(a, b, c)
-
-
 async def new_app(local: str, endpoint: str):
     import slim_bindings
 
-    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
-    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
-    app = await slim_bindings.Slim.new(split_name(local), provider, verifier)
+    app = await slim_bindings.Slim.new(split_name(local), *identity(local))
     await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
     return app
 
@@ -163,6 +147,20 @@ async def read_errors(app, session, book: Book, stop: asyncio.Event) -> None:
             book.error(e)
 
 
+async def stream(args, cmd: Stdin, app, session, send, role: str) -> None:
+    """Sends at --rate from "ready" to "stop", booking the session's errors; reports on "report"."""
+    book, stop = Book(), asyncio.Event()
+    errors = asyncio.create_task(read_errors(app, session, book, stop))
+    emit("ready")
+    sending = asyncio.create_task(paced(args.rate, stop, send))
+    await cmd.wait("stop")
+    stop.set()
+    sent = await sending
+    await cmd.wait("report")
+    errors.cancel()
+    emit("report", sent=sent, **{role: book.summary()})
+
+
 async def worker_receiver(args, cmd: Stdin) -> None:
     """Accepts every session: numbered messages are booked per stream; churn messages are echoed."""
     import slim_bindings
@@ -214,20 +212,10 @@ async def worker_sender(args, cmd: Stdin) -> None:
     peer = split_name(RECEIVER)
     await app.set_route(peer)
     session = await app.create_session(reliable())
-    book, stop = Book(), asyncio.Event()
-    errors = asyncio.create_task(read_errors(app, session, book, stop))
-
     async def send(seq: int) -> None:
         await app.publish(session, KIND_P2P + bytes(8) + struct.pack("<Q", seq), peer)
 
-    emit("ready")
-    sending = asyncio.create_task(paced(args.rate, stop, send))
-    await cmd.wait("stop")
-    stop.set()
-    sent = await sending
-    await cmd.wait("report")
-    errors.cancel()
-    emit("report", sent=sent, sender=book.summary())
+    await stream(args, cmd, app, session, send, "sender")
 
 
 async def worker_moderator(args, cmd: Stdin) -> None:
@@ -242,20 +230,10 @@ async def worker_moderator(args, cmd: Stdin) -> None:
     for m in args.invite:
         await app.set_route(split_name(m))
         await asyncio.wait_for(app.invite(session, split_name(m), wait=True), 60)
-    book, stop = Book(), asyncio.Event()
-    errors = asyncio.create_task(read_errors(app, session, book, stop))
-
     async def send(seq: int) -> None:
         await app.publish(session, KIND_GROUP + bytes(8) + struct.pack("<Q", seq), channel)
 
-    emit("ready")
-    sending = asyncio.create_task(paced(args.rate, stop, send))
-    await cmd.wait("stop")
-    stop.set()
-    sent = await sending
-    await cmd.wait("report")
-    errors.cancel()
-    emit("report", sent=sent, moderator=book.summary())
+    await stream(args, cmd, app, session, send, "moderator")
 
 
 async def worker_member(args, cmd: Stdin) -> None:

@@ -14,52 +14,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message as _;
-use prost::bytes::{Buf, BufMut};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use slim_bindings::app::App;
 use slim_bindings::session::SessionConfig;
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
 use slim_bindings::wire::{Name, SessionMessageType, SessionType};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Request, Status};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// Sends and receives raw frame bodies, so the test can put any bytes on the wire.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
 
 /// Real messages the attacker mutates: subscriptions with node-local control flags naming small
 /// connection ids (the node numbers its connections from 0), publishes to the victims' full names
@@ -148,12 +110,7 @@ fn mutate(rng: &mut StdRng, frame: &mut Vec<u8>) {
 }
 
 async fn attack(endpoint: &str, victims: &[Name], frames: usize, seconds: u64, seed: u64) -> usize {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string()).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dataplane.proto.v1.DataPlaneService/OpenChannel");
-    let mut inbound = grpc.streaming(Request::new(ReceiverStream::new(rx)), path, RawCodec).await.unwrap().into_inner();
+    let (tx, mut inbound) = raw_peer::open(endpoint).await;
     // Whatever the node sends back is read and ignored, so the node never blocks on this client.
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
     let templates = templates(victims);

@@ -1,61 +1,16 @@
 //! Bad input over a raw gRPC stream: frames that are not a `Message` and messages without a header
 //! are dropped and counted; the connection keeps working.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::{raw_peer, wait_until};
 use prost::Message as _;
-use prost::bytes::{Buf, BufMut};
 use slim_bindings::node::{LocalDelivery, Node, ServerConfig};
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
 use slim_bindings::wire::{Message, MessageType, Name, Publish, SessionMessageType, SessionType};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Request, Status};
-
-/// Sends and receives raw frame bodies, so the test can put any bytes on the wire.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
-
-async fn wait_until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within 5 s: {what}");
-}
 
 #[tokio::test]
 async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_survives() {
@@ -65,12 +20,7 @@ async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_sur
     let app_name = Name::new("org", "ns", "app", Some(1));
     app.tx.send(builders::subscribe(&app_name, &app_name, Flags::one())).await.unwrap();
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dataplane.proto.v1.DataPlaneService/OpenChannel");
-    let mut inbound = grpc.streaming(Request::new(ReceiverStream::new(rx)), path, RawCodec).await.unwrap().into_inner();
+    let (tx, mut inbound) = raw_peer::open(&format!("http://{addr}")).await;
 
     // field 1 with wire type 7: not protobuf
     tx.send(vec![0x0f, 0x01, 0x02]).await.unwrap();
@@ -129,12 +79,7 @@ async fn node_local_control_flags_from_a_remote_peer_are_ignored() {
     let vconn = victim.conn_id;
     wait_until("the victim's subscription", || node.subscriptions_of(vconn).contains(&victim_name)).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dataplane.proto.v1.DataPlaneService/OpenChannel");
-    let _inbound = grpc.streaming(Request::new(ReceiverStream::new(rx)), path, RawCodec).await.unwrap().into_inner();
+    let (tx, _inbound) = raw_peer::open(&format!("http://{addr}")).await;
 
     let raw = Name::new("org", "ns", "raw", Some(7));
     let other = Name::new("org", "ns", "other", Some(2));

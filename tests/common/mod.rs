@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lossy_proxy;
+pub mod raw_peer;
 pub mod shadow;
 
 use std::sync::Arc;
