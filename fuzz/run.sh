@@ -16,15 +16,15 @@ RUNS="${FUZZ_RUNS:-1000000}"
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame control_payload mls_message mls_batch identity_token)
 
-export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+FUZZ_FLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
 # --target keeps RUSTFLAGS off build scripts and proc macros (they must not be instrumented).
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
-cargo build --release --bins --target "$HOST"
+RUSTFLAGS="$FUZZ_FLAGS" cargo build --release --bins --target "$HOST"
 BIN="target/$HOST/release"
 
-# Seed corpus: real messages of every kind each target decodes.
+# Seed corpus: real messages of every kind each target decodes (a plain test build: no RUSTFLAGS).
 (cd .. && SLIM_FUZZ_SEED_DIR="$PWD/fuzz/corpus" cargo test --quiet --test fuzz_smoke write_seed_corpus -- --ignored --exact)
 
 for t in "${TARGETS[@]}"; do
