@@ -5,8 +5,9 @@ transport on loopback, in the same run: calls/s, call latency p50/p99, CPU per c
 Processes, all on 127.0.0.1:
   node          our package's node (``python -m slim_bindings node``), for the SLIM transports;
   slim server   an ``MCPServer`` with one tool (``echo``), served with ``slim_bindings.mcp.serve``;
-  http server   the same ``MCPServer`` as the SDK's streamable HTTP app under uvicorn (SDK defaults:
-                stateful sessions, SSE responses);
+  http server   the same ``MCPServer`` as the SDK's streamable HTTP app under uvicorn: with the SDK's
+                defaults (stateful sessions, SSE responses: ``http``, the baseline of the ratios) and
+                with ``json_response=True`` (plain JSON responses: ``http-json``, shown for context);
   client        one per measurement: one ``mcp.ClientSession`` (2025-11-25 handshake era, the same on
                 every transport) over ``slim_bindings.mcp.client(...)`` or ``streamable_http_client``.
 
@@ -43,7 +44,12 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 SECRET = "bench-mcp-shared-secret-0123456789abcdef"
 SERVER_NAME = "agntcy/bench/mcp-server"
-TRANSPORTS = {"slim-mls": "MCP over SLIM, MLS on", "slim": "MCP over SLIM, MLS off", "http": "streamable HTTP"}
+TRANSPORTS = {
+    "slim-mls": "MCP over SLIM, MLS on",
+    "slim": "MCP over SLIM, MLS off",
+    "http": "streamable HTTP",
+    "http-json": "streamable HTTP, JSON",
+}
 PAYLOAD = "hello from the benchmark"
 
 
@@ -95,7 +101,7 @@ async def worker_http_server(args: argparse.Namespace) -> None:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = build_server().streamable_http_app()
+    app = build_server().streamable_http_app(json_response=args.json_response)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 30
@@ -131,7 +137,7 @@ async def worker_client(args: argparse.Namespace) -> None:
     import mcp
 
     async with AsyncExitStack() as stack:
-        if args.transport == "http":
+        if args.transport.startswith("http"):
             from mcp.client.streamable_http import streamable_http_client
 
             read, write = await stack.enter_async_context(streamable_http_client(args.url))
@@ -265,6 +271,7 @@ def main() -> int:
     parser.add_argument("--transport", choices=list(TRANSPORTS))
     parser.add_argument("--endpoint", help="(worker) the node's ip:port")
     parser.add_argument("--url", help="(worker) the streamable HTTP endpoint")
+    parser.add_argument("--json-response", action="store_true", help="(worker) http-server answers with JSON, not SSE")
     parser.add_argument("--pids", default="", help="(worker) name=pid,... whose CPU time to count")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated subset of " + ", ".join(TRANSPORTS))
     parser.add_argument("--calls", type=int, default=5000, help="calls in the throughput phase")
@@ -285,17 +292,23 @@ def main() -> int:
         children.append(node)
         endpoint = node.wait("listening", 60, pattern="listening on")["line"].rsplit(" ", 1)[1]
         slim_server = Child("slim-server", [*me, "--worker", "slim-server", "--endpoint", endpoint])
-        http_server = Child("http-server", [*me, "--worker", "http-server"])
-        children += [slim_server, http_server]
+        http_servers = {
+            "http": Child("http-server", [*me, "--worker", "http-server"]),
+            "http-json": Child("http-server-json", [*me, "--worker", "http-server", "--json-response"]),
+        }
+        children += [slim_server, *http_servers.values()]
         slim_server.wait("ready", 60)
-        port = http_server.wait("ready", 60)["port"]
+        ports = {t: c.wait("ready", 60)["port"] for t, c in http_servers.items()}
         results: dict[str, list[dict[str, Any]]] = {t: [] for t in transports}
         for round_ in range(args.repeat):
             for t in transports:
-                pids = f"server={http_server.proc.pid}" if t == "http" else f"server={slim_server.proc.pid},node={node.proc.pid}"
+                if t in http_servers:
+                    pids, url = f"server={http_servers[t].proc.pid}", f"http://127.0.0.1:{ports[t]}/mcp"
+                else:
+                    pids, url = f"server={slim_server.proc.pid},node={node.proc.pid}", ""
                 client = Child(t, [
                     *me, "--worker", "client", "--transport", t, "--endpoint", endpoint,
-                    "--url", f"http://127.0.0.1:{port}/mcp", "--pids", pids, "--calls", str(args.calls),
+                    "--url", url, "--pids", pids, "--calls", str(args.calls),
                     "--concurrency", str(args.concurrency), "--latency-calls", str(args.latency_calls),
                     "--warmup", str(args.warmup), "--seconds", str(args.seconds),
                 ])
