@@ -33,6 +33,6 @@ for t in "${TARGETS[@]}"; do
   status=0
   "$BIN/$t" -runs="$RUNS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" "corpus/$t" >"$t.log" 2>&1 || status=$?
-  grep -E "^#[0-9]+ +DONE|stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY" "$t.log" || true
+  grep -E "^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY" "$t.log" || true
   [ "$status" -eq 0 ] || { echo "$t: libFuzzer exited $status (see fuzz/$t.log and fuzz/artifacts/$t/)"; exit "$status"; }
 done
