@@ -180,6 +180,13 @@ class AppOurs:
     async def send(self, blob: bytes):
         await self.app.publish(self.session, blob, self.peer)
 
+    async def send_many(self, blobs: list[bytes]):
+        if hasattr(self.app, "publish_many"):
+            await self.app.publish_many(self.session, blobs, self.peer)
+        else:  # builds without publish_many
+            for blob in blobs:
+                await self.app.publish(self.session, blob, self.peer)
+
     async def recv(self):
         return await self.app.receive(session=self.session.id)
 
@@ -311,6 +318,13 @@ async def worker_requester(app, args) -> None:
     sent = 0
     t0 = time.perf_counter()
     stop_at = t0 + args.seconds
+    batch = getattr(args, "batch", 1)
+    if batch > 1 and hasattr(app, "send_many"):
+        # --batch: one publish_many call per `batch` messages (where the client has one).
+        while sent < args.messages and time.perf_counter() < stop_at:
+            n = min(batch, args.messages - sent)
+            await app.send_many([data] * n)
+            sent += n
     while sent < args.messages and time.perf_counter() < stop_at:
         await app.send(data)
         sent += 1
@@ -391,6 +405,8 @@ class Child:
         self.ended = False
         self.desc = name
         self.cleanup: list[Path] = []
+        # A program that does not stop when its stdin closes (a third-party server) gets SIGTERM first.
+        self.terminate_first = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -434,6 +450,8 @@ class Child:
         return self.stderr.read()[-1500:]
 
     def stop(self):
+        if self.proc.poll() is None and self.terminate_first:
+            self.proc.send_signal(signal.SIGTERM)
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -571,10 +589,8 @@ def print_identity_ratios(by_identity: dict) -> None:
             print(f"{label:34}{impl:>8}{a:>14,.3f}{b:>14,.3f}{ratio}")
 
 
-def run_impl(impl: str, python: str, args) -> dict:
-    """One full scenario for one implementation; returns its figures."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
+def worker_common_args(impl: str, args) -> list[str]:
+    """The flags every worker of a run gets (scenario sizes and bounds, identity, session kind)."""
     common = ["--impl", impl, "--size", str(args.size), "--messages", str(args.messages),
               "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
               "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
@@ -582,21 +598,44 @@ def run_impl(impl: str, python: str, args) -> dict:
         common += ["--identity", "jwt", "--jwt-keys", args.jwt_keys]
     if args.reliable:
         common.append("--reliable")
-    common += otel_worker_args(args)
+    if getattr(args, "batch", 1) > 1:
+        common += ["--batch", str(args.batch)]
+    return common + otel_worker_args(args)
+
+
+def run_impl(impl: str, python: str, args) -> dict:
+    """One full scenario for one implementation; returns its figures."""
+    common = worker_common_args(impl, args)
     me = str(Path(__file__).resolve())
+    node_kind = impl if args.node == "own" else args.node
+    return run_scenario(
+        impl,
+        lambda port: start_bench_node(node_kind, port, args, common),
+        lambda role, endpoint: [python, me, "--worker", role, "--endpoint", endpoint, *common],
+        "http://127.0.0.1:{port}",
+        args,
+    )
+
+
+def run_scenario(label: str, start_router, worker_argv, endpoint_format: str, args) -> dict:
+    """The scenario with any router and workers that speak this file's event protocol (ready, warm,
+    sent, throughput, rtt, done): `start_router(port)` returns the router's Child (named "node"),
+    `worker_argv(role, endpoint)` a worker's command line; `endpoint_format` makes the endpoint
+    from the port. Stream, then round trips; returns the figures (benches/peers.py reuses it)."""
+    port = free_port()
+    endpoint = endpoint_format.format(port=port)
     children: list[Child] = []
-    result: dict = {"impl": impl}
+    result: dict = {"impl": label}
     try:
-        node_kind = impl if args.node == "own" else args.node
-        node = start_bench_node(node_kind, port, args, common)
+        node = start_router(port)
         result["node"] = node.desc
         children.append(node)
         wait_listening(port, 30, node.proc)
 
-        responder = Child("responder", [python, me, "--worker", "responder", "--endpoint", endpoint, *common])
+        responder = Child("responder", worker_argv("responder", endpoint))
         children.append(responder)
         responder.wait("ready", 30)
-        requester = Child("requester", [python, me, "--worker", "requester", "--endpoint", endpoint, *common])
+        requester = Child("requester", worker_argv("requester", endpoint))
         children.append(requester)
         requester.wait("warm", 30)
 
@@ -619,7 +658,7 @@ def run_impl(impl: str, python: str, args) -> dict:
         try:
             responder.wait("done", 15)
         except RuntimeError as e:  # the figures are in; a slow goodbye is only worth a note
-            print(f"{impl}: responder did not finish cleanly: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"{label}: responder did not finish cleanly: {str(e).splitlines()[0]}", file=sys.stderr)
     finally:
         for c in reversed(children):
             c.stop()
@@ -824,6 +863,8 @@ def main() -> int:
     p.add_argument("--rtt-seconds", type=float, default=120.0, help="bound on the request/reply phase")
     p.add_argument("--idle", type=float, default=2.0, help="silence that ends a phase early")
     p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="stream with publish_many, this many messages per call (ours; default: publish per message)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
     p.add_argument("--node", choices=["own", "060", "ours"], default="own",
