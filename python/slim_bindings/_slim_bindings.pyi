@@ -4,6 +4,7 @@
 
 import datetime
 import enum
+from collections.abc import Sequence
 from typing import Any, Final
 
 __version__: Final[str]
@@ -277,6 +278,19 @@ async def publish(
     (unreliable) or acknowledged or timed out (reliable). When the buffer is full the call waits
     for room, up to 5 s or ``timeout * (max_retries + 1)`` when that is longer, then raises
     ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent). Nothing is dropped."""
+async def publish_many(
+    svc: PyService,
+    session_info: _Session,
+    fanout: int,
+    blobs: Sequence[_Blob],
+    name: PyName | None = None,
+    payload_type: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Sends every payload of ``blobs``, in order, as ``publish`` would one by one, in one call:
+    what there is room for is handed over without awaiting; the call waits (as ``publish`` does)
+    only while the send buffer or the node's queue is full. On an error the messages before the
+    failing one were sent and the rest were not; the exception's ``sent`` says how many."""
 async def invite(svc: PyService, session_info: _Session, name: PyName, wait: bool = False) -> None: ...
 async def remove(svc: PyService, session_info: _Session, name: PyName) -> None: ...
 async def receive(svc: PyService) -> tuple[PySessionInfo, bytes]: ...

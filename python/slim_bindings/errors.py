@@ -31,7 +31,12 @@ __all__ = [
 
 
 class SlimError(Exception):
-    """Root of every error raised by slim_bindings."""
+    """Root of every error raised by slim_bindings.
+
+    ``sent`` is set by ``publish_many``: how many messages of the batch were sent before this
+    error (the rest were not); None elsewhere."""
+
+    sent: int | None = None
 
 
 class SessionNotFoundError(SlimError, ValueError):

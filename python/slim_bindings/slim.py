@@ -13,7 +13,7 @@ Differences from the seed-era wrapper, all fixes of known bugs (spec §10):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -196,6 +196,22 @@ class Slim:
     ) -> None:
         """Replies to the sender of the message ``session`` was received with."""
         await _native.publish(self.svc, session, 1, msg, None, payload_type, metadata)
+
+    async def publish_many(
+        self,
+        session: SessionRef,
+        msgs: Sequence[bytes],
+        dest: PyName | None = None,
+        payload_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Sends every payload of ``msgs``, in order, on ``session`` in one call: to ``dest``, or
+        (``dest=None``) back to the sender of the message ``session`` was received with, like
+        ``publish_to``. The same guarantees and bounds as ``publish`` one by one (order, the
+        16 MiB send buffer, back-pressure: it waits only while there is no room), at a fraction of
+        the cost per message. On an error the messages before the failing one were sent and the
+        rest were not; the exception's ``sent`` attribute says how many."""
+        await _native.publish_many(self.svc, session, 1, msgs, dest, payload_type, metadata)
 
     async def invite(self, session: SessionRef, name: PyName, wait: bool = False) -> None:
         """Invites ``name`` into a multicast session. Returns once the request is sent; with

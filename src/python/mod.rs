@@ -58,6 +58,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(service::set_session_config, m)?)?;
     m.add_function(wrap_pyfunction!(service::set_default_session_config, m)?)?;
     m.add_function(wrap_pyfunction!(service::publish, m)?)?;
+    m.add_function(wrap_pyfunction!(service::publish_many, m)?)?;
     m.add_function(wrap_pyfunction!(service::invite, m)?)?;
     m.add_function(wrap_pyfunction!(service::remove, m)?)?;
     m.add_function(wrap_pyfunction!(service::receive, m)?)?;

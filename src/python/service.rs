@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::args::{Blob, ConfigDict, SessionArg};
-use super::errors::{config_error, to_py};
+use super::errors::{config_error, to_py, to_py_with};
 use super::identity::{PyIdentityProvider, PyIdentityVerifier};
 use super::name::PyName;
 use super::runtime::{entered, handle, in_runtime, spawned};
@@ -243,6 +243,78 @@ pub async fn publish(
         fanout,
     };
     in_runtime(async move { app.publish(session_info.id, req).await.map_err(to_py) }).await
+}
+
+/// Publishes every payload of `blobs`, in order, as `publish` would one by one, in one call: the
+/// messages there is room for are handed over without awaiting; the call waits (as `publish`
+/// does) only when the session's send buffer or the node's queue is full. On an error, the
+/// messages before the failing one were sent and the rest were not; the exception's `sent`
+/// attribute says how many were sent.
+#[pyfunction]
+#[pyo3(signature = (svc, session_info, fanout, blobs, name = None, payload_type = None, metadata = None))]
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_many(
+    svc: Py<PyService>,
+    session_info: SessionArg,
+    fanout: u32,
+    blobs: Vec<Blob>,
+    name: Option<PyName>,
+    payload_type: Option<String>,
+    metadata: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    let app = app_of(&svc);
+    let id = session_info.id;
+    let template = PublishRequest {
+        dest: name.map(|n| n.inner),
+        reply_to: session_info.reply_to,
+        blob: Bytes::new(),
+        payload_type,
+        metadata,
+        fanout,
+    };
+    let request = move |blob: Bytes| PublishRequest { blob, ..template.clone() };
+    let mut blobs = blobs.into_iter().map(|b| b.0);
+    let mut sent = 0usize;
+    // Everything there is room for now, without a future; `waiting` is the first that found none.
+    let waiting = entered(|| {
+        for blob in blobs.by_ref() {
+            match app.try_publish(id, request(blob)) {
+                Ok(None) => sent += 1,
+                Ok(Some(back)) => return Ok(Some(back)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    })
+    .map_err(|e| with_sent(e, sent))?;
+    let Some(first) = waiting else { return Ok(()) };
+    in_runtime(async move {
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            app.publish(id, req).await.map_err(|e| with_sent(e, sent))?;
+            sent += 1;
+            for blob in blobs.by_ref() {
+                match app.try_publish(id, request(blob)).map_err(|e| with_sent(e, sent))? {
+                    None => sent += 1,
+                    Some(back) => {
+                        next = Some(back);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The Python exception for `e`, with `sent` (messages of the batch already handed over) set.
+fn with_sent(e: crate::error::SlimError, sent: usize) -> PyErr {
+    Python::attach(|py| {
+        let err = to_py_with(py, e);
+        let _ = err.value(py).setattr("sent", sent);
+        err
+    })
 }
 
 /// Invites `name` into a multicast session (moderator only). Resolves once the request is sent;
