@@ -12,6 +12,7 @@ by the messages delivered: unlike the rates, it hardly depends on the machine's 
 Systems (--systems, all by default):
   ours           our package's node (run_server) and apps, default (Anycast) session;
   ours-reliable  the same with a reliable session (Unicast, acks and retransmission);
+  ours-per-call  ours, default session, one `publish` call per message even with --ours-batch;
   nats           nats-server (Debian's package) + nats-py clients, core pub/sub (no JetStream);
   zmq            pyzmq: a zmq.proxy(XSUB, XPUB) process + PUB/SUB clients (PUB drops at its HWM);
   zenoh          eclipse-zenoh: a Python session in router mode + two client-mode sessions.
@@ -43,7 +44,7 @@ import e2e  # benches/e2e.py: workers, Child, run_scenario
 BIG = 65536
 WARM = b"W"  # a peer's route check, answered below the e2e protocol (never seen by its workers)
 SUBJECT = {e2e.REQUESTER: "bench.requester", e2e.RESPONDER: "bench.responder"}
-SYSTEMS = ("ours", "ours-reliable", "nats", "zmq", "zenoh")
+SYSTEMS = ("ours", "ours-reliable", "ours-per-call", "nats", "zmq", "zenoh")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ def run_system(system: str, args, size: int) -> dict:
     a = copy.copy(args)
     a.size = size
     a.reliable = system == "ours-reliable"
-    a.batch = args.ours_batch if system.startswith("ours") else 1
+    a.batch = args.ours_batch if system in ("ours", "ours-reliable") else 1
     if size == BIG:
         a.messages, a.round_trips = args.big_messages, 10
     if system.startswith("ours"):
@@ -372,7 +373,8 @@ def print_tables(small: dict, big: dict, args) -> None:
           f"{args.big_messages:,} x 64 KiB one-way; each router and client its own process; "
           f"medians of {args.repeat} run(s)")
     how = f"publish_many, {args.ours_batch} per call" if args.ours_batch > 1 else "one publish call per message"
-    print(f"ours streams with {how}; every peer with one publish call per message (its client buffers)")
+    print(f"ours and ours-reliable stream with {how}; ours-per-call and every peer with one publish call per "
+          "message (the peers' clients buffer)")
     print(f"{'':34}" + "".join(f"{s:>{col}}" for s in systems))
     row("100 B delivered msgs/s", small, lambda r: r["recv_rate"], "{:,.0f}")
     row("  sent msgs/s (publisher)", small, lambda r: r["send_rate"], "{:,.0f}")
@@ -447,8 +449,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per system (alternating); medians shown")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
     p.add_argument("--peers-python", default=sys.executable, help="python with nats-py, pyzmq, eclipse-zenoh")
-    p.add_argument("--ours-batch", type=int, default=1,
-                   help="ours: stream with publish_many, this many messages per call (1 = publish per message)")
+    p.add_argument("--ours-batch", type=int, default=64,
+                   help="ours, ours-reliable: stream with publish_many, this many messages per call (1 = publish)")
     p.add_argument("--json", help="also write every run's figures to this file")
     # Worker side.
     p.add_argument("--worker", choices=["requester", "responder", "router"], help=argparse.SUPPRESS)
