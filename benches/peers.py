@@ -120,6 +120,9 @@ class PeerApp:
     async def accept_session(self, timeout: float):
         pass
 
+    async def finish(self):
+        """Flushes what the client still buffers (the requester's QUIT) before the process exits."""
+
     async def recv(self):
         while True:
             ctx, blob = await self.inbox.get_one()
@@ -159,6 +162,9 @@ class AppNats(PeerApp):
 
     async def send(self, blob: bytes):
         await self.nc.publish(self.peer, blob)
+
+    async def finish(self):
+        await self.nc.flush()
 
     async def reply(self, ctx, blob: bytes):
         await self.nc.publish(self.peer, blob)
@@ -203,6 +209,9 @@ class AppZmq(PeerApp):
     async def send(self, blob: bytes):
         await self.pub.send(self.prefix + blob)
 
+    async def finish(self):
+        await asyncio.sleep(0.1)  # the I/O thread sends what the PUB socket still holds
+
     async def reply(self, ctx, blob: bytes):
         await self.pub.send(self.prefix + blob)
 
@@ -230,6 +239,9 @@ class AppZenoh(PeerApp):
 
     async def send(self, blob: bytes):
         self.pub.put(blob)
+
+    async def finish(self):
+        self.session.close()  # flushes the batch that holds the last put
 
     async def reply(self, ctx, blob: bytes):
         self.pub.put(blob)
@@ -275,6 +287,7 @@ def worker_main(args) -> int:
     async def run():
         try:
             await asyncio.wait_for(role(app, args), args.deadline + 10)
+            await asyncio.wait_for(app.finish(), 5)
         except Exception as e:  # reported as an event: the coordinator reads stdout
             e2e.emit("error", error=f"{type(e).__name__}: {e}")
             return 1
