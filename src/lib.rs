@@ -28,11 +28,13 @@
 //! 6. [`python`]: the PyO3 layer (feature `python`): one file per Python concept.
 //!    `bin/slim.rs`: the standalone node (a node, its configuration and both metric exporters).
 
-/// Every Rust allocation of the node, the apps and the Python extension. A message's trip through
-/// the library allocates and frees a few dozen small blocks (headers, names, metadata, futures);
-/// glibc's malloc spent ~10% of all CPU of a stream on them (`malloc_consolidate`, `_int_malloc`,
-/// `unlink_chunk`: benches/README.md), mimalloc a fraction of that. Python's own objects keep
-/// using the interpreter's allocator.
+/// Every Rust allocation of the Python extension (its apps and embedded nodes). A message's trip
+/// through the library allocates and frees a few dozen small blocks (headers, names, metadata,
+/// futures); glibc's malloc spent ~19% of all CPU of a loaded stream on them (`malloc_consolidate`,
+/// `_int_malloc`, `unlink_chunk`: benches/README.md). Python's own objects keep the interpreter's
+/// allocator. The standalone `slim` binary and the Rust tests keep the system allocator: mimalloc's
+/// per-thread segments would take an idle node past its memory budget (tests/node_standalone.rs).
+#[cfg(feature = "python")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
