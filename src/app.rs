@@ -31,6 +31,8 @@ struct ShutdownOnDrop {
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
         self.token.cancel();
+        // The ports are free when the last handle is gone, not when the shutdown task runs.
+        self.node.close_listeners();
         let node = self.node.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { node.shutdown().await });

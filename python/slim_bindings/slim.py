@@ -83,7 +83,9 @@ class Slim:
     # --- servers and connections -------------------------------------------------------------
 
     async def run_server(self, config: dict[str, Any]) -> None:
-        """Serves on ``config["endpoint"]`` (``host:port``); returns once listening."""
+        """Serves on ``config["endpoint"]`` (``host:port``); returns once listening. The listening
+        socket is closed by ``stop_server``, by dropping the last reference to this app, or at
+        interpreter exit, before they return: the same port can be served again at once."""
         await _native.run_server(self.svc, config)
 
     async def run_server_bound(self, config: dict[str, Any]) -> str:
@@ -91,7 +93,7 @@ class Slim:
         return await _native.run_server_bound(self.svc, config)
 
     async def stop_server(self, endpoint: str) -> None:
-        """Stops the server started with this exact endpoint string."""
+        """Stops the server started with this exact endpoint string; its port is free on return."""
         await _native.stop_server(self.svc, endpoint)
 
     async def connect(self, client_config: dict[str, Any]) -> int:

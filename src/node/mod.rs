@@ -13,6 +13,7 @@
 //! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
 
 pub mod config;
+pub mod listener;
 pub mod local;
 pub mod metrics;
 pub mod standalone;
@@ -149,6 +150,8 @@ pub struct ConnectionQueue {
 struct ServerHandle {
     cancel: CancellationToken,
     addr: SocketAddr,
+    /// Closed first when the server stops: the port is free again at once.
+    listener: Arc<listener::Listener>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -280,6 +283,15 @@ impl Node {
         Ok(())
     }
 
+    /// Closes every listening socket of this node now (their ports are free when this returns);
+    /// the servers' connections end with [`Node::shutdown`] or [`Node::stop_server`].
+    pub fn close_listeners(&self) {
+        for h in self.inner.servers.lock().values() {
+            h.listener.close();
+            h.cancel.cancel();
+        }
+    }
+
     /// Stops every server and closes every connection.
     pub async fn shutdown(&self) {
         self.inner.root.cancel();
@@ -342,6 +354,7 @@ impl Node {
 }
 
 async fn stop_server_handle(h: ServerHandle) {
+    h.listener.close();
     h.cancel.cancel();
     let abort = h.task.abort_handle();
     // Graceful shutdown waits for the accepted streams, which the cancel above closes; the bound

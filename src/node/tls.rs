@@ -17,7 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
@@ -166,7 +166,7 @@ impl AsyncWrite for ServerTlsStream {
 /// Accepts TCP connections and completes TLS handshakes off the accept loop; failed handshakes are
 /// logged and never reach the gRPC server.
 pub(super) fn incoming(
-    listener: TcpListener,
+    listener: Arc<super::listener::Listener>,
     acceptor: TlsAcceptor,
     cancel: CancellationToken,
 ) -> ReceiverStream<Result<ServerTlsStream, io::Error>> {
@@ -178,8 +178,9 @@ pub(super) fn incoming(
                 r = listener.accept() => r,
             };
             let (tcp, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
+                None => break,
+                Some(Ok(x)) => x,
+                Some(Err(e)) => {
                     debug!(error = %e, "accept failed");
                     // Out of descriptors and the like: do not spin.
                     tokio::time::sleep(Duration::from_millis(20)).await;

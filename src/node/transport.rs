@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::config::{ClientConfig, ConfigError, ServerConfig};
+use super::listener::{Incoming, Listener};
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::{MAX_MESSAGE_SIZE, Message};
@@ -283,8 +283,9 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
         warn!(endpoint = %cfg.endpoint, "transport auth without TLS: credentials travel in clear text");
     }
     let server_err = |e: std::io::Error| NodeError::Server { endpoint: cfg.endpoint.clone(), reason: e.to_string() };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(server_err)?;
-    let bound = listener.local_addr().map_err(server_err)?;
+    let socket = tokio::net::TcpListener::bind(addr).await.map_err(server_err)?;
+    let bound = socket.local_addr().map_err(server_err)?;
+    let listener = Listener::new(socket);
     let cancel = inner.root.child_token();
     let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth };
 
@@ -307,7 +308,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     let node_id = inner.node_id.clone();
     let task = match tls {
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = Incoming::new(listener.clone());
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
                     warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
@@ -315,7 +316,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
             })
         }
         Some(acceptor) => {
-            let incoming = super::tls::incoming(listener, acceptor, cancel.clone());
+            let incoming = super::tls::incoming(listener.clone(), acceptor, cancel.clone());
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
                     warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
@@ -325,10 +326,11 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     };
     let mut servers = inner.servers.lock();
     if servers.contains_key(&cfg.endpoint) {
+        listener.close();
         cancel.cancel();
         return Err(NodeError::ServerAlreadyRunning(cfg.endpoint.clone()));
     }
-    servers.insert(cfg.endpoint.clone(), ServerHandle { cancel, addr: bound, task });
+    servers.insert(cfg.endpoint.clone(), ServerHandle { cancel, addr: bound, listener, task });
     debug!(node = %inner.node_id, endpoint = %cfg.endpoint, %bound, "data-plane server listening");
     Ok(bound)
 }

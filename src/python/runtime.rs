@@ -46,6 +46,8 @@ pub fn handle() -> PyResult<&'static Handle> {
 /// finishing meanwhile can still call into Python. Registered with `atexit`; later calls do nothing.
 #[pyfunction]
 pub fn shutdown_runtime(py: Python<'_>) {
+    // Listening sockets close first and at once, whatever holds their apps.
+    crate::node::listener::close_all();
     let rt = RUNTIME.lock().ok().and_then(|mut slot| slot.take());
     if let Some(rt) = rt {
         py.detach(move || rt.shutdown_timeout(Duration::from_secs(2)));
