@@ -1,12 +1,13 @@
-//! Compiles proto/dataplane.proto without a system `protoc` (protox parses it in Rust), and
+//! Compiles proto/dataplane.proto and proto/mesh.proto without a system `protoc` (protox parses it in Rust), and
 //! records the build date and git revision for `build_info`.
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/dataplane.proto");
+    println!("cargo:rerun-if-changed=proto/mesh.proto");
     println!("cargo:rerun-if-changed=build.rs");
-    let fds = protox::compile(["proto/dataplane.proto"], ["proto"])?;
+    let fds = protox::compile(["proto/dataplane.proto", "proto/mesh.proto"], ["proto"])?;
     // Payloads as `bytes::Bytes`: decoding slices the received buffer instead of copying, and a
     // message kept for retransmission shares its payload with the copy on the wire.
     tonic_prost_build::configure()

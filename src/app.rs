@@ -135,7 +135,10 @@ impl App {
     }
 
     /// Lets the embedded node accept connections; returns the bound address (port 0 allowed).
+    /// A node that serves others routes for them: it joins the mesh of the nodes it links to
+    /// from now on (docs/mesh.md).
     pub async fn run_server(&self, cfg: ServerConfig) -> Result<SocketAddr, SlimError> {
+        self.node.enable_mesh(&crate::node::MeshConfig::default());
         Ok(self.node.run_server(cfg).await?)
     }
 

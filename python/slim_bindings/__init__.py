@@ -63,6 +63,7 @@ from .errors import (
     SLIMTimeoutError,
 )
 from ._logging import disable_logging, enable_logging
+from .node import NodeRunner, format_node_info, node_info, start_node, stop_node
 from .slim import Slim
 from .version import get_build_info, get_build_profile, get_version
 
@@ -79,6 +80,7 @@ __all__ = [
     "MessageLostError",
     "MlsError",
     "NoRouteError",
+    "NodeRunner",
     "PyAlgorithm",
     "PyIdentityProvider",
     "PyIdentityVerifier",
@@ -105,12 +107,14 @@ __all__ = [
     "disable_logging",
     "disconnect",
     "enable_logging",
+    "format_node_info",
     "get_build_info",
     "get_build_profile",
     "get_session_config",
     "get_version",
     "init_tracing",
     "invite",
+    "node_info",
     "publish",
     "publish_many",
     "receive",
@@ -124,6 +128,8 @@ __all__ = [
     "set_default_session_config",
     "set_route",
     "set_session_config",
+    "start_node",
+    "stop_node",
     "stop_server",
     "subscribe",
     "try_receive_session",

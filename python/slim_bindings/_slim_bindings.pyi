@@ -311,3 +311,23 @@ def init_tracing(config: dict[str, Any] | None = None) -> Any:
     """
 def shutdown_runtime() -> None:
     """Stops the native runtime (the package registers it with ``atexit``; not for direct use)."""
+class NodeRunner:
+    """Nodes started by :func:`start_node` (stop them with :func:`stop_node`)."""
+
+    @property
+    def listening(self) -> list[str]:
+        """Every data-plane address bound (``ip:port``)."""
+    @property
+    def metrics_endpoint(self) -> str | None:
+        """The metrics address (``ip:port``), when metrics are served."""
+
+async def start_node(
+    config_yaml: str | None = None, endpoint: str | None = None, metrics: str | None = None
+) -> NodeRunner:
+    """Starts the nodes of a ``slim`` YAML configuration (its text), or one plaintext node on
+    ``endpoint``: the same code as the ``slim`` binary, mesh routing included."""
+async def stop_node(runner: NodeRunner) -> bool:
+    """Stops the nodes; False when one did not finish within the drain timeout."""
+async def node_info(config: dict[str, Any], max_routes: int = 1000, name_filter: str = "") -> str:
+    """What the node at ``config`` (a client dict) knows, as JSON text (links, routes, mesh nodes,
+    counters); see :func:`slim_bindings.node.node_info` for the parsed form."""

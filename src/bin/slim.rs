@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use slim_bindings::node::Node;
-use slim_bindings::node::standalone::{StandaloneConfig, service_node_id};
+use slim_bindings::node::standalone::{RunningNodes, StandaloneConfig};
 use slim_bindings::telemetry::init_tracing;
 use tracing::{error, info, warn};
 
@@ -95,37 +94,17 @@ fn main() -> ExitCode {
 async fn run(cfg: StandaloneConfig) -> Result<(), String> {
     // Watch the signals before anything listens, so an early SIGTERM still drains cleanly.
     let signals = shutdown_signal()?;
-    let mut nodes = Vec::new();
-    for (key, svc) in &cfg.services {
-        let node = Node::new(&service_node_id(key, svc));
-        nodes.push(node.clone());
-        for server in &svc.dataplane.servers {
-            let addr = node.run_server(server.clone()).await.map_err(|e| format!("{key}: {e}"))?;
-            info!(service = %key, "slim node listening on {addr}");
-        }
-        for client in &svc.dataplane.clients {
-            node.connect(client.clone()).await.map_err(|e| format!("{key}: {e}"))?;
-        }
+    let running = RunningNodes::start(&cfg).await?;
+    for (key, addr) in &running.listening {
+        info!(service = %key, "slim node listening on {addr}");
     }
-    // The nodes hand their figures to both exporters; OTLP metrics flow only while the
-    // `tracing.opentelemetry` block enables export.
-    let metrics = slim_bindings::node::metrics::source(&nodes);
-    slim_bindings::telemetry::otel::export_metrics(metrics.clone());
-    let _metrics = match &cfg.metrics {
-        Some(m) => {
-            let server =
-                slim_bindings::telemetry::metrics::serve(&m.endpoint, metrics).await.map_err(|e| e.to_string())?;
-            info!("serving metrics at http://{}/metrics", server.local_addr());
-            Some(server)
-        }
-        None => None,
-    };
+    if let Some(m) = &running.metrics {
+        info!("serving metrics at http://{}/metrics", m.local_addr());
+    }
     signals.await;
     let drain = cfg.runtime.drain_timeout();
-    for node in nodes {
-        if tokio::time::timeout(drain, node.shutdown()).await.is_err() {
-            warn!("drain timeout ({drain:?}) reached; exiting");
-        }
+    if !running.stop(drain).await {
+        warn!("drain timeout ({drain:?}) reached; exiting");
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! [`crate::telemetry`] (the `/metrics` text endpoint and OTLP) read a [`MetricSource`] made here
 //! by [`source`], and know nothing of the node.
 
-use super::{ConnectionQueue, Node, NodeStatsSnapshot};
+use std::sync::atomic::Ordering;
+
+use super::{ConnectionQueue, LinkInfo, LinkKind, Node, NodeStatsSnapshot};
 use crate::telemetry::metrics::{LabelValue, MetricDesc, MetricSource, Sample};
 
 /// What one node reports at one instant.
@@ -13,6 +15,12 @@ struct Figures {
     queues: Vec<ConnectionQueue>,
     /// The session-layer counters of the app embedding the node ([`Node::attach_counters`]).
     attached: Vec<(&'static str, u64)>,
+    /// gRPC links (local app connections left out).
+    links: Vec<LinkInfo>,
+    /// Mesh drops: hop limit, off tree, no route in transit.
+    mesh_dropped: [u64; 3],
+    /// Names with a route through another mesh node.
+    mesh_routes: u64,
 }
 
 /// Extra labels and the value of one series of a metric (the `node` label comes first, added by
@@ -30,8 +38,19 @@ fn one(value: u64) -> Vec<Series> {
     vec![(Vec::new(), value)]
 }
 
+/// Labels of one gRPC link: connection id, kind (leaf/mesh), the peer (its node label when it is
+/// one of ours, else its address).
+fn link_labels(l: &LinkInfo) -> Vec<(&'static str, LabelValue)> {
+    let peer = l.peer_label.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| l.peer.clone());
+    vec![
+        ("conn", LabelValue::Int(l.conn as i64)),
+        ("kind", LabelValue::Text(l.kind.as_str().into())),
+        ("peer", LabelValue::Text(peer)),
+    ]
+}
+
 /// The catalogue, in the order the text endpoint prints it.
-static NODE_METRICS: [NodeMetric; 13] = [
+static NODE_METRICS: [NodeMetric; 17] = [
     NodeMetric {
         desc: MetricDesc::counter("slim.messages.received", "Messages read from any connection."),
         read: |f| one(f.stats.messages_received),
@@ -118,6 +137,45 @@ static NODE_METRICS: [NodeMetric; 13] = [
                 .collect()
         },
     },
+    NodeMetric {
+        desc: MetricDesc::counter(
+            "slim.link.messages",
+            "Messages that crossed one gRPC link, by direction (mesh control traffic not counted).",
+        ),
+        read: |f| {
+            f.links
+                .iter()
+                .flat_map(|l| {
+                    [("in", l.messages_in), ("out", l.messages_out)].map(|(dir, v)| {
+                        let mut labels = link_labels(l);
+                        labels.push(("direction", LabelValue::Text(dir.into())));
+                        (labels, v)
+                    })
+                })
+                .collect()
+        },
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge("slim.link.up", "1 while a gRPC link is connected, 0 while it reconnects."),
+        read: |f| f.links.iter().map(|l| (link_labels(l), u64::from(l.up))).collect(),
+    },
+    NodeMetric {
+        desc: MetricDesc::counter(
+            "slim.mesh.dropped",
+            "Messages dropped between mesh nodes, by reason (hop_limit: a loop caught while routes changed).",
+        ),
+        read: |f| {
+            ["hop_limit", "off_tree", "transit_no_route"]
+                .into_iter()
+                .zip(f.mesh_dropped)
+                .map(|(reason, v)| (vec![("reason", LabelValue::Text(reason.into()))], v))
+                .collect()
+        },
+    },
+    NodeMetric {
+        desc: MetricDesc::gauge("slim.mesh.routes", "Names reachable through other mesh nodes."),
+        read: |f| one(f.mesh_routes),
+    },
 ];
 
 /// The metrics of `nodes`, read afresh each time an exporter asks (labelled `node=<node id>`).
@@ -134,6 +192,13 @@ fn read(nodes: &[Node], out: &mut Vec<Sample>) {
             subscriptions: node.connection_ids().into_iter().map(|c| node.subscriptions_of(c).len() as u64).sum(),
             queues: node.queue_depths(),
             attached: node.attached_counters(),
+            links: node.links().into_iter().filter(|l| l.kind != LinkKind::Local).collect(),
+            mesh_dropped: {
+                let m = node.mesh_stats();
+                [&m.dropped_hop_limit, &m.dropped_off_tree, &m.dropped_transit_no_route]
+                    .map(|c| c.load(Ordering::Relaxed))
+            },
+            mesh_routes: node.mesh_route_count() as u64,
         };
         for metric in &NODE_METRICS {
             for (labels, value) in (metric.read)(&figures) {
@@ -160,6 +225,8 @@ mod tests {
         assert!(text.contains("slim_messages_dropped_total{node=\"n\\\"1\",reason=\"no_route\"} 0"), "{text}");
         assert!(text.contains("# TYPE slim_queue_depth gauge"), "{text}");
         assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
+        assert!(text.contains("slim_mesh_dropped_total{node=\"n\\\"1\",reason=\"hop_limit\"} 0"), "{text}");
+        assert!(text.contains("slim_mesh_routes{node=\"n\\\"1\"} 0"), "{text}");
     }
 
     #[test]

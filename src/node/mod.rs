@@ -13,19 +13,22 @@
 //! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
 
 pub mod config;
+mod forward;
+pub mod link;
 pub mod listener;
 pub mod local;
+pub mod mesh;
 pub mod metrics;
 pub mod standalone;
 mod stats;
 pub mod subscription;
 mod tls;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -33,12 +36,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use config::{ClientAuthConfig, ClientConfig, ConfigError, ServerAuthConfig, ServerConfig};
+pub use link::{Direction, LinkInfo, LinkKind};
 pub use local::{LocalConnection, LocalDelivery, RouteError};
+pub use mesh::MeshConfig;
 pub use stats::{NodeStats, NodeStatsSnapshot};
 pub use subscription::{SubscriptionError, SubscriptionTable};
 
-use crate::wire::builders::subscription_name;
-use crate::wire::{Message, MessageType, Name, ValidationError};
+use crate::wire::{Message, Name, ValidationError};
+use forward::Scratch;
+use link::{Ingress, LinkCounters, LinkMeta};
 
 /// Capacity of every per-connection queue (local and remote, both directions).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -118,11 +124,19 @@ struct ConnEntry {
     cancel: CancellationToken,
     /// The endpoint dialed (client connections) or the peer address (server side), for logs.
     peer: String,
+    /// Kind, direction, state and the peer's hello.
+    meta: LinkMeta,
+    /// Messages in and out.
+    counters: Arc<LinkCounters>,
 }
 
 impl ConnEntry {
     fn is_local(&self) -> bool {
         matches!(self.tx, ConnTx::Local(_))
+    }
+
+    fn is_mesh(&self) -> bool {
+        self.meta.kind == LinkKind::Mesh
     }
 
     /// Messages waiting in this connection's outbound queue (sent by the router, not yet taken).
@@ -155,13 +169,6 @@ struct ServerHandle {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Reusable buffers of one connection's reader task (keeps the hot path allocation-free).
-#[derive(Default)]
-struct Scratch {
-    targets: Vec<u64>,
-    txs: Vec<(u64, ConnTx)>,
-}
-
 /// Counters of the layer above a node (an app's session layer), reported with the node's own
 /// (`/metrics`, `node_stats()`): (name, value) pairs.
 pub type CounterSource = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
@@ -183,6 +190,12 @@ pub(crate) struct Inner {
     /// The session-layer counters of the app this node is embedded in, if any.
     attached: RwLock<Option<CounterSource>>,
     root: CancellationToken,
+    /// Routing through other nodes (off until [`Node::enable_mesh`]).
+    mesh: Arc<mesh::Mesh>,
+    /// This node's own `Arc` (for tasks spawned from `&self` methods).
+    self_ref: Weak<Inner>,
+    /// Route-error notices waiting for their grace period.
+    pending_notices: AtomicUsize,
 }
 
 /// A SLIM node. Cheap to clone.
@@ -201,7 +214,7 @@ impl Node {
     /// A node with no connections (no I/O happens here).
     pub fn new(node_id: &str) -> Node {
         Node {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 node_id: node_id.to_string(),
                 next_conn_id: AtomicU64::new(0),
                 conns: RwLock::new(HashMap::new()),
@@ -211,8 +224,57 @@ impl Node {
                 stats: NodeStats::default(),
                 attached: RwLock::new(None),
                 root: CancellationToken::new(),
+                mesh: Arc::new(mesh::Mesh::new(node_id)),
+                self_ref: me.clone(),
+                pending_notices: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Makes this node a mesh node (docs/mesh.md): it announces the names of its local and leaf
+    /// connections to linked mesh nodes and routes for them. Links opened from now on negotiate
+    /// the mesh; links already open stay leaf links. Must be called inside a tokio runtime.
+    pub fn enable_mesh(&self, cfg: &MeshConfig) {
+        mesh::start(&self.inner, cfg);
+    }
+
+    /// True when this node takes part in the mesh.
+    pub fn mesh_enabled(&self) -> bool {
+        self.inner.mesh.enabled()
+    }
+
+    /// This node's random id for this run (what other mesh nodes know it by).
+    pub fn mesh_node_id(&self) -> u64 {
+        self.inner.mesh.node
+    }
+
+    /// Mesh counters (loops caught, off-tree copies, transit drops, notices, control traffic).
+    pub fn mesh_stats(&self) -> &mesh::MeshStats {
+        &self.inner.mesh.stats
+    }
+
+    /// Number of names this node has a mesh route for (names announced by other nodes and
+    /// reachable from here).
+    pub fn mesh_route_count(&self) -> usize {
+        self.inner.mesh.routes.read().name_count()
+    }
+
+    /// True when a one-instance message to `name` would leave this node through the mesh (or a
+    /// local or attached connection holds it).
+    pub fn can_route(&self, name: &Name) -> bool {
+        self.inner.subs.read().match_one(name, u64::MAX).is_ok()
+            || self.inner.mesh.routes.read().match_one(name, u64::MAX).is_some()
+    }
+
+    /// Every connection: kind, direction, peer, state, counters.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.inner.links()
+    }
+
+    /// What the inspection API (`NodeInfo/Get`) answers for this node.
+    pub fn describe(&self, max_routes: u32, name_filter: &str) -> mesh::proto::NodeInfoReply {
+        let req = mesh::proto::NodeInfoRequest { max_routes, name_filter: name_filter.to_string() };
+        mesh::inspect::describe(&self.inner, &req)
     }
 
     /// The id given at creation.
@@ -225,16 +287,18 @@ impl Node {
         let (app_tx, mut node_rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let (node_tx, app_rx) = mpsc::channel::<LocalDelivery>(QUEUE_CAPACITY);
         let cancel = self.inner.root.child_token();
-        let id = self.inner.add_connection(ConnTx::Local(node_tx), cancel.clone(), "local".into());
+        let (id, counters) =
+            self.inner.add_connection(ConnTx::Local(node_tx), cancel.clone(), "local".into(), LinkMeta::local());
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut scratch = Scratch::default();
+            let ingress = Ingress::new(id, &LinkMeta::local(), counters);
             loop {
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => break,
                     m = node_rx.recv() => match m {
-                        Some(m) => inner.process(id, true, m, &mut scratch).await,
+                        Some(m) => inner.process(&ingress, m, &mut scratch).await,
                         None => break,
                     },
                 }
@@ -365,23 +429,86 @@ async fn stop_server_handle(h: ServerHandle) {
 }
 
 impl Inner {
-    fn add_connection(&self, tx: ConnTx, cancel: CancellationToken, peer: String) -> u64 {
-        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        self.conns.write().insert(id, ConnEntry { tx, cancel, peer });
-        self.stats.connection_opened();
-        debug!(node = %self.node_id, conn = id, "connection added");
-        id
+    fn links(&self) -> Vec<LinkInfo> {
+        let mut out: Vec<LinkInfo> = self
+            .conns
+            .read()
+            .iter()
+            .map(|(&conn, e)| LinkInfo {
+                conn,
+                kind: e.meta.kind,
+                direction: e.meta.direction,
+                peer: e.peer.clone(),
+                up: e.meta.up,
+                peer_node: e.meta.hello.as_ref().map(|h| h.node),
+                peer_label: e.meta.hello.as_ref().map(|h| h.label.clone()),
+                messages_in: e.counters.messages_in.load(Ordering::Relaxed),
+                messages_out: e.counters.messages_out.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_unstable_by_key(|l| l.conn);
+        out
     }
 
-    /// Swaps the outbound queue of a reconnected client connection (same id, same subscriptions).
-    fn replace_sender(&self, id: u64, tx: mpsc::Sender<Message>) -> bool {
-        match self.conns.write().get_mut(&id) {
+    fn add_connection(
+        &self,
+        tx: ConnTx,
+        cancel: CancellationToken,
+        peer: String,
+        meta: LinkMeta,
+    ) -> (u64, Arc<LinkCounters>) {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let counters = Arc::new(LinkCounters::default());
+        let mesh = meta.kind == LinkKind::Mesh;
+        self.conns.write().insert(id, ConnEntry { tx, cancel, peer, meta, counters: counters.clone() });
+        self.stats.connection_opened();
+        debug!(node = %self.node_id, conn = id, mesh, "connection added");
+        if mesh {
+            self.mesh.links_changed();
+        }
+        (id, counters)
+    }
+
+    /// Swaps the outbound queue of a reconnected client connection (same id, same subscriptions)
+    /// and records what the peer said this time. Returns the ingress for its reader, or `None`
+    /// when the connection was removed meanwhile.
+    fn reconnected(&self, id: u64, tx: mpsc::Sender<Message>, meta: LinkMeta) -> Option<Ingress> {
+        let mut conns = self.conns.write();
+        let e = conns.get_mut(&id)?;
+        e.tx = ConnTx::Remote(tx);
+        let generation = e.meta.generation + 1;
+        e.meta = LinkMeta { generation, ..meta };
+        let ingress = Ingress::new(id, &e.meta, e.counters.clone());
+        drop(conns);
+        self.mesh.links_changed();
+        Some(ingress)
+    }
+
+    /// A client connection's stream ended; it is reconnecting (routes through it are withdrawn).
+    fn link_down(&self, id: u64) {
+        let was_mesh = match self.conns.write().get_mut(&id) {
             Some(e) => {
-                e.tx = ConnTx::Remote(tx);
-                true
+                e.meta.up = false;
+                e.is_mesh()
             }
             None => false,
+        };
+        if was_mesh {
+            self.mesh.links_changed();
         }
+    }
+
+    /// Mesh links that are up (the mesh task's view of this node's neighbours).
+    fn mesh_links(&self) -> Vec<mesh::MeshLinkView> {
+        self.conns
+            .read()
+            .iter()
+            .filter(|(_, e)| e.is_mesh() && e.meta.up)
+            .filter_map(|(&conn, e)| {
+                let h = e.meta.hello.as_ref()?;
+                Some(mesh::MeshLinkView { conn, peer: h.node, generation: e.meta.generation })
+            })
+            .collect()
     }
 
     /// Removes a connection and everything attached to it. Idempotent (ids are never reused).
@@ -389,7 +516,19 @@ impl Inner {
         let removed = self.conns.write().remove(&id);
         let Some(entry) = removed else { return };
         entry.cancel.cancel();
-        let n = self.subs.write().remove_connection(id);
+        let n = {
+            let mut subs = self.subs.write();
+            let names = subs.remove_connection(id);
+            if !entry.is_mesh() && self.mesh.enabled() {
+                for name in &names {
+                    self.mesh.name_removed(name);
+                }
+            }
+            names.len()
+        };
+        if entry.is_mesh() {
+            self.mesh.links_changed();
+        }
         self.forwarded.lock().remove(&id);
         self.stats.connection_closed();
         debug!(node = %self.node_id, conn = id, peer = %entry.peer, subscriptions = n, "connection removed");
@@ -397,179 +536,6 @@ impl Inner {
 
     fn sender_of(&self, id: u64) -> Option<ConnTx> {
         self.conns.read().get(&id).map(|e| e.tx.clone())
-    }
-
-    /// Hands an error back to the local app that sent `message`; remote senders only get a log line.
-    fn report(&self, in_conn: u64, in_local: bool, message: Message, error: NodeError) {
-        debug!(node = %self.node_id, conn = in_conn, %error, "message dropped");
-        if !in_local {
-            return;
-        }
-        if let Some(ConnTx::Local(tx)) = self.sender_of(in_conn)
-            && tx.try_send(LocalDelivery::Error(RouteError { message, error })).is_err()
-        {
-            self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
-            debug!(node = %self.node_id, conn = in_conn, "error report dropped: app queue full or closed");
-        }
-    }
-
-    /// Handles one message read from connection `in_conn`.
-    async fn process(&self, in_conn: u64, in_local: bool, mut msg: Message, scratch: &mut Scratch) {
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = msg.validate() {
-            self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
-            self.report(in_conn, in_local, msg, NodeError::InvalidMessage(e));
-            return;
-        }
-        if let Some(h) = msg.slim_header_mut() {
-            h.incoming_conn = Some(in_conn);
-            // recvFrom/forwardTo are node-local control flags: every node clears them before it
-            // transmits, so on a remote connection they can only be forged. Honouring them would
-            // let any peer install or remove other connections' subscriptions, or send straight
-            // into another connection; the message is routed as if they were absent.
-            if !in_local && (h.recv_from.is_some() || h.forward_to.is_some()) {
-                h.recv_from = None;
-                h.forward_to = None;
-                debug!(node = %self.node_id, conn = in_conn, "node-local control flags from a remote peer ignored");
-            }
-        }
-        if crate::telemetry::otel::active() && matches!(msg.message_type, Some(MessageType::Publish(_))) {
-            crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Route, &mut msg.metadata, &self.node_id);
-        }
-        match msg.message_type {
-            Some(MessageType::Publish(_)) => self.route_publish(in_conn, in_local, msg, scratch).await,
-            Some(MessageType::Subscribe(_)) => self.process_subscription(in_conn, in_local, msg, true).await,
-            Some(MessageType::Unsubscribe(_)) => self.process_subscription(in_conn, in_local, msg, false).await,
-            None => {}
-        }
-    }
-
-    async fn route_publish(&self, in_conn: u64, in_local: bool, msg: Message, scratch: &mut Scratch) {
-        let Some(h) = msg.slim_header() else { return };
-        let forward_to = h.forward_to;
-        let fanout = h.fanout;
-        let Some(dst) = h.destination.as_ref().map(Name::from_proto) else { return };
-        scratch.txs.clear();
-        if let Some(fwd) = forward_to {
-            match self.sender_of(fwd) {
-                Some(tx) => scratch.txs.push((fwd, tx)),
-                None => {
-                    self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
-                    self.report(in_conn, in_local, msg, NodeError::ConnectionNotFound(fwd));
-                    return;
-                }
-            }
-        } else {
-            let matched = {
-                let subs = self.subs.read();
-                if fanout == 1 {
-                    subs.match_one(&dst, in_conn).map(|c| {
-                        scratch.targets.clear();
-                        scratch.targets.push(c);
-                    })
-                } else {
-                    subs.match_all(&dst, in_conn, &mut scratch.targets)
-                }
-            };
-            if matched.is_err() {
-                self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
-                let shown = display_destination(&msg, dst);
-                self.report(in_conn, in_local, msg, NodeError::NoMatch(shown));
-                return;
-            }
-            let conns = self.conns.read();
-            for &t in &scratch.targets {
-                if let Some(e) = conns.get(&t) {
-                    scratch.txs.push((t, e.tx.clone()));
-                }
-            }
-        }
-        self.deliver(in_conn, in_local, msg, scratch).await;
-    }
-
-    /// Sends `msg` to every connection in `scratch.txs` (one clone per extra target).
-    async fn deliver(&self, in_conn: u64, in_local: bool, mut msg: Message, scratch: &mut Scratch) {
-        if let Some(h) = msg.slim_header_mut() {
-            h.recv_from = None;
-            h.forward_to = None;
-        }
-        let n = scratch.txs.len();
-        let mut msg = Some(msg);
-        for (i, (target, tx)) in scratch.txs.drain(..).enumerate() {
-            let m = if i + 1 == n { msg.take() } else { msg.clone() };
-            let Some(m) = m else { break };
-            if let Err(lost) = send_to(&tx, m).await {
-                self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-                debug!(node = %self.node_id, conn = target, "send failed: connection closed");
-                self.report(in_conn, in_local, lost, NodeError::ConnectionClosed(target));
-            } else {
-                self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Subscribe (`add`) or Unsubscribe per spec §2.4.
-    async fn process_subscription(&self, in_conn: u64, in_local: bool, msg: Message, add: bool) {
-        let Some(h) = msg.slim_header() else { return };
-        let Some(name) = subscription_name(&msg) else { return };
-        let (conn, fwd) = match (h.recv_from, h.forward_to) {
-            (Some(rf), _) => (rf, None),
-            (None, Some(ft)) => (in_conn, Some(ft)),
-            (None, None) => (in_conn, None),
-        };
-        let source = h.source.as_ref().map(Name::from_proto);
-        let conn_is_local = match self.conns.read().get(&conn) {
-            Some(e) => e.is_local(),
-            None => {
-                self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
-                self.report(in_conn, in_local, msg, NodeError::ConnectionNotFound(conn));
-                return;
-            }
-        };
-        let result = {
-            let mut subs = self.subs.write();
-            if add {
-                subs.add(&name, conn, conn_is_local);
-                Ok(())
-            } else {
-                subs.remove(&name, conn)
-            }
-        };
-        if let Err(e) = result {
-            self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
-            self.report(in_conn, in_local, msg, e.into());
-            return;
-        }
-        self.stats.subscriptions_processed.fetch_add(1, Ordering::Relaxed);
-        let Some(fwd) = fwd else { return };
-        let Some(tx) = self.sender_of(fwd) else {
-            self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
-            self.report(in_conn, in_local, msg, NodeError::ConnectionNotFound(fwd));
-            return;
-        };
-        let mut out = msg;
-        if let Some(h) = out.slim_header_mut() {
-            h.recv_from = None;
-            h.forward_to = None;
-        }
-        let record = out.clone();
-        match send_to(&tx, out).await {
-            Ok(()) => {
-                self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
-                if let Some(source) = source {
-                    let mut fw = self.forwarded.lock();
-                    if add {
-                        fw.entry(fwd).or_default().insert((source, name), record);
-                    } else if let Some(m) = fw.get_mut(&fwd) {
-                        m.remove(&(source, name));
-                    }
-                }
-            }
-            Err(lost) => {
-                self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-                self.report(in_conn, in_local, lost, NodeError::ConnectionClosed(fwd));
-            }
-        }
     }
 
     /// Re-sends on `conn` every subscription this node had forwarded there (after a reconnect).
@@ -584,15 +550,6 @@ impl Inner {
             }
         }
         sent
-    }
-}
-
-/// The destination for an error text: the routing name, with the session header's strings when they
-/// describe the same name.
-fn display_destination(msg: &Message, dst: Name) -> Name {
-    match msg.resolved_destination() {
-        Some(n) if n == dst && n.strings().is_some() => n,
-        _ => dst,
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::Node;
 use super::config::{ClientConfig, ConfigError, ServerConfig, de_duration};
+use super::mesh::MeshConfig;
 use crate::telemetry::TracingConfig;
 
 /// `runtime:` section.
@@ -65,6 +67,9 @@ pub struct ServiceConfig {
     pub dataplane: DataplaneConfig,
     /// Control-plane API: accepted, not served by this node.
     pub controller: Option<serde_json::Value>,
+    /// Routing with the other nodes it links to (docs/mesh.md); on unless `enabled: false`.
+    #[serde(default)]
+    pub mesh: MeshConfig,
 }
 
 /// The whole YAML file.
@@ -160,6 +165,60 @@ impl StandaloneConfig {
 /// The node id of a service: `node_id`, else the `<name>` of `slim/<name>`.
 pub fn service_node_id(key: &str, svc: &ServiceConfig) -> String {
     svc.node_id.clone().unwrap_or_else(|| key.strip_prefix("slim/").unwrap_or(key).to_string())
+}
+
+/// The nodes of a configuration, running: servers listening, clients dialed, metrics served.
+/// Shared by the `slim` binary and `python -m slim_bindings node`.
+#[derive(Debug)]
+pub struct RunningNodes {
+    /// One node per service.
+    pub nodes: Vec<Node>,
+    /// Every data-plane address bound, with its service key.
+    pub listening: Vec<(String, std::net::SocketAddr)>,
+    /// The metrics endpoint, when configured.
+    pub metrics: Option<crate::telemetry::metrics::MetricsServer>,
+}
+
+impl RunningNodes {
+    /// Starts every service of `cfg`: servers first (so that nodes of one file can link to each
+    /// other), then clients. Must be called inside a tokio runtime. Tracing is not initialised here.
+    pub async fn start(cfg: &StandaloneConfig) -> Result<RunningNodes, String> {
+        let mut nodes = Vec::new();
+        let mut listening = Vec::new();
+        for (key, svc) in &cfg.services {
+            let node = Node::new(&service_node_id(key, svc));
+            node.enable_mesh(&svc.mesh);
+            nodes.push(node.clone());
+            for server in &svc.dataplane.servers {
+                let addr = node.run_server(server.clone()).await.map_err(|e| format!("{key}: {e}"))?;
+                listening.push((key.clone(), addr));
+            }
+        }
+        for ((key, svc), node) in cfg.services.iter().zip(&nodes) {
+            for client in &svc.dataplane.clients {
+                node.connect(client.clone()).await.map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        // The nodes hand their figures to both exporters; OTLP metrics flow only while the
+        // `tracing.opentelemetry` block enables export.
+        let source = super::metrics::source(&nodes);
+        crate::telemetry::otel::export_metrics(source.clone());
+        let metrics = match &cfg.metrics {
+            Some(m) => Some(crate::telemetry::metrics::serve(&m.endpoint, source).await.map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(RunningNodes { nodes, listening, metrics })
+    }
+
+    /// Stops every node (each within `drain`); false when one did not finish in time.
+    pub async fn stop(self, drain: std::time::Duration) -> bool {
+        drop(self.metrics);
+        let mut clean = true;
+        for node in self.nodes {
+            clean &= tokio::time::timeout(drain, node.shutdown()).await.is_ok();
+        }
+        clean
+    }
 }
 
 #[cfg(test)]

@@ -158,14 +158,14 @@ impl SubscriptionTable {
         }
     }
 
-    /// Removes every subscription attached to `conn`; returns how many there were.
-    pub fn remove_connection(&mut self, conn: u64) -> usize {
-        let Some((is_local, names)) = self.by_conn.remove(&conn) else { return 0 };
-        let n = names.len();
-        for name in names {
-            self.detach(type_key(&name), name.id(), conn, is_local);
+    /// Removes every subscription attached to `conn`; returns the names it held.
+    pub fn remove_connection(&mut self, conn: u64) -> Vec<Name> {
+        let Some((is_local, names)) = self.by_conn.remove(&conn) else { return Vec::new() };
+        let names: Vec<Name> = names.into_iter().collect();
+        for name in &names {
+            self.detach(type_key(name), name.id(), conn, is_local);
         }
-        n
+        names
     }
 
     /// Names subscribed on `conn`.
@@ -330,10 +330,10 @@ mod tests {
         t.add(&n("a", Some(1)), 1, false);
         t.add(&n("b", None), 1, false);
         t.add(&n("b", None), 2, false);
-        assert_eq!(t.remove_connection(1), 2);
+        assert_eq!(t.remove_connection(1).len(), 2);
         assert!(t.match_one(&n("a", Some(1)), 99).is_err());
         assert_eq!(t.match_one(&n("b", None), 99), Ok(2));
-        assert_eq!(t.remove_connection(1), 0);
+        assert!(t.remove_connection(1).is_empty());
         assert!(t.names_of(1).is_empty());
         assert_eq!(t.names_of(2), vec![n("b", None)]);
     }

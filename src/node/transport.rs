@@ -25,8 +25,10 @@ use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::config::{ClientConfig, ConfigError, ServerConfig};
+use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
+use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
+use super::mesh::{self, Hello};
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::{MAX_MESSAGE_SIZE, Message};
@@ -106,7 +108,7 @@ impl Decoder for LenientDecoder {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -123,11 +125,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Reads a connection's stream until it ends or `cancel` fires, processing every message.
 async fn read_stream(
     inner: &Inner,
-    id: u64,
+    ingress: &Ingress,
     inbound: &mut Streaming<Inbound>,
     cancel: &CancellationToken,
     scratch: &mut Scratch,
 ) {
+    let id = ingress.conn;
     loop {
         let item = tokio::select! {
             biased;
@@ -139,7 +142,7 @@ async fn read_stream(
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return,
-                    _ = inner.process(id, false, m, scratch) => {}
+                    _ = inner.process(ingress, m, scratch) => {}
                 }
             }
             Ok(Some(Inbound::Malformed(e))) => {
@@ -207,17 +210,41 @@ impl DataPlaneServer {
             return Err(Status::unavailable("server is stopping"));
         }
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let hello = Hello::from_metadata(request.metadata());
+        let answer = hello.is_some();
+        let mesh = &self.inner.mesh;
+        let meta = LinkMeta::remote(Direction::In, hello, mesh.enabled(), mesh.node);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let cancel = self.cancel.child_token();
-        let id = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer);
+        let (id, counters) = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer, meta.clone());
+        let ingress = Ingress::new(id, &meta, counters);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut scratch = Scratch::default();
-            read_stream(&inner, id, &mut inbound, &cancel, &mut scratch).await;
+            read_stream(&inner, &ingress, &mut inbound, &cancel, &mut scratch).await;
             inner.remove_connection(id);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        let mut response: Response<ResponseStream> = Response::new(Box::pin(ReceiverStream::new(rx).map(Ok)));
+        // Only a peer that introduced itself gets an answer (a 0.6.0 client never sees the header).
+        if answer {
+            mesh.hello().insert_into(response.metadata_mut());
+        }
+        Ok(response)
+    }
+
+    /// Transport auth of a request on the node's port (the data plane and the inspection API).
+    async fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(auth) = &self.auth else { return true };
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let verdict = match auth.check(given) {
+            Err(_) if matches!(**auth, ServerAuth::Jwt(_)) => auth.check_async(given).await,
+            other => other,
+        };
+        if let Err(e) = &verdict {
+            debug!(node = %self.inner.node_id, error = %e, "request rejected: transport auth");
+        }
+        verdict.is_ok()
     }
 }
 
@@ -249,6 +276,44 @@ where
             headers.insert(Status::GRPC_STATUS, (tonic::Code::Unimplemented as i32).into());
             headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
             Ok(response)
+        })
+    }
+}
+
+/// The inspection API (`slim.mesh.v1.NodeInfo`), served next to the data plane with the same auth.
+#[derive(Clone)]
+struct NodeInfoServer(DataPlaneServer);
+
+impl tonic::server::NamedService for NodeInfoServer {
+    const NAME: &'static str = mesh::inspect::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for NodeInfoServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path() != mesh::inspect::NODE_INFO_PATH {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            if !server.authorized(req.headers()).await {
+                return Ok(Status::unauthenticated("invalid or missing authorization").into_http());
+            }
+            let method = mesh::inspect::NodeInfoMethod(server.inner.clone());
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                .apply_max_message_size_config(Some(64 * 1024), Some(MAX_MESSAGE_SIZE));
+            Ok(grpc.unary(method, req).await)
         })
     }
 }
@@ -290,10 +355,16 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth };
 
     let keepalive = cfg.keepalive.clone().unwrap_or_default();
+    // A mesh node notices a silent neighbour within seconds (docs/mesh.md, "Link failure").
+    let (ping_every, ping_timeout) = if inner.mesh.enabled() {
+        (mesh::KEEPALIVE_INTERVAL, mesh::KEEPALIVE_TIMEOUT)
+    } else {
+        (Duration::from_secs(120), Duration::from_secs(20))
+    };
     let frame = cfg.max_frame_size.map_or(DEFAULT_HTTP2_FRAME, |mib| mib.saturating_mul(MIB));
     let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(keepalive.time.unwrap_or(Duration::from_secs(120))))
-        .http2_keepalive_timeout(Some(keepalive.timeout.unwrap_or(Duration::from_secs(20))))
+        .http2_keepalive_interval(Some(keepalive.time.unwrap_or(ping_every)))
+        .http2_keepalive_timeout(Some(keepalive.timeout.unwrap_or(ping_timeout)))
         .max_frame_size(frame.clamp(16 * 1024, MAX_HTTP2_FRAME))
         .initial_stream_window_size(HTTP2_STREAM_WINDOW)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
@@ -303,7 +374,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     if let Some(n) = cfg.max_header_list_size {
         builder = builder.http2_max_header_list_size(n);
     }
-    let router = builder.add_service(svc);
+    let router = builder.add_service(svc.clone()).add_service(NodeInfoServer(svc));
     let shutdown = cancel.clone().cancelled_owned();
     let node_id = inner.node_id.clone();
     let task = match tls {
@@ -339,7 +410,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 // Client
 
 /// Everything needed to (re)open a client stream.
-struct Dialer {
+pub(crate) struct Dialer {
     cfg: ClientConfig,
     endpoint: Endpoint,
     /// Transport credentials attached to every stream request.
@@ -347,6 +418,8 @@ struct Dialer {
     /// TLS handshake done by us (None = plaintext h2c).
     tls: Option<super::tls::TlsDialer>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// What this node says about itself on the link.
+    hello: Hello,
 }
 
 /// How hard to try.
@@ -357,7 +430,10 @@ struct RetryPolicy {
     deadline: Option<Instant>,
 }
 
-enum DialError {
+/// An open stream: its outbound queue, its inbound messages, and the peer's hello (if any).
+type Opened = (mpsc::Sender<Message>, Streaming<Inbound>, Option<Hello>);
+
+pub(crate) enum DialError {
     /// Worth another attempt (refused, reset, timeout...).
     Retry(String),
     /// Will fail the same way again (rejected credentials, bad config).
@@ -365,8 +441,17 @@ enum DialError {
 }
 
 impl Dialer {
-    fn new(cfg: ClientConfig) -> Result<Self, NodeError> {
+    pub(crate) fn new(mut cfg: ClientConfig, hello: Hello) -> Result<Self, NodeError> {
         cfg.check()?;
+        if hello.mesh && cfg.keepalive.is_none() {
+            // A mesh node notices a silent neighbour within seconds (docs/mesh.md, "Link failure").
+            cfg.keepalive = Some(ClientKeepalive {
+                http2_keepalive: Some(mesh::KEEPALIVE_INTERVAL),
+                timeout: Some(mesh::KEEPALIVE_TIMEOUT),
+                keep_alive_while_idle: true,
+                ..Default::default()
+            });
+        }
         let invalid = |what: &str, e: &dyn std::fmt::Display| ConfigError::Invalid(format!("{what}: {e}"));
         let (uri, tls) = if cfg.tls.is_plaintext() {
             (cfg.endpoint.clone(), None)
@@ -402,13 +487,14 @@ impl Dialer {
             headers.push((key, value));
         }
         let auth = cfg.auth.build().map_err(|e| ConfigError::Invalid(format!("auth: {e}")))?;
-        Ok(Self { cfg, endpoint, auth, tls, headers })
+        Ok(Self { cfg, endpoint, auth, tls, headers, hello })
     }
 
-    fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
+    pub(crate) fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
         for (k, v) in &self.headers {
             md.insert(k.clone(), v.clone());
         }
+        self.hello.insert_into(md);
         let auth = self.auth.header_value().map_err(|e| DialError::Fatal(e.to_string()))?;
         if let Some(value) = auth {
             let value: AsciiMetadataValue =
@@ -418,9 +504,9 @@ impl Dialer {
         Ok(())
     }
 
-    /// One attempt: TCP (+TLS) + HTTP/2 + `OpenChannel`.
-    async fn open(&self) -> Result<(mpsc::Sender<Message>, Streaming<Inbound>), DialError> {
-        let channel = match &self.tls {
+    /// A connected HTTP/2 channel (TCP + TLS as configured).
+    pub(crate) async fn channel(&self) -> Result<tonic::transport::Channel, DialError> {
+        match &self.tls {
             Some(dialer) => self.endpoint.connect_with_connector(dialer.clone()).await,
             None => self.endpoint.connect().await,
         }
@@ -432,7 +518,12 @@ impl Dialer {
             } else {
                 DialError::Retry(reason)
             }
-        })?;
+        })
+    }
+
+    /// One attempt: TCP (+TLS) + HTTP/2 + `OpenChannel`. Returns the stream and the peer's hello.
+    async fn open(&self) -> Result<Opened, DialError> {
+        let channel = self.channel().await?;
         let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
         let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
@@ -440,7 +531,10 @@ impl Dialer {
         self.request_metadata(request.metadata_mut())?;
         let path = http::uri::PathAndQuery::from_static(OPEN_CHANNEL_PATH);
         match grpc.streaming(request, path, LenientCodec).await {
-            Ok(resp) => Ok((tx, resp.into_inner())),
+            Ok(resp) => {
+                let hello = Hello::from_metadata(resp.metadata());
+                Ok((tx, resp.into_inner(), hello))
+            }
             Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
                 Err(DialError::Fatal(format!("rejected by server: {}", s.message())))
             }
@@ -448,11 +542,7 @@ impl Dialer {
         }
     }
 
-    async fn open_with_retry(
-        &self,
-        policy: &RetryPolicy,
-        cancel: &CancellationToken,
-    ) -> Result<(mpsc::Sender<Message>, Streaming<Inbound>), NodeError> {
+    async fn open_with_retry(&self, policy: &RetryPolicy, cancel: &CancellationToken) -> Result<Opened, NodeError> {
         let fail = |attempts: u32, reason: String| NodeError::ConnectFailed {
             endpoint: self.cfg.endpoint.clone(),
             attempts,
@@ -509,18 +599,21 @@ pub(super) async fn connect(inner: &Arc<Inner>, cfg: ClientConfig) -> Result<u64
         return Err(NodeError::Shutdown);
     }
     let budget = cfg.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_CONNECT_BUDGET);
-    let dialer = Dialer::new(cfg)?;
+    let dialer = Dialer::new(cfg, inner.mesh.hello())?;
     let policy = RetryPolicy {
         attempts: CONNECT_ATTEMPTS,
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
         deadline: Some(Instant::now() + budget),
     };
-    let (tx, inbound) = dialer.open_with_retry(&policy, &inner.root).await?;
+    let (tx, inbound, hello) = dialer.open_with_retry(&policy, &inner.root).await?;
     let cancel = inner.root.child_token();
-    let id = inner.add_connection(ConnTx::Remote(tx), cancel.clone(), dialer.cfg.endpoint.clone());
-    debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, "connected");
-    tokio::spawn(run_client(inner.clone(), id, dialer, inbound, cancel));
+    let meta = LinkMeta::remote(Direction::Out, hello, inner.mesh.enabled(), inner.mesh.node);
+    let (id, counters) =
+        inner.add_connection(ConnTx::Remote(tx), cancel.clone(), dialer.cfg.endpoint.clone(), meta.clone());
+    debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, kind = meta.kind.as_str(), "connected");
+    let ingress = Ingress::new(id, &meta, counters);
+    tokio::spawn(run_client(inner.clone(), ingress, dialer, inbound, cancel));
     Ok(id)
 }
 
@@ -528,11 +621,12 @@ pub(super) async fn connect(inner: &Arc<Inner>, cfg: ClientConfig) -> Result<u64
 /// subscriptions) and replays the subscriptions forwarded on it.
 async fn run_client(
     inner: Arc<Inner>,
-    id: u64,
+    mut ingress: Ingress,
     dialer: Dialer,
     mut inbound: Streaming<Inbound>,
     cancel: CancellationToken,
 ) {
+    let id = ingress.conn;
     let mut scratch = Scratch::default();
     let policy = RetryPolicy {
         attempts: RECONNECT_ATTEMPTS,
@@ -541,19 +635,21 @@ async fn run_client(
         deadline: None,
     };
     loop {
-        read_stream(&inner, id, &mut inbound, &cancel, &mut scratch).await;
+        read_stream(&inner, &ingress, &mut inbound, &cancel, &mut scratch).await;
         if cancel.is_cancelled() {
             break;
         }
         debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, "stream ended; reconnecting");
+        inner.link_down(id);
         match dialer.open_with_retry(&policy, &cancel).await {
-            Ok((tx, new_inbound)) => {
-                if !inner.replace_sender(id, tx) {
-                    break;
-                }
+            Ok((tx, new_inbound, hello)) => {
+                let meta = LinkMeta::remote(Direction::Out, hello, inner.mesh.enabled(), inner.mesh.node);
+                let Some(new_ingress) = inner.reconnected(id, tx, meta) else { break };
+                ingress = new_ingress;
                 inbound = new_inbound;
                 inner.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                let replayed = inner.replay_forwarded(id).await;
+                // A mesh neighbour learns our names from the sync; a leaf needs its subscriptions again.
+                let replayed = if ingress.is_mesh() { 0 } else { inner.replay_forwarded(id).await };
                 info!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, replayed, "reconnected");
             }
             Err(e) => {

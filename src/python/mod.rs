@@ -11,6 +11,7 @@ mod errors;
 mod identity;
 mod log_bridge;
 mod name;
+mod node;
 mod runtime;
 mod service;
 mod session_config;
@@ -40,6 +41,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKey>()?;
     m.add_class::<PyIdentityProvider>()?;
     m.add_class::<PyIdentityVerifier>()?;
+    m.add_class::<node::PyNodeRunner>()?;
 
     m.add_function(wrap_pyfunction!(service::create_pyservice, m)?)?;
     m.add_function(wrap_pyfunction!(service::receive_session_many, m)?)?;
@@ -67,6 +69,9 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(service::try_receive_session, m)?)?;
     m.add_function(wrap_pyfunction!(tracing::init_tracing, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::shutdown_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(node::start_node, m)?)?;
+    m.add_function(wrap_pyfunction!(node::stop_node, m)?)?;
+    m.add_function(wrap_pyfunction!(node::node_info, m)?)?;
 
     m.add("SESSION_UNSPECIFIED", u32::MAX)?;
     m.add("__version__", build_info::VERSION)?;

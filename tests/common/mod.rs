@@ -83,3 +83,23 @@ pub async fn recv_new(app: &App) -> (MessageInfo, Vec<u8>) {
         .expect("new session within the wait bound")
         .expect("new session")
 }
+
+/// A mesh node (docs/mesh.md) serving on a free loopback port; returns it and its client endpoint.
+pub async fn mesh_node(label: &str) -> (Node, String) {
+    let node = Node::new(label);
+    node.enable_mesh(&slim_bindings::node::MeshConfig::default());
+    let addr = node.run_server(ServerConfig::insecure("127.0.0.1:0")).await.expect("mesh node serves");
+    (node, format!("http://{addr}"))
+}
+
+/// Links `from` to the node at `endpoint` (a `clients:` entry); returns the connection id.
+pub async fn link(from: &Node, endpoint: &str) -> u64 {
+    from.connect(ClientConfig::insecure(endpoint)).await.expect("link")
+}
+
+/// Waits until `node` can route a one-instance message to `name`.
+pub async fn wait_route(node: &Node, name: &Name) {
+    let node = node.clone();
+    let name = name.clone();
+    wait_until(&format!("a route to {name} at {}", node.node_id()), move || node.can_route(&name)).await;
+}

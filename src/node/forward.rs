@@ -1,0 +1,425 @@
+//! What a node does with each message it reads (spec §2.3–§2.6, docs/mesh.md "Forwarding").
+//!
+//! One instance (`fanout == 1`): a local app first, then a connection of this node that holds the
+//! name (a leaf's subscription or an explicit route), then the mesh: the first mesh node picks the
+//! egress node and tags the message with it; transit nodes forward toward that node. Every
+//! instance (`fanout != 1`): local and leaf subscribers, plus the shared tree's branches that lead
+//! to subscribers, never back the way the message came.
+//!
+//! Drops, and what happens to them:
+//! - invalid message, no route, closed target, for a message from a local app: reported to that
+//!   app (`LocalDelivery::Error`, the session surfaces it);
+//! - no route for a one-instance message from a leaf that understands notices: reported by a
+//!   "no matching found" notice sent back on the leaf's link (after [`NOTICE_GRACE`], unless the
+//!   name appeared meanwhile; then a reliable session's retransmission delivers it);
+//! - in transit between mesh nodes (no route while routes change, hop limit, off-tree copy), or
+//!   from a leaf that does not understand notices (a 0.6.0 node): counted and logged, not reported
+//!   (the sender is elsewhere); reliable sessions recover by retransmission.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::link::{Ingress, LinkCounters, LinkKind};
+use super::mesh::tag::{META_MESH, Tag, Target};
+use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
+use crate::wire::builders::subscription_name;
+use crate::wire::{Message, MessageType, Name};
+
+/// Metadata key of a route-error notice (its value is the error text).
+pub const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
+/// How long a node waits before it tells a leaf that nobody has the name (a subscription that
+/// races the first message, or a name still propagating through the mesh, gets this long).
+pub const NOTICE_GRACE: Duration = Duration::from_millis(100);
+/// Notices waiting for their grace at once; beyond this they are sent without waiting.
+const MAX_PENDING_NOTICES: usize = 1024;
+
+/// Reusable buffers of one connection's reader task (keeps the hot path allocation-free).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    targets: Vec<u64>,
+    txs: Vec<OutLink>,
+    tag: String,
+}
+
+/// One target of a message: connection, its queue, its counters, whether it is a mesh link.
+type OutLink = (u64, ConnTx, Arc<LinkCounters>, bool);
+
+impl Inner {
+    /// Handles one message read from a connection.
+    pub(crate) async fn process(&self, ing: &Ingress, mut msg: Message, scratch: &mut Scratch) {
+        if let Err(e) = msg.validate() {
+            self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+            self.report(ing, msg, NodeError::InvalidMessage(e));
+            return;
+        }
+        if ing.is_mesh() && super::mesh::is_control(&msg) {
+            match super::mesh::decode_control(&msg) {
+                Some(m) => self.mesh.control(ing.conn, m).await,
+                None => {
+                    self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                    debug!(node = %self.node_id, conn = ing.conn, "undecodable mesh control message dropped");
+                }
+            }
+            return;
+        }
+        // Counters count data and subscriptions, not the mesh's own control traffic.
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        ing.count_in();
+        if let Some(h) = msg.slim_header_mut() {
+            h.incoming_conn = Some(ing.conn);
+            // recvFrom/forwardTo are node-local control flags: every node clears them before it
+            // transmits, so on a remote connection they can only be forged. Honouring them would
+            // let any peer install or remove other connections' subscriptions, or send straight
+            // into another connection; the message is routed as if they were absent.
+            if !ing.is_local() && (h.recv_from.is_some() || h.forward_to.is_some()) {
+                h.recv_from = None;
+                h.forward_to = None;
+                debug!(node = %self.node_id, conn = ing.conn, "node-local control flags from a remote peer ignored");
+            }
+        }
+        if crate::telemetry::otel::active() && matches!(msg.message_type, Some(MessageType::Publish(_))) {
+            crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Route, &mut msg.metadata, &self.node_id);
+        }
+        match msg.message_type {
+            Some(MessageType::Publish(_)) => self.route_publish(ing, msg, scratch).await,
+            Some(MessageType::Subscribe(_)) => self.process_subscription(ing, msg, true).await,
+            Some(MessageType::Unsubscribe(_)) => self.process_subscription(ing, msg, false).await,
+            None => {}
+        }
+    }
+
+    async fn route_publish(&self, ing: &Ingress, msg: Message, scratch: &mut Scratch) {
+        let Some(h) = msg.slim_header() else { return };
+        let (forward_to, fanout, error) = (h.forward_to, h.fanout, h.error);
+        let Some(dst) = h.destination.as_ref().map(Name::from_proto) else { return };
+        if error == Some(true) && msg.metadata.contains_key(META_ROUTE_ERROR) {
+            self.route_notice(ing, msg).await;
+            return;
+        }
+        let tag = if ing.is_mesh() {
+            let t = msg.metadata.get(META_MESH).and_then(|v| Tag::parse(v));
+            let t = t.unwrap_or(Tag { target: Target::Resolve, hops: 0 });
+            if t.hops >= self.mesh.max_hops() {
+                // Not reported (the sender is elsewhere); reliable sessions retransmit.
+                self.mesh.stats.dropped_hop_limit.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %self.node_id, conn = ing.conn, %dst, hops = t.hops, "mesh hop limit: dropped");
+                return;
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let hops = tag.map_or(0, |t| t.hops) + 1;
+        scratch.txs.clear();
+        scratch.targets.clear();
+        let out_target;
+        if let Some(fwd) = forward_to {
+            out_target = Target::Resolve;
+            scratch.targets.push(fwd);
+            if !self.collect_targets(scratch, usize::MAX, fanout) {
+                self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
+                self.report(ing, msg, NodeError::ConnectionNotFound(fwd));
+                return;
+            }
+        } else if fanout == 1 {
+            match self.pick_one(ing, &dst, tag) {
+                Some((conn, t)) => {
+                    out_target = t;
+                    scratch.targets.push(conn);
+                    self.collect_targets(scratch, usize::MAX, fanout);
+                }
+                None => out_target = Target::Resolve,
+            }
+        } else {
+            out_target = Target::Tree;
+            if ing.is_mesh() && !self.mesh.routes.read().is_tree_link(ing.conn) {
+                // Routes are changing and the sender's tree is not ours: a copy taken here could
+                // duplicate one the tree brings. Not reported; multicast retransmission recovers.
+                self.mesh.stats.dropped_off_tree.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %self.node_id, conn = ing.conn, %dst, "multicast copy off the tree: dropped");
+                return;
+            }
+            let _ = self.subs.read().match_all(&dst, ing.conn, &mut scratch.targets);
+            let direct = scratch.targets.len();
+            if self.mesh.enabled() {
+                self.mesh.routes.read().tree_targets(&dst, ing.conn, &mut scratch.targets);
+            }
+            self.collect_targets(scratch, direct, fanout);
+        }
+        if scratch.txs.is_empty() {
+            self.no_route(ing, msg, dst, fanout);
+            return;
+        }
+        self.deliver(ing, msg, scratch, tag.is_some(), Tag { target: out_target, hops }).await;
+    }
+
+    /// One connection for a one-instance message, and the mesh target it carries on a mesh link.
+    fn pick_one(&self, ing: &Ingress, dst: &Name, tag: Option<Tag>) -> Option<(u64, Target)> {
+        if let Some(Tag { target: Target::Node(t), .. }) = tag
+            && t != self.mesh.node
+            && let Some(c) = self.mesh.routes.read().hop_to(t)
+            && c != ing.conn
+        {
+            return Some((c, Target::Node(t)));
+        }
+        if let Ok(c) = self.subs.read().match_one(dst, ing.conn) {
+            return Some((c, Target::Resolve));
+        }
+        if !self.mesh.enabled() {
+            return None;
+        }
+        self.mesh.routes.read().match_one(dst, ing.conn).map(|c| (c.conn, Target::Node(c.origin)))
+    }
+
+    /// Resolves `scratch.targets` to queues. Targets at index `direct` and beyond come from the
+    /// mesh tree; before it, an all-instance message skips mesh links (the tree covers them).
+    /// False when a target is not a connection (any more).
+    fn collect_targets(&self, scratch: &mut Scratch, direct: usize, fanout: u32) -> bool {
+        let conns = self.conns.read();
+        let mut all_found = true;
+        for (i, &t) in scratch.targets.iter().enumerate() {
+            match conns.get(&t) {
+                Some(e) => {
+                    let mesh = e.meta.kind == LinkKind::Mesh;
+                    if mesh && fanout != 1 && i < direct && self.mesh.enabled() {
+                        continue;
+                    }
+                    scratch.txs.push((t, e.tx.clone(), e.counters.clone(), mesh));
+                }
+                None => all_found = false,
+            }
+        }
+        all_found
+    }
+
+    /// Sends `msg` to every target in `scratch.txs` (one clone per extra target). On mesh links the
+    /// message carries `out` as its mesh tag; elsewhere it carries none.
+    async fn deliver(&self, ing: &Ingress, mut msg: Message, scratch: &mut Scratch, tagged: bool, out: Tag) {
+        if let Some(h) = msg.slim_header_mut() {
+            h.recv_from = None;
+            h.forward_to = None;
+        }
+        let n = scratch.txs.len();
+        let mut has_tag = tagged;
+        let mut msg = Some(msg);
+        for (i, (target, tx, counters, mesh)) in scratch.txs.drain(..).enumerate() {
+            if let Some(m) = msg.as_mut() {
+                if mesh {
+                    out.write(&mut scratch.tag);
+                    match m.metadata.get_mut(META_MESH) {
+                        Some(v) => v.clone_from(&scratch.tag),
+                        None => {
+                            m.metadata.insert(META_MESH.to_string(), scratch.tag.clone());
+                        }
+                    }
+                    has_tag = true;
+                } else if has_tag {
+                    m.metadata.remove(META_MESH);
+                    has_tag = false;
+                }
+            }
+            let m = if i + 1 == n { msg.take() } else { msg.clone() };
+            let Some(m) = m else { break };
+            if let Err(lost) = send_to(&tx, m).await {
+                // Lost with the connection: reported to a local sender, else recovered by the
+                // sender's retransmission (reliable sessions) and counted.
+                self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %self.node_id, conn = target, "send failed: connection closed");
+                self.report(ing, lost, NodeError::ConnectionClosed(target));
+            } else {
+                counters.messages_out.fetch_add(1, Ordering::Relaxed);
+                self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Nothing takes the message (see the module doc for who hears about it).
+    fn no_route(&self, ing: &Ingress, msg: Message, dst: Name, fanout: u32) {
+        self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
+        if ing.is_local() {
+            let shown = display_destination(&msg, dst);
+            self.report(ing, msg, NodeError::NoMatch(shown));
+        } else if ing.is_mesh() {
+            self.mesh.stats.dropped_transit_no_route.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, conn = ing.conn, %dst, "no route in transit: dropped");
+        } else if fanout == 1 && ing.notify && msg.slim_header().and_then(|h| h.error) != Some(true) {
+            self.schedule_notice(ing, msg, dst);
+        } else {
+            debug!(node = %self.node_id, conn = ing.conn, %dst, "no route for a leaf's message: dropped");
+        }
+    }
+
+    /// Sends a "no matching found" notice back to the leaf after [`NOTICE_GRACE`], unless a route
+    /// for the name appeared meanwhile.
+    fn schedule_notice(&self, ing: &Ingress, msg: Message, dst: Name) {
+        let Some(inner) = self.self_ref.upgrade() else { return };
+        let conn = ing.conn;
+        if self.pending_notices.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_NOTICES {
+            self.pending_notices.fetch_sub(1, Ordering::Relaxed);
+            tokio::spawn(async move { inner.send_notice(conn, msg, dst).await });
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(NOTICE_GRACE).await;
+            inner.pending_notices.fetch_sub(1, Ordering::Relaxed);
+            let found = inner.subs.read().match_one(&dst, conn).is_ok()
+                || (inner.mesh.enabled() && inner.mesh.routes.read().match_one(&dst, conn).is_some());
+            if !found {
+                inner.send_notice(conn, msg, dst).await;
+            }
+        });
+    }
+
+    async fn send_notice(&self, conn: u64, mut msg: Message, dst: Name) {
+        let text = NodeError::NoMatch(display_destination(&msg, dst)).to_string();
+        msg.metadata.remove(META_MESH);
+        msg.metadata.insert(META_ROUTE_ERROR.to_string(), text);
+        if let Some(h) = msg.slim_header_mut() {
+            h.error = Some(true);
+            h.incoming_conn = None;
+        }
+        if let Some(c) = msg.publish_mut().and_then(|p| p.msg.as_mut()) {
+            c.blob = Default::default();
+        }
+        let Some(tx) = self.sender_of(conn) else { return };
+        if send_to(&tx, msg).await.is_ok() {
+            self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A notice coming back: to the local app that sent the message (as an error), or on toward a
+    /// leaf that understands notices.
+    async fn route_notice(&self, ing: &Ingress, mut msg: Message) {
+        let Some(src) = msg.source_name() else { return };
+        let Ok(conn) = self.subs.read().match_one(&src, ing.conn) else {
+            debug!(node = %self.node_id, %src, "notice for an unknown sender: dropped");
+            return;
+        };
+        let (tx, local, notify) = match self.conns.read().get(&conn) {
+            Some(e) => (e.tx.clone(), e.meta.kind == LinkKind::Local, e.meta.notify()),
+            None => return,
+        };
+        if local {
+            msg.metadata.remove(META_ROUTE_ERROR);
+            if let Some(h) = msg.slim_header_mut() {
+                h.error = None;
+            }
+            let dst = msg.destination_name().unwrap_or_else(|| src.clone());
+            let error = NodeError::NoMatch(display_destination(&msg, dst));
+            self.report_to(conn, msg, error);
+        } else if notify {
+            let _ = send_to(&tx, msg).await;
+        }
+    }
+
+    /// Subscribe (`add`) or Unsubscribe per spec §2.4; names on local and leaf connections feed
+    /// the mesh.
+    async fn process_subscription(&self, ing: &Ingress, msg: Message, add: bool) {
+        let Some(h) = msg.slim_header() else { return };
+        let Some(name) = subscription_name(&msg) else { return };
+        let (conn, fwd) = match (h.recv_from, h.forward_to) {
+            (Some(rf), _) => (rf, None),
+            (None, Some(ft)) => (ing.conn, Some(ft)),
+            (None, None) => (ing.conn, None),
+        };
+        let source = h.source.as_ref().map(Name::from_proto);
+        let (conn_is_local, conn_is_mesh) = match self.conns.read().get(&conn) {
+            Some(e) => (e.is_local(), e.is_mesh()),
+            None => {
+                self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
+                self.report(ing, msg, NodeError::ConnectionNotFound(conn));
+                return;
+            }
+        };
+        let result = {
+            let mut subs = self.subs.write();
+            let feeds_mesh = !conn_is_mesh && self.mesh.enabled();
+            if add {
+                if subs.add(&name, conn, conn_is_local) && feeds_mesh {
+                    self.mesh.name_added(&name);
+                }
+                Ok(())
+            } else {
+                let r = subs.remove(&name, conn);
+                if r.is_ok() && feeds_mesh {
+                    self.mesh.name_removed(&name);
+                }
+                r
+            }
+        };
+        if let Err(e) = result {
+            self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
+            self.report(ing, msg, e.into());
+            return;
+        }
+        self.stats.subscriptions_processed.fetch_add(1, Ordering::Relaxed);
+        let Some(fwd) = fwd else { return };
+        let (tx, fwd_is_mesh) = match self.conns.read().get(&fwd) {
+            Some(e) => (e.tx.clone(), e.is_mesh()),
+            None => {
+                self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
+                self.report(ing, msg, NodeError::ConnectionNotFound(fwd));
+                return;
+            }
+        };
+        if fwd_is_mesh {
+            // The mesh announces the name to that node (and to every other) already.
+            return;
+        }
+        let mut out = msg;
+        if let Some(h) = out.slim_header_mut() {
+            h.recv_from = None;
+            h.forward_to = None;
+        }
+        let record = out.clone();
+        match send_to(&tx, out).await {
+            Ok(()) => {
+                self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
+                if let Some(source) = source {
+                    let mut fw = self.forwarded.lock();
+                    if add {
+                        fw.entry(fwd).or_default().insert((source, name), record);
+                    } else if let Some(m) = fw.get_mut(&fwd) {
+                        m.remove(&(source, name));
+                    }
+                }
+            }
+            Err(lost) => {
+                self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                self.report(ing, lost, NodeError::ConnectionClosed(fwd));
+            }
+        }
+    }
+
+    /// Hands an error back to the local app that sent `message`; remote senders only get a log line.
+    pub(crate) fn report(&self, ing: &Ingress, message: Message, error: NodeError) {
+        debug!(node = %self.node_id, conn = ing.conn, %error, "message dropped");
+        if ing.is_local() {
+            self.report_to(ing.conn, message, error);
+        }
+    }
+
+    /// Offers an error to local connection `conn` without waiting (an app blocked sending must
+    /// not deadlock against its own error); counted when its queue is full.
+    fn report_to(&self, conn: u64, message: Message, error: NodeError) {
+        if let Some(ConnTx::Local(tx)) = self.sender_of(conn)
+            && tx.try_send(LocalDelivery::Error(RouteError { message, error })).is_err()
+        {
+            self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, conn, "error report dropped: app queue full or closed");
+        }
+    }
+}
+
+/// The destination for an error text: the routing name, with the session header's strings when they
+/// describe the same name.
+fn display_destination(msg: &Message, dst: Name) -> Name {
+    match msg.resolved_destination() {
+        Some(n) if n == dst && n.strings().is_some() => n,
+        _ => dst,
+    }
+}
