@@ -184,3 +184,37 @@ def test_no_matching_found_comes_back_from_the_mesh(meshes):
     s = summary(p)
     assert s.get("kind") == "NoRouteError", s
     assert "no matching found" in s["error"] and "nobody" in s["error"], s
+
+
+def test_readme_three_node_example(meshes):
+    """README's three-node chain, as written (ports moved to free ones): the nodes link, apps at both
+    ends talk, and node-info shows the mesh."""
+    import re
+
+    from interop_test_helpers import REPO_ROOT, free_port
+    from mesh_helpers import MeshNode
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = dict(re.findall(r"<!-- mesh-example:(\w\.yaml) -->\n```yaml\n(.*?)```", readme, re.S))
+    assert sorted(blocks) == ["a.yaml", "b.yaml", "c.yaml"], blocks.keys()
+    ports = {p: free_port() for p in ("46357", "46358", "46359")}
+    m = Mesh(0, [])
+    meshes.append(m)
+    for name, port in zip(("a.yaml", "b.yaml", "c.yaml"), ports):
+        text = blocks[name]
+        for old, new in ports.items():
+            text = text.replace(old, str(new))
+        node = MeshNode(name[0], ports[port], [])
+        node.config.write_text(text)
+        m.nodes.append(node)
+        node.start()
+    m.wait(lambda: m.sees_all(0) and m.sees_all(2), "the three README nodes see each other")
+    text = node_info_cli(m.nodes[0].endpoint)
+    for label in ("a", "b", "c"):
+        assert re.search(rf"^\s+{label}\s+[0-9a-f]{{16}}\s+cost", text, re.M), text
+    recv = m.app("stream-recv", 0, "org/readme/alice", "--count", "20", "--echo", stdin=True)
+    recv.wait_event("ready", 30)
+    m.wait(lambda: m.routes_to(2, "alice"), "node c routes to alice")
+    send = m.app("stream-send", 2, "org/readme/bob", "--remote", "org/readme/alice", "--count", "20", "--expect-echo")
+    assert send.wait_event("summary", 60)[0]["echoes_in_order"], m.diagnostics()
+    recv.close_stdin()

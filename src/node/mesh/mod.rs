@@ -8,14 +8,14 @@
 //! [`task`] keeps it up to date.
 //!
 //! Layout: [`hello`] (who speaks what on a link), `lsdb` (the database and its merge rules), `spf`
-//! (paths and tree), [`routes`] (the table the forwarding path reads), `task` (flooding and
+//! (paths and tree, public for the benches), [`routes`] (the table the forwarding path reads), `task` (flooding and
 //! recomputation), [`inspect`] (the `NodeInfo` API), `tag` (the per-message mesh metadata).
 
 pub mod hello;
 pub mod inspect;
 mod lsdb;
 pub mod routes;
-mod spf;
+pub mod spf;
 pub(crate) mod tag;
 mod task;
 

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Mesh benchmark: the point-to-point scenario of benches/e2e.py through a chain of 1, 2 and 3 of our
+standalone nodes, in the same run (docs/mesh.md).
+
+    requester app ── node 1 ── node 2 ── node 3 ── responder app        (chain of 3: nodes 2 and 3 dial)
+
+For each chain length: the one-way 100-byte stream (msgs/s at the receiver, CPU µs per message of every
+process from /proc) and sequential round trips (p50/p99). Lengths are interleaved and repeated
+(--repeat), medians reported, and the figures that matter printed as ratios against the one-node chain of
+the same run: throughput of 2 and 3 nodes relative to 1 (target: 3 nodes >= 0.8x), and round-trip p50
+added per extra node (target: <= 50 µs).
+
+Nodes are our `slim` binary (--slim-bin, $SLIM_BIN, target/release/slim; `task bench:mesh` builds it);
+apps are e2e.py workers run with --ours-python. Every process is its own; every wait is bounded.
+
+Usage: python benches/mesh.py [--messages 50000] [--round-trips 2000] [--repeat 3] [--reliable]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e  # noqa: E402  (the workers, Child, and the /proc helpers)
+
+ME = Path(e2e.__file__).resolve()
+
+
+def node_config(label: str, port: int, dial: int | None) -> Path:
+    fd, path = tempfile.mkstemp(prefix=f"slim-mesh-bench-{label}-", suffix=".yaml")
+    clients = f'      clients: [{{endpoint: "http://127.0.0.1:{dial}", tls: {{insecure: true}}}}]\n' if dial else ""
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "tracing: {log_level: warn}\nservices:\n  slim/0:\n"
+            f"    node_id: {label}\n    dataplane:\n"
+            f'      servers: [{{endpoint: "127.0.0.1:{port}", tls: {{insecure: true}}}}]\n' + clients
+        )
+    return Path(path)
+
+
+def wait_route(python: str, endpoint: str, agent: str, timeout: float = 30) -> None:
+    """Polls the head node's inspection API (with our package) until it routes to `agent`."""
+    probe = (
+        "import asyncio, sys\n"
+        "from slim_bindings.node import node_info\n"
+        "info = asyncio.run(node_info(sys.argv[1], name_filter=sys.argv[2]))\n"
+        "sys.exit(0 if info['routes'] else 1)\n"
+    )
+    import subprocess
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run([python, "-c", probe, endpoint, agent], capture_output=True, timeout=30).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the head node has no route to {agent} after {timeout} s")
+
+
+def run_chain(length: int, args) -> dict:
+    binary = e2e.our_slim_binary(args.slim_bin)
+    if binary is None:
+        raise RuntimeError("no slim binary: build it with `cargo build --release --bin slim`")
+    ports = [e2e.free_port() for _ in range(length)]
+    common = ["--impl", "ours", "--size", str(args.size), "--messages", str(args.messages),
+              "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
+              "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
+    if args.reliable:
+        common.append("--reliable")
+    children: list[e2e.Child] = []
+    result: dict = {"length": length}
+    try:
+        for i, port in enumerate(ports):
+            cfg = node_config(f"n{i + 1}", port, ports[i - 1] if i else None)
+            node = e2e.Child(f"node{i + 1}", [str(binary), "--config", str(cfg)])
+            node.cleanup.append(cfg)
+            children.append(node)
+            e2e.wait_listening(port, 30, node.proc)
+        head, tail = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[-1]}"
+        responder = e2e.Child("responder", [args.ours_python, str(ME), "--worker", "responder", "--endpoint", tail,
+                                            *common])
+        children.append(responder)
+        responder.wait("ready", 30)
+        if length > 1:
+            wait_route(args.ours_python, head, e2e.RESPONDER.split("/")[-1])
+        requester = e2e.Child("requester", [args.ours_python, str(ME), "--worker", "requester", "--endpoint", head,
+                                            *common])
+        children.append(requester)
+        requester.wait("warm", 30)
+        cpu_before = {c.name: e2e.cpu_seconds(c.proc.pid) for c in children}
+        requester.tell("stream")
+        requester.wait("sent", args.seconds + 30)
+        thr = responder.wait("throughput", args.seconds + args.idle + 60)
+        cpu = {c.name: e2e.cpu_seconds(c.proc.pid) - cpu_before[c.name] for c in children}
+        requester.tell("rtt")
+        rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
+        nodes_cpu = sum(v for k, v in cpu.items() if k.startswith("node"))
+        result.update(
+            recv_rate=thr["rate"], received=thr["received"], p50_us=rtt["p50_ms"] * 1000, p99_us=rtt["p99_ms"] * 1000,
+            cpu_us_per_msg=1e6 * sum(cpu.values()) / max(1, thr["received"]),
+            node_cpu_us_per_msg=1e6 * nodes_cpu / max(1, thr["received"]),
+        )
+        requester.tell("quit")
+        try:
+            responder.wait("done", 15)
+        except RuntimeError:
+            pass
+    finally:
+        for c in reversed(children):
+            c.stop()
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", default="1,2,3", help="chain lengths, comma-separated")
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--round-trips", type=int, default=2_000)
+    p.add_argument("--rtt-seconds", type=float, default=60.0)
+    p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--deadline", type=float, default=300.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--reliable", action="store_true")
+    p.add_argument("--ours-python", default=sys.executable)
+    p.add_argument("--slim-bin")
+    p.add_argument("--json", help="also write every run to this file")
+    args = p.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    runs: dict[int, list[dict]] = {n: [] for n in lengths}
+    for r in range(args.repeat):
+        for n in lengths:
+            res = run_chain(n, args)
+            runs[n].append(res)
+            print(f"round {r + 1}, {n} node(s): {res['recv_rate']:,.0f} msgs/s, p50 {res['p50_us']:.0f} us, "
+                  f"{res['cpu_us_per_msg']:.1f} CPU us/msg", flush=True)
+    med = {n: {k: statistics.median(x[k] for x in runs[n]) for k in runs[n][0] if k != "length"} for n in lengths}
+    kind = "reliable" if args.reliable else "default"
+    print(f"\nmesh chain, point to point {args.size} B ({kind}), medians of {args.repeat} interleaved runs")
+    print(f"{'nodes':>6}{'msgs/s':>12}{'vs 1 node':>11}{'p50 us':>9}{'p99 us':>9}{'+p50/extra node':>17}"
+          f"{'CPU us/msg':>12}{'node CPU us/msg':>17}")
+    base = med[lengths[0]]
+    for n in lengths:
+        m = med[n]
+        extra = (m["p50_us"] - base["p50_us"]) / (n - lengths[0]) if n > lengths[0] else 0.0
+        print(f"{n:>6}{m['recv_rate']:>12,.0f}{m['recv_rate'] / base['recv_rate']:>10.2f}x{m['p50_us']:>9.0f}"
+              f"{m['p99_us']:>9.0f}{extra:>16.0f} {m['cpu_us_per_msg']:>11.1f}{m['node_cpu_us_per_msg']:>17.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "medians": med}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

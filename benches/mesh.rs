@@ -1,0 +1,77 @@
+//! Routing-table lookups with 100 and with 100,000 names (docs/mesh.md, "Size and scale"): the mesh
+//! routes (one instance by exact id and by any id, all instances along the tree, transit by node id) and
+//! the local subscription table. The same lookups at both sizes, in the same run; the target is that
+//! 100,000 names cost at most 2x what 100 do.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use slim_bindings::node::SubscriptionTable;
+use slim_bindings::node::mesh::routes::MeshRoutes;
+use slim_bindings::node::mesh::spf;
+use slim_bindings::wire::Name;
+
+/// 100 nodes: a ring with chords (every node links to the next and to the one 7 further), seen from
+/// node 1; `names` names spread over the other nodes, 4 instances per type.
+fn mesh_routes(names: usize) -> (MeshRoutes, Vec<Name>) {
+    let n = 100u64;
+    let mut links: HashMap<u64, Vec<(u64, u32)>> = HashMap::new();
+    let mut link = |a: u64, b: u64| {
+        links.entry(a).or_default().push((b, 1));
+        links.entry(b).or_default().push((a, 1));
+    };
+    for i in 1..=n {
+        link(i, i % n + 1);
+        link(i, (i + 6) % n + 1);
+    }
+    let paths = spf::compute(1, &links);
+    let peer_conns: HashMap<u64, Vec<u64>> = links[&1].iter().map(|&(p, _)| (p, vec![1000 + p])).collect();
+    let list: Vec<(Name, Vec<u64>)> = (0..names)
+        .map(|k| {
+            let name = Name::new("org", "bench", &format!("svc-{}", k / 4), Some(k as u64 % 4));
+            (name, vec![2 + (k as u64 % (n - 1))])
+        })
+        .collect();
+    let routes = MeshRoutes::build(&paths, &peer_conns, list.iter().map(|(nm, o)| (nm, o.as_slice())));
+    (routes, list.into_iter().map(|(nm, _)| nm).collect())
+}
+
+fn local_table(names: usize) -> (SubscriptionTable, Vec<Name>) {
+    let mut t = SubscriptionTable::new();
+    let mut list = Vec::with_capacity(names);
+    for k in 0..names {
+        let name = Name::new("org", "bench", &format!("svc-{}", k / 4), Some(k as u64 % 4));
+        t.add(&name, k as u64 % 64, false);
+        list.push(name);
+    }
+    (t, list)
+}
+
+fn lookups(c: &mut Criterion) {
+    let mut g = c.benchmark_group("routing_lookup");
+    g.throughput(Throughput::Elements(1));
+    for size in [100usize, 100_000] {
+        let (routes, names) = mesh_routes(size);
+        let exact = names[names.len() / 2].clone();
+        let any = exact.without_id();
+        let mut out = Vec::with_capacity(16);
+        g.bench_function(format!("mesh_match_one_exact/{size}"), |b| b.iter(|| routes.match_one(black_box(&exact), 7)));
+        g.bench_function(format!("mesh_match_one_any/{size}"), |b| b.iter(|| routes.match_one(black_box(&any), 7)));
+        g.bench_function(format!("mesh_tree_targets/{size}"), |b| {
+            b.iter(|| {
+                out.clear();
+                routes.tree_targets(black_box(&any), 7, &mut out);
+                out.len()
+            })
+        });
+        g.bench_function(format!("mesh_hop_to_node/{size}"), |b| b.iter(|| routes.hop_to(black_box(57))));
+        let (table, names) = local_table(size);
+        let exact = names[names.len() / 2].clone();
+        g.bench_function(format!("local_match_one_exact/{size}"), |b| b.iter(|| table.match_one(black_box(&exact), 999)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookups);
+criterion_main!(benches);
