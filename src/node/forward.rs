@@ -327,8 +327,11 @@ impl Inner {
             (None, None) => (ing.conn, None),
         };
         let source = h.source.as_ref().map(Name::from_proto);
-        let (conn_is_local, conn_is_mesh) = match self.conns.read().get(&conn) {
-            Some(e) => (e.is_local(), e.is_mesh()),
+        // Looked up in its own statement: a guard in a `match` scrutinee lives through the arms, and
+        // `report` below takes the lock again (a recursive read deadlocks behind a waiting writer).
+        let found = self.conns.read().get(&conn).map(|e| (e.is_local(), e.is_mesh()));
+        let (conn_is_local, conn_is_mesh) = match found {
+            Some(found) => found,
             None => {
                 self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
                 self.report(ing, msg, NodeError::ConnectionNotFound(conn));
@@ -358,8 +361,9 @@ impl Inner {
         }
         self.stats.subscriptions_processed.fetch_add(1, Ordering::Relaxed);
         let Some(fwd) = fwd else { return };
-        let (tx, fwd_is_mesh) = match self.conns.read().get(&fwd) {
-            Some(e) => (e.tx.clone(), e.is_mesh()),
+        let found = self.conns.read().get(&fwd).map(|e| (e.tx.clone(), e.is_mesh()));
+        let (tx, fwd_is_mesh) = match found {
+            Some(found) => found,
             None => {
                 self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
                 self.report(ing, msg, NodeError::ConnectionNotFound(fwd));
