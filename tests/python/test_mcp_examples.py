@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mcp
@@ -29,13 +30,18 @@ SERVER = "agntcy/ns/mcp-server"
 SECRET = "mcp-example-secret"
 
 
+def slim_flag(endpoint: str) -> str:
+    """The examples' ``--slim`` value for the node at ``endpoint`` (``http://host:port``)."""
+    return json.dumps({"endpoint": endpoint, "tls": {"insecure": True}})
+
+
 async def _node(deadline: float) -> tuple[run_demo.Proc, str, str]:
     node = await run_demo.start("node", "slim.py", "--slim", "127.0.0.1:0")
     m = await node.wait_for(r"listening on (\S+:\d+)", deadline)
-    return node, m.group(1), json.dumps({"endpoint": f"http://{m.group(1)}", "tls": {"insecure": True}})
+    return node, m.group(1), slim_flag(f"http://{m.group(1)}")
 
 
-async def _server(client_config: str, identity: list[str], deadline: float) -> run_demo.Proc:
+async def start_server(client_config: str, identity: list[str], deadline: float) -> run_demo.Proc:
     server = await run_demo.start("server", "mcp_server.py", "--local", SERVER, "--slim", client_config, *identity)
     await server.wait_for("serving MCP server 'slim-demo'", deadline)
     return server
@@ -51,6 +57,32 @@ def _check_client_output(client: run_demo.Proc, code: int, mls: bool) -> None:
     for step in ("progress 1/3: 2 to go", "progress 2/3: 1 to go", "progress 3/3: 0 to go"):
         assert step in out
     assert "countdown: liftoff" in out
+
+
+async def run_clients(
+    config: str,
+    clients: dict[str, bool],
+    flags: Callable[[str], list[str]],
+    server: run_demo.Proc,
+    deadline: float,
+    procs: list[run_demo.Proc],
+) -> None:
+    """Starts the example client ``agntcy/ns/<name>`` (MLS on when ``clients[name]``) for every name at
+    once, through the node whose ``--slim`` value is ``config``; checks that each one did everything
+    and that ``server`` ran the countdown for it."""
+    started = {}
+    for name, mls in clients.items():
+        started[name] = await run_demo.start(
+            name, "mcp_client.py", "--local", f"agntcy/ns/{name}", "--remote", SERVER, "--slim", config,
+            *flags(name), *([] if mls else ["--no-mls"]),
+        )
+        procs.append(started[name])
+    for name, mls in clients.items():
+        client = started[name]
+        code = await asyncio.wait_for(client.proc.wait(), max(1.0, deadline - time.monotonic()))
+        await client.stop()
+        _check_client_output(client, code, mls)
+        await server.wait_for(rf"Countdown\s+from 3, for agntcy/ns/{name}/\d+", deadline)
 
 
 @pytest.mark.asyncio
@@ -77,21 +109,9 @@ async def test_example_server_and_clients(tmp_path: Path, identity: str) -> None
     try:
         node, _, config = await _node(deadline)
         procs.append(node)
-        server = await _server(config, flags("mcp-server"), deadline)
+        server = await start_server(config, flags("mcp-server"), deadline)
         procs.append(server)
-        started = {}
-        for name, mls in clients.items():
-            started[name] = await run_demo.start(
-                name, "mcp_client.py", "--local", f"agntcy/ns/{name}", "--remote", SERVER, "--slim", config,
-                *flags(name), *([] if mls else ["--no-mls"]),
-            )
-            procs.append(started[name])
-        for name, mls in clients.items():
-            client = started[name]
-            code = await asyncio.wait_for(client.proc.wait(), max(1.0, deadline - time.monotonic()))
-            await client.stop()
-            _check_client_output(client, code, mls)
-            await server.wait_for(rf"Countdown\s+from 3, for agntcy/ns/{name}/\d+", deadline)
+        await run_clients(config, clients, flags, server, deadline, procs)
         assert await server.stop() == 0, "\n".join(server.lines)
     finally:
         for p in reversed(procs):
@@ -108,7 +128,7 @@ async def test_server_killed_mid_call_then_restarted() -> None:
     try:
         node, endpoint, config = await _node(deadline)
         procs.append(node)
-        server = await _server(config, ["--shared-secret", SECRET], deadline)
+        server = await start_server(config, ["--shared-secret", SECRET], deadline)
         procs.append(server)
 
         provider, verifier = shared_secret("agntcy/ns/mcp-client", SECRET)
@@ -135,7 +155,7 @@ async def test_server_killed_mid_call_then_restarted() -> None:
                 assert noticed < timeout + 1.0, f"the client noticed after {noticed:.1f} s"
         await server.stop()
 
-        restarted = await _server(config, ["--shared-secret", SECRET], deadline)
+        restarted = await start_server(config, ["--shared-secret", SECRET], deadline)
         procs.append(restarted)
         async with mcp.Client(slim_bindings.mcp.client(app, SERVER, timeout=10)) as c:
             result = await asyncio.wait_for(c.call_tool("add", {"a": 40, "b": 2}), 30)
