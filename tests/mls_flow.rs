@@ -1,4 +1,4 @@
-//! The moderator/participant MLS flow of spec §3.8.1, §3.8.2 and §3.8.4, driven only through the
+//! The moderator/participant MLS flow (docs/protocol.md "Invite", "Remove", "MLS"), driven only through the
 //! public `slim_bindings::mls` API the session layer uses: numbered COMMITs delivered to each
 //! participant out of order and with duplicates, fed through a `HandshakeSequencer`, keep every
 //! member on the same epoch and able to read everyone else.
@@ -33,7 +33,7 @@ impl Participant {
     /// CHANNEL_MLS_WELCOME with MLS_INIT_COMMIT_ID.
     fn on_welcome(&mut self, welcome: &[u8], init_commit_id: u32) {
         if self.seq.last_applied().is_some() {
-            return; // later Welcomes are ignored (§3.8.4)
+            return; // later Welcomes are ignored (only the first sets the starting point)
         }
         self.mls.process_welcome(welcome).unwrap();
         self.seq.on_welcome(init_commit_id);

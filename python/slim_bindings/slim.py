@@ -1,6 +1,6 @@
 """`Slim`: the asyncio-friendly wrapper around one local app (`PyService`).
 
-Differences from the seed-era wrapper, all fixes of known bugs (spec §10):
+Differences from the seed-era wrapper whose API this one keeps, each a fix of a known bug there:
 
 * the caller's ``PyName`` is never modified; ``local_name`` is a copy carrying the instance id;
 * there is no Python receive loop: messages wait in bounded per-session queues inside the Rust

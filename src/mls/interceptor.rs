@@ -1,4 +1,4 @@
-//! The MLS encryption step on session messages (spec §3.9 "Encryption interceptor").
+//! The MLS encryption step on session messages (docs/protocol.md "MLS", payloads).
 //!
 //! Outbound, payload-carrying publishes get their blob replaced by an MLS application message and
 //! `MLS_ENCRYPTED=true`. Inbound, a payload-carrying publish must be flagged `MLS_ENCRYPTED=true`;
@@ -6,7 +6,8 @@
 //!
 //! Channel control messages (DISCOVERY, JOIN, LEAVE, MLS_*) are never touched. Unlike the
 //! reference, ACK, RTX_REQUEST and BEACON (always empty) are not encrypted either: receivers
-//! never decrypt them (spec §7.3 bug 19), so encrypting them only burns sender generations.
+//! never decrypt them (slim-bindings 0.6.0 encrypts them, and nobody reads them), so encrypting them
+//! only burns sender generations.
 //! Such messages arriving flagged from a 0.6 peer are left as they are.
 
 use super::{MlsError, MlsState};

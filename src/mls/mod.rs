@@ -1,5 +1,5 @@
 //! End-to-end group encryption for sessions with `mls_enabled`: a synchronous wrapper around one
-//! openmls group, driven by the session layer (spec §3.8, §3.9).
+//! openmls group, driven by the session layer (docs/protocol.md "MLS").
 //!
 //! Settings (fixed, RFC 9420 interop with the reference's mls-rs):
 //! - ciphersuite `0x0001` (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519);

@@ -1,4 +1,4 @@
-//! A participant's ordering of MLS control messages (spec §3.8.4).
+//! A participant's ordering of MLS control messages (docs/protocol.md "MLS", commit order).
 //!
 //! The moderator numbers every COMMIT and PROPOSAL it broadcasts (`message_id`, from its
 //! `mls_seq` counter); the WELCOME tells a new member where it starts (`MLS_INIT_COMMIT_ID`).

@@ -1,4 +1,5 @@
-//! Client and server configuration dicts (spec §5.1–§5.3).
+//! Client and server configuration dicts: the argument of `connect` / `run_server` and the
+//! `clients:` / `servers:` entries of the standalone node's YAML (docs/protocol.md "Transport").
 //!
 //! Every struct denies unknown keys so a typo in a Python dict or YAML file is an error that names
 //! the key instead of a silently ignored setting.
@@ -167,7 +168,8 @@ pub struct ServerKeepalive {
     /// Accepted, unused.
     #[serde(default, deserialize_with = "de_duration")]
     pub max_connection_idle: Option<Duration>,
-    /// Accepted; not applied (the reference's forced recycling is a listed annoyance, §7.3 #21).
+    /// Accepted; not applied (recycling healthy connections at a fixed age would only break
+    /// long-lived streams).
     #[serde(default, deserialize_with = "de_duration")]
     pub max_connection_age: Option<Duration>,
     /// Accepted, unused.

@@ -1,4 +1,5 @@
-//! What a node does with each message it reads (spec §2.3–§2.6, docs/mesh.md "Forwarding").
+//! What a node does with each message it reads: docs/protocol.md "Node routing" and
+//! docs/mesh.md "Forwarding".
 //!
 //! One instance (`fanout == 1`): a local app first, then a connection of this node that holds the
 //! name (a leaf's subscription or an explicit route), then the mesh: the first mesh node picks the
@@ -316,8 +317,8 @@ impl Inner {
         }
     }
 
-    /// Subscribe (`add`) or Unsubscribe per spec §2.4; names on local and leaf connections feed
-    /// the mesh.
+    /// Subscribe (`add`) or Unsubscribe, with `recvFrom` / `forwardTo` as described in
+    /// docs/protocol.md "Subscriptions and routes"; names on local and leaf connections feed the mesh.
     async fn process_subscription(&self, ing: &Ingress, msg: Message, add: bool) {
         let Some(h) = msg.slim_header() else { return };
         let Some(name) = subscription_name(&msg) else { return };
@@ -327,11 +328,8 @@ impl Inner {
             (None, None) => (ing.conn, None),
         };
         let source = h.source.as_ref().map(Name::from_proto);
-        // Looked up in its own statement: a guard in a `match` scrutinee lives through the arms, and
-        // `report` below takes the lock again (a recursive read deadlocks behind a waiting writer).
-        let found = self.conns.read().get(&conn).map(|e| (e.is_local(), e.is_mesh()));
-        let (conn_is_local, conn_is_mesh) = match found {
-            Some(found) => found,
+        let (conn_is_local, conn_is_mesh) = match self.conns.read().get(&conn) {
+            Some(e) => (e.is_local(), e.is_mesh()),
             None => {
                 self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
                 self.report(ing, msg, NodeError::ConnectionNotFound(conn));
@@ -361,9 +359,8 @@ impl Inner {
         }
         self.stats.subscriptions_processed.fetch_add(1, Ordering::Relaxed);
         let Some(fwd) = fwd else { return };
-        let found = self.conns.read().get(&fwd).map(|e| (e.tx.clone(), e.is_mesh()));
-        let (tx, fwd_is_mesh) = match found {
-            Some(found) => found,
+        let (tx, fwd_is_mesh) = match self.conns.read().get(&fwd) {
+            Some(e) => (e.tx.clone(), e.is_mesh()),
             None => {
                 self.stats.dropped_subscription.fetch_add(1, Ordering::Relaxed);
                 self.report(ing, msg, NodeError::ConnectionNotFound(fwd));

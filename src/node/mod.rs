@@ -1,4 +1,4 @@
-//! The SLIM node: a message router (spec §2).
+//! The SLIM node: a message router (docs/protocol.md "Node routing").
 //!
 //! A [`Node`] owns a connection table (local in-process connections and remote gRPC streams share one
 //! id space; ids are unique and never reused), a [`SubscriptionTable`], and the list of subscriptions

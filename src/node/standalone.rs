@@ -1,4 +1,5 @@
-//! Configuration of the standalone `slim` node (spec §5.4): `tracing`, `runtime`, `services`.
+//! Configuration of the standalone `slim` node (its YAML file, see README "The standalone node"):
+//! `tracing`, `runtime`, `services`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,14 +1,17 @@
-//! The subscription table: which connections want traffic for which names (spec §2.2, §2.5).
+//! The subscription table: which connections want traffic for which names; see
+//! docs/protocol.md "Subscriptions and routes" and "Publishing: fanout, anycast and forwardTo".
 //!
 //! Keyed by the three hashed components ("type"); per type, the connections subscribed to each exact
 //! id, split into local (in-process apps) and remote (gRPC) lists, plus every connection subscribed to
 //! any id of the type with a reference count. A reverse index per connection makes cleanup on
 //! disconnect cheap.
 //!
-//! Deliberate differences from the reference (spec §7.3): the random choice for `fanout == 1` is uniform
-//! over every candidate except the incoming connection (bug 2); broadcasts reach local AND remote
-//! subscribers (bug 3); the single-connection fallback for an unknown exact id applies to both matchers
-//! (bug 4); there is no slot pool, so bug 8 cannot happen.
+//! Where slim-bindings 0.6.0 nodes behave differently (their bugs, fixed here; see
+//! docs/protocol.md "Compatibility with slim-bindings 0.6.0"): the random choice for
+//! `fanout == 1` is uniform over every candidate except the incoming connection; broadcasts reach
+//! local AND remote subscribers; the single-connection fallback for an unknown exact id applies to
+//! both matchers; and there is no pool of connection slots whose reuse could hand one
+//! connection's traffic to another.
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,4 +1,5 @@
-//! TLS and mTLS for the data plane (rustls 0.23, ring), built from the config dicts (spec §5.3).
+//! TLS and mTLS for the data plane (rustls 0.23, ring), built from the `tls` key of the client and
+//! server config dicts (docs/protocol.md "Transport").
 //!
 //! The handshake is done here rather than through tonic's TLS options because the configuration
 //! asks for things tonic does not expose: a single enabled TLS version, `insecure_skip_verify`, and

@@ -8,7 +8,7 @@ use super::proto::{
     Unsubscribe, message::MessageType,
 };
 
-/// Header flags of a message (spec §1.4).
+/// SLIM-header flags of a message (docs/protocol.md "Message framing").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags {
     pub fanout: u32,
@@ -73,7 +73,7 @@ pub fn subscribe(source: &Name, name: &Name, flags: Flags) -> Message {
     }
 }
 
-/// An Unsubscribe for `name`, with the Δ0.6 string fields filled.
+/// An Unsubscribe for `name`, with its string fields filled (as slim-bindings 0.6.0 expects).
 pub fn unsubscribe(source: &Name, name: &Name, flags: Flags) -> Message {
     let [c0, c1, c2] = name.strings_or_empty();
     Message {
@@ -132,7 +132,8 @@ pub fn publish(
     }
 }
 
-/// Sets the session-header destination OriginalName (Δ0.6 JOIN_REQUEST carries the channel there).
+/// Sets the session-header destination OriginalName (a JOIN_REQUEST carries the channel there,
+/// as slim-bindings 0.6.0 expects).
 pub fn set_session_destination(msg: &mut Message, name: &Name) {
     if let Some(sh) = msg.session_header_mut() {
         sh.destination = Some(name.to_original());

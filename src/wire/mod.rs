@@ -28,9 +28,12 @@ pub const META_MLS_ENCRYPTED: &str = "MLS_ENCRYPTED";
 pub const META_CHANNEL_SUBSCRIPTION: &str = "CHANNEL_SUBSCRIPTION";
 /// Metadata key on the moderator's first channel Subscribe.
 pub const META_CHANNEL_CREATION: &str = "CHANNEL_CREATION";
-/// Δ0.6 controller keys.
+/// Metadata keys of slim-bindings 0.6.0's group controller: never sent here, only kept out of
+/// user-visible metadata (docs/protocol.md "Metadata keys").
 pub const META_IS_MODERATOR: &str = "IS_MODERATOR";
+/// See [`META_IS_MODERATOR`].
 pub const META_PARTICIPANT_NAME: &str = "PARTICIPANT_NAME";
+/// See [`META_IS_MODERATOR`].
 pub const META_DELETE_GROUP: &str = "DELETE_GROUP";
 
 /// Keys that belong to the protocol and must never appear in user-visible metadata.
@@ -56,7 +59,7 @@ pub const FANOUT_CHANNEL_BROADCAST: u32 = 256;
 /// Largest encoded `Message` a peer accepts (tonic's default decoding limit).
 pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
-/// Why a received message is not valid (spec §1.2 validation).
+/// Why a received message is not valid (docs/protocol.md "Message framing").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
     #[error("message has no type")]
@@ -95,7 +98,7 @@ impl Message {
         }
     }
 
-    /// Checks the fields every node requires (spec §1.2).
+    /// Checks the fields every node requires (docs/protocol.md "Message framing").
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mt = self.message_type.as_ref().ok_or(ValidationError::MissingType)?;
         let h = self.slim_header().ok_or(ValidationError::MissingHeader)?;

@@ -1,7 +1,8 @@
 //! Control payloads in bincode-2 `config::standard()` encoding (little-endian varints), written by
 //! hand so that decoding untrusted bytes returns errors instead of panicking.
 //!
-//! Layouts (spec §1.7): `Name = { components: [u64; 4], strings: Option<[String; 3]> }`,
+//! Layouts (docs/protocol.md "Binary control payloads"):
+//! `Name = { components: [u64; 4], strings: Option<[String; 3]> }`,
 //! `JoinMessagePayload = { channel_name: Name, moderator_name: Name }`,
 //! `MlsProposalMessagePayload = { source_name: Name, mls_msg: Vec<u8> }`.
 

@@ -1,5 +1,5 @@
 //! Paths from one node over the link-state graph: shortest paths (unicast next hops) and the
-//! shared multicast tree (docs/mesh.md, "Routes").
+//! shared multicast tree (docs/mesh.md, "What each node keeps").
 //!
 //! Pure functions of the link-state database, so that every node with the same database derives
 //! the same tree. An edge exists only when both ends list each other (a dead node's stale record

@@ -1,5 +1,5 @@
 //! The mesh task of one node: floods records, syncs new neighbours, recomputes routes
-//! (docs/mesh.md, "Flooding" and "Convergence").
+//! (docs/mesh.md, "What is announced" and "Link failure and recovery").
 //!
 //! It wakes on a received control message, a changed local name, a link that came up or went
 //! down, and a periodic tick (garbage collection); handles everything pending in one round; and

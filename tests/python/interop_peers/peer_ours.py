@@ -1,7 +1,7 @@
 """One SLIM peer built on OUR slim_bindings package, for interop tests against 0.6.0 peers.
 
 Same roles, arguments and JSON event lines as peer060.py (so a test can swap one for the other), written
-against our API, which is the seed-era one (spec/python-api.md §3-§4):
+against our API, which is the seed-era one:
   Slim.new(name, provider, verifier); Slim.connect(dict) -> int; Slim.run_server(dict); Slim.set_route(name)
   Slim.create_session(PySessionConfiguration.Anycast|Unicast(timeout, max_retries, mls_enabled)
                       | .Multicast(topic, moderator, max_retries, timeout, mls_enabled)) -> PySessionInfo
