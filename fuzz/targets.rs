@@ -15,7 +15,7 @@ use std::time::Duration;
 use prost::Message as _;
 use slim_bindings::auth::transport::ServerAuth;
 use slim_bindings::auth::{
-    Algorithm, JwtSigner, JwtVerifier, Key, KeyFormat, SharedSecret, TokenProvider, TokenVerifier,
+    Algorithm, JwtSigner, JwtVerifier, JwtVerifierConfig, Key, KeyFormat, SharedSecret, TokenProvider, TokenVerifier,
 };
 use slim_bindings::mls::{MlsState, batch};
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
@@ -241,30 +241,27 @@ fn verifiers() -> &'static Verifiers {
     static V: OnceLock<Verifiers> = OnceLock::new();
     V.get_or_init(|| Verifiers {
         shared: SharedSecret::new("fuzz", "secret").expect("identity"),
-        jwt_static: JwtVerifier::new(
-            Some(Key::from_content(Algorithm::ES256, KeyFormat::Pem, EC256_PUB)),
-            false,
-            Some("fuzz-issuer".into()),
-            Some(vec!["fuzz-audience".into()]),
-            None,
-            true,
-            true,
-            false,
-        )
+        jwt_static: JwtVerifier::new(JwtVerifierConfig {
+            public_key: Some(Key::from_content(Algorithm::ES256, KeyFormat::Pem, EC256_PUB)),
+            issuer: Some("fuzz-issuer".into()),
+            audience: Some(vec!["fuzz-audience".into()]),
+            require_iss: true,
+            require_aud: true,
+            ..JwtVerifierConfig::default()
+        })
         .expect("ES256 verifier"),
-        jwt_hmac: JwtVerifier::new(
-            Some(Key::from_content(Algorithm::HS256, KeyFormat::Pem, "fuzz-hmac-secret")),
-            false,
-            None,
-            None,
-            None,
-            false,
-            false,
-            false,
-        )
+        jwt_hmac: JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_content(
+            Algorithm::HS256,
+            KeyFormat::Pem,
+            "fuzz-hmac-secret",
+        )))
         .expect("HS256 verifier"),
-        jwt_autoresolve: JwtVerifier::new(None, true, Some("fuzz-issuer".into()), None, None, false, false, false)
-            .expect("autoresolve verifier"),
+        jwt_autoresolve: JwtVerifier::new(JwtVerifierConfig {
+            autoresolve: true,
+            issuer: Some("fuzz-issuer".into()),
+            ..JwtVerifierConfig::default()
+        })
+        .expect("autoresolve verifier"),
         basic: ServerAuth::basic("user", "pass").expect("basic"),
         bearer: ServerAuth::bearer("token").expect("bearer"),
     })

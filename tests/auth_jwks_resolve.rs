@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{EncodingKey, Header};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use slim_bindings::auth::{AuthError, JwtVerifier, TokenVerifier};
+use slim_bindings::auth::{AuthError, JwtVerifier, JwtVerifierConfig, TokenVerifier};
 use tokio::net::TcpListener;
 
 fn data(name: &str) -> PathBuf {
@@ -100,8 +100,13 @@ impl Issuer {
 }
 
 fn autoresolve(issuer: Option<&str>) -> JwtVerifier {
-    JwtVerifier::new(None, true, issuer.map(str::to_string), Some(vec!["slim".into()]), None, false, false, false)
-        .unwrap()
+    JwtVerifier::new(JwtVerifierConfig {
+        autoresolve: true,
+        issuer: issuer.map(str::to_string),
+        audience: Some(vec!["slim".into()]),
+        ..JwtVerifierConfig::default()
+    })
+    .unwrap()
 }
 
 #[tokio::test]

@@ -8,8 +8,8 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use slim_bindings::auth::{
-    Algorithm, AuthError, JwtSigner, JwtVerifier, Key, KeyData, KeyFormat, StaticJwtProvider, TokenProvider,
-    TokenVerifier,
+    Algorithm, AuthError, JwtSigner, JwtVerifier, JwtVerifierConfig, Key, KeyData, KeyFormat, StaticJwtProvider,
+    TokenProvider, TokenVerifier,
 };
 
 const ISS: &str = "https://issuer.test";
@@ -106,8 +106,17 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 }
 
 fn verifier(key: Key) -> JwtVerifier {
-    JwtVerifier::new(Some(key), false, Some(ISS.into()), Some(vec![AUD.into()]), Some(SUB.into()), true, true, true)
-        .unwrap()
+    JwtVerifier::new(JwtVerifierConfig {
+        public_key: Some(key),
+        issuer: Some(ISS.into()),
+        audience: Some(vec![AUD.into()]),
+        subject: Some(SUB.into()),
+        require_iss: true,
+        require_aud: true,
+        require_sub: true,
+        ..JwtVerifierConfig::default()
+    })
+    .unwrap()
 }
 
 /// The verifier-side key layouts of the matrix.
@@ -244,16 +253,11 @@ fn algorithm_from_header_must_match_key_family() {
     let t = now();
     let claims = json!({"exp": t + 600});
     let rsa_pub = read("rsa_a.pub.pem");
-    let v = JwtVerifier::new(
-        Some(Key::from_content(Algorithm::RS256, KeyFormat::Pem, rsa_pub.clone())),
-        false,
-        None,
-        None,
-        None,
-        false,
-        false,
-        false,
-    )
+    let v = JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_content(
+        Algorithm::RS256,
+        KeyFormat::Pem,
+        rsa_pub.clone(),
+    )))
     .unwrap();
     // RS key, but a PS/RS sibling algorithm from the header is fine.
     assert_eq!(v.try_verify(&sign(Algorithm::PS512, &read("rsa_a.key"), None, &claims)), Ok(()));
@@ -264,16 +268,11 @@ fn algorithm_from_header_must_match_key_family() {
     assert!(v.try_verify(&sign(Algorithm::ES256, &read("ec256_a.key"), None, &claims)).is_err());
 
     // ES256 key: ES384 token (right family, wrong curve) is refused.
-    let v = JwtVerifier::new(
-        Some(Key::from_content(Algorithm::ES256, KeyFormat::Pem, read("ec256_a.pub.pem"))),
-        false,
-        None,
-        None,
-        None,
-        false,
-        false,
-        false,
-    )
+    let v = JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_content(
+        Algorithm::ES256,
+        KeyFormat::Pem,
+        read("ec256_a.pub.pem"),
+    )))
     .unwrap();
     assert!(v.try_verify(&sign(Algorithm::ES384, &read("ec384_a.key"), None, &claims)).is_err());
     assert_eq!(v.try_verify(&sign(Algorithm::ES256, &read("ec256_a.key"), None, &claims)), Ok(()));
@@ -281,16 +280,11 @@ fn algorithm_from_header_must_match_key_family() {
     // A JWK pinned to RS256 refuses PS256 tokens from the same key.
     let mut jwk = public_jwk(Algorithm::RS256, &read("rsa_a.key"), None);
     jwk["alg"] = json!("RS256");
-    let v = JwtVerifier::new(
-        Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwk, jwk.to_string())),
-        false,
-        None,
-        None,
-        None,
-        false,
-        false,
-        false,
-    )
+    let v = JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_content(
+        Algorithm::RS256,
+        KeyFormat::Jwk,
+        jwk.to_string(),
+    )))
     .unwrap();
     assert_eq!(v.try_verify(&sign(Algorithm::RS256, &read("rsa_a.key"), None, &claims)), Ok(()));
     assert!(v.try_verify(&sign(Algorithm::PS256, &read("rsa_a.key"), None, &claims)).is_err());
@@ -298,7 +292,9 @@ fn algorithm_from_header_must_match_key_family() {
 
 #[test]
 fn configuration_errors_are_synchronous_and_typed() {
-    let cfg = |key: Option<Key>, auto: bool| JwtVerifier::new(key, auto, None, None, None, false, false, false);
+    let cfg = |key: Option<Key>, auto: bool| {
+        JwtVerifier::new(JwtVerifierConfig { public_key: key, autoresolve: auto, ..JwtVerifierConfig::default() })
+    };
     let is_config = |r: Result<JwtVerifier, AuthError>| matches!(r, Err(AuthError::Config(_)));
     assert!(is_config(cfg(None, false)));
     assert!(cfg(None, true).is_ok());
@@ -356,16 +352,11 @@ fn configuration_errors_are_synchronous_and_typed() {
 
 #[test]
 fn bad_tokens_are_refused_with_typed_errors() {
-    let v = JwtVerifier::new(
-        Some(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec256_a.pub.pem"))),
-        false,
-        None,
-        None,
-        None,
-        false,
-        false,
-        false,
-    )
+    let v = JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_file(
+        Algorithm::ES256,
+        KeyFormat::Pem,
+        data("ec256_a.pub.pem"),
+    )))
     .unwrap();
     let valid = sign(Algorithm::ES256, &read("ec256_a.key"), None, &json!({"exp": now() + 600}));
     assert_eq!(v.try_verify(&valid), Ok(()));
@@ -439,8 +430,12 @@ fn signer_tokens_verify_and_are_cached() {
         assert_eq!(exp - claims["iat"].as_i64().unwrap(), 3600);
         assert_eq!(claims["nbf"], claims["iat"]);
         assert_eq!(verifier(pk.clone()).try_verify(&token), Ok(()), "{alg}");
-        let wrong_aud =
-            JwtVerifier::new(Some(pk), false, None, Some(vec!["nope".into()]), None, false, false, false).unwrap();
+        let wrong_aud = JwtVerifier::new(JwtVerifierConfig {
+            public_key: Some(pk),
+            audience: Some(vec!["nope".into()]),
+            ..JwtVerifierConfig::default()
+        })
+        .unwrap();
         assert!(wrong_aud.try_verify(&token).is_err(), "{alg}");
     }
 }
@@ -509,16 +504,11 @@ fn spire_bundle_feeds_a_verifier() {
     let extracted = slim_bindings::auth::jwks_from_spire_bundle(&path).unwrap();
     assert_eq!(extracted, jwks);
     // Like the Python example: the declared algorithm is RS256, the JWKS keys describe themselves.
-    let v = JwtVerifier::new(
-        Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, extracted)),
-        false,
-        None,
-        Some(vec![AUD.into()]),
-        None,
-        false,
-        false,
-        false,
-    )
+    let v = JwtVerifier::new(JwtVerifierConfig {
+        public_key: Some(Key::from_content(Algorithm::RS256, KeyFormat::Jwks, extracted)),
+        audience: Some(vec![AUD.into()]),
+        ..JwtVerifierConfig::default()
+    })
     .unwrap();
     let token = sign(
         Algorithm::ES256,
@@ -536,17 +526,8 @@ fn verifier_reloads_a_changed_key_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("verify.pem");
     std::fs::write(&path, read("ed25519_a.pub.pem")).unwrap();
-    let v = JwtVerifier::new(
-        Some(Key::from_file(Algorithm::EdDSA, KeyFormat::Pem, &path)),
-        false,
-        None,
-        None,
-        None,
-        false,
-        false,
-        false,
-    )
-    .unwrap();
+    let v =
+        JwtVerifier::new(JwtVerifierConfig::with_key(Key::from_file(Algorithm::EdDSA, KeyFormat::Pem, &path))).unwrap();
     let claims = json!({"exp": now() + 600});
     let by_a = sign(Algorithm::EdDSA, &read("ed25519_a.key"), None, &claims);
     let by_b = sign(Algorithm::EdDSA, &read("ed25519_b.key"), None, &claims);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use slim_bindings::app::App;
-use slim_bindings::auth::{Algorithm, JwtSigner, JwtVerifier, Key, KeyFormat, TokenVerifier};
+use slim_bindings::auth::{Algorithm, JwtSigner, JwtVerifier, JwtVerifierConfig, Key, KeyFormat, TokenVerifier};
 use slim_bindings::session::SessionConfig;
 
 const ISSUER: &str = "https://issuer.test";
@@ -29,16 +29,15 @@ fn es256(file: &str) -> Key {
 }
 
 fn verifier() -> JwtVerifier {
-    JwtVerifier::new(
-        Some(es256("ec256_a.pub.pem")),
-        false,
-        Some(ISSUER.into()),
-        Some(vec![AUDIENCE.into()]),
-        None,
-        true,
-        true,
-        true,
-    )
+    JwtVerifier::new(JwtVerifierConfig {
+        public_key: Some(es256("ec256_a.pub.pem")),
+        issuer: Some(ISSUER.into()),
+        audience: Some(vec![AUDIENCE.into()]),
+        require_iss: true,
+        require_aud: true,
+        require_sub: true,
+        ..JwtVerifierConfig::default()
+    })
     .expect("verifier")
     .with_leeway(LEEWAY)
 }
@@ -116,16 +115,12 @@ fn credential_check_ignores_only_expiry() {
     // Everything else is still checked: the signing key, and the claims.
     assert!(v.try_verify_credential(&sign("ec256_b.key", -600)).is_err());
     assert!(v.try_verify_credential(&sign("ec256_b.key", 600)).is_err());
-    let other_audience = JwtVerifier::new(
-        Some(es256("ec256_a.pub.pem")),
-        false,
-        Some(ISSUER.into()),
-        Some(vec!["another.audience".into()]),
-        None,
-        false,
-        false,
-        false,
-    )
+    let other_audience = JwtVerifier::new(JwtVerifierConfig {
+        public_key: Some(es256("ec256_a.pub.pem")),
+        issuer: Some(ISSUER.into()),
+        audience: Some(vec!["another.audience".into()]),
+        ..JwtVerifierConfig::default()
+    })
     .unwrap();
     assert!(other_audience.try_verify_credential(&expired).is_err());
     // A credential check does not let an expired token into the per-message cache.

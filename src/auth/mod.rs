@@ -17,7 +17,7 @@ pub use key::{Algorithm, Key, KeyData, KeyFormat};
 pub use provider::{JwtSigner, StaticJwtProvider};
 pub use shared_secret::SharedSecret;
 pub use spire::jwks_from_spire_bundle;
-pub use verifier::JwtVerifier;
+pub use verifier::{JwtVerifier, JwtVerifierConfig};
 
 /// Why an identity could not be produced or verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

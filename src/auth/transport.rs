@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key::Key;
 use super::provider::{JwtSigner, StaticJwtProvider};
-use super::verifier::JwtVerifier;
+use super::verifier::{JwtVerifier, JwtVerifierConfig};
 use super::{AuthError, TokenProvider, TokenVerifier};
 
 /// `Basic base64(username:password)`.
@@ -366,16 +366,14 @@ impl ServerAuthConfig {
                         ));
                     }
                 };
-                let verifier = JwtVerifier::new(
-                    key,
+                let verifier = JwtVerifier::new(JwtVerifierConfig {
+                    public_key: key,
                     autoresolve,
-                    j.claims.issuer.clone(),
-                    j.claims.audience.clone().map(OneOrMany::into_vec),
-                    j.claims.subject.clone(),
-                    false,
-                    false,
-                    false,
-                )?;
+                    issuer: j.claims.issuer.clone(),
+                    audience: j.claims.audience.clone().map(OneOrMany::into_vec),
+                    subject: j.claims.subject.clone(),
+                    ..JwtVerifierConfig::default()
+                })?;
                 Ok(ServerAuth::Jwt(Arc::new(verifier)))
             }
         }

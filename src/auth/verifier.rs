@@ -120,22 +120,65 @@ fn rejected(msg: impl Into<String>) -> AuthError {
     AuthError::Verification(msg.into())
 }
 
+/// What a [`JwtVerifier`] checks tokens against: a key (or the issuer's published keys) and the
+/// claims a token must carry.
+///
+/// ```
+/// # use slim_bindings::auth::{Algorithm, JwtVerifierConfig, Key, KeyFormat};
+/// let cfg = JwtVerifierConfig {
+///     issuer: Some("https://issuer.example".into()),
+///     audience: Some(vec!["slim".into()]),
+///     ..JwtVerifierConfig::with_key(Key::from_file(Algorithm::ES256, KeyFormat::Pem, "issuer.pub.pem"))
+/// };
+/// # let _ = cfg;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtVerifierConfig {
+    /// The key tokens are checked against; when set, `autoresolve` is ignored.
+    pub public_key: Option<Key>,
+    /// Without a key: fetch each token issuer's JWKS (OIDC discovery) and check against it.
+    pub autoresolve: bool,
+    /// `iss` must be this (and is then required); with `autoresolve`, keys are fetched only from it.
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these (and is then required); an empty list is refused.
+    pub audience: Option<Vec<String>>,
+    /// `sub` must be this (and is then required).
+    pub subject: Option<String>,
+    /// `iss` must be present, whatever its value.
+    pub require_iss: bool,
+    /// `aud` must be present, whatever its value.
+    pub require_aud: bool,
+    /// `sub` must be present, whatever its value.
+    pub require_sub: bool,
+}
+
+impl JwtVerifierConfig {
+    /// Checks tokens against `key`, with no claim requirements beyond `exp`.
+    pub fn with_key(key: Key) -> Self {
+        Self { public_key: Some(key), ..Self::default() }
+    }
+
+    /// Checks tokens against their issuer's published keys, with no claim requirements beyond `exp`.
+    pub fn autoresolve() -> Self {
+        Self { autoresolve: true, ..Self::default() }
+    }
+}
+
 impl JwtVerifier {
-    /// Builds a verifier. With `public_key`, tokens are checked against it (and `autoresolve` is
-    /// ignored); without it, `autoresolve` must be true and keys are fetched from each token's
-    /// issuer (restricted to `issuer` when configured). A configured `issuer`/`audience`/`subject`
-    /// is checked and required; `require_*` only demand presence. Key problems are reported here.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        public_key: Option<Key>,
-        autoresolve: bool,
-        issuer: Option<String>,
-        audience: Option<Vec<String>>,
-        subject: Option<String>,
-        require_iss: bool,
-        require_aud: bool,
-        require_sub: bool,
-    ) -> Result<Self, AuthError> {
+    /// Builds a verifier. With a `public_key`, tokens are checked against it; without one,
+    /// `autoresolve` must be true and keys are fetched from each token's issuer (restricted to
+    /// `issuer` when configured). Key problems are reported here.
+    pub fn new(config: JwtVerifierConfig) -> Result<Self, AuthError> {
+        let JwtVerifierConfig {
+            public_key,
+            autoresolve,
+            issuer,
+            audience,
+            subject,
+            require_iss,
+            require_aud,
+            require_sub,
+        } = config;
         let key_file = match &public_key {
             Some(key @ Key { data: KeyData::File(path), .. }) => {
                 let (modified, len) = file_stamp(path);

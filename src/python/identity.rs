@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 
 use super::errors::config_error;
 use crate::auth::{
-    Algorithm, JwtSigner, JwtVerifier, Key, KeyData, KeyFormat, Provider, SharedSecret, StaticJwtProvider, Verifier,
+    Algorithm, JwtSigner, JwtVerifier, JwtVerifierConfig, Key, KeyData, KeyFormat, Provider, SharedSecret,
+    StaticJwtProvider, Verifier,
 };
 
 /// JWT signing/verification algorithms (values match jsonwebtoken's discriminants).
@@ -169,16 +170,16 @@ impl PyIdentityVerifier {
             }
             Self::Jwt { public_key, autoresolve, issuer, audience, subject, require_iss, require_aud, require_sub } => {
                 let key = public_key.as_ref().map(PyKey::to_key).transpose()?;
-                JwtVerifier::new(
-                    key,
-                    *autoresolve,
-                    issuer.clone(),
-                    audience.clone(),
-                    subject.clone(),
-                    *require_iss,
-                    *require_aud,
-                    *require_sub,
-                )
+                JwtVerifier::new(JwtVerifierConfig {
+                    public_key: key,
+                    autoresolve: *autoresolve,
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    subject: subject.clone(),
+                    require_iss: *require_iss,
+                    require_aud: *require_aud,
+                    require_sub: *require_sub,
+                })
                 .map(|v| Arc::new(v) as Verifier)
                 .map_err(value_error)
             }

@@ -1,12 +1,15 @@
-//! Verification cost, for the report: ES256 `verify()` on a token never seen (signature checked)
-//! versus one already verified (cache hit). Ignored by default; run in release:
-//! `cargo test --release --test auth_bench -- --ignored --nocapture`.
+//! Identity-token cost per message: ES256 `verify()` on a token never seen (signature checked)
+//! versus one already verified (cache hit), and a cached `JwtSigner` token.
+//!
+//! `cargo bench --bench auth` (release). Prints one line per figure.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
-use slim_bindings::auth::{Algorithm, JwtSigner, JwtVerifier, Key, KeyFormat, TokenProvider, TokenVerifier};
+use slim_bindings::auth::{
+    Algorithm, JwtSigner, JwtVerifier, JwtVerifierConfig, Key, KeyFormat, TokenProvider, TokenVerifier,
+};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jwt").join(name)
@@ -16,8 +19,11 @@ fn per_op(start: Instant, n: u32) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
 }
 
-#[tokio::test]
-#[ignore = "measurement, run with --release --ignored --nocapture"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(es256_verify_cold_vs_cached());
+}
+
 async fn es256_verify_cold_vs_cached() {
     const N: u32 = 2000;
     let key = EncodingKey::from_ec_pem(&std::fs::read(data("ec256_a.key")).unwrap()).unwrap();
@@ -28,16 +34,12 @@ async fn es256_verify_cold_vs_cached() {
             jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key).unwrap()
         })
         .collect();
-    let verifier = JwtVerifier::new(
-        Some(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec256_a.pub.pem"))),
-        false,
-        Some("bench".into()),
-        Some(vec!["slim".into()]),
-        None,
-        false,
-        false,
-        false,
-    )
+    let verifier = JwtVerifier::new(JwtVerifierConfig {
+        public_key: Some(Key::from_file(Algorithm::ES256, KeyFormat::Pem, data("ec256_a.pub.pem"))),
+        issuer: Some("bench".into()),
+        audience: Some(vec!["slim".into()]),
+        ..JwtVerifierConfig::default()
+    })
     .unwrap();
 
     let start = Instant::now();
@@ -77,5 +79,4 @@ async fn es256_verify_cold_vs_cached() {
     println!("ES256 try_verify() cached token:         {cached_sync:.3} µs/op");
     println!("ES256 JwtSigner::get_token() cached:     {signer_cached:.3} µs/op");
     println!("token length: {} bytes", tokens[7].len());
-    assert!(cached < cold);
 }
