@@ -56,17 +56,10 @@ async fn jwt_app(agent: &str) -> App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_accepts_members_whose_credential_tokens_expired() {
-    let (hub, endpoint) = hub().await;
     let moderator = jwt_app("mod").await;
     let p1 = jwt_app("p1").await;
     let p2 = jwt_app("p2").await;
-    let cm = connect(&moderator, &endpoint).await;
-    for p in [&p1, &p2] {
-        connect(p, &endpoint).await;
-        wait_subscribed(&hub, &p.name()).await;
-    }
-    moderator.set_route(&name("p1"), cm).await.unwrap();
-    moderator.set_route(&name("p2"), cm).await.unwrap();
+    let _hub = hub_with(&moderator, &[&p1, &p2]).await;
     let cfg = SessionConfig::Multicast {
         topic: name("chat"),
         moderator: true,

@@ -32,8 +32,7 @@ fn headings(doc: &str) -> Vec<String> {
 /// Whether `quoted` names `heading`: the whole heading, or its first words (`"Forwarding"` names
 /// ``Forwarding (`forward.rs`)``, `"Links"` names `Links: who speaks what`).
 fn names(quoted: &str, heading: &str) -> bool {
-    heading == quoted
-        || heading.strip_prefix(quoted).is_some_and(|rest| rest.starts_with([' ', ':', '(', ',']))
+    heading == quoted || heading.strip_prefix(quoted).is_some_and(|rest| rest.starts_with([' ', ':', '(', ',']))
 }
 
 /// Every `docs/<file>.md` pointer in `text`: (line, file, quoted headings right after it).

@@ -26,20 +26,13 @@ fn group(moderator: bool) -> SessionConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_group_invite_talk_remove() {
-    let (hub, endpoint) = hub().await;
     let moderator = app("mod", "secret").await;
     let p1 = app("p1", "secret").await;
     let p2 = app("p2", "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    for p in [&p1, &p2] {
-        connect(p, &endpoint).await;
-        wait_subscribed(&hub, &p.name()).await;
-    }
-    moderator.set_route(&name("p1"), cm).await.unwrap();
-    moderator.set_route(&name("p2"), cm).await.unwrap();
+    let hub = hub_with(&moderator, &[&p1, &p2]).await;
 
     // An eavesdropper on the hub itself sees every channel broadcast as it travels.
-    let mut eve = hub.register_local();
+    let mut eve = hub.node.register_local();
     eve.tx.send(subscribe(&name("eve"), &name("secure-chat"), Flags::one())).await.unwrap();
 
     let sid = moderator.create_session(group(true)).await.unwrap();

@@ -1,14 +1,18 @@
 //! Connection lifecycle over real loopback gRPC: reconnect after the server restarts, disconnect and
 //! connect again, one peer dying without disturbing the others.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
-use slim_bindings::node::{ClientConfig, LocalConnection, LocalDelivery, Node, ServerConfig};
-use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+use common::local::{conn_with, p2p_publish, recv_msg};
+use common::wait_until_for;
+use slim_bindings::node::{ClientConfig, LocalConnection, Node, ServerConfig};
+use slim_bindings::wire::builders::{self, Flags};
 use slim_bindings::wire::proto::data_plane_service_server::{DataPlaneService, DataPlaneServiceServer};
-use slim_bindings::wire::{META_IDENTITY, Message, Name, SessionMessageType, SessionType};
+use slim_bindings::wire::{META_IDENTITY, Message, Name};
 
+/// Bound of the waits whose condition the node should meet quickly.
 const WAIT: Duration = Duration::from_secs(5);
 
 fn name(t: &str, id: Option<u64>) -> Name {
@@ -16,43 +20,7 @@ fn name(t: &str, id: Option<u64>) -> Name {
 }
 
 fn publish(src: &Name, dst: &Name, forward_to: Option<u64>, body: &[u8]) -> Message {
-    builders::publish(
-        &PublishSpec {
-            source: src,
-            destination: dst,
-            flags: Flags::one().forward_to(forward_to),
-            session_type: SessionType::SessionPointToPoint,
-            message_type: SessionMessageType::P2PMsg,
-            session_id: 1,
-            message_id: 0,
-            original_names: true,
-            content_type: "msg",
-        },
-        body.to_vec(),
-        HashMap::new(),
-    )
-}
-
-async fn recv_msg(app: &mut LocalConnection) -> Message {
-    match tokio::time::timeout(WAIT, app.rx.recv()).await.expect("timed out").expect("closed") {
-        LocalDelivery::Message(m) => m,
-        LocalDelivery::Error(e) => panic!("unexpected error delivery: {e}"),
-    }
-}
-
-async fn wait_until(what: &str, limit: Duration, f: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within {limit:?}: {what}");
-}
-
-fn conn_with(node: &Node, n: &Name) -> Option<u64> {
-    node.connection_ids().into_iter().find(|c| node.subscriptions_of(*c).contains(n))
+    p2p_publish(src, dst, Flags::one().forward_to(forward_to), body)
 }
 
 fn free_port() -> u16 {
@@ -85,17 +53,17 @@ async fn client_reconnects_after_server_restart_and_replays_subscriptions() {
     let conn = a.connect(ClientConfig::insecure(format!("http://{endpoint}"))).await.unwrap();
     let name_a = name("a", Some(1));
     let mut app_a = app_on(&a, &name_a, Some(conn), Some(&name_b.without_id())).await;
-    wait_until("B learns A", WAIT, || conn_with(&b, &name_a).is_some()).await;
+    wait_until_for("B learns A", WAIT, || conn_with(&b, &name_a).is_some()).await;
     let first_b_side = conn_with(&b, &name_a).unwrap();
 
     b.stop_server(&endpoint).await.unwrap();
-    wait_until("B forgets A", WAIT, || conn_with(&b, &name_a).is_none()).await;
+    wait_until_for("B forgets A", WAIT, || conn_with(&b, &name_a).is_none()).await;
     // A keeps the connection id and its route while it retries
     assert!(a.connection_ids().contains(&conn));
     assert!(a.subscriptions_of(conn).contains(&name_b.without_id()));
 
     b.run_server(ServerConfig::insecure(endpoint.clone())).await.unwrap();
-    wait_until("A's subscription is replayed to the restarted server", Duration::from_secs(10), || {
+    wait_until_for("A's subscription is replayed to the restarted server", Duration::from_secs(10), || {
         conn_with(&b, &name_a).is_some()
     })
     .await;
@@ -200,7 +168,7 @@ async fn disconnect_then_connect_to_the_same_endpoint_works() {
         app
     };
     assert_eq!(recv_msg(&mut app_b).await.blob(), b"second");
-    wait_until("B has only the live connection", WAIT, || b.stats().active_connections == 2).await;
+    wait_until_for("B has only the live connection", WAIT, || b.stats().active_connections == 2).await;
     assert_eq!(a.stats().reconnects, 0, "a disconnected connection is not reconnected");
     a.shutdown().await;
     b.shutdown().await;
@@ -235,14 +203,14 @@ async fn a_dying_peer_does_not_disturb_the_others() {
     let name_a = name("a", Some(1));
     let mut app_a = app_on(&a, &name_a, Some(conn), Some(&name_b.without_id())).await;
     tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
-    wait_until("B knows both peers", WAIT, || {
+    wait_until_for("B knows both peers", WAIT, || {
         conn_with(&b, &victim_name).is_some() && conn_with(&b, &name_a).is_some()
     })
     .await;
 
     kill_tx.send(()).unwrap();
     tokio::task::spawn_blocking(move || victim.join().unwrap()).await.unwrap();
-    wait_until("B drops the dead peer", WAIT, || conn_with(&b, &victim_name).is_none()).await;
+    wait_until_for("B drops the dead peer", WAIT, || conn_with(&b, &victim_name).is_none()).await;
 
     for i in 0..10u8 {
         app_a.tx.send(publish(&name_a, &name_b, None, &[i])).await.unwrap();

@@ -1,60 +1,22 @@
 //! Routing between two real nodes over loopback gRPC: node A (client) ↔ node B (server), with local
 //! app connections on each.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
+use common::local::{conn_with, p2p_publish, recv_delivery, recv_msg};
+use common::{WAIT, wait_until};
 use slim_bindings::node::{ClientConfig, LocalConnection, LocalDelivery, Node, NodeError, ServerConfig};
-use slim_bindings::wire::builders::{self, Flags, PublishSpec};
-use slim_bindings::wire::{Message, Name, SessionMessageType, SessionType};
-
-const WAIT: Duration = Duration::from_secs(5);
+use slim_bindings::wire::builders::{self, Flags};
+use slim_bindings::wire::{Message, Name};
 
 fn name(t: &str, id: Option<u64>) -> Name {
     Name::new("org", "ns", t, id)
 }
 
 fn publish(src: &Name, dst: &Name, fanout: u32, forward_to: Option<u64>, body: &[u8]) -> Message {
-    builders::publish(
-        &PublishSpec {
-            source: src,
-            destination: dst,
-            flags: Flags::all(fanout).forward_to(forward_to),
-            session_type: SessionType::SessionPointToPoint,
-            message_type: SessionMessageType::P2PMsg,
-            session_id: 1,
-            message_id: 0,
-            original_names: true,
-            content_type: "msg",
-        },
-        body.to_vec(),
-        HashMap::new(),
-    )
-}
-
-async fn recv(app: &mut LocalConnection) -> LocalDelivery {
-    tokio::time::timeout(WAIT, app.rx.recv()).await.expect("timed out waiting for a delivery").expect("channel closed")
-}
-
-async fn recv_msg(app: &mut LocalConnection) -> Message {
-    match recv(app).await {
-        LocalDelivery::Message(m) => m,
-        LocalDelivery::Error(e) => panic!("unexpected error delivery: {e}"),
-    }
-}
-
-async fn wait_until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within 5 s: {what}");
-}
-
-fn conn_with(node: &Node, n: &Name) -> Option<u64> {
-    node.connection_ids().into_iter().find(|c| node.subscriptions_of(*c).contains(n))
+    p2p_publish(src, dst, Flags::all(fanout).forward_to(forward_to), body)
 }
 
 async fn send(app: &LocalConnection, m: Message) {
@@ -126,7 +88,7 @@ async fn unroutable_publish_is_reported_to_the_local_sender() {
     let nowhere = name("nowhere", None);
     let sent = publish(&me, &nowhere, 1, None, b"lost");
     send(&app, sent.clone()).await;
-    match recv(&mut app).await {
+    match recv_delivery(&mut app).await {
         LocalDelivery::Error(e) => {
             assert!(matches!(e.error, NodeError::NoMatch(_)));
             let text = e.to_string();
@@ -148,13 +110,13 @@ async fn unroutable_publish_is_reported_to_the_local_sender() {
     let mut bad = publish(&me, &far, 1, None, b"bad");
     bad.publish_mut().unwrap().session = None;
     send(&app, bad).await;
-    match recv(&mut app).await {
+    match recv_delivery(&mut app).await {
         LocalDelivery::Error(e) => assert!(matches!(e.error, NodeError::InvalidMessage(_)), "{e}"),
         LocalDelivery::Message(m) => panic!("unexpected message {m:?}"),
     }
     // unknown forwardTo connection
     send(&app, publish(&me, &far, 1, Some(9999), b"x")).await;
-    match recv(&mut app).await {
+    match recv_delivery(&mut app).await {
         LocalDelivery::Error(e) => assert!(matches!(e.error, NodeError::ConnectionNotFound(9999)), "{e}"),
         LocalDelivery::Message(m) => panic!("unexpected message {m:?}"),
     }
@@ -252,7 +214,7 @@ async fn disconnect_and_dropped_apps_clean_up_their_subscriptions() {
     send(&app2, builders::subscribe(&n, &n, Flags::one())).await;
     send(&app2, builders::unsubscribe(&n, &n, Flags::one())).await;
     send(&app2, builders::unsubscribe(&n, &n, Flags::one())).await;
-    match recv(&mut app2).await {
+    match recv_delivery(&mut app2).await {
         LocalDelivery::Error(e) => assert!(matches!(e.error, NodeError::Subscription(_)), "{e}"),
         LocalDelivery::Message(m) => panic!("unexpected {m:?}"),
     }

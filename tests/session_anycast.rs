@@ -14,15 +14,9 @@ fn anycast() -> SessionConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reply_recv_any_and_session_errors() {
-    let (hub, endpoint) = hub().await;
     let alice = app("alice", "secret").await;
     let bob = app("bob", "secret").await;
-    let ca = connect(&alice, &endpoint).await;
-    let cb = connect(&bob, &endpoint).await;
-    alice.set_route(&name("bob"), ca).await.unwrap();
-    bob.set_route(&name("alice"), cb).await.unwrap();
-    wait_subscribed(&hub, &alice.name()).await;
-    wait_subscribed(&hub, &bob.name()).await;
+    let _hub = hub_with_pair(&alice, &bob).await;
 
     let sid = alice.create_session(anycast()).await.unwrap();
     let mut req = to(&name("bob"), b"hello");
@@ -82,14 +76,9 @@ async fn publish_reply_recv_any_and_session_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_shared_secret_is_never_delivered() {
-    let (hub, endpoint) = hub().await;
     let bob = app("bob", "secret").await;
     let eve = app("eve", "not-the-secret").await;
-    let cb = connect(&bob, &endpoint).await;
-    let ce = connect(&eve, &endpoint).await;
-    eve.set_route(&name("bob"), ce).await.unwrap();
-    bob.set_route(&name("eve"), cb).await.unwrap();
-    wait_subscribed(&hub, &bob.name()).await;
+    let _hub = hub_with_pair(&eve, &bob).await;
 
     let sid = eve.create_session(anycast()).await.unwrap();
     for _ in 0..3 {

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use slim_bindings::app::App;
 use slim_bindings::session::SessionConfig;
 
 const MESSAGES: u32 = 50_000;
@@ -19,17 +18,6 @@ const READER_PAUSE: Duration = Duration::from_millis(1);
 const READER_PAUSE_EVERY: u32 = 10;
 /// Upper bound of one whole run.
 const RUN_BOUND: Duration = Duration::from_secs(240);
-
-async fn pair(a: &str, b: &str) -> (slim_bindings::node::Node, App, App) {
-    let (hub, endpoint) = hub().await;
-    let x = app(a, "secret").await;
-    let y = app(b, "secret").await;
-    let cx = connect(&x, &endpoint).await;
-    connect(&y, &endpoint).await;
-    x.set_route(&name(b), cx).await.unwrap();
-    wait_subscribed(&hub, &y.name()).await;
-    (hub, x, y)
-}
 
 /// Streams [`MESSAGES`] on a new session with `cfg` and checks they all arrive, once, in order.
 async fn stream_to_slow_reader(cfg: SessionConfig, a: &str, b: &str) {

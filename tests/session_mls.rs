@@ -11,15 +11,9 @@ use slim_bindings::session::SessionConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_unicast_round_trip() {
-    let (hub, endpoint) = hub().await;
     let alice = app("alice", "secret").await;
     let bob = app("bob", "secret").await;
-    let ca = connect(&alice, &endpoint).await;
-    let cb = connect(&bob, &endpoint).await;
-    alice.set_route(&name("bob"), ca).await.unwrap();
-    bob.set_route(&name("alice"), cb).await.unwrap();
-    wait_subscribed(&hub, &alice.name()).await;
-    wait_subscribed(&hub, &bob.name()).await;
+    let _hub = hub_with_pair(&alice, &bob).await;
 
     // Anycast with MLS becomes sticky (reported as Unicast).
     let cfg = SessionConfig::Anycast { timeout: Some(Duration::from_secs(2)), max_retries: Some(5), mls_enabled: true };

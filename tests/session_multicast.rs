@@ -32,17 +32,10 @@ async fn payloads(app: &App, sid: u32, n: usize) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_exchange_and_remove() {
-    let (hub, endpoint) = hub().await;
     let moderator = app("mod", "secret").await;
     let p1 = app("p1", "secret").await;
     let p2 = app("p2", "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    for p in [&p1, &p2] {
-        connect(p, &endpoint).await;
-        wait_subscribed(&hub, &p.name()).await;
-    }
-    moderator.set_route(&name("p1"), cm).await.unwrap();
-    moderator.set_route(&name("p2"), cm).await.unwrap();
+    let _hub = hub_with(&moderator, &[&p1, &p2]).await;
 
     let sid = moderator.create_session(group(true, 5)).await.unwrap();
     // Published before anyone joined: held, then sent once the first participant is in.
@@ -128,17 +121,10 @@ async fn lost_group_messages_are_recovered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_group_add_exchange_and_remove() {
-    let (hub, endpoint) = hub().await;
     let moderator = app("mod", "secret").await;
     let p1 = app("p1", "secret").await;
     let p2 = app("p2", "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    for p in [&p1, &p2] {
-        connect(p, &endpoint).await;
-        wait_subscribed(&hub, &p.name()).await;
-    }
-    moderator.set_route(&name("p1"), cm).await.unwrap();
-    moderator.set_route(&name("p2"), cm).await.unwrap();
+    let _hub = hub_with(&moderator, &[&p1, &p2]).await;
     let cfg = SessionConfig::Multicast {
         topic: name("chat"),
         moderator: true,

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
-use slim_bindings::app::App;
 use slim_bindings::error::SlimError;
 use slim_bindings::session::SessionConfig;
 use slim_bindings::session::budget::{MAX_BUFFERED_BYTES, charge_of};
@@ -23,17 +22,6 @@ const MESSAGES: u32 = 2000;
 /// How long the receiver keeps not reading once the sender's buffer is full.
 const STALL: Duration = Duration::from_secs(2);
 const RUN_BOUND: Duration = Duration::from_secs(120);
-
-async fn pair(a: &str, b: &str) -> (slim_bindings::node::Node, App, App) {
-    let (hub, endpoint) = hub().await;
-    let x = app(a, "secret").await;
-    let y = app(b, "secret").await;
-    let cx = connect(&x, &endpoint).await;
-    connect(&y, &endpoint).await;
-    x.set_route(&name(b), cx).await.unwrap();
-    wait_subscribed(&hub, &y.name()).await;
-    (hub, x, y)
-}
 
 fn payload(i: u32) -> Vec<u8> {
     let mut blob = vec![(i % 251) as u8; SIZE];
@@ -142,13 +130,4 @@ async fn publish_that_never_gets_room_fails_typed_after_its_bound() {
     sender.delete_session(sid).await.unwrap();
     let res = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("woken by delete").unwrap();
     assert!(matches!(res, Err(SlimError::SessionNotFound(id)) if id == sid), "{res:?}");
-}
-
-/// Polls `cond` every 5 ms until it holds; panics after `bound`.
-async fn wait_until_for(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + bound;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use slim_bindings::app::App;
 use slim_bindings::error::SlimError;
 use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::session::SessionConfig;
@@ -22,22 +21,9 @@ fn unicast(timeout_ms: Option<u64>, retries: u32) -> SessionConfig {
     }
 }
 
-async fn pair(endpoint: &str, hub: &Node, a: &str, b: &str) -> (App, App) {
-    let x = app(a, "secret").await;
-    let y = app(b, "secret").await;
-    let cx = connect(&x, endpoint).await;
-    let cy = connect(&y, endpoint).await;
-    x.set_route(&name(b), cx).await.unwrap();
-    y.set_route(&name(a), cy).await.unwrap();
-    wait_subscribed(hub, &x.name()).await;
-    wait_subscribed(hub, &y.name()).await;
-    (x, y)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_unicast_delivers_in_order_both_ways() {
-    let (hub, endpoint) = hub().await;
-    let (alice, bob) = pair(&endpoint, &hub, "alice", "bob").await;
+    let (_hub, alice, bob) = pair("alice", "bob").await;
     let sid = alice.create_session(unicast(Some(200), 5)).await.unwrap();
     assert_eq!(alice.get_session_config(sid).unwrap(), unicast(Some(200), 5));
     const N: u32 = 1000;

@@ -2,12 +2,14 @@
 //! exports them as OTLP metrics to a collector (a loopback tonic server here) when
 //! `tracing.opentelemetry` is enabled.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::local::p2p_publish;
+use common::slim_process::SlimProcess;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -16,62 +18,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceReq
 use slim_bindings::node::metrics::source;
 use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::telemetry::metrics::render;
-use slim_bindings::wire::builders::{self, Flags, PublishSpec};
-use slim_bindings::wire::{Name, SessionMessageType, SessionType};
-
-const BIN: &str = env!("CARGO_BIN_EXE_slim");
-
-struct Slim {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Slim {
-    fn spawn(args: &[&str]) -> Slim {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn slim");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Slim { child, lines }
-    }
-
-    /// The address that follows `marker` in the first stderr line containing it.
-    fn addr_after(&mut self, marker: &str) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) else { break };
-            if let Some(pos) = line.find(marker) {
-                let addr: String = line[pos + marker.len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                return addr.parse().unwrap_or_else(|_| panic!("bad address in `{line}`"));
-            }
-        }
-        panic!("no `{marker}` line within 10 s");
-    }
-}
-
-impl Drop for Slim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use slim_bindings::wire::Name;
+use slim_bindings::wire::builders::{self, Flags};
 
 /// `GET path` over a fresh connection: (status line, body).
 fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -96,26 +44,12 @@ fn name(t: &str, id: u64) -> Name {
 }
 
 fn publish(from: &Name, to: &Name) -> slim_bindings::wire::Message {
-    builders::publish(
-        &PublishSpec {
-            source: from,
-            destination: to,
-            flags: Flags::one(),
-            session_type: SessionType::SessionPointToPoint,
-            message_type: SessionMessageType::P2PMsg,
-            session_id: 9,
-            message_id: 0,
-            original_names: true,
-            content_type: "msg",
-        },
-        b"counted".to_vec(),
-        HashMap::new(),
-    )
+    p2p_publish(from, to, Flags::one(), b"counted")
 }
 
 #[tokio::test]
 async fn metrics_endpoint_counts_routed_and_dropped_messages() {
-    let mut slim = Slim::spawn(&["--endpoint", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let mut slim = SlimProcess::spawn(&["--endpoint", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
     let addr = slim.addr_after("listening on ");
     let metrics = slim.addr_after("serving metrics at http://");
 
@@ -184,7 +118,7 @@ fn metrics_key_in_the_yaml_config_starts_the_endpoint() {
         "metrics:\n  endpoint: \"127.0.0.1:0\"\nservices:\n  slim/edge:\n    dataplane:\n      servers:\n        - endpoint: \"127.0.0.1:0\"\n          tls:\n            insecure: true\n",
     )
     .unwrap();
-    let mut slim = Slim::spawn(&["--config", path.to_str().unwrap()]);
+    let mut slim = SlimProcess::spawn(&["--config", path.to_str().unwrap()]);
     let metrics = slim.addr_after("serving metrics at http://");
     let (status, body) = http_get(metrics, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -286,7 +220,7 @@ async fn node_counters_are_exported_as_otlp_metrics() {
         ),
     )
     .unwrap();
-    let mut slim = Slim::spawn(&["--config", path.to_str().unwrap()]);
+    let mut slim = SlimProcess::spawn(&["--config", path.to_str().unwrap()]);
     let addr = slim.addr_after("listening on ");
     let metrics = slim.addr_after("serving metrics at http://");
 

@@ -84,13 +84,9 @@ fn unicast() -> SessionConfig {
 async fn publish_route_and_receive_share_one_trace_and_a_dead_collector_breaks_nothing() {
     // Off: nothing is added to messages.
     assert!(!otel::active());
-    let (hub_node, endpoint) = hub().await;
     let alice = app("alice", "secret").await;
     let bob = app("bob", "secret").await;
-    let ca = connect(&alice, &endpoint).await;
-    connect(&bob, &endpoint).await;
-    alice.set_route(&name("bob"), ca).await.unwrap();
-    wait_subscribed(&hub_node, &bob.name()).await;
+    let _hub = hub_with(&alice, &[&bob]).await;
 
     let sid = alice.create_session(unicast()).await.unwrap();
     alice.publish(sid, to(&name("bob"), b"untraced")).await.unwrap();

@@ -1,10 +1,14 @@
-//! Shared helpers for the session integration tests: a hub node on a loopback port, apps with
-//! shared-secret identities, bounded waits on conditions.
+//! Shared helpers for the integration tests: a hub node on a loopback port, apps with
+//! shared-secret identities attached to it, bounded waits on conditions, raw local connections
+//! ([`local`]), the `slim` binary as a process ([`slim_process`]), a lossy proxy, a raw gRPC peer and
+//! a hand-driven session peer.
 #![allow(dead_code)]
 
+pub mod local;
 pub mod lossy_proxy;
 pub mod raw_peer;
 pub mod shadow;
+pub mod slim_process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,10 +47,15 @@ pub async fn connect(app: &App, endpoint: &str) -> u64 {
 }
 
 /// Polls `cond` every 2 ms until it holds; panics after [`WAIT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_for(what, WAIT, cond).await;
+}
+
+/// Polls `cond` every 2 ms until it holds; panics after `bound`.
+pub async fn wait_until_for(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + bound;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {bound:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -59,6 +68,51 @@ pub async fn wait_subscribed(node: &Node, name: &Name) {
         node.connection_ids().into_iter().any(|c| node.subscriptions_of(c).contains(&name))
     })
     .await;
+}
+
+/// A hub with apps attached (see [`hub_with`]).
+pub struct Hub {
+    /// The hub node.
+    pub node: Node,
+    /// Its client endpoint.
+    pub endpoint: String,
+    /// The connection of the first app (the one with routes) to the hub.
+    pub conn: u64,
+    /// The connections of the other apps, in order.
+    pub conns: Vec<u64>,
+}
+
+/// Starts a hub and connects `first` and every app of `others` to it. `first` gets a route to
+/// each other app's name (any instance) through its connection, so it can open sessions to them
+/// (a client calling servers, a moderator inviting members); every app's name is subscribed at
+/// the hub before this returns.
+pub async fn hub_with(first: &App, others: &[&App]) -> Hub {
+    let (node, endpoint) = hub().await;
+    let conn = connect(first, &endpoint).await;
+    let mut conns = Vec::new();
+    for other in others {
+        conns.push(connect(other, &endpoint).await);
+        first.set_route(&other.name().without_id(), conn).await.expect("route to a member");
+    }
+    for a in std::iter::once(first).chain(others.iter().copied()) {
+        wait_subscribed(&node, &a.name()).await;
+    }
+    Hub { node, endpoint, conn, conns }
+}
+
+/// [`hub_with`] for two apps, each with a route to the other.
+pub async fn hub_with_pair(a: &App, b: &App) -> Hub {
+    let hub = hub_with(a, &[b]).await;
+    b.set_route(&a.name().without_id(), hub.conns[0]).await.expect("route back");
+    hub
+}
+
+/// Two apps named `a` and `b` (shared secret "secret") on a new hub, each with a route to the other.
+pub async fn pair(a: &str, b: &str) -> (Hub, App, App) {
+    let x = app(a, "secret").await;
+    let y = app(b, "secret").await;
+    let hub = hub_with_pair(&x, &y).await;
+    (hub, x, y)
 }
 
 /// A publish to `dest`.
