@@ -6,11 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::local::p2p_publish;
+use common::local::{Ends, ends_through, p2p_publish};
 use common::slim_process::{BIN, SlimProcess};
-use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
+use slim_bindings::node::LocalDelivery;
 use slim_bindings::wire::Name;
-use slim_bindings::wire::builders::{self, Flags};
+use slim_bindings::wire::builders::Flags;
 
 fn name(t: &str, id: u64) -> Name {
     Name::new("org", "ns", t, Some(id))
@@ -28,15 +28,8 @@ async fn slim_routes_between_two_nodes_and_exits_cleanly_on_sigterm() {
         assert!(rss < 15 * 1024, "idle slim uses {rss} KiB RSS");
     }
 
-    let a = Node::new("a");
-    let b = Node::new("b");
-    let conn_a = a.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
-    let conn_b = b.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
     let (name_a, name_b) = (name("a", 1), name("b", 2));
-    let mut app_a = a.register_local();
-    let app_b = b.register_local();
-    app_a.tx.send(builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn_a)))).await.unwrap();
-    app_b.tx.send(builders::subscribe(&name_b, &name_a.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
+    let Ends { a, b, mut app_a, app_b } = ends_through(addr, &name_a, &name_b, &[&name_a]).await;
 
     // the forwarded subscription reaches slim asynchronously: retry the publish until it routes
     let msg = p2p_publish(&name_b, &name_a, Flags::one(), b"through slim");

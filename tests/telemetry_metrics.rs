@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::local::p2p_publish;
+use common::local::{Ends, ends_through, p2p_publish};
 use common::slim_process::SlimProcess;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use slim_bindings::node::metrics::source;
-use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
+use slim_bindings::node::{LocalDelivery, Node};
 use slim_bindings::telemetry::metrics::render;
 use slim_bindings::wire::Name;
 use slim_bindings::wire::builders::{self, Flags};
@@ -58,17 +58,9 @@ async fn metrics_endpoint_counts_routed_and_dropped_messages() {
     assert_eq!(sample(&body, "slim_messages_routed_total{node=\"0\"}"), 0);
     assert!(body.contains("# TYPE slim_messages_dropped_total counter"), "{body}");
 
-    let a = Node::new("a");
-    let b = Node::new("b");
-    let conn_a = a.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
-    let conn_b = b.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
     let (name_a, name_b, nobody) = (name("a", 1), name("b", 2), name("nobody", 3));
-    let mut app_a = a.register_local();
-    let app_b = b.register_local();
-    app_a.tx.send(builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn_a)))).await.unwrap();
     // b routes both names to slim; only `a` has a subscriber there.
-    app_b.tx.send(builders::subscribe(&name_b, &name_a.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
-    app_b.tx.send(builders::subscribe(&name_b, &nobody.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
+    let Ends { a, b, mut app_a, app_b } = ends_through(addr, &name_a, &name_b, &[&name_a, &nobody]).await;
 
     // The forwarded subscription reaches slim asynchronously: resend until it routes (bounded).
     let mut delivered = false;
@@ -224,16 +216,8 @@ async fn node_counters_are_exported_as_otlp_metrics() {
     let addr = slim.addr_after("listening on ");
     let metrics = slim.addr_after("serving metrics at http://");
 
-    let a = Node::new("a");
-    let b = Node::new("b");
-    let conn_a = a.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
-    let conn_b = b.connect(ClientConfig::insecure(format!("http://{addr}"))).await.unwrap();
     let (name_a, name_b, nobody) = (name("a", 1), name("b", 2), name("nobody", 3));
-    let mut app_a = a.register_local();
-    let app_b = b.register_local();
-    app_a.tx.send(builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn_a)))).await.unwrap();
-    app_b.tx.send(builders::subscribe(&name_b, &name_a.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
-    app_b.tx.send(builders::subscribe(&name_b, &nobody.without_id(), Flags::one().recv_from(conn_b))).await.unwrap();
+    let Ends { a, b, mut app_a, app_b } = ends_through(addr, &name_a, &name_b, &[&name_a, &nobody]).await;
     let mut delivered = 0;
     for _ in 0..200 {
         app_b.tx.send(publish(&name_b, &name_a)).await.unwrap();
