@@ -61,6 +61,16 @@ impl InviteHandle {
     pub async fn joined(self) -> Result<(), SlimError> {
         self.rx.await.unwrap_or(Err(SlimError::SessionClosed))
     }
+
+    /// Like [`InviteHandle::joined`], but fails with [`SlimError::Invite`] once `bound` has passed
+    /// without the participant joining (`None`: the invite's own retry limit is the only bound).
+    pub async fn joined_within(self, bound: Option<std::time::Duration>) -> Result<(), SlimError> {
+        let Some(bound) = bound else { return self.joined().await };
+        match tokio::time::timeout(bound, self.joined()).await {
+            Ok(result) => result,
+            Err(_) => Err(SlimError::Invite(format!("no answer from the participant within {bound:?}"))),
+        }
+    }
 }
 
 impl App {

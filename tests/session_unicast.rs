@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
+use slim_bindings::app::App;
 use slim_bindings::error::SlimError;
 use slim_bindings::node::{ClientConfig, LocalDelivery, Node};
 use slim_bindings::session::SessionConfig;
@@ -164,6 +165,111 @@ async fn vanished_peer_times_out_and_a_new_session_finds_another_instance() {
     assert_eq!((info.session_id, p.as_slice()), (sid2, b"again".as_slice()));
 }
 
+/// The bound a reliable session's failure must respect: `timeout × (max_retries + 1)` plus a
+/// margin for a loaded machine.
+fn failure_bound(timeout: Duration, retries: u32) -> (Duration, Duration) {
+    let nominal = timeout * (retries + 1);
+    (nominal, nominal + Duration::from_millis(1500))
+}
+
+/// Awaits the next timeout of `sid` and returns when it came. Route-error notices (`NoRoute`: the
+/// hub tells the sender it had no subscriber for the discovery) may come first; nothing else may.
+async fn expect_timeout(app: &App, sid: u32) -> Instant {
+    for _ in 0..4 {
+        match recv(app, sid).await {
+            Err(SlimError::Timeout { session_id, .. }) => {
+                assert_eq!(session_id, sid);
+                return Instant::now();
+            }
+            Err(SlimError::NoRoute(_)) => continue,
+            other => panic!("expected a Timeout, got {other:?}"),
+        }
+    }
+    panic!("no Timeout after several route errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_session_to_a_routed_name_nobody_serves_fails_within_its_bound() {
+    let (hub, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    wait_subscribed(&hub, &alice.name()).await;
+    // Routed through the hub, which has no subscriber for it (it sends back a route-error notice).
+    alice.set_route(&name("nobody"), ca).await.unwrap();
+    let (timeout, retries) = (Duration::from_millis(250), 3);
+    let (nominal, latest) = failure_bound(timeout, retries);
+    let sid = alice.create_session(unicast(Some(250), retries)).await.unwrap();
+    let started = Instant::now();
+    alice.publish(sid, to(&name("nobody"), b"one")).await.unwrap();
+    alice.publish(sid, to(&name("nobody"), b"two")).await.unwrap();
+    for _ in 0..2 {
+        let elapsed = expect_timeout(&alice, sid).await - started;
+        assert!(elapsed >= nominal, "failed before the session's bound: {elapsed:?}");
+        assert!(elapsed < latest, "failed after timeout x (max_retries + 1) + margin: {elapsed:?}");
+    }
+    while let Some(item) = alice.try_recv_session(sid) {
+        assert!(matches!(item, Err(SlimError::NoRoute(_))), "one timeout per publish, nothing more: {item:?}");
+    }
+
+    // The session is usable again: a later publish starts discovery anew (and fails the same way).
+    let again = Instant::now();
+    alice.publish(sid, to(&name("nobody"), b"three")).await.unwrap();
+    let elapsed = expect_timeout(&alice, sid).await - again;
+    assert!(elapsed >= nominal && elapsed < latest, "second attempt: {elapsed:?}");
+    while let Some(item) = alice.try_recv_session(sid) {
+        assert!(matches!(item, Err(SlimError::NoRoute(_))), "{item:?}");
+    }
+
+    // A subscriber that never answers (what a node that drops without a notice looks like from
+    // here): no notice at all, the same bound.
+    let _silent = RawPeer::routing(&endpoint, &hub, &alice.name()).await;
+    alice.set_route(&name("raw"), ca).await.unwrap();
+    let sid = alice.create_session(unicast(Some(250), retries)).await.unwrap();
+    let started = Instant::now();
+    alice.publish(sid, to(&name("raw"), b"anyone?")).await.unwrap();
+    match recv(&alice, sid).await {
+        Err(SlimError::Timeout { session_id, .. }) => assert_eq!(session_id, sid),
+        other => panic!("expected a Timeout, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= nominal && elapsed < latest, "silent subscriber: {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_session_whose_peer_dies_during_discovery_fails_within_its_bound() {
+    let (hub, endpoint) = hub().await;
+    let alice = app("alice", "secret").await;
+    let ca = connect(&alice, &endpoint).await;
+    wait_subscribed(&hub, &alice.name()).await;
+    let mut raw = RawPeer::routing(&endpoint, &hub, &alice.name()).await;
+    alice.set_route(&name("raw"), ca).await.unwrap();
+    let (timeout, retries) = (Duration::from_millis(300), 2);
+    let (nominal, latest) = failure_bound(timeout, retries);
+    let sid = alice.create_session(unicast(Some(300), retries)).await.unwrap();
+    let started = Instant::now();
+    alice.publish(sid, to(&name("raw"), b"hello")).await.unwrap();
+
+    // The peer answers discovery, then dies before the join.
+    let discovery = raw.expect(SessionMessageType::ChannelDiscoveryRequest).await;
+    let sh = discovery.session_header().unwrap();
+    raw.send(SessionMessageType::ChannelDiscoveryReply, &alice.name(), sh.session_id, sh.message_id, Vec::new(), false)
+        .await;
+    raw.expect(SessionMessageType::ChannelJoinRequest).await;
+    let raw_name = raw.name.clone();
+    raw._node.shutdown().await;
+    drop(raw);
+    let hub2 = hub.clone();
+    wait_until("hub forgets the dead peer", move || {
+        !hub2.connection_ids().into_iter().any(|c| hub2.subscriptions_of(c).contains(&raw_name))
+    })
+    .await;
+
+    let elapsed = expect_timeout(&alice, sid).await - started;
+    assert!(elapsed >= nominal, "failed before the session's bound: {elapsed:?}");
+    assert!(elapsed < latest, "failed after timeout x (max_retries + 1) + margin: {elapsed:?}");
+    assert!(alice.try_recv_session(sid).is_none());
+}
+
 /// A hand-driven peer: a bare node with a local connection, so the test can send any message.
 struct RawPeer {
     name: Name,
@@ -174,13 +280,18 @@ struct RawPeer {
 
 impl RawPeer {
     async fn new(endpoint: &str, hub: &Node) -> RawPeer {
+        Self::routing(endpoint, hub, &name("bob")).await
+    }
+
+    /// A raw peer whose node sends traffic for `route` to the hub.
+    async fn routing(endpoint: &str, hub: &Node, route: &Name) -> RawPeer {
         let node = Node::new("raw");
         let lc = node.register_local();
         let conn = node.connect(ClientConfig::insecure(endpoint)).await.unwrap();
         let me = Name::new("org", "ns", "raw", Some(42));
         lc.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
         lc.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
-        lc.tx.send(builders::subscribe(&me, &name("bob"), Flags::one().recv_from(conn))).await.unwrap();
+        lc.tx.send(builders::subscribe(&me, route, Flags::one().recv_from(conn))).await.unwrap();
         wait_subscribed(hub, &me).await;
         RawPeer { name: me, tx: lc.tx, rx: lc.rx, _node: node }
     }

@@ -14,6 +14,7 @@ Differences from the seed-era wrapper whose API this one keeps, each a fix of a 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -215,10 +216,19 @@ class Slim:
         rest were not; the exception's ``sent`` attribute says how many."""
         await _native.publish_many(self.svc, session, 1, msgs, dest, payload_type, metadata)
 
-    async def invite(self, session: SessionRef, name: PyName, wait: bool = False) -> None:
+    async def invite(
+        self,
+        session: SessionRef,
+        name: PyName,
+        wait: bool = False,
+        timeout: timedelta | float | None = None,
+    ) -> None:
         """Invites ``name`` into a multicast session. Returns once the request is sent; with
-        ``wait=True``, once the member has joined (and, with MLS, can decrypt)."""
-        await _native.invite(self.svc, session, name, wait)
+        ``wait=True``, once the member has joined (and, with MLS, can decrypt). ``timeout`` (a
+        ``timedelta`` or seconds, with ``wait=True`` only) bounds that wait: a member that has not
+        joined by then raises ``InviteError``. Without it the invite gives up after its retries
+        (60 x 1 s)."""
+        await _native.invite(self.svc, session, name, wait, timeout)
 
     async def remove(self, session: SessionRef, name: PyName) -> None:
         """Removes ``name`` from a multicast session."""

@@ -102,3 +102,30 @@ impl<'a, 'py> FromPyObject<'a, 'py> for ConfigDict {
         Ok(ConfigDict(to_json(&obj)?))
     }
 }
+
+/// A time bound given as a `datetime.timedelta` or a number of seconds (`int` or `float`, > 0).
+pub struct TimeBound(pub std::time::Duration);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TimeBound {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let bound = match obj.extract::<std::time::Duration>() {
+            Ok(d) => d,
+            Err(_) => {
+                let secs: f64 = obj
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("timeout must be a datetime.timedelta or a number of seconds"))?;
+                if !secs.is_finite() || secs <= 0.0 {
+                    return Err(pyo3::exceptions::PyValueError::new_err("timeout must be greater than zero"));
+                }
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map_err(|_| pyo3::exceptions::PyValueError::new_err("timeout out of range"))?
+            }
+        };
+        if bound.is_zero() {
+            return Err(pyo3::exceptions::PyValueError::new_err("timeout must be greater than zero"));
+        }
+        Ok(TimeBound(bound))
+    }
+}

@@ -10,7 +10,7 @@ use std::mem::ManuallyDrop;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::args::{Blob, ConfigDict, SessionArg};
+use super::args::{Blob, ConfigDict, SessionArg, TimeBound};
 use super::errors::{config_error, to_py, to_py_with};
 use super::identity::{PyIdentityProvider, PyIdentityVerifier};
 use super::name::PyName;
@@ -321,15 +321,25 @@ fn with_sent(e: crate::error::SlimError, sent: usize) -> PyErr {
 }
 
 /// Invites `name` into a multicast session (moderator only). Resolves once the request is sent;
-/// with `wait=True`, once the member has joined (and, with MLS, can decrypt).
+/// with `wait=True`, once the member has joined (and, with MLS, can decrypt). `timeout` (a
+/// `timedelta` or seconds; only with `wait=True`) bounds that wait: past it, `InviteError`.
 #[pyfunction]
-#[pyo3(signature = (svc, session_info, name, wait = false))]
-pub async fn invite(svc: Py<PyService>, session_info: SessionArg, name: PyName, wait: bool) -> PyResult<()> {
+#[pyo3(signature = (svc, session_info, name, wait = false, timeout = None))]
+pub async fn invite(
+    svc: Py<PyService>,
+    session_info: SessionArg,
+    name: PyName,
+    wait: bool,
+    timeout: Option<TimeBound>,
+) -> PyResult<()> {
+    if timeout.is_some() && !wait {
+        return Err(pyo3::exceptions::PyValueError::new_err("timeout bounds the wait: it needs wait=True"));
+    }
     let app = app_of(&svc);
     spawned(async move {
         let handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
         if wait {
-            handle.joined().await.map_err(to_py)?;
+            handle.joined_within(timeout.map(|b| b.0)).await.map_err(to_py)?;
         }
         Ok(())
     })

@@ -53,6 +53,9 @@ enum TimerKey {
     Rtx(u32),
     /// Re-sending this control message (discovery / join).
     Control(u32),
+    /// Reliable initiator: the whole handshake (discovery, join and, with MLS, the welcome) must
+    /// end by this deadline, `timeout × (max_retries + 1)` after it started.
+    Handshake,
 }
 
 #[derive(Debug)]
@@ -292,6 +295,12 @@ impl P2pTask {
     }
 
     async fn start_discovery(&mut self, dest: &Name) {
+        if let Some(timeout) = self.timeout {
+            // A reliable session fails within its own bound whatever the reason (nobody serves
+            // the name, the peer died half way through): one deadline for the whole handshake.
+            let bound = timeout.saturating_mul(self.max_retries.saturating_add(1));
+            self.timers.start(TimerKey::Handshake, TimerPolicy::constant(bound, 0), Instant::now());
+        }
         let request_id = channel::nonce();
         let msg = channel::p2p_discovery_request(&self.core, self.id, request_id, dest);
         self.send_control(request_id, msg).await;
@@ -306,6 +315,35 @@ impl P2pTask {
             Instant::now(),
         );
         self.send(msg).await;
+    }
+
+    /// The handshake ended (peer pinned and, with MLS, the group up): its deadline is off.
+    fn handshake_done(&mut self) {
+        self.timers.stop(&TimerKey::Handshake);
+    }
+
+    /// Discovery, join or welcome got no answer in time: every control retry stops, the session
+    /// goes back to idle (the next publish starts discovery again) and each waiting publish is
+    /// reported as a timeout on the session.
+    fn handshake_failed(&mut self) {
+        tracing::debug!(session = self.id, "discovery/join got no answer: pending messages time out");
+        for mid in std::mem::take(&mut self.control).into_keys() {
+            self.timers.stop(&TimerKey::Control(mid));
+        }
+        self.timers.stop(&TimerKey::Handshake);
+        self.phase = Phase::Idle;
+        if self.role == P2pRole::Initiator && !self.mls_ready {
+            // Half-made handshake (join answered, welcome not): start over with a fresh group.
+            self.peer = None;
+            self.receiver = None;
+            self.mls = None;
+            self.welcome_id = None;
+        }
+        while let Some(req) = self.pending.pop_front() {
+            self.give_back(self.charge_of(&req));
+            let message_id = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
+            self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id });
+        }
     }
 
     fn stop_control(&mut self, mid: u32) {
@@ -649,6 +687,7 @@ impl P2pTask {
         self.stop_control(mid);
         self.welcome_id = None;
         self.mls_ready = true;
+        self.handshake_done();
         self.drain_pending().await;
     }
 
@@ -691,9 +730,9 @@ impl P2pTask {
         self.stop_control(mid);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
-        if self.mls_enabled
-            && let Err(e) = self.start_mls(msg.blob()).await
-        {
+        if !self.mls_enabled {
+            self.handshake_done();
+        } else if let Err(e) = self.start_mls(msg.blob()).await {
             tracing::debug!(session = self.id, error = %e, "MLS setup failed");
             self.entry.deliver_error(e);
         }
@@ -749,16 +788,8 @@ impl P2pTask {
                         self.send(m).await;
                     }
                 }
-                Fired::Failed { key: TimerKey::Control(mid) } => {
-                    self.control.remove(&mid);
-                    tracing::debug!(session = self.id, "discovery/join got no answer: pending messages time out");
-                    self.phase = Phase::Idle;
-                    while let Some(req) = self.pending.pop_front() {
-                        self.give_back(self.charge_of(&req));
-                        let message_id = self.entry.next_id.fetch_add(1, Ordering::Relaxed);
-                        self.entry.deliver_error(SlimError::Timeout { session_id: self.id, message_id });
-                    }
-                }
+                Fired::Failed { key: TimerKey::Control(_) | TimerKey::Handshake } => self.handshake_failed(),
+                Fired::Retry { key: TimerKey::Handshake, .. } => {}
             }
         }
     }
