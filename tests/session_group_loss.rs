@@ -31,17 +31,10 @@ struct Tally {
 
 /// A moderator, 4 members (MLS on) and the session id, all through one hub.
 async fn group(tag: &str) -> (App, Vec<App>, Name, u32) {
-    let (_hub, endpoint) = hub().await;
     let channel = name(&format!("{tag}-chat"));
     let moderator = app(&format!("{tag}-mod"), "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    let mut members = Vec::new();
-    for i in 0..4 {
-        let a = app(&format!("{tag}-m{i}"), "secret").await;
-        connect(&a, &endpoint).await;
-        moderator.set_route(&a.name().without_id(), cm).await.unwrap();
-        members.push(a);
-    }
+    let members = apps(&format!("{tag}-m"), 4).await;
+    let _hub = hub_with(&moderator, &members.iter().collect::<Vec<_>>()).await;
     let cfg = SessionConfig::Multicast {
         topic: channel.clone(),
         moderator: true,

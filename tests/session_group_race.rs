@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use slim_bindings::app::App;
 use slim_bindings::session::SessionConfig;
 
 fn group(topic: &str, mls_enabled: bool) -> SessionConfig {
@@ -24,17 +23,9 @@ fn group(topic: &str, mls_enabled: bool) -> SessionConfig {
 
 /// `members` invited back to back, `count` messages published right after the last invite call.
 async fn back_to_back(tag: &str, members: usize, count: usize, mls: bool) {
-    let (hub, endpoint) = hub().await;
     let moderator = app(&format!("{tag}-mod"), "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    let mut apps: Vec<App> = Vec::new();
-    for i in 0..members {
-        let p = app(&format!("{tag}-p{i}"), "secret").await;
-        connect(&p, &endpoint).await;
-        wait_subscribed(&hub, &p.name()).await;
-        moderator.set_route(&p.name().without_id(), cm).await.unwrap();
-        apps.push(p);
-    }
+    let apps = apps(&format!("{tag}-p"), members).await;
+    let _hub = hub_with(&moderator, &apps.iter().collect::<Vec<_>>()).await;
     let topic = format!("{tag}-chat");
     let sid = moderator.create_session(group(&topic, mls)).await.unwrap();
     let mut handles = Vec::new();

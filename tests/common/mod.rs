@@ -41,6 +41,15 @@ pub async fn app(agent: &str, secret: &str) -> App {
     App::new(name(agent), id.clone(), id).await.expect("app")
 }
 
+/// `n` apps named `<prefix>0`, `<prefix>1`, ... whose identities use the secret "secret".
+pub async fn apps(prefix: &str, n: usize) -> Vec<App> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(app(&format!("{prefix}{i}"), "secret").await);
+    }
+    out
+}
+
 /// Connects `app` to the node at `endpoint`.
 pub async fn connect(app: &App, endpoint: &str) -> u64 {
     app.connect(ClientConfig::insecure(endpoint)).await.expect("connect")
