@@ -37,7 +37,8 @@ class PyService:
         """Names subscribed on this app's node, over all its connections."""
     def node_stats(self) -> dict[str, int]:
         """Counters of this app's node and of its session layer: messages routed, drops by
-        reason, ``session_queue_dropped``, ``messages_lost_reported``, ... (docs/reliability.md)."""
+        reason, ``session_queue_dropped``, ``messages_lost_reported``, ``mesh_dropped_<reason>``, ...
+        (docs/reliability.md)."""
 
 class PySessionInfo:
     """A session id plus what is known about the last message received on it."""

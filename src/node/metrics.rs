@@ -2,8 +2,6 @@
 //! [`crate::telemetry`] (the `/metrics` text endpoint and OTLP) read a [`MetricSource`] made here
 //! by [`source`], and know nothing of the node.
 
-use std::sync::atomic::Ordering;
-
 use super::{ConnectionQueue, LinkInfo, LinkKind, Node, NodeStatsSnapshot};
 use crate::telemetry::metrics::{LabelValue, MetricDesc, MetricSource, Sample};
 
@@ -17,8 +15,8 @@ struct Figures {
     attached: Vec<(&'static str, u64)>,
     /// gRPC links (local app connections left out).
     links: Vec<LinkInfo>,
-    /// Mesh drops: hop limit, off tree, no route in transit.
-    mesh_dropped: [u64; 3],
+    /// Mesh drops: hop limit, off tree, no route in transit, control messages undeliverable.
+    mesh_dropped: [(&'static str, u64); 4],
     /// Names with a route through another mesh node.
     mesh_routes: u64,
 }
@@ -162,13 +160,16 @@ static NODE_METRICS: [NodeMetric; 17] = [
     NodeMetric {
         desc: MetricDesc::counter(
             "slim.mesh.dropped",
-            "Messages dropped between mesh nodes, by reason (hop_limit: a loop caught while routes changed).",
+            "Messages dropped between mesh nodes, by reason (hop_limit: a loop caught while routes changed; \
+             control: mesh control messages a closing link could not take).",
         ),
         read: |f| {
-            ["hop_limit", "off_tree", "transit_no_route"]
-                .into_iter()
-                .zip(f.mesh_dropped)
-                .map(|(reason, v)| (vec![("reason", LabelValue::Text(reason.into()))], v))
+            f.mesh_dropped
+                .iter()
+                .map(|(name, v)| {
+                    let reason = name.trim_start_matches("mesh_dropped_");
+                    (vec![("reason", LabelValue::Text(reason.into()))], *v)
+                })
                 .collect()
         },
     },
@@ -193,11 +194,7 @@ fn read(nodes: &[Node], out: &mut Vec<Sample>) {
             queues: node.queue_depths(),
             attached: node.attached_counters(),
             links: node.links().into_iter().filter(|l| l.kind != LinkKind::Local).collect(),
-            mesh_dropped: {
-                let m = node.mesh_stats();
-                [&m.dropped_hop_limit, &m.dropped_off_tree, &m.dropped_transit_no_route]
-                    .map(|c| c.load(Ordering::Relaxed))
-            },
+            mesh_dropped: node.mesh_stats().drops(),
             mesh_routes: node.mesh_route_count() as u64,
         };
         for metric in &NODE_METRICS {
@@ -227,6 +224,7 @@ mod tests {
         assert!(text.contains("slim_queue_depth{node=\"n\\\"1\"} 0"), "{text}");
         assert!(text.contains("slim_mesh_dropped_total{node=\"n\\\"1\",reason=\"hop_limit\"} 0"), "{text}");
         assert!(text.contains("slim_mesh_routes{node=\"n\\\"1\"} 0"), "{text}");
+        assert!(text.contains("slim_mesh_dropped_total{node=\"n\\\"1\",reason=\"control\"} 0"), "{text}");
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl PyService {
     fn node_stats(&self) -> HashMap<&'static str, u64> {
         let node = self.app.node();
         let mut out = HashMap::from(node.stats().fields());
+        out.extend(node.mesh_stats().drops());
         out.extend(node.attached_counters());
         out
     }

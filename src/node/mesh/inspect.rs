@@ -171,15 +171,13 @@ pub(crate) fn describe(inner: &Inner, req: &NodeInfoRequest) -> NodeInfoReply {
         ("messages_routed", s.messages_routed),
         ("dropped_no_route", s.dropped_no_route),
         ("dropped_closed", s.dropped_closed),
-        ("mesh_dropped_hop_limit", r(&m.dropped_hop_limit)),
-        ("mesh_dropped_off_tree", r(&m.dropped_off_tree)),
-        ("mesh_dropped_transit_no_route", r(&m.dropped_transit_no_route)),
         ("mesh_notices_sent", r(&m.notices_sent)),
         ("mesh_control_received", r(&m.control_received)),
         ("mesh_control_sent", r(&m.control_sent)),
         ("mesh_recomputes", r(&m.recomputes)),
     ]
     .into_iter()
+    .chain(m.drops())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 

@@ -95,6 +95,20 @@ pub struct MeshStats {
     pub name_updates: AtomicU64,
 }
 
+impl MeshStats {
+    /// The mesh's drop counters by name (shown by `node_stats()`, node-info and `/metrics`):
+    /// hop limit, off tree, no route in transit, control messages a closed link could not take.
+    pub fn drops(&self) -> [(&'static str, u64); 4] {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("mesh_dropped_hop_limit", r(&self.dropped_hop_limit)),
+            ("mesh_dropped_off_tree", r(&self.dropped_off_tree)),
+            ("mesh_dropped_transit_no_route", r(&self.dropped_transit_no_route)),
+            ("mesh_dropped_control", r(&self.control_dropped)),
+        ]
+    }
+}
+
 /// A neighbour node as the inspection API shows it.
 #[derive(Debug, Clone, Default)]
 pub struct NodeView {
