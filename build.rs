@@ -20,7 +20,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(sha) = git_short_sha() {
         println!("cargo:rustc-env=SLIM_GIT_SHA={sha}");
     }
+    for path in git_head_files() {
+        println!("cargo:rerun-if-changed={path}");
+    }
     Ok(())
+}
+
+/// The files whose change means HEAD moved, so that `build_info` names the commit that was built:
+/// the HEAD file (a checkout or a switch of branch rewrites it), and when HEAD is a branch, the branch's
+/// ref file (a commit rewrites it) and `packed-refs` (where a packed branch lives). Only files that exist
+/// are listed (cargo reruns a build script on every build when a listed file is missing); nothing at
+/// all outside a git checkout. Paths come from git itself, so linked worktrees work too.
+fn git_head_files() -> Vec<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (!text.is_empty()).then_some(text)
+    };
+    let git_path = |name: &str| git(&["rev-parse", "--path-format=absolute", "--git-path", name]);
+    let mut files = Vec::new();
+    files.extend(git_path("HEAD"));
+    // Detached HEAD: `symbolic-ref` fails and HEAD itself holds the commit.
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        files.extend(git_path(&branch));
+        files.extend(git_path("packed-refs"));
+    }
+    files.retain(|f| std::path::Path::new(f).is_file());
+    files
 }
 
 /// `git rev-parse --short HEAD`, when git and a checkout are there (an sdist build has neither).

@@ -87,15 +87,26 @@ def identity(local: str):
         import datetime
 
         def es256(file: str):
-            return slim_bindings.PyKey(slim_bindings.PyAlgorithm.ES256, slim_bindings.PyKeyFormat.Pem,
-                                       slim_bindings.PyKeyData.File(str(Path(IDENTITY["keys"]) / file)))
+            return slim_bindings.PyKey(
+                slim_bindings.PyAlgorithm.ES256,
+                slim_bindings.PyKeyFormat.Pem,
+                slim_bindings.PyKeyData.File(str(Path(IDENTITY["keys"]) / file)),
+            )
 
         provider = slim_bindings.PyIdentityProvider.Jwt(
-            private_key=es256("es256.key"), duration=datetime.timedelta(hours=1), issuer=JWT_ISSUER,
-            audience=[JWT_AUDIENCE], subject=local)
+            private_key=es256("es256.key"),
+            duration=datetime.timedelta(hours=1),
+            issuer=JWT_ISSUER,
+            audience=[JWT_AUDIENCE],
+            subject=local,
+        )
         verifier = slim_bindings.PyIdentityVerifier.Jwt(
-            public_key=es256("es256.pub.pem"), issuer=JWT_ISSUER, audience=[JWT_AUDIENCE], require_iss=True,
-            require_aud=True)
+            public_key=es256("es256.pub.pem"),
+            issuer=JWT_ISSUER,
+            audience=[JWT_AUDIENCE],
+            require_iss=True,
+            require_aud=True,
+        )
         return provider, verifier
     provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
     verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
@@ -373,11 +384,12 @@ def worker_main(args) -> int:
         if args.otel_mode in ("off", "on") and args.impl == "ours":
             import slim_bindings
 
-            await slim_bindings.init_tracing(otel_tracing_config(args.otel_mode, args.otel_endpoint,
-                                                                 args.otel_sampling))
+            await slim_bindings.init_tracing(
+                otel_tracing_config(args.otel_mode, args.otel_endpoint, args.otel_sampling)
+            )
         try:
             await asyncio.wait_for(role(app, args), args.deadline + 10)
-        except Exception as e:  # reported as an event: the coordinator reads stdout
+        except Exception as e:  # noqa: BLE001 - reported as an event: the coordinator reads stdout
             emit("error", error=f"{type(e).__name__}: {e}")
             return 1
         return 0
@@ -397,10 +409,16 @@ class Child:
         self.name = name
         self.events: list[dict] = []
         self.cond = threading.Condition()
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1,
-            cwd=REPO_ROOT, env=env,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            bufsize=1,
+            cwd=REPO_ROOT,
+            env=env,
         )
         self.ended = False
         self.desc = name
@@ -501,7 +519,11 @@ def wait_listening(port: int, timeout: float, proc: subprocess.Popen) -> None:
 
 def python_060() -> str:
     proc = subprocess.run(
-        ["bash", str(REPO_ROOT / "scripts" / "setup_venv_060.sh")], capture_output=True, text=True, timeout=300
+        ["bash", str(REPO_ROOT / "scripts" / "setup_venv_060.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"cannot set up the 0.6.0 venv:\n{proc.stderr[-1500:]}")
@@ -517,7 +539,7 @@ def ours_available(python: str) -> str | None:
         "print(v)\n"
     )
     try:
-        p = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     if p.returncode != 0:
@@ -526,8 +548,12 @@ def ours_available(python: str) -> str | None:
 
 
 def our_slim_binary(explicit: str | None) -> Path | None:
-    for cand in (explicit, os.environ.get("SLIM_BIN"), REPO_ROOT / "target/release/slim",
-                 REPO_ROOT / "target/debug/slim"):
+    for cand in (
+        explicit,
+        os.environ.get("SLIM_BIN"),
+        REPO_ROOT / "target/release/slim",
+        REPO_ROOT / "target/debug/slim",
+    ):
         if cand and Path(cand).is_file():
             return Path(cand)
     return None
@@ -544,11 +570,16 @@ def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
             fd, cfg_path = tempfile.mkstemp(prefix="slim-bench-", suffix=".yaml")
             tracing = "tracing:\n  log_level: warn\n"
             if getattr(args, "otel_mode", None) in ("off", "on"):
-                tracing = "tracing: " + json.dumps(
-                    otel_tracing_config(args.otel_mode, args.otel_endpoint, args.otel_sampling)) + "\n"
+                tracing = (
+                    "tracing: "
+                    + json.dumps(otel_tracing_config(args.otel_mode, args.otel_endpoint, args.otel_sampling))
+                    + "\n"
+                )
             with os.fdopen(fd, "w") as f:
-                f.write(tracing + "services:\n  slim/0:\n    dataplane:\n      servers:\n"
-                        f"        - endpoint: \"{listen}\"\n          tls:\n            insecure: true\n")
+                f.write(
+                    tracing + "services:\n  slim/0:\n    dataplane:\n      servers:\n"
+                    f'        - endpoint: "{listen}"\n          tls:\n            insecure: true\n'
+                )
             node = Child("node", [str(binary), "--config", cfg_path])
             node.cleanup.append(Path(cfg_path))
             node.desc = f"our binary {binary}"
@@ -556,8 +587,20 @@ def start_bench_node(kind: str, port: int, args, common: list[str]) -> Child:
         why = ours_available(args.ours_python)
         if why:
             raise RuntimeError(f"no node of ours: no slim binary and our package is not importable ({why})")
-        node = Child("node", [args.ours_python, me, "--worker", "node", "--listen", listen,
-                              "--impl", "ours", *otel_worker_args(args)])
+        node = Child(
+            "node",
+            [
+                args.ours_python,
+                me,
+                "--worker",
+                "node",
+                "--listen",
+                listen,
+                "--impl",
+                "ours",
+                *otel_worker_args(args),
+            ],
+        )
         node.desc = "our package run_server"
         return node
     node = Child("node", [python_060(), me, "--worker", "node", "--listen", listen, "--impl", "060"])
@@ -575,9 +618,13 @@ def make_es256_keys(directory: str) -> None:
 
 def print_identity_ratios(by_identity: dict) -> None:
     """JWT vs shared-secret figures of each implementation measured with both."""
-    keys = [("one-way msgs/s at receiver", "recv_rate"), ("sender publish rate msgs/s", "send_rate"),
-            ("stream CPU us/msg (all processes)", "cpu_us_per_msg"), ("round-trip p50 ms", "p50_ms"),
-            ("round-trip p99 ms", "p99_ms")]
+    keys = [
+        ("one-way msgs/s at receiver", "recv_rate"),
+        ("sender publish rate msgs/s", "send_rate"),
+        ("stream CPU us/msg (all processes)", "cpu_us_per_msg"),
+        ("round-trip p50 ms", "p50_ms"),
+        ("round-trip p99 ms", "p99_ms"),
+    ]
     print()
     print(f"{'identity comparison':34}{'impl':>8}{'shared':>14}{'jwt (ES256)':>14}{'jwt/shared':>12}")
     for impl in ("060", "ours"):
@@ -591,9 +638,24 @@ def print_identity_ratios(by_identity: dict) -> None:
 
 def worker_common_args(impl: str, args) -> list[str]:
     """The flags every worker of a run gets (scenario sizes and bounds, identity, session kind)."""
-    common = ["--impl", impl, "--size", str(args.size), "--messages", str(args.messages),
-              "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
-              "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
+    common = [
+        "--impl",
+        impl,
+        "--size",
+        str(args.size),
+        "--messages",
+        str(args.messages),
+        "--seconds",
+        str(args.seconds),
+        "--round-trips",
+        str(args.round_trips),
+        "--rtt-seconds",
+        str(args.rtt_seconds),
+        "--idle",
+        str(args.idle),
+        "--deadline",
+        str(args.deadline),
+    ]
     if getattr(args, "identity", "shared") == "jwt":
         common += ["--identity", "jwt", "--jwt-keys", args.jwt_keys]
     if args.reliable:
@@ -649,9 +711,17 @@ def run_scenario(label: str, start_router, worker_argv, endpoint_format: str, ar
         requester.tell("rtt")
         rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
         result.update(
-            sent=sent["sent"], send_rate=sent["rate"], received=thr["received"], recv_rate=thr["rate"],
-            recv_seconds=thr["seconds"], rtt_count=rtt["count"], p50_ms=rtt["p50_ms"], p90_ms=rtt["p90_ms"],
-            p99_ms=rtt["p99_ms"], mean_ms=rtt["mean_ms"], recv_mb_s=thr["rate"] * args.size / 1e6,
+            sent=sent["sent"],
+            send_rate=sent["rate"],
+            received=thr["received"],
+            recv_rate=thr["rate"],
+            recv_seconds=thr["seconds"],
+            rtt_count=rtt["count"],
+            p50_ms=rtt["p50_ms"],
+            p90_ms=rtt["p90_ms"],
+            p99_ms=rtt["p99_ms"],
+            mean_ms=rtt["mean_ms"],
+            recv_mb_s=thr["rate"] * args.size / 1e6,
         )
         result["rss"] = {c.name: rss_kib(c.proc.pid) for c in children}
         requester.tell("quit")
@@ -683,9 +753,11 @@ def print_table(results: dict, args) -> None:
         ("round-trip p99 ms", "p99_ms", "{:.3f}", False),
     ]
     print()
-    print(f"e2e: {args.size}-byte messages, stream of {args.messages:,} (max {args.seconds} s), "
-          f"{args.round_trips:,} round trips (max {args.rtt_seconds} s), "
-          f"{'reliable' if args.reliable else 'default (unreliable)'} point-to-point session")
+    print(
+        f"e2e: {args.size}-byte messages, stream of {args.messages:,} (max {args.seconds} s), "
+        f"{args.round_trips:,} round trips (max {args.rtt_seconds} s), "
+        f"{'reliable' if args.reliable else 'default (unreliable)'} point-to-point session"
+    )
     header = f"{'metric (apps)':34}" + "".join(f"{i:>14}" for i in impls)
     if len(impls) == 2:
         header += f"{'ours/0.6.0':>12}"
@@ -698,11 +770,13 @@ def print_table(results: dict, args) -> None:
     for proc in ("node", "responder", "requester"):
         line = f"{'CPU us/msg in stream ' + proc:34}" + "".join(
             f"{1e6 * results[i].get('stream_cpu', {}).get(proc, float('nan')) / max(1, results[i]['received']):>14,.1f}"
-            for i in impls)
+            for i in impls
+        )
         print(line)
     for proc in ("node", "responder", "requester"):
         line = f"{'RSS now/peak MiB ' + proc:34}" + "".join(
-            f"{fmt_rss(results[i]['rss'].get(proc, {})):>14}" for i in impls)
+            f"{fmt_rss(results[i]['rss'].get(proc, {})):>14}" for i in impls
+        )
         print(line)
     for i in impls:
         print(f"  {i}: node = {results[i]['node']}")
@@ -725,9 +799,11 @@ class OtlpSink:
     """An OTLP/gRPC endpoint on loopback that accepts every export (traces, metrics, logs) and discards
     it, counting requests and bytes so the table can show that export really happened."""
 
-    SERVICES = ("opentelemetry.proto.collector.trace.v1.TraceService",
-                "opentelemetry.proto.collector.metrics.v1.MetricsService",
-                "opentelemetry.proto.collector.logs.v1.LogsService")
+    SERVICES = (
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        "opentelemetry.proto.collector.logs.v1.LogsService",
+    )
 
     def __init__(self):
         import concurrent.futures
@@ -748,8 +824,10 @@ class OtlpSink:
             # No (de)serializers: requests arrive as bytes, the response goes out as given.
             return grpc.unary_unary_rpc_method_handler(export)
 
-        handlers = [grpc.method_handlers_generic_handler(svc, {"Export": handler(svc.split(".")[-1])})
-                    for svc in self.SERVICES]
+        handlers = [
+            grpc.method_handlers_generic_handler(svc, {"Export": handler(svc.split(".")[-1])})
+            for svc in self.SERVICES
+        ]
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2), handlers=handlers)
         port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -768,7 +846,10 @@ class OtlpSink:
 def run_otel(args) -> int:
     """--otel: ours with OpenTelemetry never initialised / off / on, interleaved, medians side by side."""
     if args.identity != "shared":
-        print("--otel: apps use shared-secret identities (--identity is not combined with --otel)", file=sys.stderr)
+        print(
+            "--otel: apps use shared-secret identities (--identity is not combined with --otel)",
+            file=sys.stderr,
+        )
         args.identity = "shared"
     python = args.ours_python
     why = ours_available(python)
@@ -780,8 +861,11 @@ def run_otel(args) -> int:
         try:
             sink = OtlpSink()
         except ImportError:
-            print("--otel needs grpcio for the loopback sink: pip install grpcio "
-                  "(or give --otel-endpoint of a running collector)", file=sys.stderr)
+            print(
+                "--otel needs grpcio for the loopback sink: pip install grpcio "
+                "(or give --otel-endpoint of a running collector)",
+                file=sys.stderr,
+            )
             return 1
     modes = ("never", "off", "on")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -793,13 +877,17 @@ def run_otel(args) -> int:
                 saved_endpoint = args.otel_endpoint
                 if mode == "on" and sink is not None:
                     args.otel_endpoint = sink.endpoint
-                print(f"running ours, OpenTelemetry {mode} ({r + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+                print(
+                    f"running ours, OpenTelemetry {mode} ({r + 1}/{args.repeat}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:
                     res = run_impl("ours", python, args)
                     if sink is not None:
                         res["sink"] = sink.take()
                     runs[mode].append(res)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - reported, then the run goes on
                     print(f"OpenTelemetry {mode} failed: {e}", file=sys.stderr)
                     failed = True
                 finally:
@@ -830,15 +918,19 @@ def print_otel_table(runs: dict, args) -> None:
     rows.append(("CPU us/msg, all processes", "cpu_us_per_msg", "{:.2f}", False))
     sampling = "library default" if args.otel_sampling is None else args.otel_sampling
     print()
-    print(f"e2e OpenTelemetry cost (ours): {args.size}-byte messages, stream of {args.messages:,}, "
-          f"{args.round_trips:,} round trips, median of {args.repeat} interleaved run(s) per mode; "
-          f"on = export from both apps and the node, sampling_ratio {sampling}")
+    print(
+        f"e2e OpenTelemetry cost (ours): {args.size}-byte messages, stream of {args.messages:,}, "
+        f"{args.round_trips:,} round trips, median of {args.repeat} interleaved run(s) per mode; "
+        f"on = export from both apps and the node, sampling_ratio {sampling}"
+    )
     print(f"{'metric':30}{'never':>12}{'off':>12}{'on':>12}{'off/never':>11}{'on/off':>9}")
     for label, key, f, higher in rows:
         never, off, on = med("never", key), med("off", key), med("on", key)
         line = f"{label:30}" + "".join(f"{f.format(v):>12}" for v in (never, off, on))
         if higher:
-            line += f"{off / never if never else float('nan'):>11.3f}{on / off if off else float('nan'):>9.3f}"
+            line += (
+                f"{off / never if never else float('nan'):>11.3f}{on / off if off else float('nan'):>9.3f}"
+            )
         else:  # latency and CPU (lower is better): inverted, so > 1 still means "faster"
             line += f"{never / off if off else float('nan'):>11.3f}{off / on if on else float('nan'):>9.3f}"
         print(line)
@@ -849,7 +941,9 @@ def print_otel_table(runs: dict, args) -> None:
             for s in sinks:
                 for k, v in s["requests"].items():
                     reqs[k] = reqs.get(k, 0) + v
-            print(f"  sink received (all 'on' runs): {reqs or 'nothing'}, {sum(s['bytes'] for s in sinks):,} bytes")
+            print(
+                f"  sink received (all 'on' runs): {reqs or 'nothing'}, {sum(s['bytes'] for s in sinks):,} bytes"
+            )
     print("  ratios > 1.000 mean the second mode was faster; on/off >= 0.900 is the target")
 
 
@@ -863,25 +957,54 @@ def main() -> int:
     p.add_argument("--rtt-seconds", type=float, default=120.0, help="bound on the request/reply phase")
     p.add_argument("--idle", type=float, default=2.0, help="silence that ends a phase early")
     p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="stream with publish_many, this many messages per call (ours; default: publish per message)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="stream with publish_many, this many messages per call (ours; default: publish per message)",
+    )
     p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
-    p.add_argument("--node", choices=["own", "060", "ours"], default="own",
-                   help="router for every run: each implementation's own (default), or one for all")
-    p.add_argument("--ours-node", choices=["auto", "package"], default="auto",
-                   help="our router: the slim binary when one is found (auto), or our package's run_server")
-    p.add_argument("--slim-bin", help="our node binary (default $SLIM_BIN, target/release/slim, target/debug/slim)")
+    p.add_argument(
+        "--node",
+        choices=["own", "060", "ours"],
+        default="own",
+        help="router for every run: each implementation's own (default), or one for all",
+    )
+    p.add_argument(
+        "--ours-node",
+        choices=["auto", "package"],
+        default="auto",
+        help="our router: the slim binary when one is found (auto), or our package's run_server",
+    )
+    p.add_argument(
+        "--slim-bin", help="our node binary (default $SLIM_BIN, target/release/slim, target/debug/slim)"
+    )
     p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--identity", choices=["shared", "jwt", "compare"], default="shared",
-                   help="app identities: shared secret, ES256 JWT, or both in the same run (compare)")
+    p.add_argument(
+        "--identity",
+        choices=["shared", "jwt", "compare"],
+        default="shared",
+        help="app identities: shared secret, ES256 JWT, or both in the same run (compare)",
+    )
     p.add_argument("--jwt-keys", help=argparse.SUPPRESS)
-    p.add_argument("--otel", action="store_true",
-                   help="OpenTelemetry cost of ours: never initialised vs off vs on (export to a loopback sink)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="--otel / --identity compare: runs per mode (interleaved; medians shown)")
-    p.add_argument("--otel-endpoint", help="--otel: OTLP/gRPC collector to export to (default: a loopback sink)")
-    p.add_argument("--otel-sampling", type=float, help="--otel: opentelemetry.sampling_ratio (default: the library's)")
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="OpenTelemetry cost of ours: never initialised vs off vs on (export to a loopback sink)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="--otel / --identity compare: runs per mode (interleaved; medians shown)",
+    )
+    p.add_argument(
+        "--otel-endpoint", help="--otel: OTLP/gRPC collector to export to (default: a loopback sink)"
+    )
+    p.add_argument(
+        "--otel-sampling", type=float, help="--otel: opentelemetry.sampling_ratio (default: the library's)"
+    )
     p.add_argument("--otel-mode", choices=["never", "off", "on"], help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["node", "responder", "requester"], help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -915,13 +1038,15 @@ def main() -> int:
                     python = args.ours_python
                     why = ours_available(python)
                     if why:
-                        print(f"skipping ours: our slim_bindings is not importable with {python}: {why}",
-                              file=sys.stderr)
+                        print(
+                            f"skipping ours: our slim_bindings is not importable with {python}: {why}",
+                            file=sys.stderr,
+                        )
                         continue
                 print(f"running {impl} ({ident} identity) ...", file=sys.stderr, flush=True)
                 try:
                     runs.setdefault(ident, {}).setdefault(impl, []).append(run_impl(impl, python, args))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - reported, then the run goes on
                     print(f"{impl} ({ident} identity) failed: {e}", file=sys.stderr)
                     failed = True
     for ident in identities:

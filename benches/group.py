@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import Child, free_port, ours_available, python_060, rss_kib, wait_listening  # noqa: E402
+from e2e import Child, free_port, ours_available, python_060, rss_kib, wait_listening
 
 SECRET = "group-bench-shared-secret-0123456789abcdef"
 MODERATOR = "agntcy/groupbench/moderator"
@@ -104,8 +104,10 @@ class Group060:
     async def create_group(self, channel: str, args):
         self.channel = split_name(channel)
         cfg = self.sb.PySessionConfiguration.Group(
-            channel_name=self.channel, max_retries=args.retries,
-            timeout=datetime.timedelta(seconds=args.timeout), mls_enabled=args.mls,
+            channel_name=self.channel,
+            max_retries=args.retries,
+            timeout=datetime.timedelta(seconds=args.timeout),
+            mls_enabled=args.mls,
         )
         self.session = await self.app.create_session(cfg)
 
@@ -143,8 +145,11 @@ class GroupOurs:
     async def create_group(self, channel: str, args):
         self.channel = split_name(channel)
         cfg = self.sb.PySessionConfiguration.Multicast(
-            self.channel, moderator=True, max_retries=args.retries,
-            timeout=datetime.timedelta(seconds=args.timeout), mls_enabled=args.mls,
+            self.channel,
+            moderator=True,
+            max_retries=args.retries,
+            timeout=datetime.timedelta(seconds=args.timeout),
+            mls_enabled=args.mls,
         )
         self.session = await self.app.create_session(cfg)
 
@@ -266,7 +271,7 @@ async def run_member(impl: str, name: str, args) -> None:
             if count:
                 break
             continue
-        except Exception as e:  # e.g. a lost message reported by the session: counted, the stream goes on
+        except Exception as e:  # noqa: BLE001 - e.g. a lost message reported by the session: counted, the stream goes on
             errors += 1
             if errors == 1 or errors > 1000:
                 emit("receive-error", name=name, error=f"{type(e).__name__}: {e}")
@@ -317,7 +322,7 @@ def worker_main(args) -> int:
     async def run():
         try:
             await asyncio.wait_for(role(args), args.deadline + 10)
-        except Exception as e:  # reported as an event: the coordinator reads stdout
+        except Exception as e:  # noqa: BLE001 - reported as an event: the coordinator reads stdout
             emit("error", error=f"{type(e).__name__}: {e}")
             return 1
         return 0
@@ -374,14 +379,32 @@ def start_node(impl: str, python: str, port: int, args) -> Child:
     if impl == "ours" and args.slim_bin:
         fd, cfg_path = tempfile.mkstemp(prefix="slim-groupbench-", suffix=".yaml")
         with os.fdopen(fd, "w") as f:
-            f.write("tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
-                    f"        - endpoint: \"{listen}\"\n          tls:\n            insecure: true\n")
+            f.write(
+                "tracing:\n  log_level: warn\nservices:\n  slim/0:\n    dataplane:\n      servers:\n"
+                f'        - endpoint: "{listen}"\n          tls:\n            insecure: true\n'
+            )
         node = Child("node", ["nice", "-n", str(args.nice), args.slim_bin, "--config", cfg_path])
         node.cleanup.append(Path(cfg_path))
         node.desc = f"our binary {args.slim_bin}"
         return node
-    node = Child("node", ["nice", "-n", str(args.nice), python, me, "--worker", "node", "--impl", impl,
-                          "--listen", listen, "--deadline", str(args.deadline)])
+    node = Child(
+        "node",
+        [
+            "nice",
+            "-n",
+            str(args.nice),
+            python,
+            me,
+            "--worker",
+            "node",
+            "--impl",
+            impl,
+            "--listen",
+            listen,
+            "--deadline",
+            str(args.deadline),
+        ],
+    )
     node.desc = f"{impl} package run_server"
     return node
 
@@ -394,12 +417,32 @@ def run_config(
     endpoint = f"http://127.0.0.1:{port}"
     tag = f"{impl}-{n_members}-{'mls' if mls else 'plain'}"
     names = [f"agntcy/groupbench/member-{i}" for i in range(n_members)]
-    common = ["--impl", impl, "--endpoint", endpoint, "--size", str(args.size),
-              "--messages", str(args.messages if stream else 0), "--seconds", str(args.seconds),
-              "--idle", str(args.idle), "--deadline", str(args.deadline),
-              "--ready-timeout", str(args.ready_timeout),
-              "--retries", str(args.retries), "--timeout", str(args.timeout),
-              "--probe-interval", str(args.probe_interval), "--channel", f"agntcy/groupbench/chan-{tag}"]
+    common = [
+        "--impl",
+        impl,
+        "--endpoint",
+        endpoint,
+        "--size",
+        str(args.size),
+        "--messages",
+        str(args.messages if stream else 0),
+        "--seconds",
+        str(args.seconds),
+        "--idle",
+        str(args.idle),
+        "--deadline",
+        str(args.deadline),
+        "--ready-timeout",
+        str(args.ready_timeout),
+        "--retries",
+        str(args.retries),
+        "--timeout",
+        str(args.timeout),
+        "--probe-interval",
+        str(args.probe_interval),
+        "--channel",
+        f"agntcy/groupbench/chan-{tag}",
+    ]
     if mls:
         common.append("--with-mls")
     me = str(Path(__file__).resolve())
@@ -412,7 +455,7 @@ def run_config(
         children.append(node)
         wait_listening(port, 30, node.proc)
 
-        groups = [names[i:i + per_process] for i in range(0, n_members, per_process)]
+        groups = [names[i : i + per_process] for i in range(0, n_members, per_process)]
         member_procs = []
         for gi, group in enumerate(groups):
             argv = [*worker, "--worker", "members", "--members", ",".join(group), *common]
@@ -468,7 +511,8 @@ def run_config(
                 result["cpu_us_member"] = sum(cpu[c.name] for c in member_procs) / n_members * per
             rates = [e["rate"] for e in thr]
             result.update(
-                sent=sent["sent"], send_rate=sent["rate"],
+                sent=sent["sent"],
+                send_rate=sent["rate"],
                 delivered_min=min((e["received"] for e in thr), default=0),
                 delivered_total=sum(e["received"] for e in thr),
                 receive_errors=sum(e.get("errors", 0) for e in thr),
@@ -500,10 +544,12 @@ def print_table(results: dict, args, conditions: str) -> None:
     impls = [i for i in ("060", "ours") if i in results]
     both = len(impls) == 2
     print()
-    print(f"group: {args.size}-byte messages, moderator -> 4 members (one process each) via one node on "
-          f"127.0.0.1; stream of {args.messages:,} (max {args.seconds:g} s); "
-          f"sessions max_retries={args.retries}, "
-          f"timeout={args.timeout:g} s; {args.big} members in processes of {args.per_process} apps")
+    print(
+        f"group: {args.size}-byte messages, moderator -> 4 members (one process each) via one node on "
+        f"127.0.0.1; stream of {args.messages:,} (max {args.seconds:g} s); "
+        f"sessions max_retries={args.retries}, "
+        f"timeout={args.timeout:g} s; {args.big} members in processes of {args.per_process} apps"
+    )
     print(f"conditions: {conditions}")
     header = f"{'metric':44}" + "".join(f"{i:>13}" for i in impls) + (f"{'ours/0.6.0':>12}" if both else "")
     print(header)
@@ -538,10 +584,17 @@ def print_table(results: dict, args, conditions: str) -> None:
         on = results[i].get("fanout-mls", {}).get("rate_mean")
         results[i]["mls_cost_pct"] = (100.0 * (off - on) / off) if off and on is not None else None
     row("MLS cost, % of MLS-off msgs/s (lower better)", lambda r: r.get("mls_cost_pct"), "{:.1f}%", None)
-    row("  MLS-on msgs/s as a multiple of MLS-off", lambda r: (
-        r["fanout-mls"]["rate_mean"] / r["fanout-plain"]["rate_mean"]
-        if r.get("fanout-plain", {}).get("rate_mean") and r.get("fanout-mls", {}).get("rate_mean") is not None
-        else None), "{:.2f}x", None)
+    row(
+        "  MLS-on msgs/s as a multiple of MLS-off",
+        lambda r: (
+            r["fanout-mls"]["rate_mean"] / r["fanout-plain"]["rate_mean"]
+            if r.get("fanout-plain", {}).get("rate_mean")
+            and r.get("fanout-mls", {}).get("rate_mean") is not None
+            else None
+        ),
+        "{:.2f}x",
+        None,
+    )
     big = f"{args.big} ({args.per_process}/process)"
     for n, cfgs in (("4", ("fanout-plain", "fanout-mls")), (big, ("big-plain", "big-mls"))):
         for cfg in cfgs:
@@ -550,16 +603,21 @@ def print_table(results: dict, args, conditions: str) -> None:
             expected = 4 if cfg.startswith("fanout") else args.big
             if any(results[i].get(cfg, {}).get("ready_count") not in (None, expected) for i in impls):
                 row("  members ready before timeout", get(cfg, "ready_count"), "{}", None)
-            row("  ours: s until invite(wait=True) all done",
+            row(
+                "  ours: s until invite(wait=True) all done",
                 lambda r, c=cfg: r.get(c, {}).get("invite_return_s") if r.get("impl") == "ours" else None,
-                "{:.3f}", None)
+                "{:.3f}",
+                None,
+            )
             row("  0.6.0: s until all listen_for_session", get(cfg, "sessions_s"), "{:.3f}", None)
             row("  CPU s of all processes until ready", get(cfg, "ready_cpu_s"), "{:.2f}", False)
     for i in impls:
         nodes = {r.get("node") for k, r in results[i].items() if isinstance(r, dict) and r.get("node")}
         print(f"  {i}: node = {', '.join(sorted(nodes))}")
-    print("  ratios: ours/0.6.0 (>1 is better for msgs/s, <1 is better for seconds); "
-          "targets: fan-out >= 5x, MLS cost <= 20%, 32 ready <= 3 s")
+    print(
+        "  ratios: ours/0.6.0 (>1 is better for msgs/s, <1 is better for seconds); "
+        "targets: fan-out >= 5x, MLS cost <= 20%, 32 ready <= 3 s"
+    )
 
 
 def conditions_text() -> str:
@@ -570,8 +628,9 @@ def conditions_text() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
-    p.add_argument("--messages", type=int, default=100_000,
-                   help="fan-out stream length (bounded by --seconds)")
+    p.add_argument(
+        "--messages", type=int, default=100_000, help="fan-out stream length (bounded by --seconds)"
+    )
     p.add_argument("--size", type=int, default=100, help="payload bytes per message")
     p.add_argument("--seconds", type=float, default=8.0, help="bound on the stream's sending time")
     p.add_argument("--idle", type=float, default=3.0, help="silence that ends a member's stream")
@@ -582,8 +641,12 @@ def main() -> int:
     p.add_argument("--ready-timeout", type=float, default=30.0, help="bound on invites until all ready")
     p.add_argument("--probe-interval", type=float, default=0.01, help="seconds between readiness probes")
     p.add_argument("--mls", choices=["both", "off", "on"], default="both")
-    p.add_argument("--phases", choices=["all", "fanout", "big"], default="all",
-                   help="fan-out runs (4 members), the big ready-time group, or both")
+    p.add_argument(
+        "--phases",
+        choices=["all", "fanout", "big"],
+        default="all",
+        help="fan-out runs (4 members), the big ready-time group, or both",
+    )
     p.add_argument("--deadline", type=float, default=180.0, help="bound on any worker")
     p.add_argument("--nice", type=int, default=5, help="niceness of the processes started")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
@@ -605,7 +668,7 @@ def main() -> int:
 
     conditions = conditions_text()
     pythons = {}
-    for impl in (["060", "ours"] if args.impl == "both" else [args.impl]):
+    for impl in ["060", "ours"] if args.impl == "both" else [args.impl]:
         if impl == "060":
             pythons[impl] = python_060()
         else:
@@ -629,7 +692,7 @@ def main() -> int:
                 started = time.monotonic()
                 try:
                     results[impl][cfg] = run_config(impl, python, n, per_process, mls, stream, args)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - reported, then the run goes on
                     print(f"{impl} {cfg} failed: {e}", file=sys.stderr)
                     failed = True
                 print(f"  took {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)

@@ -145,7 +145,9 @@ async def worker_client(args: argparse.Namespace) -> None:
             import slim_bindings.mcp
 
             app = await slim_app("agntcy/bench/mcp-client", args.endpoint)
-            transport = slim_bindings.mcp.client(app, SERVER_NAME, mls=args.transport == "slim-mls", timeout=30)
+            transport = slim_bindings.mcp.client(
+                app, SERVER_NAME, mls=args.transport == "slim-mls", timeout=30
+            )
             read, write = await stack.enter_async_context(transport)
         session = await stack.enter_async_context(mcp.ClientSession(read, write))
         await asyncio.wait_for(session.initialize(), 30)
@@ -167,7 +169,10 @@ async def worker_client(args: argparse.Namespace) -> None:
             if time.monotonic() > deadline:
                 break
 
-        pids = {"client": os.getpid(), **{k: int(v) for k, v in (p.split("=") for p in args.pids.split(",") if p)}}
+        pids = {
+            "client": os.getpid(),
+            **{k: int(v) for k, v in (p.split("=") for p in args.pids.split(",") if p)},
+        }
         cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
         remaining = args.calls
         done = 0
@@ -213,7 +218,11 @@ class Child:
     def __init__(self, name: str, argv: list[str]) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         self.events: list[dict[str, Any]] = []
@@ -245,7 +254,10 @@ class Child:
                         return {"line": line}
                 left = deadline - time.monotonic()
                 if left <= 0 or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name}: no {event!r} (exit {self.proc.poll()}):\n" + "\n".join(self.other[-30:]))
+                    raise RuntimeError(
+                        f"{self.name}: no {event!r} (exit {self.proc.poll()}):\n"
+                        + "\n".join(self.other[-30:])
+                    )
                 self.cond.wait(min(left, 0.5))
 
     def stop(self) -> None:
@@ -271,9 +283,15 @@ def main() -> int:
     parser.add_argument("--transport", choices=list(TRANSPORTS))
     parser.add_argument("--endpoint", help="(worker) the node's ip:port")
     parser.add_argument("--url", help="(worker) the streamable HTTP endpoint")
-    parser.add_argument("--json-response", action="store_true", help="(worker) http-server answers with JSON, not SSE")
+    parser.add_argument(
+        "--json-response", action="store_true", help="(worker) http-server answers with JSON, not SSE"
+    )
     parser.add_argument("--pids", default="", help="(worker) name=pid,... whose CPU time to count")
-    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated subset of " + ", ".join(TRANSPORTS))
+    parser.add_argument(
+        "--transports",
+        default=",".join(TRANSPORTS),
+        help="comma-separated subset of " + ", ".join(TRANSPORTS),
+    )
     parser.add_argument("--calls", type=int, default=5000, help="calls in the throughput phase")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight in the throughput phase")
     parser.add_argument("--latency-calls", type=int, default=1000, help="sequential calls for p50/p99")
@@ -306,20 +324,43 @@ def main() -> int:
                     pids, url = f"server={http_servers[t].proc.pid}", f"http://127.0.0.1:{ports[t]}/mcp"
                 else:
                     pids, url = f"server={slim_server.proc.pid},node={node.proc.pid}", ""
-                client = Child(t, [
-                    *me, "--worker", "client", "--transport", t, "--endpoint", endpoint,
-                    "--url", url, "--pids", pids, "--calls", str(args.calls),
-                    "--concurrency", str(args.concurrency), "--latency-calls", str(args.latency_calls),
-                    "--warmup", str(args.warmup), "--seconds", str(args.seconds),
-                ])
+                client = Child(
+                    t,
+                    [
+                        *me,
+                        "--worker",
+                        "client",
+                        "--transport",
+                        t,
+                        "--endpoint",
+                        endpoint,
+                        "--url",
+                        url,
+                        "--pids",
+                        pids,
+                        "--calls",
+                        str(args.calls),
+                        "--concurrency",
+                        str(args.concurrency),
+                        "--latency-calls",
+                        str(args.latency_calls),
+                        "--warmup",
+                        str(args.warmup),
+                        "--seconds",
+                        str(args.seconds),
+                    ],
+                )
                 try:
                     r = client.wait("result", 3 * args.seconds + 60)
                 finally:
                     client.stop()
                 results[t].append(r)
                 cpu = sum(r["cpu_us_per_call"].values())
-                print(f"round {round_ + 1} {TRANSPORTS[t]:<24} {r['calls_per_s']:8.0f} calls/s  p50 {r['p50_ms']:6.2f} ms  "
-                      f"p99 {r['p99_ms']:6.2f} ms  CPU {cpu:6.0f} µs/call", flush=True)
+                print(
+                    f"round {round_ + 1} {TRANSPORTS[t]:<24} {r['calls_per_s']:8.0f} calls/s  p50 {r['p50_ms']:6.2f} ms  "
+                    f"p99 {r['p99_ms']:6.2f} ms  CPU {cpu:6.0f} µs/call",
+                    flush=True,
+                )
         print_table(results, args)
     finally:
         for c in reversed(children):
@@ -335,9 +376,13 @@ def print_table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespa
         keys = results[t][0]["cpu_us_per_call"].keys()
         return {k: statistics.median(r["cpu_us_per_call"][k] for r in results[t]) for k in keys}
 
-    print(f"\nMCP tool call (echo, {len(PAYLOAD)}-char text), one ClientSession per transport; medians of {args.repeat} "
-          f"interleaved runs; throughput with {args.concurrency} calls in flight.")
-    print(f"{'transport':<24} {'calls/s':>9} {'x HTTP':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50 x HTTP':>11} {'CPU µs/call':>12}  (client+server+node)")
+    print(
+        f"\nMCP tool call (echo, {len(PAYLOAD)}-char text), one ClientSession per transport; medians of {args.repeat} "
+        f"interleaved runs; throughput with {args.concurrency} calls in flight."
+    )
+    print(
+        f"{'transport':<24} {'calls/s':>9} {'x HTTP':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50 x HTTP':>11} {'CPU µs/call':>12}  (client+server+node)"
+    )
     http = "http" in results and results["http"]
     for t in results:
         cps, p50, p99 = med(t, "calls_per_s"), med(t, "p50_ms"), med(t, "p99_ms")
@@ -345,7 +390,9 @@ def print_table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespa
         ratio = f"{cps / med('http', 'calls_per_s'):.2f}" if http else "-"
         p50_ratio = f"{p50 / med('http', 'p50_ms'):.2f}" if http else "-"
         parts = "+".join(f"{v:.0f}" for v in cpu.values())
-        print(f"{TRANSPORTS[t]:<24} {cps:9.0f} {ratio:>7} {p50:8.2f} {p99:8.2f} {p50_ratio:>11} {sum(cpu.values()):12.0f}  ({parts})")
+        print(
+            f"{TRANSPORTS[t]:<24} {cps:9.0f} {ratio:>7} {p50:8.2f} {p99:8.2f} {p50_ratio:>11} {sum(cpu.values()):12.0f}  ({parts})"
+        )
 
 
 if __name__ == "__main__":

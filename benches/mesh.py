@@ -28,14 +28,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402  (the workers, Child, and the /proc helpers)
+import e2e
 
 ME = Path(e2e.__file__).resolve()
 
 
 def node_config(label: str, port: int, dial: int | None) -> Path:
     fd, path = tempfile.mkstemp(prefix=f"slim-mesh-bench-{label}-", suffix=".yaml")
-    clients = f'      clients: [{{endpoint: "http://127.0.0.1:{dial}", tls: {{insecure: true}}}}]\n' if dial else ""
+    clients = (
+        f'      clients: [{{endpoint: "http://127.0.0.1:{dial}", tls: {{insecure: true}}}}]\n' if dial else ""
+    )
     with os.fdopen(fd, "w") as f:
         f.write(
             "tracing: {log_level: warn}\nservices:\n  slim/0:\n"
@@ -57,10 +59,23 @@ def wait_route(python: str, endpoint: str, agent: str, timeout: float = 30) -> N
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if subprocess.run([python, "-c", probe, endpoint, agent], capture_output=True, timeout=30).returncode == 0:
+        if (
+            subprocess.run(
+                [python, "-c", probe, endpoint, agent], capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"the head node has no route to {agent} after {timeout} s")
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A `/proc/<pid>/status` field in KiB (`VmRSS:`, `RssAnon:`, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def run_chain(length: int, args) -> dict:
@@ -68,9 +83,24 @@ def run_chain(length: int, args) -> dict:
     if binary is None:
         raise RuntimeError("no slim binary: build it with `cargo build --release --bin slim`")
     ports = [e2e.free_port() for _ in range(length)]
-    common = ["--impl", "ours", "--size", str(args.size), "--messages", str(args.messages),
-              "--seconds", str(args.seconds), "--round-trips", str(args.round_trips),
-              "--rtt-seconds", str(args.rtt_seconds), "--idle", str(args.idle), "--deadline", str(args.deadline)]
+    common = [
+        "--impl",
+        "ours",
+        "--size",
+        str(args.size),
+        "--messages",
+        str(args.messages),
+        "--seconds",
+        str(args.seconds),
+        "--round-trips",
+        str(args.round_trips),
+        "--rtt-seconds",
+        str(args.rtt_seconds),
+        "--idle",
+        str(args.idle),
+        "--deadline",
+        str(args.deadline),
+    ]
     if args.reliable:
         common.append("--reliable")
     children: list[e2e.Child] = []
@@ -82,15 +112,19 @@ def run_chain(length: int, args) -> dict:
             node.cleanup.append(cfg)
             children.append(node)
             e2e.wait_listening(port, 30, node.proc)
+        # Resident memory of an idle node (listening, no app yet): the release binary's footprint.
+        result["idle_rss_kib"] = status_kib(children[0].proc.pid, "VmRSS:")
         head, tail = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[-1]}"
-        responder = e2e.Child("responder", [args.ours_python, str(ME), "--worker", "responder", "--endpoint", tail,
-                                            *common])
+        responder = e2e.Child(
+            "responder", [args.ours_python, str(ME), "--worker", "responder", "--endpoint", tail, *common]
+        )
         children.append(responder)
         responder.wait("ready", 30)
         if length > 1:
             wait_route(args.ours_python, head, e2e.RESPONDER.split("/")[-1])
-        requester = e2e.Child("requester", [args.ours_python, str(ME), "--worker", "requester", "--endpoint", head,
-                                            *common])
+        requester = e2e.Child(
+            "requester", [args.ours_python, str(ME), "--worker", "requester", "--endpoint", head, *common]
+        )
         children.append(requester)
         requester.wait("warm", 30)
         cpu_before = {c.name: e2e.cpu_seconds(c.proc.pid) for c in children}
@@ -102,7 +136,10 @@ def run_chain(length: int, args) -> dict:
         rtt = requester.wait("rtt", args.rtt_seconds + args.idle + 30)
         nodes_cpu = sum(v for k, v in cpu.items() if k.startswith("node"))
         result.update(
-            recv_rate=thr["rate"], received=thr["received"], p50_us=rtt["p50_ms"] * 1000, p99_us=rtt["p99_ms"] * 1000,
+            recv_rate=thr["rate"],
+            received=thr["received"],
+            p50_us=rtt["p50_ms"] * 1000,
+            p99_us=rtt["p99_ms"] * 1000,
             cpu_us_per_msg=1e6 * sum(cpu.values()) / max(1, thr["received"]),
             node_cpu_us_per_msg=1e6 * nodes_cpu / max(1, thr["received"]),
         )
@@ -139,19 +176,30 @@ def main() -> int:
         for n in lengths:
             res = run_chain(n, args)
             runs[n].append(res)
-            print(f"round {r + 1}, {n} node(s): {res['recv_rate']:,.0f} msgs/s, p50 {res['p50_us']:.0f} us, "
-                  f"{res['cpu_us_per_msg']:.1f} CPU us/msg", flush=True)
-    med = {n: {k: statistics.median(x[k] for x in runs[n]) for k in runs[n][0] if k != "length"} for n in lengths}
+            print(
+                f"round {r + 1}, {n} node(s): {res['recv_rate']:,.0f} msgs/s, p50 {res['p50_us']:.0f} us, "
+                f"{res['cpu_us_per_msg']:.1f} CPU us/msg",
+                flush=True,
+            )
+    med = {
+        n: {k: statistics.median(x[k] for x in runs[n]) for k in runs[n][0] if k != "length"} for n in lengths
+    }
     kind = "reliable" if args.reliable else "default"
     print(f"\nmesh chain, point to point {args.size} B ({kind}), medians of {args.repeat} interleaved runs")
-    print(f"{'nodes':>6}{'msgs/s':>12}{'vs 1 node':>11}{'p50 us':>9}{'p99 us':>9}{'+p50/extra node':>17}"
-          f"{'CPU us/msg':>12}{'node CPU us/msg':>17}")
+    print(
+        f"{'nodes':>6}{'msgs/s':>12}{'vs 1 node':>11}{'p50 us':>9}{'p99 us':>9}{'+p50/extra node':>17}"
+        f"{'CPU us/msg':>12}{'node CPU us/msg':>17}"
+    )
     base = med[lengths[0]]
     for n in lengths:
         m = med[n]
         extra = (m["p50_us"] - base["p50_us"]) / (n - lengths[0]) if n > lengths[0] else 0.0
-        print(f"{n:>6}{m['recv_rate']:>12,.0f}{m['recv_rate'] / base['recv_rate']:>10.2f}x{m['p50_us']:>9.0f}"
-              f"{m['p99_us']:>9.0f}{extra:>16.0f} {m['cpu_us_per_msg']:>11.1f}{m['node_cpu_us_per_msg']:>17.1f}")
+        print(
+            f"{n:>6}{m['recv_rate']:>12,.0f}{m['recv_rate'] / base['recv_rate']:>10.2f}x{m['p50_us']:>9.0f}"
+            f"{m['p99_us']:>9.0f}{extra:>16.0f} {m['cpu_us_per_msg']:>11.1f}{m['node_cpu_us_per_msg']:>17.1f}"
+        )
+    idle = statistics.median(x["idle_rss_kib"] for n in lengths for x in runs[n])
+    print(f"\nidle node (release slim, listening, before any app): {idle / 1024:.1f} MiB resident (median)")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "medians": med}, indent=2))
     return 0

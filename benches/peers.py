@@ -38,6 +38,7 @@ import statistics
 import sys
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import e2e  # benches/e2e.py: workers, Child, run_scenario
 
@@ -173,7 +174,7 @@ class AppNats(PeerApp):
 class AppZmq(PeerApp):
     """pyzmq (zmq.asyncio): PUB to the proxy's XSUB, SUB from its XPUB; a one-byte topic prefix."""
 
-    TOPIC = {e2e.REQUESTER: b"q", e2e.RESPONDER: b"r"}
+    TOPIC: ClassVar[dict[str, bytes]] = {e2e.REQUESTER: b"q", e2e.RESPONDER: b"r"}
 
     async def start(self, local: str, endpoint: str | None):
         import zmq
@@ -219,23 +220,30 @@ class AppZmq(PeerApp):
 class AppZenoh(PeerApp):
     """eclipse-zenoh: a client-mode session; put on a declared publisher, a callback subscriber."""
 
-    KEY = {e2e.REQUESTER: "bench/requester", e2e.RESPONDER: "bench/responder"}
+    KEY: ClassVar[dict[str, str]] = {e2e.REQUESTER: "bench/requester", e2e.RESPONDER: "bench/responder"}
 
     async def start(self, local: str, endpoint: str | None):
         import zenoh
 
         self.inbox = Inbox(threadsafe=True)
         self.answers_warm = local == e2e.RESPONDER
-        conf = zenoh.Config.from_json5(json.dumps({
-            "mode": "client",
-            "connect": {"endpoints": [endpoint]},
-            "scouting": {"multicast": {"enabled": False}},
-        }))
+        conf = zenoh.Config.from_json5(
+            json.dumps(
+                {
+                    "mode": "client",
+                    "connect": {"endpoints": [endpoint]},
+                    "scouting": {"multicast": {"enabled": False}},
+                }
+            )
+        )
         self.session = zenoh.open(conf)
         inbox = self.inbox
         self.sub = self.session.declare_subscriber(
-            self.KEY[local], lambda sample: inbox.put((None, sample.payload.to_bytes())))
-        self.pub = self.session.declare_publisher(self.KEY[e2e.RESPONDER if local == e2e.REQUESTER else e2e.REQUESTER])
+            self.KEY[local], lambda sample: inbox.put((None, sample.payload.to_bytes()))
+        )
+        self.pub = self.session.declare_publisher(
+            self.KEY[e2e.RESPONDER if local == e2e.REQUESTER else e2e.REQUESTER]
+        )
 
     async def send(self, blob: bytes):
         self.pub.put(blob)
@@ -264,11 +272,15 @@ def run_router(peer: str, listen: str, deadline: float) -> int:
     else:
         import zenoh
 
-        conf = zenoh.Config.from_json5(json.dumps({
-            "mode": "router",
-            "listen": {"endpoints": [listen]},
-            "scouting": {"multicast": {"enabled": False}, "gossip": {"enabled": False}},
-        }))
+        conf = zenoh.Config.from_json5(
+            json.dumps(
+                {
+                    "mode": "router",
+                    "listen": {"endpoints": [listen]},
+                    "scouting": {"multicast": {"enabled": False}, "gossip": {"enabled": False}},
+                }
+            )
+        )
         session = zenoh.open(conf)  # noqa: F841 (kept open until exit)
     e2e.emit("ready")
     waiter = threading.Thread(target=sys.stdin.readline, daemon=True)
@@ -288,7 +300,7 @@ def worker_main(args) -> int:
         try:
             await asyncio.wait_for(role(app, args), args.deadline + 10)
             await asyncio.wait_for(app.finish(), 5)
-        except Exception as e:  # reported as an event: the coordinator reads stdout
+        except Exception as e:  # noqa: BLE001 - reported as an event: the coordinator reads stdout
             e2e.emit("error", error=f"{type(e).__name__}: {e}")
             return 1
         return 0
@@ -310,7 +322,9 @@ def peer_available(system: str, python: str) -> str | None:
         return "nats-server is not installed (apt-get install nats-server)"
     import subprocess
 
-    p = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [python, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+    )
     if p.returncode != 0:
         return f"{python} cannot import {module}"
     return None
@@ -332,8 +346,21 @@ def run_peer(system: str, python: str, args) -> dict:
             listen = f"tcp://127.0.0.1:{port},tcp://127.0.0.1:{ports['xpub']}"
         else:
             listen = f"tcp/127.0.0.1:{port}"
-        node = e2e.Child("node", [python, me, "--worker", "router", "--peer", system, "--listen", listen,
-                                  "--deadline", str(args.deadline)])
+        node = e2e.Child(
+            "node",
+            [
+                python,
+                me,
+                "--worker",
+                "router",
+                "--peer",
+                system,
+                "--listen",
+                listen,
+                "--deadline",
+                str(args.deadline),
+            ],
+        )
         node.desc = {"zmq": "zmq.proxy(XSUB, XPUB)", "zenoh": "zenoh router-mode session"}[system]
         return node
 
@@ -342,7 +369,11 @@ def run_peer(system: str, python: str, args) -> dict:
             endpoint = f"{endpoint},tcp://127.0.0.1:{ports['xpub']}"
         return [python, me, "--worker", role, "--peer", system, "--endpoint", endpoint, *common]
 
-    fmt = {"nats": "nats://127.0.0.1:{port}", "zmq": "tcp://127.0.0.1:{port}", "zenoh": "tcp/127.0.0.1:{port}"}
+    fmt = {
+        "nats": "nats://127.0.0.1:{port}",
+        "zmq": "tcp://127.0.0.1:{port}",
+        "zenoh": "tcp/127.0.0.1:{port}",
+    }
     return e2e.run_scenario(system, router, worker, fmt[system], args)
 
 
@@ -382,12 +413,18 @@ def print_tables(small: dict, big: dict, args) -> None:
         print(f"{label:34}" + "".join(cells))
 
     print()
-    print(f"peers: {args.messages:,} x 100 B one-way, {args.round_trips:,} request/reply, "
-          f"{args.big_messages:,} x 64 KiB one-way; each router and client its own process; "
-          f"medians of {args.repeat} run(s)")
-    how = f"publish_many, {args.ours_batch} per call" if args.ours_batch > 1 else "one publish call per message"
-    print(f"ours and ours-reliable stream with {how}; ours-per-call and every peer with one publish call per "
-          "message (the peers' clients buffer)")
+    print(
+        f"peers: {args.messages:,} x 100 B one-way, {args.round_trips:,} request/reply, "
+        f"{args.big_messages:,} x 64 KiB one-way; each router and client its own process; "
+        f"medians of {args.repeat} run(s)"
+    )
+    how = (
+        f"publish_many, {args.ours_batch} per call" if args.ours_batch > 1 else "one publish call per message"
+    )
+    print(
+        f"ours and ours-reliable stream with {how}; ours-per-call and every peer with one publish call per "
+        "message (the peers' clients buffer)"
+    )
     print(f"{'':34}" + "".join(f"{s:>{col}}" for s in systems))
     row("100 B delivered msgs/s", small, lambda r: r["recv_rate"], "{:,.0f}")
     row("  sent msgs/s (publisher)", small, lambda r: r["send_rate"], "{:,.0f}")
@@ -433,11 +470,17 @@ def print_tables(small: dict, big: dict, args) -> None:
         print("targets (issue 12)")
         checks = []
         if "nats" in small:
-            checks.append(("100 B >= 1.5x NATS delivered", ours["recv_rate"] / small["nats"]["recv_rate"], 1.5))
+            checks.append(
+                ("100 B >= 1.5x NATS delivered", ours["recv_rate"] / small["nats"]["recv_rate"], 1.5)
+            )
         if "zenoh" in small:
-            checks.append(("100 B >= 0.7x Zenoh delivered", ours["recv_rate"] / small["zenoh"]["recv_rate"], 0.7))
+            checks.append(
+                ("100 B >= 0.7x Zenoh delivered", ours["recv_rate"] / small["zenoh"]["recv_rate"], 0.7)
+            )
         if "ours-reliable" in small:
-            checks.append(("reliable >= 0.8x default", small["ours-reliable"]["recv_rate"] / ours["recv_rate"], 0.8))
+            checks.append(
+                ("reliable >= 0.8x default", small["ours-reliable"]["recv_rate"] / ours["recv_rate"], 0.8)
+            )
         for label, v, bound in checks:
             print(f"  {label:40}{v:>8.2f}x  {'met' if v >= bound else 'NOT met'}")
         lost = ours["sent"] - ours["received"]
@@ -451,7 +494,9 @@ def print_tables(small: dict, big: dict, args) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    p.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS)
+    )
     p.add_argument("--messages", type=int, default=200_000, help="100-byte stream length")
     p.add_argument("--big-messages", type=int, default=20_000, help="64 KiB stream length")
     p.add_argument("--round-trips", type=int, default=2_000)
@@ -462,8 +507,12 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per system (alternating); medians shown")
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
     p.add_argument("--peers-python", default=sys.executable, help="python with nats-py, pyzmq, eclipse-zenoh")
-    p.add_argument("--ours-batch", type=int, default=64,
-                   help="ours, ours-reliable: stream with publish_many, this many messages per call (1 = publish)")
+    p.add_argument(
+        "--ours-batch",
+        type=int,
+        default=64,
+        help="ours, ours-reliable: stream with publish_many, this many messages per call (1 = publish)",
+    )
     p.add_argument("--json", help="also write every run's figures to this file")
     # Worker side.
     p.add_argument("--worker", choices=["requester", "responder", "router"], help=argparse.SUPPRESS)
@@ -486,7 +535,11 @@ def main() -> int:
         p.error(f"unknown systems: {unknown}")
     available = []
     for s in wanted:
-        why = e2e.ours_available(args.ours_python) if s.startswith("ours") else peer_available(s, args.peers_python)
+        why = (
+            e2e.ours_available(args.ours_python)
+            if s.startswith("ours")
+            else peer_available(s, args.peers_python)
+        )
         if why:
             print(f"skipping {s}: {why}", file=sys.stderr)
         else:
@@ -496,10 +549,14 @@ def main() -> int:
     for r in range(args.repeat):
         for s in available:
             for size in (100, BIG):
-                print(f"running {s}, {size}-byte messages ({r + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+                print(
+                    f"running {s}, {size}-byte messages ({r + 1}/{args.repeat}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:
                     runs[size].setdefault(s, []).append(run_system(s, args, size))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - reported, then the run goes on
                     print(f"{s} ({size} B) failed: {e}", file=sys.stderr)
                     failed = True
     small = {s: median_of(v) for s, v in runs[100].items()}

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import Child, emit, free_port, identity, rss_kib, split_name, wait_listening  # noqa: E402
+from e2e import Child, emit, free_port, identity, rss_kib, split_name, wait_listening
 
 RECEIVER = "agntcy/soak/receiver"
 SENDER = "agntcy/soak/sender"
@@ -115,8 +115,12 @@ class Book:
             self.reported += 1
 
     def summary(self) -> dict:
-        return {"delivered": len(self.seen), "duplicates": self.duplicates, "reported": self.reported,
-                "errors": self.errors}
+        return {
+            "delivered": len(self.seen),
+            "duplicates": self.duplicates,
+            "reported": self.reported,
+            "errors": self.errors,
+        }
 
 
 async def paced(rate: float, stop: asyncio.Event, send) -> int:
@@ -212,6 +216,7 @@ async def worker_sender(args, cmd: Stdin) -> None:
     peer = split_name(RECEIVER)
     await app.set_route(peer)
     session = await app.create_session(reliable())
+
     async def send(seq: int) -> None:
         await app.publish(session, KIND_P2P + bytes(8) + struct.pack("<Q", seq), peer)
 
@@ -230,6 +235,7 @@ async def worker_moderator(args, cmd: Stdin) -> None:
     for m in args.invite:
         await app.set_route(split_name(m))
         await asyncio.wait_for(app.invite(session, split_name(m), wait=True), 60)
+
     async def send(seq: int) -> None:
         await app.publish(session, KIND_GROUP + bytes(8) + struct.pack("<Q", seq), channel)
 
@@ -284,7 +290,9 @@ async def worker_churn(args, cmd: Stdin) -> None:
         deadline = time.monotonic() + 15
         while want and time.monotonic() < deadline:
             try:
-                _info, blob = await asyncio.wait_for(app.receive(session=session), deadline - time.monotonic())
+                _info, blob = await asyncio.wait_for(
+                    app.receive(session=session), deadline - time.monotonic()
+                )
             except asyncio.TimeoutError:
                 break
             except (slim_bindings.MessageLostError, slim_bindings.SLIMTimeoutError) as e:
@@ -399,17 +407,33 @@ def main() -> int:
         member_procs = [start(m.split("/")[2], "--worker", "member", "--local", m) for m in members]
         for m in member_procs:
             m.wait("ready", 60)
-        moderator = start("moderator", "--worker", "moderator", "--rate", str(args.group_rate),
-                          *[x for m in members for x in ("--invite", m)])
+        moderator = start(
+            "moderator",
+            "--worker",
+            "moderator",
+            "--rate",
+            str(args.group_rate),
+            *[x for m in members for x in ("--invite", m)],
+        )
         sender = start("sender", "--worker", "sender", "--rate", str(args.p2p_rate))
-        churn = start("churn", "--worker", "churn", "--churn-interval", str(args.churn_interval),
-                      "--churn-messages", str(args.churn_messages))
+        churn = start(
+            "churn",
+            "--worker",
+            "churn",
+            "--churn-interval",
+            str(args.churn_interval),
+            "--churn-messages",
+            str(args.churn_messages),
+        )
         for c in (moderator, sender, churn):
             c.wait("ready", 120)
         rss_start = {c.name: rss_kib(c.proc.pid).get("VmRSS", 0) for c in children}
-        print(f"soak: {args.duration:.0f} s of traffic through {endpoint} "
-              f"(p2p {args.p2p_rate:.0f}/s, MLS group of {args.members} at {args.group_rate:.0f}/s, "
-              f"a churn app every {args.churn_interval:.0f} s)", flush=True)
+        print(
+            f"soak: {args.duration:.0f} s of traffic through {endpoint} "
+            f"(p2p {args.p2p_rate:.0f}/s, MLS group of {args.members} at {args.group_rate:.0f}/s, "
+            f"a churn app every {args.churn_interval:.0f} s)",
+            flush=True,
+        )
         deadline = time.monotonic() + args.duration
         while time.monotonic() < deadline:
             time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
@@ -431,30 +455,48 @@ def main() -> int:
     p2p_sent = reports["sender"]["sent"]
     p2p_book = reports["receiver"]["books"].get("p2p", {"delivered": 0, "duplicates": 0, "reported": 0})
     p2p_reported = reports["sender"]["sender"]["reported"] + p2p_book["reported"]
-    rows.append(("p2p reliable", "receiver", p2p_sent, p2p_book["delivered"], p2p_reported, p2p_book["duplicates"]))
+    rows.append(
+        ("p2p reliable", "receiver", p2p_sent, p2p_book["delivered"], p2p_reported, p2p_book["duplicates"])
+    )
     g_sent = reports["moderator"]["sent"]
     for m in members:
         b = reports[m.split("/")[2]]["member"]
         rows.append(("MLS group", m.split("/")[2], g_sent, b["delivered"], b["reported"], b["duplicates"]))
     ch = reports["churn"]["churn"]
     ch_book = reports["receiver"]["books"].get("churn", {"delivered": 0, "duplicates": 0, "reported": 0})
-    rows.append(("churn", "receiver", ch["sent"], ch_book["delivered"], ch["reported"], ch_book["duplicates"]))
+    rows.append(
+        ("churn", "receiver", ch["sent"], ch_book["delivered"], ch["reported"], ch_book["duplicates"])
+    )
     silent_total = 0
-    print(f"\n{'stream':<14} {'reader':<10} {'sent':>9} {'delivered':>10} {'lost(rep)':>10} "
-          f"{'lost(silent)':>13} {'dups':>6}")
+    print(
+        f"\n{'stream':<14} {'reader':<10} {'sent':>9} {'delivered':>10} {'lost(rep)':>10} "
+        f"{'lost(silent)':>13} {'dups':>6}"
+    )
     for stream, reader, sent, delivered, reported, dups in rows:
         silent = max(0, sent - delivered - reported)
         silent_total += silent
         print(f"{stream:<14} {reader:<10} {sent:>9} {delivered:>10} {reported:>10} {silent:>13} {dups:>6}")
-    print(f"churn: {ch['apps']} apps came and went, {ch['echoed']} of {ch['sent']} echoes back, "
-          f"{ch['failed_apps']} apps incomplete, errors {ch['errors']}")
+    print(
+        f"churn: {ch['apps']} apps came and went, {ch['echoed']} of {ch['sent']} echoes back, "
+        f"{ch['failed_apps']} apps incomplete, errors {ch['errors']}"
+    )
     print("\nRSS (MiB)      start      end")
     for c in children:
         print(f"  {c.name:<10} {rss_start.get(c.name, 0) / 1024:8.1f} {rss_end.get(c.name, 0) / 1024:8.1f}")
     print(f"\nlost silently: {silent_total}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "rss_start": rss_start, "rss_end": rss_end,
-                                               "reports": reports, "silent": silent_total}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "rss_start": rss_start,
+                    "rss_end": rss_end,
+                    "reports": reports,
+                    "silent": silent_total,
+                },
+                indent=1,
+            )
+        )
     return 1 if silent_total else 0
 
 

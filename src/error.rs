@@ -72,6 +72,51 @@ impl SlimError {
     pub fn is_session_event(&self) -> bool {
         matches!(self, SlimError::Timeout { .. } | SlimError::MessageLost { .. } | SlimError::NoRoute(_))
     }
+
+    /// The variant's name (`"SessionNotFound"`, `"Timeout"`, ...). The match lists every variant,
+    /// so a new one does not compile until it is named here and given a sample in [`Self::samples`].
+    pub fn variant_name(&self) -> &'static str {
+        match self {
+            SlimError::SessionNotFound(_) => "SessionNotFound",
+            SlimError::SessionClosed => "SessionClosed",
+            SlimError::Timeout { .. } => "Timeout",
+            SlimError::MessageLost { .. } => "MessageLost",
+            SlimError::NoRoute(_) => "NoRoute",
+            SlimError::Connection(_) => "Connection",
+            SlimError::Config(_) => "Config",
+            SlimError::Auth(_) => "Auth",
+            SlimError::Mls(_) => "Mls",
+            SlimError::Invite(_) => "Invite",
+            SlimError::SendBufferFull { .. } => "SendBufferFull",
+            SlimError::Closed => "Closed",
+            SlimError::Internal(_) => "Internal",
+        }
+    }
+
+    /// One value of every variant (for the tests of the mappings of errors to other types, such
+    /// as the Python exceptions); checked to be complete by this module's tests.
+    #[doc(hidden)]
+    pub fn samples() -> Vec<SlimError> {
+        vec![
+            SlimError::SessionNotFound(7),
+            SlimError::SessionClosed,
+            SlimError::Timeout { session_id: 3, message_id: 9 },
+            SlimError::MessageLost {
+                session_id: 3,
+                message_id: 11,
+                producer: Some(crate::wire::Name::new("org", "ns", "producer", Some(5))),
+            },
+            SlimError::NoRoute("no matching found for org/ns/nobody".into()),
+            SlimError::Connection("refused".into()),
+            SlimError::Config("bad value".into()),
+            SlimError::Auth(AuthError::Missing),
+            SlimError::Mls("no group".into()),
+            SlimError::Invite("nobody answered".into()),
+            SlimError::SendBufferFull { session_id: 3, buffered: 1024 },
+            SlimError::Closed,
+            SlimError::Internal("unexpected".into()),
+        ]
+    }
 }
 
 impl From<crate::node::NodeError> for SlimError {
@@ -86,6 +131,15 @@ impl From<crate::node::NodeError> for SlimError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_hold_every_variant_once() {
+        let names: Vec<&str> = SlimError::samples().iter().map(SlimError::variant_name).collect();
+        let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        // As many as `variant_name` has arms: update both when a variant is added.
+        assert_eq!(names.len(), 13, "{names:?}");
+    }
 
     #[test]
     fn texts_keep_upstream_wording() {

@@ -267,25 +267,36 @@ async fn silent_issuer_times_out() {
             held_in.lock().push(stream);
         }
     });
+    // Timers never fire early, so the lower bounds below hold on any machine; how much later than
+    // its bound a call returns depends on the machine and is not checked (a hang is caught by
+    // HANG_GUARD).
+    const HANG_GUARD: Duration = Duration::from_secs(60);
     let v = autoresolve(Some(&base)).with_fetch_timeout(Duration::from_millis(300));
     let start = Instant::now();
-    let got = v.verify(&token("ec256_a.key", Some("k1"), &base, "a")).await;
+    let got = tokio::time::timeout(HANG_GUARD, v.verify(&token("ec256_a.key", Some("k1"), &base, "a")))
+        .await
+        .expect("the fetch is bounded");
     let waited = start.elapsed();
     assert!(matches!(got, Err(AuthError::KeyFetchTimeout(_))), "{got:?}");
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
-    assert!(!held.lock().is_empty());
+    assert!(waited >= Duration::from_millis(300), "gave up before its bound: {waited:?}");
+    let connections = held.lock().len();
+    assert!(connections > 0);
 
-    // A failure is remembered for the refetch interval: the next messages fail at once.
-    let start = Instant::now();
-    let again = v.verify(&token("ec256_a.key", Some("k1"), &base, "b")).await;
+    // A failure is remembered for the refetch interval: the next message fails without asking
+    // the issuer again (no new connection to it).
+    let again = tokio::time::timeout(HANG_GUARD, v.verify(&token("ec256_a.key", Some("k1"), &base, "b")))
+        .await
+        .expect("bounded");
     assert!(matches!(again, Err(AuthError::KeyFetchTimeout(_))), "{again:?}");
-    assert!(start.elapsed() < Duration::from_millis(200), "{:?}", start.elapsed());
+    assert_eq!(held.lock().len(), connections, "the remembered failure did not refetch");
 
     // The default bound is 5 s.
     let v = autoresolve(Some(&base));
     let start = Instant::now();
-    let got = v.verify(&token("ec256_a.key", Some("k1"), &base, "a")).await;
+    let got = tokio::time::timeout(HANG_GUARD, v.verify(&token("ec256_a.key", Some("k1"), &base, "a")))
+        .await
+        .expect("the fetch is bounded");
     assert!(matches!(got, Err(AuthError::KeyFetchTimeout(_))), "{got:?}");
-    assert!(start.elapsed() < Duration::from_secs(7));
+    assert!(start.elapsed() >= Duration::from_secs(5), "gave up before the default bound: {:?}", start.elapsed());
     server.abort();
 }

@@ -21,12 +21,8 @@ async fn slim_routes_between_two_nodes_and_exits_cleanly_on_sigterm() {
     let mut slim = SlimProcess::spawn(&["--endpoint", "127.0.0.1:0"]);
     let addr = slim.listening_addr();
     assert_ne!(addr.port(), 0);
-    // The debug binary maps ~14 MiB of its own file (debug info); the 15 MiB budget is about the
-    // optimized build, the node's own (anonymous) memory is checked in every build.
-    if !cfg!(debug_assertions) {
-        let rss = slim.status_kib("VmRSS:");
-        assert!(rss < 15 * 1024, "idle slim uses {rss} KiB RSS");
-    }
+    // The idle resident size of the release binary is measured by `task bench:mesh` (a test
+    // build maps its debug info); the node's own (anonymous) memory is checked below, in every build.
 
     let (name_a, name_b) = (name("a", 1), name("b", 2));
     let Ends { a, b, mut app_a, app_b } = ends_through(addr, &name_a, &name_b, &[&name_a]).await;

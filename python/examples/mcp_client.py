@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import mcp
+from common import app_from_options, format_message_print, mcp_client_options, run_example
 from mcp.shared.exceptions import MCPError
 
 import slim_bindings.mcp
-from common import app_from_options, format_message_print, mcp_client_options, run_example
 
 TIMEOUT_S = 10.0
 
@@ -33,7 +33,10 @@ async def run_client(**kwargs: Any) -> int:
     app = await app_from_options(kwargs)
     me = f"{app.get_id()}"
     transport = slim_bindings.mcp.client(app, remote, mls=kwargs["mls"], timeout=TIMEOUT_S)
-    async with transport as (read, write), mcp.ClientSession(read, write, read_timeout_seconds=TIMEOUT_S) as session:
+    async with (
+        transport as (read, write),
+        mcp.ClientSession(read, write, read_timeout_seconds=TIMEOUT_S) as session,
+    ):
         init = await session.initialize()
         format_message_print(me, f"connected to {init.server_info.name} (mls={kwargs['mls']})")
 
@@ -49,7 +52,9 @@ async def run_client(**kwargs: Any) -> int:
                 format_message_print(me, f"resource: {content.text}")
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            format_message_print(me, f"progress {progress:g}/{total:g}: {message}" if total else f"progress {progress:g}")
+            format_message_print(
+                me, f"progress {progress:g}/{total:g}: {message}" if total else f"progress {progress:g}"
+            )
 
         result = await session.call_tool("countdown", {"n": 3}, progress_callback=on_progress)
         format_message_print(me, f"countdown: {text_of(result)}")

@@ -13,11 +13,11 @@ import asyncio
 import signal
 from typing import Any
 
+from common import app_from_options, format_message_print, mcp_server_options, run_example
 from mcp.server.mcpserver import Context, MCPServer
 
 import slim_bindings
 import slim_bindings.mcp
-from common import app_from_options, format_message_print, mcp_server_options, run_example
 
 server = MCPServer("slim-demo", instructions="A demo MCP server reached over SLIM.")
 

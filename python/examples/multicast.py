@@ -19,8 +19,9 @@ import sys
 import threading
 from typing import Any
 
-import slim_bindings
 from common import color, common_options, create_local_app, format_message, format_message_print, split_id
+
+import slim_bindings
 
 EXIT_COMMAND = "exit"
 # How long the moderator holds its first message for invited members that have not joined yet.
@@ -180,10 +181,12 @@ async def run_client(**kwargs: Any) -> int:
                 print(f"{local} -> add {to_add} to the group", flush=True)
 
         receiver = asyncio.create_task(_receive_loop(local_app, local, session_ready))
-        keyboard = asyncio.create_task(_keyboard_loop(local_app, local, topic, session_ready, is_moderator, joins))
+        keyboard = asyncio.create_task(
+            _keyboard_loop(local_app, local, topic, session_ready, is_moderator, joins)
+        )
         stopping = asyncio.create_task(stop.wait())
         waiting = {keyboard, stopping} if is_moderator else {receiver, keyboard, stopping}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         for t in (receiver, keyboard, stopping, *joins):
             t.cancel()
         results = await asyncio.gather(receiver, keyboard, stopping, return_exceptions=True)

@@ -14,8 +14,9 @@ import signal
 import sys
 from typing import Any
 
-import slim_bindings
 from common import common_options, create_local_app, format_message_print, p2p_options, split_id
+
+import slim_bindings
 
 REPLY_TIMEOUT_S = 10.0
 
@@ -90,7 +91,9 @@ async def _sender(
             format_message_print(f"{instance}", f"received error: {e!r}")
             failures += 1
             continue
-        format_message_print(f"{instance}", f"received (from session {info.id}): {reply.decode(errors='replace')}")
+        format_message_print(
+            f"{instance}", f"received (from session {info.id}): {reply.decode(errors='replace')}"
+        )
         if not info.destination_name.equal_without_id(local_app.local_name):
             format_message_print(f"{instance}", f"reply addressed to {info.destination_name}, not to us")
             return 1

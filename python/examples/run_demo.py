@@ -123,17 +123,21 @@ async def demo(enable_mls: bool, timeout: float) -> int:
 
         members = []
         for name in MEMBERS:
-            member = await start(name.split("/")[-1], "multicast.py", "--local", name, "--remote", CHANNEL, *common)
+            member = await start(
+                name.split("/")[-1], "multicast.py", "--local", name, "--remote", CHANNEL, *common
+            )
             procs.append(member)
             members.append(member)
         for member in members:
             await member.wait_for(r"Waiting for session", deadline)
 
         invites = [arg for name in MEMBERS for arg in ("--invites", name)]
-        moderator = await start("moderator", "multicast.py", "--local", MODERATOR, "--remote", CHANNEL, *invites, *common)
+        moderator = await start(
+            "moderator", "multicast.py", "--local", MODERATOR, "--remote", CHANNEL, *invites, *common
+        )
         procs.append(moderator)
         for name in MEMBERS:
-            await moderator.wait_for(re.escape(f"add ") + r".*" + re.escape(name.split("/")[-1]), deadline)
+            await moderator.wait_for(re.escape("add ") + r".*" + re.escape(name.split("/")[-1]), deadline)
 
         for text in LINES:
             await moderator.send(text)
@@ -160,7 +164,9 @@ async def demo(enable_mls: bool, timeout: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--enable-mls", action="store_true", help="run the group with MLS")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on the whole demo, seconds")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 
+from ._logging import disable_logging, enable_logging
 from ._slim_bindings import (
     SESSION_UNSPECIFIED,
     PyAlgorithm,
@@ -62,7 +63,6 @@ from .errors import (
     SlimError,
     SLIMTimeoutError,
 )
-from ._logging import disable_logging, enable_logging
 from .node import NodeRunner, format_node_info, node_info, start_node, stop_node
 from .slim import Slim
 from .version import get_build_info, get_build_profile, get_version

@@ -19,6 +19,7 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 import slim_bindings
 from slim_bindings.node import format_node_info, node_info, start_node, stop_node
@@ -28,7 +29,9 @@ def _build_info() -> str:
     return f"slim-bindings {slim_bindings.__version__}\n{slim_bindings.get_build_info()}"
 
 
-async def _run_node(config: str | None, endpoint: str | None, metrics: str | None, log_level: str | None) -> int:
+async def _run_node(
+    config: str | None, endpoint: str | None, metrics: str | None, log_level: str | None
+) -> int:
     if log_level:
         slim_bindings.init_tracing({"log_level": log_level})
     stop = asyncio.Event()
@@ -37,9 +40,10 @@ async def _run_node(config: str | None, endpoint: str | None, metrics: str | Non
         loop.add_signal_handler(sig, stop.set)
     yaml_text = None
     if config is not None:
-        with open(config, encoding="utf-8") as f:
-            yaml_text = f.read()
-    runner = await start_node(config_yaml=yaml_text, endpoint=None if yaml_text else endpoint, metrics=metrics)
+        yaml_text = await asyncio.to_thread(Path(config).read_text, encoding="utf-8")
+    runner = await start_node(
+        config_yaml=yaml_text, endpoint=None if yaml_text else endpoint, metrics=metrics
+    )
     for addr in runner.listening:
         print(f"slim_bindings {slim_bindings.__version__} node listening on {addr}", flush=True)
     if runner.metrics_endpoint:
@@ -56,21 +60,30 @@ async def _node_info(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = "Without a command: version and build info. `node` runs a SLIM node, `node-info` asks a node what it knows."
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m slim_bindings", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m slim_bindings", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=_build_info())
     sub = parser.add_subparsers(dest="command")
     node = sub.add_parser("node", help="run a SLIM node until Ctrl-C / SIGTERM")
-    node.add_argument("--config", default=None, help="YAML configuration (the same file as the slim binary's)")
     node.add_argument(
-        "--endpoint", default="127.0.0.1:46357", help="ip:port to listen on without --config (port 0 = any free port)"
+        "--config", default=None, help="YAML configuration (the same file as the slim binary's)"
+    )
+    node.add_argument(
+        "--endpoint",
+        default="127.0.0.1:46357",
+        help="ip:port to listen on without --config (port 0 = any free port)",
     )
     node.add_argument("--metrics", default=None, help="serve Prometheus counters on http://<ip:port>/metrics")
     node.add_argument("--log-level", default=None, help="trace, debug, info, warn or error (stderr)")
     info = sub.add_parser("node-info", help="what a node knows: links, routes, mesh nodes, counters")
     info.add_argument("--endpoint", default="http://127.0.0.1:46357", help="the node's URL (plaintext)")
-    info.add_argument("--client", default=None, help="a client dict as JSON (endpoint, tls, auth), instead of --endpoint")
+    info.add_argument(
+        "--client", default=None, help="a client dict as JSON (endpoint, tls, auth), instead of --endpoint"
+    )
     info.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     info.add_argument("--max-routes", type=int, default=1000, help="show at most this many routes")
     info.add_argument("--filter", default="", help="only routes whose name contains this text")

@@ -3,19 +3,70 @@
 # asyncio loop.
 
 import datetime
-import enum
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final, TypeAlias, final
+
+from typing_extensions import Self, disjoint_base
 
 __version__: Final[str]
 build_profile: Final[str]
 build_info: Final[str]
 SESSION_UNSPECIFIED: Final[int]
+# The native module lists every name it defines (in the order they are added).
+__all__ = [
+    "SESSION_UNSPECIFIED",
+    "NodeRunner",
+    "PyAlgorithm",
+    "PyIdentityProvider",
+    "PyIdentityVerifier",
+    "PyKey",
+    "PyKeyData",
+    "PyKeyFormat",
+    "PyName",
+    "PyService",
+    "PySessionConfiguration",
+    "PySessionInfo",
+    "PySessionType",
+    "__version__",
+    "_error_samples",
+    "build_info",
+    "build_profile",
+    "connect",
+    "create_pyservice",
+    "create_session",
+    "delete_session",
+    "disconnect",
+    "get_session_config",
+    "init_tracing",
+    "invite",
+    "node_info",
+    "publish",
+    "publish_many",
+    "receive",
+    "receive_new_session",
+    "receive_session",
+    "receive_session_many",
+    "remove",
+    "remove_route",
+    "run_server",
+    "run_server_bound",
+    "set_default_session_config",
+    "set_route",
+    "set_session_config",
+    "shutdown_runtime",
+    "start_node",
+    "stop_node",
+    "stop_server",
+    "subscribe",
+    "try_receive_session",
+    "unsubscribe",
+]
 
+@final
 class PyName:
     """A SLIM name: three hashed string components plus an instance id."""
 
-    def __init__(self, component0: str, component1: str, component2: str, id: int | None = None) -> None: ...
+    def __new__(cls, component0: str, component1: str, component2: str, id: int | None = None) -> Self: ...
     @property
     def id(self) -> int: ...
     @id.setter
@@ -23,9 +74,10 @@ class PyName:
     def components(self) -> list[int]: ...
     def components_strings(self) -> list[str]: ...
     def equal_without_id(self, other: PyName) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class PyService:
     """One local app with its own embedded node (from `create_pyservice`)."""
 
@@ -40,10 +92,11 @@ class PyService:
         reason, ``session_queue_dropped``, ``messages_lost_reported``, ``mesh_dropped_<reason>``, ...
         (docs/reliability.md)."""
 
+@final
 class PySessionInfo:
     """A session id plus what is known about the last message received on it."""
 
-    def __init__(self, session_id: int) -> None: ...
+    def __new__(cls, session_id: int) -> Self: ...
     @property
     def id(self) -> int: ...
     @property
@@ -57,22 +110,33 @@ class PySessionInfo:
     @property
     def metadata(self) -> dict[str, str]: ...
 
-class PySessionType(enum.IntEnum):
-    ANYCAST = 0
-    UNICAST = 1
-    MULTICAST = 2
+@final
+class PySessionType:
+    """The kind of a session (exported for compatibility; no function takes it). A native enum: each member is a class attribute; ``int(member)`` is its value and
+    a member compares equal to its value, but members are not ints and the class is not iterable
+    (not an ``enum.IntEnum``)."""
 
+    ANYCAST: ClassVar[PySessionType]
+    UNICAST: ClassVar[PySessionType]
+    MULTICAST: ClassVar[PySessionType]
+    def __int__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@disjoint_base
 class PySessionConfiguration:
     """How a session behaves (Anycast, Unicast or Multicast)."""
 
+    @final
     class Anycast(PySessionConfiguration):
         __match_args__ = ("timeout", "max_retries", "mls_enabled")
-        def __init__(
-            self,
+        def __new__(
+            cls,
             timeout: datetime.timedelta | None = None,
             max_retries: int | None = None,
             mls_enabled: bool = False,
-        ) -> None: ...
+        ) -> Self: ...
         @property
         def timeout(self) -> datetime.timedelta | None: ...
         @property
@@ -80,14 +144,15 @@ class PySessionConfiguration:
         @property
         def mls_enabled(self) -> bool: ...
 
+    @final
     class Unicast(PySessionConfiguration):
         __match_args__ = ("timeout", "max_retries", "mls_enabled")
-        def __init__(
-            self,
+        def __new__(
+            cls,
             timeout: datetime.timedelta | None = None,
             max_retries: int | None = None,
             mls_enabled: bool = False,
-        ) -> None: ...
+        ) -> Self: ...
         @property
         def timeout(self) -> datetime.timedelta | None: ...
         @property
@@ -95,16 +160,17 @@ class PySessionConfiguration:
         @property
         def mls_enabled(self) -> bool: ...
 
+    @final
     class Multicast(PySessionConfiguration):
         __match_args__ = ("topic", "moderator", "max_retries", "timeout", "mls_enabled")
-        def __init__(
-            self,
+        def __new__(
+            cls,
             topic: PyName,
             moderator: bool = False,
             max_retries: int = 0,
             timeout: datetime.timedelta = ...,
             mls_enabled: bool = False,
-        ) -> None: ...
+        ) -> Self: ...
         @property
         def topic(self) -> PyName: ...
         @property
@@ -116,61 +182,86 @@ class PySessionConfiguration:
         @property
         def mls_enabled(self) -> bool: ...
 
-class PyAlgorithm(enum.IntEnum):
-    HS256 = 0
-    HS384 = 1
-    HS512 = 2
-    ES256 = 3
-    ES384 = 4
-    RS256 = 5
-    RS384 = 6
-    RS512 = 7
-    PS256 = 8
-    PS384 = 9
-    PS512 = 10
-    EdDSA = 11
+@final
+class PyAlgorithm:
+    """A JWT signing and verification algorithm. A native enum: each member is a class attribute; ``int(member)`` is its value and
+    a member compares equal to its value, but members are not ints and the class is not iterable
+    (not an ``enum.IntEnum``)."""
 
-class PyKeyFormat(enum.IntEnum):
-    Pem = 0
-    Jwk = 1
-    Jwks = 2
+    HS256: ClassVar[PyAlgorithm]
+    HS384: ClassVar[PyAlgorithm]
+    HS512: ClassVar[PyAlgorithm]
+    ES256: ClassVar[PyAlgorithm]
+    ES384: ClassVar[PyAlgorithm]
+    RS256: ClassVar[PyAlgorithm]
+    RS384: ClassVar[PyAlgorithm]
+    RS512: ClassVar[PyAlgorithm]
+    PS256: ClassVar[PyAlgorithm]
+    PS384: ClassVar[PyAlgorithm]
+    PS512: ClassVar[PyAlgorithm]
+    EdDSA: ClassVar[PyAlgorithm]
+    def __int__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
 
+@final
+class PyKeyFormat:
+    """How key material is encoded. A native enum: each member is a class attribute; ``int(member)`` is its value and
+    a member compares equal to its value, but members are not ints and the class is not iterable
+    (not an ``enum.IntEnum``)."""
+
+    Pem: ClassVar[PyKeyFormat]
+    Jwk: ClassVar[PyKeyFormat]
+    Jwks: ClassVar[PyKeyFormat]
+    def __int__(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@disjoint_base
 class PyKeyData:
+    @final
     class File(PyKeyData):
         __match_args__ = ("path",)
-        def __init__(self, path: str) -> None: ...
+        def __new__(cls, path: str) -> Self: ...
         @property
         def path(self) -> str: ...
 
+    @final
     class Content(PyKeyData):
         __match_args__ = ("content",)
-        def __init__(self, content: str) -> None: ...
+        def __new__(cls, content: str) -> Self: ...
         @property
         def content(self) -> str: ...
 
+@final
 class PyKey:
     algorithm: PyAlgorithm
     format: PyKeyFormat
     key: PyKeyData
-    def __init__(self, algorithm: PyAlgorithm, format: PyKeyFormat, key: PyKeyData) -> None: ...
+    def __new__(cls, algorithm: PyAlgorithm, format: PyKeyFormat, key: PyKeyData) -> Self: ...
 
+@disjoint_base
 class PyIdentityProvider:
+    @final
     class StaticJwt(PyIdentityProvider):
         __match_args__ = ("path",)
-        def __init__(self, path: str) -> None: ...
+        def __new__(cls, path: str) -> Self: ...
         @property
         def path(self) -> str: ...
 
+    @final
     class Jwt(PyIdentityProvider):
         __match_args__ = ("private_key", "duration", "issuer", "audience", "subject")
-        def __init__(
-            self,
+        def __new__(
+            cls,
             private_key: PyKey,
             duration: datetime.timedelta,
             issuer: str | None = None,
             audience: list[str] | None = None,
             subject: str | None = None,
-        ) -> None: ...
+        ) -> Self: ...
         @property
         def private_key(self) -> PyKey: ...
         @property
@@ -182,15 +273,18 @@ class PyIdentityProvider:
         @property
         def subject(self) -> str | None: ...
 
+    @final
     class SharedSecret(PyIdentityProvider):
         __match_args__ = ("identity", "shared_secret")
-        def __init__(self, identity: str, shared_secret: str) -> None: ...
+        def __new__(cls, identity: str, shared_secret: str) -> Self: ...
         @property
         def identity(self) -> str: ...
         @property
         def shared_secret(self) -> str: ...
 
+@disjoint_base
 class PyIdentityVerifier:
+    @final
     class Jwt(PyIdentityVerifier):
         __match_args__ = (
             "public_key",
@@ -202,8 +296,8 @@ class PyIdentityVerifier:
             "require_aud",
             "require_sub",
         )
-        def __init__(
-            self,
+        def __new__(
+            cls,
             public_key: PyKey | None = None,
             autoresolve: bool = False,
             issuer: str | None = None,
@@ -212,7 +306,7 @@ class PyIdentityVerifier:
             require_iss: bool = False,
             require_aud: bool = False,
             require_sub: bool = False,
-        ) -> None: ...
+        ) -> Self: ...
         @property
         def public_key(self) -> PyKey | None: ...
         @property
@@ -230,16 +324,17 @@ class PyIdentityVerifier:
         @property
         def require_sub(self) -> bool: ...
 
+    @final
     class SharedSecret(PyIdentityVerifier):
         __match_args__ = ("identity", "shared_secret")
-        def __init__(self, identity: str, shared_secret: str) -> None: ...
+        def __new__(cls, identity: str, shared_secret: str) -> Self: ...
         @property
         def identity(self) -> str: ...
         @property
         def shared_secret(self) -> str: ...
 
-_Session = PySessionInfo | int
-_Blob = bytes | bytearray | memoryview | list[int]
+_Session: TypeAlias = PySessionInfo | int
+_Blob: TypeAlias = bytes | bytearray | memoryview | list[int]
 
 async def create_pyservice(
     name: PyName, provider: PyIdentityProvider, verifier: PyIdentityVerifier
@@ -259,6 +354,7 @@ async def create_session(svc: PyService, config: PySessionConfiguration) -> PySe
     Bounds: a point-to-point session holds at most 16 MiB for sending (publishes waiting plus
     reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 32 MiB of
     payload, whichever fills first."""
+
 async def delete_session(svc: PyService, session: _Session) -> None: ...
 async def get_session_config(svc: PyService, session: _Session) -> PySessionConfiguration: ...
 async def set_session_config(svc: PyService, session: _Session, config: PySessionConfiguration) -> None: ...
@@ -279,6 +375,7 @@ async def publish(
     (unreliable) or acknowledged or timed out (reliable). When the buffer is full the call waits
     for room, up to 5 s or ``timeout * (max_retries + 1)`` when that is longer, then raises
     ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent). Nothing is dropped."""
+
 async def publish_many(
     svc: PyService,
     session_info: _Session,
@@ -292,6 +389,7 @@ async def publish_many(
     what there is room for is handed over without awaiting; the call waits (as ``publish`` does)
     only while the send buffer or the node's queue is full. On an error the messages before the
     failing one were sent and the rest were not; the exception's ``sent`` says how many."""
+
 async def invite(
     svc: PyService,
     session_info: _Session,
@@ -316,8 +414,11 @@ def init_tracing(config: dict[str, Any] | None = None) -> Any:
     ordinary, user-visible metadata (W3C): receivers see it, and a sender that sets it puts the
     publish into its own trace.
     """
+
 def shutdown_runtime() -> None:
     """Stops the native runtime (the package registers it with ``atexit``; not for direct use)."""
+
+@final
 class NodeRunner:
     """Nodes started by :func:`start_node` (stop them with :func:`stop_node`)."""
 
@@ -333,8 +434,13 @@ async def start_node(
 ) -> NodeRunner:
     """Starts the nodes of a ``slim`` YAML configuration (its text), or one plaintext node on
     ``endpoint``: the same code as the ``slim`` binary, mesh routing included."""
+
 async def stop_node(runner: NodeRunner) -> bool:
     """Stops the nodes; False when one did not finish within the drain timeout."""
+
 async def node_info(config: dict[str, Any], max_routes: int = 1000, name_filter: str = "") -> str:
     """What the node at ``config`` (a client dict) knows, as JSON text (links, routes, mesh nodes,
     counters); see :func:`slim_bindings.node.node_info` for the parsed form."""
+
+def _error_samples() -> list[tuple[str, BaseException]]:
+    """One exception per core error variant (tests/python/test_errors.py); not part of the API."""

@@ -54,14 +54,20 @@ def format_node_info(info: dict[str, Any]) -> str:
     lines.append(f"routes ({shown} of {total}):" if shown < total else f"routes ({total}):")
     lines.append(f"  {'name':<40}  {'kind':<8}  {'conn':>5}  {'cost':>4}  next hop / origin")
     for r in info["routes"]:
-        via = f"{r['next_hop_label'] or r['next_hop_node']} / {r['origin_label'] or r['origin']}" if r["kind"] == "mesh" else ""
+        via = (
+            f"{r['next_hop_label'] or r['next_hop_node']} / {r['origin_label'] or r['origin']}"
+            if r["kind"] == "mesh"
+            else ""
+        )
         lines.append(f"  {r['name']:<40}  {r['kind']:<8}  {r['conn']:>5}  {r['cost']:>4}  {via}")
     if info["nodes"]:
         lines.append("")
         lines.append("mesh nodes:")
         for n in info["nodes"]:
             state = "reachable" if n["reachable"] else "unreachable"
-            lines.append(f"  {n['label']:<16} {n['node']}  cost {n['cost']:>2}  {n['names']:>6} names  {state}")
+            lines.append(
+                f"  {n['label']:<16} {n['node']}  cost {n['cost']:>2}  {n['names']:>6} names  {state}"
+            )
     lines.append("")
     lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(info["counters"].items())))
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _slim_bindings as _native
 from ._slim_bindings import (
@@ -28,6 +28,9 @@ from ._slim_bindings import (
     PySessionInfo,
 )
 from .errors import SlimConnectionError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 __all__ = ["Slim"]
 
@@ -45,9 +48,7 @@ class Slim:
         self.conn_id: int | None = None
 
     @classmethod
-    async def new(
-        cls, name: PyName, provider: PyIdentityProvider, verifier: PyIdentityVerifier
-    ) -> Slim:
+    async def new(cls, name: PyName, provider: PyIdentityProvider, verifier: PyIdentityVerifier) -> Slim:
         """Creates an app named ``name`` (the caller's object is left as it is)."""
         svc = await _native.create_pyservice(name, provider, verifier)
         return cls(svc, name)
@@ -70,7 +71,7 @@ class Slim:
     def __repr__(self) -> str:
         return f"Slim({self.id_str})"
 
-    async def __aenter__(self) -> Slim:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

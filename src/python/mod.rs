@@ -72,6 +72,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(node::start_node, m)?)?;
     m.add_function(wrap_pyfunction!(node::stop_node, m)?)?;
     m.add_function(wrap_pyfunction!(node::node_info, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::error_samples, m)?)?;
 
     m.add("SESSION_UNSPECIFIED", u32::MAX)?;
     m.add("__version__", build_info::VERSION)?;

@@ -1,9 +1,9 @@
 //! Bridging Rust futures to asyncio.
 //!
 //! Hot calls (publish/receive) are pyo3 native coroutines: polling them costs ~0.25 µs, against
-//! ~115 µs for a `future_into_py` thread hop (measured when the boundary was designed). Their
-//! futures are polled on the Python thread, so each poll enters the tokio runtime: timers and
-//! spawns inside the core work.
+//! ~115 µs for a `future_into_py` thread hop (measured when the boundary was designed;
+//! docs/python-boundary.md says why the boundary is built this way). Their futures are polled on
+//! the Python thread, so each poll enters the tokio runtime: timers and spawns inside the core work.
 //! Calls that do real I/O (connect, servers, creating an app) are spawned onto the runtime and
 //! the coroutine only awaits the join handle.
 //!

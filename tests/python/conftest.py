@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import pytest_asyncio
 
 import slim_bindings
@@ -66,7 +66,9 @@ class Node:
 async def node() -> AsyncIterator[Node]:
     """A node serving on a free loopback port; stopped at the end."""
     provider, verifier = shared_secret("agntcy/default/server")
-    server = await slim_bindings.Slim.new(slim_bindings.PyName("agntcy", "default", "server"), provider, verifier)
+    server = await slim_bindings.Slim.new(
+        slim_bindings.PyName("agntcy", "default", "server"), provider, verifier
+    )
     listen = "127.0.0.1:0"
     bound = await server.run_server_bound({"endpoint": listen, "tls": {"insecure": True}})
     n = Node(app=server, listen=listen, bound=bound)
@@ -82,6 +84,43 @@ async def node() -> AsyncIterator[Node]:
         await server.stop_server(listen)
 
 
+class Hung(AssertionError):
+    """An awaited call neither returned nor raised within its bound. Deliberately not a
+    ``TimeoutError``: ``pytest.raises(SLIMTimeoutError)`` (a ``TimeoutError``) must not pass on a hang."""
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def bounded(aw: Awaitable[Any], timeout: float = 10.0) -> Any:
-    """Awaits with a bound, so a hang is a failure rather than a stuck run."""
-    return await asyncio.wait_for(aw, timeout)
+    """Awaits with a bound, so a hang is a failure (``Hung``) rather than a stuck run. Whatever
+    ``aw`` raises (``SLIMTimeoutError`` included) comes through unchanged."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            await _settle(task)
+    if not done:
+        raise Hung(f"no answer within {timeout} s")
+    return task.result()
+
+
+async def nothing_within(aw: Awaitable[Any], seconds: float) -> None:
+    """The negative check "nothing arrives for a while": ``aw`` (a receive, say) must neither return
+    nor raise within ``seconds``; it is then cancelled. Unlike ``pytest.raises(TimeoutError)`` around
+    ``asyncio.wait_for``, an ``SLIMTimeoutError`` or any other error from ``aw`` fails the check."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    finally:
+        if not task.done():
+            await _settle(task)
+    if done:
+        error = task.exception()
+        if error is not None:
+            raise AssertionError(f"expected nothing within {seconds} s, got {error!r}") from error
+        raise AssertionError(f"expected nothing within {seconds} s, got {task.result()!r}")

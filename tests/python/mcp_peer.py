@@ -19,16 +19,22 @@ SECRET = "test-secret"
 
 async def main(endpoint: str, server: str) -> None:
     name = slim_bindings.PyName("agntcy", "mcp", "doomed")
-    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity="agntcy/mcp/doomed", shared_secret=SECRET)
-    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity="agntcy/mcp/doomed", shared_secret=SECRET)
+    provider = slim_bindings.PyIdentityProvider.SharedSecret(
+        identity="agntcy/mcp/doomed", shared_secret=SECRET
+    )
+    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(
+        identity="agntcy/mcp/doomed", shared_secret=SECRET
+    )
     app = await slim_bindings.Slim.new(name, provider, verifier)
     await app.connect({"endpoint": f"http://{endpoint}", "tls": {"insecure": True}})
-    async with slim_bindings.mcp.client(app, server, timeout=5) as (read, write):
-        async with mcp.ClientSession(read, write) as session:
-            await session.initialize()
-            await session.call_tool("echo", {"text": "still here"})
-            print(f"session {read.session_id}", flush=True)
-            await asyncio.sleep(3600)
+    async with (
+        slim_bindings.mcp.client(app, server, timeout=5) as (read, write),
+        mcp.ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        await session.call_tool("echo", {"text": "still here"})
+        print(f"session {read.session_id}", flush=True)
+        await asyncio.sleep(3600)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,9 @@ class Mesh:
         # Servers first: a node dials its clients at start and gives up after a few seconds.
         for node in self.nodes:
             node.start()
-        self.wait(lambda: all(self.sees_all(i) for i in range(len(self.nodes))), "every node sees every other")
+        self.wait(
+            lambda: all(self.sees_all(i) for i in range(len(self.nodes))), "every node sees every other"
+        )
 
     def sees_all(self, i: int) -> bool:
         info = self.nodes[i].info()
@@ -94,7 +96,9 @@ class Mesh:
         start = time.monotonic()
         while not cond():
             if time.monotonic() - start > timeout:
-                raise AssertionError(f"timed out after {timeout} s waiting until {what}\n{self.diagnostics()}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting until {what}\n{self.diagnostics()}"
+                )
             time.sleep(0.02)
         return time.monotonic() - start
 
@@ -102,7 +106,17 @@ class Mesh:
         return [r for r in self.nodes[i].info(agent)["routes"] if r["kind"] == "mesh"]
 
     def app(self, role: str, node: int, local: str, *args: str, stdin: bool = False) -> PeerProcess:
-        argv = [sys.executable, "-u", str(MESH_APP), role, "--endpoint", self.nodes[node].endpoint, "--local", local, *args]
+        argv = [
+            sys.executable,
+            "-u",
+            str(MESH_APP),
+            role,
+            "--endpoint",
+            self.nodes[node].endpoint,
+            "--local",
+            local,
+            *args,
+        ]
         p = PeerProcess(argv, f"{role} {local}@{self.nodes[node].label}", stdin_pipe=stdin)
         self.apps.append(p)
         return p
@@ -137,6 +151,7 @@ def node_info_cli(endpoint: str) -> str:
         text=True,
         timeout=30,
         cwd=REPO_ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

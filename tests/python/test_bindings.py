@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import slim_bindings
+from conftest import Node, bounded, nothing_within, shared_secret, wait_until
 from slim_bindings import PyName, PySessionConfiguration
-
-from conftest import Node, bounded, shared_secret, wait_until
 
 
 @pytest.mark.asyncio
@@ -170,8 +172,7 @@ async def test_wrong_shared_secret_is_not_delivered(node: Node) -> None:
     info, payload = await bounded(alice.receive())
     assert payload == b"genuine"
     assert info.source_name == carol.local_name
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(alice.receive(), 0.3)
+    await nothing_within(alice.receive(), 0.3)
 
 
 @pytest.mark.asyncio
@@ -196,7 +197,9 @@ async def test_connect_to_dead_port_fails_typed_within_bound(node: Node) -> None
     app = await node.new_app("org", "default", "lonely", connect=False)
     started = time.monotonic()
     with pytest.raises(slim_bindings.SlimConnectionError) as err:
-        await asyncio.wait_for(app.connect({"endpoint": f"http://127.0.0.1:{port}", "tls": {"insecure": True}}), 60)
+        await asyncio.wait_for(
+            app.connect({"endpoint": f"http://127.0.0.1:{port}", "tls": {"insecure": True}}), 60
+        )
     assert isinstance(err.value, ConnectionError)
     assert time.monotonic() - started < 60
     assert app.conn_id is None
@@ -274,13 +277,25 @@ def test_exceptions_hierarchy() -> None:
 
 def test_star_import_and_exports() -> None:
     namespace: dict[str, object] = {}
-    exec("from slim_bindings import *", namespace)
+    exec("from slim_bindings import *", namespace)  # noqa: S102 - a star import, as a user writes it
     for name in ("Slim", "remove", "SESSION_UNSPECIFIED", "SlimError", "NoRouteError", "__version__"):
         assert name in namespace, name
     assert slim_bindings.SESSION_UNSPECIFIED == 2**32 - 1
     assert slim_bindings.__version__ == slim_bindings.get_version() == "0.1.0"
     assert slim_bindings.get_build_profile() in ("debug", "release")
     assert slim_bindings.get_build_info().startswith("Version:\t")
+
+
+def test_build_info_names_the_commit_that_was_built() -> None:
+    """build.rs reruns when HEAD moves, so a build after a commit or a checkout reports that commit
+    (`task python:test` builds first; run `task python:build` before running pytest by hand)."""
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if head.returncode != 0:
+        pytest.skip("not a git checkout (an sdist build records no commit)")
+    assert f"Git SHA:\t{head.stdout.strip()}\n" in slim_bindings.get_build_info()
 
 
 @pytest.mark.asyncio
@@ -321,3 +336,16 @@ async def test_async_iteration_over_sessions_and_messages(node: Node) -> None:
     # The iterator ends when the session is deleted.
     await alice.delete_session(info.id)
     assert [p async for _, p in alice.messages(info.id)] == []
+
+
+def test_cli_help_reads_as_plain_text() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "slim_bindings", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "``" not in out.stdout, out.stdout
+    assert "node-info" in out.stdout and "version and build info" in out.stdout, out.stdout

@@ -10,9 +10,8 @@ from datetime import timedelta
 import pytest
 
 import slim_bindings
-from slim_bindings import PyName, PySessionConfiguration
-
 from conftest import Node, bounded
+from slim_bindings import PyName, PySessionConfiguration
 
 # Scheduling slack on a loaded 2-core machine.
 MARGIN = 1.5
@@ -53,7 +52,9 @@ async def test_invite_to_an_absent_member_fails_within_the_callers_bound(node: N
     channel = PyName("org", "ns", "bounded-chat")
     await moderator.set_route(absent)
     session = await moderator.create_session(
-        PySessionConfiguration.Multicast(topic=channel, moderator=True, max_retries=5, timeout=timedelta(seconds=1))
+        PySessionConfiguration.Multicast(
+            topic=channel, moderator=True, max_retries=5, timeout=timedelta(seconds=1)
+        )
     )
     for bound in (timedelta(seconds=1.5), 1.5):  # a timedelta or seconds
         started = time.monotonic()

@@ -13,7 +13,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "python" / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import run_demo  # noqa: E402  (the demo's process helpers are reused here)
+import run_demo
 
 
 async def _node(deadline: float) -> tuple[run_demo.Proc, str]:
@@ -34,12 +34,24 @@ async def test_point_to_point_example(mode: str) -> None:
         if mode == "unicast-mls":
             mode = "unicast"
             common.append("--enable-mls")
-        alice = await run_demo.start("alice", "point_to_point.py", mode, "--local", "agntcy/ns/alice", *common)
+        alice = await run_demo.start(
+            "alice", "point_to_point.py", mode, "--local", "agntcy/ns/alice", *common
+        )
         procs.append(alice)
         await alice.wait_for(r"Connected to", deadline)
         bob = await run_demo.start(
-            "bob", "point_to_point.py", mode, "--local", "agntcy/ns/bob", "--remote", "agntcy/ns/alice",
-            "--message", "hey there", "--iterations", "2", *common,
+            "bob",
+            "point_to_point.py",
+            mode,
+            "--local",
+            "agntcy/ns/bob",
+            "--remote",
+            "agntcy/ns/alice",
+            "--message",
+            "hey there",
+            "--iterations",
+            "2",
+            *common,
         )
         procs.append(bob)
         code = await asyncio.wait_for(bob.proc.wait(), max(1.0, deadline - time.monotonic()))
@@ -60,7 +72,14 @@ async def test_point_to_point_example(mode: str) -> None:
 @pytest.mark.asyncio
 async def test_sender_without_remote_is_refused() -> None:
     proc = await run_demo.start(
-        "bob", "point_to_point.py", "--local", "agntcy/ns/bob", "--message", "x", "--shared-secret", "s",
+        "bob",
+        "point_to_point.py",
+        "--local",
+        "agntcy/ns/bob",
+        "--message",
+        "x",
+        "--shared-secret",
+        "s",
     )
     code = await asyncio.wait_for(proc.proc.wait(), 30)
     await proc.stop()
@@ -83,14 +102,32 @@ async def test_multicast_moderator_ends_at_end_of_input() -> None:
         node, client = await _node(deadline)
         procs.append(node)
         member = await run_demo.start(
-            "member", "multicast.py", "--local", "agntcy/ns/m1", "--remote", "agntcy/ns/room",
-            "--slim", client, "--shared-secret", "s",
+            "member",
+            "multicast.py",
+            "--local",
+            "agntcy/ns/m1",
+            "--remote",
+            "agntcy/ns/room",
+            "--slim",
+            client,
+            "--shared-secret",
+            "s",
         )
         procs.append(member)
         await member.wait_for("Waiting for session", deadline)
         moderator = await run_demo.start(
-            "moderator", "multicast.py", "--local", "agntcy/ns/mod", "--remote", "agntcy/ns/room",
-            "--invites", "agntcy/ns/m1", "--slim", client, "--shared-secret", "s",
+            "moderator",
+            "multicast.py",
+            "--local",
+            "agntcy/ns/mod",
+            "--remote",
+            "agntcy/ns/room",
+            "--invites",
+            "agntcy/ns/m1",
+            "--slim",
+            client,
+            "--shared-secret",
+            "s",
         )
         procs.append(moderator)
         await moderator.wait_for("add .*m1", deadline)
@@ -103,3 +140,18 @@ async def test_multicast_moderator_ends_at_end_of_input() -> None:
     finally:
         for p in reversed(procs):
             await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_node_example_reads_slim_slim_as_host_port_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every example option can come from SLIM_<OPTION>; slim.py's --slim is host:port or a JSON
+    # server config (the examples' options table).
+    deadline = time.monotonic() + 60
+    for value in ("127.0.0.1:0", json.dumps({"endpoint": "127.0.0.1:0", "tls": {"insecure": True}})):
+        monkeypatch.setenv("SLIM_SLIM", value)
+        node = await run_demo.start("node", "slim.py")
+        try:
+            m = await node.wait_for(r"listening on 127\.0\.0\.1:(\d+)", deadline)
+            assert int(m.group(1)) != 0
+        finally:
+            await node.stop()

@@ -7,9 +7,8 @@ import asyncio
 import pytest
 
 import slim_bindings
-from slim_bindings import PySessionConfiguration
-
 from conftest import Node, bounded
+from slim_bindings import PySessionConfiguration
 
 MESSAGES = 20_000
 
@@ -70,7 +69,9 @@ async def test_unreliable_stream_to_a_slow_reader_arrives_complete(node: Node) -
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("reliable", [False, True], ids=["default", "reliable"])
-async def test_publish_many_delivers_a_batch_in_order_through_back_pressure(node: Node, reliable: bool) -> None:
+async def test_publish_many_delivers_a_batch_in_order_through_back_pressure(
+    node: Node, reliable: bool
+) -> None:
     # One call larger than the first queues on the way (embedded node 1024, session task 1024): the
     # call hands over what fits, waits for room like publish, and nothing is lost or reordered.
     alice = await node.new_app("org", "flow", "batch-reader")

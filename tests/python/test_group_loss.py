@@ -57,13 +57,18 @@ def test_mls_group_members_get_every_message_or_its_loss_reported() -> None:
         stopped, readers = results[0], results[1:]
         for name, r in zip(MEMBERS[1:], readers):
             assert (r["got"], r["lost"], r["duplicates"], r["wrong_ids"]) == (TOTAL, 0, 0, 0), (name, r)
-            assert r["session_queue_dropped"] == r["messages_lost_reported"] == r["mls_failures"] == 0, (name, r)
+            assert r["session_queue_dropped"] == r["messages_lost_reported"] == r["mls_failures"] == 0, (
+                name,
+                r,
+            )
         assert stopped["duplicates"] == 0 and stopped["wrong_ids"] == 0, stopped
         assert stopped["missing"] == 0, f"silently lost: {stopped}"
         assert stopped["got"] + stopped["lost"] == TOTAL, stopped
         assert stopped["got"] >= 16_384, f"its queue was full before anything was dropped: {stopped}"
         assert stopped["lost"] > 0, stopped
-        assert stopped["session_queue_dropped"] == stopped["messages_lost_reported"] == stopped["lost"], stopped
+        assert stopped["session_queue_dropped"] == stopped["messages_lost_reported"] == stopped["lost"], (
+            stopped
+        )
         moderator.send_line("quit")
         for p in members + [moderator]:
             assert p.finish(60) == 0, p.diagnostics()

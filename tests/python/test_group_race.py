@@ -8,9 +8,8 @@ import datetime
 
 import pytest
 
-from slim_bindings import PyName, PySessionConfiguration
-
 from conftest import Node, bounded
+from slim_bindings import PyName, PySessionConfiguration
 
 
 @pytest.mark.asyncio

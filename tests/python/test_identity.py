@@ -3,13 +3,13 @@ the sender's token (keys from tests/data/jwt)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from pathlib import Path
 
 import pytest
 
 import slim_bindings
+from conftest import Node, bounded, nothing_within, wait_until
 from slim_bindings import (
     PyAlgorithm,
     PyIdentityProvider,
@@ -20,8 +20,6 @@ from slim_bindings import (
     PyName,
     PySessionConfiguration,
 )
-
-from conftest import Node, bounded, wait_until
 
 KEYS = Path(__file__).resolve().parents[1] / "data" / "jwt"
 ISSUER = "test-issuer"
@@ -51,7 +49,9 @@ def _verifier(alg: PyAlgorithm, public: str, audience: list[str]) -> PyIdentityV
     )
 
 
-async def _jwt_app(node: Node, name: str, provider: PyIdentityProvider, verifier: PyIdentityVerifier) -> slim_bindings.Slim:
+async def _jwt_app(
+    node: Node, name: str, provider: PyIdentityProvider, verifier: PyIdentityVerifier
+) -> slim_bindings.Slim:
     app = await slim_bindings.Slim.new(PyName("org", "default", name), provider, verifier)
     node.apps.append(app)
     await app.connect(node.client_config)
@@ -64,11 +64,15 @@ async def _jwt_app(node: Node, name: str, provider: PyIdentityProvider, verifier
 async def test_identity_verification(node: Node, audience: list[str]) -> None:
     # The sender signs with ES256 and checks ES384; the receiver the other way round.
     sender = await _jwt_app(
-        node, "sender", _provider(PyAlgorithm.ES256, "ec256_a.key", "sender"),
+        node,
+        "sender",
+        _provider(PyAlgorithm.ES256, "ec256_a.key", "sender"),
         _verifier(PyAlgorithm.ES384, "ec384_a.pub.pem", ["test.audience"]),
     )
     receiver = await _jwt_app(
-        node, "receiver", _provider(PyAlgorithm.ES384, "ec384_a.key", "receiver"),
+        node,
+        "receiver",
+        _provider(PyAlgorithm.ES384, "ec384_a.key", "receiver"),
         _verifier(PyAlgorithm.ES256, "ec256_a.pub.pem", audience),
     )
 
@@ -87,11 +91,11 @@ async def test_identity_verification(node: Node, audience: list[str]) -> None:
         assert response == b"thisistheresponse"
     else:
         # Rejected by the receiver: nothing arrives there, and the sender's reliable message
-        # ends in a timeout (a TimeoutError) once its retries are spent.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(sender.receive(session=session.id), 8.0)
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(receiver.receive(), 0.3)
+        # ends in SLIMTimeoutError once its retries are spent (a hang fails: `bounded` raises Hung).
+        with pytest.raises(slim_bindings.SLIMTimeoutError) as timed_out:
+            await bounded(sender.receive(session=session.id), 8.0)
+        assert timed_out.value.session_id == session.id
+        await nothing_within(receiver.receive(), 0.3)
 
 
 @pytest.mark.asyncio
@@ -99,7 +103,9 @@ async def test_bad_identity_configuration_is_a_value_error() -> None:
     name = PyName("org", "default", "broken")
     ok_verifier = PyIdentityVerifier.SharedSecret(identity="x", shared_secret="s")
     with pytest.raises(slim_bindings.ConfigurationError, match="missing.jwt"):
-        await slim_bindings.Slim.new(name, PyIdentityProvider.StaticJwt(path=str(KEYS / "missing.jwt")), ok_verifier)
+        await slim_bindings.Slim.new(
+            name, PyIdentityProvider.StaticJwt(path=str(KEYS / "missing.jwt")), ok_verifier
+        )
     with pytest.raises(ValueError):
         await slim_bindings.Slim.new(
             name, PyIdentityProvider.SharedSecret(identity="x", shared_secret="s"), PyIdentityVerifier.Jwt()

@@ -17,7 +17,7 @@ NODES = ["ours", "060"]
 
 @pytest.fixture(scope="module")
 def venv060():
-    """The 0.6.0 venv (installed once); skips the module only when the registry is unreachable."""
+    """The 0.6.0 venv (installed once); fails when it cannot be installed, unless SLIM_SKIP_INTEROP_060 says why not."""
     return python060()
 
 
@@ -58,8 +58,16 @@ def test_p2p_echo_between_060_apps(node, peers, sender_name, responder_name, rel
     responder = _spawn(
         peers,
         "p2p-responder",
-        "--endpoint", node.endpoint, "--local", responder_name, "--count", str(count),
-        "--reply-prefix", "echo:", name="responder", stdin_pipe=True,
+        "--endpoint",
+        node.endpoint,
+        "--local",
+        responder_name,
+        "--count",
+        str(count),
+        "--reply-prefix",
+        "echo:",
+        name="responder",
+        stdin_pipe=True,
     )
     responder_ready = responder.wait_event("ready", 20)[0]
 
@@ -68,9 +76,20 @@ def test_p2p_echo_between_060_apps(node, peers, sender_name, responder_name, rel
     sender = _spawn(
         peers,
         "p2p-sender",
-        "--endpoint", node.endpoint, "--local", sender_name, "--remote", responder_name,
-        "--count", str(count), "--message", f"ping from {sender_name}",
-        "--metadata", '{"trace": "interop"}', *extra, name="sender",
+        "--endpoint",
+        node.endpoint,
+        "--local",
+        sender_name,
+        "--remote",
+        responder_name,
+        "--count",
+        str(count),
+        "--message",
+        f"ping from {sender_name}",
+        "--metadata",
+        '{"trace": "interop"}',
+        *extra,
+        name="sender",
     )
     assert sender.finish(60) == 0, sender.diagnostics() + responder.diagnostics() + node.proc.diagnostics()
     responder.close_stdin()  # the sender has every echo: the responder may go
@@ -113,8 +132,19 @@ def test_group_between_060_apps(node, peers, mls):
         _spawn(
             peers,
             "group-member",
-            "--endpoint", node.endpoint, "--local", m, "--count", "3",
-            "--publish", f"hi from {m}", "--publish-after", str(i + 1), "--idle-timeout", "20", name=m,
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            m,
+            "--count",
+            "3",
+            "--publish",
+            f"hi from {m}",
+            "--publish-after",
+            str(i + 1),
+            "--idle-timeout",
+            "20",
+            name=m,
         )
         for i, m in enumerate(members)
     ]
@@ -125,18 +155,34 @@ def test_group_between_060_apps(node, peers, mls):
     moderator = _spawn(
         peers,
         "group-moderator",
-        "--endpoint", node.endpoint, "--local", "agntcy/interop/moderator", "--channel", channel,
-        "--max-retries", "5", "--ack-timeout", "1", "--expect", str(len(members)), "--wait-timeout", "20",
-        *invites, *extra, name="moderator", stdin_pipe=True,
+        "--endpoint",
+        node.endpoint,
+        "--local",
+        "agntcy/interop/moderator",
+        "--channel",
+        channel,
+        "--max-retries",
+        "5",
+        "--ack-timeout",
+        "1",
+        "--expect",
+        str(len(members)),
+        "--wait-timeout",
+        "20",
+        *invites,
+        *extra,
+        name="moderator",
+        stdin_pipe=True,
     )
     moderator.wait_event("invited", 20, count=len(members))
     # The members' "session" event means the join (and with MLS the welcome) reached them.
     for p in member_procs:
         sess = p.wait_event("session", 30)[0]
         assert sess["session_type"].endswith("Group")
-        assert sess["dst"].startswith(channel + "/") or sess["dst_components"][:3] == moderator.of("session")[0][
-            "dst_components"
-        ][:3]
+        assert (
+            sess["dst"].startswith(channel + "/")
+            or sess["dst_components"][:3] == moderator.of("session")[0]["dst_components"][:3]
+        )
 
     moderator.send_line("first line from the moderator")
     for p in member_procs:
@@ -177,16 +223,34 @@ def test_p2p_session_survives_node_restart(venv060, peers, kind):
         responder = _spawn(
             peers,
             "p2p-responder",
-            "--endpoint", node.endpoint, "--local", "agntcy/interop/bob", "--count", "0",
-            "--idle-timeout", "60", name="responder",
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            "agntcy/interop/bob",
+            "--count",
+            "0",
+            "--idle-timeout",
+            "60",
+            name="responder",
         )
         responder.wait_event("ready", 20)
         sender = _spawn(
             peers,
             "p2p-sender",
-            "--endpoint", node.endpoint, "--local", "agntcy/interop/alice", "--remote", "agntcy/interop/bob",
-            "--reliable", "--stdin-steps", "--reply-timeout", "3", "--attempts", "10",
-            name="sender", stdin_pipe=True,
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            "agntcy/interop/alice",
+            "--remote",
+            "agntcy/interop/bob",
+            "--reliable",
+            "--stdin-steps",
+            "--reply-timeout",
+            "3",
+            "--attempts",
+            "10",
+            name="sender",
+            stdin_pipe=True,
         )
         sender.send_line("before restart")
         sender.wait_event("step-done", 20, predicate=lambda e: e["n"] == 0)
@@ -225,17 +289,37 @@ def test_p2p_echo_between_our_app_and_060_app(venv060, peers, sender_impl, respo
     try:
         count = 5
         responder = start_peer(
-            responder_impl, "p2p-responder",
-            "--endpoint", node.endpoint, "--local", "agntcy/interop/bob", "--count", str(count),
-            "--reply-prefix", "echo:", name=f"responder ({responder_impl})", stdin_pipe=True,
+            responder_impl,
+            "p2p-responder",
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            "agntcy/interop/bob",
+            "--count",
+            str(count),
+            "--reply-prefix",
+            "echo:",
+            name=f"responder ({responder_impl})",
+            stdin_pipe=True,
         )
         peers.append(responder)
         responder_ready = responder.wait_event("ready", 20)[0]
         sender = start_peer(
-            sender_impl, "p2p-sender",
-            "--endpoint", node.endpoint, "--local", "agntcy/interop/alice", "--remote", "agntcy/interop/bob",
-            "--count", str(count), "--message", f"ping from {sender_impl}",
-            *(["--reliable"] if reliable else []), *(["--mls"] if mls else []), name=f"sender ({sender_impl})",
+            sender_impl,
+            "p2p-sender",
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            "agntcy/interop/alice",
+            "--remote",
+            "agntcy/interop/bob",
+            "--count",
+            str(count),
+            "--message",
+            f"ping from {sender_impl}",
+            *(["--reliable"] if reliable else []),
+            *(["--mls"] if mls else []),
+            name=f"sender ({sender_impl})",
         )
         peers.append(sender)
         assert sender.finish(60) == 0, sender.diagnostics() + responder.diagnostics()
@@ -246,7 +330,9 @@ def test_p2p_echo_between_our_app_and_060_app(venv060, peers, sender_impl, respo
         sent = [e["payload"] for e in sender.of("sent")]
         assert len(sent) == count
         assert [r["payload"] for r in sender.of("received")] == [f"echo:{p}" for p in sent]
-        assert all(r["source_components"] == responder_ready["name_components"] for r in sender.of("received"))
+        assert all(
+            r["source_components"] == responder_ready["name_components"] for r in sender.of("received")
+        )
         got = responder.of("received")
         assert [g["payload"] for g in got] == sent
         assert all(g["source_components"] == sender_ready["name_components"] for g in got)
@@ -259,8 +345,14 @@ def _group_layouts():
     """Every mix of a moderator and members (ours or 0.6.0), two members in either order and three
     alternating, MLS off and on; all-0.6.0 groups are test_group_between_060_apps. Every member
     publishes once (one at a time, see _run_group), so each reads every other member's message."""
-    layouts = [["060", "060"], ["ours", "060"], ["060", "ours"], ["ours", "ours"], ["ours", "060", "ours"],
-               ["060", "ours", "060"]]
+    layouts = [
+        ["060", "060"],
+        ["ours", "060"],
+        ["060", "ours"],
+        ["ours", "ours"],
+        ["ours", "060", "ours"],
+        ["060", "ours", "060"],
+    ]
     cases = []
     for mls in (False, True):
         for moderator in ("ours", "060"):
@@ -291,9 +383,22 @@ def _run_group(node, peers, moderator_impl, member_impls, mls):
     member_procs = []
     for i, (m, impl) in enumerate(zip(members, member_impls)):
         p = start_peer(
-            impl, "group-member",
-            "--endpoint", node.endpoint, "--local", m, "--channel", channel, "--count", str(len(members) + 1),
-            "--publish", f"hi from {m}", "--publish-after", str(i + 1), "--idle-timeout", "20",
+            impl,
+            "group-member",
+            "--endpoint",
+            node.endpoint,
+            "--local",
+            m,
+            "--channel",
+            channel,
+            "--count",
+            str(len(members) + 1),
+            "--publish",
+            f"hi from {m}",
+            "--publish-after",
+            str(i + 1),
+            "--idle-timeout",
+            "20",
             name=f"{m} ({impl})",
         )
         peers.append(p)
@@ -302,10 +407,26 @@ def _run_group(node, peers, moderator_impl, member_impls, mls):
         p.wait_event("ready", 20)
     invites = [a for m in members for a in ("--invite", m)]
     moderator = start_peer(
-        moderator_impl, "group-moderator",
-        "--endpoint", node.endpoint, "--local", "agntcy/interop/moderator", "--channel", channel,
-        "--max-retries", "5", "--ack-timeout", "1", "--expect", str(len(members)), "--wait-timeout", "20",
-        *invites, *(["--mls"] if mls else []), name=f"moderator ({moderator_impl})", stdin_pipe=True,
+        moderator_impl,
+        "group-moderator",
+        "--endpoint",
+        node.endpoint,
+        "--local",
+        "agntcy/interop/moderator",
+        "--channel",
+        channel,
+        "--max-retries",
+        "5",
+        "--ack-timeout",
+        "1",
+        "--expect",
+        str(len(members)),
+        "--wait-timeout",
+        "20",
+        *invites,
+        *(["--mls"] if mls else []),
+        name=f"moderator ({moderator_impl})",
+        stdin_pipe=True,
     )
     peers.append(moderator)
     moderator.wait_event("invited", 20, count=len(members))

@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "python" / "examples"
 KEYS = Path(__file__).resolve().parents[1] / "data" / "jwt"
 sys.path.insert(0, str(EXAMPLES))
 
-import run_demo  # noqa: E402  (the demo's process helpers are reused here)
+import run_demo
 
 AUDIENCE = "slim-examples"
 TRUST_DOMAIN = "example.org"
@@ -78,16 +78,31 @@ def rs256_token(key_file: str, kid: str, claims: dict) -> str:
 def spire_bundle(key_file: str, kid: str) -> dict[str, str]:
     """``{trust_domain: base64(JWKS)}`` holding the public half of ``key_file``."""
     n, e, _ = _rsa_private(key_file)
-    jwks = {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": _b64url(_int_bytes(n)),
-                      "e": _b64url(_int_bytes(e))}]}
+    jwks = {
+        "keys": [
+            {
+                "kty": "RSA",
+                "use": "sig",
+                "alg": "RS256",
+                "kid": kid,
+                "n": _b64url(_int_bytes(n)),
+                "e": _b64url(_int_bytes(e)),
+            }
+        ]
+    }
     return {TRUST_DOMAIN: base64.b64encode(json.dumps(jwks).encode()).decode()}
 
 
 def _svid(tmp: Path, name: str, audience: str = AUDIENCE, key_file: str = "rsa_a.key") -> str:
     """A JWT-SVID-like token file for ``name``."""
     now = int(time.time())
-    claims = {"iss": f"https://{TRUST_DOMAIN}", "sub": f"spiffe://{TRUST_DOMAIN}/{name}", "aud": [audience],
-              "iat": now, "exp": now + 3600}
+    claims = {
+        "iss": f"https://{TRUST_DOMAIN}",
+        "sub": f"spiffe://{TRUST_DOMAIN}/{name}",
+        "aud": [audience],
+        "iat": now,
+        "exp": now + 3600,
+    }
     path = tmp / f"{name}.jwt"
     path.write_text(rs256_token(key_file, "key-a", claims) + "\n")
     return str(path)
@@ -123,15 +138,44 @@ async def test_point_to_point_with_jwt_and_bundle(tmp_path: Path, bundle: str, m
         node, client = await _node(deadline)
         procs.append(node)
         alice = await run_demo.start(
-            "alice", "point_to_point.py", mode, "--local", "agntcy/ns/alice", "--slim", client,
-            "--jwt", _svid(tmp_path, "alice"), "--bundle", bundle, "--audience", AUDIENCE, *extra,
+            "alice",
+            "point_to_point.py",
+            mode,
+            "--local",
+            "agntcy/ns/alice",
+            "--slim",
+            client,
+            "--jwt",
+            _svid(tmp_path, "alice"),
+            "--bundle",
+            bundle,
+            "--audience",
+            AUDIENCE,
+            *extra,
         )
         procs.append(alice)
         await alice.wait_for(r"Connected to", deadline)
         bob = await run_demo.start(
-            "bob", "point_to_point.py", mode, "--local", "agntcy/ns/bob", "--remote", "agntcy/ns/alice",
-            "--message", "signed hello", "--iterations", "2", "--slim", client,
-            "--jwt", _svid(tmp_path, "bob"), "--bundle", bundle, "--audience", AUDIENCE, *extra,
+            "bob",
+            "point_to_point.py",
+            mode,
+            "--local",
+            "agntcy/ns/bob",
+            "--remote",
+            "agntcy/ns/alice",
+            "--message",
+            "signed hello",
+            "--iterations",
+            "2",
+            "--slim",
+            client,
+            "--jwt",
+            _svid(tmp_path, "bob"),
+            "--bundle",
+            bundle,
+            "--audience",
+            AUDIENCE,
+            *extra,
         )
         procs.append(bob)
         code = await _exit_code(bob, max(1.0, deadline - time.monotonic()))
@@ -152,16 +196,38 @@ async def test_multicast_with_jwt_and_bundle(tmp_path: Path, bundle: str) -> Non
     try:
         node, client = await _node(deadline)
         procs.append(node)
-        common = ["--remote", "agntcy/ns/room", "--slim", client, "--bundle", bundle, "--audience", AUDIENCE,
-                  "--enable-mls"]
+        common = [
+            "--remote",
+            "agntcy/ns/room",
+            "--slim",
+            client,
+            "--bundle",
+            bundle,
+            "--audience",
+            AUDIENCE,
+            "--enable-mls",
+        ]
         member = await run_demo.start(
-            "member", "multicast.py", "--local", "agntcy/ns/m1", "--jwt", _svid(tmp_path, "m1"), *common,
+            "member",
+            "multicast.py",
+            "--local",
+            "agntcy/ns/m1",
+            "--jwt",
+            _svid(tmp_path, "m1"),
+            *common,
         )
         procs.append(member)
         await member.wait_for("Waiting for session", deadline)
         moderator = await run_demo.start(
-            "moderator", "multicast.py", "--local", "agntcy/ns/mod", "--invites", "agntcy/ns/m1",
-            "--jwt", _svid(tmp_path, "mod"), *common,
+            "moderator",
+            "multicast.py",
+            "--local",
+            "agntcy/ns/mod",
+            "--invites",
+            "agntcy/ns/m1",
+            "--jwt",
+            _svid(tmp_path, "mod"),
+            *common,
         )
         procs.append(moderator)
         await moderator.wait_for("add .*m1", deadline)
@@ -181,16 +247,30 @@ async def test_token_signed_by_a_key_outside_the_bundle_is_not_delivered(tmp_pat
         procs.append(node)
         common = ["--slim", client, "--bundle", bundle, "--audience", AUDIENCE]
         alice = await run_demo.start(
-            "alice", "point_to_point.py", "--local", "agntcy/ns/alice", "--jwt", _svid(tmp_path, "alice"),
+            "alice",
+            "point_to_point.py",
+            "--local",
+            "agntcy/ns/alice",
+            "--jwt",
+            _svid(tmp_path, "alice"),
             *common,
         )
         procs.append(alice)
         await alice.wait_for(r"Connected to", deadline)
         # Well-formed, right issuer and audience, but signed with a key the bundle does not hold.
         mallory = await run_demo.start(
-            "mallory", "point_to_point.py", "--local", "agntcy/ns/mallory", "--remote", "agntcy/ns/alice",
-            "--message", "forged", "--iterations", "1",
-            "--jwt", _svid(tmp_path, "mallory", key_file="rsa_b.key"),
+            "mallory",
+            "point_to_point.py",
+            "--local",
+            "agntcy/ns/mallory",
+            "--remote",
+            "agntcy/ns/alice",
+            "--message",
+            "forged",
+            "--iterations",
+            "1",
+            "--jwt",
+            _svid(tmp_path, "mallory", key_file="rsa_b.key"),
             *common,
         )
         procs.append(mallory)
@@ -206,9 +286,16 @@ async def test_token_signed_by_a_key_outside_the_bundle_is_not_delivered(tmp_pat
 async def test_wrong_audience_is_refused_clearly(tmp_path: Path, bundle: str) -> None:
     # Bob's token is for another audience than the one the apps verify with.
     proc = await run_demo.start(
-        "bob", "point_to_point.py", "--local", "agntcy/ns/bob",
-        "--jwt", _svid(tmp_path, "bob", audience="elsewhere"),
-        "--bundle", bundle, "--audience", AUDIENCE,
+        "bob",
+        "point_to_point.py",
+        "--local",
+        "agntcy/ns/bob",
+        "--jwt",
+        _svid(tmp_path, "bob", audience="elsewhere"),
+        "--bundle",
+        bundle,
+        "--audience",
+        AUDIENCE,
     )
     assert await _exit_code(proc, 30) == 1
     refusal = [line for line in proc.lines if line.startswith("error:")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import slim_bindings
+from conftest import Node, bounded, nothing_within, wait_until
 from slim_bindings import (
     PyAlgorithm,
     PyIdentityProvider,
@@ -22,8 +23,6 @@ from slim_bindings import (
     PyName,
     PySessionConfiguration,
 )
-
-from conftest import Node, bounded, wait_until
 
 KEYS = Path(__file__).resolve().parents[1] / "data" / "jwt"
 ISSUER = "https://issuer.test"
@@ -68,8 +67,7 @@ async def _app(node: Node, name: str, signing_key: str = "ec256_a.key") -> slim_
 
 async def _nothing_more(app: slim_bindings.Slim, session: slim_bindings.PySessionInfo | None = None) -> None:
     """Nothing else arrives for a short while (the bound of a negative check)."""
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(app.receive(session=session.id if session else None), 0.5)
+    await nothing_within(app.receive(session=session.id if session else None), 0.5)
 
 
 async def _form_group(node: Node, mls: bool):
@@ -78,7 +76,10 @@ async def _form_group(node: Node, mls: bool):
     channel = PyName("org", "default", "jwt-room")
     session = await moderator.create_session(
         PySessionConfiguration.Multicast(
-            channel, moderator=True, max_retries=4, timeout=datetime.timedelta(milliseconds=500),
+            channel,
+            moderator=True,
+            max_retries=4,
+            timeout=datetime.timedelta(milliseconds=500),
             mls_enabled=mls,
         ),
     )

@@ -23,8 +23,9 @@ from conftest import shared_secret
 EXAMPLES = Path(__file__).resolve().parents[2] / "python" / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import run_demo  # noqa: E402  (the demo's process helpers are reused here)
-from test_jwt_examples import AUDIENCE, _svid, spire_bundle  # noqa: E402
+import run_demo
+
+from test_jwt_examples import AUDIENCE, _svid, spire_bundle
 
 SERVER = "agntcy/ns/mcp-server"
 SECRET = "mcp-example-secret"
@@ -42,7 +43,9 @@ async def _node(deadline: float) -> tuple[run_demo.Proc, str, str]:
 
 
 async def start_server(client_config: str, identity: list[str], deadline: float) -> run_demo.Proc:
-    server = await run_demo.start("server", "mcp_server.py", "--local", SERVER, "--slim", client_config, *identity)
+    server = await run_demo.start(
+        "server", "mcp_server.py", "--local", SERVER, "--slim", client_config, *identity
+    )
     await server.wait_for("serving MCP server 'slim-demo'", deadline)
     return server
 
@@ -73,8 +76,16 @@ async def run_clients(
     started = {}
     for name, mls in clients.items():
         started[name] = await run_demo.start(
-            name, "mcp_client.py", "--local", f"agntcy/ns/{name}", "--remote", SERVER, "--slim", config,
-            *flags(name), *([] if mls else ["--no-mls"]),
+            name,
+            "mcp_client.py",
+            "--local",
+            f"agntcy/ns/{name}",
+            "--remote",
+            SERVER,
+            "--slim",
+            config,
+            *flags(name),
+            *([] if mls else ["--no-mls"]),
         )
         procs.append(started[name])
     for name, mls in clients.items():
@@ -99,11 +110,13 @@ async def test_example_server_and_clients(tmp_path: Path, identity: str) -> None
 
         def flags(name: str) -> list[str]:
             return ["--jwt", _svid(tmp_path, name), "--bundle", str(bundle), "--audience", AUDIENCE]
+
         clients = {"mcp-client": True}
     else:
 
         def flags(name: str) -> list[str]:
             return ["--shared-secret", SECRET]
+
         clients = {"mcp-client": True, "mcp-client-plain": False}
 
     try:
@@ -132,7 +145,9 @@ async def test_server_killed_mid_call_then_restarted() -> None:
         procs.append(server)
 
         provider, verifier = shared_secret("agntcy/ns/mcp-client", SECRET)
-        app = await slim_bindings.Slim.new(slim_bindings.PyName("agntcy", "ns", "mcp-client"), provider, verifier)
+        app = await slim_bindings.Slim.new(
+            slim_bindings.PyName("agntcy", "ns", "mcp-client"), provider, verifier
+        )
         await app.connect({"endpoint": f"http://{endpoint}", "tls": {"insecure": True}})
 
         progressed = asyncio.Event()
@@ -140,19 +155,21 @@ async def test_server_killed_mid_call_then_restarted() -> None:
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             progressed.set()
 
-        async with slim_bindings.mcp.client(app, SERVER, timeout=timeout) as (read, write):
-            async with mcp.ClientSession(read, write) as session:
-                await asyncio.wait_for(session.initialize(), 30)
-                call = asyncio.ensure_future(
-                    session.call_tool("countdown", {"n": 100, "delay": 0.2}, progress_callback=on_progress)
-                )
-                await asyncio.wait_for(progressed.wait(), 30)
-                server.proc.send_signal(signal.SIGKILL)
-                killed = time.monotonic()
-                with pytest.raises(MCPError, match="Connection closed"):
-                    await asyncio.wait_for(call, 30)
-                noticed = time.monotonic() - killed
-                assert noticed < timeout + 1.0, f"the client noticed after {noticed:.1f} s"
+        async with (
+            slim_bindings.mcp.client(app, SERVER, timeout=timeout) as (read, write),
+            mcp.ClientSession(read, write) as session,
+        ):
+            await asyncio.wait_for(session.initialize(), 30)
+            call = asyncio.ensure_future(
+                session.call_tool("countdown", {"n": 100, "delay": 0.2}, progress_callback=on_progress)
+            )
+            await asyncio.wait_for(progressed.wait(), 30)
+            server.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            with pytest.raises(MCPError, match="Connection closed"):
+                await asyncio.wait_for(call, 30)
+            noticed = time.monotonic() - killed
+            assert noticed < timeout + 1.0, f"the client noticed after {noticed:.1f} s"
         await server.stop()
 
         restarted = await start_server(config, ["--shared-secret", SECRET], deadline)

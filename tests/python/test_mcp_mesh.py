@@ -84,23 +84,27 @@ async def test_ring_new_calls_after_a_killed_node_is_routed_around(meshes: list[
         assert victim in (1, 3)
 
         provider, verifier = shared_secret("agntcy/ns/mcp-client", SECRET)
-        app = await slim_bindings.Slim.new(slim_bindings.PyName("agntcy", "ns", "mcp-client"), provider, verifier)
+        app = await slim_bindings.Slim.new(
+            slim_bindings.PyName("agntcy", "ns", "mcp-client"), provider, verifier
+        )
         await app.connect({"endpoint": m.nodes[0].endpoint, "tls": {"insecure": True}})
-        async with slim_bindings.mcp.client(app, SERVER, timeout=10) as (read, write):
-            async with mcp.ClientSession(read, write, read_timeout_seconds=30) as session:
-                await asyncio.wait_for(session.initialize(), 30)
-                assert text(await session.call_tool("add", {"a": 20, "b": 22})) == "42"
+        async with (
+            slim_bindings.mcp.client(app, SERVER, timeout=10) as (read, write),
+            mcp.ClientSession(read, write, read_timeout_seconds=30) as session,
+        ):
+            await asyncio.wait_for(session.initialize(), 30)
+            assert text(await session.call_tool("add", {"a": 20, "b": 22})) == "42"
 
-                await asyncio.to_thread(m.nodes[victim].sigkill)
-                routes = await wait_route(
-                    m, 0, lambda r: r and r[0]["next_hop_label"] != via, f"node 0 routes around {via}"
-                )
-                assert routes[0]["cost"] == 2, routes
+            await asyncio.to_thread(m.nodes[victim].sigkill)
+            routes = await wait_route(
+                m, 0, lambda r: r and r[0]["next_hop_label"] != via, f"node 0 routes around {via}"
+            )
+            assert routes[0]["cost"] == 2, routes
 
-                # The MCP connection (its SLIM session, MLS group and all) outlived the node.
-                assert text(await session.call_tool("add", {"a": 1, "b": 2})) == "3"
-                about = await asyncio.wait_for(session.read_resource("slim://demo/about"), 30)
-                assert any("slim-demo" in getattr(c, "text", "") for c in about.contents), about
+            # The MCP connection (its SLIM session, MLS group and all) outlived the node.
+            assert text(await session.call_tool("add", {"a": 1, "b": 2})) == "3"
+            about = await asyncio.wait_for(session.read_resource("slim://demo/about"), 30)
+            assert any("slim-demo" in getattr(c, "text", "") for c in about.contents), about
         async with mcp.Client(slim_bindings.mcp.client(app, SERVER, timeout=10)) as c:
             assert text(await asyncio.wait_for(c.call_tool("add", {"a": 40, "b": 2}), 30)) == "42"
         assert await server.stop() == 0, "\n".join(server.lines)

@@ -65,11 +65,23 @@ def summary(p, m: Mesh | None = None, timeout: float = 120):
 def test_chain_of_three_reliable_stream_and_group(meshes):
     m = start(meshes, 3, [(1, 0), (2, 1)])  # A <- B <- C
     count = 10_000
-    recv = m.app("stream-recv", 0, "org/mesh/alice", "--count", str(count), "--echo", "--every", "5000", stdin=True)
+    recv = m.app(
+        "stream-recv", 0, "org/mesh/alice", "--count", str(count), "--echo", "--every", "5000", stdin=True
+    )
     recv.wait_event("ready", 30)
     m.wait(lambda: m.routes_to(2, "alice"), "node C has a route to alice")
-    send = m.app("stream-send", 2, "org/mesh/bob", "--remote", "org/mesh/alice", "--count", str(count),
-                 "--expect-echo", "--every", "5000")
+    send = m.app(
+        "stream-send",
+        2,
+        "org/mesh/bob",
+        "--remote",
+        "org/mesh/alice",
+        "--count",
+        str(count),
+        "--expect-echo",
+        "--every",
+        "5000",
+    )
     result = send.wait_event("summary", 180)[0]
     got = summary(recv)
     recv.close_stdin()
@@ -80,16 +92,42 @@ def test_chain_of_three_reliable_stream_and_group(meshes):
     # A group: moderator on A, members on B and C; everyone hears everyone else once.
     members = []
     for node, who in [(1, "member-b"), (2, "member-c")]:
-        argv = ["--count", "6", "--publish", f"hi from {who}", "--publish-after", "3", "--idle-timeout", "20",
-                "--channel", "org/mesh/chat"]
+        argv = [
+            "--count",
+            "6",
+            "--publish",
+            f"hi from {who}",
+            "--publish-after",
+            "3",
+            "--idle-timeout",
+            "20",
+            "--channel",
+            "org/mesh/chat",
+        ]
         members.append(m_peer(m, "group-member", node, f"org/mesh/{who}", argv))
     for mem in members:
         mem.wait_event("ready", 30)
     for who in ["member-b", "member-c"]:
         m.wait(lambda who=who: m.routes_to(0, who), f"node A has a route to {who}")
-    mod = m_peer(m, "group-moderator", 0, "org/mesh/moderator",
-                 ["--channel", "org/mesh/chat", "--invite", "org/mesh/member-b", "--invite", "org/mesh/member-c",
-                  "--no-stdin", "--count", "5", "--expect", "2"])
+    mod = m_peer(
+        m,
+        "group-moderator",
+        0,
+        "org/mesh/moderator",
+        [
+            "--channel",
+            "org/mesh/chat",
+            "--invite",
+            "org/mesh/member-b",
+            "--invite",
+            "org/mesh/member-c",
+            "--no-stdin",
+            "--count",
+            "5",
+            "--expect",
+            "2",
+        ],
+    )
     assert mod.finish(90) == 0, mod.diagnostics() + m.diagnostics()
     for mem in members:
         assert mem.finish(60) == 0, mem.diagnostics() + m.diagnostics()
@@ -105,7 +143,9 @@ def m_peer(m: Mesh, role: str, node: int, local: str, args: list[str]):
     """A peer_ours.py role (the interop peers) on node `node` of mesh `m`."""
     from interop_test_helpers import start_peer_ours
 
-    p = start_peer_ours(role, "--endpoint", m.nodes[node].endpoint, "--local", local, *args, name=f"{role} {local}")
+    p = start_peer_ours(
+        role, "--endpoint", m.nodes[node].endpoint, "--local", local, *args, name=f"{role} {local}"
+    )
     m.apps.append(p)
     return p
 
@@ -155,8 +195,21 @@ def test_ring_survives_a_killed_node_and_routes_return(meshes):
     via = m.routes_to(0, "bob")[0]["next_hop_label"]
     victim = next(i for i, n in enumerate(m.nodes) if n.label == via)
     assert victim in (1, 3)
-    send = m.app("stream-send", 0, "org/mesh/alice", "--remote", "org/mesh/bob", "--count", str(count),
-                 "--every", "500", "--ack-timeout", "0.5", "--linger", stdin=True)
+    send = m.app(
+        "stream-send",
+        0,
+        "org/mesh/alice",
+        "--remote",
+        "org/mesh/bob",
+        "--count",
+        str(count),
+        "--every",
+        "500",
+        "--ack-timeout",
+        "0.5",
+        "--linger",
+        stdin=True,
+    )
     recv.wait_event("progress", 60)  # 500 messages arrived through the victim
     m.nodes[victim].sigkill()
     s = summary(recv, m)
@@ -195,7 +248,7 @@ def test_readme_three_node_example(meshes):
     from mesh_helpers import MeshNode
 
     readme = (REPO_ROOT / "README.md").read_text()
-    blocks = dict(re.findall(r"<!-- mesh-example:(\w\.yaml) -->\n```yaml\n(.*?)```", readme, re.S))
+    blocks = dict(re.findall(r"<!-- mesh-example:(\w\.yaml) -->\n```yaml\n(.*?)```", readme, re.DOTALL))
     assert sorted(blocks) == ["a.yaml", "b.yaml", "c.yaml"], blocks.keys()
     ports = {p: free_port() for p in ("46357", "46358", "46359")}
     m = Mesh(0, [])
@@ -211,10 +264,12 @@ def test_readme_three_node_example(meshes):
     m.wait(lambda: m.sees_all(0) and m.sees_all(2), "the three README nodes see each other")
     text = node_info_cli(m.nodes[0].endpoint)
     for label in ("a", "b", "c"):
-        assert re.search(rf"^\s+{label}\s+[0-9a-f]{{16}}\s+cost", text, re.M), text
+        assert re.search(rf"^\s+{label}\s+[0-9a-f]{{16}}\s+cost", text, re.MULTILINE), text
     recv = m.app("stream-recv", 0, "org/readme/alice", "--count", "20", "--echo", stdin=True)
     recv.wait_event("ready", 30)
     m.wait(lambda: m.routes_to(2, "alice"), "node c routes to alice")
-    send = m.app("stream-send", 2, "org/readme/bob", "--remote", "org/readme/alice", "--count", "20", "--expect-echo")
+    send = m.app(
+        "stream-send", 2, "org/readme/bob", "--remote", "org/readme/alice", "--count", "20", "--expect-echo"
+    )
     assert send.wait_event("summary", 60)[0]["echoes_in_order"], m.diagnostics()
     recv.close_stdin()

@@ -39,8 +39,18 @@ def chain(venv060):
 def test_p2p_across_a_chain_of_our_nodes(chain, responder_impl, sender_impl):
     count = 5
     responder = start_peer(
-        responder_impl, "p2p-responder", "--endpoint", chain.nodes[0].endpoint, "--local", "agntcy/mesh/alice",
-        "--count", str(count), "--reply-prefix", "echo:", name=f"responder ({responder_impl})", stdin_pipe=True,
+        responder_impl,
+        "p2p-responder",
+        "--endpoint",
+        chain.nodes[0].endpoint,
+        "--local",
+        "agntcy/mesh/alice",
+        "--count",
+        str(count),
+        "--reply-prefix",
+        "echo:",
+        name=f"responder ({responder_impl})",
+        stdin_pipe=True,
     )
     chain.apps.append(responder)
     responder.wait_event("ready", 30)
@@ -48,8 +58,19 @@ def test_p2p_across_a_chain_of_our_nodes(chain, responder_impl, sender_impl):
     chain.wait(lambda: chain.routes_to(2, "alice"), "node C routes to the responder")
     assert any(link["kind"] == "leaf" for link in chain.nodes[0].info()["links"])
     sender = start_peer(
-        sender_impl, "p2p-sender", "--endpoint", chain.nodes[2].endpoint, "--local", "agntcy/mesh/bob",
-        "--remote", "agntcy/mesh/alice", "--count", str(count), "--message", "ping", "--reliable",
+        sender_impl,
+        "p2p-sender",
+        "--endpoint",
+        chain.nodes[2].endpoint,
+        "--local",
+        "agntcy/mesh/bob",
+        "--remote",
+        "agntcy/mesh/alice",
+        "--count",
+        str(count),
+        "--message",
+        "ping",
+        "--reliable",
         name=f"sender ({sender_impl})",
     )
     chain.apps.append(sender)
@@ -73,8 +94,10 @@ def test_a_060_node_we_dial_is_a_leaf(venv060):
         ours.start()
         m = Mesh(0, [])
         m.nodes = [ours]
-        m.wait(lambda: any(link["up"] and link["kind"] == "leaf" for link in ours.info()["links"]),
-               "the link to the 0.6.0 node is up, as a leaf")
+        m.wait(
+            lambda: any(link["up"] and link["kind"] == "leaf" for link in ours.info()["links"]),
+            "the link to the 0.6.0 node is up, as a leaf",
+        )
         link = next(link for link in ours.info()["links"] if link["kind"] == "leaf")
         assert link["peer_node"] == "" and link["direction"] == "out", link
         assert node060.proc.poll() is None, node060.diagnostics()

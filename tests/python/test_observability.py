@@ -14,9 +14,8 @@ import threading
 import pytest
 
 import slim_bindings
-from slim_bindings import PyName, PySessionConfiguration
-
 from conftest import Node, bounded, shared_secret
+from slim_bindings import PyName, PySessionConfiguration
 
 # PEP 440 public version (the canonical regex from the spec, without local labels).
 PEP440 = re.compile(
@@ -118,7 +117,9 @@ async def test_rust_logs_reach_the_slim_bindings_logger() -> None:
     try:
         slim_bindings.enable_logging("debug")
         try:
-            await bounded(app.connect({"endpoint": f"http://127.0.0.1:{dead}", "tls": {"insecure": True}}), 60)
+            await bounded(
+                app.connect({"endpoint": f"http://127.0.0.1:{dead}", "tls": {"insecure": True}}), 60
+            )
         except slim_bindings.SlimError:
             pass
         assert await asyncio.to_thread(arrived.wait, 10), "no Rust record on the slim_bindings logger"
@@ -159,7 +160,9 @@ async def test_traceparent_travels_and_an_unreachable_collector_breaks_nothing(n
         for i in range(50):
             info, payload = await bounded(alice.receive(session=info.id))
             assert payload == str(i).encode()
-            assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", info.metadata.get("traceparent", "")), info.metadata
+            assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", info.metadata.get("traceparent", "")), (
+                info.metadata
+            )
     finally:
         slim_bindings.init_tracing({"log_level": "info"})
     await bob.publish(session, b"untraced", alice.local_name)

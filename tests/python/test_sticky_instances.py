@@ -57,8 +57,8 @@ async def test_sticky_session_among_ten_instances(node: Node) -> None:
             for i in range(MESSAGES):
                 await sender.publish(session, f"m{i}".encode(), target, payload_type="hello message")
 
-            def total() -> int:
-                return sum(n for (sid, _), n in counts.items() if sid == session.id)
+            def total(session_id: int = session.id) -> int:
+                return sum(n for (sid, _), n in counts.items() if sid == session_id)
 
             async def all_in() -> None:
                 while total() < MESSAGES:

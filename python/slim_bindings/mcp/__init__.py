@@ -25,13 +25,14 @@ is described in docs/mcp.md. asyncio only (the SDK's anyio on its asyncio backen
 from __future__ import annotations
 
 try:
-    import mcp as _mcp_sdk
+    import mcp as _mcp_sdk  # noqa: F401  (the SDK is there)
     from mcp.shared.message import SessionMessage as _SessionMessage  # noqa: F401  (2.x layout)
 except ImportError as e:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "slim_bindings.mcp needs the MCP Python SDK (mcp >= 2): install it with "
         "pip install 'slim-bindings[mcp]'"
     ) from e
+
 
 def _sdk_major() -> int | None:
     from importlib.metadata import PackageNotFoundError, version
@@ -49,10 +50,10 @@ if (_major := _sdk_major()) is not None and _major < 2:
         "pip install 'slim-bindings[mcp]'"
     )
 
-from ._client import client  # noqa: E402
-from ._framing import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT  # noqa: E402
-from ._server import serve  # noqa: E402
-from ._streams import SlimPeer, SlimReadStream, SlimWriteStream  # noqa: E402
+from ._client import client
+from ._framing import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT
+from ._server import serve
+from ._streams import SlimPeer, SlimReadStream, SlimWriteStream
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

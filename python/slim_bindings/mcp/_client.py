@@ -82,7 +82,9 @@ async def _open(conn: Connection, timeout: float) -> None:
                     raise SlimConnectionError(f"{what}: the session ended")
                 payload_type, payload = item
                 if payload_type == framing.READY:
-                    conn.send_limit = min(conn.max_message_size, framing.peer_limit(payload) or conn.max_message_size)
+                    conn.send_limit = min(
+                        conn.max_message_size, framing.peer_limit(payload) or conn.max_message_size
+                    )
                     return
         except SlimConnectionError:
             raise

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Final
 
-import mcp.types as types
+from mcp import types
 from pydantic import ValidationError
 
 JSON: Final = "application/json"
@@ -122,7 +122,9 @@ def decode(payload: bytes) -> types.JSONRPCMessage | tuple[types.RequestId | Non
     rid = obj.get("id") if isinstance(obj, dict) else None
     if isinstance(rid, bool) or not isinstance(rid, (int, str)):
         rid = None
-    return rid, types.ErrorData(code=types.INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message")
+    return rid, types.ErrorData(
+        code=types.INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message"
+    )
 
 
 def error_message(rid: types.RequestId | None, error: types.ErrorData) -> types.JSONRPCError:

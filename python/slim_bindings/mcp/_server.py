@@ -69,7 +69,12 @@ async def serve(
         # The SDK's entry for a transport with many connections (as its streamable HTTP manager
         # uses): the lifespan entered once, above; the protocol era chosen by each client.
         await serve_dual_era_loop(
-            lowlevel, read, write, lifespan_state=state, init_options=options, raise_exceptions=raise_exceptions
+            lowlevel,
+            read,
+            write,
+            lifespan_state=state,
+            init_options=options,
+            raise_exceptions=raise_exceptions,
         )
 
     async with lowlevel.lifespan(lowlevel) as state, anyio.create_task_group() as tg:

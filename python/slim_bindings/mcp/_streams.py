@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from typing_extensions import Self
-
 import anyio
-import mcp.types as types
+from mcp import types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
+from typing_extensions import Self
 
 from .. import _slim_bindings as _native
 from .._slim_bindings import PyName, PyService, PySessionInfo
@@ -73,7 +72,9 @@ class Connection:
                 self.ended = True
                 return None
             except MessageLostError as e:
-                log.warning("MCP over SLIM: session %d lost a message from %s: %s", self.session_id, self.peer, e)
+                log.warning(
+                    "MCP over SLIM: session %d lost a message from %s: %s", self.session_id, self.peer, e
+                )
                 continue
             except SlimError as e:
                 # SLIMTimeoutError (no acknowledgement after every retry) or NoRouteError: the peer
@@ -130,7 +131,10 @@ class _Stream:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
     ) -> bool | None:
         await self.aclose()
         return None
@@ -173,7 +177,9 @@ class SlimReadStream(_Stream):
                 continue  # ping, or a stray open/ready
             if len(payload) > conn.max_message_size:
                 rid = framing.request_id_in_prefix(payload)
-                result = await self._refuse(rid, framing.too_large(len(payload), conn.max_message_size, "message"))
+                result = await self._refuse(
+                    rid, framing.too_large(len(payload), conn.max_message_size, "message")
+                )
             else:
                 decoded = framing.decode(payload)
                 if not isinstance(decoded, tuple):
@@ -182,12 +188,18 @@ class SlimReadStream(_Stream):
             if result is not None:
                 return result
 
-    async def _refuse(self, rid: types.RequestId | None, error: types.ErrorData) -> SessionMessage | Exception | None:
+    async def _refuse(
+        self, rid: types.RequestId | None, error: types.ErrorData
+    ) -> SessionMessage | Exception | None:
         """Input that is not a usable JSON-RPC message. Server side: the peer gets the error (and
         nothing reaches the SDK). Client side: a request of ours the server answered unreadably
         fails with that error; anything else goes to the SDK as an exception (its message handler)."""
-        log.info("MCP over SLIM: session %d: refused a message from %s: %s", self._conn.session_id, self._conn.peer,
-                 error.message)
+        log.info(
+            "MCP over SLIM: session %d: refused a message from %s: %s",
+            self._conn.session_id,
+            self._conn.peer,
+            error.message,
+        )
         if self._serving:
             await self._reply(framing.encode(framing.error_message(rid, error)), framing.JSON)
             return None
@@ -199,7 +211,12 @@ class SlimReadStream(_Stream):
         try:
             await self._conn.publish(payload, payload_type)
         except SlimError as e:
-            log.info("MCP over SLIM: session %d: could not answer %s: %s", self._conn.session_id, self._conn.peer, e)
+            log.info(
+                "MCP over SLIM: session %d: could not answer %s: %s",
+                self._conn.session_id,
+                self._conn.peer,
+                e,
+            )
 
     def __aiter__(self) -> SlimReadStream:
         return self
@@ -209,7 +226,6 @@ class SlimReadStream(_Stream):
             return await self.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
-
 
 
 class SlimWriteStream(_Stream):
@@ -243,7 +259,6 @@ class SlimWriteStream(_Stream):
             raise anyio.BrokenResourceError from e
         except SlimError as e:
             raise anyio.BrokenResourceError from e
-
 
 
 def _kind(message: types.JSONRPCMessage) -> str:

@@ -155,8 +155,13 @@ async def role_all_pairs(args) -> int:
     acceptor.cancel()
     per_source = Counter(src for (src, _) in counts)
     duplicates = sum(c - 1 for c in counts.values())
-    emit("summary", received=sum(counts.values()), distinct=len(counts), duplicates=duplicates,
-         per_source=dict(per_source))
+    emit(
+        "summary",
+        received=sum(counts.values()),
+        distinct=len(counts),
+        duplicates=duplicates,
+        per_source=dict(per_source),
+    )
     return 0
 
 
@@ -202,7 +207,7 @@ def main() -> int:
     emit("start", role=args.role)
     try:
         return asyncio.run(asyncio.wait_for(ROLES[args.role](args), args.timeout * 3))
-    except Exception as e:  # reported as an event: the test prints it with the diagnostics
+    except Exception as e:  # noqa: BLE001 - reported as an event: the test prints it with the diagnostics
         emit("error", error=f"{type(e).__name__}: {e}")
         return 1
 

@@ -250,7 +250,7 @@ async def sender_stdin_steps(args, session) -> int:
         for attempt in range(1, args.attempts + 1):
             try:
                 await asyncio.wait_for(session.publish(text.encode()), args.step_timeout)
-            except Exception as e:  # the node may be down; the next attempt retries
+            except Exception as e:  # noqa: BLE001 - the node may be down; the next attempt retries
                 emit("send-failed", n=step, attempt=attempt, error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(args.reply_timeout)
                 continue
@@ -261,7 +261,7 @@ async def sender_stdin_steps(args, session) -> int:
                     ctx, blob = await next_message(session, give_up - loop.time())
                 except asyncio.TimeoutError:
                     break
-                except Exception as e:  # an error for an attempt (e.g. no route while the node restarts)
+                except Exception as e:  # noqa: BLE001 - an error for an attempt (e.g. no route while the node restarts)
                     emit("receive-failed", n=step, attempt=attempt, error=f"{type(e).__name__}: {e}")
                     break
                 received_event(session, ctx, blob, n=step)
@@ -419,7 +419,7 @@ async def main_async(args) -> int:
     except asyncio.TimeoutError:
         emit("error", error=f"role {args.role} timed out")
         return 2
-    except Exception as e:  # report any failure as an event; the test reads stdout, not tracebacks
+    except Exception as e:  # noqa: BLE001 - report any failure as an event; the test reads stdout, not tracebacks
         emit("error", error=f"{type(e).__name__}: {e}")
         return 1
 

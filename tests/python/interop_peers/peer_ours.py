@@ -70,7 +70,9 @@ async def connected_app(args) -> Slim:
     conn = await asyncio.wait_for(
         app.connect({"endpoint": args.endpoint, "tls": {"insecure": True}}), args.step_timeout
     )
-    emit("ready", id=int(app.get_id()), local=args.local, conn=int(conn), **name_fields("name", app.local_name))
+    emit(
+        "ready", id=int(app.get_id()), local=args.local, conn=int(conn), **name_fields("name", app.local_name)
+    )
     return app
 
 
@@ -108,7 +110,9 @@ async def next_message(app: Slim, session_id: int, timeout: float):
 
 async def role_node(args) -> int:
     app = await new_app(args)
-    await asyncio.wait_for(app.run_server({"endpoint": args.listen, "tls": {"insecure": True}}), args.step_timeout)
+    await asyncio.wait_for(
+        app.run_server({"endpoint": args.listen, "tls": {"insecure": True}}), args.step_timeout
+    )
     emit("ready", id=int(app.get_id()), listen=args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,10 +169,16 @@ async def role_p2p_sender(args) -> int:
     kind = args.session_kind or ("unicast" if (args.reliable or args.mls) else "anycast")
     variant = PySessionConfiguration.Unicast if kind == "unicast" else PySessionConfiguration.Anycast
     session = await asyncio.wait_for(
-        app.create_session(variant(timeout=timeout, max_retries=retries, mls_enabled=args.mls)), args.step_timeout
+        app.create_session(variant(timeout=timeout, max_retries=retries, mls_enabled=args.mls)),
+        args.step_timeout,
     )
-    emit("session", session_id=int(session.id), session_type="PointToPoint", metadata={},
-         **name_fields("dst", remote))
+    emit(
+        "session",
+        session_id=int(session.id),
+        session_type="PointToPoint",
+        metadata={},
+        **name_fields("dst", remote),
+    )
     replies = 0
     for i in range(args.count):
         text = f"{args.message} {i}"
@@ -193,7 +203,13 @@ async def role_group_moderator(args) -> int:
         channel, True, args.max_retries, datetime.timedelta(seconds=args.ack_timeout), args.mls
     )
     session = await asyncio.wait_for(app.create_session(config), args.step_timeout)
-    emit("session", session_id=int(session.id), session_type="Group", metadata={}, **name_fields("dst", channel))
+    emit(
+        "session",
+        session_id=int(session.id),
+        session_type="Group",
+        metadata={},
+        **name_fields("dst", channel),
+    )
     for member in args.invite:
         name = parse_name(member)
         await asyncio.wait_for(app.set_route(name), args.step_timeout)
@@ -216,16 +232,22 @@ async def role_group_moderator(args) -> int:
     try:
         if args.no_stdin:
             for i in range(args.count):
-                await asyncio.wait_for(app.publish(session, f"{args.message} {i}".encode(), channel), args.step_timeout)
+                await asyncio.wait_for(
+                    app.publish(session, f"{args.message} {i}".encode(), channel), args.step_timeout
+                )
                 published += 1
                 emit("published", n=published)
         else:
             deadline = loop.time() + args.duration
             while loop.time() < deadline:
-                line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), deadline - loop.time())
+                line = await asyncio.wait_for(
+                    loop.run_in_executor(None, sys.stdin.readline), deadline - loop.time()
+                )
                 if not line or line.strip() == "exit":
                     break
-                await asyncio.wait_for(app.publish(session, line.rstrip("\n").encode(), channel), args.step_timeout)
+                await asyncio.wait_for(
+                    app.publish(session, line.rstrip("\n").encode(), channel), args.step_timeout
+                )
                 published += 1
                 emit("published", n=published, payload=line.rstrip("\n"))
         if args.expect > 0:
@@ -319,7 +341,7 @@ async def main_async(args) -> int:
     except asyncio.TimeoutError:
         emit("error", error=f"role {args.role} timed out")
         return 2
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - reported, then the run goes on
         emit("error", error=f"{type(e).__name__}: {e}")
         return 1
 
