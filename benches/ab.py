@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
+import e2e
 
 PROCS = ("node", "responder", "requester")
 
@@ -41,31 +41,50 @@ def main() -> int:
     for r in range(cli.repeat):
         for label, python in (("A", cli.a), ("B", cli.b)):
             args = argparse.Namespace(
-                messages=cli.messages, size=cli.size, seconds=cli.seconds, round_trips=cli.round_trips,
-                rtt_seconds=120.0, idle=2.0, reliable=cli.reliable, batch=cli.batch, deadline=300.0,
-                ours_python=python, node="own", ours_node="package", slim_bin=None, identity="shared",
+                messages=cli.messages,
+                size=cli.size,
+                seconds=cli.seconds,
+                round_trips=cli.round_trips,
+                rtt_seconds=120.0,
+                idle=2.0,
+                reliable=cli.reliable,
+                batch=cli.batch,
+                deadline=300.0,
+                ours_python=python,
+                node="own",
+                ours_node="package",
+                slim_bin=None,
+                identity="shared",
                 otel_mode=None,
             )
             res = e2e.run_impl("ours", python, args)
             runs[label].append(res)
             cpu = {k: 1e6 * v / max(1, res["received"]) for k, v in res["stream_cpu"].items()}
-            print(f"run {r + 1} {label}: {res['cpu_us_per_msg']:.2f} us/msg "
-                  f"(node {cpu['node']:.2f}, responder {cpu['responder']:.2f}, requester {cpu['requester']:.2f}), "
-                  f"{res['recv_rate']:,.0f} msgs/s, p50 {res['p50_ms']:.3f} ms, received {res['received']:,}",
-                  flush=True)
+            print(
+                f"run {r + 1} {label}: {res['cpu_us_per_msg']:.2f} us/msg "
+                f"(node {cpu['node']:.2f}, responder {cpu['responder']:.2f}, requester {cpu['requester']:.2f}), "
+                f"{res['recv_rate']:,.0f} msgs/s, p50 {res['p50_ms']:.3f} ms, received {res['received']:,}",
+                flush=True,
+            )
 
     def med(label: str, f) -> float:
         return statistics.median(f(x) for x in runs[label])
 
     rows = [("CPU us/msg, all", lambda x: x["cpu_us_per_msg"])]
     for proc in PROCS:
-        rows.append((f"CPU us/msg, {proc}",
-                     lambda x, proc=proc: 1e6 * x["stream_cpu"][proc] / max(1, x["received"])))
-    rows += [("msgs/s at receiver", lambda x: x["recv_rate"]), ("round-trip p50 ms", lambda x: x["p50_ms"]),
-             ("round-trip p90 ms", lambda x: x["p90_ms"])]
+        rows.append(
+            (f"CPU us/msg, {proc}", lambda x, proc=proc: 1e6 * x["stream_cpu"][proc] / max(1, x["received"]))
+        )
+    rows += [
+        ("msgs/s at receiver", lambda x: x["recv_rate"]),
+        ("round-trip p50 ms", lambda x: x["p50_ms"]),
+        ("round-trip p90 ms", lambda x: x["p90_ms"]),
+    ]
     kind = "reliable" if cli.reliable else "default"
-    print(f"\n{cli.size}-byte messages, {kind} session, publish batch {cli.batch}, medians of {cli.repeat} "
-          f"interleaved runs")
+    print(
+        f"\n{cli.size}-byte messages, {kind} session, publish batch {cli.batch}, medians of {cli.repeat} "
+        f"interleaved runs"
+    )
     print(f"{'':24}{'A':>12}{'B':>12}{'B/A':>8}")
     for label, f in rows:
         a, b = med("A", f), med("B", f)

@@ -24,9 +24,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402  (Child, free_port, wait_listening, cpu_seconds, percentile, emit)
+import e2e
 
 KINDS = ["anycast", "anycast-reliable", "unicast", "unicast-reliable"]
 RESPONDER = "agntcy/probe/responder"
@@ -65,7 +66,7 @@ def thread_cpu(pid: int) -> dict:
                 raw = f.read()
         except OSError:
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
         out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
@@ -122,7 +123,7 @@ async def worker_requester(args) -> None:
     app = await make_app(REQUESTER, args.endpoint)
     peer = name(RESPONDER)
     await app.set_route(peer)
-    reliable = dict(timeout=datetime.timedelta(seconds=1), max_retries=5)
+    reliable: dict[str, Any] = {"timeout": datetime.timedelta(seconds=1), "max_retries": 5}
     configs = {
         "anycast": slim_bindings.PySessionConfiguration.Anycast(),
         "anycast-reliable": slim_bindings.PySessionConfiguration.Anycast(**reliable),
@@ -160,13 +161,19 @@ def coordinator(args) -> int:
     common = ["--deadline", str(args.deadline), "--per-block", str(args.per_block)]
     children = []
     try:
-        node = e2e.Child("node", [args.python, me, "--worker", "node", "--listen", f"127.0.0.1:{port}", *common])
+        node = e2e.Child(
+            "node", [args.python, me, "--worker", "node", "--listen", f"127.0.0.1:{port}", *common]
+        )
         children.append(node)
         e2e.wait_listening(port, 30, node.proc)
-        responder = e2e.Child("responder", [args.python, me, "--worker", "responder", "--endpoint", endpoint, *common])
+        responder = e2e.Child(
+            "responder", [args.python, me, "--worker", "responder", "--endpoint", endpoint, *common]
+        )
         children.append(responder)
         responder.wait("ready", 30)
-        requester = e2e.Child("requester", [args.python, me, "--worker", "requester", "--endpoint", endpoint, *common])
+        requester = e2e.Child(
+            "requester", [args.python, me, "--worker", "requester", "--endpoint", endpoint, *common]
+        )
         children.append(requester)
         requester.wait("warm", 60)
         samples = {k: [] for k in KINDS}
@@ -192,24 +199,36 @@ def coordinator(args) -> int:
         for c in reversed(children):
             c.stop()
     n = args.blocks * args.per_block
-    print(f"round trips: {n} per kind, {args.blocks} blocks of {args.per_block}, kinds interleaved; "
-          f"100-byte payload; load {os.getloadavg()[0]:.1f}")
-    print(f"{'kind':18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}   CPU us/rt node resp req (all)   "
-          f"ctx sw/rt node resp req")
+    print(
+        f"round trips: {n} per kind, {args.blocks} blocks of {args.per_block}, kinds interleaved; "
+        f"100-byte payload; load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'kind':18}{'p50 ms':>9}{'p90 ms':>9}{'mean ms':>9}   CPU us/rt node resp req (all)   "
+        f"ctx sw/rt node resp req"
+    )
     for k in args.kinds.split(","):
         s = sorted(samples[k])
         p50, p90 = e2e.percentile(s, 0.5) * 1e3, e2e.percentile(s, 0.9) * 1e3
         c = [1e6 * cpu[k][p] / n for p in ("node", "responder", "requester")]
         w = [ctx[k][p] / n for p in ("node", "responder", "requester")]
-        print(f"{k:18}{p50:9.3f}{p90:9.3f}{statistics.fmean(s) * 1e3:9.3f}   "
-              f"{c[0]:6.0f}{c[1]:6.0f}{c[2]:6.0f} ({sum(c):4.0f})      {w[0]:5.1f}{w[1]:5.1f}{w[2]:5.1f}")
+        print(
+            f"{k:18}{p50:9.3f}{p90:9.3f}{statistics.fmean(s) * 1e3:9.3f}   "
+            f"{c[0]:6.0f}{c[1]:6.0f}{c[2]:6.0f} ({sum(c):4.0f})      {w[0]:5.1f}{w[1]:5.1f}{w[2]:5.1f}"
+        )
     print("CPU us per round trip by thread (process/thread name):")
     for k in args.kinds.split(","):
         shown = sorted(threads[k].items(), key=lambda kv: -kv[1])
         print(f"  {k:18}" + ", ".join(f"{t} {1e6 * v / n:.0f}" for t, v in shown if v > 0))
     if args.json:
-        print(json.dumps({k: {"samples_ms": [x * 1e3 for x in samples[k]], "cpu": cpu[k], "ctx": ctx[k]}
-                          for k in KINDS}))
+        print(
+            json.dumps(
+                {
+                    k: {"samples_ms": [x * 1e3 for x in samples[k]], "cpu": cpu[k], "ctx": ctx[k]}
+                    for k in KINDS
+                }
+            )
+        )
     return 0
 
 
@@ -226,10 +245,12 @@ def main() -> int:
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of the kinds measured")
     args = p.parse_args()
     if args.worker:
-        role = {"node": worker_node, "responder": worker_responder, "requester": worker_requester}[args.worker]
+        role = {"node": worker_node, "responder": worker_responder, "requester": worker_requester}[
+            args.worker
+        ]
         try:
             asyncio.run(role(args))
-        except Exception as e:  # reported as an event: the coordinator reads stdout
+        except Exception as e:  # noqa: BLE001 - reported as an event: the coordinator reads stdout
             e2e.emit("error", error=f"{type(e).__name__}: {e}")
             return 1
         return 0
