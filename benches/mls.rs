@@ -105,7 +105,7 @@ async fn fanout(tag: &str, mls: bool, messages: usize) -> f64 {
         handle.joined().await.expect("joined");
     }
     let mut readers = Vec::new();
-    for m in members.iter().cloned() {
+    for m in members.clone() {
         readers.push(tokio::spawn(async move {
             let (info, _) = tokio::time::timeout(Duration::from_secs(30), m.recv_new_session())
                 .await

@@ -22,8 +22,11 @@ use slim_bindings::wire::builders::{self, Flags, PublishSpec};
 use slim_bindings::wire::payload::{self, JoinMessagePayload, MlsProposalMessagePayload};
 use slim_bindings::wire::{Message, Name, SessionMessageType, SessionType};
 
+/// A fuzz target: decodes untrusted bytes, must never panic.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the names of the libFuzzer binaries and of the corpus folders).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame),
     ("control_payload", control_payload),
     ("mls_message", mls_message),

@@ -28,6 +28,10 @@
 //! 6. [`python`]: the PyO3 layer (feature `python`): one file per Python concept.
 //!    `bin/slim.rs`: the standalone node (a node, its configuration and both metric exporters).
 
+// Internals are `pub(crate)` (or private), so the compiler reports what nothing uses; see the
+// `[lints]` table of Cargo.toml for the other lints.
+#![warn(unreachable_pub)]
+
 /// Every Rust allocation of the Python extension (its apps and embedded nodes). A message's trip
 /// through the library allocates and frees a few dozen small blocks (headers, names, metadata,
 /// futures); glibc's malloc spent ~19% of all CPU of a loaded stream on them (`malloc_consolidate`,

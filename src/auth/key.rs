@@ -315,12 +315,12 @@ impl std::fmt::Debug for VerifyingKey {
 
 impl VerifyingKey {
     /// Whether a token signed with `alg` may be checked with this key.
-    pub fn allows(&self, alg: Algorithm) -> bool {
+    pub(crate) fn allows(&self, alg: Algorithm) -> bool {
         alg.family() == self.family && self.alg.is_none_or(|pinned| pinned == alg)
     }
 
     /// Parses one JWK given as JSON.
-    pub fn from_jwk_value(value: &serde_json::Value) -> Result<VerifyingKey, String> {
+    pub(crate) fn from_jwk_value(value: &serde_json::Value) -> Result<VerifyingKey, String> {
         let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| format!("not a JWK: {e}"))?;
         let alg = match value.get("alg").and_then(|a| a.as_str()) {
             Some(name) => Some(Algorithm::from_str(name).map_err(|_| format!("unsupported JWK alg {name:?}"))?),

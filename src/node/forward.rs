@@ -30,10 +30,10 @@ use crate::wire::builders::subscription_name;
 use crate::wire::{Message, MessageType, Name};
 
 /// Metadata key of a route-error notice (its value is the error text).
-pub const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
+pub(super) const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
 /// How long a node waits before it tells a leaf that nobody has the name (a subscription that
 /// races the first message, or a name still propagating through the mesh, gets this long).
-pub const NOTICE_GRACE: Duration = Duration::from_millis(100);
+pub(super) const NOTICE_GRACE: Duration = Duration::from_millis(100);
 /// Notices waiting for their grace at once; beyond this they are sent without waiting.
 const MAX_PENDING_NOTICES: usize = 1024;
 

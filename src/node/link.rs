@@ -74,19 +74,19 @@ pub(crate) struct LinkMeta {
 
 impl LinkMeta {
     /// An app in this process.
-    pub fn local() -> Self {
+    pub(crate) fn local() -> Self {
         Self { kind: LinkKind::Local, direction: Direction::Local, up: true, hello: None, generation: 0 }
     }
 
     /// A gRPC link: mesh when both ends take part in the mesh (and it is not a link to ourselves).
-    pub fn remote(direction: Direction, hello: Option<Hello>, mesh_here: bool, me: u64) -> Self {
+    pub(crate) fn remote(direction: Direction, hello: Option<Hello>, mesh_here: bool, me: u64) -> Self {
         let mesh = mesh_here && hello.as_ref().is_some_and(|h| h.mesh && h.node != me);
         let kind = if mesh { LinkKind::Mesh } else { LinkKind::Leaf };
         Self { kind, direction, up: true, hello, generation: 0 }
     }
 
     /// The peer understands route-error notices.
-    pub fn notify(&self) -> bool {
+    pub(crate) fn notify(&self) -> bool {
         self.hello.as_ref().is_some_and(|h| h.notify)
     }
 }
@@ -101,20 +101,20 @@ pub(crate) struct Ingress {
 }
 
 impl Ingress {
-    pub fn new(conn: u64, meta: &LinkMeta, counters: Arc<LinkCounters>) -> Self {
+    pub(crate) fn new(conn: u64, meta: &LinkMeta, counters: Arc<LinkCounters>) -> Self {
         Self { conn, kind: meta.kind, notify: meta.notify(), counters }
     }
 
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         self.kind == LinkKind::Local
     }
 
-    pub fn is_mesh(&self) -> bool {
+    pub(crate) fn is_mesh(&self) -> bool {
         self.kind == LinkKind::Mesh
     }
 
     /// Counts one message read from this connection.
-    pub fn count_in(&self) {
+    pub(crate) fn count_in(&self) {
         self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 }

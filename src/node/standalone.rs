@@ -258,7 +258,10 @@ services:
     #[test]
     fn reference_shaped_yaml_parses() {
         // SAFETY: single-threaded use of a variable only this test reads.
-        unsafe { std::env::set_var("SLIM_TEST_NODE_ID", "node-from-env") };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SLIM_TEST_NODE_ID", "node-from-env")
+        };
         let cfg = StandaloneConfig::from_yaml(SAMPLE).unwrap();
         assert_eq!(cfg.runtime.drain_timeout(), Duration::from_secs(10));
         assert_eq!(cfg.runtime.thread_name, "slim-data-plane");

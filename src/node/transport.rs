@@ -34,16 +34,16 @@ use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::{MAX_MESSAGE_SIZE, Message};
 
 /// gRPC service name of the data plane.
-pub const SERVICE_NAME: &str = "dataplane.proto.v1.DataPlaneService";
+pub(crate) const SERVICE_NAME: &str = "dataplane.proto.v1.DataPlaneService";
 /// HTTP/2 path of the one RPC.
-pub const OPEN_CHANNEL_PATH: &str = "/dataplane.proto.v1.DataPlaneService/OpenChannel";
+pub(crate) const OPEN_CHANNEL_PATH: &str = "/dataplane.proto.v1.DataPlaneService/OpenChannel";
 
 /// Attempts made by `connect` before it gives up.
-pub const CONNECT_ATTEMPTS: u32 = 10;
+pub(crate) const CONNECT_ATTEMPTS: u32 = 10;
 /// Upper bound on the whole `connect` when the config sets no `connect_timeout`.
-pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(5);
 /// Attempts made to re-open a client stream that ended on its own (~2 minutes with the backoff).
-pub const RECONNECT_ATTEMPTS: u32 = 120;
+pub(crate) const RECONNECT_ATTEMPTS: u32 = 120;
 
 /// One decoded frame: a message, or bytes that are not a `Message`.
 // Boxing the common variant would cost an allocation per message to shrink the rare one.
@@ -323,13 +323,13 @@ const MIB: u32 = 1024 * 1024;
 const MAX_HTTP2_FRAME: u32 = (1 << 24) - 1;
 /// HTTP/2 frame size this node accepts unless configured: a 64 KiB message travels in one DATA
 /// frame (one write) instead of four 16 KiB ones.
-pub const DEFAULT_HTTP2_FRAME: u32 = MIB;
+pub(crate) const DEFAULT_HTTP2_FRAME: u32 = MIB;
 /// HTTP/2 flow-control windows this node grants (per stream, per connection): room for dozens of
 /// large messages in flight, so a sender is not stopped every few messages waiting for
 /// WINDOW_UPDATE. A reader that stops reading still stops its peer once these are full.
-pub const HTTP2_STREAM_WINDOW: u32 = 4 * MIB;
+pub(crate) const HTTP2_STREAM_WINDOW: u32 = 4 * MIB;
 /// See [`HTTP2_STREAM_WINDOW`].
-pub const HTTP2_CONNECTION_WINDOW: u32 = 8 * MIB;
+pub(crate) const HTTP2_CONNECTION_WINDOW: u32 = 8 * MIB;
 
 pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<std::net::SocketAddr, NodeError> {
     if inner.root.is_cancelled() {

@@ -11,7 +11,7 @@ use super::session_info::PySessionInfo;
 use crate::session::{Bytes, MessageInfo};
 
 /// A session given either as a `PySessionInfo` or as a plain int id.
-pub struct SessionArg {
+pub(super) struct SessionArg {
     /// The session id.
     pub id: u32,
     /// The received message this info describes (for replies), if any.
@@ -36,7 +36,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for SessionArg {
 
 /// A payload: `bytes` (shared, not copied), `bytearray`, `memoryview` or a sequence of ints
 /// (copied once; not `str`).
-pub struct Blob(pub Bytes);
+pub(super) struct Blob(pub Bytes);
 
 /// A Python `bytes` object lent to the core as a payload. `bytes` objects are immutable and the
 /// strong reference keeps the buffer alive, so the core reads it without the interpreter; the
@@ -49,9 +49,11 @@ struct SharedPyBytes {
 
 // SAFETY: the pointed-to buffer belongs to an immutable `bytes` object that `_owner` keeps alive;
 // it is only ever read, from any thread.
+#[allow(unsafe_code)]
 unsafe impl Send for SharedPyBytes {}
 
 impl AsRef<[u8]> for SharedPyBytes {
+    #[allow(unsafe_code)]
     fn as_ref(&self) -> &[u8] {
         // SAFETY: see the `Send` impl: valid for `len` bytes while `_owner` lives (as long as self).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
@@ -90,7 +92,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Blob {
 }
 
 /// A configuration dict, converted to JSON at call time (errors name the key).
-pub struct ConfigDict(pub serde_json::Value);
+pub(super) struct ConfigDict(pub serde_json::Value);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for ConfigDict {
     type Error = PyErr;
@@ -104,7 +106,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for ConfigDict {
 }
 
 /// A time bound given as a `datetime.timedelta` or a number of seconds (`int` or `float`, > 0).
-pub struct TimeBound(pub std::time::Duration);
+pub(super) struct TimeBound(pub std::time::Duration);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for TimeBound {
     type Error = PyErr;

@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value};
 const MAX_DEPTH: usize = 32;
 
 /// Converts a dict (or any JSON-like value) to JSON. Errors name the key path, e.g. `tls.insecure`.
-pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+pub(super) fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     convert(obj, "", 0)
 }
 

@@ -57,12 +57,12 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
 }
 
 /// Maps a core error to its Python exception.
-pub fn to_py(e: SlimError) -> PyErr {
+pub(super) fn to_py(e: SlimError) -> PyErr {
     Python::attach(|py| to_py_with(py, e))
 }
 
 /// [`to_py`] when the caller is already attached.
-pub fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
+pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
     let msg = e.to_string();
     let made = classes(py).and_then(|c| {
         let text = msg.as_str();
@@ -105,7 +105,7 @@ fn untyped(py: Python<'_>, msg: &str, failure: PyErr, last_resort: impl FnOnce(&
 }
 
 /// A `ConfigurationError` (a `ValueError`) for a bad argument detected in this layer.
-pub fn config_error(msg: impl Into<String>) -> PyErr {
+pub(super) fn config_error(msg: impl Into<String>) -> PyErr {
     let msg = msg.into();
     Python::attach(|py| match classes(py).and_then(|c| c.configuration.call1(py, (msg.as_str(),))) {
         Ok(exc) => PyErr::from_value(exc.into_bound(py)),
@@ -116,7 +116,7 @@ pub fn config_error(msg: impl Into<String>) -> PyErr {
 /// One exception per [`SlimError`] variant, as `(variant name, exception)`: what
 /// `tests/python/test_errors.py` checks the mapping against. Not part of the API.
 #[pyfunction(name = "_error_samples")]
-pub fn error_samples(py: Python<'_>) -> Vec<(&'static str, Py<PyAny>)> {
+pub(super) fn error_samples(py: Python<'_>) -> Vec<(&'static str, Py<PyAny>)> {
     SlimError::samples()
         .into_iter()
         .map(|e| {

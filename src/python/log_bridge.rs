@@ -32,7 +32,7 @@ struct Bridge {
 static BRIDGE: Mutex<Option<Bridge>> = Mutex::new(None);
 
 /// Starts the delivery thread once per process (later calls do nothing).
-pub fn start(py: Python<'_>) -> PyResult<()> {
+pub(super) fn start(py: Python<'_>) -> PyResult<()> {
     let mut slot = BRIDGE.lock().map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("log bridge lock poisoned"))?;
     if slot.is_some() {
         return Ok(());
@@ -54,7 +54,7 @@ pub fn start(py: Python<'_>) -> PyResult<()> {
 
 /// Stops the delivery thread (registered with `atexit`; later calls do nothing).
 #[pyfunction]
-pub fn stop_log_bridge(py: Python<'_>) {
+pub(super) fn stop_log_bridge(py: Python<'_>) {
     let bridge = BRIDGE.lock().ok().and_then(|mut slot| slot.take());
     if let Some(bridge) = bridge {
         bridge.stop.store(true, Ordering::Relaxed);

@@ -41,7 +41,7 @@ impl PyNodeRunner {
 /// follows the YAML's `tracing:` section (stderr) unless the process already set it up.
 #[pyfunction]
 #[pyo3(signature = (config_yaml = None, endpoint = None, metrics = None))]
-pub async fn start_node(
+pub(super) async fn start_node(
     config_yaml: Option<String>,
     endpoint: Option<String>,
     metrics: Option<String>,
@@ -69,7 +69,7 @@ pub async fn start_node(
 
 /// Stops the nodes (each within the configuration's drain timeout). A second call does nothing.
 #[pyfunction]
-pub async fn stop_node(runner: Py<PyNodeRunner>) -> PyResult<bool> {
+pub(super) async fn stop_node(runner: Py<PyNodeRunner>) -> PyResult<bool> {
     let (running, drain) = {
         let r = runner.get();
         (r.running.lock().take(), r.drain)
@@ -84,7 +84,7 @@ pub async fn stop_node(runner: Py<PyNodeRunner>) -> PyResult<bool> {
 /// links, routes (at most `max_routes`, names containing `name_filter`), mesh nodes, counters.
 #[pyfunction]
 #[pyo3(signature = (config, max_routes = 1000, name_filter = String::new()))]
-pub async fn node_info(config: ConfigDict, max_routes: u32, name_filter: String) -> PyResult<String> {
+pub(super) async fn node_info(config: ConfigDict, max_routes: u32, name_filter: String) -> PyResult<String> {
     let cfg = ClientConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     spawned(async move {
         let reply =

@@ -25,7 +25,7 @@ static HANDLE: OnceLock<Handle> = OnceLock::new();
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 
 /// The runtime shared by every app in the process, started on first use.
-pub fn handle() -> PyResult<&'static Handle> {
+pub(super) fn handle() -> PyResult<&'static Handle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }
@@ -46,7 +46,7 @@ pub fn handle() -> PyResult<&'static Handle> {
 /// Stops the runtime's worker threads (bounded), with the interpreter released so that tasks
 /// finishing meanwhile can still call into Python. Registered with `atexit`; later calls do nothing.
 #[pyfunction]
-pub fn shutdown_runtime(py: Python<'_>) {
+pub(super) fn shutdown_runtime(py: Python<'_>) {
     // Listening sockets close first and at once, whatever holds their apps.
     crate::node::listener::close_all();
     let rt = RUNTIME.lock().ok().and_then(|mut slot| slot.take());
@@ -56,7 +56,7 @@ pub fn shutdown_runtime(py: Python<'_>) {
 }
 
 /// A future that enters the tokio runtime context on every poll.
-pub struct InRuntime<F>(Pin<Box<F>>);
+pub(super) struct InRuntime<F>(Pin<Box<F>>);
 
 impl<F: Future> Future for InRuntime<F> {
     type Output = F::Output;
@@ -68,14 +68,14 @@ impl<F: Future> Future for InRuntime<F> {
 }
 
 /// Wraps a future so that it can be polled from the Python thread.
-pub fn in_runtime<F: Future>(fut: F) -> InRuntime<F> {
+pub(super) fn in_runtime<F: Future>(fut: F) -> InRuntime<F> {
     // Make sure the runtime exists before the first poll needs it.
     let _ = handle();
     InRuntime(Box::pin(fut))
 }
 
 /// Runs `f` inside the runtime context (for synchronous core calls made on the Python thread).
-pub fn entered<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn entered<T>(f: impl FnOnce() -> T) -> T {
     let _guard = handle().ok().map(Handle::enter);
     f()
 }
@@ -90,7 +90,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Runs `fut` on the runtime's worker threads and waits for it.
-pub async fn spawned<F, T>(fut: F) -> PyResult<T>
+pub(super) async fn spawned<F, T>(fut: F) -> PyResult<T>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: Send + 'static,
@@ -104,7 +104,7 @@ where
 }
 
 /// An asyncio future that is already done with result None, or plain None when no loop runs.
-pub fn ready_none(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(super) fn ready_none(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let asyncio = py.import("asyncio")?;
     match asyncio.call_method0("get_running_loop") {
         Ok(event_loop) => {

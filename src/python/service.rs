@@ -33,7 +33,10 @@ impl Drop for PyService {
         // Python thread that collects this object has none of its own.
         let _guard = handle().ok().map(|h| h.enter());
         // SAFETY: `app` is never used again; this is the only place it is dropped.
-        unsafe { ManuallyDrop::drop(&mut self.app) };
+        #[allow(unsafe_code)]
+        unsafe {
+            ManuallyDrop::drop(&mut self.app)
+        };
     }
 }
 
@@ -77,7 +80,7 @@ fn app_of(svc: &Py<PyService>) -> App {
 }
 
 /// A received payload, copied once into a Python `bytes` when handed to Python.
-pub struct Payload(Bytes);
+pub(super) struct Payload(Bytes);
 
 impl<'py> IntoPyObject<'py> for Payload {
     type Target = PyBytes;
@@ -97,7 +100,7 @@ fn received(r: (MessageInfo, Bytes)) -> Received {
 
 /// Creates an app named `name` with its own node. Resolves to a `PyService`.
 #[pyfunction]
-pub async fn create_pyservice(
+pub(super) async fn create_pyservice(
     name: PyName,
     provider: PyIdentityProvider,
     verifier: PyIdentityVerifier,
@@ -110,7 +113,7 @@ pub async fn create_pyservice(
 
 /// Starts a server on `config["endpoint"]` (`host:port`, port 0 picks one); returns once listening.
 #[pyfunction]
-pub async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResult<()> {
+pub(super) async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResult<()> {
     let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     let app = app_of(&svc);
     spawned(async move { app.run_server(cfg).await.map(|_| ()).map_err(to_py) }).await
@@ -118,7 +121,7 @@ pub async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResult<()> 
 
 /// Like `run_server`, but resolves to the bound address `"host:port"` (useful with port 0).
 #[pyfunction]
-pub async fn run_server_bound(svc: Py<PyService>, config: ConfigDict) -> PyResult<String> {
+pub(super) async fn run_server_bound(svc: Py<PyService>, config: ConfigDict) -> PyResult<String> {
     let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     let app = app_of(&svc);
     spawned(async move { app.run_server(cfg).await.map(|a| a.to_string()).map_err(to_py) }).await
@@ -126,14 +129,14 @@ pub async fn run_server_bound(svc: Py<PyService>, config: ConfigDict) -> PyResul
 
 /// Stops the server started with exactly this endpoint string.
 #[pyfunction]
-pub async fn stop_server(svc: Py<PyService>, endpoint: String) -> PyResult<()> {
+pub(super) async fn stop_server(svc: Py<PyService>, endpoint: String) -> PyResult<()> {
     let app = app_of(&svc);
     spawned(async move { app.stop_server(&endpoint).await.map_err(to_py) }).await
 }
 
 /// Connects to a remote node (`config["endpoint"]` with a scheme). Resolves to the connection id.
 #[pyfunction]
-pub async fn connect(svc: Py<PyService>, config: ConfigDict) -> PyResult<u64> {
+pub(super) async fn connect(svc: Py<PyService>, config: ConfigDict) -> PyResult<u64> {
     let cfg = ClientConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     let app = app_of(&svc);
     spawned(async move { app.connect(cfg).await.map_err(to_py) }).await
@@ -141,35 +144,35 @@ pub async fn connect(svc: Py<PyService>, config: ConfigDict) -> PyResult<u64> {
 
 /// Closes a connection made by `connect`.
 #[pyfunction]
-pub async fn disconnect(svc: Py<PyService>, conn: u64) -> PyResult<()> {
+pub(super) async fn disconnect(svc: Py<PyService>, conn: u64) -> PyResult<()> {
     let app = app_of(&svc);
     spawned(async move { app.disconnect(conn).await.map_err(to_py) }).await
 }
 
 /// Asks the node behind `conn` to deliver `name` to this app.
 #[pyfunction]
-pub async fn subscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+pub(super) async fn subscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.subscribe(&name.inner, Some(conn)).await.map_err(to_py) }).await
 }
 
 /// Withdraws a subscription made with `subscribe`.
 #[pyfunction]
-pub async fn unsubscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+pub(super) async fn unsubscribe(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.unsubscribe(&name.inner, Some(conn)).await.map_err(to_py) }).await
 }
 
 /// Routes traffic for `name` out through `conn`.
 #[pyfunction]
-pub async fn set_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+pub(super) async fn set_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.set_route(&name.inner, conn).await.map_err(to_py) }).await
 }
 
 /// Removes a route set with `set_route`.
 #[pyfunction]
-pub async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
+pub(super) async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.remove_route(&name.inner, conn).await.map_err(to_py) }).await
 }
@@ -180,7 +183,7 @@ pub async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) -> PyResu
 /// reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 32 MiB of
 /// payload, whichever fills first (see `publish` and `receive_session` for what happens when full).
 #[pyfunction]
-pub async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<PySessionInfo> {
+pub(super) async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<PySessionInfo> {
     let app = app_of(&svc);
     let cfg = SessionConfig::from(&config);
     let id = in_runtime(async move { app.create_session(cfg).await.map_err(to_py) }).await?;
@@ -189,20 +192,20 @@ pub async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) 
 
 /// Deletes a session (an id or a `PySessionInfo`).
 #[pyfunction]
-pub async fn delete_session(svc: Py<PyService>, session: SessionArg) -> PyResult<()> {
+pub(super) async fn delete_session(svc: Py<PyService>, session: SessionArg) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.delete_session(session.id).await.map_err(to_py) }).await
 }
 
 /// The configuration of a session.
 #[pyfunction]
-pub async fn get_session_config(svc: Py<PyService>, session: SessionArg) -> PyResult<PySessionConfiguration> {
+pub(super) async fn get_session_config(svc: Py<PyService>, session: SessionArg) -> PyResult<PySessionConfiguration> {
     entered(|| app_of(&svc).get_session_config(session.id)).map(PySessionConfiguration::from).map_err(to_py)
 }
 
 /// Changes the configuration of a session (same family: point-to-point or multicast).
 #[pyfunction]
-pub async fn set_session_config(
+pub(super) async fn set_session_config(
     svc: Py<PyService>,
     session: SessionArg,
     config: PySessionConfiguration,
@@ -212,7 +215,7 @@ pub async fn set_session_config(
 
 /// Sets the configuration used for sessions created on reception.
 #[pyfunction]
-pub async fn set_default_session_config(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<()> {
+pub(super) async fn set_default_session_config(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<()> {
     entered(|| app_of(&svc).set_default_session_config(SessionConfig::from(&config))).map_err(to_py)
 }
 
@@ -225,7 +228,7 @@ pub async fn set_default_session_config(svc: Py<PyService>, config: PySessionCon
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blob, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]
-pub async fn publish(
+pub(super) async fn publish(
     svc: Py<PyService>,
     session_info: SessionArg,
     fanout: u32,
@@ -257,7 +260,7 @@ pub async fn publish(
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blobs, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]
-pub async fn publish_many(
+pub(super) async fn publish_many(
     svc: Py<PyService>,
     session_info: SessionArg,
     fanout: u32,
@@ -326,7 +329,7 @@ fn with_sent(e: crate::error::SlimError, sent: usize) -> PyErr {
 /// `timedelta` or seconds; only with `wait=True`) bounds that wait: past it, `InviteError`.
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, name, wait = false, timeout = None))]
-pub async fn invite(
+pub(super) async fn invite(
     svc: Py<PyService>,
     session_info: SessionArg,
     name: PyName,
@@ -349,14 +352,14 @@ pub async fn invite(
 
 /// Removes `name` from a multicast session (moderator only).
 #[pyfunction]
-pub async fn remove(svc: Py<PyService>, session_info: SessionArg, name: PyName) -> PyResult<()> {
+pub(super) async fn remove(svc: Py<PyService>, session_info: SessionArg, name: PyName) -> PyResult<()> {
     let app = app_of(&svc);
     in_runtime(async move { app.remove(session_info.id, &name.inner).await.map_err(to_py) }).await
 }
 
 /// The next message of any session, in arrival order: `(PySessionInfo, bytes)`.
 #[pyfunction]
-pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
+pub(super) async fn receive(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
     if let Some(ready) = entered(|| app.try_recv_any_raw()) {
         return ready.map(received).map_err(to_py);
@@ -367,7 +370,7 @@ pub async fn receive(svc: Py<PyService>) -> PyResult<Received> {
 /// The first message of the next session this app did not create: `(PySessionInfo, bytes)`.
 /// That message is also the first item of the session's own queue.
 #[pyfunction]
-pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
+pub(super) async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
     let app = app_of(&svc);
     if let Some(ready) = entered(|| app.try_recv_new_session_raw()) {
         return Ok(received(ready));
@@ -378,7 +381,7 @@ pub async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
 /// The next message of one session; errors for that session (timeouts, lost messages, no
 /// route) are raised here as typed exceptions.
 #[pyfunction]
-pub async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
+pub(super) async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
     let app = app_of(&svc);
     if let Some(ready) = entered(|| app.try_recv_session_raw(session.id)) {
         return ready.map(received).map_err(to_py);
@@ -394,7 +397,7 @@ const RECEIVE_MANY_DEFAULT: usize = 4096;
 /// its place in the stream: after the messages queued before it were returned.
 #[pyfunction]
 #[pyo3(signature = (svc, session, max_messages = RECEIVE_MANY_DEFAULT))]
-pub async fn receive_session_many(
+pub(super) async fn receive_session_many(
     svc: Py<PyService>,
     session: SessionArg,
     max_messages: usize,
@@ -419,7 +422,7 @@ pub async fn receive_session_many(
 
 /// A message of one session if one is already queued, else None (never waits).
 #[pyfunction]
-pub fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
+pub(super) fn try_receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Option<Received>> {
     match entered(|| app_of(&svc).try_recv_session_raw(session.id)) {
         None => Ok(None),
         Some(r) => r.map(|r| Some(received(r))).map_err(to_py),

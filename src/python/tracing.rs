@@ -29,7 +29,7 @@ fn shutdown_tracing(py: Python<'_>) {
 /// their own instrumentation) and senders may set it (to put the publish into their trace).
 #[pyfunction]
 #[pyo3(signature = (config = None))]
-pub fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn init_tracing<'py>(py: Python<'py>, config: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
     let cfg = match config {
         Some(d) => TracingConfig::from_json(to_json(d.as_any())?).map_err(|e| config_error(e.to_string()))?,
         None => TracingConfig::default(),

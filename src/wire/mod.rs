@@ -108,10 +108,10 @@ impl Message {
         if h.destination.is_none() {
             return Err(ValidationError::MissingDestination);
         }
-        if let MessageType::Publish(p) = mt {
-            if p.session.is_none() {
-                return Err(ValidationError::MissingSessionHeader);
-            }
+        if let MessageType::Publish(p) = mt
+            && p.session.is_none()
+        {
+            return Err(ValidationError::MissingSessionHeader);
         }
         Ok(())
     }

@@ -16,15 +16,15 @@ use super::proto;
 use crate::wire::Name;
 
 /// How long a withdrawn name is kept as a tombstone.
-pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+pub(super) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// How long an unreachable origin is kept before it is forgotten.
-pub const ORIGIN_TTL: Duration = Duration::from_secs(60);
+pub(super) const ORIGIN_TTL: Duration = Duration::from_secs(60);
 /// Records per `NameBatch` in a full sync (keeps every message far below the 4 MiB gRPC limit).
-pub const SYNC_CHUNK: usize = 2000;
+pub(super) const SYNC_CHUNK: usize = 2000;
 
 /// One name record (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameRec {
+pub(super) struct NameRec {
     /// The exact name (with its instance id).
     pub name: Name,
     /// The origin's name version at which this record was made.
@@ -42,7 +42,7 @@ struct NameEntry {
 
 /// Everything known about one origin node.
 #[derive(Debug, Clone, Default)]
-pub struct OriginState {
+pub(super) struct OriginState {
     /// The origin's label (its configured node id), for operators.
     pub label: String,
     /// Sequence number of the link record held (0 = none yet).
@@ -57,19 +57,19 @@ pub struct OriginState {
 
 impl OriginState {
     /// Names the origin announces now.
-    pub fn present_names(&self) -> impl Iterator<Item = &Name> {
+    pub(super) fn present_names(&self) -> impl Iterator<Item = &Name> {
         self.names.iter().filter(|(_, e)| e.present).map(|(n, _)| n)
     }
 
     /// Number of names the origin announces now.
-    pub fn present_count(&self) -> usize {
+    pub(super) fn present_count(&self) -> usize {
         self.names.values().filter(|e| e.present).count()
     }
 }
 
 /// The database of one node (its own origin included).
 #[derive(Debug)]
-pub struct Lsdb {
+pub(super) struct Lsdb {
     me: u64,
     origins: HashMap<u64, OriginState>,
     /// Name → the other origins announcing it (never `me`).
@@ -77,42 +77,42 @@ pub struct Lsdb {
 }
 
 /// What applying records changed for routing: the names whose set of announcing origins changed.
-pub type ChangedNames = Vec<Name>;
+pub(super) type ChangedNames = Vec<Name>;
 
 impl Lsdb {
     /// An empty database for node `me`, labelled `label`.
-    pub fn new(me: u64, label: &str) -> Self {
+    pub(super) fn new(me: u64, label: &str) -> Self {
         let own = OriginState { label: label.to_string(), ..Default::default() };
         Self { me, origins: HashMap::from([(me, own)]), name_origins: HashMap::new() }
     }
 
     /// Every origin, this node's own included.
-    pub fn origins(&self) -> &HashMap<u64, OriginState> {
+    pub(super) fn origins(&self) -> &HashMap<u64, OriginState> {
         &self.origins
     }
 
     /// Other origins announcing `name` (in no particular order).
-    pub fn origins_of(&self, name: &Name) -> &[u64] {
+    pub(super) fn origins_of(&self, name: &Name) -> &[u64] {
         self.name_origins.get(name).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Every name some other origin announces, with its origins.
-    pub fn remote_names(&self) -> impl Iterator<Item = (&Name, &[u64])> {
+    pub(super) fn remote_names(&self) -> impl Iterator<Item = (&Name, &[u64])> {
         self.name_origins.iter().map(|(n, o)| (n, o.as_slice()))
     }
 
     /// Number of distinct names other origins announce.
-    pub fn remote_name_count(&self) -> usize {
+    pub(super) fn remote_name_count(&self) -> usize {
         self.name_origins.len()
     }
 
     /// The links of every origin (input of the path computation).
-    pub fn link_map(&self) -> HashMap<u64, Vec<(u64, u32)>> {
+    pub(super) fn link_map(&self) -> HashMap<u64, Vec<(u64, u32)>> {
         self.origins.iter().filter(|(_, o)| o.seq > 0).map(|(&id, o)| (id, o.links.clone())).collect()
     }
 
     /// Replaces this node's own link record (new seq); returns it for flooding.
-    pub fn set_own_links(&mut self, links: Vec<(u64, u32)>) -> proto::LinkState {
+    pub(super) fn set_own_links(&mut self, links: Vec<(u64, u32)>) -> proto::LinkState {
         let own = self.origins.entry(self.me).or_default();
         own.seq += 1;
         own.links = links;
@@ -121,7 +121,7 @@ impl Lsdb {
 
     /// Announces (`present`) or withdraws one of this node's own names; returns the record for
     /// flooding, or `None` when nothing changed.
-    pub fn set_own_name(&mut self, name: &Name, present: bool) -> Option<NameRec> {
+    pub(super) fn set_own_name(&mut self, name: &Name, present: bool) -> Option<NameRec> {
         let own = self.origins.entry(self.me).or_default();
         if own.names.get(name).is_some_and(|e| e.present == present) || (!present && !own.names.contains_key(name)) {
             return None;
@@ -133,12 +133,12 @@ impl Lsdb {
     }
 
     /// This node's own link record as it stands.
-    pub fn own_link_state(&self) -> Option<proto::LinkState> {
+    pub(super) fn own_link_state(&self) -> Option<proto::LinkState> {
         self.origins.get(&self.me).map(|o| link_state_of(self.me, o))
     }
 
     /// Takes a link record if it is newer than the one held. True when taken (flood it on).
-    pub fn apply_link_state(&mut self, ls: &proto::LinkState) -> bool {
+    pub(super) fn apply_link_state(&mut self, ls: &proto::LinkState) -> bool {
         if ls.origin == self.me {
             return false;
         }
@@ -154,7 +154,7 @@ impl Lsdb {
 
     /// Takes the records of `origin` that are newer than what is held. Returns the records taken
     /// (flood them on) and the names whose announcing origins changed.
-    pub fn apply_names(&mut self, origin: u64, records: &[NameRec]) -> (Vec<NameRec>, ChangedNames) {
+    pub(super) fn apply_names(&mut self, origin: u64, records: &[NameRec]) -> (Vec<NameRec>, ChangedNames) {
         let mut taken = Vec::new();
         let mut changed = Vec::new();
         if origin == self.me {
@@ -190,7 +190,7 @@ impl Lsdb {
 
     /// Forgets tombstones older than [`TOMBSTONE_TTL`] and origins unreachable for longer than
     /// [`ORIGIN_TTL`] (`reachable` = origins reachable now). Returns names whose origins changed.
-    pub fn collect_garbage(&mut self, now: Instant, reachable: &HashSet<u64>) -> ChangedNames {
+    pub(super) fn collect_garbage(&mut self, now: Instant, reachable: &HashSet<u64>) -> ChangedNames {
         let mut changed = Vec::new();
         let mut forget = Vec::new();
         for (&id, o) in self.origins.iter_mut() {
@@ -232,7 +232,7 @@ impl Lsdb {
 
     /// The whole database as messages (link records first, then names in chunks of
     /// [`SYNC_CHUNK`]), sent to a neighbour when a link comes up.
-    pub fn snapshot(&self) -> Vec<proto::MeshMessage> {
+    pub(super) fn snapshot(&self) -> Vec<proto::MeshMessage> {
         let mut out = Vec::new();
         for (&id, o) in &self.origins {
             if o.seq > 0 {
@@ -263,12 +263,12 @@ fn link_state_of(id: u64, o: &OriginState) -> proto::LinkState {
 }
 
 /// A `NameBatch` message of `origin`.
-pub fn names_message(origin: u64, records: Vec<proto::NameRecord>) -> proto::MeshMessage {
+pub(super) fn names_message(origin: u64, records: Vec<proto::NameRecord>) -> proto::MeshMessage {
     proto::MeshMessage { body: Some(proto::mesh_message::Body::Names(proto::NameBatch { origin, records })) }
 }
 
 /// The wire form of a record.
-pub fn record_to_proto(r: &NameRec) -> proto::NameRecord {
+pub(super) fn record_to_proto(r: &NameRec) -> proto::NameRecord {
     let [c0, c1, c2, id] = r.name.components();
     proto::NameRecord {
         c0,
@@ -282,7 +282,7 @@ pub fn record_to_proto(r: &NameRec) -> proto::NameRecord {
 }
 
 /// A record from the wire (strings kept only when all three are there).
-pub fn record_from_proto(p: &proto::NameRecord) -> NameRec {
+pub(super) fn record_from_proto(p: &proto::NameRecord) -> NameRec {
     let strings = match p.strings.as_slice() {
         [a, b, c] => Some([a.clone(), b.clone(), c.clone()]),
         _ => None,

@@ -9,11 +9,11 @@
 use std::fmt::Write as _;
 
 /// Metadata key of the tag.
-pub const META_MESH: &str = "SLIM_MESH";
+pub(crate) const META_MESH: &str = "SLIM_MESH";
 
 /// Where a message is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// One instance, at this egress node.
     Node(u64),
     /// Every subscriber, along the tree.
@@ -24,7 +24,7 @@ pub enum Target {
 
 /// A parsed tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tag {
+pub(crate) struct Tag {
     /// Where the message is bound.
     pub target: Target,
     /// Mesh links crossed so far.
@@ -33,7 +33,7 @@ pub struct Tag {
 
 impl Tag {
     /// Parses a tag value; `None` for anything malformed.
-    pub fn parse(text: &str) -> Option<Tag> {
+    pub(crate) fn parse(text: &str) -> Option<Tag> {
         let (t, h) = text.split_once('/')?;
         let hops = h.parse().ok()?;
         let target = match t {
@@ -45,7 +45,7 @@ impl Tag {
     }
 
     /// Writes the tag value into `out` (cleared first, so its allocation is reused).
-    pub fn write(&self, out: &mut String) {
+    pub(crate) fn write(&self, out: &mut String) {
         out.clear();
         let _ = match self.target {
             Target::Node(n) => write!(out, "{n:x}/{}", self.hops),
@@ -56,7 +56,7 @@ impl Tag {
 
     /// The tag value as a new string.
     #[cfg(test)]
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut s = String::with_capacity(24);
         self.write(&mut s);
         s
