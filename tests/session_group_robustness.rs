@@ -341,7 +341,8 @@ async fn membership_calls_with_bad_input_get_typed_errors() {
 /// its app publish then) reaches the newcomer only by retransmission, after its WELCOME: the
 /// RTX_REPLY must be encrypted at the producer's current epoch, or the newcomer cannot read it
 /// (issue 4 interop: a 0.6.0 member never read our member's message). A message older than
-/// `RTX_REENCRYPT_WINDOW` keeps its epoch (unit test `rtx_reencryption_is_bounded` in multicast.rs).
+/// `RTX_REENCRYPT_WINDOW` keeps its epoch (unit test `rtx_reencryption_is_bounded` in
+/// src/session/multicast/producer.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retransmission_reaches_the_member_added_by_the_latest_commit() {
     use SessionMessageType::*;

@@ -109,6 +109,7 @@ impl SendBudget {
         self.permits.close();
     }
 
+    /// Records the highest use seen (for diagnostics).
     fn note_peak(&self) {
         self.peak.fetch_max(self.in_use(), Ordering::Relaxed);
     }

@@ -82,6 +82,7 @@ impl<T> ReceiverBuffer<T> {
         Self::with_start(Some(first))
     }
 
+    /// An empty window expecting `next` first (`None`: the first id seen).
     fn with_start(next: Option<u32>) -> Self {
         ReceiverBuffer {
             next,
@@ -207,6 +208,8 @@ impl<T> ReceiverBuffer<T> {
         }
     }
 
+    /// Moves what is now in order (messages, and ids given up as lost) from the front of the window
+    /// to `out`.
     fn release(&mut self, out: &mut Vec<Released<T>>) {
         let Some(mut next) = self.next else { return };
         while let Some(front) = self.window.front_mut() {

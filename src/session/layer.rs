@@ -1,23 +1,23 @@
 //! The app-wide session layer: session table, inbound dispatch (spec §3.2) and the publish path.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
 
-use super::budget::{BudgetError, MAX_BUFFERED_BYTES, SendBudget};
+use super::budget::{MAX_BUFFERED_BYTES, SendBudget};
 use super::channel;
-use super::context::{AppCore, Stats, Target, data_message, into_delivery};
-use super::multicast::{Done, MulticastRole, MulticastTask};
+use super::context::{AppCore, Stats, Target, data_message};
+pub use super::entry::{Command, SessionEntry};
+use super::entry::{SessionTable, fast_publish_for};
+use super::multicast::{MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
-use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, DELIVERY_WAIT_BOUND, SessionQueue};
+use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
+use super::task::{self, Ended};
 use super::{
-    Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, RawDelivery, SESSION_ID_RANGE,
-    SessionConfig,
+    Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
 };
 use crate::error::SlimError;
 use crate::node::local::{LocalDelivery, RouteError};
@@ -31,233 +31,41 @@ pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
 /// Inbound deliveries the dispatcher takes from the node per wake-up.
 const DISPATCH_BATCH: usize = 128;
 
-/// What the app asks of a session task.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // Publish, the hot variant, is the large one: boxing it would add an allocation.
-pub enum Command {
-    /// Send this.
-    Publish(PublishRequest),
-    /// Use new timeout / retry values from now on.
-    SetConfig(SessionConfig),
-    /// Invite this name into the group (moderator only); the sender learns when it joined.
-    Invite(Name, Done),
-    /// Remove this participant from the group (moderator only).
-    Remove(Name, Done),
-}
-
-/// One session as the app and the dispatcher see it; its state machine lives in its task.
-#[derive(Debug)]
-pub struct SessionEntry {
-    /// Session id.
-    pub id: u32,
-    config: Mutex<SessionConfig>,
-    /// What the application reads.
-    pub queue: Arc<SessionQueue>,
-    /// Next data message id (shared by the task and the unreliable fast path).
-    pub next_id: AtomicU32,
-    /// Point to point: the byte bound on what the task holds for sending (see [`super::budget`]).
-    pub budget: Option<SendBudget>,
-    /// Unreliable, non-sticky: publishes skip the task.
-    fast_publish: AtomicBool,
-    /// Non-sticky point to point: inbound P2P_MSG skips the task.
-    fast_inbound: bool,
-    /// Created by a peer and not yet shown on the new-session queue.
-    announce_pending: AtomicBool,
-    /// The task's inbound backlog stayed full for a whole bound (cleared once it has room).
-    inbound_stalled: AtomicBool,
-    inbound: mpsc::Sender<Message>,
-    outbound: mpsc::Sender<Command>,
-    /// Cancelled when the session is deleted.
-    pub cancel: CancellationToken,
-}
-
-impl SessionEntry {
-    /// Hands a received data message to the application (and announces a peer-created session
-    /// with its first message), waiting up to [`DELIVERY_WAIT_BOUND`] for room in the session
-    /// queue (back-pressure: the caller stops reading, which slows the sender through the node).
-    /// Past the bound the message is dropped and REPORTED: the reader gets a `MessageLost` with
-    /// its id in its place, and it is counted (see [`SessionQueue::push_wait`]).
-    pub async fn deliver_waiting(&self, msg: Message) {
-        let item = self.prepare(msg);
-        self.queue.push_wait(item, DELIVERY_WAIT_BOUND).await;
-    }
-
-    /// Tells the reader that message `message_id` of `source` is gone (a `MessageLost` in its
-    /// place in the stream; never refused for lack of room).
-    pub fn report_lost(&self, source: Option<&Name>, message_id: u32) {
-        self.queue.report_lost(source, message_id);
-    }
-
-    /// Hands an already admitted reliable message to the application, even into a full queue
-    /// (the receiver waited for room before accepting and acknowledging it).
-    pub fn deliver_admitted(&self, msg: Message) {
-        let item = self.prepare(msg);
-        self.queue.push_force(item);
-    }
-
-    fn prepare(&self, msg: Message) -> RawDelivery {
-        let (info, blob) = into_delivery(self.id, msg);
-        if self.announce_pending.swap(false, Ordering::AcqRel) {
-            self.queue.inbox_announce(info.clone(), blob.clone());
-        }
-        Ok((info, blob))
-    }
-
-    /// Puts a session error on the queue (never dropped for lack of room).
-    pub fn deliver_error(&self, err: SlimError) {
-        self.queue.push_force(Err(err));
-    }
-
-    /// Stops the task and wakes every reader and every publisher waiting for room.
-    fn close(&self) {
-        self.cancel.cancel();
-        self.queue.close();
-        if let Some(b) = &self.budget {
-            b.close();
-        }
-    }
-
-    /// How long a publish may wait for room in the send budget: the delivery bound, or, on a
-    /// reliable session, the time its oldest unacknowledged message needs to be acknowledged or
-    /// to time out (`timeout` × (retries + 1)), whichever is longer.
-    fn publish_wait_bound(&self) -> std::time::Duration {
-        let retry_horizon = match &*self.config.lock() {
-            SessionConfig::Anycast { timeout: Some(t), max_retries, .. }
-            | SessionConfig::Unicast { timeout: Some(t), max_retries, .. } => {
-                t.saturating_mul(max_retries.unwrap_or(super::DEFAULT_P2P_RETRIES).saturating_add(1))
-            }
-            _ => std::time::Duration::ZERO,
-        };
-        retry_horizon.max(DELIVERY_WAIT_BOUND)
-    }
-
-    /// Charges a publish of `len` payload bytes against the send budget (waiting, bounded); the
-    /// session task gives the charge back once the message left its buffers.
-    async fn take_budget(&self, len: usize) -> Result<(), SlimError> {
-        let Some(b) = &self.budget else { return Ok(()) };
-        let charge = b.charge(len);
-        if b.try_take(charge) {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.publish_wait_bound();
-        b.take(charge, deadline).await.map_err(|e| match e {
-            BudgetError::Closed => SlimError::SessionNotFound(self.id),
-            BudgetError::TimedOut => {
-                tracing::debug!(session = self.id, "send buffer stayed full: publish fails");
-                SlimError::SendBufferFull { session_id: self.id, buffered: b.in_use() }
-            }
-        })
-    }
-
-    fn give_back_budget(&self, len: usize) {
-        if let Some(b) = &self.budget {
-            b.give_back(b.charge(len));
-        }
-    }
-
-    /// The current configuration.
-    pub fn config(&self) -> SessionConfig {
-        self.config.lock().clone()
-    }
-
-    /// Routes an inbound message to the application (unreliable anycast data) or the session
-    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node); a
-    /// task whose backlog stayed full is marked stalled and gets no further waits until it has
-    /// room again, so one stuck session cannot hold up the dispatcher for more than one bound.
-    async fn on_inbound(&self, msg: Message, stats: &Stats) {
-        if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
-            // Drop point: session queue full past the bound -> REPORTED (MessageLost with the id).
-            self.deliver_waiting(msg).await;
-            return;
-        }
-        let msg = match self.inbound.try_send(msg) {
-            Ok(()) => {
-                self.inbound_stalled.store(false, Ordering::Relaxed);
-                return;
-            }
-            Err(TrySendError::Closed(_)) => {
-                // Drop point: the session was deleted meanwhile; nobody to deliver or report to.
-                Stats::bump(&stats.unknown_session);
-                return;
-            }
-            Err(TrySendError::Full(msg)) => msg,
-        };
-        let msg = if self.inbound_stalled.load(Ordering::Relaxed) {
-            msg
-        } else {
-            match self.inbound.send_timeout(msg, DELIVERY_WAIT_BOUND).await {
-                Ok(()) => return,
-                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                    Stats::bump(&stats.unknown_session);
-                    return;
-                }
-                Err(mpsc::error::SendTimeoutError::Timeout(msg)) => {
-                    self.inbound_stalled.store(true, Ordering::Relaxed);
-                    msg
-                }
-            }
-        };
-        // Drop point: the session task's backlog stayed full past the bound. Counted
-        // (`session_backlog`), and:
-        // - unreliable point-to-point data: REPORTED (MessageLost with the id);
-        // - reliable point-to-point data: RECOVERED (not acknowledged: the sender retransmits,
-        //   and reports SLIMTimeoutError itself once its retries are spent);
-        // - multicast data: RECOVERED (the id becomes a hole: RTX, or MessageLost once the
-        //   retries are spent or the producer no longer has it);
-        // - control messages: RECOVERED (their senders retry them; RTX requests and beacons
-        //   are repeated).
-        Stats::bump(&stats.session_backlog);
-        tracing::debug!(session = self.id, "session task backlog stayed full: inbound message dropped");
-        if msg.session_message_type() == SessionMessageType::P2PMsg {
-            let id = msg.session_header().map_or(0, |h| h.message_id);
-            self.report_lost(msg.source_name().as_ref(), id);
-        }
-    }
-}
-
-fn fast_publish_for(cfg: &SessionConfig) -> bool {
-    matches!(cfg, SessionConfig::Anycast { timeout: None, mls_enabled: false, .. })
-}
-
 /// Sessions of one app.
 #[derive(Debug)]
 pub struct SessionLayer {
     /// Shared app state.
     pub core: Arc<AppCore>,
-    sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
+    sessions: Arc<SessionTable>,
     default_p2p: Mutex<SessionConfig>,
     default_multicast: Mutex<SessionConfig>,
-    me: Weak<SessionLayer>,
 }
 
 impl SessionLayer {
     /// A layer with no sessions.
     pub fn new(core: Arc<AppCore>) -> Arc<Self> {
-        Arc::new_cyclic(|me| SessionLayer {
+        Arc::new(SessionLayer {
             core,
-            sessions: RwLock::new(HashMap::new()),
+            sessions: Arc::new(SessionTable::default()),
             default_p2p: Mutex::new(SessionConfig::default_p2p()),
             default_multicast: Mutex::new(SessionConfig::default_multicast()),
-            me: me.clone(),
         })
     }
 
     /// The session with `id`.
     pub fn get(&self, id: u32) -> Option<Arc<SessionEntry>> {
-        self.sessions.read().get(&id).cloned()
+        self.sessions.get(id)
     }
 
     /// True when a live multicast session other than `id` uses `channel` (its subscriptions
     /// and routes are shared with `id` in the node, so `id` must not remove them).
     pub fn channel_shared(&self, id: u32, channel: &Name) -> bool {
-        self.sessions.read().values().any(|e| {
-            e.id != id && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
-        })
+        self.sessions.channel_shared(id, channel)
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.sessions.read().len()
+        self.sessions.len()
     }
 
     /// True when no session lives.
@@ -279,6 +87,8 @@ impl SessionLayer {
         Err(SlimError::Internal("no free session id".into()))
     }
 
+    /// Creates session `id` and starts its task; the task's end (a leave asked by the peer)
+    /// deletes the session.
     fn spawn(&self, id: u32, cfg: SessionConfig, role: P2pRole, remote: bool) -> Result<Arc<SessionEntry>, SlimError> {
         let (in_tx, in_rx) = mpsc::channel(SESSION_INBOUND_CAPACITY);
         let (out_tx, out_rx) = mpsc::channel(SESSION_OUTBOUND_CAPACITY);
@@ -297,29 +107,48 @@ impl SessionLayer {
             cancel: self.core.shutdown.child_token(),
             config: Mutex::new(cfg.clone()),
         });
-        self.sessions.write().insert(id, entry.clone());
+        self.sessions.insert(entry.clone());
+        let sessions = Arc::downgrade(&self.sessions);
+        let this = entry.clone();
         if let SessionConfig::Multicast { moderator, .. } = &cfg {
             let role =
                 if *moderator && role == P2pRole::Initiator { MulticastRole::Moderator } else { MulticastRole::Member };
-            let task = MulticastTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
-            tokio::spawn(task.run(in_rx, out_rx));
+            let kind = MulticastTask::new(self.core.clone(), entry.clone(), sessions.clone(), &cfg, role);
+            tokio::spawn(async move {
+                let ended = task::run(kind, in_rx, out_rx).await;
+                Self::ended(&sessions, &this, ended);
+            });
         } else {
-            let task = P2pTask::new(self.core.clone(), entry.clone(), self.me.clone(), &cfg, role);
-            tokio::spawn(task.run(in_rx, out_rx));
+            let kind = P2pTask::new(self.core.clone(), entry.clone(), &cfg, role);
+            tokio::spawn(async move {
+                let ended = task::run(kind, in_rx, out_rx).await;
+                Self::ended(&sessions, &this, ended);
+            });
         }
         Ok(entry)
     }
 
+    /// A session task ended: a session asked to leave is deleted (its readers get
+    /// `SessionClosed`), unless it was deleted or replaced meanwhile.
+    fn ended(sessions: &std::sync::Weak<SessionTable>, entry: &Arc<SessionEntry>, ended: Ended) {
+        if ended == Ended::Left
+            && let Some(table) = sessions.upgrade()
+            && table.remove_entry(entry)
+        {
+            entry.close();
+        }
+    }
+
     /// Deletes a session: its task stops, readers get `SessionClosed`.
     pub fn remove(&self, id: u32) -> Result<(), SlimError> {
-        let entry = self.sessions.write().remove(&id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.remove(id).ok_or(SlimError::SessionNotFound(id))?;
         entry.close();
         Ok(())
     }
 
     /// Closes every session (app shutdown).
     pub fn close_all(&self) {
-        let all: Vec<_> = self.sessions.write().drain().map(|(_, e)| e).collect();
+        let all = self.sessions.drain();
         for e in all {
             e.close();
         }
@@ -493,6 +322,8 @@ impl SessionLayer {
         self.close_all();
     }
 
+    /// A message of this app could not be routed: its session gets `NoRoute` (counted when it has
+    /// none).
     fn on_route_error(&self, e: RouteError) {
         let sid = e.message.session_header().map(|s| s.session_id);
         match sid.and_then(|s| self.get(s)) {
@@ -525,6 +356,8 @@ impl SessionLayer {
         }
     }
 
+    /// Dispatches one inbound publish: identity check, misdirection check, discovery answer, then
+    /// to its session (created on reception when the message may open one).
     async fn on_message(&self, msg: Message) {
         let Some(sh) = msg.session_header() else {
             // Drop point: not a session message (malformed); counted (`invalid`), it belongs to
@@ -576,6 +409,8 @@ impl SessionLayer {
         self.create_on_reception(sid, session_type, kind, msg).await;
     }
 
+    /// Creates the session a peer's first message opens (P2P data, P2P or multicast join request)
+    /// with this app's defaults and hands it the message; anything else is counted and dropped.
     async fn create_on_reception(&self, sid: u32, session_type: i32, kind: SessionMessageType, msg: Message) {
         let stats = &self.core.stats;
         let created = match kind {
@@ -650,6 +485,7 @@ impl SessionLayer {
     }
 }
 
+/// A point-to-point config made reliable: the default timeout and retries where it has none.
 fn with_reliable_defaults(cfg: SessionConfig) -> SessionConfig {
     match cfg {
         SessionConfig::Anycast { timeout, max_retries, mls_enabled } => SessionConfig::Anycast {
@@ -666,6 +502,7 @@ fn with_reliable_defaults(cfg: SessionConfig) -> SessionConfig {
     }
 }
 
+/// The variant name used in `set_session_config` errors.
 fn variant_name(cfg: &SessionConfig) -> &'static str {
     match cfg {
         SessionConfig::Anycast { .. } => "Anycast",

@@ -5,6 +5,11 @@
 //! - [`layer`]: the app-wide dispatcher. It reads everything the embedded node delivers, checks
 //!   `SLIM_IDENTITY` before anything else, answers stateless discovery, routes each message to its
 //!   session and creates sessions on reception (spec §3.2).
+//! - [`entry`]: what the layer and the tasks share, below both: the commands a task takes, the
+//!   session entry (queue, send budget, channels into the task) and the table of live sessions.
+//! - [`task`]: the core of every session task (I/O to the node, timers, control messages re-sent
+//!   until answered, the select loop); the per-kind behaviour sits behind its `SessionKind`
+//!   trait. A task reports how it ended instead of calling back into the layer.
 //! - [`point_to_point`]: one task per point-to-point session (anycast and sticky unicast,
 //!   reliable or not). Unreliable anycast traffic skips the task in both directions.
 //! - [`channel`]: the control messages shared by sticky P2P and (later) multicast: discovery
@@ -33,10 +38,12 @@ pub mod budget;
 pub mod buffers;
 pub mod channel;
 pub mod context;
+pub mod entry;
 pub mod layer;
 pub mod multicast;
 pub mod point_to_point;
 pub mod queue;
+pub mod task;
 pub mod timer;
 
 use std::collections::HashMap;

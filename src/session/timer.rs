@@ -47,6 +47,7 @@ impl TimerPolicy {
         TimerPolicy { backoff: Backoff::Exponential { initial, max }, max_retries: None }
     }
 
+    /// The interval before the first fire.
     fn first_interval(&self) -> Duration {
         match self.backoff {
             Backoff::Constant(d) => d,
@@ -54,6 +55,7 @@ impl TimerPolicy {
         }
     }
 
+    /// The interval after one of `current` (doubles up to the maximum when exponential).
     fn next_interval(&self, current: Duration) -> Duration {
         match self.backoff {
             Backoff::Constant(d) => d,
@@ -107,6 +109,7 @@ impl<K: Eq + Hash + Clone> TimerSet<K> {
         Self::default()
     }
 
+    /// A unique position in the deadline order for a timer due at `at`.
     fn slot(&mut self, at: Instant) -> (Instant, u64) {
         self.seq += 1;
         (at, self.seq)

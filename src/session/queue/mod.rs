@@ -46,6 +46,10 @@ use super::{Bytes, MessageInfo, RawDelivery as Delivery};
 use crate::error::SlimError;
 use crate::wire::Name;
 
+mod inbox;
+
+pub use inbox::Inbox;
+
 /// Items a session queue holds before it drops new ones.
 pub const DEFAULT_SESSION_QUEUE_CAPACITY: usize = 16 * 1024;
 /// Payload bytes a session queue holds before it counts as full (large messages fill it first).
@@ -77,6 +81,7 @@ impl Item {
         }
     }
 
+    /// True for errors and loss ranges (anything but a message).
     fn is_error(&self) -> bool {
         !matches!(self, Item::One(Ok(_)))
     }
@@ -187,6 +192,7 @@ impl SessionQueue {
         matches!(self.push_inner(item, true), Pushed::Queued)
     }
 
+    /// True when the queue holds `capacity` items or `byte_capacity` payload bytes.
     fn full(&self, st: &QueueState) -> bool {
         st.items.len() >= self.capacity || st.bytes >= self.byte_capacity
     }
@@ -398,7 +404,7 @@ impl SessionQueue {
     }
 
     /// Pops the front item if it is not newer than `seq` (used by the any-session reader).
-    fn pop_if_not_after(&self, seq: u64) -> Option<Delivery> {
+    pub(super) fn pop_if_not_after(&self, seq: u64) -> Option<Delivery> {
         let mut st = self.state.lock();
         match st.items.front() {
             Some((front, _)) if *front <= seq => {
@@ -437,162 +443,6 @@ impl SessionQueue {
     /// the reader as `MessageLost`.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-/// App-wide queues: arrival order across sessions and new-session notifications.
-pub struct Inbox {
-    seq: AtomicU64,
-    any: Mutex<VecDeque<(u64, Arc<SessionQueue>)>>,
-    any_notify: Notify,
-    any_discarded: AtomicU64,
-    new_sessions: Mutex<VecDeque<(MessageInfo, Bytes)>>,
-    new_notify: Notify,
-    new_dropped: AtomicU64,
-    /// Messages a session queue could not take within the delivery bound (each reported).
-    queue_dropped: AtomicU64,
-    /// `MessageLost` errors handed to sessions (every cause: queue, RTX, decryption, ...).
-    lost_reported: AtomicU64,
-    /// Messages for a session that was deleted while they were on their way (nobody to tell).
-    closed_drops: AtomicU64,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Debug for Inbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbox").finish_non_exhaustive()
-    }
-}
-
-impl Default for Inbox {
-    fn default() -> Self {
-        Inbox {
-            seq: AtomicU64::new(0),
-            any: Mutex::new(VecDeque::new()),
-            any_notify: Notify::new(),
-            any_discarded: AtomicU64::new(0),
-            new_sessions: Mutex::new(VecDeque::new()),
-            new_notify: Notify::new(),
-            new_dropped: AtomicU64::new(0),
-            queue_dropped: AtomicU64::new(0),
-            lost_reported: AtomicU64::new(0),
-            closed_drops: AtomicU64::new(0),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-}
-
-impl Inbox {
-    /// A new shared inbox.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn push_token(&self, seq: u64, queue: &Arc<SessionQueue>) {
-        {
-            let mut any = self.any.lock();
-            if any.len() >= ANY_QUEUE_CAPACITY {
-                any.pop_front();
-                self.any_discarded.fetch_add(1, Ordering::Relaxed);
-            }
-            any.push_back((seq, queue.clone()));
-        }
-        self.any_notify.notify_one();
-    }
-
-    fn try_pop_any(&self) -> Option<Delivery> {
-        loop {
-            let (seq, queue) = self.any.lock().pop_front()?;
-            if let Some(d) = queue.pop_if_not_after(seq) {
-                return Some(d);
-            }
-            // Stale token: its item was already taken through the session queue.
-        }
-    }
-
-    /// Next item of any session in arrival order, without waiting.
-    pub fn try_recv_any(&self) -> Option<Delivery> {
-        self.try_pop_any()
-    }
-
-    /// Waits for the next item of any session.
-    pub async fn recv_any(&self) -> Delivery {
-        loop {
-            let notified = self.any_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(d) = self.try_pop_any() {
-                return d;
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(SlimError::Closed);
-            }
-            notified.await;
-        }
-    }
-
-    /// Announces a session created by a peer, with a copy of its first message.
-    pub fn announce(&self, info: MessageInfo, blob: Bytes) {
-        {
-            let mut q = self.new_sessions.lock();
-            if q.len() >= NEW_SESSION_QUEUE_CAPACITY {
-                drop(q);
-                self.new_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(session = info.session_id, "new-session queue full: notification dropped");
-                return;
-            }
-            q.push_back((info, blob));
-        }
-        self.new_notify.notify_one();
-    }
-
-    /// Next new-session notification, without waiting.
-    pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Bytes)> {
-        self.new_sessions.lock().pop_front()
-    }
-
-    /// Waits for the next new-session notification.
-    pub async fn recv_new_session(&self) -> Result<(MessageInfo, Bytes), SlimError> {
-        loop {
-            let notified = self.new_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(x) = self.try_recv_new_session() {
-                return Ok(x);
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(SlimError::Closed);
-            }
-            notified.await;
-        }
-    }
-
-    /// Wakes every reader with `Closed` once their queues are drained.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.any_notify.notify_waiters();
-        self.new_notify.notify_waiters();
-    }
-
-    /// (tokens discarded from the any-session queue, new-session notifications dropped).
-    pub fn drop_counts(&self) -> (u64, u64) {
-        (self.any_discarded.load(Ordering::Relaxed), self.new_dropped.load(Ordering::Relaxed))
-    }
-
-    /// App-wide delivery counters, by name (see docs/reliability.md).
-    pub fn counters(&self) -> [(&'static str, u64); 5] {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            ("session_queue_dropped", get(&self.queue_dropped)),
-            ("messages_lost_reported", get(&self.lost_reported)),
-            ("closed_session_drops", get(&self.closed_drops)),
-            ("any_queue_tokens_discarded", get(&self.any_discarded)),
-            ("new_session_notifications_dropped", get(&self.new_dropped)),
-        ]
     }
 }
 

@@ -1,0 +1,276 @@
+//! What the session layer and its tasks share, below both: the [`Command`]s the app sends a
+//! session task, the [`SessionEntry`] through which the dispatcher and the app reach a session
+//! (its queue, budget and channels into the task), and the [`SessionTable`] of an app's live
+//! sessions. Tasks never call back into [`super::layer`]: they report how they ended
+//! ([`super::task::Ended`]) and the layer acts on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::budget::{BudgetError, SendBudget};
+use super::context::{Stats, into_delivery};
+use super::queue::{DELIVERY_WAIT_BOUND, SessionQueue};
+use super::{DEFAULT_P2P_RETRIES, PublishRequest, RawDelivery, SessionConfig};
+use crate::error::SlimError;
+use crate::wire::{Message, Name, SessionMessageType};
+
+/// Completion of an invite or removal.
+pub type Done = oneshot::Sender<Result<(), SlimError>>;
+
+/// What the app asks of a session task.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Publish, the hot variant, is the large one: boxing it would add an allocation.
+pub enum Command {
+    /// Send this.
+    Publish(PublishRequest),
+    /// Use new timeout / retry values from now on.
+    SetConfig(SessionConfig),
+    /// Invite this name into the group (moderator only); the sender learns when it joined.
+    Invite(Name, Done),
+    /// Remove this participant from the group (moderator only).
+    Remove(Name, Done),
+}
+
+/// One session as the app and the dispatcher see it; its state machine lives in its task.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// Session id.
+    pub id: u32,
+    pub(super) config: Mutex<SessionConfig>,
+    /// What the application reads.
+    pub queue: Arc<SessionQueue>,
+    /// Next data message id (shared by the task and the unreliable fast path).
+    pub next_id: AtomicU32,
+    /// Point to point: the byte bound on what the task holds for sending (see [`super::budget`]).
+    pub budget: Option<SendBudget>,
+    /// Unreliable, non-sticky: publishes skip the task.
+    pub(super) fast_publish: AtomicBool,
+    /// Non-sticky point to point: inbound P2P_MSG skips the task.
+    pub(super) fast_inbound: bool,
+    /// Created by a peer and not yet shown on the new-session queue.
+    pub(super) announce_pending: AtomicBool,
+    /// The task's inbound backlog stayed full for a whole bound (cleared once it has room).
+    pub(super) inbound_stalled: AtomicBool,
+    /// Into the session task: inbound messages (filled by the dispatcher).
+    pub(super) inbound: mpsc::Sender<Message>,
+    /// Into the session task: what the app asks of it.
+    pub(super) outbound: mpsc::Sender<Command>,
+    /// Cancelled when the session is deleted.
+    pub cancel: CancellationToken,
+}
+
+impl SessionEntry {
+    /// Hands a received data message to the application (and announces a peer-created session
+    /// with its first message), waiting up to [`DELIVERY_WAIT_BOUND`] for room in the session
+    /// queue (back-pressure: the caller stops reading, which slows the sender through the node).
+    /// Past the bound the message is dropped and REPORTED: the reader gets a `MessageLost` with
+    /// its id in its place, and it is counted (see [`SessionQueue::push_wait`]).
+    pub async fn deliver_waiting(&self, msg: Message) {
+        let item = self.prepare(msg);
+        self.queue.push_wait(item, DELIVERY_WAIT_BOUND).await;
+    }
+
+    /// Tells the reader that message `message_id` of `source` is gone (a `MessageLost` in its
+    /// place in the stream; never refused for lack of room).
+    pub fn report_lost(&self, source: Option<&Name>, message_id: u32) {
+        self.queue.report_lost(source, message_id);
+    }
+
+    /// Hands an already admitted reliable message to the application, even into a full queue
+    /// (the receiver waited for room before accepting and acknowledging it).
+    pub fn deliver_admitted(&self, msg: Message) {
+        let item = self.prepare(msg);
+        self.queue.push_force(item);
+    }
+
+    /// The delivery of `msg`; announces a peer-created session with its first message.
+    fn prepare(&self, msg: Message) -> RawDelivery {
+        let (info, blob) = into_delivery(self.id, msg);
+        if self.announce_pending.swap(false, Ordering::AcqRel) {
+            self.queue.inbox_announce(info.clone(), blob.clone());
+        }
+        Ok((info, blob))
+    }
+
+    /// Puts a session error on the queue (never dropped for lack of room).
+    pub fn deliver_error(&self, err: SlimError) {
+        self.queue.push_force(Err(err));
+    }
+
+    /// Stops the task and wakes every reader and every publisher waiting for room.
+    pub(super) fn close(&self) {
+        self.cancel.cancel();
+        self.queue.close();
+        if let Some(b) = &self.budget {
+            b.close();
+        }
+    }
+
+    /// How long a publish may wait for room in the send budget: the delivery bound, or, on a
+    /// reliable session, the time its oldest unacknowledged message needs to be acknowledged or
+    /// to time out (`timeout` × (retries + 1)), whichever is longer.
+    pub(super) fn publish_wait_bound(&self) -> std::time::Duration {
+        let retry_horizon = match &*self.config.lock() {
+            SessionConfig::Anycast { timeout: Some(t), max_retries, .. }
+            | SessionConfig::Unicast { timeout: Some(t), max_retries, .. } => {
+                t.saturating_mul(max_retries.unwrap_or(DEFAULT_P2P_RETRIES).saturating_add(1))
+            }
+            _ => std::time::Duration::ZERO,
+        };
+        retry_horizon.max(DELIVERY_WAIT_BOUND)
+    }
+
+    /// Charges a publish of `len` payload bytes against the send budget (waiting, bounded); the
+    /// session task gives the charge back once the message left its buffers.
+    pub(super) async fn take_budget(&self, len: usize) -> Result<(), SlimError> {
+        let Some(b) = &self.budget else { return Ok(()) };
+        let charge = b.charge(len);
+        if b.try_take(charge) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.publish_wait_bound();
+        b.take(charge, deadline).await.map_err(|e| match e {
+            BudgetError::Closed => SlimError::SessionNotFound(self.id),
+            BudgetError::TimedOut => {
+                tracing::debug!(session = self.id, "send buffer stayed full: publish fails");
+                SlimError::SendBufferFull { session_id: self.id, buffered: b.in_use() }
+            }
+        })
+    }
+
+    /// Returns the charge of a publish of `len` bytes that never reached the session task.
+    pub(super) fn give_back_budget(&self, len: usize) {
+        if let Some(b) = &self.budget {
+            b.give_back(b.charge(len));
+        }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> SessionConfig {
+        self.config.lock().clone()
+    }
+
+    /// Routes an inbound message to the application (unreliable anycast data) or the session
+    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node); a
+    /// task whose backlog stayed full is marked stalled and gets no further waits until it has
+    /// room again, so one stuck session cannot hold up the dispatcher for more than one bound.
+    pub(super) async fn on_inbound(&self, msg: Message, stats: &Stats) {
+        if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
+            // Drop point: session queue full past the bound -> REPORTED (MessageLost with the id).
+            self.deliver_waiting(msg).await;
+            return;
+        }
+        let msg = match self.inbound.try_send(msg) {
+            Ok(()) => {
+                self.inbound_stalled.store(false, Ordering::Relaxed);
+                return;
+            }
+            Err(TrySendError::Closed(_)) => {
+                // Drop point: the session was deleted meanwhile; nobody to deliver or report to.
+                Stats::bump(&stats.unknown_session);
+                return;
+            }
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        let msg = if self.inbound_stalled.load(Ordering::Relaxed) {
+            msg
+        } else {
+            match self.inbound.send_timeout(msg, DELIVERY_WAIT_BOUND).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    Stats::bump(&stats.unknown_session);
+                    return;
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(msg)) => {
+                    self.inbound_stalled.store(true, Ordering::Relaxed);
+                    msg
+                }
+            }
+        };
+        // Drop point: the session task's backlog stayed full past the bound. Counted
+        // (`session_backlog`), and:
+        // - unreliable point-to-point data: REPORTED (MessageLost with the id);
+        // - reliable point-to-point data: RECOVERED (not acknowledged: the sender retransmits,
+        //   and reports SLIMTimeoutError itself once its retries are spent);
+        // - multicast data: RECOVERED (the id becomes a hole: RTX, or MessageLost once the
+        //   retries are spent or the producer no longer has it);
+        // - control messages: RECOVERED (their senders retry them; RTX requests and beacons
+        //   are repeated).
+        Stats::bump(&stats.session_backlog);
+        tracing::debug!(session = self.id, "session task backlog stayed full: inbound message dropped");
+        if msg.session_message_type() == SessionMessageType::P2PMsg {
+            let id = msg.session_header().map_or(0, |h| h.message_id);
+            self.report_lost(msg.source_name().as_ref(), id);
+        }
+    }
+}
+
+/// Unreliable anycast without MLS: publishes go straight to the node, skipping the task.
+pub(super) fn fast_publish_for(cfg: &SessionConfig) -> bool {
+    matches!(cfg, SessionConfig::Anycast { timeout: None, mls_enabled: false, .. })
+}
+
+/// The live sessions of one app, by id. Owned by the layer; multicast tasks read it (weakly)
+/// to learn whether another session shares their channel.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
+}
+
+impl SessionTable {
+    /// The session with `id`.
+    pub fn get(&self, id: u32) -> Option<Arc<SessionEntry>> {
+        self.sessions.read().get(&id).cloned()
+    }
+
+    /// Adds (or replaces) a session.
+    pub(super) fn insert(&self, entry: Arc<SessionEntry>) {
+        self.sessions.write().insert(entry.id, entry);
+    }
+
+    /// Takes session `id` out of the table.
+    pub(super) fn remove(&self, id: u32) -> Option<Arc<SessionEntry>> {
+        self.sessions.write().remove(&id)
+    }
+
+    /// Takes `entry` out of the table if it is still there (not replaced by a later session
+    /// with the same id); true when it was.
+    pub(super) fn remove_entry(&self, entry: &Arc<SessionEntry>) -> bool {
+        let mut sessions = self.sessions.write();
+        if sessions.get(&entry.id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            sessions.remove(&entry.id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes every session out of the table.
+    pub(super) fn drain(&self) -> Vec<Arc<SessionEntry>> {
+        self.sessions.write().drain().map(|(_, e)| e).collect()
+    }
+
+    /// True when a live multicast session other than `id` uses `channel` (its subscriptions
+    /// and routes are shared with `id` in the node, so `id` must not remove them).
+    pub fn channel_shared(&self, id: u32, channel: &Name) -> bool {
+        self.sessions.read().values().any(|e| {
+            e.id != id && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
+        })
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    /// True when no session lives.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,360 @@
+//! The moderator's side of a group: invites (discovery → join → MLS add) and removals (MLS
+//! commit → leave), one at a time from a FIFO queue.
+
+use std::collections::HashSet;
+
+use super::MulticastTask;
+use crate::error::SlimError;
+use crate::mls::MlsState;
+use crate::session::channel;
+use crate::session::context::Stats;
+use crate::session::entry::Done;
+use crate::wire::builders::Flags;
+use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
+
+pub(super) enum ModTask {
+    Add { name: Name, done: Done },
+    Remove { name: Name, done: Done },
+}
+
+pub(super) enum Current {
+    Discovering {
+        request_id: u32,
+        done: Done,
+    },
+    Joining {
+        request_id: u32,
+        invitee: Name,
+        done: Done,
+    },
+    /// MLS add: waiting for the WELCOME ACK and the COMMIT ACKs of the earlier members.
+    Securing {
+        welcome_id: Option<u32>,
+        commit: Option<CommitAcks>,
+        invitee: Name,
+        identity: Vec<u8>,
+        done: Done,
+    },
+    /// MLS remove: waiting for every member's COMMIT ACK before the LEAVE_REQUEST.
+    RemovingCommit {
+        commit: CommitAcks,
+        invitee: Name,
+        done: Done,
+    },
+    Leaving {
+        request_id: u32,
+        invitee: Name,
+        done: Done,
+    },
+}
+
+/// A broadcast COMMIT and the members that have not acknowledged it yet.
+pub(super) struct CommitAcks {
+    id: u32,
+    waiting_for: HashSet<Name>,
+}
+
+impl Current {
+    /// True when the control message `mid` belongs to this task.
+    pub(super) fn owns(&self, mid: u32) -> bool {
+        match self {
+            Current::Discovering { request_id, .. }
+            | Current::Joining { request_id, .. }
+            | Current::Leaving { request_id, .. } => *request_id == mid,
+            Current::Securing { welcome_id, commit, .. } => {
+                *welcome_id == Some(mid) || commit.as_ref().is_some_and(|c| c.id == mid)
+            }
+            Current::RemovingCommit { commit, .. } => commit.id == mid,
+        }
+    }
+
+    /// Completes the invite or removal with `result`.
+    pub(super) fn finish(self, result: Result<(), SlimError>) {
+        let done = match self {
+            Current::Discovering { done, .. }
+            | Current::Joining { done, .. }
+            | Current::Securing { done, .. }
+            | Current::RemovingCommit { done, .. }
+            | Current::Leaving { done, .. } => done,
+        };
+        let _ = done.send(result);
+    }
+}
+
+impl MulticastTask {
+    /// Moderator: an invite is queued or running, or an MLS removal commit is not yet acknowledged.
+    pub(super) fn membership_changing(&self) -> bool {
+        let running = matches!(
+            self.current,
+            Some(
+                Current::Discovering { .. }
+                    | Current::Joining { .. }
+                    | Current::Securing { .. }
+                    | Current::RemovingCommit { .. }
+            )
+        );
+        running || self.tasks.iter().any(|t| matches!(t, ModTask::Add { .. }))
+    }
+
+    /// Starts queued invites / removals until one is running (or none is left), then sends
+    /// whatever the hold policy ([`Self::can_publish`]) now lets out.
+    pub(super) async fn start_next_task(&mut self) {
+        while self.current.is_none() {
+            let Some(task) = self.tasks.pop_front() else { break };
+            match task {
+                ModTask::Add { name, done } => {
+                    let request_id = channel::nonce();
+                    let msg = self.io.app.control(
+                        &name,
+                        Flags::one(),
+                        SessionType::SessionMulticast,
+                        SessionMessageType::ChannelDiscoveryRequest,
+                        self.io.id,
+                        request_id,
+                        Vec::new(),
+                    );
+                    self.io.send_control(request_id, msg).await;
+                    self.current = Some(Current::Discovering { request_id, done });
+                }
+                ModTask::Remove { name, done } => {
+                    let invitee = if name.has_any_id() { self.members.get(&name).cloned() } else { Some(name.clone()) };
+                    let Some(invitee) = invitee.filter(|n| self.members.contains_key(&n.without_id())) else {
+                        let _ = done.send(Err(SlimError::Invite(format!("participant not found: {name}"))));
+                        continue;
+                    };
+                    if self.mls_enabled {
+                        match self.remove_commit(&invitee).await {
+                            Ok(commit) => self.current = Some(Current::RemovingCommit { commit, invitee, done }),
+                            Err(e) => {
+                                let _ = done.send(Err(e));
+                            }
+                        }
+                        continue;
+                    }
+                    self.send_leave(invitee, done).await;
+                }
+            }
+        }
+        self.flush_held().await;
+    }
+
+    /// Moderator: asks `invitee` to leave (re-sent until answered); the task waits in `Leaving`.
+    pub(super) async fn send_leave(&mut self, invitee: Name, done: Done) {
+        let request_id = channel::nonce();
+        let msg = self.io.app.control(
+            &invitee,
+            Flags::one().forward_to(self.conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelLeaveRequest,
+            self.io.id,
+            request_id,
+            Vec::new(),
+        );
+        self.io.send_control(request_id, msg).await;
+        self.current = Some(Current::Leaving { request_id, invitee, done });
+    }
+
+    /// Broadcasts a COMMIT to the channel; every name in `members` must acknowledge it.
+    pub(super) async fn broadcast_commit(&mut self, commit: Vec<u8>, members: HashSet<Name>) -> CommitAcks {
+        self.mls_seq += 1;
+        let id = self.mls_seq;
+        let msg = self.io.app.control(
+            &self.channel,
+            Flags::all(wire::FANOUT_CHANNEL_BROADCAST),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelMlsCommit,
+            self.io.id,
+            id,
+            commit,
+        );
+        self.io.send_control(id, msg).await;
+        CommitAcks { id, waiting_for: members }
+    }
+
+    /// MLS removal: the commit goes to everyone, the removed member included.
+    pub(super) async fn remove_commit(&mut self, invitee: &Name) -> Result<CommitAcks, SlimError> {
+        let identity = self
+            .identities
+            .get(invitee)
+            .cloned()
+            .ok_or_else(|| SlimError::Invite(format!("no MLS identity for {invitee}")))?;
+        let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+        let commit = mls.remove_member(&identity).map_err(|e| SlimError::Mls(e.to_string()))?;
+        let everyone = self.members.values().cloned().collect();
+        Ok(self.broadcast_commit(commit, everyone).await)
+    }
+
+    /// MLS add after JOIN_REPLY: WELCOME to the newcomer, COMMIT to the earlier members.
+    pub(super) async fn secure_add(&mut self, invitee: Name, key_package: &[u8], done: Done) {
+        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let result = (|| {
+            if self.mls.is_none() {
+                let mut state =
+                    MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
+                state.create_group().map_err(mls_err)?;
+                self.mls = Some(state);
+            }
+            let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+            mls.add_member(key_package).map_err(mls_err)
+        })();
+        let added = match result {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                self.start_next_task().await;
+                return;
+            }
+        };
+        let earlier: HashSet<Name> = self.members.values().cloned().collect();
+        let commit = if earlier.is_empty() {
+            self.mls_seq += 1;
+            None
+        } else {
+            Some(self.broadcast_commit(added.commit, earlier).await)
+        };
+        let commit_id = commit.as_ref().map_or(self.mls_seq, |c| c.id);
+        let welcome_id = channel::nonce();
+        let mut welcome = self.io.app.control(
+            &invitee,
+            Flags::one().forward_to(self.conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::ChannelMlsWelcome,
+            self.io.id,
+            welcome_id,
+            added.welcome,
+        );
+        welcome.metadata.insert(wire::META_MLS_INIT_COMMIT_ID.to_string(), commit_id.to_string());
+        self.io.send_control(welcome_id, welcome).await;
+        self.current = Some(Current::Securing {
+            welcome_id: Some(welcome_id),
+            commit,
+            invitee,
+            identity: added.member_identity,
+            done,
+        });
+    }
+
+    /// Moderator: a member acknowledged a WELCOME or COMMIT of the current task.
+    pub(super) async fn on_mls_ack(&mut self, mid: u32, source: Name) {
+        let Some(cur) = self.current.take() else {
+            Stats::bump(&self.io.app.stats.unhandled_control);
+            return;
+        };
+        match cur {
+            Current::Securing { mut welcome_id, mut commit, invitee, identity, done } => {
+                if welcome_id == Some(mid) && source == invitee {
+                    self.io.stop_control(mid);
+                    welcome_id = None;
+                }
+                if let Some(c) = commit.as_mut()
+                    && c.id == mid
+                {
+                    c.waiting_for.remove(&source);
+                    if c.waiting_for.is_empty() {
+                        self.io.stop_control(mid);
+                        commit = None;
+                    }
+                }
+                if welcome_id.is_none() && commit.is_none() {
+                    self.members.insert(invitee.without_id(), invitee.clone());
+                    self.identities.insert(invitee, identity);
+                    self.mls_ready = true;
+                    let _ = done.send(Ok(()));
+                    self.flush_held().await;
+                    self.start_next_task().await;
+                } else {
+                    self.current = Some(Current::Securing { welcome_id, commit, invitee, identity, done });
+                }
+            }
+            Current::RemovingCommit { mut commit, invitee, done } if commit.id == mid => {
+                commit.waiting_for.remove(&source);
+                if commit.waiting_for.is_empty() {
+                    self.io.stop_control(mid);
+                    self.identities.remove(&invitee);
+                    self.send_leave(invitee, done).await;
+                    // Every member is at the new epoch: held publishes may go out.
+                    self.flush_held().await;
+                } else {
+                    self.current = Some(Current::RemovingCommit { commit, invitee, done });
+                }
+            }
+            other => {
+                self.current = Some(other);
+                Stats::bump(&self.io.app.stats.unhandled_control);
+            }
+        }
+    }
+
+    /// Moderator: the invitee was found: the channel is joined (and created) toward it and the
+    /// JOIN_REQUEST goes out.
+    pub(super) async fn on_discovery_reply(&mut self, mid: u32, source: Name, msg: &Message) {
+        match self.current.take() {
+            Some(Current::Discovering { request_id, done }) if request_id == mid => {
+                self.io.stop_control(mid);
+                let Some(conn) = msg.incoming_conn() else {
+                    let _ = done.send(Err(SlimError::Internal("discovery reply without a connection".into())));
+                    self.start_next_task().await;
+                    return;
+                };
+                let conn = *self.conn.get_or_insert(conn);
+                self.join_channel(conn, true).await;
+                let join_id = channel::nonce();
+                let join = channel::join_request(
+                    &self.io.app,
+                    SessionType::SessionMulticast,
+                    self.io.id,
+                    join_id,
+                    &source,
+                    Some(conn),
+                    &self.channel,
+                    self.mls_enabled,
+                );
+                self.io.send_control(join_id, join).await;
+                self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.io.app.stats.unhandled_control);
+            }
+        }
+    }
+
+    /// Moderator: the invitee joined; with MLS it is added to the group first
+    /// ([`Self::secure_add`]).
+    pub(super) async fn on_join_reply(&mut self, mid: u32, msg: &Message) {
+        match self.current.take() {
+            Some(Current::Joining { request_id, invitee, done }) if request_id == mid => {
+                self.io.stop_control(mid);
+                if self.mls_enabled {
+                    self.secure_add(invitee, msg.blob(), done).await;
+                    return;
+                }
+                self.members.insert(invitee.without_id(), invitee);
+                let _ = done.send(Ok(()));
+                self.flush_held().await;
+                self.start_next_task().await;
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.io.app.stats.unhandled_control);
+            }
+        }
+    }
+
+    /// Moderator: the removed member left; the next invite or removal starts.
+    pub(super) async fn on_leave_reply(&mut self, mid: u32) {
+        match self.current.take() {
+            Some(Current::Leaving { request_id, invitee, done }) if request_id == mid => {
+                self.io.stop_control(mid);
+                self.members.remove(&invitee.without_id());
+                self.receivers.remove(&invitee);
+                let _ = done.send(Ok(()));
+                self.start_next_task().await;
+            }
+            other => {
+                self.current = other;
+                Stats::bump(&self.io.app.stats.unhandled_control);
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! A member's side of a group: it joins when the moderator asks (JOIN_REQUEST, then the MLS
+//! WELCOME and COMMITs in order) and leaves when asked (LEAVE_REQUEST).
+
+use super::{MulticastRole, MulticastTask};
+use crate::error::SlimError;
+use crate::mls::{Admission, CommitOutcome, MlsState};
+use crate::session::channel;
+use crate::session::context::Stats;
+use crate::session::task::Flow;
+use crate::wire::builders::{self, Flags};
+use crate::wire::{self, Message, Name, SessionMessageType};
+
+impl MulticastTask {
+    /// Participant: the first invite pins the moderator and (without MLS) joins the channel; every
+    /// copy is answered, with MLS carrying a key package.
+    pub(super) async fn on_join_request(&mut self, source: Name, msg: &Message) {
+        if self.role == MulticastRole::Moderator {
+            Stats::bump(&self.io.app.stats.unhandled_control);
+            return;
+        }
+        if self.moderator.is_none() {
+            let Some(conn) = msg.incoming_conn() else { return };
+            self.conn = Some(conn);
+            self.moderator = Some(source.clone());
+            self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
+            if !self.mls_enabled {
+                self.join_channel(conn, false).await;
+            }
+            // With MLS the channel is joined on the WELCOME (as 0.6.0 does): group traffic
+            // arriving before it could not be decrypted and would be lost, whereas a producer's
+            // beacon after the join gets it retransmitted at an epoch this member has.
+        }
+        let mut blob = Vec::new();
+        if self.mls_enabled {
+            match self.participant_key_package() {
+                Ok(kp) => blob = kp,
+                Err(e) => {
+                    Stats::bump(&self.io.app.stats.mls_failures);
+                    tracing::debug!(session = self.io.id, error = %e, "no key package for the join reply");
+                    return;
+                }
+            }
+        }
+        // Every copy is answered: a retransmitted request means the reply was lost.
+        if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
+            self.io.send(reply).await;
+        }
+    }
+
+    /// Participant: the key package for the moderator's JOIN_REPLY, made once and re-sent
+    /// unchanged.
+    pub(super) fn participant_key_package(&mut self) -> Result<Vec<u8>, SlimError> {
+        if let Some(kp) = &self.key_package {
+            return Ok(kp.clone());
+        }
+        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mut state = MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
+        let kp = state.key_package().map_err(mls_err)?;
+        self.mls = Some(state);
+        self.key_package = Some(kp.clone());
+        Ok(kp)
+    }
+
+    /// Participant: joins the group from the WELCOME (first one only) and acknowledges it.
+    pub(super) async fn on_welcome(&mut self, msg: &Message) {
+        if !self.mls_ready {
+            let init_id = msg.metadata.get(wire::META_MLS_INIT_COMMIT_ID).and_then(|v| v.parse::<u32>().ok());
+            let applied = match (self.mls.as_mut(), init_id) {
+                (Some(mls), Some(init_id)) => {
+                    mls.process_welcome(msg.blob()).map(|_| self.sequencer.on_welcome(init_id)).is_ok()
+                }
+                _ => false,
+            };
+            if !applied {
+                Stats::bump(&self.io.app.stats.mls_failures);
+                tracing::debug!(session = self.io.id, "welcome could not be applied");
+                return;
+            }
+            self.mls_ready = true;
+            self.apply_ready_commits();
+            if let Some(conn) = self.conn {
+                self.join_channel(conn, false).await;
+            }
+        }
+        if let Some(ack) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
+            self.io.send(ack).await;
+        }
+        self.flush_held().await;
+    }
+
+    /// Participant: orders and applies a COMMIT, then acknowledges it.
+    pub(super) async fn on_commit(&mut self, mid: u32, msg: &Message) {
+        match self.sequencer.offer(mid, msg.blob().to_vec()) {
+            Admission::Accepted | Admission::Stale => {
+                // Stale: already applied, our ACK was lost; acknowledging again is harmless.
+                self.apply_ready_commits();
+                if let Some(ack) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelMlsAck, Vec::new()) {
+                    self.io.send(ack).await;
+                }
+            }
+            // A newcomer also hears the COMMIT that added it, before its WELCOME: nothing to apply.
+            Admission::NoWelcomeYet => Stats::bump(&self.io.app.stats.unhandled_control),
+            Admission::Full => Stats::bump(&self.io.app.stats.mls_failures),
+        }
+    }
+
+    /// Participant: applies the COMMITs that are next in moderator order; a COMMIT that removes
+    /// this member stops its traffic.
+    pub(super) fn apply_ready_commits(&mut self) {
+        while let Some((id, commit)) = self.sequencer.next_ready() {
+            let Some(mls) = self.mls.as_mut() else { return };
+            match mls.process_commit(&commit) {
+                Ok(CommitOutcome::Applied) => {}
+                Ok(CommitOutcome::Removed) => self.mls_ready = false,
+                Err(e) => {
+                    Stats::bump(&self.io.app.stats.mls_failures);
+                    tracing::debug!(session = self.io.id, commit = id, error = %e, "commit could not be applied");
+                }
+            }
+        }
+    }
+
+    /// Subscribes the channel toward the group and routes it out through `conn` (§3.8 `join`).
+    pub(super) async fn join_channel(&mut self, conn: u64, creation: bool) {
+        if self.joined_channel {
+            return;
+        }
+        let mut sub = builders::subscribe(&self.io.app.name, &self.channel, Flags::one().forward_to(Some(conn)));
+        sub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
+        if creation {
+            sub.metadata.insert(wire::META_CHANNEL_CREATION.to_string(), "true".to_string());
+        }
+        self.io.send(sub).await;
+        self.io.send(channel::set_route(&self.io.app, &self.channel, conn)).await;
+        self.joined_channel = true;
+    }
+
+    /// True when another session of this app is on the same channel: the node keeps one
+    /// subscription per (name, connection), so leaving must not take it from that session.
+    pub(super) fn channel_shared(&self) -> bool {
+        self.sessions.upgrade().is_some_and(|t| t.channel_shared(self.io.id, &self.channel))
+    }
+
+    /// Unsubscribes the channel and removes its route, unless another session of this app still
+    /// uses them.
+    pub(super) async fn leave_channel(&mut self) {
+        let Some(conn) = self.conn else { return };
+        if self.channel_shared() {
+            self.joined_channel = false;
+            return;
+        }
+        if self.joined_channel {
+            let mut unsub =
+                builders::unsubscribe(&self.io.app.name, &self.channel, Flags::one().forward_to(Some(conn)));
+            unsub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
+            self.io.send(unsub).await;
+            self.io.send(channel::remove_route(&self.io.app, &self.channel, conn)).await;
+            self.joined_channel = false;
+        }
+    }
+
+    /// Participant: leaves the channel and answers; [`Flow::Leave`] ends the session.
+    pub(super) async fn on_leave_request(&mut self, msg: &Message) -> Flow {
+        if self.role == MulticastRole::Moderator {
+            Stats::bump(&self.io.app.stats.unhandled_control);
+            return Flow::Continue;
+        }
+        self.leave_channel().await;
+        if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
+            self.io.send(reply).await;
+        }
+        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn)
+            && !self.channel_shared()
+        {
+            self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
+        }
+        // The layer deletes the session once the task ended.
+        Flow::Leave
+    }
+}

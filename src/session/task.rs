@@ -1,0 +1,234 @@
+//! The core every session task shares, whatever its kind: the I/O toward the node, the timer
+//! set, control messages re-sent until answered, the reorder scratch vectors, and the one select
+//! loop that drives a task ([`run`]). What differs between point-to-point and multicast sessions
+//! sits behind [`SessionKind`].
+//!
+//! A task never calls back into the layer that spawned it: [`run`] returns how the session
+//! [`Ended`], and the layer acts on it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::buffers::Released;
+use super::context::AppCore;
+use super::entry::{Command, SessionEntry};
+use super::timer::{Fired, TimerPolicy, TimerSet};
+use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL};
+use crate::wire::Message;
+
+/// How a session task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The session was deleted, the app shut down or the app side of a channel went away.
+    Stopped,
+    /// The peer (point to point) or the moderator (multicast) asked this session to leave:
+    /// the layer deletes it.
+    Left,
+}
+
+/// What handling one inbound message leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Stop the task: the session was asked to leave.
+    Leave,
+}
+
+/// A timer of a session task: one of the core's control re-sends, or one of the kind's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key<K> {
+    /// Re-sending the control message with this id until it is answered.
+    Control(u32),
+    /// A timer of the session kind (acks, RTX, beacons, ...).
+    Own(K),
+}
+
+/// The state every session task has, and the I/O it does.
+pub struct TaskCore<K: Clone + Eq + Hash> {
+    /// App-wide state: own name, identity, the node sender, counters.
+    pub app: Arc<AppCore>,
+    /// The session as the app sees it (queue, budget, message ids).
+    pub entry: Arc<SessionEntry>,
+    /// Session id.
+    pub id: u32,
+    /// Every timer of the task: control re-sends and the kind's own.
+    timers: TimerSet<Key<K>>,
+    /// Control messages waiting for their answer, by message id (re-sent on each timer fire).
+    control: HashMap<u32, Message>,
+    /// Scratch: timers expired by the last wake-up.
+    fired: Vec<Fired<Key<K>>>,
+    /// Scratch: what a reorder buffer released, waiting to be delivered.
+    pub released: Vec<Released<Message>>,
+    /// Scratch: ids a reorder buffer found missing, waiting for an RTX timer.
+    pub holes: Vec<u32>,
+}
+
+impl<K: Clone + Eq + Hash> TaskCore<K> {
+    /// The core of the task of `entry`.
+    pub fn new(app: Arc<AppCore>, entry: Arc<SessionEntry>) -> Self {
+        TaskCore {
+            id: entry.id,
+            app,
+            entry,
+            timers: TimerSet::new(),
+            control: HashMap::new(),
+            fired: Vec::new(),
+            released: Vec::new(),
+            holes: Vec::new(),
+        }
+    }
+
+    /// Hands `msg` to the node; a failure (app shutting down) is logged: the caller's own timers
+    /// recover or report what it cost.
+    pub async fn send(&self, msg: Message) {
+        if let Err(e) = self.app.send(msg).await {
+            tracing::debug!(session = self.id, error = %e, "could not hand a message to the node");
+        }
+    }
+
+    /// Sends control message `mid` and re-sends it every [`CONTROL_RETRY_INTERVAL`] until
+    /// [`Self::stop_control`] (its answer came); after [`CONTROL_MAX_RETRIES`] the kind's
+    /// [`SessionKind::on_control_failed`] runs.
+    pub async fn send_control(&mut self, mid: u32, msg: Message) {
+        self.control.insert(mid, msg.clone());
+        self.timers.start(
+            Key::Control(mid),
+            TimerPolicy::constant(CONTROL_RETRY_INTERVAL, CONTROL_MAX_RETRIES),
+            Instant::now(),
+        );
+        self.send(msg).await;
+    }
+
+    /// Control message `mid` was answered: no more re-sends.
+    pub fn stop_control(&mut self, mid: u32) {
+        self.timers.stop(&Key::Control(mid));
+        self.control.remove(&mid);
+    }
+
+    /// Stops re-sending every control message (a handshake given up as a whole).
+    pub fn stop_all_control(&mut self) {
+        for mid in std::mem::take(&mut self.control).into_keys() {
+            self.timers.stop(&Key::Control(mid));
+        }
+    }
+
+    /// Starts (or restarts) one of the kind's timers.
+    pub fn start_timer(&mut self, key: K, policy: TimerPolicy, now: Instant) {
+        self.timers.start(Key::Own(key), policy, now);
+    }
+
+    /// Stops one of the kind's timers; true when it was running.
+    pub fn stop_timer(&mut self, key: K) -> bool {
+        self.timers.stop(&Key::Own(key))
+    }
+
+    /// True when one of the kind's timers is running.
+    pub fn timer_running(&self, key: K) -> bool {
+        self.timers.is_running(&Key::Own(key))
+    }
+}
+
+/// The behaviour of one session kind (point to point, multicast) on top of [`TaskCore`].
+pub trait SessionKind: Send + Sized {
+    /// The kind's own timers.
+    type Timer: Clone + Eq + Hash + Send + Sync;
+
+    /// The shared core.
+    fn io(&mut self) -> &mut TaskCore<Self::Timer>;
+
+    /// False while the task holds as many publishes (or membership changes) as it may: the app's
+    /// commands wait in their channel, which makes publishers wait.
+    fn accepts_commands(&self) -> bool;
+
+    /// Handles one inbound message.
+    fn on_message(&mut self, msg: Message) -> impl Future<Output = Flow> + Send;
+
+    /// Handles one command; `more` lets a kind take the commands already queued behind it.
+    fn on_command(&mut self, cmd: Command, more: &mut mpsc::Receiver<Command>) -> impl Future<Output = ()> + Send;
+
+    /// One of the kind's timers fired (a retry) or gave up.
+    fn on_timer(&mut self, fired: Fired<Self::Timer>) -> impl Future<Output = ()> + Send;
+
+    /// Control message `mid` got no answer after every retry.
+    fn on_control_failed(&mut self, mid: u32) -> impl Future<Output = ()> + Send;
+
+    /// Runs once after the loop, whatever ended it.
+    fn on_stop(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs a session task until the session is deleted, the app shuts down or the session is asked
+/// to leave; reports which.
+pub async fn run<S: SessionKind>(
+    mut task: S,
+    mut inbound: mpsc::Receiver<Message>,
+    mut commands: mpsc::Receiver<Command>,
+) -> Ended {
+    let cancel = task.io().entry.cancel.clone();
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    let mut ended = Ended::Stopped;
+    loop {
+        let next = task.io().timers.next_deadline();
+        if next != armed {
+            if let Some(at) = next {
+                sleep.as_mut().reset(at);
+            }
+            armed = next;
+        }
+        let accept = task.accepts_commands();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            m = inbound.recv() => match m {
+                Some(m) => if task.on_message(m).await == Flow::Leave {
+                    ended = Ended::Left;
+                    break;
+                },
+                None => break,
+            },
+            _ = &mut sleep, if armed.is_some() => {
+                armed = None;
+                fire_timers(&mut task).await;
+            }
+            c = commands.recv(), if accept => match c {
+                Some(c) => task.on_command(c, &mut commands).await,
+                None => break,
+            },
+        }
+    }
+    task.on_stop().await;
+    ended
+}
+
+/// Handles every timer that expired: control re-sends here, the kind's own timers in the kind.
+async fn fire_timers<S: SessionKind>(task: &mut S) {
+    let io = task.io();
+    let mut fired = std::mem::take(&mut io.fired);
+    io.timers.expire(Instant::now(), &mut fired);
+    for f in fired.drain(..) {
+        match f {
+            Fired::Retry { key: Key::Control(mid), .. } => {
+                let io = task.io();
+                if let Some(m) = io.control.get(&mid) {
+                    let m = m.clone();
+                    io.send(m).await;
+                }
+            }
+            Fired::Failed { key: Key::Control(mid) } => {
+                task.io().control.remove(&mid);
+                task.on_control_failed(mid).await;
+            }
+            Fired::Retry { key: Key::Own(key), attempt } => task.on_timer(Fired::Retry { key, attempt }).await,
+            Fired::Failed { key: Key::Own(key) } => task.on_timer(Fired::Failed { key }).await,
+        }
+    }
+    task.io().fired = fired;
+}
