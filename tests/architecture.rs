@@ -254,3 +254,21 @@ fn the_checker_reads_grouped_and_relative_paths() {
     assert_eq!(paths, ["session::task::Core", "session::layer", "wire", "wire::Name", "node::local::X"]);
     assert_eq!(refs[2].0, 1, "line index of the second use");
 }
+
+/// Longest a source file under `src/` may be: past it, a module is split by concern (as
+/// `session/multicast/` is) rather than read as one long scroll.
+const MAX_FILE_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_over_the_line_limit() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_FILE_LINES).then(|| format!("{}: {n} lines", f.strip_prefix(src()).unwrap().display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines (split them by concern):\n{}", long.join("\n"));
+}
