@@ -4,8 +4,13 @@
 //! One task per session owns all state; it reads inbound messages (from the dispatcher),
 //! publish commands (from the app) and its own timers. Unreliable anycast traffic never reaches
 //! the task (see [`super::layer`]).
+//!
+//! Files: this one holds the task's state, what it sends (discovery, join, data, ACK timers) and
+//! its [`SessionKind`] impl; [`receiver`] what it receives (admission, ordering, ACKs, RTX);
+//! [`mls`] the two-member MLS group.
 
 mod mls;
+mod receiver;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -15,17 +20,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::buffers::{Arrival, ReceiverBuffer, Released};
+use super::buffers::ReceiverBuffer;
 use super::channel;
 use super::context::{AppCore, Stats, Target, data_message};
 use super::entry::{Command, SessionEntry};
-use super::queue::DELIVERY_WAIT_BOUND;
 use super::task::{Flow, SessionKind, TaskCore};
 use super::timer::{Fired, TimerPolicy};
 use super::{DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
 use crate::mls::{MlsState, interceptor};
-use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::builders::Flags;
 use crate::wire::{Message, Name, SessionMessageType, SessionType};
 
 /// Reliable messages in flight (unacknowledged). Further publishes wait in the pending queue:
@@ -333,192 +337,6 @@ impl P2pTask {
             }
         }
         Flow::Continue
-    }
-
-    /// The P2P_ACK for message `mid` of `msg`, back the way it came.
-    fn ack_for(&self, msg: &Message, mid: u32) -> Option<Message> {
-        let dst = msg.source_name()?;
-        Some(self.io.app.control(
-            &dst,
-            Flags::one().forward_to(msg.incoming_conn()),
-            SessionType::SessionPointToPoint,
-            SessionMessageType::P2PAck,
-            self.io.id,
-            mid,
-            Vec::new(),
-        ))
-    }
-
-    /// A reliable data message: admitted when the application queue has room, ordered (sticky) or
-    /// deduplicated (anycast), delivered and acknowledged.
-    async fn on_reliable(&mut self, mid: u32, source: Name, msg: Message) {
-        let ack = self.ack_for(&msg, mid);
-        let is_new = match &self.receiver {
-            Some(rb) => rb.is_new(mid),
-            None => !self.recent.contains(&(source.id(), mid)),
-        };
-        // Admission: a new message is accepted (and acknowledged) only once the application's
-        // queue has room, so nothing acknowledged is ever dropped. Not acknowledged, it is
-        // retransmitted by the sender, which reports a timeout if the reader never makes room.
-        if is_new && !self.io.entry.queue.has_room() && !self.io.entry.queue.wait_room(DELIVERY_WAIT_BOUND).await {
-            // Drop point: RECOVERED (not acknowledged: retransmitted by the sender, which raises
-            // SLIMTimeoutError for it once its retries are spent); counted (`session_backlog`).
-            Stats::bump(&self.io.app.stats.session_backlog);
-            tracing::debug!(session = self.io.id, mid, "application queue full: reliable message not acknowledged");
-            return;
-        }
-        if self.receiver.is_some() {
-            if self.feed_receiver(mid, msg) == Arrival::OutOfWindow {
-                // Drop point: RECOVERED (not acknowledged: the sender retransmits once the
-                // window has moved); counted (`out_of_window`).
-                return;
-            }
-        } else {
-            let key = (source.id(), mid);
-            if self.recent.insert(key) {
-                self.recent_order.push_back(key);
-                if self.recent_order.len() > RECENT_IDS
-                    && let Some(old) = self.recent_order.pop_front()
-                {
-                    self.recent.remove(&old);
-                }
-                self.deliver_app(msg);
-            } else {
-                // A copy of a message already delivered (acknowledged again): not a loss.
-                Stats::bump(&self.io.app.stats.duplicates);
-            }
-        }
-        if let Some(ack) = ack {
-            self.io.send(ack).await;
-        }
-    }
-
-    /// Feeds the reorder buffer, delivers what it releases and starts RTX timers for new holes.
-    fn feed_receiver(&mut self, mid: u32, msg: Message) -> Arrival {
-        let Some(rb) = self.receiver.as_mut() else { return Arrival::Duplicate };
-        let arrival = rb.on_message(mid, msg, &mut self.io.released, &mut self.io.holes);
-        match arrival {
-            Arrival::Duplicate => Stats::bump(&self.io.app.stats.duplicates),
-            Arrival::OutOfWindow => Stats::bump(&self.io.app.stats.out_of_window),
-            Arrival::Accepted => {
-                self.io.stop_timer(TimerKey::Rtx(mid));
-            }
-        }
-        let rtx_every = self.timeout.unwrap_or(Duration::from_secs(1));
-        let now = Instant::now();
-        let holes: Vec<u32> = self.io.holes.drain(..).collect();
-        for hole in holes {
-            if !self.io.timer_running(TimerKey::Rtx(hole)) {
-                self.io.start_timer(TimerKey::Rtx(hole), TimerPolicy::constant(rtx_every, self.max_retries), now);
-            }
-        }
-        self.flush_released();
-        arrival
-    }
-
-    /// Decrypts (MLS sessions) and hands an admitted data message to the application (into a
-    /// full queue too: it was admitted, i.e. the queue had room when it was acknowledged).
-    fn deliver_app(&mut self, msg: Message) {
-        if let Some(msg) = self.decrypt(msg) {
-            self.io.entry.deliver_admitted(msg);
-        }
-    }
-
-    /// Decrypts an MLS session's payload. Drop point: a payload that does not belong to the
-    /// group -> REPORTED (MessageLost with the id; counted in `mls_failures`), `None`.
-    fn decrypt(&mut self, mut msg: Message) -> Option<Message> {
-        let flagged = msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED);
-        if flagged || self.mls_enabled {
-            // An MLS session accepts only what was encrypted for its group.
-            let decrypted = match self.mls.as_mut() {
-                Some(mls) => interceptor::decrypt_inbound(mls, &mut msg),
-                None => Ok(false),
-            };
-            if !matches!(decrypted, Ok(true)) {
-                Stats::bump(&self.io.app.stats.mls_failures);
-                tracing::debug!(session = self.io.id, "message not decryptable by this session's group: reported lost");
-                let id = msg.session_header().map_or(0, |h| h.message_id);
-                self.io.entry.report_lost(msg.source_name().as_ref(), id);
-                return None;
-            }
-        }
-        Some(msg)
-    }
-
-    /// Delivers what the reorder buffer released; lost ids are reported.
-    fn flush_released(&mut self) {
-        let released: Vec<_> = self.io.released.drain(..).collect();
-        let peer = self.peer.as_ref().map(|p| p.name.clone());
-        for r in released {
-            match r {
-                Released::Message(m) => self.deliver_app(m),
-                // Drop point: the retransmission never came or the sender no longer had it ->
-                // REPORTED (MessageLost with the id).
-                Released::Lost(id) => self.io.entry.report_lost(peer.as_ref(), id),
-            }
-        }
-    }
-
-    /// Answers an RTX_REQUEST with the unacknowledged message, or with the error flag when it is
-    /// gone.
-    async fn on_rtx_request(&mut self, mid: u32, request: &Message) {
-        let Some(requester) = request.source_name() else { return };
-        let own = request.destination_name().unwrap_or_else(|| self.io.app.name.clone());
-        let flags = Flags::one().forward_to(request.incoming_conn());
-        let reply = match self.unacked.get(&mid) {
-            Some((original, _)) => {
-                let content_type = original.publish().and_then(|p| p.msg.as_ref()).map(|c| c.content_type.as_str());
-                let spec = PublishSpec {
-                    source: &own,
-                    destination: &requester,
-                    flags,
-                    session_type: SessionType::SessionPointToPoint,
-                    message_type: SessionMessageType::RtxReply,
-                    session_id: self.io.id,
-                    message_id: mid,
-                    original_names: true,
-                    content_type: content_type.unwrap_or(""),
-                };
-                let mut meta = original.metadata.clone();
-                meta.remove(crate::wire::META_IDENTITY);
-                builders::publish(&spec, original.blob_shared(), meta)
-            }
-            None => {
-                Stats::bump(&self.io.app.stats.rtx_unavailable);
-                self.io.app.control(
-                    &requester,
-                    flags.error(),
-                    SessionType::SessionPointToPoint,
-                    SessionMessageType::RtxReply,
-                    self.io.id,
-                    mid,
-                    Vec::new(),
-                )
-            }
-        };
-        self.io.send(reply).await;
-    }
-
-    /// A retransmission that was asked for fills its hole; the error flag makes the id lost.
-    async fn on_rtx_reply(&mut self, mid: u32, msg: Message) {
-        if self.receiver.is_none() || !self.io.stop_timer(TimerKey::Rtx(mid)) {
-            // Not a loss: the id was delivered or already reported lost.
-            Stats::bump(&self.io.app.stats.unexpected_rtx_replies);
-            return;
-        }
-        let failed = msg.slim_header().and_then(|h| h.error).unwrap_or(false);
-        if failed {
-            if let Some(rb) = self.receiver.as_mut() {
-                rb.on_lost(mid, &mut self.io.released);
-            }
-            self.flush_released();
-            return;
-        }
-        let ack = self.ack_for(&msg, mid);
-        self.feed_receiver(mid, msg);
-        if let Some(ack) = ack {
-            self.io.send(ack).await;
-        }
     }
 
     /// Initiator: the peer answered discovery; it is asked to join (JOIN_REQUEST, re-sent until
