@@ -16,6 +16,7 @@
 //! queued when the task encrypts go out as one MLS batch ([`crate::mls::batch`]) carrying
 //! consecutive ids; receivers unpack it and order, deduplicate and report loss per id.
 
+mod group_keys;
 mod moderator;
 mod participant;
 mod producer;
@@ -37,10 +38,11 @@ use super::task::{Flow, SessionKind, TaskCore};
 use super::timer::Fired;
 use super::{PublishRequest, SessionConfig};
 use crate::error::SlimError;
+use crate::mls::HandshakeSequencer;
 use crate::mls::batch::META_MLS_BATCH;
-use crate::mls::{HandshakeSequencer, MlsState};
 use crate::wire::builders::Flags;
 use crate::wire::{FANOUT_MULTICAST, Message, Name, SessionMessageType, SessionType};
+use group_keys::GroupKeys;
 use moderator::{Current, ModTask};
 pub use producer::RTX_REENCRYPT_WINDOW;
 use producer::SentRing;
@@ -94,19 +96,14 @@ pub struct MulticastTask {
     members: HashMap<Name, Name>,
     tasks: VecDeque<ModTask>,
     current: Option<Current>,
-    mls_enabled: bool,
-    /// Group state once created (moderator) or joined (participant).
-    mls: Option<MlsState>,
-    /// Traffic may flow: moderator after its first secured add, participant after its WELCOME.
-    mls_ready: bool,
+    /// MLS: off, no group yet, a group not carrying traffic (yet), or a ready group.
+    keys: GroupKeys,
     /// Moderator: last COMMIT number handed out (1, 2, 3, ...).
     mls_seq: u32,
     /// Moderator: MLS identity of each member (for removal).
     identities: HashMap<Name, Vec<u8>>,
     /// Participant: COMMITs applied strictly in moderator order.
     sequencer: HandshakeSequencer<Vec<u8>>,
-    /// Participant: key package sent in JOIN_REPLY (re-sent unchanged).
-    key_package: Option<Vec<u8>>,
 }
 
 impl MulticastTask {
@@ -141,13 +138,10 @@ impl MulticastTask {
             members: HashMap::new(),
             tasks: VecDeque::new(),
             current: None,
-            mls_enabled,
-            mls: None,
-            mls_ready: false,
+            keys: GroupKeys::new(mls_enabled),
             mls_seq: 0,
             identities: HashMap::new(),
             sequencer: HandshakeSequencer::new(MAX_HELD),
-            key_package: None,
         }
     }
 

@@ -122,7 +122,7 @@ impl MulticastTask {
                         let _ = done.send(Err(SlimError::Invite(format!("participant not found: {name}"))));
                         continue;
                     };
-                    if self.mls_enabled {
+                    if self.keys.enabled() {
                         match self.remove_commit(&invitee).await {
                             Ok(commit) => self.current = Some(Current::RemovingCommit { commit, invitee, done }),
                             Err(e) => {
@@ -178,7 +178,7 @@ impl MulticastTask {
             .get(invitee)
             .cloned()
             .ok_or_else(|| SlimError::Invite(format!("no MLS identity for {invitee}")))?;
-        let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+        let mls = self.keys.state_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
         let commit = mls.remove_member(&identity).map_err(|e| SlimError::Mls(e.to_string()))?;
         let everyone = self.members.values().cloned().collect();
         Ok(self.broadcast_commit(commit, everyone).await)
@@ -188,13 +188,13 @@ impl MulticastTask {
     pub(super) async fn secure_add(&mut self, invitee: Name, key_package: &[u8], done: Done) {
         let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
         let result = (|| {
-            if self.mls.is_none() {
+            if self.keys.state().is_none() {
                 let mut state =
                     MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
                 state.create_group().map_err(mls_err)?;
-                self.mls = Some(state);
+                self.keys.install(state, None);
             }
-            let mls = self.mls.as_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+            let mls = self.keys.state_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
             mls.add_member(key_package).map_err(mls_err)
         })();
         let added = match result {
@@ -258,7 +258,7 @@ impl MulticastTask {
                 if welcome_id.is_none() && commit.is_none() {
                     self.members.insert(invitee.without_id(), invitee.clone());
                     self.identities.insert(invitee, identity);
-                    self.mls_ready = true;
+                    self.keys.set_ready(true);
                     let _ = done.send(Ok(()));
                     self.flush_held().await;
                     self.start_next_task().await;
@@ -307,7 +307,7 @@ impl MulticastTask {
                     &source,
                     Some(conn),
                     &self.channel,
-                    self.mls_enabled,
+                    self.keys.enabled(),
                 );
                 self.io.send_control(join_id, join).await;
                 self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
@@ -325,7 +325,7 @@ impl MulticastTask {
         match self.current.take() {
             Some(Current::Joining { request_id, invitee, done }) if request_id == mid => {
                 self.io.stop_control(mid);
-                if self.mls_enabled {
+                if self.keys.enabled() {
                     self.secure_add(invitee, msg.blob(), done).await;
                     return;
                 }

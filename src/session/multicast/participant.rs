@@ -23,7 +23,7 @@ impl MulticastTask {
             self.conn = Some(conn);
             self.moderator = Some(source.clone());
             self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
-            if !self.mls_enabled {
+            if !self.keys.enabled() {
                 self.join_channel(conn, false).await;
             }
             // With MLS the channel is joined on the WELCOME (as 0.6.0 does): group traffic
@@ -31,7 +31,7 @@ impl MulticastTask {
             // beacon after the join gets it retransmitted at an epoch this member has.
         }
         let mut blob = Vec::new();
-        if self.mls_enabled {
+        if self.keys.enabled() {
             match self.participant_key_package() {
                 Ok(kp) => blob = kp,
                 Err(e) => {
@@ -50,22 +50,21 @@ impl MulticastTask {
     /// Participant: the key package for the moderator's JOIN_REPLY, made once and re-sent
     /// unchanged.
     pub(super) fn participant_key_package(&mut self) -> Result<Vec<u8>, SlimError> {
-        if let Some(kp) = &self.key_package {
+        if let Some(kp) = self.keys.key_package() {
             return Ok(kp.clone());
         }
         let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
         let mut state = MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
         let kp = state.key_package().map_err(mls_err)?;
-        self.mls = Some(state);
-        self.key_package = Some(kp.clone());
+        self.keys.install(state, Some(kp.clone()));
         Ok(kp)
     }
 
     /// Participant: joins the group from the WELCOME (first one only) and acknowledges it.
     pub(super) async fn on_welcome(&mut self, msg: &Message) {
-        if !self.mls_ready {
+        if !self.keys.is_ready() {
             let init_id = msg.metadata.get(wire::META_MLS_INIT_COMMIT_ID).and_then(|v| v.parse::<u32>().ok());
-            let applied = match (self.mls.as_mut(), init_id) {
+            let applied = match (self.keys.state_mut(), init_id) {
                 (Some(mls), Some(init_id)) => {
                     mls.process_welcome(msg.blob()).map(|_| self.sequencer.on_welcome(init_id)).is_ok()
                 }
@@ -76,7 +75,7 @@ impl MulticastTask {
                 tracing::debug!(session = self.io.id, "welcome could not be applied");
                 return;
             }
-            self.mls_ready = true;
+            self.keys.set_ready(true);
             self.apply_ready_commits();
             if let Some(conn) = self.conn {
                 self.join_channel(conn, false).await;
@@ -108,10 +107,10 @@ impl MulticastTask {
     /// this member stops its traffic.
     pub(super) fn apply_ready_commits(&mut self) {
         while let Some((id, commit)) = self.sequencer.next_ready() {
-            let Some(mls) = self.mls.as_mut() else { return };
+            let Some(mls) = self.keys.state_mut() else { return };
             match mls.process_commit(&commit) {
                 Ok(CommitOutcome::Applied) => {}
-                Ok(CommitOutcome::Removed) => self.mls_ready = false,
+                Ok(CommitOutcome::Removed) => self.keys.set_ready(false),
                 Err(e) => {
                     Stats::bump(&self.io.app.stats.mls_failures);
                     tracing::debug!(session = self.io.id, commit = id, error = %e, "commit could not be applied");

@@ -94,7 +94,7 @@ impl MulticastTask {
     ///   only a retransmission it asks for, re-encrypted while recent ([`RTX_REENCRYPT_WINDOW`]).
     pub(super) fn can_publish(&self) -> bool {
         (self.role != MulticastRole::Moderator || (self.joined_channel && !self.membership_changing()))
-            && (!self.mls_enabled || self.mls_ready)
+            && self.keys.carries_traffic()
     }
 
     /// Sends what the hold policy now lets out, in order; consecutive publishes to one destination
@@ -134,7 +134,7 @@ impl MulticastTask {
 
     /// True when this is an MLS group whose every member (current epoch) reads batches.
     pub(super) fn group_reads_batches(&mut self) -> bool {
-        self.mls_enabled && self.mls.as_mut().is_some_and(MlsState::group_reads_batches)
+        self.keys.state_mut().is_some_and(MlsState::group_reads_batches)
     }
 
     /// Publishes `first` together with the group publishes already waiting behind it (never
@@ -214,7 +214,7 @@ impl MulticastTask {
         };
         let meta = HashMap::from([(META_MLS_BATCH.to_string(), count.to_string())]);
         let mut msg = builders::publish(&spec, plaintext, meta);
-        let Some(mls) = self.mls.as_mut() else {
+        let Some(mls) = self.keys.state_mut() else {
             self.io.entry.deliver_error(SlimError::Mls("no group".into()));
             return;
         };
@@ -258,7 +258,7 @@ impl MulticastTask {
             req,
         );
         let mut clear = None;
-        if let Some(mls) = self.mls.as_mut() {
+        if let Some(mls) = self.keys.state_mut() {
             let epoch = mls.epoch();
             let plain = msg.blob().to_vec();
             if let Err(e) = interceptor::encrypt_outbound(mls, &mut msg) {
@@ -299,7 +299,7 @@ impl MulticastTask {
                 };
                 let mut meta = original.metadata.clone();
                 meta.remove(wire::META_IDENTITY);
-                let reencrypt = match (clear, self.mls.as_ref()) {
+                let reencrypt = match (clear, self.keys.state()) {
                     (Some((epoch, plain)), Some(mls))
                         if mls.is_ready() && reencrypt_for_rtx(*epoch, mls.epoch(), sent_at.elapsed()) =>
                     {
@@ -312,7 +312,7 @@ impl MulticastTask {
                     %requester,
                     mid,
                     sent_epoch = clear.as_ref().map(|c| c.0),
-                    epoch = self.mls.as_ref().map(|m| m.epoch()),
+                    epoch = self.keys.state().map(|m| m.epoch()),
                     reencrypted = reencrypt.is_some(),
                     "retransmission"
                 );
@@ -337,7 +337,7 @@ impl MulticastTask {
                     None => builders::publish(&spec, original.blob().to_vec(), meta),
                 };
                 builders::set_session_destination(&mut reply, &destination);
-                if let Some(mls) = self.mls.as_mut()
+                if let Some(mls) = self.keys.state_mut()
                     && let Err(e) = interceptor::encrypt_outbound(mls, &mut reply)
                 {
                     Stats::bump(&self.io.app.stats.mls_failures);

@@ -50,13 +50,13 @@ impl MulticastTask {
     /// readable by this member (not encrypted for the group, an epoch or key this member does
     /// not have (yet), tampered).
     pub(super) fn open_single(&mut self, msg: &mut Message) -> bool {
-        if !msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) && !self.mls_enabled {
+        if !msg.metadata.contains_key(wire::META_MLS_ENCRYPTED) && !self.keys.enabled() {
             return true;
         }
         // An MLS group accepts only what was encrypted for it.
-        let result = match self.mls.as_mut() {
-            Some(mls) if self.mls_ready => interceptor::decrypt_inbound(mls, msg),
-            _ => Err(crate::mls::MlsError::NoGroup),
+        let result = match self.keys.ready_state_mut() {
+            Some(mls) => interceptor::decrypt_inbound(mls, msg),
+            None => Err(crate::mls::MlsError::NoGroup),
         };
         let ok = matches!(result, Ok(true));
         if !ok {
@@ -149,10 +149,7 @@ impl MulticastTask {
 
     /// Decrypts a batch message in place and decodes its `count` items (None: not for us).
     pub(super) fn open_batch(&mut self, msg: &mut Message, count: u32) -> Option<Vec<BatchItem>> {
-        if !self.mls_enabled || !self.mls_ready {
-            return None;
-        }
-        let mls = self.mls.as_mut()?;
+        let mls = self.keys.ready_state_mut()?;
         if !matches!(interceptor::decrypt_inbound(mls, msg), Ok(true)) {
             return None;
         }
