@@ -98,6 +98,31 @@ fn pointers_into_docs_name_existing_files_and_headings() {
     assert!(checked > 10, "only {checked} quoted headings found: is the pointer syntax still `docs/x.md \"Heading\"`?");
 }
 
+/// Documents outside the repository that code comments used to cite (spelled in pieces, so that
+/// this file does not match a grep for them).
+const OUTSIDE: &[&str] =
+    &[concat!("spec ", "§"), concat!("DESIGN", ".md"), concat!("Δ", "0.6"), concat!("shared/", "spec")];
+
+#[test]
+fn no_pointer_leaves_the_repository() {
+    let root = root();
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "python", "benches", "proto"] {
+        sources(&root.join(dir), &mut files);
+    }
+    let mut problems = Vec::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for (n, line) in text.lines().enumerate() {
+            if let Some(what) = OUTSIDE.iter().find(|w| line.contains(*w)) {
+                let shown = file.strip_prefix(&root).unwrap_or(file).display();
+                problems.push(format!("{shown}:{}: `{what}` is not in the repository (point into docs/)", n + 1));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn the_pointer_reader_finds_files_and_headings() {
     let p = pointers(r#"//! see docs/mesh.md "Forwarding" and docs/protocol.md, "Names", "MLS" and "Remove" (x)"#);

@@ -1,5 +1,6 @@
 //! Buffers shared by point-to-point and multicast sessions: what a producer keeps for
-//! retransmission, and the receiver's reorder window with duplicate suppression (spec §3.7).
+//! retransmission, and the receiver's reorder window with duplicate suppression (docs/protocol.md
+//! "Reliable delivery" and "Data, beacons and retransmission").
 
 use std::collections::{HashSet, VecDeque};
 

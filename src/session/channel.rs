@@ -1,5 +1,6 @@
 //! Channel control messages shared by sticky point-to-point and multicast sessions:
-//! discovery (§3.5), join, leave and the route subscriptions an endpoint installs (§3.8).
+//! discovery, join, leave and the route subscriptions an endpoint installs (docs/protocol.md
+//! "Session messages", "Sticky handshake", "Joining the channel").
 
 use std::collections::HashMap;
 
@@ -8,11 +9,12 @@ use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::payload::{JoinMessagePayload, encode_name};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
-/// Content type of the Δ0.6 point-to-point discovery probe.
+/// Content type of the point-to-point discovery probe (as slim-bindings 0.6.0 sends it).
 pub const P2P_DISCOVERY_CONTENT_TYPE: &str = "p2p_session_discovery";
 
-/// The stateless answer any app gives to a CHANNEL_DISCOVERY_REQUEST (§3.5.1): source = the
-/// requested name with this app's id, so the requester learns which instance answered.
+/// The stateless answer any app gives to a CHANNEL_DISCOVERY_REQUEST (docs/protocol.md
+/// "How a message finds its session"): source = the requested name with this app's id, so the
+/// requester learns which instance answered.
 pub fn discovery_reply(core: &AppCore, request: &Message) -> Option<Message> {
     let sh = request.session_header()?;
     let asked = request.resolved_destination()?;
@@ -49,7 +51,8 @@ pub fn p2p_discovery_request(core: &AppCore, session_id: u32, message_id: u32, d
     builders::publish(&spec, encode_name(&core.name), HashMap::new())
 }
 
-/// CHANNEL_JOIN_REQUEST to the discovered instance (Δ0.6: session-header destination = channel).
+/// CHANNEL_JOIN_REQUEST to the discovered instance (session-header destination = channel, as
+/// slim-bindings 0.6.0 expects).
 #[allow(clippy::too_many_arguments)]
 pub fn join_request(
     core: &AppCore,

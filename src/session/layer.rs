@@ -1,4 +1,5 @@
-//! The app-wide session layer: session table, inbound dispatch (spec §3.2) and the publish path.
+//! The app-wide session layer: session table, inbound dispatch and the publish path (see
+//! docs/protocol.md "How a message finds its session").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -443,7 +444,7 @@ impl SessionLayer {
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }
             SessionMessageType::ChannelJoinRequest if session_type == SessionType::SessionMulticast as i32 => {
-                // Δ0.6: the channel travels in the session-header destination; required.
+                // The channel travels in the session-header destination (as slim-bindings 0.6.0 sends it); required.
                 let Some(channel) = msg.session_header().and_then(|s| s.destination.as_ref()).map(Name::from_original)
                 else {
                     // Drop point: malformed invite; counted (`invalid`); the moderator's invite

@@ -1,10 +1,11 @@
-//! The session layer: an end-to-end protocol carried inside Publish messages (spec §3).
+//! The session layer: an end-to-end protocol carried inside Publish messages (docs/protocol.md
+//! "Session messages").
 //!
 //! # Shape
 //!
 //! - [`layer`]: the app-wide dispatcher. It reads everything the embedded node delivers, checks
 //!   `SLIM_IDENTITY` before anything else, answers stateless discovery, routes each message to its
-//!   session and creates sessions on reception (spec §3.2).
+//!   session and creates sessions on reception (docs/protocol.md "How a message finds its session").
 //! - [`entry`]: what the layer and the tasks share, below both: the commands a task takes, the
 //!   session entry (queue, send budget, channels into the task) and the table of live sessions.
 //! - [`task`]: the core of every session task (I/O to the node, timers, control messages re-sent
@@ -110,7 +111,7 @@ impl SessionConfig {
         SessionConfig::Anycast { timeout: None, max_retries: Some(DEFAULT_P2P_RETRIES), mls_enabled: false }
     }
 
-    /// The default multicast config for sessions created on reception (Δ0.6 channel name).
+    /// The default multicast config for sessions created on reception (the channel name slim-bindings 0.6.0 uses).
     pub fn default_multicast() -> Self {
         SessionConfig::Multicast {
             topic: Self::default_multicast_topic(),

@@ -1,4 +1,4 @@
-//! Retransmission timers (spec §3.3) as a deadline set owned by one session task.
+//! Retransmission timers (docs/protocol.md "Retries and timers") as a deadline set owned by one session task.
 //!
 //! A timer fires after its current interval; each fire is a retry until `max_retries` retries
 //! have happened, and the next fire is the failure. With `max_retries = N` and a constant

@@ -1,4 +1,4 @@
-//! Multicast (group) sessions (spec §3.7, §3.8): the data plane (sequential ids per
+//! Multicast (group) sessions (docs/protocol.md "Multicast sessions"): the data plane (sequential ids per
 //! producer, producer buffer + beacons, per-producer receiver buffers with immediate RTX) and the
 //! channel endpoint (moderator: discovery → join → leave, one task at a time from a FIFO queue;
 //! participant: join on request, leave on request).
@@ -316,7 +316,8 @@ impl SessionKind for MulticastTask {
         }
     }
 
-    /// The current invite or removal gives up; the queue moves on (reference bug 15 fixed).
+    /// The current invite or removal gives up; the queue moves on (a failing invite must not block
+    /// the ones queued behind it).
     async fn on_control_failed(&mut self, mid: u32) {
         if let Some(cur) = self.current.take() {
             if cur.owns(mid) {
@@ -334,7 +335,7 @@ impl SessionKind for MulticastTask {
             cur.finish(Err(SlimError::SessionClosed));
         }
         if self.role == MulticastRole::Moderator && !self.io.app.shutdown.is_cancelled() {
-            // Deleting the moderator's session closes the group (Δ0.6 DELETE_GROUP semantics):
+            // Deleting the moderator's session closes the group (what slim-bindings 0.6.0's DELETE_GROUP does):
             // one best-effort LEAVE_REQUEST per member, no retries since nobody waits for it.
             let members: Vec<Name> = self.members.values().cloned().collect();
             for member in members {

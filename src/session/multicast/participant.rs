@@ -119,7 +119,8 @@ impl MulticastTask {
         }
     }
 
-    /// Subscribes the channel toward the group and routes it out through `conn` (§3.8 `join`).
+    /// Subscribes the channel toward the group and routes it out through `conn` (docs/protocol.md
+    /// "Joining the channel").
     pub(super) async fn join_channel(&mut self, conn: u64, creation: bool) {
         if self.joined_channel {
             return;

@@ -157,7 +157,8 @@ impl MulticastTask {
         (items.len() == count as usize).then_some(items)
     }
 
-    /// Multicast asks for every new hole at once, then again on each timer fire (§3.7.2).
+    /// Multicast asks for every new hole at once, then again on each timer fire (docs/protocol.md
+    /// "Data, beacons and retransmission").
     pub(super) async fn request_holes(&mut self, producer: &Name, conn: Option<u64>) {
         if self.io.holes.is_empty() {
             return;

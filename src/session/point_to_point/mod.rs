@@ -1,4 +1,4 @@
-//! Point-to-point sessions (spec §3.4–§3.6, Δ0.6 wire): anycast and sticky unicast, unreliable
+//! Point-to-point sessions (docs/protocol.md "Point-to-point sessions"): anycast and sticky unicast, unreliable
 //! or reliable (ACK + retransmission, receiver reorder buffer with RTX).
 //!
 //! One task per session owns all state; it reads inbound messages (from the dispatcher),
