@@ -221,6 +221,11 @@ pub(super) fn fast_publish_for(cfg: &SessionConfig) -> bool {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
+    /// Held by a multicast session across "does another session share my channel?" and the
+    /// SUBSCRIBE / UNSUBSCRIBE it then sends: the node keeps one subscription per (name,
+    /// connection), so a leaving session's check-then-unsubscribe must not interleave with a
+    /// joining session's subscribe (it would take the channel from the newcomer).
+    channel_ops: tokio::sync::Mutex<()>,
 }
 
 impl SessionTable {
@@ -262,6 +267,11 @@ impl SessionTable {
         self.sessions.read().values().any(|e| {
             e.id != id && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
         })
+    }
+
+    /// Serialises channel subscribe/unsubscribe decisions of this app's sessions (see `channel_ops`).
+    pub async fn channel_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.channel_ops.lock().await
     }
 
     /// Number of live sessions.

@@ -125,6 +125,13 @@ impl MulticastTask {
         if self.joined_channel {
             return;
         }
+        // Sent under the table's channel lock: a session of this app leaving the same channel
+        // decides and unsubscribes either wholly before or wholly after this subscribe.
+        let table = self.sessions.upgrade();
+        let _channel_ops = match &table {
+            Some(t) => Some(t.channel_ops().await),
+            None => None,
+        };
         let mut sub = builders::subscribe(&self.io.app.name, &self.channel, Flags::one().forward_to(Some(conn)));
         sub.metadata.insert(wire::META_CHANNEL_SUBSCRIPTION.to_string(), "true".to_string());
         if creation {
@@ -145,6 +152,12 @@ impl MulticastTask {
     /// uses them.
     pub(super) async fn leave_channel(&mut self) {
         let Some(conn) = self.conn else { return };
+        // The check and the unsubscribe under one lock (see `join_channel`).
+        let table = self.sessions.upgrade();
+        let _channel_ops = match &table {
+            Some(t) => Some(t.channel_ops().await),
+            None => None,
+        };
         if self.channel_shared() {
             self.joined_channel = false;
             return;
