@@ -25,8 +25,10 @@ use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, layer::SubscriberExt
 /// Why tracing could not be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// A setting is not valid (unknown log level, bad filter, unusable OTLP endpoint); says which.
     #[error("invalid tracing configuration: {0}")]
     Config(String),
+    /// The subscriber or the OTLP exporter could not be started (or flushed).
     #[error("failed to install the tracing subscriber: {0}")]
     Install(String),
 }
@@ -35,14 +37,19 @@ pub enum TelemetryError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenTelemetryConfig {
+    /// Export spans and metrics over OTLP/gRPC (off: the block is read but nothing is exported).
     #[serde(default)]
     pub enabled: bool,
+    /// The collector's client settings; only `endpoint` is read (default `http://localhost:4317`).
     #[serde(default)]
     pub grpc: Option<serde_json::Value>,
+    /// `service.name` of the exported resource (default `slim-data-plane`).
     #[serde(default)]
     pub service_name: Option<String>,
+    /// `service.version` of the exported resource.
     #[serde(default)]
     pub service_version: Option<String>,
+    /// `deployment.environment.name` of the exported resource (default `development`).
     #[serde(default)]
     pub environment: Option<String>,
     /// Seconds between two OTLP metric exports (default 60).
@@ -57,14 +64,19 @@ pub struct OpenTelemetryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
+    /// Least severe level logged: trace, debug, info, warn, error or off (any case).
     #[serde(default = "default_level")]
     pub log_level: String,
+    /// Prefix each log line with the name of the thread that wrote it.
     #[serde(default = "default_true")]
     pub display_thread_names: bool,
+    /// Prefix each log line with the id of the thread that wrote it.
     #[serde(default)]
     pub display_thread_ids: bool,
+    /// Extra `tracing` filter directives (e.g. `h2=warn`) appended to `log_level`.
     #[serde(default)]
     pub filter: Option<String>,
+    /// OTLP export of spans and metrics; absent: nothing is exported.
     #[serde(default)]
     pub opentelemetry: Option<OpenTelemetryConfig>,
     /// Send log records to the forwarding channel (Python `logging`) instead of stderr.

@@ -1,8 +1,8 @@
-#![cfg(all(feature = "mls-rs", feature = "mls-rs-crypto-rustcrypto"))]
 //! RFC 9420 interop between our openmls wrapper and mls-rs (the library slim-bindings 0.6.0
 //! peers use), with the settings of docs/protocol.md "MLS": ciphersuite 0x0001, Basic credential = token,
 //! ratchet tree in the Welcome, PublicMessage handshakes, PrivateMessage application data.
 //! Both directions: an mls-rs moderator with our participants, our moderator with mls-rs ones.
+#![cfg(all(feature = "mls-rs", feature = "mls-rs-crypto-rustcrypto"))]
 
 use std::sync::Arc;
 

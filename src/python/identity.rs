@@ -19,17 +19,29 @@ use crate::auth::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum PyAlgorithm {
+    /// HMAC with SHA-256: one secret key signs and verifies.
     HS256 = 0,
+    /// HMAC with SHA-384: one secret key signs and verifies.
     HS384 = 1,
+    /// HMAC with SHA-512: one secret key signs and verifies.
     HS512 = 2,
+    /// ECDSA on P-256 with SHA-256.
     ES256 = 3,
+    /// ECDSA on P-384 with SHA-384.
     ES384 = 4,
+    /// RSA PKCS#1 v1.5 signature with SHA-256.
     RS256 = 5,
+    /// RSA PKCS#1 v1.5 signature with SHA-384.
     RS384 = 6,
+    /// RSA PKCS#1 v1.5 signature with SHA-512.
     RS512 = 7,
+    /// RSA-PSS signature with SHA-256.
     PS256 = 8,
+    /// RSA-PSS signature with SHA-384.
     PS384 = 9,
+    /// RSA-PSS signature with SHA-512.
     PS512 = 10,
+    /// Ed25519 signature.
     EdDSA = 11,
 }
 
@@ -37,8 +49,11 @@ pub enum PyAlgorithm {
 #[pyclass(name = "PyKeyFormat", module = "slim_bindings._slim_bindings", eq, eq_int, from_py_object)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PyKeyFormat {
+    /// PEM (`-----BEGIN ... KEY-----`); for the HS* algorithms, the raw secret text.
     Pem = 0,
+    /// One JSON Web Key (RFC 7517).
     Jwk = 1,
+    /// A JSON Web Key Set `{"keys": [...]}` (verification: every usable key it holds).
     Jwks = 2,
 }
 
@@ -48,10 +63,16 @@ pub enum PyKeyFormat {
 pub enum PyKeyData {
     /// Key read from this file.
     #[pyo3(constructor = (path))]
-    File { path: String },
+    File {
+        /// The key file's path (read when the provider or verifier is built).
+        path: String,
+    },
     /// Key given inline.
     #[pyo3(constructor = (content))]
-    Content { content: String },
+    Content {
+        /// The key itself, in the key's format.
+        content: String,
+    },
 }
 
 /// A key: algorithm, encoding and data.
@@ -84,19 +105,32 @@ impl PyKey {
 pub enum PyIdentityProvider {
     /// A JWT read from a file (re-read when the file changes).
     #[pyo3(constructor = (path))]
-    StaticJwt { path: String },
+    StaticJwt {
+        /// The file holding the token (its whole content, surrounding white space trimmed).
+        path: String,
+    },
     /// JWTs signed locally with `private_key`, valid for `duration`.
     #[pyo3(constructor = (private_key, duration, issuer = None, audience = None, subject = None))]
     Jwt {
+        /// The key that signs the tokens.
         private_key: PyKey,
+        /// How long each signed token is valid (1 s to 10 years).
         duration: Duration,
+        /// The `iss` claim of each token.
         issuer: Option<String>,
+        /// The `aud` claim of each token.
         audience: Option<Vec<String>>,
+        /// The `sub` claim of each token (none when unset).
         subject: Option<String>,
     },
     /// A shared secret (tests only: the secret travels in clear).
     #[pyo3(constructor = (identity, shared_secret))]
-    SharedSecret { identity: String, shared_secret: String },
+    SharedSecret {
+        /// The identity this app claims (it names the app in its tokens).
+        identity: String,
+        /// The secret every app of the deployment shares.
+        shared_secret: String,
+    },
 }
 
 /// How this app checks peers' identities.
@@ -107,18 +141,31 @@ pub enum PyIdentityVerifier {
     #[pyo3(constructor = (public_key = None, autoresolve = false, issuer = None, audience = None, subject = None,
                           require_iss = false, require_aud = false, require_sub = false))]
     Jwt {
+        /// The key tokens are checked against; when set, `autoresolve` is ignored.
         public_key: Option<PyKey>,
+        /// Without a key: fetch each token issuer's JWKS (OIDC discovery) and check against it.
         autoresolve: bool,
+        /// `iss` must be this (and is then required); with `autoresolve`, keys come only from it.
         issuer: Option<String>,
+        /// `aud` must contain one of these (and is then required).
         audience: Option<Vec<String>>,
+        /// `sub` must be this (and is then required).
         subject: Option<String>,
+        /// `iss` must be present, whatever its value.
         require_iss: bool,
+        /// `aud` must be present, whatever its value.
         require_aud: bool,
+        /// `sub` must be present, whatever its value.
         require_sub: bool,
     },
     /// A shared secret (tests only).
     #[pyo3(constructor = (identity, shared_secret))]
-    SharedSecret { identity: String, shared_secret: String },
+    SharedSecret {
+        /// This app's own identity (the verifier's side of the pair).
+        identity: String,
+        /// The secret every token must be made with.
+        shared_secret: String,
+    },
 }
 
 fn value_error(e: crate::auth::AuthError) -> PyErr {

@@ -13,8 +13,11 @@ use crate::session::SessionConfig;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum PySessionType {
+    /// Point to point, any instance of the name per message.
     ANYCAST = 0,
+    /// Point to point, one instance pinned for the whole session.
     UNICAST = 1,
+    /// A group on a channel.
     MULTICAST = 2,
 }
 
@@ -24,13 +27,38 @@ pub enum PySessionType {
 pub enum PySessionConfiguration {
     /// Point to point, any instance of the name per message. `timeout=None` = unreliable.
     #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
-    Anycast { timeout: Option<Duration>, max_retries: Option<u32>, mls_enabled: bool },
+    Anycast {
+        /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).
+        timeout: Option<Duration>,
+        /// Retransmissions before the message is reported as timed out (default 5).
+        max_retries: Option<u32>,
+        /// End-to-end encryption; it pins one instance, so the session behaves as `Unicast`.
+        mls_enabled: bool,
+    },
     /// Point to point, one instance pinned by discovery for the whole session.
     #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
-    Unicast { timeout: Option<Duration>, max_retries: Option<u32>, mls_enabled: bool },
+    Unicast {
+        /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).
+        timeout: Option<Duration>,
+        /// Retransmissions before the message is reported as timed out (default 5).
+        max_retries: Option<u32>,
+        /// End-to-end encryption with a two-member MLS group.
+        mls_enabled: bool,
+    },
     /// A group on channel `topic`; `moderator=True` may invite and remove.
     #[pyo3(constructor = (topic, moderator = false, max_retries = 0, timeout = Duration::from_secs(1), mls_enabled = false))]
-    Multicast { topic: PyName, moderator: bool, max_retries: u32, timeout: Duration, mls_enabled: bool },
+    Multicast {
+        /// The channel name the group publishes to.
+        topic: PyName,
+        /// This app runs the group: it may invite and remove members.
+        moderator: bool,
+        /// Retransmission requests for a missing message before it is reported lost.
+        max_retries: u32,
+        /// Interval between those retransmission requests.
+        timeout: Duration,
+        /// End-to-end group encryption (MLS).
+        mls_enabled: bool,
+    },
 }
 
 impl From<&PySessionConfiguration> for SessionConfig {

@@ -142,10 +142,17 @@ pub struct MetricsConfig {
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// The address given is not `ip:port`.
     #[error("invalid metrics address `{0}` (expected ip:port)")]
     Address(String),
+    /// The address could not be bound (in use, not local, no permission).
     #[error("cannot listen for metrics on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// A running metrics endpoint; dropping it stops the server.

@@ -11,9 +11,13 @@ use super::proto::{
 /// SLIM-header flags of a message (docs/protocol.md "Message framing").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags {
+    /// 1: the node delivers to one matching connection; anything else: to all of them.
     pub fanout: u32,
+    /// Subscribe only, for the app's own node: install the subscription on this connection.
     pub recv_from: Option<u64>,
+    /// For the app's own node: send straight to this connection (a subscribe is also passed on there).
     pub forward_to: Option<u64>,
+    /// Marks an error reply (a failed retransmission, a route-error notice).
     pub error: Option<bool>,
 }
 
@@ -90,16 +94,24 @@ pub fn unsubscribe(source: &Name, name: &Name, flags: Flags) -> Message {
 /// Everything that describes one Publish.
 #[derive(Debug, Clone)]
 pub struct PublishSpec<'a> {
+    /// The sender (with its instance id).
     pub source: &'a Name,
+    /// Where the node routes it: an app, an app instance, or a multicast channel.
     pub destination: &'a Name,
+    /// The SLIM-header flags (fanout, node-local instructions, error mark).
     pub flags: Flags,
+    /// Point to point or multicast, as the session header says.
     pub session_type: SessionType,
+    /// What the session layer does with it (data, ack, join, MLS, ...).
     pub message_type: SessionMessageType,
+    /// The session it belongs to, the same at both ends.
     pub session_id: u32,
+    /// The message's sequence number within its session and producer (or the control exchange id).
     pub message_id: u32,
     /// Put OriginalNames (strings + ids) into the session header (data messages do; control
     /// messages mostly do not).
     pub original_names: bool,
+    /// The Publish's content-type string (`msg` for data; empty for most control messages).
     pub content_type: &'a str,
 }
 

@@ -11,16 +11,22 @@ use super::name::Name;
 /// Why a control payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
+    /// The payload ended in the middle of a field.
     #[error("payload truncated")]
     Truncated,
+    /// A varint's first byte (the tag given) is none of 0..=250, 0xFB, 0xFC, 0xFD.
     #[error("invalid varint tag {0:#x}")]
     BadVarint(u8),
+    /// An option byte (the value given) is neither 0 (absent) nor 1 (present).
     #[error("invalid option tag {0}")]
     BadOption(u8),
+    /// A name component string is not valid UTF-8.
     #[error("invalid utf-8 in name string")]
     BadUtf8,
+    /// A length prefix (the value given) runs past the end of the payload.
     #[error("length {0} exceeds the payload")]
     BadLength(u64),
+    /// The payload goes on (this many bytes) after its last field.
     #[error("{0} trailing bytes after payload")]
     Trailing(usize),
 }
@@ -144,7 +150,9 @@ pub fn decode_name(b: &[u8]) -> Result<Name, PayloadError> {
 /// The CHANNEL_JOIN_REQUEST payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinMessagePayload {
+    /// The multicast channel the invitee is asked to join.
     pub channel_name: Name,
+    /// The moderator (or point-to-point initiator) that sends the invitation.
     pub moderator_name: Name,
 }
 
@@ -170,7 +178,9 @@ impl JoinMessagePayload {
 /// The CHANNEL_MLS_PROPOSAL payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MlsProposalMessagePayload {
+    /// The member that made the proposal.
     pub source_name: Name,
+    /// The serialized MLS proposal (this implementation never sends one).
     pub mls_msg: Vec<u8>,
 }
 
