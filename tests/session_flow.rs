@@ -1,7 +1,9 @@
 //! Flow control under a slow reader over real loopback gRPC: 50,000 messages from one app to
-//! another through a node, the reader pausing regularly so it consumes slower than the sender
-//! publishes. Nothing may be lost: reliable sessions admit only what the application queue has
-//! room for (the rest is retransmitted), unreliable ones back-pressure the sender.
+//! another through a node. The reader first reads nothing until the session queue is full and a
+//! producer waits for room (`session_queue_full_waits`), so back-pressure is exercised in every
+//! run, then reads with regular pauses. Nothing may be lost: reliable sessions admit only what the
+//! application queue has room for (the rest is retransmitted), unreliable ones back-pressure the
+//! sender.
 
 mod common;
 
@@ -18,6 +20,8 @@ const READER_PAUSE: Duration = Duration::from_millis(1);
 const READER_PAUSE_EVERY: u32 = 10;
 /// Upper bound of one whole run.
 const RUN_BOUND: Duration = Duration::from_secs(240);
+/// Upper bound for the stopped reader's queue to fill (16,384 messages through the node).
+const FILL_BOUND: Duration = Duration::from_secs(120);
 
 /// Streams [`MESSAGES`] on a new session with `cfg` and checks they all arrive, once, in order.
 async fn stream_to_slow_reader(cfg: SessionConfig, a: &str, b: &str) {
@@ -37,6 +41,11 @@ async fn stream_to_slow_reader(cfg: SessionConfig, a: &str, b: &str) {
     let run = async {
         let (first, _) = recv_new(&receiver).await;
         assert_eq!(first.session_id, sid);
+        // Reads nothing until the queue is full and its producer waits for room, then reads at
+        // once (the producer waits up to the 5 s delivery bound before it stops waiting).
+        assert_eq!(counter(&receiver, "session_queue_full_waits"), 0, "fresh app");
+        wait_until_for("the session queue to fill", FILL_BOUND, || counter(&receiver, "session_queue_full_waits") > 0)
+            .await;
         for i in 0..MESSAGES {
             let (info, blob) = recv(&receiver, sid).await.unwrap_or_else(|e| panic!("message {i}: {e}"));
             assert_eq!(blob[..4], i.to_le_bytes(), "message {i} missing or out of order");
@@ -49,7 +58,8 @@ async fn stream_to_slow_reader(cfg: SessionConfig, a: &str, b: &str) {
     tokio::time::timeout(RUN_BOUND, run).await.expect("stream delivered within the run bound");
     tokio::time::timeout(WAIT, publisher).await.expect("publisher finished").unwrap();
     assert!(receiver.try_recv_session(sid).is_none(), "nothing beyond the stream");
-    eprintln!("drops {}", receiver.session_queue_drops(sid).unwrap());
+    assert!(counter(&receiver, "session_queue_full_waits") > 0, "back-pressure was applied");
+    assert_eq!(receiver.session_queue_drops(sid).unwrap(), 0, "nothing dropped");
     assert_eq!(receiver.stats().session_backlog.load(Ordering::Relaxed), 0);
     // The sender saw no error either (a timeout would be queued on its session).
     assert!(sender.try_recv_session(sid).is_none(), "sender got an error");

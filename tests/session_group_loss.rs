@@ -123,10 +123,6 @@ fn note_error(t: &mut Tally, e: SlimError) {
     }
 }
 
-fn counter(app: &App, name: &str) -> u64 {
-    app.session_counters().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_group_stream_reaches_every_member_exactly_once() {
     let total: u32 = std::env::var("SLIM_LOSS_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);

@@ -146,10 +146,6 @@ async fn restart_under_group(mls: bool) {
     hub.shutdown().await;
 }
 
-fn counter(app: &App, name: &str) -> u64 {
-    app.session_counters().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_survives_a_node_restart() {
     restart_under_group(false).await;

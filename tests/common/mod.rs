@@ -69,6 +69,11 @@ pub async fn wait_until_for(what: &str, bound: Duration, mut cond: impl FnMut() 
     }
 }
 
+/// `app`'s session-layer counter `name` (0 when it has none of that name).
+pub fn counter(app: &App, name: &str) -> u64 {
+    app.session_counters().into_iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| v)
+}
+
 /// Waits until `node` has a subscription for `name` (exact id) on some connection.
 pub async fn wait_subscribed(node: &Node, name: &Name) {
     let node = node.clone();

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import slim_bindings
-from conftest import Node, bounded
+from conftest import Node, bounded, wait_until
 from slim_bindings import PySessionConfiguration
 
 MESSAGES = 20_000
@@ -54,6 +54,13 @@ async def test_unreliable_stream_to_a_slow_reader_arrives_complete(node: Node) -
 
         writer = asyncio.create_task(write())
         info, _first = await bounded(alice.receive())
+        # Nothing is read until the session queue (16,384 messages) is full and its producer waits
+        # for room, so back-pressure is exercised in every run; then reading starts at once (the
+        # producer would drop after waiting 5 s).
+        assert alice.svc.node_stats()["session_queue_full_waits"] == 0
+        await wait_until(
+            lambda: alice.svc.node_stats()["session_queue_full_waits"] > 0, 120, "the session queue to fill"
+        )
         expected = 0
         async for _info, payload in alice.messages(info.id):
             assert int.from_bytes(payload[:4], "little") == expected
@@ -65,6 +72,8 @@ async def test_unreliable_stream_to_a_slow_reader_arrives_complete(node: Node) -
                 break
         await bounded(writer, 60)
         assert slim_bindings.try_receive_session(alice.svc, info.id) is None
+        assert alice.svc.node_stats()["session_queue_full_waits"] > 0
+        assert alice.svc.node_stats()["session_queue_dropped"] == 0
 
 
 @pytest.mark.asyncio

@@ -23,6 +23,9 @@ pub struct Inbox {
     new_dropped: AtomicU64,
     /// Messages a session queue could not take within the delivery bound (each reported).
     pub(super) queue_dropped: AtomicU64,
+    /// Times a producer found a session queue full and waited for its reader (back-pressure,
+    /// nothing lost by itself): proof that a slow reader really held the producer back.
+    pub(super) full_waits: AtomicU64,
     /// `MessageLost` errors handed to sessions (every cause: queue, RTX, decryption, ...).
     pub(super) lost_reported: AtomicU64,
     /// Messages for a session that was deleted while they were on their way (nobody to tell).
@@ -47,6 +50,7 @@ impl Default for Inbox {
             new_notify: Notify::new(),
             new_dropped: AtomicU64::new(0),
             queue_dropped: AtomicU64::new(0),
+            full_waits: AtomicU64::new(0),
             lost_reported: AtomicU64::new(0),
             closed_drops: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -159,10 +163,11 @@ impl Inbox {
     }
 
     /// App-wide delivery counters, by name (see docs/reliability.md).
-    pub fn counters(&self) -> [(&'static str, u64); 5] {
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("session_queue_dropped", get(&self.queue_dropped)),
+            ("session_queue_full_waits", get(&self.full_waits)),
             ("messages_lost_reported", get(&self.lost_reported)),
             ("closed_session_drops", get(&self.closed_drops)),
             ("any_queue_tokens_discarded", get(&self.any_discarded)),

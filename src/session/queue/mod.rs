@@ -278,6 +278,7 @@ impl SessionQueue {
     /// until the reader makes room).
     pub async fn wait_room(&self, bound: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + bound;
+        let mut counted = false;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -294,6 +295,11 @@ impl SessionQueue {
             }
             if self.stalled.load(Ordering::Relaxed) {
                 return false;
+            }
+            if !counted {
+                // Back-pressure applied: the producer waits for the reader (counted once per wait).
+                self.inbox.full_waits.fetch_add(1, Ordering::Relaxed);
+                counted = true;
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 self.stalled.store(true, Ordering::Relaxed);
@@ -507,6 +513,9 @@ mod tests {
         let counters = inbox.counters();
         assert!(counters.contains(&("session_queue_dropped", 2)), "{counters:?}");
         assert!(counters.contains(&("messages_lost_reported", 2)), "{counters:?}");
+        // Pushes 1 and 2 waited on a full queue; push 3 found it stalled and did not wait, push 4
+        // found room.
+        assert!(counters.contains(&("session_queue_full_waits", 2)), "{counters:?}");
     }
 
     #[tokio::test]
