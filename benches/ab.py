@@ -30,26 +30,13 @@ def main() -> int:
     p.add_argument("--a", required=True, help="python that imports build A")
     p.add_argument("--b", required=True, help="python that imports build B")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--messages", type=int, default=100_000)
-    p.add_argument("--size", type=int, default=100)
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--round-trips", type=int, default=1000)
-    p.add_argument("--reliable", action="store_true")
-    p.add_argument("--batch", type=int, default=1)
+    e2e.add_scenario_options(p, messages=100_000, seconds=30.0, round_trips=1000)
     cli = p.parse_args()
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for r in range(cli.repeat):
         for label, python in (("A", cli.a), ("B", cli.b)):
             args = argparse.Namespace(
-                messages=cli.messages,
-                size=cli.size,
-                seconds=cli.seconds,
-                round_trips=cli.round_trips,
-                rtt_seconds=120.0,
-                idle=2.0,
-                reliable=cli.reliable,
-                batch=cli.batch,
-                deadline=300.0,
+                **vars(cli),
                 ours_python=python,
                 node="own",
                 ours_node="package",

@@ -636,6 +636,33 @@ def print_identity_ratios(by_identity: dict) -> None:
             print(f"{label:34}{impl:>8}{a:>14,.3f}{b:>14,.3f}{ratio}")
 
 
+def add_scenario_options(
+    p: argparse.ArgumentParser,
+    *,
+    messages: int = 50_000,
+    seconds: float = 10.0,
+    round_trips: int = 2_000,
+    rtt_seconds: float = 120.0,
+) -> None:
+    """The scenario's options (sizes and bounds of the stream and the round trips, session kind),
+    shared by every runner of this scenario (this script, mesh.py, ab.py); worker_common_args hands
+    them on to the workers."""
+    p.add_argument("--messages", type=int, default=messages, help="one-way stream length")
+    p.add_argument("--size", type=int, default=100, help="payload bytes per message")
+    p.add_argument("--seconds", type=float, default=seconds, help="bound on the stream's sending time")
+    p.add_argument("--round-trips", type=int, default=round_trips)
+    p.add_argument("--rtt-seconds", type=float, default=rtt_seconds, help="bound on the request/reply phase")
+    p.add_argument("--idle", type=float, default=2.0, help="silence that ends a phase early")
+    p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="stream with publish_many, this many messages per call (ours; default: publish per message)",
+    )
+    p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
+
+
 def worker_common_args(impl: str, args) -> list[str]:
     """The flags every worker of a run gets (scenario sizes and bounds, identity, session kind)."""
     common = [
@@ -950,20 +977,7 @@ def print_otel_table(runs: dict, args) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["ours", "060", "both"], default="both")
-    p.add_argument("--messages", type=int, default=50_000, help="one-way stream length")
-    p.add_argument("--size", type=int, default=100, help="payload bytes per message")
-    p.add_argument("--seconds", type=float, default=10.0, help="bound on the stream's sending time")
-    p.add_argument("--round-trips", type=int, default=2_000)
-    p.add_argument("--rtt-seconds", type=float, default=120.0, help="bound on the request/reply phase")
-    p.add_argument("--idle", type=float, default=2.0, help="silence that ends a phase early")
-    p.add_argument("--reliable", action="store_true", help="acknowledged session (timeout 1 s, 5 retries)")
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=1,
-        help="stream with publish_many, this many messages per call (ours; default: publish per message)",
-    )
-    p.add_argument("--deadline", type=float, default=300.0, help="bound on any worker")
+    add_scenario_options(p)
     p.add_argument("--ours-python", default=sys.executable, help="python that imports our package")
     p.add_argument(
         "--node",

@@ -83,26 +83,7 @@ def run_chain(length: int, args) -> dict:
     if binary is None:
         raise RuntimeError("no slim binary: build it with `cargo build --release --bin slim`")
     ports = [e2e.free_port() for _ in range(length)]
-    common = [
-        "--impl",
-        "ours",
-        "--size",
-        str(args.size),
-        "--messages",
-        str(args.messages),
-        "--seconds",
-        str(args.seconds),
-        "--round-trips",
-        str(args.round_trips),
-        "--rtt-seconds",
-        str(args.rtt_seconds),
-        "--idle",
-        str(args.idle),
-        "--deadline",
-        str(args.deadline),
-    ]
-    if args.reliable:
-        common.append("--reliable")
+    common = e2e.worker_common_args("ours", args)
     children: list[e2e.Child] = []
     result: dict = {"length": length}
     try:
@@ -157,15 +138,8 @@ def run_chain(length: int, args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", default="1,2,3", help="chain lengths, comma-separated")
-    p.add_argument("--messages", type=int, default=50_000)
-    p.add_argument("--size", type=int, default=100)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--round-trips", type=int, default=2_000)
-    p.add_argument("--rtt-seconds", type=float, default=60.0)
-    p.add_argument("--idle", type=float, default=2.0)
-    p.add_argument("--deadline", type=float, default=300.0)
+    e2e.add_scenario_options(p, rtt_seconds=60.0)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--reliable", action="store_true")
     p.add_argument("--ours-python", default=sys.executable)
     p.add_argument("--slim-bin")
     p.add_argument("--json", help="also write every run to this file")

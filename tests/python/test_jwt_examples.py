@@ -4,21 +4,17 @@ JWKS) are made here, the tokens signed in pure Python with the test RSA keys in 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "python" / "examples"
-KEYS = Path(__file__).resolve().parents[1] / "data" / "jwt"
-sys.path.insert(0, str(EXAMPLES))
+import example_helpers as ex
 
-import run_demo
+KEYS = Path(__file__).resolve().parents[1] / "data" / "jwt"
 
 AUDIENCE = "slim-examples"
 TRUST_DOMAIN = "example.org"
@@ -115,138 +111,57 @@ def bundle(tmp_path: Path) -> str:
     return str(path)
 
 
-async def _node(deadline: float) -> tuple[run_demo.Proc, str]:
-    node = await run_demo.start("node", "slim.py", "--slim", "127.0.0.1:0")
-    m = await node.wait_for(r"listening on (\S+:\d+)", deadline)
-    return node, json.dumps({"endpoint": f"http://{m.group(1)}", "tls": {"insecure": True}})
-
-
-async def _exit_code(proc: run_demo.Proc, timeout: float) -> int:
-    code = await asyncio.wait_for(proc.proc.wait(), timeout)
-    await proc.stop()
-    return code
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("mode", ["anycast", "unicast-mls"])
 async def test_point_to_point_with_jwt_and_bundle(tmp_path: Path, bundle: str, mode: str) -> None:
     deadline = time.monotonic() + 60
-    procs: list[run_demo.Proc] = []
+    procs: list[ex.Proc] = []
     extra = ["--enable-mls"] if mode == "unicast-mls" else []
     mode = mode.split("-")[0]
     try:
-        node, client = await _node(deadline)
+        node, client = await ex.example_node(deadline)
         procs.append(node)
-        alice = await run_demo.start(
-            "alice",
-            "point_to_point.py",
+        common = ["--slim", client, "--bundle", bundle, "--audience", AUDIENCE, *extra]
+        await ex.point_to_point_exchange(
+            procs,
+            deadline,
             mode,
-            "--local",
-            "agntcy/ns/alice",
-            "--slim",
-            client,
-            "--jwt",
-            _svid(tmp_path, "alice"),
-            "--bundle",
-            bundle,
-            "--audience",
-            AUDIENCE,
-            *extra,
-        )
-        procs.append(alice)
-        await alice.wait_for(r"Connected to", deadline)
-        bob = await run_demo.start(
-            "bob",
-            "point_to_point.py",
-            mode,
-            "--local",
-            "agntcy/ns/bob",
-            "--remote",
-            "agntcy/ns/alice",
-            "--message",
             "signed hello",
-            "--iterations",
-            "2",
-            "--slim",
-            client,
-            "--jwt",
-            _svid(tmp_path, "bob"),
-            "--bundle",
-            bundle,
-            "--audience",
-            AUDIENCE,
-            *extra,
+            ["--jwt", _svid(tmp_path, "alice"), *common],
+            ["--jwt", _svid(tmp_path, "bob"), *common],
         )
-        procs.append(bob)
-        code = await _exit_code(bob, max(1.0, deadline - time.monotonic()))
-        assert code == 0, "\n".join(bob.lines)
-        replies = [line for line in bob.lines if "received (from session" in line]
-        assert len(replies) == 2, bob.lines
-        assert all("signed hello from" in line for line in replies)
-        await alice.wait_for(r"replies: signed hello from", deadline)
     finally:
-        for p in reversed(procs):
-            await p.stop()
+        await ex.stop_all(procs)
 
 
 @pytest.mark.asyncio
 async def test_multicast_with_jwt_and_bundle(tmp_path: Path, bundle: str) -> None:
     deadline = time.monotonic() + 60
-    procs: list[run_demo.Proc] = []
+    procs: list[ex.Proc] = []
     try:
-        node, client = await _node(deadline)
+        node, client = await ex.example_node(deadline)
         procs.append(node)
-        common = [
-            "--remote",
-            "agntcy/ns/room",
-            "--slim",
-            client,
-            "--bundle",
-            bundle,
-            "--audience",
-            AUDIENCE,
-            "--enable-mls",
-        ]
-        member = await run_demo.start(
-            "member",
-            "multicast.py",
-            "--local",
-            "agntcy/ns/m1",
-            "--jwt",
-            _svid(tmp_path, "m1"),
-            *common,
+        common = ["--slim", client, "--bundle", bundle, "--audience", AUDIENCE, "--enable-mls"]
+        await ex.multicast_line(
+            procs,
+            deadline,
+            "jwt line",
+            ["--jwt", _svid(tmp_path, "m1"), *common],
+            ["--jwt", _svid(tmp_path, "mod"), *common],
         )
-        procs.append(member)
-        await member.wait_for("Waiting for session", deadline)
-        moderator = await run_demo.start(
-            "moderator",
-            "multicast.py",
-            "--local",
-            "agntcy/ns/mod",
-            "--invites",
-            "agntcy/ns/m1",
-            "--jwt",
-            _svid(tmp_path, "mod"),
-            *common,
-        )
-        procs.append(moderator)
-        await moderator.wait_for("add .*m1", deadline)
-        await moderator.send("jwt line")
-        await member.wait_for("Received message from agntcy/ns/mod: jwt line$", deadline)
     finally:
-        for p in reversed(procs):
-            await p.stop()
+        await ex.stop_all(procs)
 
 
 @pytest.mark.asyncio
 async def test_token_signed_by_a_key_outside_the_bundle_is_not_delivered(tmp_path: Path, bundle: str) -> None:
     deadline = time.monotonic() + 60
-    procs: list[run_demo.Proc] = []
+    procs: list[ex.Proc] = []
     try:
-        node, client = await _node(deadline)
+        node, client = await ex.example_node(deadline)
         procs.append(node)
         common = ["--slim", client, "--bundle", bundle, "--audience", AUDIENCE]
-        alice = await run_demo.start(
+        alice = await ex.start(
             "alice",
             "point_to_point.py",
             "--local",
@@ -258,7 +173,7 @@ async def test_token_signed_by_a_key_outside_the_bundle_is_not_delivered(tmp_pat
         procs.append(alice)
         await alice.wait_for(r"Connected to", deadline)
         # Well-formed, right issuer and audience, but signed with a key the bundle does not hold.
-        mallory = await run_demo.start(
+        mallory = await ex.start(
             "mallory",
             "point_to_point.py",
             "--local",
@@ -274,18 +189,17 @@ async def test_token_signed_by_a_key_outside_the_bundle_is_not_delivered(tmp_pat
             *common,
         )
         procs.append(mallory)
-        assert await _exit_code(mallory, max(1.0, deadline - time.monotonic())) == 1, mallory.lines
+        assert await ex.exit_code(mallory, ex.remaining(deadline)) == 1, mallory.lines
         assert not any("received (from session" in line for line in mallory.lines), mallory.lines
         assert not any("forged" in line for line in alice.lines), alice.lines
     finally:
-        for p in reversed(procs):
-            await p.stop()
+        await ex.stop_all(procs)
 
 
 @pytest.mark.asyncio
 async def test_wrong_audience_is_refused_clearly(tmp_path: Path, bundle: str) -> None:
     # Bob's token is for another audience than the one the apps verify with.
-    proc = await run_demo.start(
+    proc = await ex.start(
         "bob",
         "point_to_point.py",
         "--local",
@@ -297,7 +211,7 @@ async def test_wrong_audience_is_refused_clearly(tmp_path: Path, bundle: str) ->
         "--audience",
         AUDIENCE,
     )
-    assert await _exit_code(proc, 30) == 1
+    assert await ex.exit_code(proc, 30) == 1
     refusal = [line for line in proc.lines if line.startswith("error:")]
     assert refusal and "issued for elsewhere, not for the audience slim-examples" in refusal[0], proc.lines
     assert not any("Traceback" in line or "Connected to" in line for line in proc.lines), proc.lines
@@ -305,7 +219,7 @@ async def test_wrong_audience_is_refused_clearly(tmp_path: Path, bundle: str) ->
 
 @pytest.mark.asyncio
 async def test_no_identity_is_refused_clearly() -> None:
-    proc = await run_demo.start("bob", "point_to_point.py", "--local", "agntcy/ns/bob")
-    assert await _exit_code(proc, 30) == 1
+    proc = await ex.start("bob", "point_to_point.py", "--local", "agntcy/ns/bob")
+    assert await ex.exit_code(proc, 30) == 1
     assert "error: Either JWT or bundle must be provided, or a shared secret." in proc.lines, proc.lines
     assert not any("Traceback" in line for line in proc.lines), proc.lines

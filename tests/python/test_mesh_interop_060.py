@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from interop_test_helpers import free_port, python060, start_peer
+from interop_test_helpers import free_port, p2p_echo, python060, start_peer
 from mesh_helpers import Mesh, MeshNode
 
 CASES = [
@@ -37,49 +37,24 @@ def chain(venv060):
 
 @pytest.mark.parametrize("responder_impl,sender_impl", CASES)
 def test_p2p_across_a_chain_of_our_nodes(chain, responder_impl, sender_impl):
-    count = 5
-    responder = start_peer(
+    def learned_across_the_chain() -> None:
+        # The responder's name, learned from its subscription on node A (a leaf link), reaches node C.
+        chain.wait(lambda: chain.routes_to(2, "alice"), "node C routes to the responder")
+        assert any(link["kind"] == "leaf" for link in chain.nodes[0].info()["links"])
+
+    p2p_echo(
+        chain.apps,
         responder_impl,
-        "p2p-responder",
-        "--endpoint",
-        chain.nodes[0].endpoint,
-        "--local",
-        "agntcy/mesh/alice",
-        "--count",
-        str(count),
-        "--reply-prefix",
-        "echo:",
-        name=f"responder ({responder_impl})",
-        stdin_pipe=True,
-    )
-    chain.apps.append(responder)
-    responder.wait_event("ready", 30)
-    # The responder's name, learned from its subscription on node A (a leaf link), reaches node C.
-    chain.wait(lambda: chain.routes_to(2, "alice"), "node C routes to the responder")
-    assert any(link["kind"] == "leaf" for link in chain.nodes[0].info()["links"])
-    sender = start_peer(
         sender_impl,
-        "p2p-sender",
-        "--endpoint",
-        chain.nodes[2].endpoint,
-        "--local",
-        "agntcy/mesh/bob",
-        "--remote",
-        "agntcy/mesh/alice",
-        "--count",
-        str(count),
-        "--message",
-        "ping",
-        "--reliable",
-        name=f"sender ({sender_impl})",
+        responder_endpoint=chain.nodes[0].endpoint,
+        sender_endpoint=chain.nodes[2].endpoint,
+        responder_name="agntcy/mesh/alice",
+        sender_name="agntcy/mesh/bob",
+        message="ping",
+        sender_args=("--reliable",),
+        before_sender=learned_across_the_chain,
+        diagnostics=chain.diagnostics,
     )
-    chain.apps.append(sender)
-    assert sender.finish(90) == 0, sender.diagnostics() + responder.diagnostics() + chain.diagnostics()
-    responder.close_stdin()
-    assert responder.finish(30) == 0, responder.diagnostics()
-    sent = [e["payload"] for e in sender.of("sent")]
-    assert [r["payload"] for r in sender.of("received")] == [f"echo:{p}" for p in sent]
-    assert [g["payload"] for g in responder.of("received")] == sent
     for c in chain.counters():
         assert c["mesh_dropped_hop_limit"] == 0, c
 
