@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-shared-secret-0123456789abcdef0123"
@@ -113,19 +114,27 @@ def identity(local: str):
     return provider, verifier
 
 
-class App060:
-    """slim-bindings 0.6.0: PointToPoint sessions, listen_for_session, PySession.publish/publish_to/get_message."""
+class BenchApp:
+    """What a benchmark app does alike with either package (this script's and benches/group.py's): its
+    Slim, with this run's identity, connected to the node at `endpoint`, or serving as that node."""
+
+    # Extra keyword arguments of Slim.new.
+    NEW_KWARGS: ClassVar[dict] = {}
 
     async def start(self, local: str, endpoint: str | None):
         import slim_bindings
 
         self.sb = slim_bindings
-        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local))
+        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local), **self.NEW_KWARGS)
         if endpoint:
             await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
 
     async def serve(self, listen: str):
         await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
+
+
+class App060(BenchApp):
+    """slim-bindings 0.6.0: PointToPoint sessions, listen_for_session, PySession.publish/publish_to/get_message."""
 
     async def open_session(self, remote: str, reliable: bool):
         import datetime
@@ -157,19 +166,8 @@ class App060:
         await self.session.publish_to(ctx, blob)
 
 
-class AppOurs:
+class AppOurs(BenchApp):
     """Our package, seed-era API: Anycast/Unicast sessions, receive(), publish(session, msg, dest), publish_to."""
-
-    async def start(self, local: str, endpoint: str | None):
-        import slim_bindings
-
-        self.sb = slim_bindings
-        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local))
-        if endpoint:
-            await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
-
-    async def serve(self, listen: str):
-        await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
 
     async def open_session(self, remote: str, reliable: bool):
         import datetime
@@ -231,8 +229,9 @@ async def read_command(timeout: float) -> str:
     return line.strip()
 
 
-async def worker_node(app, args) -> None:
-    await app.start("agntcy/bench/node", None)
+async def worker_node(app, args, name: str = "agntcy/bench/node") -> None:
+    """The node process: `app` serves on --listen until the coordinator says quit (bounded by --deadline)."""
+    await app.start(name, None)
     await app.serve(args.listen)
     emit("ready")
     # Until the coordinator closes our stdin (or says quit), bounded by --deadline.

@@ -47,11 +47,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import Child, free_port, ours_available, python_060, rss_kib, wait_listening
+from e2e import (
+    BenchApp,
+    Child,
+    cpu_seconds,
+    emit,
+    free_port,
+    ours_available,
+    python_060,
+    read_command,
+    rss_kib,
+    split_name,
+    wait_listening,
+)
+from e2e import worker_node as serve_as_node
 
-SECRET = "group-bench-shared-secret-0123456789abcdef"
 MODERATOR = "agntcy/groupbench/moderator"
 KIND_DATA, KIND_PROBE = b"D", b"P"
 
@@ -61,45 +74,15 @@ KIND_DATA, KIND_PROBE = b"D", b"P"
 # ---------------------------------------------------------------------------------------------------------
 
 
-def emit(event: str, **fields) -> None:
-    fields["event"] = event
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
 def now() -> float:
     """CLOCK_MONOTONIC: comparable between processes of this host."""
     return time.monotonic()
 
 
-def split_name(text: str):
-    import slim_bindings
-
-    a, b, c = text.split("/")
-    return slim_bindings.PyName(a, b, c)
-
-
-def identity(local: str):
-    import slim_bindings
-
-    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
-    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
-    return provider, verifier
-
-
-class Group060:
+class Group060(BenchApp):
     """slim-bindings 0.6.0: Group sessions driven through PySession."""
 
-    async def start(self, local: str, endpoint: str | None, own_node: bool = True):
-        import slim_bindings
-
-        self.sb = slim_bindings
-        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local), local_service=own_node)
-        if endpoint:
-            await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
-
-    async def serve(self, listen: str):
-        await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
+    NEW_KWARGS: ClassVar[dict] = {"local_service": True}
 
     async def create_group(self, channel: str, args):
         self.channel = split_name(channel)
@@ -128,19 +111,8 @@ class Group060:
         return [(await self.session.get_message())[1]]
 
 
-class GroupOurs:
+class GroupOurs(BenchApp):
     """Our package: Multicast sessions, invite(..., wait=True), receive_many."""
-
-    async def start(self, local: str, endpoint: str | None, own_node: bool = True):
-        import slim_bindings
-
-        self.sb = slim_bindings
-        self.app = await slim_bindings.Slim.new(split_name(local), *identity(local))
-        if endpoint:
-            await self.app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
-
-    async def serve(self, listen: str):
-        await self.app.run_server({"endpoint": listen, "tls": {"insecure": True}})
 
     async def create_group(self, channel: str, args):
         self.channel = split_name(channel)
@@ -176,22 +148,8 @@ def make_app(impl: str):
     return Group060() if impl == "060" else GroupOurs()
 
 
-async def read_line(timeout: float) -> str:
-    loop = asyncio.get_running_loop()
-    line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), timeout)
-    return line.strip()
-
-
 async def worker_node(args) -> None:
-    app = make_app(args.impl)
-    await app.start("agntcy/groupbench/node", None)
-    await app.serve(args.listen)
-    emit("ready")
-    try:
-        while await read_line(args.deadline) not in ("", "quit"):
-            pass
-    except asyncio.TimeoutError:
-        pass
+    await serve_as_node(make_app(args.impl), args, "agntcy/groupbench/node")
 
 
 async def worker_moderator(args) -> None:
@@ -202,7 +160,7 @@ async def worker_moderator(args) -> None:
     for m in members:
         await app.set_route(m)
     emit("ready")
-    if await read_line(args.deadline) != "invite":
+    if await read_command(args.deadline) != "invite":
         return
     t0 = now()
     emit("inviting", t=t0)
@@ -214,14 +172,14 @@ async def worker_moderator(args) -> None:
 
     # On "probe": a probe every --probe-interval until the coordinator has seen every member ready
     # (or gives up) and says "stream" or "done".
-    if await read_line(args.ready_timeout + 30) != "probe":
+    if await read_command(args.ready_timeout + 30) != "probe":
         return
     emit("probing", t=now())
     stop = asyncio.get_running_loop().create_future()
 
     async def wait_command():
         try:
-            stop.set_result(await read_line(args.deadline))
+            stop.set_result(await read_command(args.deadline))
         except asyncio.TimeoutError:
             stop.set_result("")
 
@@ -249,7 +207,7 @@ async def worker_moderator(args) -> None:
         sent += 1
     elapsed = now() - t0
     emit("sent", sent=sent, seconds=elapsed, rate=sent / elapsed if elapsed > 0 else 0.0)
-    await read_line(args.deadline)  # "quit" or EOF: stay alive so retransmissions can still be served
+    await read_command(args.deadline)  # "quit" or EOF: stay alive so retransmissions can still be served
 
 
 async def run_member(impl: str, name: str, args) -> None:
@@ -302,7 +260,7 @@ async def worker_members(args) -> None:
     names = args.members.split(",")
     tasks = [asyncio.create_task(run_member(args.impl, n, args)) for n in names]
     emit("ready")
-    stopper = asyncio.create_task(read_line(args.deadline))
+    stopper = asyncio.create_task(read_command(args.deadline))
     pending = {*tasks, stopper}
     try:
         # Members that reported stay alive until told (retransmissions, clean goodbye).
@@ -336,16 +294,6 @@ def worker_main(args) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Coordinator side.
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def events_named(child: Child, event: str) -> list[dict]:
