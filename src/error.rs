@@ -59,6 +59,15 @@ pub enum SlimError {
         /// Bytes held for sending when the publish gave up.
         buffered: usize,
     },
+    /// A publish whose payload and metadata exceed `wire::MAX_PAYLOAD_SIZE` (a node carries
+    /// messages up to 4 MiB); the message was not sent.
+    #[error("message too large: {size} bytes of payload and metadata, the limit is {limit}; not sent")]
+    MessageTooLarge {
+        /// Bytes of payload plus metadata keys and values.
+        size: usize,
+        /// `wire::MAX_PAYLOAD_SIZE`.
+        limit: usize,
+    },
     /// The app (or its node) has shut down.
     #[error("app closed")]
     Closed,
@@ -88,6 +97,7 @@ impl SlimError {
             SlimError::Mls(_) => "Mls",
             SlimError::Invite(_) => "Invite",
             SlimError::SendBufferFull { .. } => "SendBufferFull",
+            SlimError::MessageTooLarge { .. } => "MessageTooLarge",
             SlimError::Closed => "Closed",
             SlimError::Internal(_) => "Internal",
         }
@@ -113,6 +123,10 @@ impl SlimError {
             SlimError::Mls("no group".into()),
             SlimError::Invite("nobody answered".into()),
             SlimError::SendBufferFull { session_id: 3, buffered: 1024 },
+            SlimError::MessageTooLarge {
+                size: crate::wire::MAX_PAYLOAD_SIZE + 1,
+                limit: crate::wire::MAX_PAYLOAD_SIZE,
+            },
             SlimError::Closed,
             SlimError::Internal("unexpected".into()),
         ]
@@ -138,7 +152,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         // As many as `variant_name` has arms: update both when a variant is added.
-        assert_eq!(names.len(), 13, "{names:?}");
+        assert_eq!(names.len(), 14, "{names:?}");
     }
 
     #[test]

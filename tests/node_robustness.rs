@@ -114,3 +114,39 @@ async fn node_local_control_flags_from_a_remote_peer_are_ignored() {
     assert_eq!(node.stats().dropped_no_route, 1, "the publish was routed by name (nobody serves it)");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_frame_ends_only_its_stream_and_the_peer_is_told_why() {
+    // gRPC cannot skip a frame over the node's limit (4 MiB): the node drops it and ends that
+    // stream, with an OUT_OF_RANGE status saying why, instead of a clean end of stream. Other
+    // connections are untouched, and the peer can open a new stream at once.
+    let node = Node::new("b");
+    let addr = node.run_server(ServerConfig::insecure("127.0.0.1:0")).await.unwrap();
+    let endpoint = format!("http://{addr}");
+    let (bystander_tx, _bystander_in) = raw_peer::open(&endpoint).await;
+    let bystander = Name::new("org", "ns", "bystander", Some(1));
+    bystander_tx.send(builders::subscribe(&bystander, &bystander, Flags::one()).encode_to_vec()).await.unwrap();
+
+    let (tx, mut inbound) = raw_peer::open(&endpoint).await;
+    tx.send(vec![0u8; slim_bindings::wire::MAX_MESSAGE_SIZE + 1]).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await.expect("the stream ends");
+    let status = ended.expect_err("an error status, not a clean end of stream");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("message too large"), "{status:?}");
+    assert!(status.message().contains(&slim_bindings::wire::MAX_MESSAGE_SIZE.to_string()), "{status:?}");
+
+    // The bystander's connection and subscription survive; a new stream from the same peer works.
+    wait_until("the bystander's subscription", || {
+        node.connection_ids().into_iter().any(|c| node.subscriptions_of(c).contains(&bystander))
+    })
+    .await;
+    wait_until("the oversized stream's connection removed", || node.connection_ids().len() == 1).await;
+    let (again_tx, _again_in) = raw_peer::open(&endpoint).await;
+    let again = Name::new("org", "ns", "again", Some(2));
+    again_tx.send(builders::subscribe(&again, &again, Flags::one()).encode_to_vec()).await.unwrap();
+    wait_until("a new stream's subscription", || {
+        node.connection_ids().into_iter().any(|c| node.subscriptions_of(c).contains(&again))
+    })
+    .await;
+    node.shutdown().await;
+}

@@ -374,7 +374,9 @@ async def publish(
     Point to point, the payload counts against the session's 16 MiB send buffer until it is sent
     (unreliable) or acknowledged or timed out (reliable). When the buffer is full the call waits
     for room, up to 5 s or ``timeout * (max_retries + 1)`` when that is longer, then raises
-    ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent). Nothing is dropped."""
+    ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent). Nothing is dropped.
+    A payload plus metadata over 4 MiB - 64 KiB raises ``MessageTooLargeError`` (a ``ValueError``)
+    at once, nothing sent."""
 
 async def publish_many(
     svc: PyService,

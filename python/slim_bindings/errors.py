@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "InviteError",
     "MessageLostError",
+    "MessageTooLargeError",
     "MlsError",
     "NoRouteError",
     "SLIMTimeoutError",
@@ -119,6 +120,19 @@ class SendBufferFullError(SlimError, *_TIMEOUT_BASES):  # type: ignore[misc]
     def __init__(self, message: str, session_id: int | None = None) -> None:
         super().__init__(message)
         self.session_id = session_id
+
+
+class MessageTooLargeError(SlimError, ValueError):
+    """A publish larger than a SLIM message can carry; nothing was sent.
+
+    A node takes messages of up to 4 MiB; a payload plus its metadata may use all of it but 64 KiB
+    (kept for the headers, the identity token and MLS): ``limit``, 4,128,768 bytes. ``size`` is
+    what the publish asked for."""
+
+    def __init__(self, message: str, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class NoRouteError(SlimError):

@@ -188,7 +188,9 @@ class Slim:
         Point to point, ``msg`` counts against the session's 16 MiB send buffer until it is sent
         (unreliable) or acknowledged or timed out (reliable). When the buffer is full this waits
         for room, up to 5 s or ``timeout * (max_retries + 1)`` when that is longer, then raises
-        ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent)."""
+        ``SendBufferFullError`` (a ``TimeoutError``; the message was not sent). A ``msg`` plus
+        ``metadata`` over 4 MiB - 64 KiB raises ``MessageTooLargeError`` (a ``ValueError``) at
+        once, nothing sent."""
         await _native.publish(self.svc, session, 1, msg, dest, payload_type, metadata)
 
     async def publish_to(

@@ -123,25 +123,27 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Reads a connection's stream until it ends or `cancel` fires, processing every message.
+/// Returns the error that ended it, if the stream failed (a frame over [`MAX_MESSAGE_SIZE`],
+/// a reset, a broken connection).
 async fn read_stream(
     inner: &Inner,
     ingress: &Ingress,
     inbound: &mut Streaming<Inbound>,
     cancel: &CancellationToken,
     scratch: &mut Scratch,
-) {
+) -> Option<Status> {
     let id = ingress.conn;
     loop {
         let item = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return None,
             item = inbound.message() => item,
         };
         match item {
             Ok(Some(Inbound::Message(m))) => {
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => return None,
                     _ = inner.process(ingress, m, scratch) => {}
                 }
             }
@@ -151,14 +153,36 @@ async fn read_stream(
             }
             Ok(None) => {
                 debug!(node = %inner.node_id, conn = id, "stream closed by peer");
-                return;
+                return None;
+            }
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                // A frame over MAX_MESSAGE_SIZE: gRPC cannot skip it (the stream is unusable
+                // after it), so the message is dropped and the connection ends. Reported, not
+                // recovered here: the server ends the peer's stream with this status (see
+                // `oversized_frame_status`); our own apps never send one (`publish` refuses a
+                // payload over `wire::MAX_PAYLOAD_SIZE` with `MessageTooLarge`).
+                warn!(node = %inner.node_id, conn = id, %status, "oversized frame: message dropped, stream ended");
+                return Some(status);
             }
             Err(status) => {
                 debug!(node = %inner.node_id, conn = id, %status, "stream failed");
-                return;
+                return Some(status);
             }
         }
     }
+}
+
+/// The status a server ends a peer's stream with when that peer sent a frame over
+/// [`MAX_MESSAGE_SIZE`] (`failure`, tonic's `OutOfRange`): the peer learns why its connection
+/// ended instead of seeing a clean end of stream. `None` for other failures (the stream is
+/// already broken; nothing would reach the peer).
+fn oversized_frame_status(failure: Option<&Status>) -> Option<Status> {
+    let failure = failure.filter(|s| s.code() == tonic::Code::OutOfRange)?;
+    Some(Status::out_of_range(format!(
+        "message too large: a SLIM node accepts messages of up to {MAX_MESSAGE_SIZE} bytes; \
+         the message was dropped and this stream ended ({})",
+        failure.message()
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,12 +244,21 @@ impl DataPlaneServer {
         let (id, counters) = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer, meta.clone());
         let ingress = Ingress::new(id, &meta, counters);
         let inner = self.inner.clone();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
         tokio::spawn(async move {
             let mut scratch = Scratch::default();
-            read_stream(&inner, &ingress, &mut inbound, &cancel, &mut scratch).await;
+            let failure = read_stream(&inner, &ingress, &mut inbound, &cancel, &mut scratch).await;
+            if let Some(status) = oversized_frame_status(failure.as_ref()) {
+                // The response stream has ended once the connection is removed (its sender
+                // dropped); the status follows as the stream's trailers.
+                let _ = end_tx.send(status);
+            }
             inner.remove_connection(id);
         });
-        let mut response: Response<ResponseStream> = Response::new(Box::pin(ReceiverStream::new(rx).map(Ok)));
+        // What the node sends, then (only when the peer's frame was too large) the error status.
+        let ending = futures::stream::once(end_rx).filter_map(|r| std::future::ready(r.ok().map(Err)));
+        let mut response: Response<ResponseStream> =
+            Response::new(Box::pin(ReceiverStream::new(rx).map(Ok).chain(ending)));
         // Only a peer that introduced itself gets an answer (a 0.6.0 client never sees the header).
         if answer {
             mesh.hello().insert_into(response.metadata_mut());

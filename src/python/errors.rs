@@ -31,6 +31,7 @@ struct Classes {
     mls: Py<PyAny>,
     invite: Py<PyAny>,
     send_buffer_full: Py<PyAny>,
+    message_too_large: Py<PyAny>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -52,6 +53,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             mls: get("MlsError")?,
             invite: get("InviteError")?,
             send_buffer_full: get("SendBufferFullError")?,
+            message_too_large: get("MessageTooLargeError")?,
         })
     })
 }
@@ -83,6 +85,7 @@ pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
             SlimError::Mls(_) => c.mls.call1(py, (text,)),
             SlimError::Invite(_) => c.invite.call1(py, (text,)),
             SlimError::SendBufferFull { session_id, .. } => c.send_buffer_full.call1(py, (text, session_id)),
+            SlimError::MessageTooLarge { size, limit } => c.message_too_large.call1(py, (text, size, limit)),
             // A bug or an unexpected state: the root class, nothing more specific is true.
             SlimError::Internal(_) => c.base.call1(py, (text,)),
         }

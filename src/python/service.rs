@@ -225,6 +225,7 @@ pub(super) async fn set_default_session_config(svc: Py<PyService>, config: PySes
 /// (unreliable) or acknowledged or timed out (reliable). When the buffer is full the call waits
 /// for room, up to 5 s or `timeout * (max_retries + 1)` when that is longer, then raises
 /// `SendBufferFullError` (a `TimeoutError`; the message was not sent). Nothing is dropped.
+/// A payload plus metadata over `wire::MAX_PAYLOAD_SIZE` raises `MessageTooLargeError` at once.
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blob, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]

@@ -196,9 +196,11 @@ impl SessionLayer {
         Ok(())
     }
 
-    /// Publishes on session `id`. Unreliable anycast goes straight to the node; everything else
+    /// Publishes on session `id` (a payload and metadata over `wire::MAX_PAYLOAD_SIZE` are refused
+    /// with `MessageTooLarge`, nothing sent). Unreliable anycast goes straight to the node; everything else
     /// through the session task (waits when the task's queue is full).
     pub async fn publish(&self, id: u32, req: PublishRequest) -> Result<(), SlimError> {
+        check_size(&req)?;
         let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
@@ -248,6 +250,7 @@ impl SessionLayer {
     /// Publishes without waiting: `Ok(None)` when handed over, `Ok(Some(req))` (the request back)
     /// when the node or the session task has no room right now (call [`Self::publish`] then).
     pub fn try_publish(&self, id: u32, req: PublishRequest) -> Result<Option<PublishRequest>, SlimError> {
+        check_size(&req)?;
         let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
@@ -514,3 +517,15 @@ fn variant_name(cfg: &SessionConfig) -> &'static str {
 
 /// Items a reader gets from a session queue (re-exported for the app).
 pub type SessionDelivery = Delivery;
+
+/// Refuses a publish no node would carry (`wire::MAX_PAYLOAD_SIZE`): reported to the caller, never
+/// sent. A node ends a connection that delivers a frame above `wire::MAX_MESSAGE_SIZE`, which would
+/// cost every other session on it its messages in flight.
+fn check_size(req: &PublishRequest) -> Result<(), SlimError> {
+    let metadata: usize = req.metadata.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum());
+    let size = req.blob.len() + metadata;
+    if size > wire::MAX_PAYLOAD_SIZE {
+        return Err(SlimError::MessageTooLarge { size, limit: wire::MAX_PAYLOAD_SIZE });
+    }
+    Ok(())
+}

@@ -61,6 +61,12 @@ pub const FANOUT_CHANNEL_BROADCAST: u32 = 256;
 /// Largest encoded `Message` a peer accepts (tonic's default decoding limit).
 pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
+/// Largest payload (plus metadata) an app may publish: `MAX_MESSAGE_SIZE` less 64 KiB for the SLIM
+/// headers, the identity token and the MLS framing. A larger publish fails with
+/// `SlimError::MessageTooLarge` before anything is sent: a node that received a frame above
+/// `MAX_MESSAGE_SIZE` would end the whole connection, not just drop that message.
+pub const MAX_PAYLOAD_SIZE: usize = MAX_MESSAGE_SIZE - 64 * 1024;
+
 /// Why a received message is not valid (docs/protocol.md "Message framing").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {

@@ -307,6 +307,36 @@ async def test_payload_type_checks(node: Node) -> None:
 
 
 @pytest.mark.asyncio
+async def test_largest_message_crosses_a_node_and_one_byte_more_is_refused(node: Node) -> None:
+    """Payload plus metadata may reach 4 MiB - 64 KiB: the rest of a node's 4 MiB frame holds the
+    headers, the identity token and MLS. One byte more raises MessageTooLargeError, sends nothing
+    and leaves the session (and the app's connection) as they were."""
+    limit = 4 * 1024 * 1024 - 64 * 1024
+    alice = await node.new_app("org", "default", "alice")
+    bob = await node.new_app("org", "default", "bob")
+    await bob.set_route(alice.local_name)
+    config = PySessionConfiguration.Unicast(
+        timeout=datetime.timedelta(seconds=1), max_retries=3, mls_enabled=True
+    )
+    session = await bob.create_session(config)
+    with pytest.raises(slim_bindings.MessageTooLargeError, match="message too large") as e:
+        await bob.publish(session, b"x" * (limit + 1), alice.local_name)
+    assert (e.value.size, e.value.limit) == (limit + 1, limit)
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(slim_bindings.MessageTooLargeError):
+        await bob.publish(session, b"x" * (limit - 3), alice.local_name, metadata={"k": "vvv"})
+
+    await bounded(bob.publish(session, b"y" * limit, alice.local_name))
+    info, first = await bounded(alice.receive(), 60)
+    assert info.id == session.id and first == b"y" * limit
+    _, again = await bounded(alice.receive(session=info.id), 30)  # the session queue starts with it too
+    assert again == first
+    await bounded(bob.publish(session, b"after", alice.local_name))
+    _, after = await bounded(alice.receive(session=info.id), 30)
+    assert after == b"after"
+
+
+@pytest.mark.asyncio
 async def test_async_iteration_over_sessions_and_messages(node: Node) -> None:
     alice = await node.new_app("org", "default", "alice")
     bob = await node.new_app("org", "default", "bob")

@@ -26,6 +26,7 @@ EXPECTED: dict[str, type[BaseException]] = {
     "Mls": errors.MlsError,
     "Invite": errors.InviteError,
     "SendBufferFull": errors.SendBufferFullError,
+    "MessageTooLarge": errors.MessageTooLargeError,
     "Closed": errors.SessionClosedError,
     "Internal": errors.SlimError,
 }
@@ -61,6 +62,10 @@ def test_fields_survive_the_mapping() -> None:
     assert lost.source_name.components_strings()[:3] == ["org", "ns", "producer"] and lost.source_name.id == 5
     full = s["SendBufferFull"]
     assert isinstance(full, errors.SendBufferFullError) and full.session_id == 3
+    too_large = s["MessageTooLarge"]
+    assert isinstance(too_large, errors.MessageTooLargeError) and isinstance(too_large, ValueError)
+    assert (too_large.size, too_large.limit) == (4 * 1024 * 1024 - 64 * 1024 + 1, 4 * 1024 * 1024 - 64 * 1024)
+    assert "message too large" in str(too_large)
     assert "no matching found for" in str(s["NoRoute"])
     assert isinstance(s["Connection"], ConnectionError)
     assert isinstance(s["Config"], ValueError)

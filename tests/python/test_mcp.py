@@ -18,6 +18,7 @@ import anyio
 import mcp
 import pytest
 import pytest_asyncio
+from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
@@ -197,6 +198,14 @@ async def test_malformed_input_gets_errors_and_others_are_served(served: Any) ->
         r = await answer(json.dumps(big).encode())
         assert r["id"] == 7 and r["error"]["code"] == mcp.types.INVALID_REQUEST
         assert r["error"]["data"]["limit"] == 256 * 1024
+        # A raw 10 MiB message is more than a SLIM node carries: publish refuses it with a typed
+        # error and sends nothing (no node drops the app's connection over it); the session goes on.
+        with pytest.raises(slim_bindings.MessageTooLargeError) as too_large:
+            await bounded(raw.publish(s, b"x" * (10 * 1024 * 1024), server_name))
+        assert too_large.value.size == 10 * 1024 * 1024
+        assert too_large.value.limit == slim_bindings.mcp.DEFAULT_MAX_MESSAGE_SIZE
+        r = await answer(b"still not JSON")
+        assert r["id"] is None and r["error"]["code"] == mcp.types.PARSE_ERROR
 
         # The SDK client's own oversized call: refused before it leaves (10 MiB), with an MCP error.
         started = time.monotonic()
@@ -212,6 +221,36 @@ async def test_malformed_input_gets_errors_and_others_are_served(served: Any) ->
         assert text(await bounded(session.call_tool("echo", {"text": "after"}))) == "after"
     async with mcp.Client(slim_bindings.mcp.client(good_app, SERVER, mls=False, timeout=10)) as c:
         assert text(await bounded(c.call_tool("echo", {"text": "high-level client"}))) == "high-level client"
+
+
+@pytest.mark.asyncio
+async def test_lowlevel_server(node: Node) -> None:
+    """``serve`` takes a low-level ``Server`` too; its handlers see the caller as a ``SlimPeer``."""
+
+    async def list_tools(ctx: Any, params: Any) -> mcp.types.ListToolsResult:
+        return mcp.types.ListToolsResult(
+            tools=[mcp.types.Tool(name="upper", input_schema={"type": "object"})]
+        )
+
+    async def call_tool(ctx: Any, params: mcp.types.CallToolRequestParams) -> mcp.types.CallToolResult:
+        peer = ctx.request
+        assert isinstance(peer, slim_bindings.mcp.SlimPeer)
+        said = (
+            f"{str((params.arguments or {})['text']).upper()} for {'/'.join(peer.name.components_strings())}"
+        )
+        return mcp.types.CallToolResult(content=[mcp.types.TextContent(type="text", text=said)])
+
+    app = await node.new_app("agntcy", "mcp", "low")
+    server = Server("low", on_list_tools=list_tools, on_call_tool=call_tool)
+    task = asyncio.create_task(slim_bindings.mcp.serve(app, server, timeout=5))
+    try:
+        caller = await node.new_app("agntcy", "mcp", "low-client")
+        async with mcp.Client(slim_bindings.mcp.client(caller, "agntcy/mcp/low", timeout=10)) as c:
+            assert [t.name for t in (await bounded(c.list_tools())).tools] == ["upper"]
+            assert text(await bounded(c.call_tool("upper", {"text": "hi"}))) == "HI for agntcy/mcp/low-client"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.mark.asyncio

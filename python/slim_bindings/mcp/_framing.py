@@ -34,9 +34,10 @@ CONTROL: Final = frozenset({OPEN, READY, PING, CLOSE})
 VERSION: Final = 1
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4 * 1024 * 1024 - 64 * 1024
-"""Largest JSON-RPC message (bytes of UTF-8 JSON) either end sends or accepts by default: a SLIM
-node accepts frames up to 4 MiB, and the rest is left for the SLIM and MLS headers and the identity
-token that travel with every message."""
+"""Largest JSON-RPC message (bytes of UTF-8 JSON) either end sends or accepts by default, and the
+most it may be set to: the largest payload a SLIM app may publish (4 MiB, what a node accepts, less
+64 KiB for the SLIM and MLS headers and the identity token; a larger publish raises
+``MessageTooLargeError``)."""
 
 DEFAULT_TIMEOUT: Final = 30.0
 """Seconds the transport waits for the peer by default (see ``client``)."""

@@ -45,9 +45,11 @@ class Connection:
         self.svc = svc
         self.session_id = session_id
         self.peer = peer
-        self.max_message_size = max_message_size
+        # No SLIM message carries more (a larger publish raises MessageTooLargeError): a larger
+        # setting is lowered to it, so that an oversized message still gets its MCP error.
+        self.max_message_size = min(max_message_size, framing.DEFAULT_MAX_MESSAGE_SIZE)
         # What the peer accepts, once it says (open/ready); ours until then.
-        self.send_limit = max_message_size
+        self.send_limit = self.max_message_size
         self.closed_by_peer = False
         self.ended = False
         self.last_sent = time.monotonic()
