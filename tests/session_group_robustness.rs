@@ -392,3 +392,41 @@ async fn retransmission_reaches_the_member_added_by_the_latest_commit() {
     let reply = shadow.expect(RtxReply).await;
     assert_eq!(shadow.mls.decrypt(reply.blob()).unwrap(), b"early");
 }
+
+/// A member that one moderator invited into two groups (two channels) has one route to that
+/// moderator in its node (on its connection to the hub), shared by both sessions: leaving the
+/// first group must leave it to the second (the check "does another session use it?" and the
+/// removal are one step under the app's channel lock), and leaving the last group removes it.
+/// Before, the first leave removed it whenever the other session was on another channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_one_group_keeps_the_route_to_the_moderator_for_another() {
+    let moderator = app("rmod", "secret").await;
+    let member = app("rmem", "secret").await;
+    let hub = hub_with(&moderator, &[&member]).await;
+    let member_conn = hub.conns[0];
+    let routed = || member.node().subscriptions_of(member_conn).contains(&moderator.name());
+    let g1 = moderator.create_session(group("rchat1", true, false)).await.unwrap();
+    let g2 = moderator.create_session(group("rchat2", true, false)).await.unwrap();
+    moderator.invite(g1, &name("rmem")).await.unwrap().joined().await.unwrap();
+    moderator.invite(g2, &name("rmem")).await.unwrap().joined().await.unwrap();
+    moderator.publish(g2, to(&name("rchat2"), b"two")).await.unwrap();
+    assert_eq!(recv(&member, g2).await.unwrap().1, b"two");
+    assert!(routed(), "the member's sessions set a route to the moderator");
+
+    tokio::time::timeout(Duration::from_secs(10), moderator.remove(g1, &name("rmem")))
+        .await
+        .expect("removal from the first group within 10 s")
+        .unwrap();
+    // The first session's task has ended (it sent its route change, if any, before), and a
+    // message sent after it through the member's node has crossed: the node has applied it.
+    wait_until("the member's first session deleted", || member.get_session_config(g1).is_err()).await;
+    member.publish(g2, to(&name("rchat2"), b"still here")).await.unwrap();
+    assert_eq!(recv(&moderator, g2).await.unwrap().1, b"still here");
+    assert!(routed(), "leaving the first group removed the route the second group uses");
+
+    tokio::time::timeout(Duration::from_secs(10), moderator.remove(g2, &name("rmem")))
+        .await
+        .expect("removal from the second group within 10 s")
+        .unwrap();
+    wait_until("the route to the moderator removed with the last group", || !routed()).await;
+}

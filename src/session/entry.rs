@@ -4,7 +4,7 @@
 //! sessions. Tasks never call back into [`super::layer`]: they report how they ended
 //! ([`super::task::Ended`]) and the layer acts on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -221,11 +221,44 @@ pub(super) fn fast_publish_for(cfg: &SessionConfig) -> bool {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
-    /// Held by a multicast session across "does another session share my channel?" and the
-    /// SUBSCRIBE / UNSUBSCRIBE it then sends: the node keeps one subscription per (name,
-    /// connection), so a leaving session's check-then-unsubscribe must not interleave with a
-    /// joining session's subscribe (it would take the channel from the newcomer).
-    channel_ops: tokio::sync::Mutex<()>,
+    /// Held by a multicast session across "does another session share my channel (or my
+    /// moderator)?" and the SUBSCRIBE / UNSUBSCRIBE / route change it then sends: the node keeps
+    /// one subscription and one route per (name, connection), so a leaving session's
+    /// check-then-unsubscribe must not interleave with a joining session's subscribe (it would
+    /// take the channel or the route from the newcomer).
+    channel_ops: tokio::sync::Mutex<ChannelOps>,
+}
+
+/// What the app's multicast sessions share in the node, read and changed only under
+/// [`SessionTable::channel_ops`].
+#[derive(Debug, Default)]
+pub struct ChannelOps {
+    /// The sessions that set a route to a moderator through a connection: the route is removed
+    /// only when the last live one of them leaves.
+    moderator_routes: HashMap<(Name, u64), HashSet<u32>>,
+}
+
+impl ChannelOps {
+    /// Records that session `id` routes to `moderator` through `conn`.
+    pub fn hold_moderator_route(&mut self, id: u32, moderator: &Name, conn: u64) {
+        self.moderator_routes.entry((moderator.clone(), conn)).or_default().insert(id);
+    }
+
+    /// Session `id` no longer needs its route to `moderator` through `conn`; true when no other
+    /// live session of `table` holds it (the caller then removes the route, still under the lock).
+    pub fn release_moderator_route(&mut self, table: &SessionTable, id: u32, moderator: &Name, conn: u64) -> bool {
+        let key = (moderator.clone(), conn);
+        let Some(holders) = self.moderator_routes.get_mut(&key) else { return true };
+        holders.remove(&id);
+        // A session that ended without leaving (deleted, its task gone) holds nothing any more.
+        holders.retain(|h| table.get(*h).is_some());
+        if holders.is_empty() {
+            self.moderator_routes.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl SessionTable {
@@ -269,8 +302,9 @@ impl SessionTable {
         })
     }
 
-    /// Serialises channel subscribe/unsubscribe decisions of this app's sessions (see `channel_ops`).
-    pub async fn channel_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Serialises channel subscribe/unsubscribe and moderator route decisions of this app's
+    /// sessions (see `channel_ops`).
+    pub async fn channel_ops(&self) -> tokio::sync::MutexGuard<'_, ChannelOps> {
         self.channel_ops.lock().await
     }
 

@@ -22,7 +22,20 @@ impl MulticastTask {
             let Some(conn) = msg.incoming_conn() else { return };
             self.conn = Some(conn);
             self.moderator = Some(source.clone());
-            self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
+            {
+                // Recorded and sent under the table's channel lock: another session of this app
+                // leaving the same moderator decides whether to remove this route either wholly
+                // before or wholly after it is set (see `on_leave_request`).
+                let table = self.sessions.upgrade();
+                let mut ops = match &table {
+                    Some(t) => Some(t.channel_ops().await),
+                    None => None,
+                };
+                if let Some(ops) = ops.as_mut() {
+                    ops.hold_moderator_route(self.io.id, &source, conn);
+                }
+                self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
+            }
             if !self.keys.enabled() {
                 self.join_channel(conn, false).await;
             }
@@ -182,10 +195,25 @@ impl MulticastTask {
         if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
             self.io.send(reply).await;
         }
-        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn)
-            && !self.channel_shared()
-        {
-            self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
+        if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn) {
+            // The route to the moderator is shared by every session of this app that the same
+            // moderator invited through the same connection (whatever their channels): it goes
+            // only with the last of them. The check and the removal hold the channel lock that
+            // `on_join_request` takes to set it, so a session joining meanwhile is either seen
+            // here or sets the route again after this removal.
+            let table = self.sessions.upgrade();
+            let mut ops = match &table {
+                Some(t) => Some(t.channel_ops().await),
+                None => None,
+            };
+            let last = match (&table, ops.as_mut()) {
+                (Some(t), Some(ops)) => ops.release_moderator_route(t, self.io.id, &moderator, conn),
+                // The app is going away: no session of it needs the route.
+                _ => true,
+            };
+            if last {
+                self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
+            }
         }
         // The layer deletes the session once the task ended.
         Flow::Leave
