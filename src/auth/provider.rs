@@ -33,17 +33,21 @@ pub struct StaticJwtProvider {
 #[derive(Debug)]
 struct FileToken {
     token: String,
+    /// The token's `exp` claim (seconds since the Unix epoch), when it is a JWT that has one.
+    expires: Option<u64>,
     modified: Option<SystemTime>,
     len: u64,
     checked_at: Instant,
 }
 
 impl StaticJwtProvider {
-    /// Reads the token now; a missing, unreadable or empty file is a configuration error.
+    /// Reads the token now; a missing, unreadable or empty file is a configuration error (an
+    /// expired token is not: the file may be renewed before it is used).
     pub fn new(path: impl AsRef<Path>) -> Result<Self, AuthError> {
         let path = path.as_ref().to_path_buf();
         let (token, modified, len) = read_token_file(&path)?;
-        Ok(Self { path, state: Mutex::new(FileToken { token, modified, len, checked_at: Instant::now() }) })
+        let expires = jwt_expiry(&token);
+        Ok(Self { path, state: Mutex::new(FileToken { token, expires, modified, len, checked_at: Instant::now() }) })
     }
 
     /// The token file.
@@ -74,6 +78,7 @@ impl TokenProvider for StaticJwtProvider {
                 Ok(meta) if meta.modified().ok() != state.modified || meta.len() != state.len => {
                     match read_token_file(&self.path) {
                         Ok((token, modified, len)) => {
+                            state.expires = jwt_expiry(&token);
                             state.token = token;
                             state.modified = modified;
                             state.len = len;
@@ -88,8 +93,30 @@ impl TokenProvider for StaticJwtProvider {
                 }
             }
         }
+        // Every receiver would reject an expired token and drop the message: refuse to send it
+        // instead (reported to the caller as an identity error, nothing sent).
+        if let Some(exp) = state.expires
+            && unix_now() >= exp
+        {
+            return Err(AuthError::Token(format!(
+                "the token in {} expired at {exp} (Unix time; now {}); renew the file",
+                self.path.display(),
+                unix_now()
+            )));
+        }
         Ok(state.token.clone())
     }
+}
+
+/// The `exp` claim of a JWT, read without checking the signature (only to know when this app's
+/// own token stops being accepted); `None` for a token that is not a JWT or has no `exp`.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?;
+    exp.as_u64().or_else(|| exp.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
 }
 
 /// Signs its own JWTs: `iss`, `sub`, `aud` (array), `exp`, `iat`, `nbf` plus optional custom

@@ -20,6 +20,7 @@ use super::context::AppCore;
 use super::entry::{Command, SessionEntry};
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL};
+use crate::error::SlimError;
 use crate::wire::Message;
 
 /// How a session task ended.
@@ -88,8 +89,17 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
     /// Hands `msg` to the node; a failure (app shutting down) is logged: the caller's own timers
     /// recover or report what it cost.
     pub async fn send(&self, msg: Message) {
-        if let Err(e) = self.app.send(msg).await {
-            tracing::debug!(session = self.id, error = %e, "could not hand a message to the node");
+        match self.app.send(msg).await {
+            Ok(()) => {}
+            // Drop point: this app's own identity token could not be produced (an expired or
+            // unreadable token file): nothing was sent, and it is REPORTED on the session's
+            // queue (an AuthenticationError from `receive`), once per message it stopped.
+            Err(e @ SlimError::Auth(_)) => {
+                tracing::debug!(session = self.id, error = %e, "message not sent: no identity token");
+                self.entry.deliver_error(e);
+            }
+            // The app's node is gone (the app is closing, so is every session): nothing to report to.
+            Err(e) => tracing::debug!(session = self.id, error = %e, "could not hand a message to the node"),
         }
     }
 

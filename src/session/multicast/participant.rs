@@ -125,8 +125,14 @@ impl MulticastTask {
                 Ok(CommitOutcome::Applied) => {}
                 Ok(CommitOutcome::Removed) => self.keys.set_ready(false),
                 Err(e) => {
+                    // The group moved on without this member (a commit it cannot apply, e.g. one
+                    // adding a member whose credential this app's verifier rejects): what is
+                    // encrypted at the new epoch cannot be read here. REPORTED: counted and
+                    // delivered on the session's queue (MlsError from `receive`); the messages
+                    // it then cannot decrypt are reported one by one as MessageLost.
                     Stats::bump(&self.io.app.stats.mls_failures);
                     tracing::debug!(session = self.io.id, commit = id, error = %e, "commit could not be applied");
+                    self.io.entry.deliver_error(SlimError::Mls(format!("commit {id} could not be applied: {e}")));
                 }
             }
         }
