@@ -77,7 +77,7 @@ impl App {
     /// Creates the app with its own node and a random id, and subscribes its name locally.
     /// Fails if the provider cannot produce a token.
     pub async fn new(name: Name, provider: Provider, verifier: Verifier) -> Result<App, SlimError> {
-        provider.get_token().map_err(|e| SlimError::Config(format!("Failed to get token from provider: {e}")))?;
+        provider.get_token().map_err(|e| SlimError::Config(crate::error::ConfigFailure::Identity(e)))?;
         let id: u64 = rand::random();
         let name = name.with_id(id);
         let node = Node::new(&format!("app/{id:x}"));

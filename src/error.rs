@@ -2,6 +2,9 @@
 //! exceptions. Display texts keep the upstream wording so substring checks in user code still work.
 
 use crate::auth::AuthError;
+use crate::mls::MlsError;
+use crate::mls::batch::BatchError;
+use crate::node::{ConfigError, NodeError};
 
 /// Everything that can go wrong in an [`crate::app::App`] call or on a session's queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,18 +38,18 @@ pub enum SlimError {
     /// The local node could not route a message (text contains "no matching found for `name`").
     #[error("error in message forwarding: {0}")]
     NoRoute(String),
-    /// Connecting, serving or disconnecting failed.
+    /// Connecting, serving or disconnecting failed (the node's error is the source).
     #[error("connection error: {0}")]
-    Connection(String),
+    Connection(#[source] NodeError),
     /// A configuration value or argument is invalid.
     #[error("configuration error {0}")]
-    Config(String),
+    Config(#[source] ConfigFailure),
     /// An identity token could not be produced or was rejected.
     #[error("identity error: {0}")]
     Auth(#[from] AuthError),
     /// MLS failed (group setup, encryption, decryption).
     #[error("mls error: {0}")]
-    Mls(String),
+    Mls(#[source] MlsFailure),
     /// An invite could not be completed.
     #[error("invite error: {0}")]
     Invite(String),
@@ -74,6 +77,67 @@ pub enum SlimError {
     /// A bug or an unexpected internal state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a configuration was refused: the source of [`SlimError::Config`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigFailure {
+    /// The node's configuration (endpoints, TLS, auth, keepalive, ...) could not be used.
+    #[error(transparent)]
+    Node(#[from] ConfigError),
+    /// The identity provider could not produce a token when the app was created.
+    #[error("Failed to get token from provider: {0}")]
+    Identity(#[source] AuthError),
+    /// A session configuration or an argument is invalid (the text says which and why).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ConfigFailure {
+    fn from(text: String) -> Self {
+        ConfigFailure::Invalid(text)
+    }
+}
+
+impl From<&str> for ConfigFailure {
+    fn from(text: &str) -> Self {
+        ConfigFailure::Invalid(text.to_string())
+    }
+}
+
+/// Why MLS failed: the source of [`SlimError::Mls`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MlsFailure {
+    /// An operation of the MLS group failed.
+    #[error(transparent)]
+    Group(#[from] MlsError),
+    /// A batch of messages could not be encoded for encryption.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A participant could not apply a commit of its moderator: the group moved to an epoch
+    /// this member does not have.
+    #[error("commit {id} could not be applied: {source}")]
+    Commit {
+        /// The commit's message id (moderator order).
+        id: u32,
+        /// Why the MLS group refused it.
+        source: MlsError,
+    },
+    /// The session has no MLS group (not set up yet, or this member was removed).
+    #[error("no group")]
+    NoGroup,
+}
+
+impl From<MlsError> for SlimError {
+    fn from(e: MlsError) -> Self {
+        SlimError::Mls(MlsFailure::Group(e))
+    }
+}
+
+impl From<BatchError> for SlimError {
+    fn from(e: BatchError) -> Self {
+        SlimError::Mls(MlsFailure::Batch(e))
+    }
 }
 
 impl SlimError {
@@ -117,10 +181,14 @@ impl SlimError {
                 producer: Some(crate::wire::Name::new("org", "ns", "producer", Some(5))),
             },
             SlimError::NoRoute("no matching found for org/ns/nobody".into()),
-            SlimError::Connection("refused".into()),
+            SlimError::Connection(NodeError::ConnectFailed {
+                endpoint: "http://127.0.0.1:1".into(),
+                attempts: 1,
+                reason: "refused".into(),
+            }),
             SlimError::Config("bad value".into()),
             SlimError::Auth(AuthError::Missing),
-            SlimError::Mls("no group".into()),
+            SlimError::Mls(MlsFailure::NoGroup),
             SlimError::Invite("nobody answered".into()),
             SlimError::SendBufferFull { session_id: 3, buffered: 1024 },
             SlimError::MessageTooLarge {
@@ -133,11 +201,11 @@ impl SlimError {
     }
 }
 
-impl From<crate::node::NodeError> for SlimError {
-    fn from(e: crate::node::NodeError) -> Self {
+impl From<NodeError> for SlimError {
+    fn from(e: NodeError) -> Self {
         match e {
-            crate::node::NodeError::Config(_) => SlimError::Config(e.to_string()),
-            other => SlimError::Connection(other.to_string()),
+            NodeError::Config(config) => SlimError::Config(ConfigFailure::Node(config)),
+            other => SlimError::Connection(other),
         }
     }
 }
@@ -153,6 +221,33 @@ mod tests {
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         // As many as `variant_name` has arms: update both when a variant is added.
         assert_eq!(names.len(), 14, "{names:?}");
+    }
+
+    #[test]
+    fn wrapped_errors_are_sources_and_texts_are_unchanged() {
+        use std::error::Error as _;
+        let node = NodeError::ConnectionClosed(4);
+        let e = SlimError::from(node.clone());
+        assert_eq!(e.to_string(), format!("connection error: {node}"));
+        assert_eq!(e.source().and_then(|s| s.downcast_ref::<NodeError>()), Some(&node));
+
+        let mls = MlsError::NoGroup;
+        let e = SlimError::from(mls.clone());
+        assert_eq!(e.to_string(), format!("mls error: {mls}"));
+        let failure = e.source().and_then(|s| s.downcast_ref::<MlsFailure>());
+        assert_eq!(failure, Some(&MlsFailure::Group(mls.clone())));
+        let commit = SlimError::Mls(MlsFailure::Commit { id: 7, source: mls.clone() });
+        assert_eq!(commit.to_string(), format!("mls error: commit 7 could not be applied: {mls}"));
+        let inner = commit.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<MlsError>());
+        assert_eq!(inner, Some(&mls));
+
+        let config = ConfigError::Invalid("endpoint".into());
+        let e = SlimError::from(NodeError::Config(config.clone()));
+        assert_eq!(e.to_string(), format!("configuration error {config}"));
+        assert_eq!(e.source().and_then(|s| s.downcast_ref::<ConfigFailure>()), Some(&ConfigFailure::Node(config)));
+        let token = SlimError::Config(ConfigFailure::Identity(AuthError::Missing));
+        assert_eq!(token.to_string(), "configuration error Failed to get token from provider: missing identity token");
+        assert_eq!(SlimError::Config("bad value".into()).to_string(), "configuration error bad value");
     }
 
     #[test]

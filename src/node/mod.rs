@@ -50,7 +50,7 @@ use link::{Ingress, LinkCounters, LinkMeta};
 pub const QUEUE_CAPACITY: usize = 1024;
 
 /// Errors of the node module.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// A publish matched no subscription (wording kept from the reference for substring checks).
     #[error("no matching found for {0}")]

@@ -169,11 +169,10 @@ impl SessionLayer {
         {
             let mut cur = entry.config.lock();
             if std::mem::discriminant(&*cur) != std::mem::discriminant(&cfg) {
-                return Err(SlimError::Config(format!(
-                    "invalid session config type: expected {}, got {}",
-                    variant_name(&cur),
-                    variant_name(&cfg)
-                )));
+                return Err(SlimError::Config(
+                    format!("invalid session config type: expected {}, got {}", variant_name(&cur), variant_name(&cfg))
+                        .into(),
+                ));
             }
             *cur = cfg.clone();
         }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::MulticastTask;
-use crate::error::SlimError;
+use crate::error::{MlsFailure, SlimError};
 use crate::mls::MlsState;
 use crate::session::channel;
 use crate::session::context::Stats;
@@ -178,15 +178,15 @@ impl MulticastTask {
             .get(invitee)
             .cloned()
             .ok_or_else(|| SlimError::Invite(format!("no MLS identity for {invitee}")))?;
-        let mls = self.keys.state_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
-        let commit = mls.remove_member(&identity).map_err(|e| SlimError::Mls(e.to_string()))?;
+        let mls = self.keys.state_mut().ok_or(SlimError::Mls(MlsFailure::NoGroup))?;
+        let commit = mls.remove_member(&identity).map_err(SlimError::from)?;
         let everyone = self.members.values().cloned().collect();
         Ok(self.broadcast_commit(commit, everyone).await)
     }
 
     /// MLS add after JOIN_REPLY: WELCOME to the newcomer, COMMIT to the earlier members.
     pub(super) async fn secure_add(&mut self, invitee: Name, key_package: &[u8], done: Done) {
-        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mls_err = SlimError::from;
         let result = (|| {
             if self.keys.state().is_none() {
                 let mut state =
@@ -194,7 +194,7 @@ impl MulticastTask {
                 state.create_group().map_err(mls_err)?;
                 self.keys.install(state, None);
             }
-            let mls = self.keys.state_mut().ok_or_else(|| SlimError::Mls("no group".into()))?;
+            let mls = self.keys.state_mut().ok_or(SlimError::Mls(MlsFailure::NoGroup))?;
             mls.add_member(key_package).map_err(mls_err)
         })();
         let added = match result {

@@ -2,7 +2,7 @@
 //! WELCOME and COMMITs in order) and leaves when asked (LEAVE_REQUEST).
 
 use super::{MulticastRole, MulticastTask};
-use crate::error::SlimError;
+use crate::error::{MlsFailure, SlimError};
 use crate::mls::{Admission, CommitOutcome, MlsState};
 use crate::session::channel;
 use crate::session::context::Stats;
@@ -66,7 +66,7 @@ impl MulticastTask {
         if let Some(kp) = self.keys.key_package() {
             return Ok(kp.clone());
         }
-        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mls_err = SlimError::from;
         let mut state = MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
         let kp = state.key_package().map_err(mls_err)?;
         self.keys.install(state, Some(kp.clone()));
@@ -132,7 +132,7 @@ impl MulticastTask {
                     // it then cannot decrypt are reported one by one as MessageLost.
                     Stats::bump(&self.io.app.stats.mls_failures);
                     tracing::debug!(session = self.io.id, commit = id, error = %e, "commit could not be applied");
-                    self.io.entry.deliver_error(SlimError::Mls(format!("commit {id} could not be applied: {e}")));
+                    self.io.entry.deliver_error(SlimError::Mls(MlsFailure::Commit { id, source: e }));
                 }
             }
         }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{BEACON_INITIAL, BEACON_MAX, McTimer, MulticastRole, MulticastTask};
-use crate::error::SlimError;
+use crate::error::{MlsFailure, SlimError};
 use crate::mls::batch::{self, BatchItem, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, META_MLS_BATCH};
 use crate::mls::{MlsState, interceptor};
 use crate::session::PublishRequest;
@@ -197,7 +197,7 @@ impl MulticastTask {
         let plaintext = match batch::encode(&items) {
             Ok(p) => p,
             Err(e) => {
-                self.io.entry.deliver_error(SlimError::Mls(e.to_string()));
+                self.io.entry.deliver_error(SlimError::from(e));
                 return;
             }
         };
@@ -215,13 +215,13 @@ impl MulticastTask {
         let meta = HashMap::from([(META_MLS_BATCH.to_string(), count.to_string())]);
         let mut msg = builders::publish(&spec, plaintext, meta);
         let Some(mls) = self.keys.state_mut() else {
-            self.io.entry.deliver_error(SlimError::Mls("no group".into()));
+            self.io.entry.deliver_error(SlimError::Mls(MlsFailure::NoGroup));
             return;
         };
         let epoch = mls.epoch();
         let plain = msg.blob().to_vec();
         if let Err(e) = interceptor::encrypt_outbound(mls, &mut msg) {
-            self.io.entry.deliver_error(SlimError::Mls(e.to_string()));
+            self.io.entry.deliver_error(SlimError::from(e));
             return;
         }
         self.producer.push(
@@ -262,7 +262,7 @@ impl MulticastTask {
             let epoch = mls.epoch();
             let plain = msg.blob().to_vec();
             if let Err(e) = interceptor::encrypt_outbound(mls, &mut msg) {
-                self.io.entry.deliver_error(SlimError::Mls(e.to_string()));
+                self.io.entry.deliver_error(SlimError::from(e));
                 return;
             }
             clear = Some((epoch, plain));

@@ -15,9 +15,9 @@ impl P2pTask {
         if let Some(kp) = &self.key_package {
             return Ok(kp.clone());
         }
-        let mut state = MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone())
-            .map_err(|e| SlimError::Mls(e.to_string()))?;
-        let kp = state.key_package().map_err(|e| SlimError::Mls(e.to_string()))?;
+        let mut state =
+            MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(SlimError::from)?;
+        let kp = state.key_package().map_err(SlimError::from)?;
         self.mls = Some(state);
         self.key_package = Some(kp.clone());
         Ok(kp)
@@ -62,7 +62,7 @@ impl P2pTask {
 
     /// Initiator: makes the group, adds the peer from its key package and sends the WELCOME.
     pub(super) async fn start_mls(&mut self, key_package: &[u8]) -> Result<(), SlimError> {
-        let mls_err = |e: crate::mls::MlsError| SlimError::Mls(e.to_string());
+        let mls_err = SlimError::from;
         let mut state = MlsState::new(self.io.app.provider.clone(), self.io.app.verifier.clone()).map_err(mls_err)?;
         state.create_group().map_err(mls_err)?;
         let added = state.add_member(key_package).map_err(mls_err)?;

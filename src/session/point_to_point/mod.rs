@@ -225,7 +225,7 @@ impl P2pTask {
             && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
         {
             self.give_back(charge);
-            self.io.entry.deliver_error(SlimError::Mls(e.to_string()));
+            self.io.entry.deliver_error(SlimError::from(e));
             return;
         }
         if let Some(timeout) = self.timeout {
