@@ -150,3 +150,50 @@ async fn an_oversized_frame_ends_only_its_stream_and_the_peer_is_told_why() {
     .await;
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_between_two_remote_connections_leaves_as_it_came() {
+    // A node reads a message's header to route it and changes nothing of it on the wire: it
+    // forwards the bytes it received (no re-encoding), so even a field it does not know arrives.
+    let node = Node::new("b");
+    let addr = node.run_server(ServerConfig::insecure("127.0.0.1:0")).await.unwrap();
+    let endpoint = format!("http://{addr}");
+    let (a_tx, _a_in) = raw_peer::open(&endpoint).await;
+    let (b_tx, mut b_in) = raw_peer::open(&endpoint).await;
+    let a = Name::new("org", "ns", "a", Some(1));
+    let b = Name::new("org", "ns", "b", Some(2));
+    b_tx.send(builders::subscribe(&b, &b, Flags::one()).encode_to_vec()).await.unwrap();
+    wait_until("b's subscription", || node.connection_ids().into_iter().any(|c| node.subscriptions_of(c).contains(&b)))
+        .await;
+    let msg = builders::publish(
+        &PublishSpec {
+            source: &a,
+            destination: &b,
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 3,
+            message_id: 9,
+            original_names: true,
+            content_type: "msg",
+        },
+        b"as it came".to_vec(),
+        HashMap::from([("k".to_string(), "v".to_string())]),
+    );
+    let mut frame = msg.encode_to_vec();
+    // Field 1000 (varint 42), unknown to this version: decoding skips it, so it reaches b only if
+    // the node sends what it read.
+    frame.extend_from_slice(&[0xc0, 0x3e, 42]);
+    a_tx.send(frame.clone()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b_in.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, frame, "forwarded byte for byte");
+
+    // With a node-local field set the node does change the message: encoded again, field cleared.
+    let mut flagged = msg.clone();
+    flagged.slim_header_mut().unwrap().incoming_conn = Some(99);
+    a_tx.send(flagged.encode_to_vec()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b_in.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(Message::decode(got.as_slice()).unwrap(), msg, "incomingConn cleared on egress");
+    assert_eq!(node.stats().messages_routed, 2);
+    node.shutdown().await;
+}

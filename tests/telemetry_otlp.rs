@@ -14,8 +14,18 @@ use slim_bindings::session::SessionConfig;
 use slim_bindings::telemetry::{OpenTelemetryConfig, TracingConfig, init_tracing, otel};
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// (trace id, span name, service.name) of every span received.
-type Received = Arc<Mutex<Vec<(Vec<u8>, String, String)>>>;
+/// One span as the collector received it.
+#[derive(Clone)]
+struct Span {
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    name: String,
+    service: String,
+}
+
+/// Every span received.
+type Received = Arc<Mutex<Vec<Span>>>;
 
 #[derive(Clone, Default)]
 struct Collector {
@@ -40,7 +50,13 @@ impl TraceService for Collector {
                 .unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
-                    spans.push((s.trace_id, s.name, service.clone()));
+                    spans.push(Span {
+                        trace: s.trace_id,
+                        id: s.span_id,
+                        parent: s.parent_span_id,
+                        name: s.name,
+                        service: service.clone(),
+                    });
                 }
             }
         }
@@ -110,14 +126,27 @@ async fn publish_route_and_receive_share_one_trace_and_a_dead_collector_breaks_n
     tokio::task::spawn_blocking(otel::flush).await.unwrap().unwrap();
     let wanted = |spans: &Received| {
         let spans = spans.lock().unwrap();
-        let in_trace: Vec<&(Vec<u8>, String, String)> = spans.iter().filter(|(t, _, _)| hex(t) == trace_hex).collect();
-        let has = |n: &str| in_trace.iter().any(|(_, name, _)| name == n);
-        // publish at alice, route at alice's node + the hub + bob's node, receive at bob.
-        has("slim.publish") && has("slim.receive") && in_trace.iter().filter(|(_, n, _)| n == "slim.route").count() >= 3
+        let in_trace: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace) == trace_hex).collect();
+        // From the receive span up its parents: publish at alice, a route span at alice's node, at
+        // the hub and at bob's node, receive at bob. Each node passes the trace context on with
+        // its own hop written into it (the hub therefore re-encodes the message: were it to
+        // forward the frame it received, bob's node's span would hang under alice's node's).
+        in_trace.iter().filter(|s| s.name == "slim.receive").any(|receive| {
+            let mut chain = vec![receive.name.as_str()];
+            let mut parent = &receive.parent;
+            while let Some(p) = in_trace.iter().find(|s| &s.id == parent) {
+                chain.push(p.name.as_str());
+                parent = &p.parent;
+                if chain.len() > 8 {
+                    break;
+                }
+            }
+            chain == ["slim.receive", "slim.route", "slim.route", "slim.route", "slim.publish"]
+        })
     };
     let s = spans.clone();
-    wait_until("publish, route and receive spans in one trace", move || wanted(&s)).await;
-    assert!(spans.lock().unwrap().iter().all(|(_, _, svc)| svc.contains("slim-otlp-test")));
+    wait_until("publish, three routes and receive chained in one trace", move || wanted(&s)).await;
+    assert!(spans.lock().unwrap().iter().all(|s| s.service.contains("slim-otlp-test")));
 
     // A collector nobody listens on: messaging goes on unaffected.
     let dead = {

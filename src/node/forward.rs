@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use prost::bytes::Bytes;
 use tracing::debug;
 
+use super::codec::Outbound;
 use super::link::{Ingress, LinkCounters, LinkKind};
 use super::mesh::tag::{META_MESH, Tag, Target};
 use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
@@ -49,8 +51,9 @@ pub(crate) struct Scratch {
 type OutLink = (u64, ConnTx, Arc<LinkCounters>, bool);
 
 impl Inner {
-    /// Handles one message read from a connection.
-    pub(crate) async fn process(&self, ing: &Ingress, mut msg: Message, scratch: &mut Scratch) {
+    /// Handles one message read from a connection; `frame` is its encoding as received (remote
+    /// connections), forwarded as it is where nothing on the wire changes (see [`Self::deliver`]).
+    pub(crate) async fn process(&self, ing: &Ingress, mut msg: Message, frame: Option<Bytes>, scratch: &mut Scratch) {
         if let Err(e) = msg.validate() {
             self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
             self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
@@ -70,7 +73,13 @@ impl Inner {
         // Counters count data and subscriptions, not the mesh's own control traffic.
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         ing.count_in();
+        // The received encoding stays valid for the next hop only if this node changes nothing
+        // in it: the node-local fields below must have been absent, and no trace hop is added.
+        let mut frame = frame;
         if let Some(h) = msg.slim_header_mut() {
+            if h.incoming_conn.is_some() || h.recv_from.is_some() || h.forward_to.is_some() {
+                frame = None;
+            }
             h.incoming_conn = Some(ing.conn);
             // recvFrom/forwardTo are node-local control flags: every node clears them before it
             // transmits, so on a remote connection they can only be forged. Honouring them would
@@ -84,16 +93,17 @@ impl Inner {
         }
         if crate::telemetry::otel::active() && matches!(msg.message_type, Some(MessageType::Publish(_))) {
             crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Route, &mut msg.metadata, &self.node_id);
+            frame = None;
         }
         match msg.message_type {
-            Some(MessageType::Publish(_)) => self.route_publish(ing, msg, scratch).await,
+            Some(MessageType::Publish(_)) => self.route_publish(ing, msg, frame, scratch).await,
             Some(MessageType::Subscribe(_)) => self.process_subscription(ing, msg, true).await,
             Some(MessageType::Unsubscribe(_)) => self.process_subscription(ing, msg, false).await,
             None => {}
         }
     }
 
-    async fn route_publish(&self, ing: &Ingress, msg: Message, scratch: &mut Scratch) {
+    async fn route_publish(&self, ing: &Ingress, msg: Message, frame: Option<Bytes>, scratch: &mut Scratch) {
         let Some(h) = msg.slim_header() else { return };
         let (forward_to, fanout, error) = (h.forward_to, h.fanout, h.error);
         let Some(dst) = h.destination.as_ref().map(Name::from_proto) else { return };
@@ -155,7 +165,9 @@ impl Inner {
             self.no_route(ing, msg, dst, fanout);
             return;
         }
-        self.deliver(ing, msg, scratch, tag.is_some(), Tag { target: out_target, hops }).await;
+        // A message from a mesh link carries a mesh tag that this node rewrites or removes.
+        let frame = if tag.is_some() { None } else { frame };
+        self.deliver(ing, msg, frame, scratch, tag.is_some(), Tag { target: out_target, hops }).await;
     }
 
     /// One connection for a one-instance message, and the mesh target it carries on a mesh link.
@@ -198,8 +210,19 @@ impl Inner {
     }
 
     /// Sends `msg` to every target in `scratch.txs` (one clone per extra target). On mesh links the
-    /// message carries `out` as its mesh tag; elsewhere it carries none.
-    async fn deliver(&self, ing: &Ingress, mut msg: Message, scratch: &mut Scratch, tagged: bool, out: Tag) {
+    /// message carries `out` as its mesh tag; elsewhere it carries none. `frame`, when given, is
+    /// the message's encoding as received from a leaf: a leaf connection gets those bytes (what it
+    /// would get from encoding `msg` again: the node-local fields cleared below and on the way
+    /// out were absent from it, see [`Self::process`]), so the message is not encoded again.
+    async fn deliver(
+        &self,
+        ing: &Ingress,
+        mut msg: Message,
+        frame: Option<Bytes>,
+        scratch: &mut Scratch,
+        tagged: bool,
+        out: Tag,
+    ) {
         if let Some(h) = msg.slim_header_mut() {
             h.recv_from = None;
             h.forward_to = None;
@@ -208,24 +231,37 @@ impl Inner {
         let mut has_tag = tagged;
         let mut msg = Some(msg);
         for (i, (target, tx, counters, mesh)) in scratch.txs.drain(..).enumerate() {
-            if let Some(m) = msg.as_mut() {
-                if mesh {
-                    out.write(&mut scratch.tag);
-                    match m.metadata.get_mut(META_MESH) {
-                        Some(v) => v.clone_from(&scratch.tag),
-                        None => {
-                            m.metadata.insert(META_MESH.to_string(), scratch.tag.clone());
+            let sent = match (&tx, &frame) {
+                (ConnTx::Remote(q), Some(frame)) if !mesh => match q.reserve().await {
+                    Ok(permit) => {
+                        permit.send(Outbound::Encoded(frame.clone()));
+                        Ok(())
+                    }
+                    // Only for reporting (to a local sender: never the case with a frame).
+                    Err(_) => Err(msg.clone().unwrap_or_default()),
+                },
+                _ => {
+                    if let Some(m) = msg.as_mut() {
+                        if mesh {
+                            out.write(&mut scratch.tag);
+                            match m.metadata.get_mut(META_MESH) {
+                                Some(v) => v.clone_from(&scratch.tag),
+                                None => {
+                                    m.metadata.insert(META_MESH.to_string(), scratch.tag.clone());
+                                }
+                            }
+                            has_tag = true;
+                        } else if has_tag {
+                            m.metadata.remove(META_MESH);
+                            has_tag = false;
                         }
                     }
-                    has_tag = true;
-                } else if has_tag {
-                    m.metadata.remove(META_MESH);
-                    has_tag = false;
+                    let m = if i + 1 == n { msg.take() } else { msg.clone() };
+                    let Some(m) = m else { break };
+                    send_to(&tx, m).await
                 }
-            }
-            let m = if i + 1 == n { msg.take() } else { msg.clone() };
-            let Some(m) = m else { break };
-            if let Err(lost) = send_to(&tx, m).await {
+            };
+            if let Err(lost) = sent {
                 // Lost with the connection: reported to a local sender, else recovered by the
                 // sender's retransmission (reliable sessions) and counted.
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);

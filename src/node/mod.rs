@@ -12,6 +12,7 @@
 //! the local app that caused the error: it is offered without waiting (so an app that is blocked
 //! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
 
+mod codec;
 pub mod config;
 mod forward;
 pub mod link;
@@ -115,7 +116,7 @@ impl From<SubscriptionError> for NodeError {
 #[derive(Debug, Clone)]
 enum ConnTx {
     Local(mpsc::Sender<LocalDelivery>),
-    Remote(mpsc::Sender<Message>),
+    Remote(mpsc::Sender<codec::Outbound>),
 }
 
 #[derive(Debug)]
@@ -298,7 +299,7 @@ impl Node {
                     biased;
                     _ = cancel.cancelled() => break,
                     m = node_rx.recv() => match m {
-                        Some(m) => inner.process(&ingress, m, &mut scratch).await,
+                        Some(m) => inner.process(&ingress, m, None, &mut scratch).await,
                         None => break,
                     },
                 }
@@ -472,7 +473,7 @@ impl Inner {
     /// Swaps the outbound queue of a reconnected client connection (same id, same subscriptions)
     /// and records what the peer said this time. Returns the ingress for its reader, or `None`
     /// when the connection was removed meanwhile.
-    fn reconnected(&self, id: u64, tx: mpsc::Sender<Message>, meta: LinkMeta) -> Option<Ingress> {
+    fn reconnected(&self, id: u64, tx: mpsc::Sender<codec::Outbound>, meta: LinkMeta) -> Option<Ingress> {
         let mut conns = self.conns.write();
         let e = conns.get_mut(&id)?;
         e.tx = ConnTx::Remote(tx);
@@ -566,7 +567,13 @@ async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
             if let Some(h) = m.slim_header_mut() {
                 h.incoming_conn = None;
             }
-            tx.send(m).await.map_err(|e| e.0)
+            match tx.reserve().await {
+                Ok(permit) => {
+                    permit.send(codec::Outbound::Message(m));
+                    Ok(())
+                }
+                Err(_) => Err(m),
+            }
         }
     }
 }

@@ -12,26 +12,24 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use prost::Message as _;
-use prost::bytes::Buf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::codec::{Inbound, LenientCodec, Outbound};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
-use crate::wire::{MAX_MESSAGE_SIZE, Message};
+use crate::wire::MAX_MESSAGE_SIZE;
 
 /// gRPC service name of the data plane.
 pub(crate) const SERVICE_NAME: &str = "dataplane.proto.v1.DataPlaneService";
@@ -44,69 +42,6 @@ pub(crate) const CONNECT_ATTEMPTS: u32 = 10;
 pub(crate) const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(5);
 /// Attempts made to re-open a client stream that ended on its own (~2 minutes with the backoff).
 pub(crate) const RECONNECT_ATTEMPTS: u32 = 120;
-
-/// One decoded frame: a message, or bytes that are not a `Message`.
-// Boxing the common variant would cost an allocation per message to shrink the rare one.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    Message(Message),
-    Malformed(prost::DecodeError),
-}
-
-/// Encodes `Message`, decodes [`Inbound`] (never fails on bad bytes).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LenientCodec;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct MessageEncoder;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LenientDecoder;
-
-impl Codec for LenientCodec {
-    type Encode = Message;
-    type Decode = Inbound;
-    type Encoder = MessageEncoder;
-    type Decoder = LenientDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        MessageEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        LenientDecoder
-    }
-}
-
-impl Encoder for MessageEncoder {
-    type Item = Message;
-    type Error = Status;
-
-    fn encode(&mut self, item: Message, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // One allocation up front: growing the buffer while encoding copies a large payload
-        // several times.
-        buf.reserve(item.encoded_len());
-        item.encode(buf).map_err(|e| Status::internal(format!("encode: {e}")))
-    }
-}
-
-impl Decoder for LenientDecoder {
-    type Item = Inbound;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Inbound>, Status> {
-        match Message::decode(&mut *buf) {
-            Ok(m) => Ok(Some(Inbound::Message(m))),
-            Err(e) => {
-                // Skip the rest of the frame so the next one starts at its header.
-                let rest = buf.remaining();
-                buf.advance(rest);
-                Ok(Some(Inbound::Malformed(e)))
-            }
-        }
-    }
-}
 
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -140,11 +75,11 @@ async fn read_stream(
             item = inbound.message() => item,
         };
         match item {
-            Ok(Some(Inbound::Message(m))) => {
+            Ok(Some(Inbound::Message(m, frame))) => {
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return None,
-                    _ = inner.process(ingress, m, scratch) => {}
+                    _ = inner.process(ingress, m, Some(frame), scratch) => {}
                 }
             }
             Ok(Some(Inbound::Malformed(e))) => {
@@ -201,12 +136,12 @@ impl tonic::server::NamedService for DataPlaneServer {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<Message, Status>> + Send + 'static>>;
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send + 'static>>;
 
 struct OpenChannel(DataPlaneServer);
 
 impl tonic::server::StreamingService<Inbound> for OpenChannel {
-    type Response = Message;
+    type Response = Outbound;
     type ResponseStream = ResponseStream;
     type Future = BoxFuture<Response<ResponseStream>, Status>;
 
@@ -239,7 +174,7 @@ impl DataPlaneServer {
         let mesh = &self.inner.mesh;
         let meta = LinkMeta::remote(Direction::In, hello, mesh.enabled(), mesh.node);
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let cancel = self.cancel.child_token();
         let (id, counters) = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer, meta.clone());
         let ingress = Ingress::new(id, &meta, counters);
@@ -464,7 +399,7 @@ struct RetryPolicy {
 }
 
 /// An open stream: its outbound queue, its inbound messages, and the peer's hello (if any).
-type Opened = (mpsc::Sender<Message>, Streaming<Inbound>, Option<Hello>);
+type Opened = (mpsc::Sender<Outbound>, Streaming<Inbound>, Option<Hello>);
 
 pub(crate) enum DialError {
     /// Worth another attempt (refused, reset, timeout...).
@@ -559,7 +494,7 @@ impl Dialer {
         let channel = self.channel().await?;
         let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
-        let (tx, rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let mut request = Request::new(ReceiverStream::new(rx));
         self.request_metadata(request.metadata_mut())?;
         let path = http::uri::PathAndQuery::from_static(OPEN_CHANNEL_PATH);

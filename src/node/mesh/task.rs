@@ -20,6 +20,7 @@ use tracing::debug;
 use super::lsdb::{self, Lsdb, NameRec};
 use super::proto::{self, mesh_message::Body};
 use super::{MeshLinkView as MeshLink, NodeView, routes::MeshRoutes, spf};
+use crate::node::codec::Outbound;
 use crate::node::{ConnTx, Inner};
 use crate::wire::{Message, Name};
 
@@ -196,7 +197,7 @@ fn send_all(inner: &Inner, conn: u64, msgs: Vec<Message>) {
         return;
     };
     let stats = &inner.mesh.stats;
-    let mut it = msgs.into_iter();
+    let mut it = msgs.into_iter().map(Outbound::Message);
     for m in it.by_ref() {
         match tx.try_send(m) {
             Ok(()) => {
@@ -208,7 +209,7 @@ fn send_all(inner: &Inner, conn: u64, msgs: Vec<Message>) {
                 return;
             }
             Err(TrySendError::Full(m)) => {
-                let rest: Vec<Message> = std::iter::once(m).chain(it).collect();
+                let rest: Vec<Outbound> = std::iter::once(m).chain(it).collect();
                 let n = rest.len() as u64;
                 let dropped = inner.mesh.clone();
                 tokio::spawn(async move {
