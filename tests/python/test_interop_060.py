@@ -143,6 +143,9 @@ def test_p2p_session_survives_node_restart(venv060, peers, kind):
         sender.close_stdin()
         assert sender.finish(20) == 0, sender.diagnostics()
         s_sess = sender.of("session")[0]
+        # The responder printed it before echoing it, but its line may still be on the way to the
+        # reader thread: waited for, not just looked up.
+        responder.wait_event("received", 20, predicate=lambda e: e["payload"] == "after restart")
         got = [e for e in responder.of("received")]
         assert {e["payload"] for e in got} >= {"before restart", "after restart"}
         assert all(e["session_id"] == s_sess["session_id"] for e in got)
