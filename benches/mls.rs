@@ -97,6 +97,7 @@ async fn fanout(tag: &str, mls: bool, messages: usize) -> f64 {
         max_retries: 10,
         timeout: Duration::from_millis(500),
         mls_enabled: mls,
+        liveness: None,
     };
     let sid = moderator.create_session(cfg).await.expect("session");
     for m in &members {

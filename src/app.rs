@@ -216,7 +216,25 @@ impl App {
     /// Invites `name` (any instance) into multicast session `id` (moderator only). Returns once
     /// the invite is queued; the handle tells when the participant joined.
     pub async fn invite(&self, id: u32, name: &Name) -> Result<InviteHandle, SlimError> {
-        Ok(InviteHandle { rx: self.layer.membership(id, name, true).await? })
+        self.invite_within(id, name, None).await
+    }
+
+    /// [`App::invite`]; an invite still unanswered `bound` from now is abandoned by the
+    /// moderator (its handle fails with [`SlimError::Invite`] and the next invite starts).
+    pub async fn invite_within(
+        &self,
+        id: u32,
+        name: &Name,
+        bound: Option<std::time::Duration>,
+    ) -> Result<InviteHandle, SlimError> {
+        let deadline = bound.map(|b| tokio::time::Instant::now() + b);
+        Ok(InviteHandle { rx: self.layer.membership_within(id, name, true, deadline).await? })
+    }
+
+    /// The members of multicast session `id`: on the moderator, itself and every member; on a
+    /// member, the list of the moderator's last heartbeat (docs/liveness.md).
+    pub async fn participants(&self, id: u32) -> Result<Vec<Name>, SlimError> {
+        self.layer.participants(id).await
     }
 
     /// Removes participant `name` (id optional) from multicast session `id` and waits for its

@@ -71,6 +71,19 @@ pub enum SlimError {
         /// `wire::MAX_PAYLOAD_SIZE`.
         limit: usize,
     },
+    /// A group member stopped hearing from its moderator (no heartbeat for the session's liveness
+    /// bound): the session is closed on this member (`ModeratorLostError`, a `SessionClosedError`).
+    #[error(
+        "session {session_id}: moderator {moderator} stopped answering (nothing for {silent_ms} ms); session closed"
+    )]
+    ModeratorLost {
+        /// The group session.
+        session_id: u32,
+        /// The moderator that went silent.
+        moderator: crate::wire::Name,
+        /// How long nothing came from it.
+        silent_ms: u64,
+    },
     /// The app (or its node) has shut down.
     #[error("app closed")]
     Closed,
@@ -143,7 +156,13 @@ impl From<BatchError> for SlimError {
 impl SlimError {
     /// True for errors that belong to one session's stream (delivered on its queue).
     pub fn is_session_event(&self) -> bool {
-        matches!(self, SlimError::Timeout { .. } | SlimError::MessageLost { .. } | SlimError::NoRoute(_))
+        matches!(
+            self,
+            SlimError::Timeout { .. }
+                | SlimError::MessageLost { .. }
+                | SlimError::NoRoute(_)
+                | SlimError::ModeratorLost { .. }
+        )
     }
 
     /// The variant's name (`"SessionNotFound"`, `"Timeout"`, ...). The match lists every variant,
@@ -162,6 +181,7 @@ impl SlimError {
             SlimError::Invite(_) => "Invite",
             SlimError::SendBufferFull { .. } => "SendBufferFull",
             SlimError::MessageTooLarge { .. } => "MessageTooLarge",
+            SlimError::ModeratorLost { .. } => "ModeratorLost",
             SlimError::Closed => "Closed",
             SlimError::Internal(_) => "Internal",
         }
@@ -195,6 +215,11 @@ impl SlimError {
                 size: crate::wire::MAX_PAYLOAD_SIZE + 1,
                 limit: crate::wire::MAX_PAYLOAD_SIZE,
             },
+            SlimError::ModeratorLost {
+                session_id: 3,
+                moderator: crate::wire::Name::new("org", "ns", "moderator", Some(8)),
+                silent_ms: 10_000,
+            },
             SlimError::Closed,
             SlimError::Internal("unexpected".into()),
         ]
@@ -220,7 +245,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         // As many as `variant_name` has arms: update both when a variant is added.
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), 15, "{names:?}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, f32)] = &[
     ("session::buffers", 4.1),
     ("session::timer", 4.1),
     ("session::queue", 4.1),
+    ("session::liveness", 4.1),
     ("session::context", 4.2),
     ("session::channel", 4.3),
     ("session::entry", 4.3),

@@ -66,6 +66,7 @@ async fn late_joiner_accepts_members_whose_credential_tokens_expired() {
         max_retries: 5,
         timeout: Duration::from_millis(500),
         mls_enabled: true,
+        liveness: None,
     };
     let sid = moderator.create_session(cfg).await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();

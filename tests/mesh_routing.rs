@@ -90,6 +90,7 @@ fn group(moderator: bool) -> SessionConfig {
         max_retries: 10,
         timeout: Duration::from_millis(200),
         mls_enabled: false,
+        liveness: None,
     }
 }
 

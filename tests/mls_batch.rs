@@ -29,6 +29,7 @@ fn group(topic: &str, moderator: bool) -> SessionConfig {
         max_retries: 5,
         timeout: Duration::from_millis(500),
         mls_enabled: true,
+        liveness: None,
     }
 }
 
@@ -244,6 +245,7 @@ async fn lost_batches_are_recovered_per_message_in_order() {
         max_retries: 40,
         timeout: Duration::from_millis(200),
         mls_enabled: true,
+        liveness: None,
     };
     let sid = moderator.create_session(cfg).await.unwrap();
     moderator.invite(sid, &name("rp1")).await.unwrap().joined().await.unwrap();

@@ -21,6 +21,7 @@ fn group(moderator: bool) -> SessionConfig {
         max_retries: 5,
         timeout: Duration::from_millis(200),
         mls_enabled: true,
+        liveness: None,
     }
 }
 

@@ -146,6 +146,7 @@ fn group(moderator: bool) -> SessionConfig {
         max_retries: 10,
         timeout: Duration::from_millis(200),
         mls_enabled: true,
+        liveness: None,
     }
 }
 

@@ -41,6 +41,7 @@ async fn group(tag: &str) -> (App, Vec<App>, Name, u32) {
         max_retries: 5,
         timeout: Duration::from_secs(1),
         mls_enabled: true,
+        liveness: None,
     };
     let sid = moderator.create_session(cfg).await.unwrap();
     for a in &members {

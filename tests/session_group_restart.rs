@@ -31,6 +31,7 @@ fn group(moderator: bool, mls: bool) -> SessionConfig {
         max_retries: 10,
         timeout: Duration::from_millis(200),
         mls_enabled: mls,
+        liveness: None,
     }
 }
 

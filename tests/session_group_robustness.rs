@@ -25,6 +25,7 @@ fn group(topic: &str, moderator: bool, mls_enabled: bool) -> SessionConfig {
         max_retries: 5,
         timeout: Duration::from_millis(200),
         mls_enabled,
+        liveness: None,
     }
 }
 

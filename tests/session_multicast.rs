@@ -18,6 +18,7 @@ fn group(moderator: bool, retries: u32) -> SessionConfig {
         max_retries: retries,
         timeout: Duration::from_millis(100),
         mls_enabled: false,
+        liveness: None,
     }
 }
 
@@ -52,6 +53,7 @@ async fn invite_exchange_and_remove() {
         max_retries: 10,
         timeout: Duration::from_secs(1),
         mls_enabled: false,
+        liveness: None,
     };
     assert_eq!(p1.get_session_config(sid).unwrap(), expected);
 
@@ -131,6 +133,7 @@ async fn mls_group_add_exchange_and_remove() {
         max_retries: 5,
         timeout: Duration::from_millis(500),
         mls_enabled: true,
+        liveness: None,
     };
     let sid = moderator.create_session(cfg).await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();

@@ -40,6 +40,7 @@ __all__ = [
     "init_tracing",
     "invite",
     "node_info",
+    "participants",
     "publish",
     "publish_many",
     "receive",
@@ -162,7 +163,7 @@ class PySessionConfiguration:
 
     @final
     class Multicast(PySessionConfiguration):
-        __match_args__ = ("topic", "moderator", "max_retries", "timeout", "mls_enabled")
+        __match_args__ = ("topic", "moderator", "max_retries", "timeout", "mls_enabled", "liveness_timeout")
         def __new__(
             cls,
             topic: PyName,
@@ -170,6 +171,7 @@ class PySessionConfiguration:
             max_retries: int = 0,
             timeout: datetime.timedelta = ...,
             mls_enabled: bool = False,
+            liveness_timeout: datetime.timedelta = ...,
         ) -> Self: ...
         @property
         def topic(self) -> PyName: ...
@@ -181,6 +183,8 @@ class PySessionConfiguration:
         def timeout(self) -> datetime.timedelta: ...
         @property
         def mls_enabled(self) -> bool: ...
+        @property
+        def liveness_timeout(self) -> datetime.timedelta: ...
 
 @final
 class PyAlgorithm:
@@ -400,6 +404,7 @@ async def invite(
     timeout: datetime.timedelta | float | None = None,
 ) -> None: ...
 async def remove(svc: PyService, session_info: _Session, name: PyName) -> None: ...
+async def participants(svc: PyService, session_info: _Session) -> list[PyName]: ...
 async def receive(svc: PyService) -> tuple[PySessionInfo, bytes]: ...
 async def receive_new_session(svc: PyService) -> tuple[PySessionInfo, bytes]: ...
 async def receive_session(svc: PyService, session: _Session) -> tuple[PySessionInfo, bytes]: ...

@@ -21,6 +21,7 @@ __all__ = [
     "MessageLostError",
     "MessageTooLargeError",
     "MlsError",
+    "ModeratorLostError",
     "NoRouteError",
     "SLIMTimeoutError",
     "SendBufferFullError",
@@ -50,6 +51,18 @@ class SessionNotFoundError(SlimError, ValueError):
 
 class SessionClosedError(SlimError):
     """The session (or the whole app) was closed while the operation was pending."""
+
+
+class ModeratorLostError(SessionClosedError):
+    """A group member stopped hearing from its moderator for longer than the session's liveness
+    bound (``PySessionConfiguration.Multicast(..., liveness_timeout=...)``, default 10 s): the
+    moderator's process died, or its node or network is gone. The session is closed on this
+    member; ``moderator`` names the moderator (with its id), ``session_id`` the group session."""
+
+    def __init__(self, message: str, session_id: int | None = None, moderator: Any = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.moderator = moderator
 
 
 # On Python 3.10 asyncio.TimeoutError is its own class; from 3.11 it is the builtin.

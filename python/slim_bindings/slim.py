@@ -229,9 +229,15 @@ class Slim:
         """Invites ``name`` into a multicast session. Returns once the request is sent; with
         ``wait=True``, once the member has joined (and, with MLS, can decrypt). ``timeout`` (a
         ``timedelta`` or seconds, with ``wait=True`` only) bounds that wait: a member that has not
-        joined by then raises ``InviteError``. Without it the invite gives up after its retries
-        (60 x 1 s)."""
+        joined by then raises ``InviteError`` and the moderator abandons the invite (the next one
+        starts, held publishes go out). Without it the invite gives up after its retries (60 x 1 s)."""
         await _native.invite(self.svc, session, name, wait, timeout)
+
+    async def participants(self, session: SessionRef) -> list[PyName]:
+        """The members of a multicast session: on the moderator, itself and every member (a
+        member that stops answering is dropped within the session's ``liveness_timeout``); on a
+        member, the list the moderator's last heartbeat carried."""
+        return await _native.participants(self.svc, session)
 
     async def remove(self, session: SessionRef, name: PyName) -> None:
         """Removes ``name`` from a multicast session."""

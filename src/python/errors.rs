@@ -22,6 +22,7 @@ struct Classes {
     base: Py<PyAny>,
     session_not_found: Py<PyAny>,
     session_closed: Py<PyAny>,
+    moderator_lost: Py<PyAny>,
     timeout: Py<PyAny>,
     message_lost: Py<PyAny>,
     no_route: Py<PyAny>,
@@ -44,6 +45,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             base: get("SlimError")?,
             session_not_found: get("SessionNotFoundError")?,
             session_closed: get("SessionClosedError")?,
+            moderator_lost: get("ModeratorLostError")?,
             timeout: get("SLIMTimeoutError")?,
             message_lost: get("MessageLostError")?,
             no_route: get("NoRouteError")?,
@@ -73,6 +75,10 @@ pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
             SlimError::SessionClosed => c.session_closed.call1(py, (text,)),
             // The whole app is gone: every session of it is closed too.
             SlimError::Closed => c.session_closed.call1(py, (text,)),
+            SlimError::ModeratorLost { session_id, moderator, .. } => {
+                let moderator = super::name::PyName::from_name(moderator);
+                c.moderator_lost.call1(py, (text, session_id, moderator))
+            }
             SlimError::Timeout { session_id, message_id } => c.timeout.call1(py, (message_id, session_id)),
             SlimError::MessageLost { session_id, message_id, producer } => {
                 let source = producer.map(super::name::PyName::from_name);

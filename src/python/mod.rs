@@ -63,6 +63,7 @@ fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(service::publish_many, m)?)?;
     m.add_function(wrap_pyfunction!(service::invite, m)?)?;
     m.add_function(wrap_pyfunction!(service::remove, m)?)?;
+    m.add_function(wrap_pyfunction!(service::participants, m)?)?;
     m.add_function(wrap_pyfunction!(service::receive, m)?)?;
     m.add_function(wrap_pyfunction!(service::receive_new_session, m)?)?;
     m.add_function(wrap_pyfunction!(service::receive_session, m)?)?;

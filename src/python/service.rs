@@ -342,11 +342,24 @@ pub(super) async fn invite(
     }
     let app = app_of(&svc);
     spawned(async move {
-        let handle = app.invite(session_info.id, &name.inner).await.map_err(to_py)?;
+        let bound = timeout.map(|b| b.0);
+        let handle = app.invite_within(session_info.id, &name.inner, bound).await.map_err(to_py)?;
         if wait {
-            handle.joined_within(timeout.map(|b| b.0)).await.map_err(to_py)?;
+            handle.joined_within(bound).await.map_err(to_py)?;
         }
         Ok(())
+    })
+    .await
+}
+
+/// The members of a multicast session: on the moderator, itself and every member it holds; on a
+/// member, the list the moderator's last heartbeat carried (docs/liveness.md).
+#[pyfunction]
+pub(super) async fn participants(svc: Py<PyService>, session_info: SessionArg) -> PyResult<Vec<PyName>> {
+    let app = app_of(&svc);
+    in_runtime(async move {
+        let names = app.participants(session_info.id).await.map_err(to_py)?;
+        Ok(names.into_iter().map(PyName::from_name).collect())
     })
     .await
 }

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use super::name::PyName;
 use crate::session::SessionConfig;
+use crate::session::liveness::DEFAULT_LIVENESS;
 
 /// The kind of a session (exported for compatibility; no function takes it).
 #[pyclass(name = "PySessionType", module = "slim_bindings._slim_bindings", eq, eq_int, from_py_object)]
@@ -45,8 +46,10 @@ pub enum PySessionConfiguration {
         /// End-to-end encryption with a two-member MLS group.
         mls_enabled: bool,
     },
-    /// A group on channel `topic`; `moderator=True` may invite and remove.
-    #[pyo3(constructor = (topic, moderator = false, max_retries = 0, timeout = Duration::from_secs(1), mls_enabled = false))]
+    /// A group on channel `topic`; `moderator=True` may invite and remove. `liveness_timeout`
+    /// (moderator): a silent member is dropped, and members learn that this moderator is gone,
+    /// within it (docs/liveness.md).
+    #[pyo3(constructor = (topic, moderator = false, max_retries = 0, timeout = Duration::from_secs(1), mls_enabled = false, liveness_timeout = DEFAULT_LIVENESS))]
     Multicast {
         /// The channel name the group publishes to.
         topic: PyName,
@@ -58,6 +61,9 @@ pub enum PySessionConfiguration {
         timeout: Duration,
         /// End-to-end group encryption (MLS).
         mls_enabled: bool,
+        /// Moderator: silence after which a member is dropped (and after which members consider
+        /// this moderator gone).
+        liveness_timeout: Duration,
     },
 }
 
@@ -70,9 +76,21 @@ impl From<&PySessionConfiguration> for SessionConfig {
             PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled } => {
                 SessionConfig::Unicast { timeout, max_retries, mls_enabled }
             }
-            PySessionConfiguration::Multicast { topic, moderator, max_retries, timeout, mls_enabled } => {
-                SessionConfig::Multicast { topic: topic.inner, moderator, max_retries, timeout, mls_enabled }
-            }
+            PySessionConfiguration::Multicast {
+                topic,
+                moderator,
+                max_retries,
+                timeout,
+                mls_enabled,
+                liveness_timeout,
+            } => SessionConfig::Multicast {
+                topic: topic.inner,
+                moderator,
+                max_retries,
+                timeout,
+                mls_enabled,
+                liveness: Some(liveness_timeout),
+            },
         }
     }
 }
@@ -86,13 +104,14 @@ impl From<SessionConfig> for PySessionConfiguration {
             SessionConfig::Unicast { timeout, max_retries, mls_enabled } => {
                 PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled }
             }
-            SessionConfig::Multicast { topic, moderator, max_retries, timeout, mls_enabled } => {
+            SessionConfig::Multicast { topic, moderator, max_retries, timeout, mls_enabled, liveness } => {
                 PySessionConfiguration::Multicast {
                     topic: PyName::from_name(topic),
                     moderator,
                     max_retries,
                     timeout,
                     mls_enabled,
+                    liveness_timeout: liveness.unwrap_or(DEFAULT_LIVENESS),
                 }
             }
         }

@@ -31,10 +31,13 @@ pub enum Command {
     Publish(PublishRequest),
     /// Use new timeout / retry values from now on.
     SetConfig(SessionConfig),
-    /// Invite this name into the group (moderator only); the sender learns when it joined.
-    Invite(Name, Done),
+    /// Invite this name into the group (moderator only); the sender learns when it joined. With
+    /// a deadline, an invite still unanswered then is abandoned (`Invite` error).
+    Invite(Name, Done, Option<tokio::time::Instant>),
     /// Remove this participant from the group (moderator only).
     Remove(Name, Done),
+    /// The group's members, as this session knows them (multicast only).
+    Participants(oneshot::Sender<Result<Vec<Name>, SlimError>>),
 }
 
 /// One session as the app and the dispatcher see it; its state machine lives in its task.

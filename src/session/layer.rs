@@ -293,14 +293,36 @@ impl SessionLayer {
         name: &Name,
         invite: bool,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), SlimError>>, SlimError> {
+        self.membership_within(id, name, invite, None).await
+    }
+
+    /// [`Self::membership`]; an invite not answered by `deadline` is abandoned by the moderator.
+    pub async fn membership_within(
+        &self,
+        id: u32,
+        name: &Name,
+        invite: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), SlimError>>, SlimError> {
         let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
         if entry.config().is_point_to_point() {
             return Err(SlimError::Invite("invite and remove need a multicast session".into()));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let cmd = if invite { Command::Invite(name.clone(), tx) } else { Command::Remove(name.clone(), tx) };
+        let cmd = if invite { Command::Invite(name.clone(), tx, deadline) } else { Command::Remove(name.clone(), tx) };
         entry.outbound.send(cmd).await.map_err(|_| SlimError::SessionNotFound(id))?;
         Ok(rx)
+    }
+
+    /// The members of multicast session `id` (see [`Command::Participants`]).
+    pub async fn participants(&self, id: u32) -> Result<Vec<Name>, SlimError> {
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        if entry.config().is_point_to_point() {
+            return Err(SlimError::Invite("participants need a multicast session".into()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        entry.outbound.send(Command::Participants(tx)).await.map_err(|_| SlimError::SessionNotFound(id))?;
+        rx.await.unwrap_or(Err(SlimError::SessionClosed))
     }
 
     /// Reads everything the embedded node delivers until shutdown.
@@ -328,6 +350,12 @@ impl SessionLayer {
     /// A message of this app could not be routed: its session gets `NoRoute` (counted when it has
     /// none).
     fn on_route_error(&self, e: RouteError) {
+        if matches!(e.message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong) {
+            // A heartbeat to a peer that is gone: liveness itself reports it (the member is
+            // dropped, or the session closed with `ModeratorLost`); counted, not a session event.
+            Stats::bump(&self.core.stats.orphan_route_errors);
+            return;
+        }
         let sid = e.message.session_header().map(|s| s.session_id);
         match sid.and_then(|s| self.get(s)) {
             Some(entry) => entry.deliver_error(SlimError::NoRoute(e.error.to_string())),
@@ -465,6 +493,8 @@ impl SessionLayer {
                     max_retries,
                     timeout,
                     mls_enabled: msg.metadata.contains_key(wire::META_MLS_ENABLED),
+                    // The moderator's bound (its JOIN_REQUEST) is the one this member uses.
+                    liveness: None,
                 };
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }

@@ -41,6 +41,7 @@ pub mod channel;
 pub mod context;
 pub mod entry;
 pub mod layer;
+pub mod liveness;
 pub mod multicast;
 pub mod point_to_point;
 pub mod queue;
@@ -65,6 +66,11 @@ pub const DEFAULT_P2P_RETRIES: u32 = 5;
 pub const CONTROL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// ... up to 60 times (reference values).
 pub const CONTROL_MAX_RETRIES: u32 = 60;
+/// Default liveness bound of a group (docs/liveness.md): a member learns that its moderator is
+/// gone, and a moderator that a member is gone, within this time.
+pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(10);
+/// Shortest liveness bound accepted (from the configuration or from a peer).
+pub const MIN_LIVENESS: Duration = Duration::from_millis(200);
 /// Session ids are drawn from `0 .. SESSION_ID_RANGE` (reference `SESSION_RANGE`).
 pub const SESSION_ID_RANGE: u32 = u32::MAX - 1000;
 
@@ -101,6 +107,10 @@ pub enum SessionConfig {
         timeout: Duration,
         /// End-to-end group encryption.
         mls_enabled: bool,
+        /// Moderator: how soon a silent member is dropped and a member learns that this moderator
+        /// is gone (docs/liveness.md); `None` = [`DEFAULT_LIVENESS`]. Members use their
+        /// moderator's bound.
+        liveness: Option<Duration>,
     },
 }
 
@@ -119,6 +129,7 @@ impl SessionConfig {
             max_retries: 10,
             timeout: Duration::from_secs(1),
             mls_enabled: false,
+            liveness: None,
         }
     }
 
@@ -153,6 +164,9 @@ impl SessionConfig {
             }
             SessionConfig::Multicast { timeout, .. } if timeout.is_zero() => {
                 Err(SlimError::Config("timeout must be greater than zero".into()))
+            }
+            SessionConfig::Multicast { liveness: Some(l), .. } if *l < MIN_LIVENESS => {
+                Err(SlimError::Config(format!("liveness_timeout must be at least {MIN_LIVENESS:?}").into()))
             }
             _ => Ok(()),
         }

@@ -38,6 +38,12 @@ pub const META_PARTICIPANT_NAME: &str = "PARTICIPANT_NAME";
 /// See [`META_IS_MODERATOR`].
 pub const META_DELETE_GROUP: &str = "DELETE_GROUP";
 
+/// Metadata key on CHANNEL_JOIN_REQUEST (offer) and CHANNEL_JOIN_REPLY (acceptance): the group's
+/// liveness bound in milliseconds (docs/liveness.md).
+pub const META_LIVENESS_MS: &str = "SLIM_LIVENESS_MS";
+/// Metadata key on GROUP_PING / GROUP_PONG: the member-list version sent / held.
+pub const META_MEMBERS_VERSION: &str = "SLIM_MEMBERS_VERSION";
+
 /// Keys that belong to the protocol and must never appear in user-visible metadata.
 pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_IDENTITY,
@@ -49,6 +55,8 @@ pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_IS_MODERATOR,
     META_PARTICIPANT_NAME,
     META_DELETE_GROUP,
+    META_LIVENESS_MS,
+    META_MEMBERS_VERSION,
 ];
 
 /// Fanout that asks a node for exactly one matching connection.

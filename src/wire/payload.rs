@@ -203,9 +203,52 @@ impl MlsProposalMessagePayload {
     }
 }
 
+/// Most names a member list may carry (a larger list is refused before anything is allocated).
+pub const MAX_MEMBER_NAMES: u64 = 65_536;
+
+/// The member list a moderator's GROUP_PING carries (`Vec<Name>`: a varint count, then the names).
+pub fn encode_names(names: &[Name]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 48 * names.len());
+    put_varint(&mut out, names.len() as u64);
+    for n in names {
+        put_name(&mut out, n);
+    }
+    out
+}
+
+/// Parses an untrusted member list.
+pub fn decode_names(b: &[u8]) -> Result<Vec<Name>, PayloadError> {
+    let mut r = Reader { buf: b };
+    let count = r.varint()?;
+    // Every name takes at least 5 bytes: a count the payload cannot hold is refused at once.
+    if count > MAX_MEMBER_NAMES || count.saturating_mul(5) > r.buf.len() as u64 {
+        return Err(PayloadError::BadLength(count));
+    }
+    let mut names = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        names.push(r.name()?);
+    }
+    r.finish()?;
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_lists_round_trip_and_refuse_lies() {
+        let names = vec![Name::new("a", "b", "c", Some(7)), Name::new("x", "y", "z", None)];
+        assert_eq!(decode_names(&encode_names(&names)).unwrap(), names);
+        assert_eq!(decode_names(&encode_names(&[])).unwrap(), Vec::<Name>::new());
+        let mut lying = Vec::new();
+        put_varint(&mut lying, 1_000_000);
+        assert!(matches!(decode_names(&lying), Err(PayloadError::BadLength(_))));
+        assert!(decode_names(&[]).is_err());
+        let mut trailing = encode_names(&names);
+        trailing.push(0);
+        assert!(matches!(decode_names(&trailing), Err(PayloadError::Trailing(1))));
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()

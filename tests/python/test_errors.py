@@ -27,6 +27,7 @@ EXPECTED: dict[str, type[BaseException]] = {
     "Invite": errors.InviteError,
     "SendBufferFull": errors.SendBufferFullError,
     "MessageTooLarge": errors.MessageTooLargeError,
+    "ModeratorLost": errors.ModeratorLostError,
     "Closed": errors.SessionClosedError,
     "Internal": errors.SlimError,
 }
@@ -55,6 +56,10 @@ def test_fields_survive_the_mapping() -> None:
     timeout = s["Timeout"]
     assert isinstance(timeout, errors.SLIMTimeoutError) and isinstance(timeout, asyncio.TimeoutError)
     assert (timeout.session_id, timeout.message_id) == (3, 9)
+    gone = s["ModeratorLost"]
+    assert isinstance(gone, errors.ModeratorLostError) and isinstance(gone, errors.SessionClosedError)
+    assert gone.session_id == 3 and gone.moderator.components_strings()[2] == "moderator"
+    assert "stopped answering" in str(gone)
     lost = s["MessageLost"]
     assert isinstance(lost, errors.MessageLostError)
     assert (lost.session_id, lost.message_id) == (3, 11)

@@ -17,6 +17,7 @@
 //! consecutive ids; receivers unpack it and order, deduplicate and report loss per id.
 
 mod group_keys;
+mod liveness;
 mod moderator;
 mod participant;
 mod producer;
@@ -72,6 +73,11 @@ pub enum McTimer {
     Beacon,
     /// Waiting for this missing id of this producer (RTX_REQUEST on each fire).
     Rtx(Name, u32),
+    /// Liveness (docs/liveness.md): moderator pings and checks its members, a member checks its
+    /// moderator; fires every quarter of the bound while someone is watched.
+    Heartbeat,
+    /// The caller's deadline for the invite with this number.
+    InviteDeadline(u64),
 }
 
 /// The state machine of one multicast session.
@@ -104,6 +110,16 @@ pub struct MulticastTask {
     identities: HashMap<Name, Vec<u8>>,
     /// Participant: COMMITs applied strictly in moderator order.
     sequencer: HandshakeSequencer<Vec<u8>>,
+    /// Moderator: the liveness bound it advertises (docs/liveness.md).
+    liveness: Duration,
+    /// Moderator: members that answer heartbeats, and when each was last heard.
+    member_watch: Option<crate::session::liveness::MemberWatch>,
+    /// Moderator: invitees whose JOIN_REPLY promised to answer heartbeats (until they are added).
+    heartbeat_capable: std::collections::HashSet<Name>,
+    /// Participant: its moderator's heartbeats, when the moderator sends them.
+    moderator_watch: Option<crate::session::liveness::ModeratorWatch>,
+    /// Moderator: number of the invite started last (its deadline timer carries it).
+    invite_seq: u64,
 }
 
 impl MulticastTask {
@@ -115,11 +131,11 @@ impl MulticastTask {
         cfg: &SessionConfig,
         role: MulticastRole,
     ) -> Self {
-        let (channel, timeout, max_retries, mls_enabled) = match cfg {
-            SessionConfig::Multicast { topic, timeout, max_retries, mls_enabled, .. } => {
-                (topic.clone(), *timeout, *max_retries, *mls_enabled)
+        let (channel, timeout, max_retries, mls_enabled, liveness) = match cfg {
+            SessionConfig::Multicast { topic, timeout, max_retries, mls_enabled, liveness, .. } => {
+                (topic.clone(), *timeout, *max_retries, *mls_enabled, *liveness)
             }
-            _ => (SessionConfig::default_multicast_topic(), Duration::from_secs(1), 0, false),
+            _ => (SessionConfig::default_multicast_topic(), Duration::from_secs(1), 0, false, None),
         };
         MulticastTask {
             io: TaskCore::new(core, entry),
@@ -142,6 +158,11 @@ impl MulticastTask {
             mls_seq: 0,
             identities: HashMap::new(),
             sequencer: HandshakeSequencer::new(MAX_HELD),
+            liveness: liveness.unwrap_or(crate::session::liveness::DEFAULT_LIVENESS),
+            member_watch: None,
+            heartbeat_capable: std::collections::HashSet::new(),
+            moderator_watch: None,
+            invite_seq: 0,
         }
     }
 
@@ -161,12 +182,12 @@ impl MulticastTask {
                 self.max_retries = max_retries;
             }
             Command::SetConfig(_) => {}
-            Command::Invite(name, done) => {
+            Command::Invite(name, done, deadline) => {
                 if self.role != MulticastRole::Moderator {
                     let _ = done.send(Err(SlimError::Invite("only a moderator can invite".into())));
                     return;
                 }
-                self.tasks.push_back(ModTask::Add { name, done });
+                self.tasks.push_back(ModTask::Add { name, done, deadline });
                 self.start_next_task().await;
             }
             Command::Remove(name, done) => {
@@ -174,8 +195,11 @@ impl MulticastTask {
                     let _ = done.send(Err(SlimError::Invite("only a moderator can remove participants".into())));
                     return;
                 }
-                self.tasks.push_back(ModTask::Remove { name, done });
+                self.tasks.push_back(ModTask::Remove { name, done, dead: false });
                 self.start_next_task().await;
+            }
+            Command::Participants(done) => {
+                let _ = done.send(Ok(self.participant_names()));
             }
         }
     }
@@ -186,6 +210,7 @@ impl MulticastTask {
         let mid = sh.message_id;
         let kind = msg.session_message_type();
         let Some(source) = msg.source_name() else { return Flow::Continue };
+        self.heard_from(&source, kind, &msg);
         let from_moderator_only = matches!(
             kind,
             SessionMessageType::ChannelMlsWelcome
@@ -241,6 +266,9 @@ impl MulticastTask {
             SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
             SessionMessageType::ChannelMlsCommit => self.on_commit(mid, &msg).await,
             SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid, source).await,
+            SessionMessageType::GroupPing => self.on_ping(source, &msg).await,
+            // A sign of life, already noted by `heard_from`.
+            SessionMessageType::GroupPong => {}
             _ => {
                 Stats::bump(&self.io.app.stats.unhandled_control);
                 tracing::debug!(session = self.io.id, ?kind, "unhandled message on a multicast session");
@@ -304,6 +332,11 @@ impl SessionKind for MulticastTask {
                 let conn = self.rtx_conn.get(&producer).copied().flatten();
                 self.io.send(self.rtx_request(&producer, mid, conn)).await;
             }
+            Fired::Retry { key: McTimer::Heartbeat, .. } | Fired::Failed { key: McTimer::Heartbeat } => {
+                self.on_heartbeat().await;
+            }
+            Fired::Retry { key: McTimer::InviteDeadline(_), .. } => {}
+            Fired::Failed { key: McTimer::InviteDeadline(seq) } => self.on_invite_deadline(seq).await,
             Fired::Failed { key: McTimer::Rtx(producer, mid) } => {
                 // Drop point: no readable retransmission came after every retry -> REPORTED
                 // (MessageLost with the id, in its place in the producer's stream).

@@ -3,23 +3,30 @@
 
 use std::collections::HashSet;
 
-use super::MulticastTask;
+use tokio::time::Instant;
+
+use super::{McTimer, MulticastTask};
 use crate::error::{MlsFailure, SlimError};
 use crate::mls::MlsState;
 use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::entry::Done;
+use crate::session::liveness;
 use crate::wire::builders::Flags;
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 
 pub(super) enum ModTask {
-    Add { name: Name, done: Done },
-    Remove { name: Name, done: Done },
+    /// Invite; abandoned if still unanswered at `deadline`.
+    Add { name: Name, done: Done, deadline: Option<Instant> },
+    /// Remove; `dead`: the member stopped answering heartbeats, so nothing is awaited from it.
+    Remove { name: Name, done: Done, dead: bool },
 }
 
 pub(super) enum Current {
     Discovering {
         request_id: u32,
+        /// The name invited (with its strings: the discovery reply carries only hashes).
+        name: Name,
         done: Done,
     },
     Joining {
@@ -40,6 +47,7 @@ pub(super) enum Current {
         commit: CommitAcks,
         invitee: Name,
         done: Done,
+        dead: bool,
     },
     Leaving {
         request_id: u32,
@@ -55,6 +63,18 @@ pub(super) struct CommitAcks {
 }
 
 impl Current {
+    /// The id of this task's COMMIT when it still waits for `member`'s acknowledgement.
+    pub(super) fn commit_waiting_on(&self, member: &Name) -> Option<u32> {
+        match self {
+            Current::Securing { commit: Some(c), .. } | Current::RemovingCommit { commit: c, .. }
+                if c.waiting_for.contains(member) =>
+            {
+                Some(c.id)
+            }
+            _ => None,
+        }
+    }
+
     /// True when the control message `mid` belongs to this task.
     pub(super) fn owns(&self, mid: u32) -> bool {
         match self {
@@ -96,13 +116,28 @@ impl MulticastTask {
         running || self.tasks.iter().any(|t| matches!(t, ModTask::Add { .. }))
     }
 
+    /// True when `member` stopped answering heartbeats and its removal is queued.
+    pub(super) fn removal_queued_as_dead(&self, member: &Name) -> bool {
+        self.tasks.iter().any(|t| matches!(t, ModTask::Remove { name, dead: true, .. } if name == member))
+    }
+
     /// Starts queued invites / removals until one is running (or none is left), then sends
     /// whatever the hold policy ([`Self::can_publish`]) now lets out.
     pub(super) async fn start_next_task(&mut self) {
         while self.current.is_none() {
             let Some(task) = self.tasks.pop_front() else { break };
             match task {
-                ModTask::Add { name, done } => {
+                ModTask::Add { name, done, deadline } => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| d <= now) {
+                        let _ = done.send(Err(SlimError::Invite("no answer from the participant in time".into())));
+                        continue;
+                    }
+                    self.invite_seq += 1;
+                    if let Some(d) = deadline {
+                        let policy = crate::session::timer::TimerPolicy::constant(d - now, 0);
+                        self.io.start_timer(McTimer::InviteDeadline(self.invite_seq), policy, now);
+                    }
                     let request_id = channel::nonce();
                     let msg = self.io.app.control(
                         &name,
@@ -114,9 +149,9 @@ impl MulticastTask {
                         Vec::new(),
                     );
                     self.io.send_control(request_id, msg).await;
-                    self.current = Some(Current::Discovering { request_id, done });
+                    self.current = Some(Current::Discovering { request_id, name, done });
                 }
-                ModTask::Remove { name, done } => {
+                ModTask::Remove { name, done, dead } => {
                     let invitee = if name.has_any_id() { self.members.get(&name).cloned() } else { Some(name.clone()) };
                     let Some(invitee) = invitee.filter(|n| self.members.contains_key(&n.without_id())) else {
                         let _ = done.send(Err(SlimError::Invite(format!("participant not found: {name}"))));
@@ -124,11 +159,26 @@ impl MulticastTask {
                     };
                     if self.keys.enabled() {
                         match self.remove_commit(&invitee).await {
-                            Ok(commit) => self.current = Some(Current::RemovingCommit { commit, invitee, done }),
+                            Ok(mut commit) => {
+                                if dead {
+                                    // Nothing will come from it: only the others acknowledge.
+                                    commit.waiting_for.remove(&invitee);
+                                }
+                                if commit.waiting_for.is_empty() {
+                                    self.io.stop_control(commit.id);
+                                    self.removal_committed(invitee, done, dead).await;
+                                } else {
+                                    self.current = Some(Current::RemovingCommit { commit, invitee, done, dead });
+                                }
+                            }
                             Err(e) => {
                                 let _ = done.send(Err(e));
                             }
                         }
+                        continue;
+                    }
+                    if dead {
+                        self.drop_dead(invitee, done).await;
                         continue;
                     }
                     self.send_leave(invitee, done).await;
@@ -168,7 +218,9 @@ impl MulticastTask {
             commit,
         );
         self.io.send_control(id, msg).await;
-        CommitAcks { id, waiting_for: members }
+        // Members already found dead (their removal is queued) will never acknowledge.
+        let waiting_for = members.into_iter().filter(|m| !self.removal_queued_as_dead(m)).collect();
+        CommitAcks { id, waiting_for }
     }
 
     /// MLS removal: the commit goes to everyone, the removed member included.
@@ -256,7 +308,7 @@ impl MulticastTask {
                     }
                 }
                 if welcome_id.is_none() && commit.is_none() {
-                    self.members.insert(invitee.without_id(), invitee.clone());
+                    self.member_added(invitee.clone());
                     self.identities.insert(invitee, identity);
                     self.keys.set_ready(true);
                     let _ = done.send(Ok(()));
@@ -266,16 +318,13 @@ impl MulticastTask {
                     self.current = Some(Current::Securing { welcome_id, commit, invitee, identity, done });
                 }
             }
-            Current::RemovingCommit { mut commit, invitee, done } if commit.id == mid => {
+            Current::RemovingCommit { mut commit, invitee, done, dead } if commit.id == mid => {
                 commit.waiting_for.remove(&source);
                 if commit.waiting_for.is_empty() {
                     self.io.stop_control(mid);
-                    self.identities.remove(&invitee);
-                    self.send_leave(invitee, done).await;
-                    // Every member is at the new epoch: held publishes may go out.
-                    self.flush_held().await;
+                    self.removal_committed(invitee, done, dead).await;
                 } else {
-                    self.current = Some(Current::RemovingCommit { commit, invitee, done });
+                    self.current = Some(Current::RemovingCommit { commit, invitee, done, dead });
                 }
             }
             other => {
@@ -289,8 +338,10 @@ impl MulticastTask {
     /// JOIN_REQUEST goes out.
     pub(super) async fn on_discovery_reply(&mut self, mid: u32, source: Name, msg: &Message) {
         match self.current.take() {
-            Some(Current::Discovering { request_id, done }) if request_id == mid => {
+            Some(Current::Discovering { request_id, name, done }) if request_id == mid => {
                 self.io.stop_control(mid);
+                // The instance that answered, under the name as invited (strings included).
+                let source = if source.equal_without_id(&name) { name.with_id(source.id()) } else { source };
                 let Some(conn) = msg.incoming_conn() else {
                     let _ = done.send(Err(SlimError::Internal("discovery reply without a connection".into())));
                     self.start_next_task().await;
@@ -299,7 +350,7 @@ impl MulticastTask {
                 let conn = *self.conn.get_or_insert(conn);
                 self.join_channel(conn, true).await;
                 let join_id = channel::nonce();
-                let join = channel::join_request(
+                let mut join = channel::join_request(
                     &self.io.app,
                     SessionType::SessionMulticast,
                     self.io.id,
@@ -309,6 +360,8 @@ impl MulticastTask {
                     &self.channel,
                     self.keys.enabled(),
                 );
+                // Heartbeats are offered; an invitee of this implementation accepts in its reply.
+                join.metadata.insert(liveness::META_LIVENESS_MS.to_string(), liveness::format_bound(self.liveness));
                 self.io.send_control(join_id, join).await;
                 self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
             }
@@ -325,11 +378,14 @@ impl MulticastTask {
         match self.current.take() {
             Some(Current::Joining { request_id, invitee, done }) if request_id == mid => {
                 self.io.stop_control(mid);
+                if liveness::parse_bound(msg.metadata.get(liveness::META_LIVENESS_MS)).is_some() {
+                    self.heartbeat_capable.insert(invitee.clone());
+                }
                 if self.keys.enabled() {
                     self.secure_add(invitee, msg.blob(), done).await;
                     return;
                 }
-                self.members.insert(invitee.without_id(), invitee);
+                self.member_added(invitee);
                 let _ = done.send(Ok(()));
                 self.flush_held().await;
                 self.start_next_task().await;
@@ -346,8 +402,7 @@ impl MulticastTask {
         match self.current.take() {
             Some(Current::Leaving { request_id, invitee, done }) if request_id == mid => {
                 self.io.stop_control(mid);
-                self.members.remove(&invitee.without_id());
-                self.receivers.remove(&invitee);
+                self.member_gone(&invitee);
                 let _ = done.send(Ok(()));
                 self.start_next_task().await;
             }

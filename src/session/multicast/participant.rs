@@ -6,6 +6,7 @@ use crate::error::{MlsFailure, SlimError};
 use crate::mls::{Admission, CommitOutcome, MlsState};
 use crate::session::channel;
 use crate::session::context::Stats;
+use crate::session::liveness;
 use crate::session::task::Flow;
 use crate::wire::builders::{self, Flags};
 use crate::wire::{self, Message, Name, SessionMessageType};
@@ -55,7 +56,11 @@ impl MulticastTask {
             }
         }
         // Every copy is answered: a retransmitted request means the reply was lost.
-        if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
+        let heartbeats = self.accept_heartbeats(msg);
+        if let Some(mut reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
+            if let Some(w) = heartbeats.then_some(self.moderator_watch.as_ref()).flatten() {
+                reply.metadata.insert(liveness::META_LIVENESS_MS.to_string(), liveness::format_bound(w.bound()));
+            }
             self.io.send(reply).await;
         }
     }

@@ -446,8 +446,11 @@ impl SessionKind for P2pTask {
                 self.timeout = timeout;
                 self.max_retries = max_retries;
             }
-            Command::Invite(_, done) | Command::Remove(_, done) => {
+            Command::Invite(_, done, _) | Command::Remove(_, done) => {
                 let _ = done.send(Err(SlimError::Invite("invite and remove need a multicast session".into())));
+            }
+            Command::Participants(done) => {
+                let _ = done.send(Err(SlimError::Invite("participants need a multicast session".into())));
             }
         }
     }

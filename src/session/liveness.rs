@@ -1,0 +1,237 @@
+//! Liveness of a group (docs/liveness.md): who is still there, known within a bound.
+//!
+//! A moderator of this implementation puts its liveness bound in its CHANNEL_JOIN_REQUEST
+//! ([`META_LIVENESS_MS`]); a member of this implementation answers with the same key in its
+//! CHANNEL_JOIN_REPLY. Only then do the two exchange heartbeats: every [`ping_interval`] the
+//! moderator sends the member a GROUP_PING (carrying the member list when it changed since the
+//! member last confirmed it), and the member answers with a GROUP_PONG. Anything received from
+//! the other side counts as a sign of life. A slim-bindings 0.6.0 peer never sees a key it does
+//! not know nor a message type it would not understand: it neither sends nor echoes the key.
+//!
+//! - A member that hears nothing from its moderator for the bound closes the session with
+//!   `ModeratorLost` (Python `ModeratorLostError`, a `SessionClosedError`).
+//! - A moderator that hears nothing from a member for the bound removes it from the group
+//!   (MLS removal commit to the others, a best-effort leave to it) and the others go on.
+//!
+//! This module only keeps the clocks and the list; the multicast task sends and acts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::wire::Name;
+
+pub use super::{DEFAULT_LIVENESS, MIN_LIVENESS};
+/// JOIN_REQUEST (moderator) / JOIN_REPLY (member) metadata: the group's liveness bound in
+/// milliseconds. Its presence in a JOIN_REPLY is the member's promise to answer GROUP_PINGs.
+pub use crate::wire::META_LIVENESS_MS;
+/// GROUP_PING metadata: version of the member list the moderator holds; GROUP_PONG metadata:
+/// the version the member holds.
+pub use crate::wire::META_MEMBERS_VERSION;
+/// Longest bound accepted from a peer's JOIN_REQUEST.
+pub const MAX_LIVENESS: Duration = Duration::from_secs(3600);
+
+/// Heartbeats per bound: a member is declared gone only after this many pings in a row went
+/// unanswered (a lost ping or two is not a death).
+const PINGS_PER_BOUND: u32 = 4;
+
+/// How often heartbeats go out for a liveness `bound`.
+pub fn ping_interval(bound: Duration) -> Duration {
+    bound / PINGS_PER_BOUND
+}
+
+/// The bound a peer advertised in `value` (milliseconds), clamped to sane limits; `None` when
+/// absent or unreadable (then the peer does not take part in liveness).
+pub fn parse_bound(value: Option<&String>) -> Option<Duration> {
+    let ms: u64 = value?.parse().ok()?;
+    Some(Duration::from_millis(ms).clamp(MIN_LIVENESS, MAX_LIVENESS))
+}
+
+/// The metadata value for `bound`.
+pub fn format_bound(bound: Duration) -> String {
+    bound.as_millis().to_string()
+}
+
+/// What a moderator knows of one member that answers heartbeats.
+#[derive(Debug, Clone)]
+struct Watched {
+    last_heard: Instant,
+    /// Member-list version the member confirmed (0: none yet).
+    confirmed: u64,
+}
+
+/// Moderator side: the heartbeat-capable members, when each was last heard, and the version of
+/// the member list.
+#[derive(Debug)]
+pub struct MemberWatch {
+    bound: Duration,
+    watched: HashMap<Name, Watched>,
+    /// Bumped on every membership change.
+    version: u64,
+}
+
+impl MemberWatch {
+    /// A watch with liveness bound `bound`.
+    pub fn new(bound: Duration) -> Self {
+        MemberWatch { bound, watched: HashMap::new(), version: 1 }
+    }
+
+    /// The liveness bound.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// Current member-list version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The member list changed (someone joined or left).
+    pub fn membership_changed(&mut self) {
+        self.version += 1;
+    }
+
+    /// `member` joined and answers heartbeats.
+    pub fn watch(&mut self, member: Name, now: Instant) {
+        self.watched.insert(member, Watched { last_heard: now, confirmed: 0 });
+    }
+
+    /// `member` left (removed, or declared gone).
+    pub fn forget(&mut self, member: &Name) {
+        self.watched.remove(member);
+    }
+
+    /// Something came from `member`; `confirmed` is the list version its GROUP_PONG carried.
+    pub fn heard(&mut self, member: &Name, now: Instant, confirmed: Option<u64>) {
+        if let Some(w) = self.watched.get_mut(member) {
+            w.last_heard = now;
+            if let Some(v) = confirmed {
+                w.confirmed = w.confirmed.max(v);
+            }
+        }
+    }
+
+    /// The members to ping now, each with whether its ping must carry the member list.
+    pub fn to_ping(&self) -> Vec<(Name, bool)> {
+        self.watched.iter().map(|(n, w)| (n.clone(), w.confirmed != self.version)).collect()
+    }
+
+    /// The watched members silent for longer than the bound at `now` (they are not forgotten:
+    /// the caller removes them).
+    pub fn silent(&self, now: Instant) -> Vec<Name> {
+        let mut gone: Vec<Name> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_heard) > self.bound)
+            .map(|(n, _)| n.clone())
+            .collect();
+        gone.sort_by_key(|n| n.components());
+        gone
+    }
+}
+
+/// Member side: when the moderator was last heard, and the member list it last sent.
+#[derive(Debug)]
+pub struct ModeratorWatch {
+    bound: Duration,
+    last_heard: Instant,
+    version: u64,
+    members: Vec<Name>,
+}
+
+impl ModeratorWatch {
+    /// Starts watching a moderator that advertised `bound`.
+    pub fn new(bound: Duration, now: Instant) -> Self {
+        ModeratorWatch { bound, last_heard: now, version: 0, members: Vec::new() }
+    }
+
+    /// The liveness bound.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// Something came from the moderator.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// A GROUP_PING with list `version` and, when the list changed, the list itself.
+    pub fn on_list(&mut self, version: u64, members: Option<Vec<Name>>) {
+        if let Some(m) = members
+            && version >= self.version
+        {
+            self.version = version;
+            self.members = m;
+        }
+    }
+
+    /// The list version this member holds (what its GROUP_PONG confirms).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The members as the moderator's last list said.
+    pub fn members(&self) -> &[Name] {
+        &self.members
+    }
+
+    /// How long the moderator has been silent, when that is longer than the bound.
+    pub fn lost(&self, now: Instant) -> Option<Duration> {
+        let silent = now.saturating_duration_since(self.last_heard);
+        (silent > self.bound).then_some(silent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(a: &str) -> Name {
+        Name::new("org", "ns", a, Some(1))
+    }
+
+    #[test]
+    fn bounds_are_parsed_and_clamped() {
+        assert_eq!(parse_bound(Some(&"2500".to_string())), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_bound(Some(&"1".to_string())), Some(MIN_LIVENESS));
+        assert_eq!(parse_bound(Some(&u64::MAX.to_string())), Some(MAX_LIVENESS));
+        assert_eq!(parse_bound(Some(&"soon".to_string())), None);
+        assert_eq!(parse_bound(None), None);
+        assert_eq!(format_bound(Duration::from_secs(3)), "3000");
+        assert_eq!(ping_interval(Duration::from_secs(8)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn moderator_finds_silent_members_and_resends_the_list_until_confirmed() {
+        let t0 = Instant::now();
+        let mut w = MemberWatch::new(Duration::from_secs(1));
+        w.watch(n("a"), t0);
+        w.watch(n("b"), t0);
+        w.membership_changed();
+        assert!(w.to_ping().iter().all(|(_, with_list)| *with_list));
+        w.heard(&n("a"), t0 + Duration::from_millis(900), Some(w.version()));
+        let pings: HashMap<Name, bool> = w.to_ping().into_iter().collect();
+        assert_eq!((pings[&n("a")], pings[&n("b")]), (false, true));
+        assert!(w.silent(t0 + Duration::from_millis(1000)).is_empty());
+        assert_eq!(w.silent(t0 + Duration::from_millis(1500)), vec![n("b")]);
+        w.forget(&n("b"));
+        assert!(w.silent(t0 + Duration::from_millis(1500)).is_empty());
+        w.heard(&n("b"), t0, None); // forgotten: ignored
+        assert_eq!(w.to_ping().len(), 1);
+    }
+
+    #[test]
+    fn member_notices_a_silent_moderator_and_keeps_the_newest_list() {
+        let t0 = Instant::now();
+        let mut w = ModeratorWatch::new(Duration::from_secs(2), t0);
+        assert_eq!(w.lost(t0 + Duration::from_secs(2)), None);
+        w.heard(t0 + Duration::from_secs(1));
+        assert_eq!(w.lost(t0 + Duration::from_millis(2900)), None);
+        assert_eq!(w.lost(t0 + Duration::from_secs(4)), Some(Duration::from_secs(3)));
+        w.on_list(3, Some(vec![n("a"), n("b")]));
+        w.on_list(2, Some(vec![n("a")])); // older: ignored
+        w.on_list(3, None);
+        assert_eq!((w.version(), w.members().len()), (3, 2));
+    }
+}

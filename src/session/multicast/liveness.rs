@@ -1,0 +1,237 @@
+//! Liveness of a group (docs/liveness.md): the moderator pings the members that accepted
+//! heartbeats and drops those that stop answering; a member closes its session when its
+//! moderator goes silent. Also the member list (`participants`) and invite deadlines.
+
+use tokio::time::Instant;
+
+use super::moderator::{Current, ModTask};
+use super::{McTimer, MulticastRole, MulticastTask};
+use crate::error::SlimError;
+use crate::session::channel;
+use crate::session::context::Stats;
+use crate::session::entry::Done;
+use crate::session::liveness::{self, META_MEMBERS_VERSION, MemberWatch, ModeratorWatch};
+use crate::session::timer::{Backoff, TimerPolicy};
+use crate::wire::builders::Flags;
+use crate::wire::payload::{decode_names, encode_names};
+use crate::wire::{Message, Name, SessionMessageType, SessionType};
+
+/// A timer that fires every `every`, forever (until stopped).
+fn periodic(every: std::time::Duration) -> TimerPolicy {
+    TimerPolicy { backoff: Backoff::Constant(every), max_retries: None }
+}
+
+impl MulticastTask {
+    /// The group as this session knows it: on the moderator, itself and every member; on a
+    /// member, the list of the moderator's last heartbeat (or, before one came, the moderator
+    /// and itself).
+    pub(super) fn participant_names(&self) -> Vec<Name> {
+        let mut names: Vec<Name> = match (&self.role, &self.moderator_watch) {
+            (MulticastRole::Moderator, _) => {
+                std::iter::once(self.io.app.name.clone()).chain(self.members.values().cloned()).collect()
+            }
+            (MulticastRole::Member, Some(w)) if !w.members().is_empty() => w.members().to_vec(),
+            (MulticastRole::Member, _) => {
+                self.moderator.iter().cloned().chain(std::iter::once(self.io.app.name.clone())).collect()
+            }
+        };
+        names.sort_by_key(|n| n.components());
+        names.dedup();
+        names
+    }
+
+    /// Moderator: `invitee` is now a member (watched when it accepted heartbeats).
+    pub(super) fn member_added(&mut self, invitee: Name) {
+        self.members.insert(invitee.without_id(), invitee.clone());
+        let capable = self.heartbeat_capable.remove(&invitee);
+        let bound = self.liveness;
+        let first = self.member_watch.is_none();
+        let watch = self.member_watch.get_or_insert_with(|| MemberWatch::new(bound));
+        watch.membership_changed();
+        if capable {
+            watch.watch(invitee, Instant::now());
+        }
+        if first {
+            self.io.start_timer(McTimer::Heartbeat, periodic(liveness::ping_interval(bound)), Instant::now());
+        }
+    }
+
+    /// Moderator: `invitee` is no longer a member.
+    pub(super) fn member_gone(&mut self, invitee: &Name) {
+        self.members.remove(&invitee.without_id());
+        self.receivers.remove(invitee);
+        self.identities.remove(invitee);
+        self.heartbeat_capable.remove(invitee);
+        if let Some(w) = self.member_watch.as_mut() {
+            w.forget(invitee);
+            w.membership_changed();
+        }
+    }
+
+    /// Moderator, MLS: every remaining member acknowledged the removal commit. A live member is
+    /// asked to leave (and awaited); a dead one is dropped at once.
+    pub(super) async fn removal_committed(&mut self, invitee: Name, done: Done, dead: bool) {
+        self.identities.remove(&invitee);
+        if dead {
+            self.drop_dead(invitee, done).await;
+        } else {
+            self.send_leave(invitee, done).await;
+        }
+        // Every member is at the new epoch: held publishes may go out.
+        self.flush_held().await;
+    }
+
+    /// Moderator: forgets a member that stopped answering. Nothing is sent to it: if it only
+    /// lost touch for a while, it stops hearing heartbeats and closes its session itself
+    /// (`ModeratorLost`).
+    pub(super) async fn drop_dead(&mut self, invitee: Name, done: Done) {
+        tracing::info!(session = self.io.id, member = %invitee, "member stopped answering heartbeats: removed");
+        self.member_gone(&invitee);
+        let _ = done.send(Ok(()));
+    }
+
+    /// Anything from the other side is a sign of life (a GROUP_PONG also says which member-list
+    /// version the member holds).
+    pub(super) fn heard_from(&mut self, source: &Name, kind: SessionMessageType, msg: &Message) {
+        let now = Instant::now();
+        if let Some(w) = self.member_watch.as_mut() {
+            let confirmed = (kind == SessionMessageType::GroupPong)
+                .then(|| msg.metadata.get(META_MEMBERS_VERSION).and_then(|v| v.parse().ok()))
+                .flatten();
+            w.heard(source, now, confirmed);
+        }
+        if let Some(w) = self.moderator_watch.as_mut()
+            && self.moderator.as_ref() == Some(source)
+        {
+            w.heard(now);
+        }
+    }
+
+    /// Participant: the moderator's JOIN_REQUEST offered heartbeats; true when this member takes
+    /// part (then its JOIN_REPLY says so).
+    pub(super) fn accept_heartbeats(&mut self, msg: &Message) -> bool {
+        if self.moderator_watch.is_none() {
+            let Some(bound) = liveness::parse_bound(msg.metadata.get(liveness::META_LIVENESS_MS)) else {
+                return false;
+            };
+            let now = Instant::now();
+            self.moderator_watch = Some(ModeratorWatch::new(bound, now));
+            self.io.start_timer(McTimer::Heartbeat, periodic(liveness::ping_interval(bound)), now);
+        }
+        true
+    }
+
+    /// Participant: a heartbeat from the moderator (with the member list when it changed).
+    pub(super) async fn on_ping(&mut self, source: Name, msg: &Message) {
+        let Some(w) = self.moderator_watch.as_mut().filter(|_| self.moderator.as_ref() == Some(&source)) else {
+            Stats::bump(&self.io.app.stats.unhandled_control);
+            return;
+        };
+        let version = msg.metadata.get(META_MEMBERS_VERSION).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let list = if msg.blob().is_empty() {
+            None
+        } else {
+            match decode_names(msg.blob()) {
+                Ok(names) => Some(names),
+                Err(e) => {
+                    Stats::bump(&self.io.app.stats.invalid);
+                    tracing::debug!(session = self.io.id, error = %e, "unreadable member list");
+                    None
+                }
+            }
+        };
+        w.on_list(version, list);
+        let held = w.version();
+        if let Some(mut pong) = channel::reply_to(&self.io.app, msg, SessionMessageType::GroupPong, Vec::new()) {
+            pong.metadata.insert(META_MEMBERS_VERSION.to_string(), held.to_string());
+            self.io.send(pong).await;
+        }
+    }
+
+    /// Every quarter of the bound: the moderator pings and drops the silent; a member checks that
+    /// its moderator is still there.
+    pub(super) async fn on_heartbeat(&mut self) {
+        let now = Instant::now();
+        if let Some(w) = &self.moderator_watch {
+            if let Some(silent) = w.lost(now) {
+                self.moderator_lost(silent).await;
+            }
+            return;
+        }
+        let Some(w) = &self.member_watch else { return };
+        let version = w.version();
+        let pings = w.to_ping();
+        let gone = w.silent(now);
+        let list = pings.iter().any(|(_, with_list)| *with_list).then(|| encode_names(&self.participant_names()));
+        for (member, with_list) in pings {
+            if gone.contains(&member) {
+                continue;
+            }
+            let blob = if with_list { list.clone().unwrap_or_default() } else { Vec::new() };
+            let mut ping = self.io.app.control(
+                &member,
+                Flags::one().forward_to(self.conn),
+                SessionType::SessionMulticast,
+                SessionMessageType::GroupPing,
+                self.io.id,
+                channel::nonce(),
+                blob,
+            );
+            ping.metadata.insert(META_MEMBERS_VERSION.to_string(), version.to_string());
+            self.io.send(ping).await;
+        }
+        for member in &gone {
+            if let Some(w) = self.member_watch.as_mut() {
+                w.forget(member);
+            }
+            let (done, _) = tokio::sync::oneshot::channel();
+            self.tasks.push_back(ModTask::Remove { name: member.clone(), done, dead: true });
+        }
+        // A commit under way never gets these members' acknowledgements: it stops waiting for
+        // them (else it would stall until the control timeout, and every removal behind it).
+        for member in gone {
+            if let Some(mid) = self.current.as_ref().and_then(|c| c.commit_waiting_on(&member)) {
+                self.on_mls_ack(mid, member).await;
+            }
+        }
+        self.start_next_task().await;
+    }
+
+    /// Participant: the moderator went silent for longer than the bound: the reader gets
+    /// `ModeratorLost` and the session is closed (later calls get `SessionClosed`).
+    async fn moderator_lost(&mut self, silent: std::time::Duration) {
+        let moderator = self.moderator.clone().unwrap_or_else(|| self.channel.clone());
+        // The name with its strings, as the moderator's member list gives it.
+        let moderator = self
+            .moderator_watch
+            .as_ref()
+            .and_then(|w| w.members().iter().find(|n| **n == moderator).cloned())
+            .unwrap_or(moderator);
+        tracing::info!(session = self.io.id, %moderator, ?silent, "moderator stopped answering: session closed");
+        self.io.stop_timer(McTimer::Heartbeat);
+        self.io.entry.deliver_error(SlimError::ModeratorLost {
+            session_id: self.io.id,
+            moderator,
+            silent_ms: silent.as_millis() as u64,
+        });
+        self.leave_channel().await;
+        self.io.entry.close();
+    }
+
+    /// Moderator: the caller's deadline for invite `seq` passed; still discovering or joining,
+    /// the invite is abandoned and the queue moves on (an MLS add already under way completes).
+    pub(super) async fn on_invite_deadline(&mut self, seq: u64) {
+        if seq != self.invite_seq {
+            return;
+        }
+        let request_id = match &self.current {
+            Some(Current::Discovering { request_id, .. } | Current::Joining { request_id, .. }) => *request_id,
+            _ => return,
+        };
+        self.io.stop_control(request_id);
+        if let Some(cur) = self.current.take() {
+            cur.finish(Err(SlimError::Invite("no answer from the participant before the invite's deadline".into())));
+        }
+        self.start_next_task().await;
+    }
+}

@@ -1,0 +1,127 @@
+"""Worker process for test_liveness.py: one app of a group, in its own process (so the test can
+SIGKILL it).
+
+    python liveness_worker.py member    --endpoint http://127.0.0.1:P --name org/live/m0
+    python liveness_worker.py moderator --endpoint http://127.0.0.1:P --name org/live/mod
+                                        --channel org/live/chat --members org/live/m0,org/live/m1 --bound 2
+
+Each prints one JSON object per line on stdout. Member: {"event": "ready"}, {"event": "joined"}
+(first group message), {"event": "got", "payload": ...} per message, {"event": "moderator_lost",
+"error": ..., "type": ...} when its pending receive raises. Moderator: {"event": "ready"},
+{"event": "invited"}, {"event": "got", ...}, {"event": "participants", "names": [...]}.
+Both read commands on stdin: "publish <text>", "participants", "quit". Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+
+import slim_bindings
+from slim_bindings import PyName, PySessionConfiguration
+
+SECRET = "liveness-secret-0123456789abcdef0123"
+
+
+def emit(event: str, **fields: object) -> None:
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def split(text: str) -> PyName:
+    a, b, c = text.split("/")
+    return PyName(a, b, c)
+
+
+def short(name: PyName) -> str:
+    return "/".join(name.components_strings()[:3])
+
+
+async def new_app(local: str, endpoint: str) -> slim_bindings.Slim:
+    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
+    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
+    app = await slim_bindings.Slim.new(split(local), provider, verifier)
+    await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
+    return app
+
+
+async def commands(app: slim_bindings.Slim, session: int, channel: PyName) -> None:
+    """Runs stdin commands until "quit" or EOF."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "quit":
+            return
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "publish":
+            await app.publish(session, arg.encode(), channel)
+            emit("published", payload=arg)
+        elif cmd == "participants":
+            names = await app.participants(session)
+            emit("participants", names=sorted(short(n) for n in names))
+
+
+async def read(app: slim_bindings.Slim, session: int) -> None:
+    """Reports every message of the session, then how the session ended."""
+    while True:
+        try:
+            info, payload = await app.receive(session=session)
+        except slim_bindings.SessionClosedError as e:
+            emit("moderator_lost", error=str(e), type=type(e).__name__)
+            return
+        emit("got", payload=payload.decode(), source=short(info.source_name))
+
+
+async def member(args: argparse.Namespace) -> None:
+    app = await new_app(args.name, args.endpoint)
+    emit("ready")
+    info, first = await asyncio.wait_for(app.receive(), args.deadline)
+    emit("joined", payload=first.decode())
+    channel = info.destination_name
+    # The first message is also the first item of the session's queue.
+    reader = asyncio.ensure_future(read(app, info.id))
+    await commands(app, info.id, channel)
+    reader.cancel()
+
+
+async def moderator(args: argparse.Namespace) -> None:
+    app = await new_app(args.name, args.endpoint)
+    channel = split(args.channel)
+    config = PySessionConfiguration.Multicast(
+        topic=channel,
+        moderator=True,
+        max_retries=5,
+        timeout=datetime.timedelta(seconds=1),
+        liveness_timeout=datetime.timedelta(seconds=args.bound),
+    )
+    session = await app.create_session(config)
+    emit("ready")
+    for m in args.members.split(","):
+        await app.set_route(split(m))
+        await asyncio.wait_for(app.invite(session, split(m), wait=True), args.deadline)
+    await app.publish(session, b"welcome", channel)
+    emit("invited")
+    reader = asyncio.ensure_future(read(app, session.id))
+    await commands(app, session.id, channel)
+    reader.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["member", "moderator"])
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--channel", default="org/live/chat")
+    parser.add_argument("--members", default="")
+    parser.add_argument("--bound", type=float, default=2.0)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    args = parser.parse_args()
+    asyncio.run(member(args) if args.role == "member" else moderator(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Liveness of a group, every app in its own process, through a real node on a loopback port.
+
+- SIGKILL the moderator: every member's pending ``receive(session)`` raises ``ModeratorLostError``
+  (a ``SessionClosedError``) within the group's liveness bound (plus scheduling slack).
+- SIGKILL a member: the moderator's ``participants(session)`` loses it within the bound, and the
+  remaining members still exchange messages.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from interop_test_helpers import PeerProcess
+
+WORKER = str(Path(__file__).resolve().parent / "liveness_worker.py")
+BOUND = 2.0
+# Heartbeats, process scheduling and pipes on a loaded 2-core machine.
+SLACK = 3.0
+
+
+@pytest.fixture
+def procs() -> Iterator[list[PeerProcess]]:
+    started: list[PeerProcess] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            p.kill()
+
+
+def start_node(procs: list[PeerProcess]) -> str:
+    node = PeerProcess(
+        [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
+    )
+    procs.append(node)
+    line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
+    match = re.search(r"listening on (\S+)", line)
+    assert match, line
+    return f"http://{match.group(1)}"
+
+
+def start_group(
+    procs: list[PeerProcess], endpoint: str, members: list[str]
+) -> tuple[PeerProcess, list[PeerProcess]]:
+    started = []
+    for name in members:
+        p = PeerProcess(
+            [sys.executable, "-u", WORKER, "member", "--endpoint", endpoint, "--name", name], name, True
+        )
+        procs.append(p)
+        started.append(p)
+    for p in started:
+        p.wait_event("ready", 60)
+    argv = [sys.executable, "-u", WORKER, "moderator", "--endpoint", endpoint, "--name", "org/live/mod"]
+    argv += ["--channel", "org/live/chat", "--members", ",".join(members), "--bound", str(BOUND)]
+    moderator = PeerProcess(argv, "moderator", stdin_pipe=True)
+    procs.append(moderator)
+    moderator.wait_event("invited", 120)
+    for p in started:
+        p.wait_event("joined", 60)
+    return moderator, started
+
+
+def participants(moderator: PeerProcess) -> list[str]:
+    seen = len(moderator.of("participants"))
+    moderator.send_line("participants")
+    return moderator.wait_event("participants", 10, count=seen + 1)[-1]["names"]
+
+
+def test_members_learn_that_the_moderator_died(procs: list[PeerProcess]) -> None:
+    endpoint = start_node(procs)
+    names = ["org/live/m0", "org/live/m1"]
+    moderator, members = start_group(procs, endpoint, names)
+    assert participants(moderator) == ["org/live/m0", "org/live/m1", "org/live/mod"]
+
+    moderator.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    for m in members:
+        lost = m.wait_event("moderator_lost", BOUND + SLACK)[0]
+        took = time.monotonic() - killed
+        assert lost["type"] == "ModeratorLostError", lost
+        assert "moderator" in lost["error"] and "stopped answering" in lost["error"], lost
+        assert took < BOUND + SLACK, took
+
+
+def test_moderator_drops_a_dead_member_and_the_others_keep_talking(procs: list[PeerProcess]) -> None:
+    endpoint = start_node(procs)
+    names = ["org/live/m0", "org/live/m1", "org/live/m2"]
+    moderator, members = start_group(procs, endpoint, names)
+    assert participants(moderator) == sorted(names + ["org/live/mod"])
+
+    members[2].proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    while "org/live/m2" in participants(moderator):
+        assert time.monotonic() - killed < BOUND + SLACK, "the dead member is still a participant"
+        time.sleep(0.1)
+    assert participants(moderator) == ["org/live/m0", "org/live/m1", "org/live/mod"]
+
+    # The others still talk, both ways, and nobody is told the moderator is gone.
+    members[0].send_line("publish after-the-death")
+    for p in (members[1], moderator):
+        p.wait_event("got", 10, lambda e: e["payload"] == "after-the-death")
+    moderator.send_line("publish still-here")
+    for p in members[:2]:
+        p.wait_event("got", 10, lambda e: e["payload"] == "still-here")
+    # Members learn the new list from the moderator's heartbeats.
+    for p in members[:2]:
+        assert not p.of("moderator_lost"), p.diagnostics()

@@ -1,0 +1,188 @@
+//! Liveness of a group over real loopback gRPC (docs/liveness.md): a member whose moderator is
+//! gone gets `ModeratorLost` within the bound; a moderator drops a member that stopped answering
+//! and the others keep talking; `participants` on both sides; an invite with a deadline is
+//! abandoned by the moderator, which lets its held publishes go out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use slim_bindings::app::App;
+use slim_bindings::error::SlimError;
+use slim_bindings::session::SessionConfig;
+use slim_bindings::wire::Name;
+
+const BOUND: Duration = Duration::from_millis(1200);
+/// Scheduling slack on a loaded machine.
+const SLACK: Duration = Duration::from_millis(2500);
+
+fn group(moderator: bool, mls: bool) -> SessionConfig {
+    SessionConfig::Multicast {
+        topic: name("live-chat"),
+        moderator,
+        max_retries: 5,
+        timeout: Duration::from_millis(200),
+        mls_enabled: mls,
+        liveness: Some(BOUND),
+    }
+}
+
+/// The agent parts of `names`, sorted.
+fn agents(names: Vec<Name>) -> Vec<String> {
+    let mut out: Vec<String> = names.iter().map(|n| n.strings().map(|s| s[2].clone()).unwrap_or_default()).collect();
+    out.sort();
+    out
+}
+
+/// A moderator and `n` members on one hub, every member invited (and joined); returns the
+/// session id once every member has read the moderator's first message.
+async fn group_of(n: usize, mls: bool) -> (Hub, App, Vec<App>, u32) {
+    let moderator = app("mod", "secret").await;
+    let members = apps("m", n).await;
+    let refs: Vec<&App> = members.iter().collect();
+    let hub = hub_with(&moderator, &refs).await;
+    let sid = moderator.create_session(group(true, mls)).await.unwrap();
+    for m in &members {
+        moderator.invite_within(sid, &m.name().without_id(), Some(WAIT)).await.unwrap().joined().await.unwrap();
+    }
+    moderator.publish(sid, to(&name("live-chat"), b"hello")).await.unwrap();
+    for m in &members {
+        let (info, p) = recv_new(m).await;
+        assert_eq!((info.session_id, p.as_slice()), (sid, b"hello".as_slice()));
+        assert_eq!(recv(m, sid).await.unwrap().1, b"hello");
+    }
+    (hub, moderator, members, sid)
+}
+
+async fn members_learn_that_the_moderator_is_gone(mls: bool) {
+    let (_hub, moderator, members, sid) = group_of(2, mls).await;
+    let mut expected: Vec<String> = vec!["m0".into(), "m1".into(), "mod".into()];
+    expected.sort();
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), expected);
+    // A member learns the list from the moderator's heartbeats.
+    participants_until(&members[0], sid, BOUND * 2, |names| *names == expected).await;
+
+    let pending: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let m = m.clone();
+            tokio::spawn(async move { (m.recv_session(sid).await, Instant::now()) })
+        })
+        .collect();
+    // The moderator's process dies: its node goes, and nothing more comes from it.
+    moderator.node().shutdown().await;
+    let died = Instant::now();
+    drop(moderator);
+    for p in pending {
+        let (got, at) = tokio::time::timeout(BOUND + SLACK, p).await.expect("the pending receive raised").unwrap();
+        match got {
+            Err(SlimError::ModeratorLost { session_id, moderator, .. }) => {
+                assert_eq!(session_id, sid);
+                assert_eq!(agents(vec![moderator]), vec!["mod".to_string()]);
+            }
+            other => panic!("expected ModeratorLost, got {other:?}"),
+        }
+        assert!(at - died < BOUND + SLACK, "{:?}", at - died);
+    }
+    for m in &members {
+        assert!(matches!(m.recv_session(sid).await, Err(SlimError::SessionClosed)), "closed after the error");
+    }
+}
+
+/// Polls `app.participants(sid)` until `done` holds for the agent names; panics after `bound`.
+async fn participants_until(app: &App, sid: u32, bound: Duration, done: impl Fn(&Vec<String>) -> bool) {
+    let deadline = Instant::now() + bound;
+    loop {
+        let names = agents(app.participants(sid).await.expect("participants"));
+        if done(&names) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "participants of {} still {names:?}", app.name());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `dead` members of a group of `dead + 2` die at the same moment (their processes end): the
+/// moderator drops all of them within the bound (under MLS, a removal commit does not wait for
+/// a member that is itself found dead) and the two others keep talking.
+async fn moderator_drops_dead_members(mls: bool, dead: usize) {
+    let (_hub, moderator, mut members, sid) = group_of(2 + dead, mls).await;
+    let gone: Vec<App> = members.drain(2..).collect();
+    for g in &gone {
+        g.node().shutdown().await;
+    }
+    let died = Instant::now();
+    drop(gone);
+    participants_until(&moderator, sid, BOUND + SLACK, |names| names.len() == 3).await;
+    assert!(died.elapsed() < BOUND + SLACK, "{:?}", died.elapsed());
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "m1", "mod"]);
+
+    // The others keep talking, both ways, and nobody thinks the moderator is gone.
+    members[0].publish(sid, to(&name("live-chat"), b"from m0")).await.unwrap();
+    for a in [&members[1], &moderator] {
+        let (info, p) = recv(a, sid).await.unwrap();
+        assert_eq!((p.as_slice(), agents(vec![info.source])), (b"from m0".as_slice(), vec!["m0".to_string()]));
+    }
+    moderator.publish(sid, to(&name("live-chat"), b"still here")).await.unwrap();
+    for a in &members {
+        assert_eq!(recv(a, sid).await.unwrap().1, b"still here");
+    }
+    // Several bounds later the group is unchanged.
+    tokio::time::sleep(BOUND * 2).await;
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "m1", "mod"]);
+    for a in &members {
+        assert!(a.try_recv_session(sid).is_none(), "nothing else, no ModeratorLost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_learn_that_the_moderator_is_gone_plain() {
+    members_learn_that_the_moderator_is_gone(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_learn_that_the_moderator_is_gone_mls() {
+    members_learn_that_the_moderator_is_gone(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderator_drops_a_dead_member_plain() {
+    moderator_drops_dead_members(false, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderator_drops_a_dead_member_mls() {
+    moderator_drops_dead_members(true, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderator_drops_two_members_that_die_together_plain() {
+    moderator_drops_dead_members(false, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderator_drops_two_members_that_die_together_mls() {
+    moderator_drops_dead_members(true, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_past_its_deadline_is_abandoned_and_held_publishes_go_out() {
+    let (hub, moderator, members, sid) = group_of(1, false).await;
+    moderator.set_route(&name("absent"), hub.conn).await.unwrap();
+    let started = Instant::now();
+    let invite = moderator.invite_within(sid, &name("absent"), Some(Duration::from_millis(800))).await.unwrap();
+    // Held while the invite runs, then sent once the moderator gives up on it.
+    moderator.publish(sid, to(&name("live-chat"), b"after the invite")).await.unwrap();
+    match tokio::time::timeout(WAIT, invite.joined()).await.expect("the invite ends") {
+        Err(SlimError::Invite(text)) => assert!(text.contains("no answer"), "{text}"),
+        other => panic!("expected an invite error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(800) + SLACK, "{:?}", started.elapsed());
+    assert_eq!(recv(&members[0], sid).await.unwrap().1, b"after the invite");
+    assert!(started.elapsed() < Duration::from_millis(800) + SLACK, "held publish out late: {:?}", started.elapsed());
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
+    // A point-to-point session has no participants.
+    let p2p = moderator.create_session(SessionConfig::default_p2p()).await.unwrap();
+    assert!(matches!(moderator.participants(p2p).await, Err(SlimError::Invite(_))));
+}
