@@ -107,6 +107,10 @@ def run_chain(length: int, args) -> dict:
             "requester", [args.ours_python, str(ME), "--worker", "requester", "--endpoint", head, *common]
         )
         children.append(requester)
+        if length > 1:
+            requester.wait("ready", 30)
+            # The tail node must route replies back to the requester too.
+            wait_route(args.ours_python, tail, e2e.REQUESTER.split("/")[-1])
         requester.wait("warm", 30)
         cpu_before = {c.name: e2e.cpu_seconds(c.proc.pid) for c in children}
         requester.tell("stream")
