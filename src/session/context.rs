@@ -46,6 +46,9 @@ pub struct Stats {
     pub misdirected: AtomicU64,
     /// MLS messages that could not be applied or decrypted.
     pub mls_failures: AtomicU64,
+    /// Outgoing messages not sent because this app's own identity token could not be produced
+    /// (expired or unreadable token file).
+    pub identity_send_refused: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +75,7 @@ impl Stats {
             ("unhandled_control", get(&self.unhandled_control)),
             ("misdirected", get(&self.misdirected)),
             ("mls_failures", get(&self.mls_failures)),
+            ("identity_send_refused", get(&self.identity_send_refused)),
         ])
     }
 }

@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::buffers::Released;
-use super::context::AppCore;
+use super::context::{AppCore, Stats};
 use super::entry::{Command, SessionEntry};
 use super::timer::{Fired, TimerPolicy, TimerSet};
 use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL};
@@ -69,6 +70,9 @@ pub struct TaskCore<K: Clone + Eq + Hash> {
     pub released: Vec<Released<Message>>,
     /// Scratch: ids a reorder buffer found missing, waiting for an RTX timer.
     pub holes: Vec<u32>,
+    /// This app's identity token failed on the last send: the AuthenticationError of this
+    /// outage is already on the session's queue.
+    identity_failing: AtomicBool,
 }
 
 impl<K: Clone + Eq + Hash> TaskCore<K> {
@@ -83,6 +87,7 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
             fired: Vec::new(),
             released: Vec::new(),
             holes: Vec::new(),
+            identity_failing: AtomicBool::new(false),
         }
     }
 
@@ -90,13 +95,24 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
     /// recover or report what it cost.
     pub async fn send(&self, msg: Message) {
         match self.app.send(msg).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.identity_failing.load(Ordering::Relaxed) {
+                    self.identity_failing.store(false, Ordering::Relaxed);
+                }
+            }
             // Drop point: this app's own identity token could not be produced (an expired or
-            // unreadable token file): nothing was sent, and it is REPORTED on the session's
-            // queue (an AuthenticationError from `receive`), once per message it stopped.
+            // unreadable token file): nothing was sent; counted (`identity_send_refused`) and
+            // REPORTED on the session's queue (an AuthenticationError from `receive`) once per
+            // outage: the first refused message raises it, the next ones until a send works
+            // again are only counted (retransmissions, heartbeats and control retries would
+            // otherwise fill an unread queue without bound). Reliable messages stopped this way
+            // are also reported by their own retry timers (SLIMTimeoutError / MessageLost).
             Err(e @ SlimError::Auth(_)) => {
+                Stats::bump(&self.app.stats.identity_send_refused);
                 tracing::debug!(session = self.id, error = %e, "message not sent: no identity token");
-                self.entry.deliver_error(e);
+                if !self.identity_failing.swap(true, Ordering::Relaxed) {
+                    self.entry.deliver_error(e);
+                }
             }
             // The app's node is gone (the app is closing, so is every session): nothing to report to.
             Err(e) => tracing::debug!(session = self.id, error = %e, "could not hand a message to the node"),

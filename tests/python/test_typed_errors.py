@@ -136,11 +136,17 @@ async def test_publish_with_an_expired_identity_token_is_an_authentication_error
             await asyncio.sleep(0.05)
 
         reliable = await app.create_session(
-            PySessionConfiguration.Unicast(timeout=datetime.timedelta(milliseconds=200), max_retries=2)
+            # A handshake bound of 3 s: the discovery request is re-sent at 1 s and 2 s.
+            PySessionConfiguration.Unicast(timeout=datetime.timedelta(seconds=1), max_retries=2)
         )
         await bounded(app.publish(reliable, b"never sent", peer.local_name))
         with pytest.raises(slim_bindings.AuthenticationError, match="expired"):
             await bounded(app.receive(session=reliable.id))
+        # Once per outage: the discovery's re-sends are refused too (counted), but the next thing
+        # the session reports is the handshake giving up, not one AuthenticationError per re-send.
+        with pytest.raises(slim_bindings.SLIMTimeoutError):
+            await bounded(app.receive(session=reliable.id))
+        assert app.svc.node_stats()["identity_send_refused"] >= 3
 
 
 def _jwt_app_identity(subject: str, audience: str, accepted: list[str]) -> tuple[Any, Any]:
