@@ -16,25 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import sys
 import time
 
 import slim_bindings
-from slim_bindings import MessageLostError, PyName, PySessionConfiguration
+from slim_bindings import MessageLostError, PySessionConfiguration
+from worker_io import emit, split
 
 SECRET = "group-loss-secret-0123456789abcdef"
-
-
-def emit(event: str, **fields: object) -> None:
-    fields["event"] = event
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
-def split(text: str) -> PyName:
-    a, b, c = text.split("/")
-    return PyName(a, b, c)
 
 
 async def new_app(local: str, endpoint: str) -> slim_bindings.Slim:

@@ -17,24 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import sys
 
 import slim_bindings
 from slim_bindings import PyName, PySessionConfiguration
+from worker_io import emit, split
 
 SECRET = "liveness-secret-0123456789abcdef0123"
-
-
-def emit(event: str, **fields: object) -> None:
-    fields["event"] = event
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
-def split(text: str) -> PyName:
-    a, b, c = text.split("/")
-    return PyName(a, b, c)
 
 
 def short(name: PyName) -> str:
