@@ -17,6 +17,7 @@ mod service;
 mod session_config;
 mod session_info;
 mod tracing;
+mod wake;
 
 use pyo3::prelude::*;
 

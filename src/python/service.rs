@@ -1,8 +1,10 @@
 //! `PyService` (one app with its own embedded node) and the module functions that act on it.
 //!
-//! Calls that do network I/O run on the tokio runtime ([`spawned`]); session calls are native
-//! coroutines polled in place ([`in_runtime`]), and `receive_session` first tries the app's queue
-//! without awaiting at all.
+//! Calls that do network I/O run on the tokio runtime ([`spawned`]); session calls are polled in
+//! place on the loop's thread: the hot ones (`publish`, `publish_many`, the `receive` family) as
+//! [`SlimAwaitable`]s, whose wake-up never takes the interpreter lock on a tokio thread
+//! (`wake.rs`), the others as pyo3 native coroutines ([`in_runtime`]). Each first tries the app's
+//! queues without waiting at all.
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -17,6 +19,7 @@ use super::name::PyName;
 use super::runtime::{entered, handle, in_runtime, spawned};
 use super::session_config::PySessionConfiguration;
 use super::session_info::PySessionInfo;
+use super::wake::{SlimAwaitable, awaitable};
 use crate::app::App;
 use crate::node::{ClientConfig, ServerConfig};
 use crate::session::{Bytes, MessageInfo, PublishRequest, SessionConfig};
@@ -229,7 +232,7 @@ pub(super) async fn set_default_session_config(svc: Py<PyService>, config: PySes
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blob, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn publish(
+pub(super) fn publish(
     svc: Py<PyService>,
     session_info: SessionArg,
     fanout: u32,
@@ -237,7 +240,7 @@ pub(super) async fn publish(
     name: Option<PyName>,
     payload_type: Option<String>,
     metadata: Option<HashMap<String, String>>,
-) -> PyResult<()> {
+) -> SlimAwaitable {
     let app = app_of(&svc);
     let req = PublishRequest {
         dest: name.map(|n| n.inner),
@@ -247,10 +250,14 @@ pub(super) async fn publish(
         metadata,
         fanout,
     };
-    // Handed over at once when there is room: no future is built (moving the nested publish
-    // futures was a quarter of a streaming sender's CPU, benches/README.md).
-    let Some(req) = entered(|| app.try_publish(session_info.id, req)).map_err(to_py)? else { return Ok(()) };
-    in_runtime(async move { app.publish(session_info.id, req).await.map_err(to_py) }).await
+    let id = session_info.id;
+    awaitable(async move {
+        // Handed over at once when there is room: the nested publish futures are built only when
+        // the call must wait (moving them was a quarter of a streaming sender's CPU,
+        // benches/README.md).
+        let Some(req) = app.try_publish(id, req).map_err(to_py)? else { return Ok(()) };
+        Box::pin(app.publish(id, req)).await.map_err(to_py)
+    })
 }
 
 /// Publishes every payload of `blobs`, in order, as `publish` would one by one, in one call: the
@@ -261,7 +268,7 @@ pub(super) async fn publish(
 #[pyfunction]
 #[pyo3(signature = (svc, session_info, fanout, blobs, name = None, payload_type = None, metadata = None))]
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn publish_many(
+pub(super) fn publish_many(
     svc: Py<PyService>,
     session_info: SessionArg,
     fanout: u32,
@@ -269,7 +276,7 @@ pub(super) async fn publish_many(
     name: Option<PyName>,
     payload_type: Option<String>,
     metadata: Option<HashMap<String, String>>,
-) -> PyResult<()> {
+) -> SlimAwaitable {
     let app = app_of(&svc);
     let id = session_info.id;
     let template = PublishRequest {
@@ -282,38 +289,26 @@ pub(super) async fn publish_many(
     };
     let request = move |blob: Bytes| PublishRequest { blob, ..template.clone() };
     let mut blobs = blobs.into_iter().map(|b| b.0);
-    let mut sent = 0usize;
-    // Everything there is room for now, without a future; `waiting` is the first that found none.
-    let waiting = entered(|| {
+    // Hands over every message there is room for; returns the first that found none.
+    let mut hand_over = move |app: &App, sent: &mut usize| -> PyResult<Option<PublishRequest>> {
         for blob in blobs.by_ref() {
-            match app.try_publish(id, request(blob)) {
-                Ok(None) => sent += 1,
-                Ok(Some(back)) => return Ok(Some(back)),
-                Err(e) => return Err(e),
+            match app.try_publish(id, request(blob)).map_err(|e| with_sent(e, *sent))? {
+                None => *sent += 1,
+                Some(back) => return Ok(Some(back)),
             }
         }
         Ok(None)
-    })
-    .map_err(|e| with_sent(e, sent))?;
-    let Some(first) = waiting else { return Ok(()) };
-    in_runtime(async move {
-        let mut next = Some(first);
+    };
+    awaitable(async move {
+        let mut sent = 0usize;
+        let mut next = hand_over(&app, &mut sent)?;
         while let Some(req) = next.take() {
-            app.publish(id, req).await.map_err(|e| with_sent(e, sent))?;
+            Box::pin(app.publish(id, req)).await.map_err(|e| with_sent(e, sent))?;
             sent += 1;
-            for blob in blobs.by_ref() {
-                match app.try_publish(id, request(blob)).map_err(|e| with_sent(e, sent))? {
-                    None => sent += 1,
-                    Some(back) => {
-                        next = Some(back);
-                        break;
-                    }
-                }
-            }
+            next = hand_over(&app, &mut sent)?;
         }
         Ok(())
     })
-    .await
 }
 
 /// The Python exception for `e`, with `sent` (messages of the batch already handed over) set.
@@ -373,34 +368,40 @@ pub(super) async fn remove(svc: Py<PyService>, session_info: SessionArg, name: P
 
 /// The next message of any session, in arrival order: `(PySessionInfo, bytes)`.
 #[pyfunction]
-pub(super) async fn receive(svc: Py<PyService>) -> PyResult<Received> {
+pub(super) fn receive(svc: Py<PyService>) -> SlimAwaitable {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_any_raw()) {
-        return ready.map(received).map_err(to_py);
-    }
-    in_runtime(async move { app.recv_any_raw().await.map(received).map_err(to_py) }).await
+    awaitable(async move {
+        if let Some(ready) = app.try_recv_any_raw() {
+            return ready.map(received).map_err(to_py);
+        }
+        app.recv_any_raw().await.map(received).map_err(to_py)
+    })
 }
 
 /// The first message of the next session this app did not create: `(PySessionInfo, bytes)`.
 /// That message is also the first item of the session's own queue.
 #[pyfunction]
-pub(super) async fn receive_new_session(svc: Py<PyService>) -> PyResult<Received> {
+pub(super) fn receive_new_session(svc: Py<PyService>) -> SlimAwaitable {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_new_session_raw()) {
-        return Ok(received(ready));
-    }
-    in_runtime(async move { app.recv_new_session_raw().await.map(received).map_err(to_py) }).await
+    awaitable(async move {
+        if let Some(ready) = app.try_recv_new_session_raw() {
+            return Ok(received(ready));
+        }
+        app.recv_new_session_raw().await.map(received).map_err(to_py)
+    })
 }
 
 /// The next message of one session; errors for that session (timeouts, lost messages, no
 /// route) are raised here as typed exceptions.
 #[pyfunction]
-pub(super) async fn receive_session(svc: Py<PyService>, session: SessionArg) -> PyResult<Received> {
+pub(super) fn receive_session(svc: Py<PyService>, session: SessionArg) -> SlimAwaitable {
     let app = app_of(&svc);
-    if let Some(ready) = entered(|| app.try_recv_session_raw(session.id)) {
-        return ready.map(received).map_err(to_py);
-    }
-    in_runtime(async move { app.recv_session_raw(session.id).await.map(received).map_err(to_py) }).await
+    awaitable(async move {
+        if let Some(ready) = app.try_recv_session_raw(session.id) {
+            return ready.map(received).map_err(to_py);
+        }
+        app.recv_session_raw(session.id).await.map(received).map_err(to_py)
+    })
 }
 
 /// Messages per `receive_session_many` call unless the caller asks for another limit.
@@ -411,27 +412,19 @@ const RECEIVE_MANY_DEFAULT: usize = 4096;
 /// its place in the stream: after the messages queued before it were returned.
 #[pyfunction]
 #[pyo3(signature = (svc, session, max_messages = RECEIVE_MANY_DEFAULT))]
-pub(super) async fn receive_session_many(
-    svc: Py<PyService>,
-    session: SessionArg,
-    max_messages: usize,
-) -> PyResult<Vec<Received>> {
+pub(super) fn receive_session_many(svc: Py<PyService>, session: SessionArg, max_messages: usize) -> SlimAwaitable {
     let app = app_of(&svc);
     let max = max_messages.max(1);
-    let mut batch = Vec::new();
-    entered(|| app.try_recv_session_batch_raw(session.id, &mut batch, max)).map_err(to_py)?;
-    if batch.is_empty() {
-        let first = in_runtime({
-            let app = app.clone();
-            async move { app.recv_session_raw(session.id).await }
-        })
-        .await
-        .map_err(to_py)?;
-        batch.push(first);
-        // An error queued behind the first message stays for the next call.
-        let _ = entered(|| app.try_recv_session_batch_raw(session.id, &mut batch, max - 1));
-    }
-    Ok(batch.into_iter().map(received).collect())
+    awaitable(async move {
+        let mut batch = Vec::new();
+        app.try_recv_session_batch_raw(session.id, &mut batch, max).map_err(to_py)?;
+        if batch.is_empty() {
+            batch.push(app.recv_session_raw(session.id).await.map_err(to_py)?);
+            // An error queued behind the first message stays for the next call.
+            let _ = app.try_recv_session_batch_raw(session.id, &mut batch, max - 1);
+        }
+        Ok(batch.into_iter().map(received).collect::<Vec<_>>())
+    })
 }
 
 /// A message of one session if one is already queued, else None (never waits).
