@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::args::ConfigDict;
 use super::errors::{config_error, to_py};
-use super::runtime::spawned;
+use super::runtime::{server_spawned, spawned};
 use crate::node::ClientConfig;
 use crate::node::standalone::{RunningNodes, StandaloneConfig};
 
@@ -61,7 +61,7 @@ pub(super) async fn start_node(
         cfg.metrics = Some(crate::telemetry::metrics::MetricsConfig { endpoint: m });
     }
     let drain = cfg.runtime.drain_timeout();
-    let running = spawned(async move { RunningNodes::start(&cfg).await.map_err(config_error) }).await?;
+    let running = server_spawned(async move { RunningNodes::start(&cfg).await.map_err(config_error) }).await?;
     let listening = running.listening.iter().map(|(_, a)| a.to_string()).collect();
     let metrics = running.metrics.as_ref().map(|m| m.local_addr().to_string());
     Ok(PyNodeRunner { running: Mutex::new(Some(running)), listening, metrics, drain })
@@ -75,7 +75,7 @@ pub(super) async fn stop_node(runner: Py<PyNodeRunner>) -> PyResult<bool> {
         (r.running.lock().take(), r.drain)
     };
     match running {
-        Some(running) => spawned(async move { Ok(running.stop(drain).await) }).await,
+        Some(running) => server_spawned(async move { Ok(running.stop(drain).await) }).await,
         None => Ok(true),
     }
 }

@@ -7,9 +7,17 @@
 //! Calls that do real I/O (connect, servers, creating an app) are spawned onto the runtime and
 //! the coroutine only awaits the join handle.
 //!
-//! The runtime belongs to this module and is shut down by an `atexit` hook
-//! ([`shutdown_runtime`]): worker threads that outlive the interpreter would otherwise touch
-//! Python (waking a coroutine) while it finalizes, which aborts the process.
+//! Two runtimes belong to this module: the apps' ([`handle`]: their embedded nodes, client
+//! connections and session timers), with one worker thread, and the servers' ([`server_handle`]:
+//! `run_server` and `start_node`, the connections they accept), with tokio's default of one worker
+//! per core, started only in a process that serves. An app's node is busy only with that app's
+//! traffic, and a second worker there mostly costs wake-ups (tokio wakes a sibling to look for
+//! work whenever a parked worker is notified; benches/README.md). `TOKIO_WORKER_THREADS`, when set,
+//! gives both runtimes that many workers.
+//!
+//! Both are shut down by an `atexit` hook ([`shutdown_runtime`]): worker threads that outlive the
+//! interpreter would otherwise touch Python (waking a coroutine) while it finalizes, which aborts
+//! the process.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,36 +30,54 @@ use pyo3::prelude::*;
 use tokio::runtime::{Handle, Runtime};
 
 static HANDLE: OnceLock<Handle> = OnceLock::new();
-static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+static SERVER_HANDLE: OnceLock<Handle> = OnceLock::new();
+/// The runtimes started (apps', servers'), until [`shutdown_runtime`] takes them.
+static RUNTIMES: Mutex<Vec<Runtime>> = Mutex::new(Vec::new());
 
-/// The runtime shared by every app in the process, started on first use.
+/// The runtime shared by every app in the process, started on first use: one worker thread
+/// (`slim-rt`) unless `TOKIO_WORKER_THREADS` is set.
 pub(super) fn handle() -> PyResult<&'static Handle> {
-    if let Some(h) = HANDLE.get() {
+    let workers = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() { None } else { Some(1) };
+    start(&HANDLE, "slim-rt", workers)
+}
+
+/// The runtime of the servers this process runs (`slim-srv` threads, one per core or
+/// `TOKIO_WORKER_THREADS`), started by the first of them.
+pub(super) fn server_handle() -> PyResult<&'static Handle> {
+    start(&SERVER_HANDLE, "slim-srv", None)
+}
+
+/// `slot`'s runtime, built on first use; `workers: None` is tokio's default (which reads
+/// `TOKIO_WORKER_THREADS`).
+fn start(slot: &'static OnceLock<Handle>, name: &str, workers: Option<usize>) -> PyResult<&'static Handle> {
+    if let Some(h) = slot.get() {
         return Ok(h);
     }
-    let mut slot = RUNTIME.lock().map_err(|_| PyRuntimeError::new_err("SLIM runtime lock poisoned"))?;
-    if let Some(h) = HANDLE.get() {
+    let mut runtimes = RUNTIMES.lock().map_err(|_| PyRuntimeError::new_err("SLIM runtime lock poisoned"))?;
+    if let Some(h) = slot.get() {
         return Ok(h);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("slim-rt")
-        .build()
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the SLIM runtime: {e}")))?;
-    let h = HANDLE.get_or_init(|| rt.handle().clone());
-    *slot = Some(rt);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name(name);
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let rt = builder.build().map_err(|e| PyRuntimeError::new_err(format!("cannot start the SLIM runtime: {e}")))?;
+    let h = slot.get_or_init(|| rt.handle().clone());
+    runtimes.push(rt);
     Ok(h)
 }
 
-/// Stops the runtime's worker threads (bounded), with the interpreter released so that tasks
+/// Stops the runtimes' worker threads (bounded), with the interpreter released so that tasks
 /// finishing meanwhile can still call into Python. Registered with `atexit`; later calls do nothing.
 #[pyfunction]
 pub(super) fn shutdown_runtime(py: Python<'_>) {
     // Listening sockets close first and at once, whatever holds their apps.
     crate::node::listener::close_all();
-    let rt = RUNTIME.lock().ok().and_then(|mut slot| slot.take());
-    if let Some(rt) = rt {
-        py.detach(move || rt.shutdown_timeout(Duration::from_secs(2)));
+    let runtimes = RUNTIMES.lock().map(|mut all| std::mem::take(&mut *all)).unwrap_or_default();
+    if !runtimes.is_empty() {
+        // Each runtime gets its bounded wait, the last started first.
+        py.detach(move || runtimes.into_iter().rev().for_each(|rt| rt.shutdown_timeout(Duration::from_secs(2))));
     }
 }
 
@@ -89,13 +115,31 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs `fut` on the runtime's worker threads and waits for it.
+/// Runs `fut` on the apps' runtime and waits for it.
 pub(super) async fn spawned<F, T>(fut: F) -> PyResult<T>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: Send + 'static,
 {
-    let mut task = AbortOnDrop(handle()?.spawn(fut));
+    spawned_on(handle()?, fut).await
+}
+
+/// Runs `fut` on the servers' runtime and waits for it: what it spawns (accept loops, accepted
+/// connections) runs there too.
+pub(super) async fn server_spawned<F, T>(fut: F) -> PyResult<T>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    spawned_on(server_handle()?, fut).await
+}
+
+async fn spawned_on<F, T>(runtime: &Handle, fut: F) -> PyResult<T>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut task = AbortOnDrop(runtime.spawn(fut));
     match (&mut task.0).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => Err(PyRuntimeError::new_err("internal error: a SLIM task panicked")),

@@ -16,7 +16,7 @@ use super::args::{Blob, ConfigDict, SessionArg, TimeBound};
 use super::errors::{config_error, to_py, to_py_with};
 use super::identity::{PyIdentityProvider, PyIdentityVerifier};
 use super::name::PyName;
-use super::runtime::{entered, handle, in_runtime, spawned};
+use super::runtime::{entered, handle, in_runtime, server_spawned, spawned};
 use super::session_config::PySessionConfiguration;
 use super::session_info::PySessionInfo;
 use super::wake::{SlimAwaitable, awaitable};
@@ -119,7 +119,7 @@ pub(super) async fn create_pyservice(
 pub(super) async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResult<()> {
     let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     let app = app_of(&svc);
-    spawned(async move { app.run_server(cfg).await.map(|_| ()).map_err(to_py) }).await
+    server_spawned(async move { app.run_server(cfg).await.map(|_| ()).map_err(to_py) }).await
 }
 
 /// Like `run_server`, but resolves to the bound address `"host:port"` (useful with port 0).
@@ -127,14 +127,14 @@ pub(super) async fn run_server(svc: Py<PyService>, config: ConfigDict) -> PyResu
 pub(super) async fn run_server_bound(svc: Py<PyService>, config: ConfigDict) -> PyResult<String> {
     let cfg = ServerConfig::from_json(config.0).map_err(|e| config_error(e.to_string()))?;
     let app = app_of(&svc);
-    spawned(async move { app.run_server(cfg).await.map(|a| a.to_string()).map_err(to_py) }).await
+    server_spawned(async move { app.run_server(cfg).await.map(|a| a.to_string()).map_err(to_py) }).await
 }
 
 /// Stops the server started with exactly this endpoint string.
 #[pyfunction]
 pub(super) async fn stop_server(svc: Py<PyService>, endpoint: String) -> PyResult<()> {
     let app = app_of(&svc);
-    spawned(async move { app.stop_server(&endpoint).await.map_err(to_py) }).await
+    server_spawned(async move { app.stop_server(&endpoint).await.map_err(to_py) }).await
 }
 
 /// Connects to a remote node (`config["endpoint"]` with a scheme). Resolves to the connection id.
