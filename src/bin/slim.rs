@@ -57,8 +57,9 @@ fn main() -> ExitCode {
         eprintln!("slim: {e}");
         return ExitCode::from(2);
     }
-    // A small runtime keeps an idle node small; routing is cheap per message, so a few workers
-    // carry a lot of traffic.
+    // `runtime.n_cores` (docs/mesh.md "Runtime"): one worker per core by default, capped (an idle
+    // node stays small); 1 = one thread, which wakes once per forwarded message where workers also
+    // wake each other (the shortest hop, the least CPU per message, one core of routing).
     let workers = match cfg.runtime.n_cores {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
         n => n,

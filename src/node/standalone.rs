@@ -15,7 +15,11 @@ use crate::telemetry::TracingConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Worker threads; 0 = one per core (capped), 1 = a single-threaded runtime.
+    /// Threads that route: 0 (the default) = one worker per core (at most 4); N > 1 = N workers;
+    /// 1 = one thread does everything (a tokio current-thread runtime). One thread wakes once per
+    /// message it forwards, where workers also wake each other: half the context switches, less
+    /// CPU per message and a shorter hop, but one core's worth of routing and a smaller share of
+    /// a busy machine; measured in docs/mesh.md ("Runtime").
     #[serde(default)]
     pub n_cores: usize,
     /// Name of the runtime's threads.
@@ -265,6 +269,7 @@ services:
         let cfg = StandaloneConfig::from_yaml(SAMPLE).unwrap();
         assert_eq!(cfg.runtime.drain_timeout(), Duration::from_secs(10));
         assert_eq!(cfg.runtime.thread_name, "slim-data-plane");
+        assert_eq!(cfg.runtime.n_cores, 0);
         let svc = &cfg.services["slim/0"];
         assert_eq!(service_node_id("slim/0", svc), "node-from-env");
         assert_eq!(svc.dataplane.servers[0].socket_addr().unwrap().port(), 46357);
