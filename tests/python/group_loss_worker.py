@@ -19,23 +19,14 @@ import datetime
 import sys
 import time
 
-import slim_bindings
 from slim_bindings import MessageLostError, PySessionConfiguration
-from worker_io import emit, split
+from worker_io import emit, new_app, split
 
 SECRET = "group-loss-secret-0123456789abcdef"
 
 
-async def new_app(local: str, endpoint: str) -> slim_bindings.Slim:
-    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
-    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
-    app = await slim_bindings.Slim.new(split(local), provider, verifier)
-    await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
-    return app
-
-
 async def member(args: argparse.Namespace) -> None:
-    app = await new_app(args.name, args.endpoint)
+    app = await new_app(args.name, args.endpoint, SECRET)
     emit("ready")
     info, _first = await asyncio.wait_for(app.receive(), args.deadline)
     session = info.id
@@ -84,7 +75,7 @@ async def member(args: argparse.Namespace) -> None:
 
 
 async def moderator(args: argparse.Namespace) -> None:
-    app = await new_app(args.name, args.endpoint)
+    app = await new_app(args.name, args.endpoint, SECRET)
     channel = split(args.channel)
     cfg = PySessionConfiguration.Multicast(
         channel, moderator=True, max_retries=5, timeout=datetime.timedelta(seconds=1), mls_enabled=True

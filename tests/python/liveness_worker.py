@@ -21,21 +21,13 @@ import sys
 
 import slim_bindings
 from slim_bindings import PyName, PySessionConfiguration
-from worker_io import emit, split
+from worker_io import emit, new_app, split
 
 SECRET = "liveness-secret-0123456789abcdef0123"
 
 
 def short(name: PyName) -> str:
     return "/".join(name.components_strings()[:3])
-
-
-async def new_app(local: str, endpoint: str) -> slim_bindings.Slim:
-    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=SECRET)
-    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=SECRET)
-    app = await slim_bindings.Slim.new(split(local), provider, verifier)
-    await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
-    return app
 
 
 async def commands(app: slim_bindings.Slim, session: int, channel: PyName) -> None:
@@ -66,7 +58,7 @@ async def read(app: slim_bindings.Slim, session: int) -> None:
 
 
 async def member(args: argparse.Namespace) -> None:
-    app = await new_app(args.name, args.endpoint)
+    app = await new_app(args.name, args.endpoint, SECRET)
     emit("ready")
     info, first = await asyncio.wait_for(app.receive(), args.deadline)
     emit("joined", payload=first.decode())
@@ -78,7 +70,7 @@ async def member(args: argparse.Namespace) -> None:
 
 
 async def moderator(args: argparse.Namespace) -> None:
-    app = await new_app(args.name, args.endpoint)
+    app = await new_app(args.name, args.endpoint, SECRET)
     channel = split(args.channel)
     config = PySessionConfiguration.Multicast(
         topic=channel,

@@ -1,11 +1,13 @@
-"""What the worker scripts of the process tests share: one JSON event per stdout line, and names
-given on the command line as `org/namespace/agent`."""
+"""What the worker scripts of the process tests share: one JSON event per stdout line, names
+given on the command line as `org/namespace/agent`, and an app with a shared-secret identity
+connected to the test's node."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+import slim_bindings
 from slim_bindings import PyName
 
 
@@ -20,3 +22,12 @@ def split(text: str) -> PyName:
     """`org/ns/agent` as a PyName."""
     a, b, c = text.split("/")
     return PyName(a, b, c)
+
+
+async def new_app(local: str, endpoint: str, secret: str) -> slim_bindings.Slim:
+    """An app named `local` with a shared-secret identity, connected to the node at `endpoint`."""
+    provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=secret)
+    verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=secret)
+    app = await slim_bindings.Slim.new(split(local), provider, verifier)
+    await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
+    return app
