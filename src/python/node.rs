@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::args::ConfigDict;
 use super::errors::{config_error, to_py};
-use super::runtime::{server_spawned, spawned};
+use super::runtime::{dedicated, server_handle, spawned, spawned_on};
 use crate::node::ClientConfig;
 use crate::node::standalone::{RunningNodes, StandaloneConfig};
 
@@ -19,6 +19,8 @@ pub struct PyNodeRunner {
     listening: Vec<String>,
     metrics: Option<String>,
     drain: Duration,
+    /// Where the node runs: the servers' runtime, or its own (`runtime.n_cores`).
+    runtime: tokio::runtime::Handle,
 }
 
 #[pymethods]
@@ -61,21 +63,28 @@ pub(super) async fn start_node(
         cfg.metrics = Some(crate::telemetry::metrics::MetricsConfig { endpoint: m });
     }
     let drain = cfg.runtime.drain_timeout();
-    let running = server_spawned(async move { RunningNodes::start(&cfg).await.map_err(config_error) }).await?;
+    // `runtime.n_cores` as the `slim` binary reads it (docs/mesh.md "Runtime"): N > 0 gives this
+    // node a runtime of its own with N workers (threads named `runtime.thread_name`); 0, the
+    // default, shares the servers' runtime (one worker per core, or TOKIO_WORKER_THREADS).
+    let runtime = match cfg.runtime.n_cores {
+        0 => server_handle()?.clone(),
+        n => dedicated(&cfg.runtime.thread_name, n)?,
+    };
+    let running = spawned_on(&runtime, async move { RunningNodes::start(&cfg).await.map_err(config_error) }).await?;
     let listening = running.listening.iter().map(|(_, a)| a.to_string()).collect();
     let metrics = running.metrics.as_ref().map(|m| m.local_addr().to_string());
-    Ok(PyNodeRunner { running: Mutex::new(Some(running)), listening, metrics, drain })
+    Ok(PyNodeRunner { running: Mutex::new(Some(running)), listening, metrics, drain, runtime })
 }
 
 /// Stops the nodes (each within the configuration's drain timeout). A second call does nothing.
 #[pyfunction]
 pub(super) async fn stop_node(runner: Py<PyNodeRunner>) -> PyResult<bool> {
-    let (running, drain) = {
+    let (running, drain, runtime) = {
         let r = runner.get();
-        (r.running.lock().take(), r.drain)
+        (r.running.lock().take(), r.drain, r.runtime.clone())
     };
     match running {
-        Some(running) => server_spawned(async move { Ok(running.stop(drain).await) }).await,
+        Some(running) => spawned_on(&runtime, async move { Ok(running.stop(drain).await) }).await,
         None => Ok(true),
     }
 }

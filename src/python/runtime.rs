@@ -47,6 +47,17 @@ pub(super) fn server_handle() -> PyResult<&'static Handle> {
     start(&SERVER_HANDLE, "slim-srv", None)
 }
 
+/// A runtime of its own with `workers` threads named `name`, for a node whose YAML sets
+/// `runtime.n_cores` (`python -m slim_bindings node`, like the `slim` binary). It lives until
+/// [`shutdown_runtime`], with the others.
+pub(super) fn dedicated(name: &str, workers: usize) -> PyResult<Handle> {
+    let mut runtimes = RUNTIMES.lock().map_err(|_| PyRuntimeError::new_err("SLIM runtime lock poisoned"))?;
+    let rt = build(name, Some(workers))?;
+    let h = rt.handle().clone();
+    runtimes.push(rt);
+    Ok(h)
+}
+
 /// `slot`'s runtime, built on first use; `workers: None` is tokio's default (which reads
 /// `TOKIO_WORKER_THREADS`).
 fn start(slot: &'static OnceLock<Handle>, name: &str, workers: Option<usize>) -> PyResult<&'static Handle> {
@@ -57,15 +68,19 @@ fn start(slot: &'static OnceLock<Handle>, name: &str, workers: Option<usize>) ->
     if let Some(h) = slot.get() {
         return Ok(h);
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name(name);
-    if let Some(n) = workers {
-        builder.worker_threads(n);
-    }
-    let rt = builder.build().map_err(|e| PyRuntimeError::new_err(format!("cannot start the SLIM runtime: {e}")))?;
+    let rt = build(name, workers)?;
     let h = slot.get_or_init(|| rt.handle().clone());
     runtimes.push(rt);
     Ok(h)
+}
+
+fn build(name: &str, workers: Option<usize>) -> PyResult<Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name(name);
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder.build().map_err(|e| PyRuntimeError::new_err(format!("cannot start the SLIM runtime: {e}")))
 }
 
 /// Stops the runtimes' worker threads (bounded), with the interpreter released so that tasks
@@ -134,7 +149,8 @@ where
     spawned_on(server_handle()?, fut).await
 }
 
-async fn spawned_on<F, T>(runtime: &Handle, fut: F) -> PyResult<T>
+/// Runs `fut` on `runtime` and waits for it (aborting it when the awaiting coroutine is dropped).
+pub(super) async fn spawned_on<F, T>(runtime: &Handle, fut: F) -> PyResult<T>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: Send + 'static,

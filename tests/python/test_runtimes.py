@@ -74,12 +74,12 @@ asyncio.run(main())
 """
 
 
-async def _run(node: Node, env: dict[str, str]) -> dict[str, dict[str, int]]:
+async def _run(node: Node | str, env: dict[str, str]) -> dict[str, dict[str, int]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         WORKER,
-        node.bound,
+        node if isinstance(node, str) else node.bound,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -110,3 +110,60 @@ async def test_tokio_worker_threads_sizes_both_runtimes(node: Node) -> None:
     seen = await _run(node, {"TOKIO_WORKER_THREADS": "3"})
     assert seen["apps_only"] == {"slim-rt": 3, "slim-srv": 0}, seen
     assert seen["serving"] == {"slim-rt": 3, "slim-srv": 3}, seen
+
+
+def _thread_names(pid: int) -> list[str]:
+    names = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass  # the thread ended while we listed them
+    return names
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n_cores", [1, 2])
+async def test_package_node_reads_runtime_n_cores(tmp_path, n_cores: int) -> None:
+    """`python -m slim_bindings node --config` gives the node `runtime.n_cores` workers of its
+    own, named `runtime.thread_name`, as the `slim` binary does; and that node routes."""
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"runtime: {{n_cores: {n_cores}, thread_name: yaml-node}}\n"
+        "services:\n"
+        "  slim/0:\n"
+        "    dataplane:\n"
+        '      servers: [{endpoint: "127.0.0.1:0", tls: {insecure: true}}]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TOKIO_WORKER_THREADS"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "slim_bindings",
+        "node",
+        "--config",
+        str(config),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert "listening on" in line, line
+        bound = line.split()[-1]
+        names = _thread_names(proc.pid)
+        assert names.count("yaml-node") == n_cores, names
+        assert "slim-srv" not in names, names  # the servers' runtime was never started
+        seen = await _run(bound, {})  # two apps in another process: a round trip through the node
+        assert seen["apps_only"]["slim-rt"] == 1, seen
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, (await proc.stderr.read()).decode()[-2000:] if proc.stderr else ""
