@@ -38,6 +38,12 @@
 /// `_int_malloc`, `unlink_chunk`: benches/README.md). Python's own objects keep the interpreter's
 /// allocator. The standalone `slim` binary and the Rust tests keep the system allocator: mimalloc's
 /// per-thread segments would take an idle node past its memory budget (tests/node_standalone.rs).
+///
+/// Built without transparent huge pages (the crate's `no_thp` feature: no `madvise(MADV_HUGEPAGE)`
+/// on its regions). With them, a 64 KiB stream spent ~40% of a node's CPU in page faults that each
+/// zeroed a whole 2 MiB page: a payload buffer that lands on memory mimalloc gave back to the OS
+/// (or never touched) faults in a huge page, not the 16 small ones it needs (benches/README.md,
+/// "Large messages").
 #[cfg(feature = "python")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,6 +8,7 @@ mod args;
 mod build_info;
 mod convert;
 mod errors;
+mod heap;
 mod identity;
 mod log_bridge;
 mod name;
@@ -31,6 +32,7 @@ pub use session_info::PySessionInfo;
 #[pymodule]
 #[pyo3(name = "_slim_bindings")]
 fn slim_bindings_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    heap::keep_payload_memory();
     m.add_class::<PyName>()?;
     m.add_class::<PyService>()?;
     m.add_class::<PySessionInfo>()?;
