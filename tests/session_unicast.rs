@@ -297,6 +297,21 @@ impl RawPeer {
     }
 
     async fn send(&self, kind: SessionMessageType, to: &Name, sid: u32, mid: u32, blob: Vec<u8>, error: bool) {
+        self.send_meta(kind, to, sid, mid, blob, error, &[]).await;
+    }
+
+    /// [`Self::send`] with extra metadata.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_meta(
+        &self,
+        kind: SessionMessageType,
+        to: &Name,
+        sid: u32,
+        mid: u32,
+        blob: Vec<u8>,
+        error: bool,
+        extra: &[(&str, &str)],
+    ) {
         let mut flags = Flags::one();
         if error {
             flags = flags.error();
@@ -312,7 +327,8 @@ impl RawPeer {
             original_names: true,
             content_type: "msg",
         };
-        let meta = HashMap::from([("SLIM_IDENTITY".to_string(), "secret:raw".to_string())]);
+        let mut meta = HashMap::from([("SLIM_IDENTITY".to_string(), "secret:raw".to_string())]);
+        meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.tx.send(builders::publish(&spec, blob, meta)).await.unwrap();
     }
 
@@ -384,4 +400,53 @@ async fn bad_reliability_input_is_counted_not_fatal() {
         matches!(recv(&bob, sid).await, Err(SlimError::MessageLost { session_id, message_id: 2, producer: Some(_) }) if session_id == sid)
     );
     assert_eq!(recv(&bob, sid).await.unwrap().1, b"m3");
+}
+
+/// A peer that offers range acknowledgements in its JOIN_REQUEST gets the offer echoed, and then
+/// acknowledgements that cover every id it sent exactly once, in order, in runs of at most 64; a
+/// lone message is acknowledged on its own. The plain form (a peer that does not offer, as 0.6.0)
+/// is `bad_reliability_input_is_counted_not_fatal` above: one ACK per id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_acks_cover_every_id_once_when_offered() {
+    let (hub, endpoint) = hub().await;
+    let bob = app("bob", "secret").await;
+    connect(&bob, &endpoint).await;
+    wait_subscribed(&hub, &bob.name()).await;
+    let mut raw = RawPeer::new(&endpoint, &hub).await;
+    let sid = 4343;
+    let join = JoinMessagePayload { channel_name: raw.name.clone(), moderator_name: raw.name.clone() };
+    let offer = [("SLIM_ACK_RANGES", "1")];
+    raw.send_meta(SessionMessageType::ChannelJoinRequest, &name("bob"), sid, 9, join.encode(), false, &offer).await;
+    let reply = raw.expect(SessionMessageType::ChannelJoinReply).await;
+    assert_eq!(reply.metadata.get("SLIM_ACK_RANGES").map(String::as_str), Some("1"), "offer accepted");
+    let bob_id = reply.source_name().unwrap();
+
+    use SessionMessageType::*;
+    const N: u32 = 1000;
+    for mid in 0..N {
+        raw.send(P2PReliable, &bob_id, sid, mid, mid.to_le_bytes().to_vec(), false).await;
+    }
+    let (mut next, mut acks) = (0u32, 0u32);
+    while next < N {
+        let ack = raw.expect(P2PAck).await;
+        let to = ack.session_header().unwrap().message_id;
+        let from = ack.metadata.get("SLIM_ACK_FROM").map_or(to, |f| f.parse::<u32>().expect("decimal id"));
+        assert_eq!(from, next, "runs are consecutive and in order (ack {from}..={to})");
+        assert!(to >= from && to - from < 64, "a run covers 1 to 64 ids: {from}..={to}");
+        next = to + 1;
+        acks += 1;
+    }
+    assert_eq!(next, N);
+    for mid in 0..N {
+        let (_, p) = recv(&bob, sid).await.unwrap();
+        assert_eq!(p, mid.to_le_bytes(), "in order, exactly once");
+    }
+    // A lone message (a request) is acknowledged on its own, as soon as it was admitted.
+    raw.send(P2PReliable, &bob_id, sid, N, b"lone".to_vec(), false).await;
+    let ack = raw.expect(P2PAck).await;
+    assert_eq!(ack.session_header().unwrap().message_id, N);
+    assert!(!ack.metadata.contains_key("SLIM_ACK_FROM"));
+    assert_eq!(recv(&bob, sid).await.unwrap().1, b"lone");
+    assert!(bob.try_recv_session(sid).is_none());
+    eprintln!("{N} messages acknowledged by {acks} P_2_P_ACKs");
 }

@@ -187,6 +187,12 @@ pub trait SessionKind: Send + Sized {
 
     /// Runs once after the loop, whatever ended it.
     fn on_stop(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The inbound channel is empty after a message was handled: what was held back to cover
+    /// several messages at once (acknowledgements) goes out now, so a lone message never waits.
+    fn on_idle(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Runs a session task until the session is deleted, the app shuts down or the session is asked
@@ -214,10 +220,15 @@ pub async fn run<S: SessionKind>(
             biased;
             _ = cancel.cancelled() => break,
             m = inbound.recv() => match m {
-                Some(m) => if task.on_message(m).await == Flow::Leave {
-                    ended = Ended::Left;
-                    break;
-                },
+                Some(m) => {
+                    if task.on_message(m).await == Flow::Leave {
+                        ended = Ended::Left;
+                        break;
+                    }
+                    if inbound.is_empty() {
+                        task.on_idle().await;
+                    }
+                }
                 None => break,
             },
             _ = &mut sleep, if armed.is_some() => {

@@ -44,6 +44,13 @@ pub const META_LIVENESS_MS: &str = "SLIM_LIVENESS_MS";
 /// Metadata key on GROUP_PING / GROUP_PONG: the member-list version sent / held.
 pub const META_MEMBERS_VERSION: &str = "SLIM_MEMBERS_VERSION";
 
+/// Metadata key on a point-to-point CHANNEL_JOIN_REQUEST (offer) and CHANNEL_JOIN_REPLY
+/// (acceptance): this side takes range acknowledgements (docs/protocol.md "Reliable delivery").
+pub const META_ACK_RANGES: &str = "SLIM_ACK_RANGES";
+/// Metadata key on a P_2_P_ACK sent to a peer that takes range acknowledgements: the first id of
+/// the run it acknowledges (decimal); the message id is the last.
+pub const META_ACK_FROM: &str = "SLIM_ACK_FROM";
+
 /// Keys that belong to the protocol and must never appear in user-visible metadata.
 pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_IDENTITY,
@@ -57,6 +64,8 @@ pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_DELETE_GROUP,
     META_LIVENESS_MS,
     META_MEMBERS_VERSION,
+    META_ACK_RANGES,
+    META_ACK_FROM,
 ];
 
 /// Fanout that asks a node for exactly one matching connection.

@@ -12,7 +12,7 @@
 mod mls;
 mod receiver;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use super::{DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
 use crate::mls::{MlsState, interceptor};
 use crate::wire::builders::Flags;
-use crate::wire::{Message, Name, SessionMessageType, SessionType};
+use crate::wire::{META_ACK_RANGES, Message, Name, SessionMessageType, SessionType};
 
 /// Reliable messages in flight (unacknowledged). Further publishes wait in the pending queue:
 /// a fixed retransmission timeout with a deep window turns queueing delay into a
@@ -42,6 +42,9 @@ pub const MAX_IN_FLIGHT: usize = 256;
 pub const MAX_PENDING: usize = 4096;
 /// Recently delivered (source, id) pairs kept to drop duplicates when no peer is pinned.
 const RECENT_IDS: usize = 4096;
+/// Most ids one range acknowledgement covers: a run this long goes out without waiting for the
+/// inbound channel to go idle (well under [`MAX_IN_FLIGHT`], so the sender's window keeps moving).
+pub const ACK_RUN_MAX: u32 = 64;
 
 /// Who started the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +58,29 @@ pub enum P2pRole {
 /// The timers of a point-to-point task (besides the core's control re-sends).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TimerKey {
-    /// Waiting for the ACK of this data message id.
-    Ack(u32),
+    /// The earliest retransmission deadline of the unacknowledged messages (one timer for all of
+    /// them: each message keeps its own deadline and retry count in [`Unacked`]).
+    Acks,
     /// Waiting for this missing id (RTX_REQUEST on each fire).
     Rtx(u32),
     /// Reliable initiator: the whole handshake (discovery, join and, with MLS, the welcome) must
     /// end by this deadline, `timeout × (max_retries + 1)` after it started.
     Handshake,
+}
+
+/// A reliable message sent and not acknowledged yet.
+#[derive(Debug)]
+struct Unacked {
+    msg: Message,
+    /// What it was charged against the send budget.
+    charge: usize,
+    /// Retransmitted (or, retries spent, failed) at this instant.
+    due: Instant,
+    /// Retransmissions so far, and the interval and limit of the session when it was sent: with
+    /// `max_retries = N` and interval `d` it is sent again at d, 2d, … Nd and fails at (N+1)·d.
+    retries: u32,
+    every: Duration,
+    max_retries: u32,
 }
 
 #[derive(Debug)]
@@ -93,8 +112,18 @@ pub struct P2pTask {
     phase: Phase,
     peer: Option<Peer>,
     pending: VecDeque<PublishRequest>,
-    /// Sent reliable messages by id, with what they were charged against the send budget.
-    unacked: HashMap<u32, (Message, usize)>,
+    /// Sent reliable messages by id (ordered: a range acknowledgement removes a run), with what
+    /// they were charged against the send budget.
+    unacked: BTreeMap<u32, Unacked>,
+    /// The peer takes range acknowledgements (it offered or accepted [`META_ACK_RANGES`] in the
+    /// join): consecutive admitted ids are acknowledged by one P_2_P_ACK.
+    ack_ranges: bool,
+    /// Admitted ids not acknowledged yet (only when `ack_ranges`): sent when the inbound channel
+    /// goes idle, when the run reaches [`ACK_RUN_MAX`], before the task waits for queue room, and
+    /// when an id that does not extend it comes.
+    ack_run: Option<receiver::AckRun>,
+    /// Scratch: ids a range acknowledgement removed.
+    acked: Vec<u32>,
     receiver: Option<ReceiverBuffer<Message>>,
     recent: HashSet<(u64, u32)>,
     recent_order: VecDeque<(u64, u32)>,
@@ -122,7 +151,10 @@ impl P2pTask {
             phase: Phase::Idle,
             peer: None,
             pending: VecDeque::new(),
-            unacked: HashMap::new(),
+            unacked: BTreeMap::new(),
+            ack_ranges: false,
+            ack_run: None,
+            acked: Vec::new(),
             receiver: None,
             recent: HashSet::new(),
             recent_order: VecDeque::new(),
@@ -229,12 +261,67 @@ impl P2pTask {
             return;
         }
         if let Some(timeout) = self.timeout {
-            self.unacked.insert(mid, (msg.clone(), charge));
-            self.io.start_timer(TimerKey::Ack(mid), TimerPolicy::constant(timeout, self.max_retries), Instant::now());
+            let now = Instant::now();
+            let entry = Unacked {
+                msg: msg.clone(),
+                charge,
+                due: now + timeout,
+                retries: 0,
+                every: timeout,
+                max_retries: self.max_retries,
+            };
+            self.unacked.insert(mid, entry);
+            if !self.io.timer_running(TimerKey::Acks) {
+                self.io.start_timer(TimerKey::Acks, TimerPolicy::constant(timeout, 0), now);
+            }
             self.io.send(msg).await;
         } else {
             self.io.send(msg).await;
             self.give_back(charge);
+        }
+    }
+
+    /// The ack timer fired: every unacknowledged message whose deadline passed is sent again, or,
+    /// its retries spent, removed and reported (`SLIMTimeoutError` naming its id); the timer is
+    /// armed again for the earliest deadline left. (It may fire before any is due, when the message
+    /// it was armed for was acknowledged since: then it only re-arms.)
+    async fn on_acks_due(&mut self) {
+        let now = Instant::now();
+        let mut due = std::mem::take(&mut self.acked);
+        due.extend(self.unacked.iter().filter(|(_, u)| u.due <= now).map(|(id, _)| *id));
+        let mut failed = false;
+        for &mid in &due {
+            let Some(u) = self.unacked.get_mut(&mid) else { continue };
+            if u.retries >= u.max_retries {
+                if let Some(u) = self.unacked.remove(&mid) {
+                    self.give_back(u.charge);
+                }
+                self.io.entry.deliver_error(SlimError::Timeout { session_id: self.io.id, message_id: mid });
+                failed = true;
+            } else {
+                u.retries += 1;
+                u.due = now + u.every;
+                let m = u.msg.clone();
+                self.io.send(m).await;
+            }
+        }
+        due.clear();
+        self.acked = due;
+        self.arm_acks(now);
+        if failed {
+            self.drain_pending().await;
+        }
+    }
+
+    /// Arms the ack timer for the earliest deadline of the unacknowledged messages (none: off).
+    fn arm_acks(&mut self, now: Instant) {
+        match self.unacked.values().map(|u| u.due).min() {
+            Some(at) => {
+                self.io.start_timer(TimerKey::Acks, TimerPolicy::constant(at.saturating_duration_since(now), 0), now)
+            }
+            None => {
+                self.io.stop_timer(TimerKey::Acks);
+            }
         }
     }
 
@@ -269,6 +356,8 @@ impl P2pTask {
             // Half-made handshake (join answered, welcome not): start over with a fresh group.
             self.peer = None;
             self.receiver = None;
+            self.ack_ranges = false;
+            self.ack_run = None;
             self.mls = None;
             self.welcome_id = None;
         }
@@ -306,15 +395,7 @@ impl P2pTask {
                 }
             }
             SessionMessageType::P2PReliable => self.on_reliable(mid, source, msg).await,
-            SessionMessageType::P2PAck => {
-                if let Some((_, charge)) = self.unacked.remove(&mid) {
-                    self.give_back(charge);
-                    self.io.stop_timer(TimerKey::Ack(mid));
-                    self.drain_pending().await;
-                } else {
-                    Stats::bump(&stats.unknown_acks);
-                }
-            }
+            SessionMessageType::P2PAck => self.on_ack(mid, &msg).await,
             SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
             SessionMessageType::RtxReply => self.on_rtx_reply(mid, msg).await,
             SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
@@ -363,6 +444,9 @@ impl P2pTask {
             &self.io.app.name,
             self.mls_enabled,
         );
+        let mut join = join;
+        // Offer range acknowledgements (a 0.6.0 responder ignores the key and acknowledges each id).
+        join.metadata.insert(META_ACK_RANGES.to_string(), "1".to_string());
         self.io.send_control(join_id, join).await;
         self.phase = Phase::Joining { request_id: join_id, peer };
     }
@@ -379,6 +463,8 @@ impl P2pTask {
             self.sticky = true;
             self.receiver = Some(ReceiverBuffer::starting_at(0));
             self.phase = Phase::Ready;
+            // The initiator takes range acknowledgements only when it offered them (0.6.0 does not).
+            self.ack_ranges = msg.metadata.contains_key(META_ACK_RANGES);
         }
         let mut blob = Vec::new();
         if self.mls_enabled {
@@ -391,7 +477,11 @@ impl P2pTask {
             }
         }
         // Answer every copy: a retransmitted request means our reply was lost.
-        if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
+        if let Some(mut reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
+            if self.ack_ranges {
+                // Accepted: this side takes range acknowledgements too.
+                reply.metadata.insert(META_ACK_RANGES.to_string(), "1".to_string());
+            }
             self.io.send(reply).await;
         }
     }
@@ -412,6 +502,7 @@ impl P2pTask {
         self.io.stop_control(mid);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
+        self.ack_ranges = msg.metadata.contains_key(META_ACK_RANGES);
         if !self.mls_enabled {
             self.handshake_done();
         } else if let Err(e) = self.start_mls(msg.blob()).await {
@@ -457,19 +548,8 @@ impl SessionKind for P2pTask {
 
     async fn on_timer(&mut self, fired: Fired<TimerKey>) {
         match fired {
-            Fired::Retry { key: TimerKey::Ack(mid), .. } => {
-                if let Some((m, _)) = self.unacked.get(&mid) {
-                    let m = m.clone();
-                    self.io.send(m).await;
-                }
-            }
-            Fired::Failed { key: TimerKey::Ack(mid) } => {
-                if let Some((_, charge)) = self.unacked.remove(&mid) {
-                    self.give_back(charge);
-                }
-                self.io.entry.deliver_error(SlimError::Timeout { session_id: self.io.id, message_id: mid });
-                self.drain_pending().await;
-            }
+            Fired::Failed { key: TimerKey::Acks } => self.on_acks_due().await,
+            Fired::Retry { key: TimerKey::Acks, .. } => {}
             Fired::Retry { key: TimerKey::Rtx(mid), .. } => {
                 let still_missing = self.receiver.as_ref().is_some_and(|rb| rb.is_missing(mid));
                 if !still_missing {
@@ -505,7 +585,13 @@ impl SessionKind for P2pTask {
         self.handshake_failed();
     }
 
-    async fn on_stop(&mut self) {}
+    async fn on_stop(&mut self) {
+        self.flush_acks().await;
+    }
+
+    async fn on_idle(&mut self) {
+        self.flush_acks().await;
+    }
 }
 
 /// (timeout, max_retries, sticky, mls_enabled) of a point-to-point config.

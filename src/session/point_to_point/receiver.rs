@@ -5,34 +5,43 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{P2pTask, RECENT_IDS, TimerKey};
+use super::{ACK_RUN_MAX, P2pTask, RECENT_IDS, TimerKey};
 use crate::mls::interceptor;
 use crate::session::buffers::{Arrival, Released};
 use crate::session::context::Stats;
 use crate::session::queue::DELIVERY_WAIT_BOUND;
 use crate::session::timer::TimerPolicy;
 use crate::wire::builders::{self, Flags, PublishSpec};
-use crate::wire::{Message, Name, SessionMessageType, SessionType};
+use crate::wire::{META_ACK_FROM, Message, Name, SessionMessageType, SessionType};
+
+/// Consecutive admitted ids from one sender, acknowledged together by one P_2_P_ACK (message id
+/// `to`, [`META_ACK_FROM`] `from`) when the peer takes range acknowledgements.
+#[derive(Debug)]
+pub(super) struct AckRun {
+    from: u32,
+    to: u32,
+    dst: Name,
+    conn: Option<u64>,
+}
 
 impl P2pTask {
-    /// The P2P_ACK for message `mid` of `msg`, back the way it came.
-    pub(super) fn ack_for(&self, msg: &Message, mid: u32) -> Option<Message> {
-        let dst = msg.source_name()?;
-        Some(self.io.app.control(
-            &dst,
-            Flags::one().forward_to(msg.incoming_conn()),
+    /// A P_2_P_ACK for id `mid` to `dst`, back through the connection `conn` the data came in on.
+    fn ack_to(&self, dst: &Name, conn: Option<u64>, mid: u32) -> Message {
+        self.io.app.control(
+            dst,
+            Flags::one().forward_to(conn),
             SessionType::SessionPointToPoint,
             SessionMessageType::P2PAck,
             self.io.id,
             mid,
             Vec::new(),
-        ))
+        )
     }
 
     /// A reliable data message: admitted when the application queue has room, ordered (sticky) or
     /// deduplicated (anycast), delivered and acknowledged.
     pub(super) async fn on_reliable(&mut self, mid: u32, source: Name, msg: Message) {
-        let ack = self.ack_for(&msg, mid);
+        let conn = msg.incoming_conn();
         let is_new = match &self.receiver {
             Some(rb) => rb.is_new(mid),
             None => !self.recent.contains(&(source.id(), mid)),
@@ -40,7 +49,7 @@ impl P2pTask {
         // Admission: a new message is accepted (and acknowledged) only once the application's
         // queue has room, so nothing acknowledged is ever dropped. Not acknowledged, it is
         // retransmitted by the sender, which reports a timeout if the reader never makes room.
-        if is_new && !self.io.entry.queue.has_room() && !self.io.entry.queue.wait_room(DELIVERY_WAIT_BOUND).await {
+        if is_new && !self.io.entry.queue.has_room() && !self.wait_room().await {
             // Drop point: RECOVERED (not acknowledged: retransmitted by the sender, which raises
             // SLIMTimeoutError for it once its retries are spent); counted (`session_backlog`).
             Stats::bump(&self.io.app.stats.session_backlog);
@@ -68,8 +77,80 @@ impl P2pTask {
                 Stats::bump(&self.io.app.stats.duplicates);
             }
         }
-        if let Some(ack) = ack {
+        self.ack(source, conn, mid).await;
+    }
+
+    /// Waits up to the delivery bound for room in the application's queue; the acknowledgements
+    /// held back go out first (the sender must not time out on what was admitted).
+    async fn wait_room(&mut self) -> bool {
+        self.flush_acks().await;
+        self.io.entry.queue.wait_room(DELIVERY_WAIT_BOUND).await
+    }
+
+    /// Acknowledges admitted id `mid` of `source` (which it came from through `conn`): at once (a
+    /// peer that takes only one id per ACK), or as part of the pending run (a peer that takes range
+    /// acknowledgements).
+    async fn ack(&mut self, source: Name, conn: Option<u64>, mid: u32) {
+        if !self.ack_ranges {
+            let ack = self.ack_to(&source, conn, mid);
             self.io.send(ack).await;
+            return;
+        }
+        if let Some(run) = self.ack_run.as_mut()
+            && run.dst == source
+            && run.conn == conn
+            && run.to.checked_add(1) == Some(mid)
+        {
+            run.to = mid;
+            if mid - run.from + 1 >= ACK_RUN_MAX {
+                self.flush_acks().await;
+            }
+            return;
+        }
+        self.flush_acks().await;
+        self.ack_run = Some(AckRun { from: mid, to: mid, dst: source, conn });
+    }
+
+    /// Sends the pending run of acknowledgements, if any. A run of one id is a plain P_2_P_ACK.
+    pub(super) async fn flush_acks(&mut self) {
+        let Some(run) = self.ack_run.take() else { return };
+        let mut ack = self.ack_to(&run.dst, run.conn, run.to);
+        if run.from != run.to {
+            ack.metadata.insert(META_ACK_FROM.to_string(), run.from.to_string());
+        }
+        self.io.send(ack).await;
+    }
+
+    /// A P_2_P_ACK: the id it names (or, with [`META_ACK_FROM`], every id from that one to it) is
+    /// delivered; its bytes are free and its retransmissions stop. An ACK for nothing held (a late
+    /// or repeated one) or with an unreadable range is counted (`unknown_acks`) and changes
+    /// nothing: what it should have acknowledged is retransmitted and acknowledged again.
+    pub(super) async fn on_ack(&mut self, mid: u32, msg: &Message) {
+        let from = match msg.metadata.get(META_ACK_FROM) {
+            None => mid,
+            Some(v) => match v.parse::<u32>() {
+                Ok(from) if from <= mid => from,
+                _ => {
+                    Stats::bump(&self.io.app.stats.unknown_acks);
+                    return;
+                }
+            },
+        };
+        let mut acked = std::mem::take(&mut self.acked);
+        acked.extend(self.unacked.range(from..=mid).map(|(id, _)| *id));
+        // No timer to stop: the ack timer finds nothing due when it fires, and re-arms.
+        for &id in &acked {
+            if let Some(u) = self.unacked.remove(&id) {
+                self.give_back(u.charge);
+            }
+        }
+        let any = !acked.is_empty();
+        acked.clear();
+        self.acked = acked;
+        if any {
+            self.drain_pending().await;
+        } else {
+            Stats::bump(&self.io.app.stats.unknown_acks);
         }
     }
 
@@ -145,8 +226,8 @@ impl P2pTask {
         let Some(requester) = request.source_name() else { return };
         let own = request.destination_name().unwrap_or_else(|| self.io.app.name.clone());
         let flags = Flags::one().forward_to(request.incoming_conn());
-        let reply = match self.unacked.get(&mid) {
-            Some((original, _)) => {
+        let reply = match self.unacked.get(&mid).map(|u| &u.msg) {
+            Some(original) => {
                 let content_type = original.publish().and_then(|p| p.msg.as_ref()).map(|c| c.content_type.as_str());
                 let spec = PublishSpec {
                     source: &own,
@@ -194,10 +275,9 @@ impl P2pTask {
             self.flush_released();
             return;
         }
-        let ack = self.ack_for(&msg, mid);
+        let Some(source) = msg.source_name() else { return };
+        let conn = msg.incoming_conn();
         self.feed_receiver(mid, msg);
-        if let Some(ack) = ack {
-            self.io.send(ack).await;
-        }
+        self.ack(source, conn, mid).await;
     }
 }
