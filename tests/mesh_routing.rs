@@ -57,8 +57,8 @@ async fn stream(from: &App, to: &App, to_agent: &str, count: u32) {
     for i in 0..count {
         let (info, p) = recv(to, sid).await.unwrap();
         assert_eq!(p, i.to_le_bytes(), "message {i} out of order or duplicated");
-        // The last mesh node takes its tag off before handing the message to a leaf (it encodes
-        // the message again rather than forwarding the frame it received).
+        // The last mesh node takes its tag off before handing the message to a leaf (the frame it
+        // received, cut before the tag entry the previous node appended: docs/mesh.md).
         assert!(!info.metadata.contains_key("SLIM_MESH"), "the mesh tag never leaves the mesh: {:?}", info.metadata);
     }
     assert!(to.try_recv_session(sid).is_none(), "nothing more than what was sent");

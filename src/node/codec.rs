@@ -1,12 +1,14 @@
 //! The codec of the data plane's one RPC: a frame that does not decode as a `Message` is
 //! reported as such (the stream carries on, see `transport`), and a message a node forwards
-//! unchanged is written as the bytes it was read as (see `Inner::deliver`).
+//! unchanged is written as the bytes it was read as, or those bytes and a mesh tag entry (see
+//! `Inner::deliver`).
 
 use prost::Message as _;
 use prost::bytes::{Buf, BufMut, Bytes};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use super::mesh::tag::TagEntry;
 use crate::wire::Message;
 
 /// One decoded frame: a message with its encoding as received, or bytes that are not a `Message`.
@@ -30,6 +32,9 @@ pub(crate) enum Outbound {
     /// passing a message between two remote connections changes nothing in it that is on the
     /// wire (see `Inner::deliver`), so it writes the bytes it read.
     Encoded(Bytes),
+    /// A message forwarded as received with a mesh tag entry appended (a node passing a message
+    /// on to the next mesh node: see `Inner::deliver` and docs/mesh.md, "The tag on the wire").
+    Tagged(Bytes, TagEntry),
 }
 
 impl From<Message> for Outbound {
@@ -77,6 +82,12 @@ impl Encoder for MessageEncoder {
             }
             Outbound::Encoded(bytes) => {
                 buf.put_slice(&bytes);
+                Ok(())
+            }
+            Outbound::Tagged(bytes, entry) => {
+                buf.reserve(bytes.len() + entry.as_bytes().len());
+                buf.put_slice(&bytes);
+                buf.put_slice(entry.as_bytes());
                 Ok(())
             }
         }

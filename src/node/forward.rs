@@ -26,7 +26,7 @@ use tracing::debug;
 
 use super::codec::Outbound;
 use super::link::{Ingress, LinkCounters, LinkKind};
-use super::mesh::tag::{META_MESH, Tag, Target};
+use super::mesh::tag::{self, META_MESH, Tag, TagEntry, Target};
 use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
 use crate::wire::builders::subscription_name;
 use crate::wire::{Message, MessageType, Name};
@@ -165,8 +165,6 @@ impl Inner {
             self.no_route(ing, msg, dst, fanout);
             return;
         }
-        // A message from a mesh link carries a mesh tag that this node rewrites or removes.
-        let frame = if tag.is_some() { None } else { frame };
         self.deliver(ing, msg, frame, scratch, tag.is_some(), Tag { target: out_target, hops }).await;
     }
 
@@ -211,9 +209,12 @@ impl Inner {
 
     /// Sends `msg` to every target in `scratch.txs` (one clone per extra target). On mesh links the
     /// message carries `out` as its mesh tag; elsewhere it carries none. `frame`, when given, is
-    /// the message's encoding as received from a leaf: a leaf connection gets those bytes (what it
-    /// would get from encoding `msg` again: the node-local fields cleared below and on the way
-    /// out were absent from it, see [`Self::process`]), so the message is not encoded again.
+    /// the message's encoding as received (`tagged`: from a mesh link, with the previous node's
+    /// tag): the node-local fields cleared below and on the way out were absent from it (see
+    /// [`Self::process`]), so with the received tag taken off (a slice: the tag entries are at
+    /// its end) it is what encoding `msg` without a tag would give. A remote connection gets
+    /// those bytes, a mesh link with `out`'s entry appended (docs/mesh.md, "The tag on the
+    /// wire"); the message is not encoded again. A local app gets `msg`.
     async fn deliver(
         &self,
         ing: &Ingress,
@@ -227,19 +228,29 @@ impl Inner {
             h.recv_from = None;
             h.forward_to = None;
         }
+        // None when the tag is not where this node puts it: then `msg` is encoded as before.
+        let frame = if tagged { frame.and_then(|f| tag::strip(&f)) } else { frame };
+        let mut entry: Option<TagEntry> = None;
         let n = scratch.txs.len();
         let mut has_tag = tagged;
         let mut msg = Some(msg);
         for (i, (target, tx, counters, mesh)) in scratch.txs.drain(..).enumerate() {
             let sent = match (&tx, &frame) {
-                (ConnTx::Remote(q), Some(frame)) if !mesh => match q.reserve().await {
-                    Ok(permit) => {
-                        permit.send(Outbound::Encoded(frame.clone()));
-                        Ok(())
+                (ConnTx::Remote(q), Some(frame)) => {
+                    let item = if mesh {
+                        Outbound::Tagged(frame.clone(), *entry.get_or_insert_with(|| TagEntry::new(&out)))
+                    } else {
+                        Outbound::Encoded(frame.clone())
+                    };
+                    match q.reserve().await {
+                        Ok(permit) => {
+                            permit.send(item);
+                            Ok(())
+                        }
+                        // Only for reporting (to a local sender: never the case with a frame).
+                        Err(_) => Err(msg.clone().unwrap_or_default()),
                     }
-                    // Only for reporting (to a local sender: never the case with a frame).
-                    Err(_) => Err(msg.clone().unwrap_or_default()),
-                },
+                }
                 _ => {
                     if let Some(m) = msg.as_mut() {
                         if mesh {

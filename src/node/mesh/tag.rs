@@ -1,12 +1,12 @@
 //! The mesh tag: one metadata entry a message carries while it travels between mesh nodes
-//! (docs/mesh.md, "Forwarding"). Removed before the message leaves the mesh (to an app or a leaf),
-//! so no app, ours or 0.6.0, ever sees it.
+//! (docs/mesh.md, "Forwarding"; its bytes: "The tag on the wire"). Removed before the message
+//! leaves the mesh (to an app or a leaf), so no app, ours or 0.6.0, ever sees it.
 //!
 //! Value: `<target>/<hops>`, where target is the egress node's id in hex (one-instance delivery,
 //! chosen by the first mesh node), `*` (all-instance delivery along the shared tree) or `-` (an
 //! explicit route sent it here; resolve again), and hops counts the mesh links crossed so far.
 
-use std::fmt::Write as _;
+use prost::bytes::Bytes;
 
 /// Metadata key of the tag.
 pub(crate) const META_MESH: &str = "SLIM_MESH";
@@ -47,11 +47,15 @@ impl Tag {
     /// Writes the tag value into `out` (cleared first, so its allocation is reused).
     pub(crate) fn write(&self, out: &mut String) {
         out.clear();
-        let _ = match self.target {
+        let _ = self.write_to(out);
+    }
+
+    fn write_to(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        match self.target {
             Target::Node(n) => write!(out, "{n:x}/{}", self.hops),
             Target::Tree => write!(out, "*/{}", self.hops),
             Target::Resolve => write!(out, "-/{}", self.hops),
-        };
+        }
     }
 
     /// The tag value as a new string.
@@ -61,6 +65,148 @@ impl Tag {
         self.write(&mut s);
         s
     }
+}
+
+/// Field number of `Message.metadata` (proto/dataplane.proto): a top-level field of the message,
+/// one length-delimited `MapEntry { string key = 1; string value = 2; }` per entry.
+const METADATA_FIELD: u32 = 4;
+/// Largest encoded tag entry: field key, length, key `SLIM_MESH` and a value of at most 16 hex
+/// digits, `/` and 10 digits of hops.
+const MAX_ENTRY: usize = 48;
+
+/// A mesh tag encoded as one `metadata` entry of a `Message`, ready to be appended to an encoded
+/// message (docs/mesh.md, "The tag on the wire"): a protobuf map may repeat a key and the decoder
+/// keeps the last entry, so a frame followed by this entry decodes as the message with the tag set.
+#[derive(Clone, Copy)]
+pub(crate) struct TagEntry {
+    buf: [u8; MAX_ENTRY],
+    len: u8,
+}
+
+impl std::fmt::Debug for TagEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TagEntry").field(&String::from_utf8_lossy(self.as_bytes())).finish()
+    }
+}
+
+impl TagEntry {
+    /// The encoded entry of `tag`.
+    pub(crate) fn new(tag: &Tag) -> TagEntry {
+        let key = META_MESH.as_bytes();
+        // Field key and length of the entry, then the entry: key (field 1) and value (field 2),
+        // both length-delimited. The value goes in last, its length byte filled in after.
+        let mut e = TagEntry { buf: [0; MAX_ENTRY], len: 0 };
+        e.put(&[((METADATA_FIELD << 3) | 2) as u8, 0, 0x0a, key.len() as u8]);
+        e.put(key);
+        e.put(&[0x12, 0]);
+        let value_at = e.len;
+        // At most 27 bytes (16 hex digits, `/`, 10 digits): always fits.
+        let _ = tag.write_to(&mut e);
+        e.buf[usize::from(value_at) - 1] = e.len - value_at;
+        e.buf[1] = e.len - 2;
+        e
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        let at = usize::from(self.len);
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len() as u8;
+    }
+
+    /// The entry's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Write for TagEntry {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if usize::from(self.len) + s.len() > MAX_ENTRY {
+            return Err(std::fmt::Error);
+        }
+        self.put(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// `frame` (an encoded `Message`) without its mesh tag entries: the frame itself when it has none,
+/// a slice of it (no copy) when they all follow its last other field, which is where [`TagEntry`]
+/// puts them. `None` otherwise (an entry among other fields: only a sender that put `SLIM_MESH` in
+/// its own metadata does that) or when the frame's top level does not parse (it decoded, so never
+/// in practice): the caller encodes the decoded message again.
+pub(crate) fn strip(frame: &Bytes) -> Option<Bytes> {
+    // Start of the run of tag entries that reaches the end so far, and whether one came earlier.
+    let mut tail: Option<usize> = None;
+    let mut rest: &[u8] = frame;
+    while !rest.is_empty() {
+        let start = frame.len() - rest.len();
+        let key = read_varint(&mut rest)?;
+        let is_tag = match key & 7 {
+            2 => {
+                let len = usize::try_from(read_varint(&mut rest)?).ok()?;
+                let body = rest.get(..len)?;
+                rest = &rest[len..];
+                key >> 3 == u64::from(METADATA_FIELD) && entry_key(body)? == META_MESH.as_bytes()
+            }
+            wire => {
+                skip_scalar(wire, &mut rest)?;
+                false
+            }
+        };
+        match (is_tag, tail) {
+            (true, None) => tail = Some(start),
+            (false, Some(_)) => return None,
+            _ => {}
+        }
+    }
+    Some(match tail {
+        Some(start) => frame.slice(..start),
+        None => frame.clone(),
+    })
+}
+
+/// The key of an encoded map entry (its last key field, as a decoder takes it; empty if none).
+fn entry_key(mut body: &[u8]) -> Option<&[u8]> {
+    let mut key: &[u8] = &[];
+    while !body.is_empty() {
+        let k = read_varint(&mut body)?;
+        if k & 7 == 2 {
+            let len = usize::try_from(read_varint(&mut body)?).ok()?;
+            let v = body.get(..len)?;
+            body = &body[len..];
+            if k >> 3 == 1 {
+                key = v;
+            }
+        } else {
+            skip_scalar(k & 7, &mut body)?;
+        }
+    }
+    Some(key)
+}
+
+/// Skips a field of wire type varint, 64-bit or 32-bit; `None` for any other (groups, deprecated
+/// and never in this protocol, are not parsed here).
+fn skip_scalar(wire: u64, buf: &mut &[u8]) -> Option<()> {
+    match wire {
+        0 => read_varint(buf).map(|_| ()),
+        1 => buf.get(8..).map(|r| *buf = r),
+        5 => buf.get(4..).map(|r| *buf = r),
+        _ => None,
+    }
+}
+
+/// Reads one base-128 varint off the front of `buf`.
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -79,5 +225,107 @@ mod tests {
         assert_eq!(Tag::parse("x/1"), None);
         assert_eq!(Tag::parse("*"), None);
         assert_eq!(Tag::parse("*/-1"), None);
+    }
+
+    use std::collections::HashMap;
+
+    use prost::Message as _;
+
+    use crate::wire::builders::{Flags, PublishSpec, publish};
+    use crate::wire::{Message, Name, SessionMessageType, SessionType};
+
+    /// A data message as an app sends it: every header set, a payload, user metadata.
+    fn sample() -> Message {
+        let (src, dst) = (Name::new("org", "ns", "alice", Some(7)), Name::new("org", "ns", "bob", None));
+        let spec = PublishSpec {
+            source: &src,
+            destination: &dst,
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: SessionMessageType::P2PMsg,
+            session_id: 42,
+            message_id: 9,
+            original_names: true,
+            content_type: "msg",
+        };
+        let meta = HashMap::from([("k1".to_string(), "v1".to_string()), ("SLIM_IDENTITY".to_string(), "t".into())]);
+        publish(&spec, vec![0xab; 100], meta)
+    }
+
+    fn with_tag(m: &Message, value: &str) -> Message {
+        let mut m = m.clone();
+        m.metadata.insert(META_MESH.to_string(), value.to_string());
+        m
+    }
+
+    fn appended(frame: &[u8], tag: &Tag) -> Bytes {
+        [frame, TagEntry::new(tag).as_bytes()].concat().into()
+    }
+
+    #[test]
+    fn entry_is_the_metadata_field_prost_writes() {
+        for t in [
+            Tag { target: Target::Node(u64::MAX), hops: u32::MAX },
+            Tag { target: Target::Node(1), hops: 0 },
+            Tag { target: Target::Tree, hops: 16 },
+            Tag { target: Target::Resolve, hops: 1 },
+        ] {
+            let alone = Message { message_type: None, metadata: HashMap::from([(META_MESH.into(), t.text())]) };
+            assert_eq!(TagEntry::new(&t).as_bytes(), alone.encode_to_vec().as_slice(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn appended_entry_sets_the_tag_and_keeps_every_field() {
+        let m = sample();
+        let frame = m.encode_to_vec();
+        let t = Tag { target: Target::Node(0xdead_beef), hops: 2 };
+        let got = Message::decode(appended(&frame, &t)).unwrap();
+        assert_eq!(got, with_tag(&m, "deadbeef/2"));
+        // On a frame that already has a tag (a node that did not strip it): the last one wins.
+        let twice = appended(&appended(&frame, &Tag { target: Target::Tree, hops: 1 }), &t);
+        assert_eq!(Message::decode(twice).unwrap(), with_tag(&m, "deadbeef/2"));
+    }
+
+    #[test]
+    fn strip_takes_the_tail_entries_off_without_a_copy() {
+        let m = sample();
+        let frame = Bytes::from(m.encode_to_vec());
+        let stripped = strip(&frame).unwrap();
+        assert_eq!(stripped, frame, "no tag: unchanged");
+        let one = appended(&frame, &Tag { target: Target::Node(3), hops: 1 });
+        let two = appended(&one, &Tag { target: Target::Tree, hops: 2 });
+        for tagged in [one, two] {
+            let stripped = strip(&tagged).unwrap();
+            assert_eq!(stripped, frame);
+            assert_eq!(stripped.as_ptr(), tagged.as_ptr(), "a slice of the received frame");
+            assert_eq!(Message::decode(stripped).unwrap(), m);
+        }
+        // The next hop's frame: stripped, its own entry appended.
+        let next = appended(
+            &strip(&appended(&frame, &Tag { target: Target::Tree, hops: 1 })).unwrap(),
+            &Tag { target: Target::Tree, hops: 2 },
+        );
+        assert_eq!(next.len(), frame.len() + TagEntry::new(&Tag { target: Target::Tree, hops: 2 }).as_bytes().len());
+        assert_eq!(Message::decode(next).unwrap(), with_tag(&m, "*/2"));
+    }
+
+    #[test]
+    fn strip_refuses_a_tag_among_other_fields() {
+        let m = sample();
+        let frame = m.encode_to_vec();
+        let entry = TagEntry::new(&Tag { target: Target::Tree, hops: 1 });
+        // A tag before the message body, and one followed by another metadata entry.
+        let other = Message { message_type: None, metadata: HashMap::from([("k2".into(), "v2".into())]) };
+        for bytes in [[entry.as_bytes(), &frame].concat(), [&frame, entry.as_bytes(), &other.encode_to_vec()].concat()]
+        {
+            let bytes = Bytes::from(bytes);
+            assert!(Message::decode(bytes.clone()).unwrap().metadata.contains_key(META_MESH));
+            assert_eq!(strip(&bytes), None);
+        }
+        // Not a message: refused, no panic.
+        for bad in [&[0x22, 0x05, 0x0a][..], &[0x23], &[0xff; 11], &[0x09, 1, 2]] {
+            assert_eq!(strip(&Bytes::copy_from_slice(bad)), None, "{bad:?}");
+        }
     }
 }
