@@ -1,11 +1,17 @@
 //! The codec of the data plane's one RPC: a frame that does not decode as a `Message` is
 //! reported as such (the stream carries on, see `transport`), and a message a node forwards
 //! unchanged is written as the bytes it was read as, or those bytes and a mesh tag entry (see
-//! `Inner::deliver`).
+//! `Inner::deliver`). Messages are read off the HTTP/2 body by [`InboundStream`] (no copy of a
+//! message that arrived in one DATA frame); tonic's encoder writes what we send.
 
+use std::sync::Arc;
+
+use http_body_util::BodyExt as _;
+use parking_lot::Mutex;
 use prost::Message as _;
-use prost::bytes::{Buf, BufMut, Bytes};
+use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use tonic::Status;
+use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::mesh::tag::TagEntry;
@@ -43,7 +49,8 @@ impl From<Message> for Outbound {
     }
 }
 
-/// Encodes [`Outbound`], decodes [`Inbound`] (never fails on bad bytes).
+/// Encodes [`Outbound`], decodes [`Inbound`] (never fails on bad bytes). The decoding half only
+/// runs on the empty body tonic is given in place of the real one (see [`InboundStream`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LenientCodec;
 
@@ -106,5 +113,279 @@ impl Decoder for LenientDecoder {
             Ok(m) => Ok(Some(Inbound::Message(m, frame))),
             Err(e) => Ok(Some(Inbound::Malformed(e))),
         }
+    }
+}
+
+/// gRPC's length prefix: a compression flag, then the message's length (big-endian u32).
+const PREFIX_LEN: usize = 5;
+
+/// A stream's request or response body, taken out of the request/response before tonic wraps it
+/// (see [`InboundStream`]): tonic then decodes an empty body, and we read the real one.
+#[derive(Clone)]
+pub(crate) struct RawBody(Arc<Mutex<Option<Body>>>);
+
+impl RawBody {
+    pub(crate) fn new(body: Body) -> Self {
+        RawBody(Arc::new(Mutex::new(Some(body))))
+    }
+
+    /// The body (once).
+    pub(crate) fn take(&self) -> Option<Body> {
+        self.0.lock().take()
+    }
+}
+
+/// Which end of the stream reads (as tonic's decoder: a request body cancelled by its client is a
+/// clean end, and only a response carries the peer's final status in its trailers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    Request,
+    Response,
+}
+
+/// The messages of one stream, read straight off its HTTP/2 body. Each DATA frame arrives as its
+/// own buffer; a message that lies within one is a slice of it (no copy), one split over several
+/// is gathered once. tonic's decoder copies every frame into a buffer of its own and, when a
+/// whole message arrived in one frame, grows that buffer to twice the message (a second copy)
+/// before decoding: two copies of every large message on each receiving side (benches/README.md,
+/// "Large messages"). What it checks, this checks too: a message over `max` bytes ends the stream
+/// with `OutOfRange` (see `transport::read_stream`), a compressed one (never negotiated) with
+/// `Internal`, a body that ends inside a message with `Internal`; a response's trailers with a
+/// non-OK `grpc-status` are returned as that status.
+pub(crate) struct InboundStream {
+    body: Body,
+    /// Unread bytes of the current DATA frame.
+    chunk: Bytes,
+    max: usize,
+    reading: Reading,
+    ended: bool,
+}
+
+impl InboundStream {
+    pub(crate) fn new(body: Body, max: usize, reading: Reading) -> Self {
+        InboundStream { body, chunk: Bytes::new(), max, reading, ended: false }
+    }
+
+    /// The stream of the body a request or response carries as [`RawBody`] in its extensions
+    /// (an ended stream when there is none).
+    pub(crate) fn from_extensions(extensions: &tonic::Extensions, max: usize, reading: Reading) -> Self {
+        match extensions.get::<RawBody>().and_then(RawBody::take) {
+            Some(body) => InboundStream::new(body, max, reading),
+            None => InboundStream { body: Body::empty(), chunk: Bytes::new(), max, reading, ended: true },
+        }
+    }
+
+    /// The next message; `Ok(None)` at the end of the stream.
+    pub(crate) async fn message(&mut self) -> Result<Option<Inbound>, Status> {
+        let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
+        let (flag, len) = (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        if flag != 0 {
+            return Err(Status::internal(format!(
+                "protocol error: message with compression flag {flag}, but no compression was negotiated"
+            )));
+        }
+        if len > self.max {
+            return Err(Status::out_of_range(format!(
+                "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes",
+                self.max
+            )));
+        }
+        let Some(frame) = self.take(len, false).await? else {
+            return Err(Status::internal("Unexpected EOF decoding stream."));
+        };
+        Ok(Some(match Message::decode(frame.clone()) {
+            Ok(m) => Inbound::Message(m, frame),
+            Err(e) => Inbound::Malformed(e),
+        }))
+    }
+
+    /// The next `n` bytes: a slice of the current DATA frame when it holds them, else gathered
+    /// from the frames that follow. `None` when the body ends before the first byte of them and
+    /// `at_boundary` (a clean end between messages); an error when it ends inside them.
+    async fn take(&mut self, n: usize, at_boundary: bool) -> Result<Option<Bytes>, Status> {
+        if self.chunk.len() >= n {
+            return Ok(Some(self.chunk.split_to(n)));
+        }
+        let mut gathered = BytesMut::new();
+        loop {
+            if gathered.is_empty() && self.chunk.len() >= n {
+                return Ok(Some(self.chunk.split_to(n)));
+            }
+            let missing = n - gathered.len();
+            if self.chunk.len() >= missing {
+                gathered.extend_from_slice(&self.chunk.split_to(missing));
+                return Ok(Some(gathered.freeze()));
+            }
+            if !self.chunk.is_empty() {
+                if gathered.is_empty() {
+                    gathered.reserve(n);
+                }
+                gathered.extend_from_slice(&self.chunk);
+                self.chunk = Bytes::new();
+            }
+            match self.next_chunk().await? {
+                Some(c) => self.chunk = c,
+                None if at_boundary && gathered.is_empty() => return Ok(None),
+                None => return Err(Status::internal("Unexpected EOF decoding stream.")),
+            }
+        }
+    }
+
+    /// The next non-empty DATA frame; `None` at the end of the body (its trailers checked).
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Status> {
+        while !self.ended {
+            match self.body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => return Ok(Some(data)),
+                    Err(frame) => {
+                        if let Some(status) = frame.trailers_ref().and_then(Status::from_header_map)
+                            && self.reading == Reading::Response
+                            && status.code() != tonic::Code::Ok
+                        {
+                            self.ended = true;
+                            return Err(status);
+                        }
+                    }
+                },
+                Some(Err(status)) => {
+                    self.ended = true;
+                    if self.reading == Reading::Request && status.code() == tonic::Code::Cancelled {
+                        return Ok(None);
+                    }
+                    return Err(status);
+                }
+                None => self.ended = true,
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Name;
+    use crate::wire::builders::{Flags, subscribe};
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn message(tag: &str) -> Message {
+        let name = Name::new("org", "ns", tag, Some(7));
+        let mut m = subscribe(&Name::new("org", "ns", "me", Some(1)), &name, Flags::one());
+        m.metadata.insert("pad".into(), tag.repeat(200));
+        m
+    }
+
+    fn grpc_frame(m: &Message) -> Vec<u8> {
+        let body = m.encode_to_vec();
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn body(frames: Vec<Frame<Bytes>>, end: Option<Status>) -> Body {
+        let mut items: Vec<Result<Frame<Bytes>, Status>> = frames.into_iter().map(Ok).collect();
+        items.extend(end.map(Err));
+        Body::new(StreamBody::new(futures::stream::iter(items)))
+    }
+
+    fn data(chunks: Vec<Vec<u8>>) -> Vec<Frame<Bytes>> {
+        chunks.into_iter().map(|c| Frame::data(Bytes::from(c))).collect()
+    }
+
+    async fn read_all(mut s: InboundStream) -> (Vec<Message>, Option<Status>) {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            match s.message().await {
+                Ok(Some(Inbound::Message(m, frame))) => {
+                    assert_eq!(Message::decode(frame).unwrap(), m, "the frame is the message's encoding");
+                    out.push(m);
+                }
+                Ok(Some(Inbound::Malformed(e))) => panic!("malformed: {e}"),
+                Ok(None) => return (out, None),
+                Err(status) => return (out, Some(status)),
+            }
+        }
+        panic!("stream did not end");
+    }
+
+    #[tokio::test]
+    async fn messages_whole_split_and_packed_are_read_in_order() {
+        let (a, b, c) = (message("a"), message("b"), message("c"));
+        let (fa, fb, fc) = (grpc_frame(&a), grpc_frame(&b), grpc_frame(&c));
+        // a: one frame of its own; b: prefix split from its body and the body cut in three; c:
+        // packed with b's last piece.
+        let mut chunks = vec![fa.clone(), fb[..3].to_vec(), fb[3..40].to_vec(), fb[40..90].to_vec()];
+        let mut last = fb[90..].to_vec();
+        last.extend_from_slice(&fc);
+        chunks.push(last);
+        let s = InboundStream::new(body(data(chunks), None), MAX, Reading::Request);
+        let (got, end) = read_all(s).await;
+        assert_eq!(got, vec![a, b, c]);
+        assert!(end.is_none());
+    }
+
+    const MAX: usize = 1 << 20;
+
+    #[tokio::test]
+    async fn a_message_in_one_frame_is_not_copied() {
+        let a = message("a");
+        let fa = Bytes::from(grpc_frame(&a));
+        let within = fa.as_ptr() as usize..fa.as_ptr() as usize + fa.len();
+        let mut s = InboundStream::new(body(vec![Frame::data(fa.clone())], None), MAX, Reading::Request);
+        let Ok(Some(Inbound::Message(_, frame))) = s.message().await else { panic!("no message") };
+        assert!(within.contains(&(frame.as_ptr() as usize)), "the frame is a slice of the DATA frame");
+    }
+
+    #[tokio::test]
+    async fn oversized_compressed_and_truncated_messages_end_the_stream() {
+        let a = message("a");
+        let fa = grpc_frame(&a);
+        let s = InboundStream::new(body(data(vec![fa.clone()]), None), fa.len() - 6, Reading::Request);
+        let (got, end) = read_all(s).await;
+        assert!(got.is_empty());
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::OutOfRange));
+
+        let mut compressed = fa.clone();
+        compressed[0] = 1;
+        let (_, end) = read_all(InboundStream::new(body(data(vec![compressed]), None), MAX, Reading::Request)).await;
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::Internal));
+
+        let truncated = fa[..fa.len() - 1].to_vec();
+        let (_, end) = read_all(InboundStream::new(body(data(vec![truncated]), None), MAX, Reading::Request)).await;
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::Internal));
+
+        let (_, end) =
+            read_all(InboundStream::new(body(data(vec![fa[..3].to_vec()]), None), MAX, Reading::Request)).await;
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::Internal), "a body that ends inside a prefix");
+    }
+
+    #[tokio::test]
+    async fn a_response_ends_with_its_trailers_status_and_a_cancelled_request_cleanly() {
+        let a = message("a");
+        let mut trailers = tonic::codegen::http::HeaderMap::new();
+        Status::out_of_range("too large").add_header(&mut trailers).unwrap();
+        let mut frames = data(vec![grpc_frame(&a)]);
+        frames.push(Frame::trailers(trailers.clone()));
+        let (got, end) = read_all(InboundStream::new(body(frames, None), MAX, Reading::Response)).await;
+        assert_eq!(got, vec![a.clone()]);
+        let end = end.expect("the trailers' status");
+        assert_eq!((end.code(), end.message()), (tonic::Code::OutOfRange, "too large"));
+
+        let mut ok = tonic::codegen::http::HeaderMap::new();
+        Status::ok("").add_header(&mut ok).unwrap();
+        let frames = vec![Frame::data(Bytes::from(grpc_frame(&a))), Frame::trailers(ok)];
+        let (got, end) = read_all(InboundStream::new(body(frames, None), MAX, Reading::Response)).await;
+        assert_eq!((got.len(), end.map(|s| s.code())), (1, None));
+
+        let cancelled = Some(Status::cancelled("client went away"));
+        let s = InboundStream::new(body(data(vec![grpc_frame(&a)]), cancelled.clone()), MAX, Reading::Request);
+        let (got, end) = read_all(s).await;
+        assert_eq!((got.len(), end.map(|s| s.code())), (1, None));
+        let s = InboundStream::new(body(data(vec![grpc_frame(&a)]), cancelled), MAX, Reading::Response);
+        let (_, end) = read_all(s).await;
+        assert_eq!(end.map(|s| s.code()), Some(tonic::Code::Cancelled));
     }
 }

@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::codec::{Inbound, LenientCodec, Outbound};
+use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
@@ -63,7 +64,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 async fn read_stream(
     inner: &Inner,
     ingress: &Ingress,
-    inbound: &mut Streaming<Inbound>,
+    inbound: &mut InboundStream,
     cancel: &CancellationToken,
     scratch: &mut Scratch,
 ) -> Option<Status> {
@@ -173,7 +174,8 @@ impl DataPlaneServer {
         let answer = hello.is_some();
         let mesh = &self.inner.mesh;
         let meta = LinkMeta::remote(Direction::In, hello, mesh.enabled(), mesh.node);
-        let mut inbound = request.into_inner();
+        // The body as sent (see `codec::InboundStream`); tonic's own decoder got an empty one.
+        let mut inbound = InboundStream::from_extensions(request.extensions(), MAX_MESSAGE_SIZE, Reading::Request);
         let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let cancel = self.cancel.child_token();
         let (id, counters) = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer, meta.clone());
@@ -218,7 +220,7 @@ impl DataPlaneServer {
 
 impl<B> Service<http::Request<B>> for DataPlaneServer
 where
-    B: tonic::codegen::Body + Send + 'static,
+    B: tonic::codegen::Body<Data = prost::bytes::Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -232,6 +234,11 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() == OPEN_CHANNEL_PATH {
             let method = OpenChannel(self.clone());
+            // The request body goes to `open_channel` as it is (see `codec::InboundStream`);
+            // tonic decodes an empty one and encodes the response stream as usual.
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(RawBody::new(Body::new(body)));
+            let req = http::Request::from_parts(parts, Body::empty());
             return Box::pin(async move {
                 let mut grpc =
                     tonic::server::Grpc::new(LenientCodec).apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
@@ -377,6 +384,30 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 // ---------------------------------------------------------------------------------------------
 // Client
 
+/// The client's channel, handing each response's body to `Dialer::open` as it is (in the
+/// response's extensions, see `codec::InboundStream`): tonic decodes an empty body instead.
+#[derive(Clone)]
+struct KeepBody(tonic::transport::Channel);
+
+impl Service<http::Request<Body>> for KeepBody {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let response = self.0.call(req);
+        Box::pin(async move {
+            let (mut parts, body) = response.await?.into_parts();
+            parts.extensions.insert(RawBody::new(body));
+            Ok(http::Response::from_parts(parts, Body::empty()))
+        })
+    }
+}
+
 /// Everything needed to (re)open a client stream.
 pub(crate) struct Dialer {
     cfg: ClientConfig,
@@ -399,7 +430,7 @@ struct RetryPolicy {
 }
 
 /// An open stream: its outbound queue, its inbound messages, and the peer's hello (if any).
-type Opened = (mpsc::Sender<Outbound>, Streaming<Inbound>, Option<Hello>);
+type Opened = (mpsc::Sender<Outbound>, InboundStream, Option<Hello>);
 
 pub(crate) enum DialError {
     /// Worth another attempt (refused, reset, timeout...).
@@ -492,7 +523,7 @@ impl Dialer {
     /// One attempt: TCP (+TLS) + HTTP/2 + `OpenChannel`. Returns the stream and the peer's hello.
     async fn open(&self) -> Result<Opened, DialError> {
         let channel = self.channel().await?;
-        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let mut grpc = tonic::client::Grpc::new(KeepBody(channel)).max_decoding_message_size(MAX_MESSAGE_SIZE);
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
         let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let mut request = Request::new(ReceiverStream::new(rx));
@@ -501,7 +532,8 @@ impl Dialer {
         match grpc.streaming(request, path, LenientCodec).await {
             Ok(resp) => {
                 let hello = Hello::from_metadata(resp.metadata());
-                Ok((tx, resp.into_inner(), hello))
+                let inbound = InboundStream::from_extensions(resp.extensions(), MAX_MESSAGE_SIZE, Reading::Response);
+                Ok((tx, inbound, hello))
             }
             Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
                 Err(DialError::Fatal(format!("rejected by server: {}", s.message())))
@@ -591,7 +623,7 @@ async fn run_client(
     inner: Arc<Inner>,
     mut ingress: Ingress,
     dialer: Dialer,
-    mut inbound: Streaming<Inbound>,
+    mut inbound: InboundStream,
     cancel: CancellationToken,
 ) {
     let id = ingress.conn;
