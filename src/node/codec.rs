@@ -39,7 +39,7 @@ pub(crate) enum Outbound {
     /// wire (see `Inner::deliver`), so it writes the bytes it read.
     Encoded(Bytes),
     /// A message forwarded as received with a mesh tag entry appended (a node passing a message
-    /// on to the next mesh node: see `Inner::deliver` and docs/mesh.md, "The tag on the wire").
+    /// on to the next mesh node: see `Inner::deliver` and docs/mesh.md, "Forwarding": the tag on the wire).
     Tagged(Bytes, TagEntry),
 }
 

@@ -75,7 +75,7 @@ const METADATA_FIELD: u32 = 4;
 const MAX_ENTRY: usize = 48;
 
 /// A mesh tag encoded as one `metadata` entry of a `Message`, ready to be appended to an encoded
-/// message (docs/mesh.md, "The tag on the wire"): a protobuf map may repeat a key and the decoder
+/// message (docs/mesh.md, "Forwarding": the tag on the wire): a protobuf map may repeat a key and the decoder
 /// keeps the last entry, so a frame followed by this entry decodes as the message with the tag set.
 #[derive(Clone, Copy)]
 pub(crate) struct TagEntry {
