@@ -156,6 +156,8 @@ pub(crate) struct InboundStream {
     body: Body,
     /// Unread bytes of the current DATA frame.
     chunk: Bytes,
+    /// Length of the current DATA frame, as it arrived.
+    frame_len: usize,
     max: usize,
     reading: Reading,
     ended: bool,
@@ -163,7 +165,7 @@ pub(crate) struct InboundStream {
 
 impl InboundStream {
     pub(crate) fn new(body: Body, max: usize, reading: Reading) -> Self {
-        InboundStream { body, chunk: Bytes::new(), max, reading, ended: false }
+        InboundStream { body, chunk: Bytes::new(), frame_len: 0, max, reading, ended: false }
     }
 
     /// The stream of the body a request or response carries as [`RawBody`] in its extensions
@@ -171,7 +173,7 @@ impl InboundStream {
     pub(crate) fn from_extensions(extensions: &tonic::Extensions, max: usize, reading: Reading) -> Self {
         match extensions.get::<RawBody>().and_then(RawBody::take) {
             Some(body) => InboundStream::new(body, max, reading),
-            None => InboundStream { body: Body::empty(), chunk: Bytes::new(), max, reading, ended: true },
+            None => InboundStream { body: Body::empty(), chunk: Bytes::new(), frame_len: 0, max, reading, ended: true },
         }
     }
 
@@ -199,17 +201,18 @@ impl InboundStream {
         }))
     }
 
-    /// The next `n` bytes: a slice of the current DATA frame when it holds them, else gathered
-    /// from the frames that follow. `None` when the body ends before the first byte of them and
-    /// `at_boundary` (a clean end between messages); an error when it ends inside them.
+    /// The next `n` bytes: from the current DATA frame when it holds them (see [`Self::split`]),
+    /// else gathered from the frames that follow. `None` when the body ends before the first byte
+    /// of them and `at_boundary` (a clean end between messages: `n` is a prefix); an error when it
+    /// ends inside them.
     async fn take(&mut self, n: usize, at_boundary: bool) -> Result<Option<Bytes>, Status> {
         if self.chunk.len() >= n {
-            return Ok(Some(self.chunk.split_to(n)));
+            return Ok(Some(self.split(n, at_boundary)));
         }
         let mut gathered = BytesMut::new();
         loop {
             if gathered.is_empty() && self.chunk.len() >= n {
-                return Ok(Some(self.chunk.split_to(n)));
+                return Ok(Some(self.split(n, at_boundary)));
             }
             let missing = n - gathered.len();
             if self.chunk.len() >= missing {
@@ -224,11 +227,26 @@ impl InboundStream {
                 self.chunk = Bytes::new();
             }
             match self.next_chunk().await? {
-                Some(c) => self.chunk = c,
+                Some(c) => {
+                    self.frame_len = c.len();
+                    self.chunk = c;
+                }
                 None if at_boundary && gathered.is_empty() => return Ok(None),
                 None => return Err(Status::internal("Unexpected EOF decoding stream.")),
             }
         }
+    }
+
+    /// The next `n` bytes of the current DATA frame. A message that is at least half of its DATA
+    /// frame (a large one, alone in it) is a slice of it: no copy. A smaller one is copied out,
+    /// because a slice keeps the whole frame (up to the frame size, 1 MiB by default) alive as
+    /// long as the message is held — in a link's queue, a retransmission buffer — and a queue of
+    /// small messages, each from a different packed frame, would hold far more than the
+    /// messages' own bytes: with the copy, what a held message keeps is at most twice its size.
+    /// A prefix is read and dropped at once, so it is never copied.
+    fn split(&mut self, n: usize, prefix: bool) -> Bytes {
+        let part = self.chunk.split_to(n);
+        if prefix || n.saturating_mul(2) >= self.frame_len { part } else { Bytes::copy_from_slice(&part) }
     }
 
     /// The next non-empty DATA frame; `None` at the end of the body (its trailers checked).
@@ -337,6 +355,21 @@ mod tests {
         let mut s = InboundStream::new(body(vec![Frame::data(fa.clone())], None), MAX, Reading::Request);
         let Ok(Some(Inbound::Message(_, frame))) = s.message().await else { panic!("no message") };
         assert!(within.contains(&(frame.as_ptr() as usize)), "the frame is a slice of the DATA frame");
+    }
+
+    #[tokio::test]
+    async fn small_messages_packed_in_one_frame_are_copied_out_of_it() {
+        // Ten messages in one DATA frame: a slice would keep the whole frame alive for each.
+        let all: Vec<Message> = (0..10).map(|i| message(&format!("m{i}"))).collect();
+        let packed = Bytes::from(all.iter().flat_map(grpc_frame).collect::<Vec<u8>>());
+        let within = packed.as_ptr() as usize..packed.as_ptr() as usize + packed.len();
+        let mut s = InboundStream::new(body(vec![Frame::data(packed.clone())], None), MAX, Reading::Request);
+        for want in &all {
+            let Ok(Some(Inbound::Message(m, frame))) = s.message().await else { panic!("no message") };
+            assert_eq!(&m, want);
+            assert!(!within.contains(&(frame.as_ptr() as usize)), "a small message is copied out of its frame");
+        }
+        assert!(matches!(s.message().await, Ok(None)));
     }
 
     #[tokio::test]
