@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -153,7 +154,11 @@ async def test_package_node_reads_runtime_n_cores(tmp_path, n_cores: int) -> Non
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert "listening on" in line, line
         bound = line.split()[-1]
-        names = _thread_names(proc.pid)
+        # A new thread takes its name when it first runs, which on a busy machine can be a while
+        # after the node listens: bounded wait for the count.
+        deadline = time.monotonic() + 30
+        while (names := _thread_names(proc.pid)).count("yaml-node") < n_cores and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         assert names.count("yaml-node") == n_cores, names
         assert "slim-srv" not in names, names  # the servers' runtime was never started
         seen = await _run(bound, {})  # two apps in another process: a round trip through the node
