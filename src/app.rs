@@ -213,6 +213,19 @@ impl App {
         self.layer.try_publish(id, req)
     }
 
+    /// `publish_many`'s fast path: hands over `template` with each payload of `blobs` that there
+    /// is room for right now (see [`SessionLayer::try_publish_many`]); `sent` counts them.
+    /// `Ok(Some(req))`: the first with no room (await [`App::publish`], then call again).
+    pub fn try_publish_many(
+        &self,
+        id: u32,
+        template: &PublishRequest,
+        blobs: &mut dyn Iterator<Item = Bytes>,
+        sent: &mut usize,
+    ) -> Result<Option<PublishRequest>, SlimError> {
+        self.layer.try_publish_many(id, template, blobs, sent)
+    }
+
     /// Invites `name` (any instance) into multicast session `id` (moderator only). Returns once
     /// the invite is queued; the handle tells when the participant joined.
     pub async fn invite(&self, id: u32, name: &Name) -> Result<InviteHandle, SlimError> {

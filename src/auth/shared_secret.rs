@@ -8,6 +8,8 @@ use super::{AuthError, TokenProvider, TokenVerifier};
 pub struct SharedSecret {
     identity: String,
     secret: String,
+    /// `"<secret>:<identity>"`, made once: every message an app sends carries it.
+    token: String,
 }
 
 impl std::fmt::Debug for SharedSecret {
@@ -28,7 +30,7 @@ impl SharedSecret {
         if identity.contains(':') {
             return Err(AuthError::Config("identity must not contain ':'".into()));
         }
-        Ok(Self { identity: identity.to_string(), secret: secret.to_string() })
+        Ok(Self { identity: identity.to_string(), secret: secret.to_string(), token: format!("{secret}:{identity}") })
     }
 
     /// The identity part.
@@ -39,7 +41,7 @@ impl SharedSecret {
 
 impl TokenProvider for SharedSecret {
     fn get_token(&self) -> Result<String, AuthError> {
-        Ok(format!("{}:{}", self.secret, self.identity))
+        Ok(self.token.clone())
     }
 }
 

@@ -37,6 +37,12 @@ static RUNTIMES: Mutex<Vec<Runtime>> = Mutex::new(Vec::new());
 /// The runtime shared by every app in the process, started on first use: one worker thread
 /// (`slim-rt`) unless `TOKIO_WORKER_THREADS` is set.
 pub(super) fn handle() -> PyResult<&'static Handle> {
+    // Every call into the apps' runtime comes here (each `publish`, each `receive`): once it is
+    // started, no environment lookup (`getenv` takes the environment's lock; it was ~1% of a
+    // streaming sender's samples, benches/README.md).
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
     let workers = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() { None } else { Some(1) };
     start(&HANDLE, "slim-rt", workers)
 }

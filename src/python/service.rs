@@ -287,17 +287,11 @@ pub(super) fn publish_many(
         metadata,
         fanout,
     };
-    let request = move |blob: Bytes| PublishRequest { blob, ..template.clone() };
     let mut blobs = blobs.into_iter().map(|b| b.0);
-    // Hands over every message there is room for; returns the first that found none.
+    // Hands over every message there is room for, what is common to them done once per call
+    // (`SessionLayer::try_publish_many`); returns the first that found none.
     let mut hand_over = move |app: &App, sent: &mut usize| -> PyResult<Option<PublishRequest>> {
-        for blob in blobs.by_ref() {
-            match app.try_publish(id, request(blob)).map_err(|e| with_sent(e, *sent))? {
-                None => *sent += 1,
-                Some(back) => return Ok(Some(back)),
-            }
-        }
-        Ok(None)
+        app.try_publish_many(id, &template, &mut blobs, sent).map_err(|e| with_sent(e, *sent))
     };
     awaitable(async move {
         let mut sent = 0usize;

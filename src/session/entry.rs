@@ -29,6 +29,9 @@ pub type Done = oneshot::Sender<Result<(), SlimError>>;
 pub enum Command {
     /// Send this.
     Publish(PublishRequest),
+    /// Send these, in order (`publish_many` on a point-to-point session: up to
+    /// [`super::layer::PUBLISH_BATCH_MAX`], each already charged against the send budget).
+    PublishBatch(Vec<PublishRequest>),
     /// Use new timeout / retry values from now on.
     SetConfig(SessionConfig),
     /// Invite this name into the group (moderator only); the sender learns when it joined. With
@@ -66,6 +69,9 @@ pub struct SessionEntry {
     pub(super) outbound: mpsc::Sender<Command>,
     /// Cancelled when the session is deleted.
     pub cancel: CancellationToken,
+    /// Source and destination of the last message delivered (shared by the next one between the
+    /// same names: see `context::into_delivery`).
+    pub(super) last_names: Mutex<Option<(Name, Name)>>,
 }
 
 impl SessionEntry {
@@ -94,7 +100,7 @@ impl SessionEntry {
 
     /// The delivery of `msg`; announces a peer-created session with its first message.
     fn prepare(&self, msg: Message) -> RawDelivery {
-        let (info, blob) = into_delivery(self.id, msg);
+        let (info, blob) = into_delivery(self.id, msg, &mut self.last_names.lock());
         if self.announce_pending.swap(false, Ordering::AcqRel) {
             self.queue.inbox_announce(info.clone(), blob.clone());
         }

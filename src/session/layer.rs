@@ -29,6 +29,10 @@ use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
 pub const SESSION_INBOUND_CAPACITY: usize = 4096;
 /// Publish requests waiting for a session task (callers wait when it is full).
 pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
+/// Most publishes of one `publish_many` call handed to a point-to-point session task as one
+/// command ([`Command::PublishBatch`]); a longer call makes several. Bounds what one command adds
+/// to the task's pending queue beyond [`super::point_to_point::MAX_PENDING`].
+pub const PUBLISH_BATCH_MAX: usize = 64;
 /// Inbound deliveries the dispatcher takes from the node per wake-up.
 const DISPATCH_BATCH: usize = 128;
 
@@ -107,6 +111,7 @@ impl SessionLayer {
             outbound: out_tx,
             cancel: self.core.shutdown.child_token(),
             config: Mutex::new(cfg.clone()),
+            last_names: Mutex::new(None),
         });
         self.sessions.insert(entry.clone());
         let sessions = Arc::downgrade(&self.sessions);
@@ -282,6 +287,103 @@ impl SessionLayer {
             }
             Err(TrySendError::Full(())) => Ok(Some(req)),
             Err(TrySendError::Closed(())) => Err(SlimError::SessionNotFound(id)),
+        }
+    }
+
+    /// `publish_many`'s hand-over: publishes `template` with each payload `blobs` yields, in order,
+    /// without waiting, as [`Self::try_publish`] would one by one, with what is the same for
+    /// every message of the call done once (the session lookup, the target), and, on the
+    /// session task's path (reliable or sticky sessions), one command per
+    /// [`PUBLISH_BATCH_MAX`] messages (one channel trip and one wake-up of the task instead of
+    /// one per message). `sent` counts the messages handed over. `Ok(Some(req))`: the first
+    /// message with no room right now (await [`Self::publish`] with it, then call again with the
+    /// rest); an error leaves the messages before the failing one sent and the rest not.
+    pub fn try_publish_many(
+        &self,
+        id: u32,
+        template: &PublishRequest,
+        blobs: &mut dyn Iterator<Item = super::Bytes>,
+        sent: &mut usize,
+    ) -> Result<Option<PublishRequest>, SlimError> {
+        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let with_blob = |blob| PublishRequest { blob, ..template.clone() };
+        let metadata_len = metadata_size(template);
+        if entry.fast_publish.load(Ordering::Acquire) {
+            // Built per message, as `try_publish` does: copying one message built for the whole
+            // call (then setting payload and id) measured slower on the sending app (more
+            // allocator time for the same allocations), so only the lookups are shared.
+            // Resolved with the first message (an empty call checks nothing, as before).
+            let mut resolved: Option<Target> = None;
+            for blob in blobs {
+                check_len(blob.len() + metadata_len)?;
+                let target = match resolved.take() {
+                    Some(t) => t,
+                    None => Target::of(template)?,
+                };
+                let target = &*resolved.insert(target);
+                let Ok(permit) = self.core.node_tx.try_reserve() else { return Ok(Some(with_blob(blob))) };
+                let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
+                let mut msg = data_message(
+                    &self.core.name,
+                    target,
+                    template.fanout,
+                    SessionType::SessionPointToPoint,
+                    SessionMessageType::P2PMsg,
+                    id,
+                    mid,
+                    with_blob(blob),
+                );
+                self.core.stamp_identity(&mut msg)?;
+                permit.send(msg);
+                *sent += 1;
+            }
+            return Ok(None);
+        }
+        let Some(budget) = entry.budget.as_ref() else {
+            // Multicast: its task batches what is queued itself; handed over one by one.
+            for blob in blobs {
+                match self.try_publish(id, with_blob(blob))? {
+                    None => *sent += 1,
+                    Some(back) => return Ok(Some(back)),
+                }
+            }
+            return Ok(None);
+        };
+        // Point to point through the task: chunks of at most PUBLISH_BATCH_MAX messages, each
+        // charged against the send budget as a lone publish is.
+        loop {
+            let Some(first) = blobs.next() else { return Ok(None) };
+            check_len(first.len() + metadata_len)?;
+            let permit = match entry.outbound.try_reserve() {
+                Ok(permit) => permit,
+                Err(TrySendError::Full(())) => return Ok(Some(with_blob(first))),
+                Err(TrySendError::Closed(())) => return Err(SlimError::SessionNotFound(id)),
+            };
+            if !budget.try_take(budget.charge(first.len())) {
+                return Ok(Some(with_blob(first)));
+            }
+            let mut chunk = Vec::with_capacity(PUBLISH_BATCH_MAX);
+            chunk.push(with_blob(first));
+            let mut stopped: Result<Option<PublishRequest>, SlimError> = Ok(None);
+            while chunk.len() < PUBLISH_BATCH_MAX {
+                let Some(blob) = blobs.next() else { break };
+                if let Err(e) = check_len(blob.len() + metadata_len) {
+                    stopped = Err(e);
+                    break;
+                }
+                if !budget.try_take(budget.charge(blob.len())) {
+                    stopped = Ok(Some(with_blob(blob)));
+                    break;
+                }
+                chunk.push(with_blob(blob));
+            }
+            let n = chunk.len();
+            permit.send(if n == 1 { Command::Publish(chunk.swap_remove(0)) } else { Command::PublishBatch(chunk) });
+            *sent += n;
+            match stopped {
+                Ok(None) => {}
+                other => return other,
+            }
         }
     }
 
@@ -551,8 +653,16 @@ pub type SessionDelivery = Delivery;
 /// sent. A node ends a connection that delivers a frame above `wire::MAX_MESSAGE_SIZE`, which would
 /// cost every other session on it its messages in flight.
 fn check_size(req: &PublishRequest) -> Result<(), SlimError> {
-    let metadata: usize = req.metadata.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum());
-    let size = req.blob.len() + metadata;
+    check_len(req.blob.len() + metadata_size(req))
+}
+
+/// Bytes of a request's user metadata (keys and values).
+fn metadata_size(req: &PublishRequest) -> usize {
+    req.metadata.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum())
+}
+
+/// [`check_size`] of a payload plus metadata of `size` bytes.
+fn check_len(size: usize) -> Result<(), SlimError> {
     if size > wire::MAX_PAYLOAD_SIZE {
         return Err(SlimError::MessageTooLarge { size, limit: wire::MAX_PAYLOAD_SIZE });
     }

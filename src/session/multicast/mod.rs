@@ -177,6 +177,16 @@ impl MulticastTask {
                     self.held.push_back(req);
                 }
             }
+            Command::PublishBatch(reqs) => {
+                // The layer sends batches to point-to-point sessions only; taken one by one.
+                for req in reqs {
+                    if self.can_publish() && self.held.is_empty() {
+                        self.publish(req).await;
+                    } else {
+                        self.held.push_back(req);
+                    }
+                }
+            }
             Command::SetConfig(SessionConfig::Multicast { timeout, max_retries, .. }) => {
                 self.timeout = timeout;
                 self.max_retries = max_retries;

@@ -520,7 +520,8 @@ impl SessionKind for P2pTask {
         &mut self.io
     }
 
-    /// Publishers wait while too much is buffered.
+    /// Publishers wait while too much is buffered (a batch command taken just below the bound
+    /// may leave up to `PUBLISH_BATCH_MAX - 1` more pending).
     fn accepts_commands(&self) -> bool {
         self.pending.len() < MAX_PENDING
     }
@@ -532,6 +533,11 @@ impl SessionKind for P2pTask {
     async fn on_command(&mut self, cmd: Command, _more: &mut mpsc::Receiver<Command>) {
         match cmd {
             Command::Publish(req) => self.on_publish(req).await,
+            Command::PublishBatch(reqs) => {
+                for req in reqs {
+                    self.on_publish(req).await;
+                }
+            }
             Command::SetConfig(cfg) => {
                 let (timeout, max_retries, _, _) = params(&cfg);
                 self.timeout = timeout;
