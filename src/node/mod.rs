@@ -14,12 +14,14 @@
 
 mod codec;
 pub mod config;
+mod exec;
 mod forward;
 pub mod link;
 pub mod listener;
 pub mod local;
 pub mod mesh;
 pub mod metrics;
+mod serve;
 pub mod standalone;
 mod stats;
 pub mod subscription;

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use hyper_util::rt::TokioTimer;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,15 +20,18 @@ use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Endpoint, Server};
+use tonic::service::Routes;
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
+use super::exec::Spawner;
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
+use super::serve::serve;
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::MAX_MESSAGE_SIZE;
@@ -337,37 +341,33 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
         (Duration::from_secs(120), Duration::from_secs(20))
     };
     let frame = cfg.max_frame_size.map_or(DEFAULT_HTTP2_FRAME, |mib| mib.saturating_mul(MIB));
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(keepalive.time.unwrap_or(ping_every)))
-        .http2_keepalive_timeout(Some(keepalive.timeout.unwrap_or(ping_timeout)))
+    // The settings tonic's `Server` would give these connections; hyper serves them directly so
+    // that its tasks run on our executor (`exec::Spawner`: no wake-up of a second worker per
+    // message sent, see src/node/exec.rs).
+    let mut h2 = hyper::server::conn::http2::Builder::new(Spawner);
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(keepalive.time.unwrap_or(ping_every)))
+        .keep_alive_timeout(keepalive.timeout.unwrap_or(ping_timeout))
         .max_frame_size(frame.clamp(16 * 1024, MAX_HTTP2_FRAME))
         .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
-    if let Some(n) = cfg.max_concurrent_streams {
-        builder = builder.max_concurrent_streams(n);
-    }
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_pending_accept_reset_streams(None)
+        .max_local_error_reset_streams(None);
     if let Some(n) = cfg.max_header_list_size {
-        builder = builder.http2_max_header_list_size(n);
+        h2.max_header_list_size(n);
     }
-    let router = builder.add_service(svc.clone()).add_service(NodeInfoServer(svc));
-    let shutdown = cancel.clone().cancelled_owned();
+    let routes = Routes::new(svc.clone()).add_service(NodeInfoServer(svc)).prepare();
     let node_id = inner.node_id.clone();
     let task = match tls {
         None => {
             let incoming = Incoming::new(listener.clone());
-            tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
-                    warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
-                }
-            })
+            tokio::spawn(serve(incoming, routes, h2, cancel.clone(), node_id))
         }
         Some(acceptor) => {
             let incoming = super::tls::incoming(listener.clone(), acceptor, cancel.clone());
-            tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
-                    warn!(node = %node_id, error = %error_chain(&e), "server stopped with an error");
-                }
-            })
+            tokio::spawn(serve(incoming, routes, h2, cancel.clone(), node_id))
         }
     };
     let mut servers = inner.servers.lock();
@@ -461,6 +461,9 @@ impl Dialer {
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| invalid(&format!("endpoint `{}`", cfg.endpoint), &e))?
             .tcp_nodelay(true)
+            // The connection's tasks run on our executor (no wake-up of a second worker per
+            // message sent: see src/node/exec.rs).
+            .executor(Spawner)
             .max_frame_size(DEFAULT_HTTP2_FRAME)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);

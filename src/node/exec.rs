@@ -1,0 +1,189 @@
+//! The executor hyper spawns our HTTP/2 tasks on (the server's connections and the per-stream
+//! tasks that send a response body, the client's connection and request-body tasks), and the
+//! wrapper every such task runs in: [`NoSelfWake`].
+//!
+//! Why: hyper's task that pipes a body into h2 asks h2 for send capacity for every message it
+//! sends, and h2, finding the capacity there, wakes the task waiting for it, which is the very task
+//! asking (it registered its waker a moment before). tokio takes a task that wakes itself while it
+//! runs for a yield: it goes to the back of the run queue and, in a runtime with more than one
+//! worker, a parked worker is woken to come and look for work (a futex wake and a context switch
+//! per message, for nothing: the sibling finds no work, or steals the task and polls it for
+//! nothing on another thread). Measured in a node forwarding a request/reply: 2 context switches
+//! per forwarded message instead of 1 (benches/README.md, "Where a request/reply waits").
+//! [`NoSelfWake`] polls its future again at once when it was woken during its own poll, so no
+//! wake reaches tokio then; wakes from anywhere else reach it as before.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::task::AtomicWaker;
+
+/// Polls the future is re-polled at most in one poll of [`NoSelfWake`] when it keeps waking
+/// itself (then the wake goes to tokio: a future that yields on purpose, e.g. when its
+/// cooperative budget is spent, still yields).
+const MAX_REPOLLS: usize = 4;
+
+/// Not being polled.
+const IDLE: u8 = 0;
+/// Being polled, not woken since the poll began.
+const POLLING: u8 = 1;
+/// Being polled and woken during it: poll once more.
+const WOKEN: u8 = 2;
+
+/// The waker the inner future sees: during a poll it only records the wake; otherwise it wakes the
+/// task.
+struct Bell {
+    state: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl Wake for Bell {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // A wake during the poll is taken by the poller (it polls again); one between polls wakes
+        // the task. The poller ends a poll with POLLING -> IDLE, which fails if a wake got in first.
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            match cur {
+                POLLING => match self.state.compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return,
+                    Err(now) => cur = now,
+                },
+                WOKEN => return,
+                _ => {
+                    self.task.wake();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A future whose wakes from inside its own poll are turned into an immediate re-poll (see the
+/// module's comment).
+pub(crate) struct NoSelfWake<F> {
+    inner: Pin<Box<F>>,
+    bell: Arc<Bell>,
+    waker: Waker,
+}
+
+impl<F: Future> NoSelfWake<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        let bell = Arc::new(Bell { state: AtomicU8::new(IDLE), task: AtomicWaker::new() });
+        let waker = Waker::from(bell.clone());
+        NoSelfWake { inner: Box::pin(inner), bell, waker }
+    }
+}
+
+impl<F: Future> Future for NoSelfWake<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // Registered before the inner poll: a wake after it ends finds the task's waker.
+        this.bell.task.register(cx.waker());
+        let mut inner_cx = Context::from_waker(&this.waker);
+        for _ in 0..MAX_REPOLLS {
+            this.bell.state.store(POLLING, Ordering::Release);
+            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut inner_cx) {
+                this.bell.state.store(IDLE, Ordering::Release);
+                return Poll::Ready(out);
+            }
+            if this.bell.state.compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Poll::Pending;
+            }
+            // Woken during the poll: poll again (the wake was not passed on).
+        }
+        // Still waking itself: let tokio schedule it again after the others.
+        this.bell.state.store(IDLE, Ordering::Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// hyper's executor for our servers and clients: `tokio::spawn` of the task in [`NoSelfWake`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Spawner;
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(NoSelfWake::new(fut));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Wakes itself `n` times from inside its poll, then is ready; counts its polls.
+    struct SelfWaking {
+        left: usize,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl Future for SelfWaking {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            if self.left == 0 {
+                return Poll::Ready(());
+            }
+            self.left -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_wake_during_the_poll_is_a_repoll_not_a_task_wake() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut fut = NoSelfWake::new(SelfWaking { left: 2, polls: polls.clone() });
+        let counted = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(counted.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::Relaxed), 3);
+        assert_eq!(counted.0.load(Ordering::Relaxed), 0, "no wake reached the task");
+    }
+
+    #[test]
+    fn a_future_that_keeps_waking_itself_still_yields() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut fut = NoSelfWake::new(SelfWaking { left: 100, polls: polls.clone() });
+        let counted = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(counted.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), MAX_REPOLLS);
+        assert_eq!(counted.0.load(Ordering::Relaxed), 1, "the task was woken to run again later");
+    }
+
+    #[tokio::test]
+    async fn a_wake_between_polls_wakes_the_task() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+        let task = tokio::spawn(NoSelfWake::new(rx));
+        tokio::task::yield_now().await;
+        tx.send(7).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        assert_eq!(got.expect("woken").expect("joined").expect("sent"), 7);
+    }
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
