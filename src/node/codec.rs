@@ -2,14 +2,19 @@
 //! reported as such (the stream carries on, see `transport`), and a message a node forwards
 //! unchanged is written as the bytes it was read as, or those bytes and a mesh tag entry (see
 //! `Inner::deliver`). Messages are read off the HTTP/2 body by [`InboundStream`] (no copy of a
-//! message that arrived in one DATA frame); tonic's encoder writes what we send.
+//! message that arrived in one DATA frame) and written to it by [`OutboundBody`] (no copy of a
+//! large frame the node forwards). docs/protocol.md, "Transport", says how they are framed.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use http_body_util::BodyExt as _;
+use hyper::body::Frame;
 use parking_lot::Mutex;
 use prost::Message as _;
 use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -49,8 +54,9 @@ impl From<Message> for Outbound {
     }
 }
 
-/// Encodes [`Outbound`], decodes [`Inbound`] (never fails on bad bytes). The decoding half only
-/// runs on the empty body tonic is given in place of the real one (see [`InboundStream`]).
+/// Encodes [`Outbound`], decodes [`Inbound`] (never fails on bad bytes). Both halves only run on
+/// the empty bodies tonic is given in place of the real ones (see [`InboundStream`] and
+/// [`OutboundBody`]): tonic's plumbing needs a codec.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LenientCodec;
 
@@ -246,6 +252,11 @@ impl InboundStream {
     /// A prefix is read and dropped at once, so it is never copied.
     fn split(&mut self, n: usize, prefix: bool) -> Bytes {
         let part = self.chunk.split_to(n);
+        if self.chunk.is_empty() {
+            // Let go of the frame's buffer now (not when the next frame arrives): h2's read
+            // buffer can then be reused in place instead of reallocated.
+            self.chunk = Bytes::new();
+        }
         if prefix || n.saturating_mul(2) >= self.frame_len { part } else { Bytes::copy_from_slice(&part) }
     }
 
@@ -280,13 +291,216 @@ impl InboundStream {
     }
 }
 
+/// A gRPC message at least this long goes out as a DATA frame of its own: a frame the node
+/// forwards is handed to HTTP/2 as it is (no copy), after a frame that ends with its 5-byte
+/// prefix; a message to encode is encoded with its prefix into a buffer of their size. The
+/// receiver, finding the message alone in its DATA frame, reads it as a slice of that frame (see
+/// [`InboundStream::split`]). Below it, messages are packed together (a copy each, as
+/// tonic's encoder did): two frames per small message would cost more than copying it.
+pub(crate) const LARGE_MESSAGE: usize = 16 * 1024;
+/// Messages ready together are packed into one DATA frame up to about this size (tonic's yield
+/// threshold): a burst of small messages is one frame and one write.
+const PACK_LIMIT: usize = 32 * 1024;
+
+/// The outbound buffer's initial (and, once handed over, renewed) capacity.
+const OUTBOUND_BUFFER: usize = 8 * 1024;
+
+/// Which end of the stream writes: a server's body ends with trailers carrying the stream's
+/// status (OK, or the one the read side ended it with), a client's simply ends.
+enum Ending {
+    Client,
+    /// The status to end with, when the read side has one (dropped unsent: OK).
+    Server(oneshot::Receiver<Status>),
+}
+
+/// The messages a stream sends, as its HTTP/2 body: each [`Outbound`] taken off the connection's
+/// queue is framed as a gRPC message (5-byte prefix, then the message) without going through
+/// tonic's encoder, which copies every message into a buffer of its own. What is ready together
+/// is packed into one DATA frame (up to [`PACK_LIMIT`]); a message of [`LARGE_MESSAGE`] bytes or
+/// more is a DATA frame of its own: a forwarded frame is sent as the bytes it was received in, a
+/// message to encode is encoded once into a buffer of exactly its size. The queue is read only
+/// as HTTP/2 asks for more (hyper stops asking when its send buffer and the peer's window are
+/// full): back-pressure as before.
+pub(crate) struct OutboundBody {
+    rx: mpsc::Receiver<Outbound>,
+    ending: Ending,
+    /// Prefixes and small messages not yet handed over.
+    buf: BytesMut,
+    /// A large message to hand over after `buf` (a forwarded frame: `buf` ends with its prefix).
+    next: Option<Bytes>,
+    /// An encoding failure: ends the stream once `buf` is out.
+    failed: Option<Status>,
+    /// The queue has ended (every sender dropped).
+    drained: bool,
+    /// Nothing more to send.
+    done: bool,
+}
+
+impl OutboundBody {
+    fn new(rx: mpsc::Receiver<Outbound>, ending: Ending) -> Self {
+        // Room for a burst of small messages (as tonic's encoder had): when the handed-over part
+        // of the buffer is still in flight, the next batch gets a fresh buffer of at least this
+        // size instead of growing one from nothing.
+        let buf = BytesMut::with_capacity(OUTBOUND_BUFFER);
+        OutboundBody { rx, ending, buf, next: None, failed: None, drained: false, done: false }
+    }
+
+    /// A client's request body.
+    pub(crate) fn client(rx: mpsc::Receiver<Outbound>) -> Self {
+        OutboundBody::new(rx, Ending::Client)
+    }
+
+    /// A server's response body: when the queue ends, trailers with the status `end` delivers
+    /// (OK if it is dropped unsent).
+    pub(crate) fn server(rx: mpsc::Receiver<Outbound>, end: oneshot::Receiver<Status>) -> Self {
+        OutboundBody::new(rx, Ending::Server(end))
+    }
+
+    fn push(&mut self, item: Outbound) -> Result<(), Status> {
+        match item {
+            Outbound::Message(m) => {
+                let len = m.encoded_len();
+                let encoded = if len >= LARGE_MESSAGE {
+                    // Prefix and message in one buffer of exactly their size (no copy of what
+                    // `buf` holds), handed over as one DATA frame after `buf`: the receiver
+                    // finds the message in one frame, as tonic's encoder would have sent it.
+                    let mut own = BytesMut::with_capacity(PREFIX_LEN + len);
+                    put_prefix(&mut own, len)?;
+                    let r = m.encode(&mut own);
+                    self.next = Some(own.freeze());
+                    r
+                } else {
+                    put_prefix(&mut self.buf, len)?;
+                    self.buf.reserve(len);
+                    m.encode(&mut self.buf)
+                };
+                encoded.map_err(|e| Status::internal(format!("encode: {e}")))
+            }
+            Outbound::Encoded(bytes) => {
+                put_prefix(&mut self.buf, bytes.len())?;
+                if bytes.len() >= LARGE_MESSAGE {
+                    self.next = Some(bytes);
+                } else {
+                    self.buf.extend_from_slice(&bytes);
+                }
+                Ok(())
+            }
+            Outbound::Tagged(bytes, entry) => {
+                // Kept in one piece (one copy here): the next node then reads it out of one DATA
+                // frame instead of gathering it from two.
+                let tag = entry.as_bytes();
+                put_prefix(&mut self.buf, bytes.len() + tag.len())?;
+                self.buf.reserve(bytes.len() + tag.len());
+                self.buf.extend_from_slice(&bytes);
+                self.buf.extend_from_slice(tag);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for OutboundBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(large) = this.next.take() {
+            return Poll::Ready(Some(Ok(Frame::data(large))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        while this.failed.is_none() && !this.drained && this.buf.len() < PACK_LIMIT {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => match this.push(item) {
+                    Ok(()) if this.next.is_some() => break,
+                    Ok(()) => {}
+                    // Reported: the stream ends with this status (the peer sees the stream fail;
+                    // a reliable sender retransmits on the next connection), as tonic's
+                    // encoder did. Not reachable in practice: prost cannot fail on a buffer
+                    // with room, and a message is far under 4 GiB (MAX_MESSAGE_SIZE).
+                    Err(status) => this.failed = Some(status),
+                },
+                Poll::Ready(None) => this.drained = true,
+                Poll::Pending => break,
+            }
+        }
+        if !this.buf.is_empty() {
+            // `next`, when set, follows at the next poll.
+            return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+        }
+        if let Some(large) = this.next.take() {
+            return Poll::Ready(Some(Ok(Frame::data(large))));
+        }
+        if let Some(status) = this.failed.take() {
+            this.done = true;
+            return Poll::Ready(Some(match this.ending {
+                Ending::Client => Err(status),
+                Ending::Server(_) => trailers(&status),
+            }));
+        }
+        if !this.drained {
+            return Poll::Pending;
+        }
+        match &mut this.ending {
+            Ending::Client => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Ending::Server(end) => {
+                let status = ready!(Pin::new(end).poll(cx)).unwrap_or_else(|_| Status::ok(""));
+                this.done = true;
+                Poll::Ready(Some(trailers(&status)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.next.is_none()
+    }
+}
+
+/// gRPC's prefix of a message of `len` bytes (not compressed).
+fn put_prefix(buf: &mut BytesMut, len: usize) -> Result<(), Status> {
+    let len = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted(format!("a message of {len} bytes does not fit gRPC's framing")))?;
+    buf.reserve(PREFIX_LEN);
+    buf.put_u8(0);
+    buf.put_u32(len);
+    Ok(())
+}
+
+/// A server stream's last frame: its status as gRPC trailers.
+fn trailers(status: &Status) -> Result<Frame<Bytes>, Status> {
+    let mut headers = tonic::codegen::http::HeaderMap::new();
+    status.add_header(&mut headers)?;
+    Ok(Frame::trailers(headers))
+}
+
+/// An [`OutboundBody`] carried in a request's or response's extensions past tonic, which builds
+/// the request/response around an empty message stream; the body replaces tonic's (see
+/// `transport`).
+#[derive(Clone)]
+pub(crate) struct OutboundSlot(Arc<Mutex<Option<OutboundBody>>>);
+
+impl OutboundSlot {
+    pub(crate) fn new(body: OutboundBody) -> Self {
+        OutboundSlot(Arc::new(Mutex::new(Some(body))))
+    }
+
+    /// The body (once).
+    pub(crate) fn take(&self) -> Option<OutboundBody> {
+        self.0.lock().take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::Name;
     use crate::wire::builders::{Flags, subscribe};
     use http_body_util::StreamBody;
-    use hyper::body::Frame;
 
     fn message(tag: &str) -> Message {
         let name = Name::new("org", "ns", tag, Some(7));
@@ -393,6 +607,82 @@ mod tests {
         let (_, end) =
             read_all(InboundStream::new(body(data(vec![fa[..3].to_vec()]), None), MAX, Reading::Request)).await;
         assert_eq!(end.map(|s| s.code()), Some(tonic::Code::Internal), "a body that ends inside a prefix");
+    }
+
+    fn big(tag: &str) -> Message {
+        let mut m = message(tag);
+        m.metadata.insert("big".into(), tag.repeat(LARGE_MESSAGE));
+        m
+    }
+
+    /// Every frame `body` yields until it ends (bounded).
+    async fn frames_of(mut body: OutboundBody) -> Vec<Frame<Bytes>> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            match body.frame().await {
+                Some(Ok(f)) => out.push(f),
+                Some(Err(status)) => panic!("body failed: {status}"),
+                None => return out,
+            }
+        }
+        panic!("body did not end");
+    }
+
+    #[tokio::test]
+    async fn outbound_messages_read_back_in_order_a_large_forwarded_frame_not_copied() {
+        let (small, large, encoded_large, encoded_small) = (message("s"), big("l"), big("e"), message("t"));
+        let forwarded = Bytes::from(encoded_large.encode_to_vec());
+        let (tx, rx) = mpsc::channel(8);
+        for item in [
+            Outbound::Message(small.clone()),
+            Outbound::Encoded(forwarded.clone()),
+            Outbound::Message(large.clone()),
+            Outbound::Encoded(Bytes::from(encoded_small.encode_to_vec())),
+        ] {
+            tx.send(item).await.unwrap();
+        }
+        drop(tx);
+        let frames = frames_of(OutboundBody::client(rx)).await;
+        let data: Vec<Bytes> =
+            frames.into_iter().map(|f| f.into_data().expect("a client body has no trailers")).collect();
+        // [small, prefix], [forwarded frame], [prefix, large], [prefix, small]
+        assert_eq!(data.len(), 4, "a large message is a DATA frame of its own");
+        assert_eq!(data[1].as_ptr(), forwarded.as_ptr(), "the forwarded frame is sent as it is");
+        assert_eq!(data[2].len(), PREFIX_LEN + large.encoded_len(), "an encoded large message: its prefix and itself");
+        let body = body(data.iter().cloned().map(Frame::data).collect(), None);
+        let mut s = InboundStream::new(body, MAX, Reading::Request);
+        for (want, alone) in [
+            (&small, None),
+            (&encoded_large, Some(&data[1])),
+            (&large, Some(&data[2].slice(PREFIX_LEN..))),
+            (&encoded_small, None),
+        ] {
+            let Ok(Some(Inbound::Message(m, frame))) = s.message().await else { panic!("no message") };
+            assert_eq!(&m, want);
+            if let Some(chunk) = alone {
+                assert_eq!(frame.as_ptr(), chunk.as_ptr(), "a large message is read as a slice of its DATA frame");
+            }
+        }
+        assert!(matches!(s.message().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn a_server_body_ends_with_trailers_ok_or_the_status_it_is_given() {
+        for given in [None, Some(Status::out_of_range("too large"))] {
+            let (tx, rx) = mpsc::channel(8);
+            let (end_tx, end_rx) = oneshot::channel();
+            tx.send(Outbound::Message(message("a"))).await.unwrap();
+            drop(tx);
+            match &given {
+                Some(status) => end_tx.send(status.clone()).unwrap(),
+                None => drop(end_tx),
+            }
+            let mut frames = frames_of(OutboundBody::server(rx, end_rx)).await;
+            let last = frames.pop().expect("frames").into_trailers().expect("trailers last");
+            let status = Status::from_header_map(&last).expect("a status in the trailers");
+            assert_eq!(status.code(), given.map_or(tonic::Code::Ok, |s| s.code()));
+            assert_eq!(frames.len(), 1);
+        }
     }
 
     #[tokio::test]

@@ -11,11 +11,10 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use hyper_util::rt::TokioTimer;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
@@ -25,7 +24,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
+use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, OutboundBody, OutboundSlot, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
 use super::exec::Spawner;
 use super::link::{Direction, Ingress, LinkMeta};
@@ -196,10 +195,11 @@ impl DataPlaneServer {
             }
             inner.remove_connection(id);
         });
-        // What the node sends, then (only when the peer's frame was too large) the error status.
-        let ending = futures::stream::once(end_rx).filter_map(|r| std::future::ready(r.ok().map(Err)));
-        let mut response: Response<ResponseStream> =
-            Response::new(Box::pin(ReceiverStream::new(rx).map(Ok).chain(ending)));
+        // What the node sends, then (only when the peer's frame was too large) the error status,
+        // written by our own body (`codec::OutboundBody`): tonic gets an empty stream, and
+        // `DataPlaneServer::call` puts this body in place of the one tonic builds around it.
+        let mut response: Response<ResponseStream> = Response::new(Box::pin(futures::stream::empty()));
+        response.extensions_mut().insert(OutboundSlot::new(OutboundBody::server(rx, end_rx)));
         // Only a peer that introduced itself gets an answer (a 0.6.0 client never sees the header).
         if answer {
             mesh.hello().insert_into(response.metadata_mut());
@@ -246,7 +246,14 @@ where
             return Box::pin(async move {
                 let mut grpc =
                     tonic::server::Grpc::new(LenientCodec).apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
-                Ok(grpc.streaming(method, req).await)
+                let (mut parts, body) = grpc.streaming(method, req).await.into_parts();
+                // Our body in place of tonic's (see `codec::OutboundBody`); a refused stream has
+                // none and keeps tonic's (its status in the headers).
+                let body = match parts.extensions.remove::<OutboundSlot>().and_then(|s| s.take()) {
+                    Some(ours) => Body::new(ours),
+                    None => body,
+                };
+                Ok(http::Response::from_parts(parts, body))
             });
         }
         Box::pin(async move {
@@ -385,7 +392,9 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 // Client
 
 /// The client's channel, handing each response's body to `Dialer::open` as it is (in the
-/// response's extensions, see `codec::InboundStream`): tonic decodes an empty body instead.
+/// response's extensions, see `codec::InboundStream`): tonic decodes an empty body instead. The
+/// request's body is ours too (`codec::OutboundBody`, carried in the request's extensions past
+/// tonic, which encodes an empty stream).
 #[derive(Clone)]
 struct KeepBody(tonic::transport::Channel);
 
@@ -399,7 +408,12 @@ impl Service<http::Request<Body>> for KeepBody {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let response = self.0.call(req);
+        let (mut parts, body) = req.into_parts();
+        let body = match parts.extensions.remove::<OutboundSlot>().and_then(|s| s.take()) {
+            Some(ours) => Body::new(ours),
+            None => body,
+        };
+        let response = self.0.call(http::Request::from_parts(parts, body));
         Box::pin(async move {
             let (mut parts, body) = response.await?.into_parts();
             parts.extensions.insert(RawBody::new(body));
@@ -529,7 +543,8 @@ impl Dialer {
         let mut grpc = tonic::client::Grpc::new(KeepBody(channel)).max_decoding_message_size(MAX_MESSAGE_SIZE);
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
         let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
-        let mut request = Request::new(ReceiverStream::new(rx));
+        let mut request = Request::new(futures::stream::empty::<Outbound>());
+        request.extensions_mut().insert(OutboundSlot::new(OutboundBody::client(rx)));
         self.request_metadata(request.metadata_mut())?;
         let path = http::uri::PathAndQuery::from_static(OPEN_CHANNEL_PATH);
         match grpc.streaming(request, path, LenientCodec).await {
