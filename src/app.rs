@@ -21,23 +21,125 @@ use crate::wire::{Message, Name};
 
 pub use crate::session::context::Stats;
 
-/// Stops the app's tasks and its node when the last [`App`] handle is dropped.
+/// How long closing an app waits, at most, for what it already handed over to leave the
+/// process (docs/reliability.md, "Closing an app").
+pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Apps not yet closed, for [`close_all`] (at interpreter exit).
+static OPEN: parking_lot::Mutex<Vec<std::sync::Weak<ShutdownOnDrop>>> = parking_lot::Mutex::new(Vec::new());
+/// Closes started by a dropped app and not yet finished, for [`close_all`].
+static CLOSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CLOSED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Closes the app when the last [`App`] handle is dropped: its ports at once, then, in a task,
+/// its sessions and its node after what it already sent has left ([`Closer::close`]).
 #[derive(Debug)]
-struct ShutdownOnDrop {
+struct ShutdownOnDrop(Arc<Closer>);
+
+/// What closing an app needs. Dropped without [`Closer::close`] having run (a runtime shutting
+/// down cancels the close task before it starts), it still stops the app's tasks.
+#[derive(Debug)]
+struct Closer {
     token: CancellationToken,
     node: Node,
+    layer: Arc<SessionLayer>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// One close task in progress (counted in [`CLOSING`] from its spawn until it ends or is dropped).
+struct Closing;
+
+impl Closing {
+    fn start() -> Self {
+        CLOSING.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Closing
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if CLOSING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            CLOSED.notify_waiters();
+        }
+    }
+}
+
+impl Closer {
+    /// Lets what the app already handed over leave the process, then stops it (bounded by
+    /// [`CLOSE_LINGER`]): (1) waits until no session has a publish waiting for its task, the
+    /// embedded node has taken everything the app sent it and no connection to another process
+    /// has anything queued; (2) stops the session tasks; (3) ends each dialed connection after its
+    /// queue and waits for the peer to end its side ([`Node::close_gracefully`]); (4) shuts the
+    /// node down. Idempotent.
+    async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+        if !self.token.is_cancelled() {
+            // Polled (nothing signals "every queue empty"); a message a task holds between two
+            // queues is covered by seeing them empty twice in a row, a millisecond apart.
+            let mut quiet = 0;
+            while quiet < 2 && tokio::time::Instant::now() < deadline {
+                if self.layer.handed_over() && self.node.remote_queues_empty() {
+                    quiet += 1;
+                } else {
+                    quiet = 0;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // Drop point, only past CLOSE_LINGER: what a session task still holds (a link down, a
+            // reliable peer that stopped acknowledging) goes with the app, as if its process had
+            // been killed. Not recovered, and not reported to this app (it is closing); the
+            // receiving side of a reliable session reports the gaps it sees (MessageLost).
+            self.token.cancel();
+        }
+        self.node.close_gracefully(deadline).await;
+        self.node.shutdown().await;
+    }
 }
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
-        self.token.cancel();
-        // The ports are free when the last handle is gone, not when the shutdown task runs.
-        self.node.close_listeners();
-        let node = self.node.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { node.shutdown().await });
+        // The ports are free when the last handle is gone, not when the close task runs.
+        self.0.node.close_listeners();
+        if self.0.token.is_cancelled() {
+            return; // closed already (by `close_all`)
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.0.token.cancel();
+            return;
+        };
+        let (closer, closing) = (self.0.clone(), Closing::start());
+        rt.spawn(async move {
+            closer.close().await;
+            drop(closing);
+        });
     }
+}
+
+/// Closes every app of the process as a dropped one is ([`Closer::close`]) and waits for
+/// the closes in progress, all within [`CLOSE_LINGER`] (the Python module calls it at
+/// interpreter exit, before stopping its runtimes).
+pub async fn close_all() {
+    let open: Vec<Arc<ShutdownOnDrop>> = {
+        let mut all = OPEN.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(std::sync::Weak::upgrade).collect()
+    };
+    let bounded = async {
+        futures::future::join_all(open.iter().map(|a| a.0.close())).await;
+        loop {
+            let closed = CLOSED.notified();
+            if CLOSING.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                break;
+            }
+            closed.await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER + std::time::Duration::from_millis(500), bounded).await;
 }
 
 /// Handle to one application. Cheap to clone; the app stops when the last clone is dropped.
@@ -96,7 +198,14 @@ impl App {
         let weak = Arc::downgrade(&core);
         node.attach_counters(Arc::new(move || weak.upgrade().map(|c| session_counters(&c)).unwrap_or_default()));
         tokio::spawn(layer.clone().run_dispatcher(local.rx));
-        let app = App { core, layer, node: node.clone(), _guard: Arc::new(ShutdownOnDrop { token: shutdown, node }) };
+        let guard =
+            Arc::new(ShutdownOnDrop(Arc::new(Closer { token: shutdown, node: node.clone(), layer: layer.clone() })));
+        {
+            let mut open = OPEN.lock();
+            open.retain(|w| w.strong_count() > 0);
+            open.push(Arc::downgrade(&guard));
+        }
+        let app = App { core, layer, node, _guard: guard };
         app.send_control(builders::subscribe(&name, &name, Flags::one())).await?;
         Ok(app)
     }

@@ -21,6 +21,7 @@ pub mod listener;
 pub mod local;
 pub mod mesh;
 pub mod metrics;
+mod outbound;
 mod serve;
 pub mod standalone;
 mod stats;
@@ -131,6 +132,9 @@ struct ConnEntry {
     meta: LinkMeta,
     /// Messages in and out.
     counters: Arc<LinkCounters>,
+    /// Cancelled when the task reading a client connection has returned (it is given a drop
+    /// guard of it): [`Node::close_gracefully`] waits on it.
+    reader_ended: CancellationToken,
 }
 
 impl ConnEntry {
@@ -359,6 +363,47 @@ impl Node {
         }
     }
 
+    /// True when no connection to another process has a message waiting in its outbound queue.
+    pub fn remote_queues_empty(&self) -> bool {
+        self.inner.conns.read().values().all(|e| e.is_local() || e.queued() == 0)
+    }
+
+    /// Ends every connection this node dialed in order, for an app that is closing
+    /// (docs/reliability.md, "Closing an app"): the connection leaves the tables, its stream ends
+    /// after the messages already queued on it (HTTP/2 END_STREAM follows them), and the call
+    /// waits, until `deadline`, for the peer to end its side, which it does only after it has
+    /// read everything before the end. A link that is down (reconnecting) is closed at once: what
+    /// its queue holds is lost there, as when a node vanishes (recovered by reliable sessions'
+    /// retransmission up to their retry limit, then reported as MessageLostError).
+    pub async fn close_gracefully(&self, deadline: tokio::time::Instant) {
+        let dialed: Vec<u64> = self
+            .inner
+            .conns
+            .read()
+            .iter()
+            .filter(|(_, e)| matches!(e.tx, ConnTx::Remote(_)) && e.meta.direction == Direction::Out)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut ending = Vec::with_capacity(dialed.len());
+        for id in dialed {
+            let Some(ConnEntry { tx, cancel, meta, reader_ended, .. }) = self.inner.detach_connection(id) else {
+                continue;
+            };
+            drop(tx);
+            if meta.up {
+                ending.push((cancel, reader_ended));
+            } else {
+                cancel.cancel();
+            }
+        }
+        for (cancel, reader_ended) in ending {
+            if tokio::time::timeout_at(deadline, reader_ended.cancelled()).await.is_err() {
+                debug!(node = %self.inner.node_id, "a link did not end in time; closed");
+            }
+            cancel.cancel();
+        }
+    }
+
     /// Stops every server and closes every connection.
     pub async fn shutdown(&self) {
         self.inner.root.cancel();
@@ -463,7 +508,8 @@ impl Inner {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let counters = Arc::new(LinkCounters::default());
         let mesh = meta.kind == LinkKind::Mesh;
-        self.conns.write().insert(id, ConnEntry { tx, cancel, peer, meta, counters: counters.clone() });
+        let reader_ended = CancellationToken::new();
+        self.conns.write().insert(id, ConnEntry { tx, cancel, peer, meta, counters: counters.clone(), reader_ended });
         self.stats.connection_opened();
         debug!(node = %self.node_id, conn = id, mesh, "connection added");
         if mesh {
@@ -516,9 +562,17 @@ impl Inner {
 
     /// Removes a connection and everything attached to it. Idempotent (ids are never reused).
     fn remove_connection(&self, id: u64) {
+        if let Some(entry) = self.detach_connection(id) {
+            entry.cancel.cancel();
+        }
+    }
+
+    /// Takes connection `id` out of the tables (its subscriptions, the names and routes announced
+    /// for it, the counters) without stopping its tasks; the caller holds the entry (dropping its
+    /// `tx` ends the outbound stream after what is queued) and cancels it when done.
+    fn detach_connection(&self, id: u64) -> Option<ConnEntry> {
         let removed = self.conns.write().remove(&id);
-        let Some(entry) = removed else { return };
-        entry.cancel.cancel();
+        let entry = removed?;
         let n = {
             let mut subs = self.subs.write();
             let names = subs.remove_connection(id);
@@ -535,6 +589,17 @@ impl Inner {
         self.forwarded.lock().remove(&id);
         self.stats.connection_closed();
         debug!(node = %self.node_id, conn = id, peer = %entry.peer, subscriptions = n, "connection removed");
+        Some(entry)
+    }
+
+    /// True while connection `id` is in the table.
+    fn has_connection(&self, id: u64) -> bool {
+        self.conns.read().contains_key(&id)
+    }
+
+    /// The token cancelled when connection `id`'s reader returns (see [`ConnEntry::reader_ended`]).
+    fn reader_ended(&self, id: u64) -> Option<CancellationToken> {
+        self.conns.read().get(&id).map(|e| e.reader_ended.clone())
     }
 
     fn sender_of(&self, id: u64) -> Option<ConnTx> {

@@ -24,12 +24,13 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, OutboundBody, OutboundSlot, RawBody, Reading};
+use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
 use super::exec::Spawner;
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
+use super::outbound::{OutboundBody, OutboundSlot};
 use super::serve::serve;
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
@@ -196,7 +197,7 @@ impl DataPlaneServer {
             inner.remove_connection(id);
         });
         // What the node sends, then (only when the peer's frame was too large) the error status,
-        // written by our own body (`codec::OutboundBody`): tonic gets an empty stream, and
+        // written by our own body (`outbound::OutboundBody`): tonic gets an empty stream, and
         // `DataPlaneServer::call` puts this body in place of the one tonic builds around it.
         let mut response: Response<ResponseStream> = Response::new(Box::pin(futures::stream::empty()));
         response.extensions_mut().insert(OutboundSlot::new(OutboundBody::server(rx, end_rx)));
@@ -247,7 +248,7 @@ where
                 let mut grpc =
                     tonic::server::Grpc::new(LenientCodec).apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), None);
                 let (mut parts, body) = grpc.streaming(method, req).await.into_parts();
-                // Our body in place of tonic's (see `codec::OutboundBody`); a refused stream has
+                // Our body in place of tonic's (see `outbound::OutboundBody`); a refused stream has
                 // none and keeps tonic's (its status in the headers).
                 let body = match parts.extensions.remove::<OutboundSlot>().and_then(|s| s.take()) {
                     Some(ours) => Body::new(ours),
@@ -393,7 +394,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
 
 /// The client's channel, handing each response's body to `Dialer::open` as it is (in the
 /// response's extensions, see `codec::InboundStream`): tonic decodes an empty body instead. The
-/// request's body is ours too (`codec::OutboundBody`, carried in the request's extensions past
+/// request's body is ours too (`outbound::OutboundBody`, carried in the request's extensions past
 /// tonic, which encodes an empty stream).
 #[derive(Clone)]
 struct KeepBody(tonic::transport::Channel);
@@ -645,6 +646,8 @@ async fn run_client(
     cancel: CancellationToken,
 ) {
     let id = ingress.conn;
+    // Node::close_gracefully waits for this task to return.
+    let _ended = inner.reader_ended(id).map(CancellationToken::drop_guard);
     let mut scratch = Scratch::default();
     let policy = RetryPolicy {
         attempts: RECONNECT_ATTEMPTS,
@@ -654,7 +657,9 @@ async fn run_client(
     };
     loop {
         read_stream(&inner, &ingress, &mut inbound, &cancel, &mut scratch).await;
-        if cancel.is_cancelled() {
+        // Closed by Node::close_gracefully (taken out of the table, its stream ended after its
+        // queue): the peer ended its side in turn, nothing to reconnect.
+        if cancel.is_cancelled() || !inner.has_connection(id) {
             break;
         }
         debug!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, "stream ended; reconnecting");

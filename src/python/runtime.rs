@@ -15,9 +15,9 @@
 //! work whenever a parked worker is notified; benches/README.md). `TOKIO_WORKER_THREADS`, when set,
 //! gives both runtimes that many workers.
 //!
-//! Both are shut down by an `atexit` hook ([`shutdown_runtime`]): worker threads that outlive the
-//! interpreter would otherwise touch Python (waking a coroutine) while it finalizes, which aborts
-//! the process.
+//! Both are shut down by an `atexit` hook ([`shutdown_runtime`]), after the apps are closed (what
+//! they sent leaves first, bounded): worker threads that outlive the interpreter would otherwise
+//! touch Python (waking a coroutine) while it finalizes, which aborts the process.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,6 +95,12 @@ fn build(name: &str, workers: Option<usize>) -> PyResult<Runtime> {
 pub(super) fn shutdown_runtime(py: Python<'_>) {
     // Listening sockets close first and at once, whatever holds their apps.
     crate::node::listener::close_all();
+    // Then what the apps already sent leaves the process (bounded by `app::CLOSE_LINGER`;
+    // docs/reliability.md, "Closing an app"): the apps still open are closed, and the closes
+    // of apps dropped just before are waited for.
+    if let Some(h) = HANDLE.get() {
+        py.detach(|| h.block_on(crate::app::close_all()));
+    }
     let runtimes = RUNTIMES.lock().map(|mut all| std::mem::take(&mut *all)).unwrap_or_default();
     if !runtimes.is_empty() {
         // Each runtime gets its bounded wait, the last started first.

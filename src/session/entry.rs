@@ -69,6 +69,9 @@ pub struct SessionEntry {
     pub(super) outbound: mpsc::Sender<Command>,
     /// Cancelled when the session is deleted.
     pub cancel: CancellationToken,
+    /// What the session's task holds of this app's publishes, not yet gone for good (see
+    /// `SessionKind::outstanding`); read by the app's close.
+    pub(super) outstanding: std::sync::atomic::AtomicUsize,
     /// Source and destination of the last message delivered (shared by the next one between the
     /// same names: see `context::into_delivery`).
     pub(super) last_names: Mutex<Option<(Name, Name)>>,
@@ -320,6 +323,15 @@ impl SessionTable {
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.read().len()
+    }
+
+    /// True when no session has a command (a publish, an invite) waiting for its task, nor a
+    /// publish its task holds (queued, or sent and not acknowledged).
+    pub fn commands_idle(&self) -> bool {
+        self.sessions.read().values().all(|e| {
+            e.outbound.capacity() == e.outbound.max_capacity()
+                && e.outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0
+        })
     }
 
     /// True when no session lives.

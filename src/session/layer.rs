@@ -68,6 +68,13 @@ impl SessionLayer {
         self.sessions.channel_shared(id, channel)
     }
 
+    /// True when what the app handed over has left the layer's queues: no session has a command
+    /// waiting for its task, and the embedded node has taken every message the app sent it (see
+    /// `App::close`).
+    pub fn handed_over(&self) -> bool {
+        self.sessions.commands_idle() && self.core.node_tx.capacity() == self.core.node_tx.max_capacity()
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()
@@ -112,6 +119,7 @@ impl SessionLayer {
             cancel: self.core.shutdown.child_token(),
             config: Mutex::new(cfg.clone()),
             last_names: Mutex::new(None),
+            outstanding: std::sync::atomic::AtomicUsize::new(0),
         });
         self.sessions.insert(entry.clone());
         let sessions = Arc::downgrade(&self.sessions);

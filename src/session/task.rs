@@ -188,6 +188,13 @@ pub trait SessionKind: Send + Sized {
     /// Runs once after the loop, whatever ended it.
     fn on_stop(&mut self) -> impl Future<Output = ()> + Send;
 
+    /// Publishes the task holds that have not left for good: queued (discovery, a full window,
+    /// a group not ready) or sent and not yet acknowledged. Published after every event for an
+    /// app that is closing (`App`'s close waits, bounded, until every session has none).
+    fn outstanding(&self) -> usize {
+        0
+    }
+
     /// The inbound channel is empty after a message was handled: what was held back to cover
     /// several messages at once (acknowledgements) goes out now, so a lone message never waits.
     fn on_idle(&mut self) -> impl Future<Output = ()> + Send {
@@ -216,6 +223,8 @@ pub async fn run<S: SessionKind>(
             armed = next;
         }
         let accept = task.accepts_commands();
+        let outstanding = task.outstanding();
+        task.io().entry.outstanding.store(outstanding, Ordering::Relaxed);
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,

@@ -295,6 +295,10 @@ impl SessionKind for MulticastTask {
         &mut self.io
     }
 
+    fn outstanding(&self) -> usize {
+        self.held.len()
+    }
+
     /// Publishers and inviters wait while too many publishes or invites are held.
     fn accepts_commands(&self) -> bool {
         self.held.len() < MAX_HELD && self.tasks.len() < MAX_QUEUED_TASKS

@@ -520,6 +520,10 @@ impl SessionKind for P2pTask {
         &mut self.io
     }
 
+    fn outstanding(&self) -> usize {
+        self.pending.len() + self.unacked.len()
+    }
+
     /// Publishers wait while too much is buffered (a batch command taken just below the bound
     /// may leave up to `PUBLISH_BATCH_MAX - 1` more pending).
     fn accepts_commands(&self) -> bool {

@@ -1,0 +1,58 @@
+"""What an app sent before it closes leaves the process (docs/reliability.md, "Closing an app").
+
+A sender in its own process publishes a stream and exits as soon as its last `publish_many` call has
+returned; the reader, on the test's node, must get every message, once and in order. Both ways an app
+closes: dropped (the coroutine that held it returned) and still open at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+import slim_bindings
+from conftest import Node
+from interop_test_helpers import PeerProcess
+
+WORKER = str(Path(__file__).resolve().parent / "close_worker.py")
+SECRET = "close-secret-0123456789abcdef"
+COUNT = 3000
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reliable", [False, True], ids=["default", "reliable"])
+@pytest.mark.parametrize("keep", ["local", "global"])
+async def test_what_was_sent_before_exit_arrives(node: Node, keep: str, reliable: bool) -> None:
+    name = f"reader-{keep}-{int(reliable)}"
+    reader = await node.new_app("org", "close", name, secret=SECRET)
+    argv = [sys.executable, "-u", WORKER, "--endpoint", f"http://{node.bound}", "--local", "org/close/sender"]
+    argv += ["--remote", f"org/close/{name}", "--count", str(COUNT), "--keep", keep]
+    argv += ["--reliable"] if reliable else []
+    sender = PeerProcess(argv, f"sender ({keep})")
+    try:
+        # The session's first message announces it here and is also the first its queue gives.
+        info, _first = await asyncio.wait_for(reader.receive(), 30)
+        got: list[int] = []
+        errors = 0
+        while len(got) < COUNT:
+            try:
+                batch = await asyncio.wait_for(reader.receive_many(info.id, max_messages=256), 10)
+            except asyncio.TimeoutError:
+                break
+            except slim_bindings.NoRouteError:
+                # Reliable: an acknowledgement to the sender that has exited finds no route; the
+                # session says so in the stream, the messages after it are still there.
+                errors += 1
+                if errors > 100:
+                    break
+                continue
+            got.extend(int.from_bytes(payload, "big") for _info, payload in batch)
+        assert sender.finish(30) == 0, sender.diagnostics()
+        assert sender.of("sent") == [{"event": "sent", "count": COUNT}], sender.diagnostics()
+        first_wrong = next((i for i, n in enumerate(got) if n != i), len(got))
+        assert got == list(range(COUNT)), f"got {len(got)} of {COUNT}, in order up to {first_wrong}"
+    finally:
+        sender.kill()
