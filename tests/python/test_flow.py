@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import pytest
 
 import slim_bindings
 from conftest import Node, bounded, wait_until
 from slim_bindings import PySessionConfiguration
+
+
+def p2p_config(reliable: bool) -> PySessionConfiguration:
+    """A reliable (Unicast, acks, 1 s x 5 retries) or default (Anycast) point-to-point session."""
+    if reliable:
+        return PySessionConfiguration.Unicast(timeout=datetime.timedelta(seconds=1), max_retries=5)
+    return PySessionConfiguration.Anycast()
+
 
 MESSAGES = 20_000
 
@@ -87,13 +96,7 @@ async def test_publish_many_delivers_a_batch_in_order_through_back_pressure(
     bob = await node.new_app("org", "flow", "batch-writer")
     async with alice, bob:
         await bob.set_route(alice.local_name)
-        if reliable:
-            import datetime
-
-            config = PySessionConfiguration.Unicast(timeout=datetime.timedelta(seconds=1), max_retries=5)
-        else:
-            config = PySessionConfiguration.Anycast()
-        session = await bob.create_session(config)
+        session = await bob.create_session(p2p_config(reliable))
         count = 5_000
         payloads = [i.to_bytes(4, "little") + b"x" * 96 for i in range(count)]
         writer = asyncio.create_task(bob.publish_many(session, payloads, alice.local_name))
@@ -133,21 +136,15 @@ async def test_publish_many_reports_what_was_sent_on_error(node: Node) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("reliable", [False, True], ids=["default", "reliable"])
 async def test_publish_many_stops_at_a_refused_message_in_the_middle(node: Node, reliable: bool) -> None:
-    # A batch is handed down in one piece (one built message copied per payload on the default
-    # session, one command per 64 messages to a reliable session's task): a payload refused in the
-    # middle still leaves exactly the messages before it sent, in order, and the rest unsent.
+    # A batch is handed down in one piece (the session and target looked up once per call on the
+    # default session, one command per 64 messages to a reliable session's task): a payload refused
+    # in the middle still leaves exactly the messages before it sent, in order, and the rest unsent.
     limit = 4 * 1024 * 1024 - 64 * 1024
     alice = await node.new_app("org", "flow", "refused-reader")
     bob = await node.new_app("org", "flow", "refused-writer")
     async with alice, bob:
         await bob.set_route(alice.local_name)
-        if reliable:
-            import datetime
-
-            config = PySessionConfiguration.Unicast(timeout=datetime.timedelta(seconds=1), max_retries=5)
-        else:
-            config = PySessionConfiguration.Anycast()
-        session = await bob.create_session(config)
+        session = await bob.create_session(p2p_config(reliable))
         before = [b"m%d" % i for i in range(100)]
         with pytest.raises(slim_bindings.MessageTooLargeError) as raised:
             await bob.publish_many(session, [*before, b"x" * (limit + 1), b"never"], alice.local_name)
