@@ -361,8 +361,10 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
         .adaptive_window(false)
         .max_concurrent_streams(cfg.max_concurrent_streams)
-        .max_pending_accept_reset_streams(None)
-        .max_local_error_reset_streams(None);
+        // h2's own bounds on streams reset early by the peer (20) and on resets caused by the
+        // peer's protocol errors (hyper's 1,024, where tonic's `Server` set none): a peer that
+        // opens and resets streams in a loop (HTTP/2 "rapid reset") gets a GOAWAY.
+        .max_pending_accept_reset_streams(None);
     if let Some(n) = cfg.max_header_list_size {
         h2.max_header_list_size(n);
     }
