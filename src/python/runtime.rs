@@ -95,17 +95,21 @@ fn build(name: &str, workers: Option<usize>) -> PyResult<Runtime> {
 pub(super) fn shutdown_runtime(py: Python<'_>) {
     // Listening sockets close first and at once, whatever holds their apps.
     crate::node::listener::close_all();
+    let runtimes = RUNTIMES.lock().map(|mut all| std::mem::take(&mut *all)).unwrap_or_default();
+    if runtimes.is_empty() {
+        return; // never started, or stopped by an earlier call
+    }
     // Then what the apps already sent leaves the process (bounded by `app::CLOSE_LINGER`;
     // docs/reliability.md, "Closing an app"): the apps still open are closed, and the closes
-    // of apps dropped just before are waited for.
-    if let Some(h) = HANDLE.get() {
+    // of apps dropped just before are waited for. (Not from inside a runtime, where blocking on
+    // one would panic: then the runtimes stop as before.)
+    if let Some(h) = HANDLE.get()
+        && tokio::runtime::Handle::try_current().is_err()
+    {
         py.detach(|| h.block_on(crate::app::close_all()));
     }
-    let runtimes = RUNTIMES.lock().map(|mut all| std::mem::take(&mut *all)).unwrap_or_default();
-    if !runtimes.is_empty() {
-        // Each runtime gets its bounded wait, the last started first.
-        py.detach(move || runtimes.into_iter().rev().for_each(|rt| rt.shutdown_timeout(Duration::from_secs(2))));
-    }
+    // Each runtime gets its bounded wait, the last started first.
+    py.detach(move || runtimes.into_iter().rev().for_each(|rt| rt.shutdown_timeout(Duration::from_secs(2))));
 }
 
 /// A future that enters the tokio runtime context on every poll.
