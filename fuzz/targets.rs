@@ -39,8 +39,11 @@ pub const TARGETS: &[(&str, Target)] = &[
 
 /// A gRPC frame body as the node's codec decodes it (`Message`), then everything the node and the
 /// session layer read from a decoded message before trusting it: validation, header and session
-/// fields, names (OriginalName strings are hashed), and the re-encoding a node does to forward it.
+/// fields, names (OriginalName strings are hashed), and the re-encoding a node does to forward it;
+/// and the routing view a node reads of a message it only passes on, which must agree with that.
 pub fn frame(data: &[u8]) {
+    // What a node reads of a message it only passes on must agree with the full decode.
+    slim_bindings::node::check_route_view(data);
     let Ok(msg) = Message::decode(data) else { return };
     let valid = msg.validate().is_ok();
     let _ = msg.session_message_type();

@@ -15,6 +15,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use super::header::RouteView;
 use super::mesh::tag::TagEntry;
 use crate::wire::Message;
 
@@ -25,7 +26,32 @@ use crate::wire::Message;
 pub(crate) enum Inbound {
     /// The message, and the frame it was decoded from (shares the receive buffer: no copy).
     Message(Message, Bytes),
+    /// A publish a node can route by its routing fields alone (see `header`), and its frame: the
+    /// frame decodes as a `Message`, which is done only where something needs more than its bytes
+    /// (see `Inner::process_routable`).
+    Routable(RouteView, Bytes),
     Malformed(prost::DecodeError),
+}
+
+impl Inbound {
+    /// What `frame` is: a publish the node can route without decoding it (the common case: a
+    /// message passing through), else the decoded message, else malformed.
+    pub(crate) fn read(frame: Bytes) -> Inbound {
+        if let Some(view) = RouteView::parse(&frame)
+            && view.forwardable()
+        {
+            return Inbound::Routable(view, frame);
+        }
+        Inbound::decode(frame)
+    }
+
+    /// `frame` decoded: the message, or malformed.
+    pub(crate) fn decode(frame: Bytes) -> Inbound {
+        match Message::decode(frame.clone()) {
+            Ok(m) => Inbound::Message(m, frame),
+            Err(e) => Inbound::Malformed(e),
+        }
+    }
 }
 
 /// What a remote connection's outbound queue carries.
@@ -163,11 +189,13 @@ pub(crate) struct InboundStream {
     max: usize,
     reading: Reading,
     ended: bool,
+    /// Publishes are read as [`Inbound::Routable`] (see [`Self::route_by_view`]).
+    by_view: bool,
 }
 
 impl InboundStream {
     pub(crate) fn new(body: Body, max: usize, reading: Reading) -> Self {
-        InboundStream { body, chunk: Bytes::new(), frame_len: 0, max, reading, ended: false }
+        InboundStream { body, chunk: Bytes::new(), frame_len: 0, max, reading, ended: false, by_view: false }
     }
 
     /// The stream of the body a request or response carries as [`RawBody`] in its extensions
@@ -175,8 +203,29 @@ impl InboundStream {
     pub(crate) fn from_extensions(extensions: &tonic::Extensions, max: usize, reading: Reading) -> Self {
         match extensions.get::<RawBody>().and_then(RawBody::take) {
             Some(body) => InboundStream::new(body, max, reading),
-            None => InboundStream { body: Body::empty(), chunk: Bytes::new(), frame_len: 0, max, reading, ended: true },
+            None => InboundStream {
+                body: Body::empty(),
+                chunk: Bytes::new(),
+                frame_len: 0,
+                max,
+                reading,
+                ended: true,
+                by_view: false,
+            },
         }
+    }
+
+    /// Whether a publish the node can route by its header is read as [`Inbound::Routable`]
+    /// (checked, not decoded: see [`Inbound::read`]) or decoded at once. Only worth it where most
+    /// messages pass through: reading the header costs about what the decode saves on a message
+    /// the node decodes anyway (one for an app in its process).
+    pub(crate) fn route_by_view(&mut self, on: bool) {
+        self.by_view = on;
+    }
+
+    /// Which end of the stream this reads.
+    pub(crate) fn reading(&self) -> Reading {
+        self.reading
     }
 
     /// The next message; `Ok(None)` at the end of the stream.
@@ -197,10 +246,7 @@ impl InboundStream {
         let Some(frame) = self.take(len, false).await? else {
             return Err(Status::internal("Unexpected EOF decoding stream."));
         };
-        Ok(Some(match Message::decode(frame.clone()) {
-            Ok(m) => Inbound::Message(m, frame),
-            Err(e) => Inbound::Malformed(e),
-        }))
+        Ok(Some(if self.by_view { Inbound::read(frame) } else { Inbound::decode(frame) }))
     }
 
     /// The next `n` bytes: from the current DATA frame when it holds them (see [`Self::split`]),
@@ -330,6 +376,7 @@ mod tests {
                     assert_eq!(Message::decode(frame).unwrap(), m, "the frame is the message's encoding");
                     out.push(m);
                 }
+                Ok(Some(Inbound::Routable(_, frame))) => out.push(Message::decode(frame).unwrap()),
                 Ok(Some(Inbound::Malformed(e))) => panic!("malformed: {e}"),
                 Ok(None) => return (out, None),
                 Err(status) => return (out, Some(status)),

@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use prost::Message as _;
 use prost::bytes::Bytes;
 use tracing::debug;
 
 use super::codec::Outbound;
+use super::header::RouteView;
 use super::link::{Ingress, LinkCounters, LinkKind};
 use super::mesh::tag::{self, META_MESH, Tag, TagEntry, Target};
 use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
@@ -49,6 +51,49 @@ pub(crate) struct Scratch {
 
 /// One target of a message: connection, its queue, its counters, whether it is a mesh link.
 type OutLink = (u64, ConnTx, Arc<LinkCounters>, bool);
+
+/// A publish being routed: decoded, or still only its frame (a publish from a remote connection
+/// that the node routes by its [`RouteView`]: see [`Inner::process_routable`]). The frame is
+/// decoded only where the message is needed: for a local app, for a target that cannot take the
+/// frame as it is, for a notice.
+// Boxing the decoded variant would cost an allocation per message a local sender routes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Pending {
+    Decoded(Message),
+    /// The frame as received, and the connection it came from (stamped as `incomingConn` when
+    /// decoded, as [`Inner::process`] does).
+    Encoded(Bytes, u64),
+}
+
+impl Pending {
+    /// The message. The frame of an `Encoded` passed [`RouteView::parse`], which accepts only
+    /// frames prost decodes, so the error is never seen in practice (the caller counts it as
+    /// malformed, as a frame that does not decode is).
+    fn into_message(self) -> Result<Message, prost::DecodeError> {
+        match self {
+            Pending::Decoded(m) => Ok(m),
+            Pending::Encoded(frame, conn) => {
+                let mut m = Message::decode(frame)?;
+                if let Some(h) = m.slim_header_mut() {
+                    h.incoming_conn = Some(conn);
+                }
+                Ok(m)
+            }
+        }
+    }
+}
+
+/// What a publish is routed by.
+struct Route {
+    forward_to: Option<u64>,
+    fanout: u32,
+    /// The SLIM header's `error` flag.
+    error: Option<bool>,
+    dst: Name,
+    /// The mesh tag the message carries (read only for a message from a mesh link).
+    tag: Option<Tag>,
+}
 
 impl Inner {
     /// Handles one message read from a connection; `frame` is its encoding as received (remote
@@ -103,6 +148,35 @@ impl Inner {
         }
     }
 
+    /// Handles a publish read from a remote connection that [`RouteView::forwardable`] accepted,
+    /// as [`Self::process`] handles the decoded message, without decoding it unless needed:
+    /// `validate` would pass (the view checked the same fields), no node-local field is set (so
+    /// the frame stays valid for the next hop), and it is no notice. A mesh control message,
+    /// or any publish while tracing adds a hop to the metadata, is decoded and processed.
+    pub(crate) async fn process_routable(&self, ing: &Ingress, view: RouteView, frame: Bytes, scratch: &mut Scratch) {
+        let Some(h) = view.header.as_ref() else { return };
+        let Some(dst) = h.destination.as_ref() else { return };
+        if (ing.is_mesh() && super::mesh::is_control_destination(dst)) || crate::telemetry::otel::active() {
+            match Message::decode(frame.clone()) {
+                Ok(m) => self.process(ing, m, Some(frame), scratch).await,
+                Err(e) => self.malformed(ing.conn, &e),
+            }
+            return;
+        }
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        ing.count_in();
+        let route =
+            Route { forward_to: None, fanout: h.fanout, error: h.error, dst: Name::from_proto(dst), tag: view.mesh };
+        self.route(ing, Pending::Encoded(frame.clone(), ing.conn), Some(frame), route, scratch).await;
+    }
+
+    /// Counts and logs a frame that does not decode as a `Message` (not reported: the sender is
+    /// another process, and the frame tells nothing about which session it belonged to).
+    pub(crate) fn malformed(&self, conn: u64, e: &prost::DecodeError) {
+        self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+        debug!(node = %self.node_id, conn, error = %e, "malformed frame dropped");
+    }
+
     async fn route_publish(&self, ing: &Ingress, msg: Message, frame: Option<Bytes>, scratch: &mut Scratch) {
         let Some(h) = msg.slim_header() else { return };
         let (forward_to, fanout, error) = (h.forward_to, h.fanout, h.error);
@@ -111,9 +185,16 @@ impl Inner {
             self.route_notice(ing, msg).await;
             return;
         }
+        let tag = if ing.is_mesh() { msg.metadata.get(META_MESH).and_then(|v| Tag::parse(v)) } else { None };
+        let route = Route { forward_to, fanout, error, dst, tag };
+        self.route(ing, Pending::Decoded(msg), frame, route, scratch).await;
+    }
+
+    /// Routes a publish (see the module doc); `frame` as in [`Self::deliver`].
+    async fn route(&self, ing: &Ingress, msg: Pending, frame: Option<Bytes>, r: Route, scratch: &mut Scratch) {
+        let Route { forward_to, fanout, error, dst, tag } = r;
         let tag = if ing.is_mesh() {
-            let t = msg.metadata.get(META_MESH).and_then(|v| Tag::parse(v));
-            let t = t.unwrap_or(Tag { target: Target::Resolve, hops: 0 });
+            let t = tag.unwrap_or(Tag { target: Target::Resolve, hops: 0 });
             if t.hops >= self.mesh.max_hops() {
                 // Not reported (the sender is elsewhere); reliable sessions retransmit.
                 self.mesh.stats.dropped_hop_limit.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +214,7 @@ impl Inner {
             scratch.targets.push(fwd);
             if !self.collect_targets(scratch, usize::MAX, fanout) {
                 self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
-                self.report(ing, msg, NodeError::ConnectionNotFound(fwd));
+                self.report_pending(ing, msg, NodeError::ConnectionNotFound(fwd));
                 return;
             }
         } else if fanout == 1 {
@@ -162,7 +243,7 @@ impl Inner {
             self.collect_targets(scratch, direct, fanout);
         }
         if scratch.txs.is_empty() {
-            self.no_route(ing, msg, dst, fanout);
+            self.no_route(ing, msg, dst, fanout, error);
             return;
         }
         self.deliver(ing, msg, frame, scratch, tag.is_some(), Tag { target: out_target, hops }).await;
@@ -215,16 +296,21 @@ impl Inner {
     /// its end) it is what encoding `msg` without a tag would give. A remote connection gets
     /// those bytes, a mesh link with `out`'s entry appended (docs/mesh.md, "The tag on the
     /// wire"); the message is not encoded again. A local app gets `msg`.
+    ///
+    /// `msg` still `Encoded` is decoded at the first target that needs the message.
     async fn deliver(
         &self,
         ing: &Ingress,
-        mut msg: Message,
+        mut msg: Pending,
         frame: Option<Bytes>,
         scratch: &mut Scratch,
         tagged: bool,
         out: Tag,
     ) {
-        if let Some(h) = msg.slim_header_mut() {
+        // (An `Encoded` one has neither: see `process_routable`.)
+        if let Pending::Decoded(m) = &mut msg
+            && let Some(h) = m.slim_header_mut()
+        {
             h.recv_from = None;
             h.forward_to = None;
         }
@@ -248,11 +334,23 @@ impl Inner {
                             Ok(())
                         }
                         // Only for reporting (to a local sender: never the case with a frame).
-                        Err(_) => Err(msg.clone().unwrap_or_default()),
+                        Err(_) => Err(msg.clone().unwrap_or(Pending::Decoded(Message::default()))),
                     }
                 }
                 _ => {
-                    if let Some(m) = msg.as_mut() {
+                    if let Some(Pending::Encoded(..)) = &msg {
+                        match msg.take().map(Pending::into_message) {
+                            Some(Ok(m)) => msg = Some(Pending::Decoded(m)),
+                            Some(Err(e)) => {
+                                // Never in practice (see `Pending::into_message`): counted as a
+                                // malformed frame is, not reported (the sender is remote).
+                                self.malformed(ing.conn, &e);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if let Some(Pending::Decoded(m)) = msg.as_mut() {
                         if mesh {
                             out.write(&mut scratch.tag);
                             match m.metadata.get_mut(META_MESH) {
@@ -268,8 +366,8 @@ impl Inner {
                         }
                     }
                     let m = if i + 1 == n { msg.take() } else { msg.clone() };
-                    let Some(m) = m else { break };
-                    send_to(&tx, m).await
+                    let Some(Pending::Decoded(m)) = m else { break };
+                    send_to(&tx, m).await.map_err(Pending::Decoded)
                 }
             };
             if let Err(lost) = sent {
@@ -277,7 +375,7 @@ impl Inner {
                 // sender's retransmission (reliable sessions) and counted.
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 debug!(node = %self.node_id, conn = target, "send failed: connection closed");
-                self.report(ing, lost, NodeError::ConnectionClosed(target));
+                self.report_pending(ing, lost, NodeError::ConnectionClosed(target));
             } else {
                 counters.messages_out.fetch_add(1, Ordering::Relaxed);
                 self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
@@ -285,16 +383,19 @@ impl Inner {
         }
     }
 
-    /// Nothing takes the message (see the module doc for who hears about it).
-    fn no_route(&self, ing: &Ingress, msg: Message, dst: Name, fanout: u32) {
+    /// Nothing takes the message (see the module doc for who hears about it). `error`: the SLIM
+    /// header's error flag.
+    fn no_route(&self, ing: &Ingress, msg: Pending, dst: Name, fanout: u32, error: Option<bool>) {
         self.stats.dropped_no_route.fetch_add(1, Ordering::Relaxed);
         if ing.is_local() {
+            let Some(msg) = self.open(ing, msg) else { return };
             let shown = display_destination(&msg, dst);
             self.report(ing, msg, NodeError::NoMatch(shown));
         } else if ing.is_mesh() {
             self.mesh.stats.dropped_transit_no_route.fetch_add(1, Ordering::Relaxed);
             debug!(node = %self.node_id, conn = ing.conn, %dst, "no route in transit: dropped");
-        } else if fanout == 1 && ing.notify && msg.slim_header().and_then(|h| h.error) != Some(true) {
+        } else if fanout == 1 && ing.notify && error != Some(true) {
+            let Some(msg) = self.open(ing, msg) else { return };
             self.schedule_notice(ing, msg, dst);
         } else {
             debug!(node = %self.node_id, conn = ing.conn, %dst, "no route for a leaf's message: dropped");
@@ -440,6 +541,26 @@ impl Inner {
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 self.report(ing, lost, NodeError::ConnectionClosed(fwd));
             }
+        }
+    }
+
+    /// The message of `p`, decoding it if needed; `None` (counted as malformed, as a frame that
+    /// does not decode is) never happens in practice: see [`Pending::into_message`].
+    fn open(&self, ing: &Ingress, p: Pending) -> Option<Message> {
+        p.into_message().map_err(|e| self.malformed(ing.conn, &e)).ok()
+    }
+
+    /// [`Self::report`] for a message that may not be decoded yet: decoded only when the
+    /// sender is local (it never is for an encoded one), since others only get a log line.
+    fn report_pending(&self, ing: &Ingress, message: Pending, error: NodeError) {
+        match message {
+            Pending::Decoded(m) => self.report(ing, m, error),
+            p @ Pending::Encoded(..) if ing.is_local() => {
+                if let Some(m) = self.open(ing, p) {
+                    self.report(ing, m, error);
+                }
+            }
+            Pending::Encoded(..) => debug!(node = %self.node_id, conn = ing.conn, %error, "message dropped"),
         }
     }
 

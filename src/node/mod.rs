@@ -16,6 +16,7 @@ mod codec;
 pub mod config;
 mod exec;
 mod forward;
+mod header;
 pub mod link;
 pub mod listener;
 pub mod local;
@@ -619,6 +620,13 @@ impl Inner {
         }
         sent
     }
+}
+
+/// For the `frame` fuzz target: checks the node's routing view of an encoded message (what a node
+/// reads of a message it only passes on) against prost's decoding of it; panics when they differ.
+#[doc(hidden)]
+pub fn check_route_view(frame: &[u8]) {
+    header::check_against_prost(frame);
 }
 
 /// Sends one message on a connection queue, waiting for room (back-pressure). Returns the message

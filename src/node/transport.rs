@@ -73,6 +73,11 @@ async fn read_stream(
     scratch: &mut Scratch,
 ) -> Option<Status> {
     let id = ingress.conn;
+    // Publishes are routed by their header (not decoded) on links where most are in transit: mesh
+    // links and the links a node accepted (apps and nodes that dial it). On a link this node
+    // dialed to another node (an app's uplink) nearly every message is for an app in this
+    // process, which needs it decoded anyway: there it is decoded at once, as before.
+    inbound.route_by_view(ingress.is_mesh() || inbound.reading() == Reading::Request);
     loop {
         let item = tokio::select! {
             biased;
@@ -87,10 +92,14 @@ async fn read_stream(
                     _ = inner.process(ingress, m, Some(frame), scratch) => {}
                 }
             }
-            Ok(Some(Inbound::Malformed(e))) => {
-                inner.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-                debug!(node = %inner.node_id, conn = id, error = %e, "malformed frame dropped");
+            Ok(Some(Inbound::Routable(view, frame))) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return None,
+                    _ = inner.process_routable(ingress, view, frame, scratch) => {}
+                }
             }
+            Ok(Some(Inbound::Malformed(e))) => inner.malformed(id, &e),
             Ok(None) => {
                 debug!(node = %inner.node_id, conn = id, "stream closed by peer");
                 return None;

@@ -296,9 +296,12 @@ impl Mesh {
 
 /// True when `msg` is a mesh control message (a Publish to the reserved control name).
 pub fn is_control(msg: &Message) -> bool {
-    msg.slim_header()
-        .and_then(|h| h.destination.as_ref())
-        .is_some_and(|d| (d.component_0, d.component_1, d.component_2) == *CONTROL_TYPE)
+    msg.slim_header().and_then(|h| h.destination.as_ref()).is_some_and(is_control_destination)
+}
+
+/// True when a message to `d` is a mesh control message (see [`is_control`]).
+pub(crate) fn is_control_destination(d: &crate::wire::proto::Name) -> bool {
+    (d.component_0, d.component_1, d.component_2) == *CONTROL_TYPE
 }
 
 /// The control message carried by `msg`, if it decodes.
