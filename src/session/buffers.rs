@@ -113,6 +113,12 @@ impl<T> ReceiverBuffer<T> {
             self.out_of_window += 1;
             return Arrival::OutOfWindow;
         }
+        if offset == 0 && self.window.is_empty() {
+            // The next id with nothing waiting (a stream in order): released at once.
+            out.push(Released::Message(item));
+            self.next = Some(next.wrapping_add(1));
+            return Arrival::Accepted;
+        }
         if offset < self.window.len() {
             if self.window[offset].is_some() {
                 self.duplicates += 1;

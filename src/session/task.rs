@@ -24,6 +24,10 @@ use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL};
 use crate::error::SlimError;
 use crate::wire::Message;
 
+/// Inbound messages a task takes from its channel at once (handled one by one; timers and
+/// commands are looked at between batches).
+const INBOUND_BATCH: usize = 32;
+
 /// How a session task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -94,7 +98,48 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
     /// Hands `msg` to the node; a failure (app shutting down) is logged: the caller's own timers
     /// recover or report what it cost.
     pub async fn send(&self, msg: Message) {
-        match self.app.send(msg).await {
+        let sent = self.app.send(msg).await;
+        self.sent(sent);
+    }
+
+    /// Hands every message of `msgs` to the node, in order, leaving `msgs` empty: each is stamped
+    /// with the identity token, then the batch waits once for room in the node's channel for all
+    /// of it (not once per message). A message whose token cannot be produced is not sent, as in
+    /// [`Self::send`]; the node gone (app closing) costs the rest, as it would one by one.
+    pub async fn send_many(&self, msgs: &mut Vec<Message>) {
+        let mut refused = false;
+        msgs.retain_mut(|m| match self.app.stamp_identity(m) {
+            Ok(()) => true,
+            Err(e) => {
+                // Drop point: see `sent` (REPORTED once per outage, counted each time).
+                self.sent(Err(e));
+                refused = true;
+                false
+            }
+        });
+        let mut rest = msgs.drain(..);
+        while rest.len() > 0 {
+            let n = rest.len().min(self.app.node_tx.max_capacity());
+            match self.app.node_tx.reserve_many(n).await {
+                Ok(permits) => {
+                    for (permit, msg) in permits.zip(rest.by_ref()) {
+                        permit.send(msg);
+                    }
+                }
+                Err(_) => {
+                    self.sent(Err(SlimError::Closed));
+                    return;
+                }
+            }
+        }
+        if !refused {
+            self.sent(Ok(()));
+        }
+    }
+
+    /// What a hand-over to the node came to (see the drop points below).
+    fn sent(&self, result: Result<(), SlimError>) {
+        match result {
             Ok(()) => {
                 if self.identity_failing.load(Ordering::Relaxed) {
                     self.identity_failing.store(false, Ordering::Relaxed);
@@ -210,8 +255,13 @@ pub async fn run<S: SessionKind>(
     mut commands: mpsc::Receiver<Command>,
 ) -> Ended {
     let cancel = task.io().entry.cancel.clone();
+    // Made once: a cancellation future made anew in every turn of the loop registers with (and
+    // leaves) the token's waiter list, under its lock, once per message.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
+    let mut batch = Vec::with_capacity(INBOUND_BATCH);
     let mut armed: Option<Instant> = None;
     let mut ended = Ended::Stopped;
     loop {
@@ -227,19 +277,26 @@ pub async fn run<S: SessionKind>(
         task.io().entry.outstanding.store(outstanding, Ordering::Relaxed);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => break,
-            m = inbound.recv() => match m {
-                Some(m) => {
+            _ = &mut cancelled => break,
+            n = inbound.recv_many(&mut batch, INBOUND_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for m in batch.drain(..) {
                     if task.on_message(m).await == Flow::Leave {
                         ended = Ended::Left;
                         break;
                     }
-                    if inbound.is_empty() {
-                        task.on_idle().await;
-                    }
                 }
-                None => break,
-            },
+                if ended == Ended::Left {
+                    // What followed the leave in this batch goes with the session, as what
+                    // followed it in the channel always did: the peer closed it.
+                    break;
+                }
+                if inbound.is_empty() {
+                    task.on_idle().await;
+                }
+            }
             _ = &mut sleep, if armed.is_some() => {
                 armed = None;
                 fire_timers(&mut task).await;

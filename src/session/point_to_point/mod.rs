@@ -5,12 +5,14 @@
 //! publish commands (from the app) and its own timers. Unreliable anycast traffic never reaches
 //! the task (see [`super::layer`]).
 //!
-//! Files: this one holds the task's state, what it sends (discovery, join, data, ACK timers) and
-//! its [`SessionKind`] impl; [`receiver`] what it receives (admission, ordering, ACKs, RTX);
-//! [`mls`] the two-member MLS group.
+//! Files: this one holds the task's state, its handshake (discovery, join) and its
+//! [`SessionKind`] impl; [`sender`] what it sends (publishes queued and batched, reliable ones kept
+//! until acknowledged, retransmissions); [`receiver`] what it receives (admission, ordering, ACKs,
+//! RTX); [`mls`] the two-member MLS group.
 
 mod mls;
 mod receiver;
+mod sender;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,20 +24,30 @@ use tokio::time::Instant;
 
 use super::buffers::ReceiverBuffer;
 use super::channel;
-use super::context::{AppCore, Stats, Target, data_message};
+use super::context::{AppCore, Stats};
 use super::entry::{Command, SessionEntry};
 use super::task::{Flow, SessionKind, TaskCore};
 use super::timer::{Fired, TimerPolicy};
 use super::{DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
-use crate::mls::{MlsState, interceptor};
+use crate::mls::MlsState;
 use crate::wire::builders::Flags;
 use crate::wire::{META_ACK_RANGES, Message, Name, SessionMessageType, SessionType};
+use sender::Unacked;
 
-/// Reliable messages in flight (unacknowledged). Further publishes wait in the pending queue:
-/// a fixed retransmission timeout with a deep window turns queueing delay into a
-/// retransmission storm, so the window stays small (it still covers many round trips).
-pub const MAX_IN_FLIGHT: usize = 256;
+/// Reliable messages in flight (unacknowledged) at most. Further publishes wait in the pending
+/// queue. The window a session uses moves between [`MIN_IN_FLIGHT`] and this bound with how long
+/// its acknowledgements take (see `P2pTask::adapt_window`): a receiver acknowledges a message only
+/// once its application has room for it, so behind a slow reader every message in flight waits
+/// its turn, and with a fixed retransmission timeout a deep window would turn that wait into a
+/// retransmission storm. A reader that keeps up lets the window open (small messages move in
+/// bigger batches through every hop: fewer wake-ups per message, benches/README.md). Below the
+/// receiving task's inbound backlog (`layer::SESSION_INBOUND_CAPACITY`, 4,096: one stream never
+/// overflows it) and the receive window (8,192 ids); the send budget bounds the bytes.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// The window a reliable session starts with and goes back to when acknowledgements come late or
+/// a message had to be sent again.
+pub const MIN_IN_FLIGHT: usize = 256;
 /// Publishes buffered (during discovery or behind a full window) before publishers wait. Bytes
 /// are bounded too: every publish is charged against the session's [`super::budget`] until it
 /// leaves the task's buffers (sent, or, reliable, acknowledged or timed out).
@@ -45,6 +57,9 @@ const RECENT_IDS: usize = 4096;
 /// Most ids one range acknowledgement covers: a run this long goes out without waiting for the
 /// inbound channel to go idle (well under [`MAX_IN_FLIGHT`], so the sender's window keeps moving).
 pub const ACK_RUN_MAX: u32 = 64;
+/// Most data messages built before they are handed to the node together (see
+/// [`TaskCore::send_many`]); well under the node channel's capacity.
+const SEND_BATCH: usize = 64;
 
 /// Who started the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,21 +81,6 @@ pub enum TimerKey {
     /// Reliable initiator: the whole handshake (discovery, join and, with MLS, the welcome) must
     /// end by this deadline, `timeout × (max_retries + 1)` after it started.
     Handshake,
-}
-
-/// A reliable message sent and not acknowledged yet.
-#[derive(Debug)]
-struct Unacked {
-    msg: Message,
-    /// What it was charged against the send budget.
-    charge: usize,
-    /// Retransmitted (or, retries spent, failed) at this instant.
-    due: Instant,
-    /// Retransmissions so far, and the interval and limit of the session when it was sent: with
-    /// `max_retries = N` and interval `d` it is sent again at d, 2d, … Nd and fails at (N+1)·d.
-    retries: u32,
-    every: Duration,
-    max_retries: u32,
 }
 
 #[derive(Debug)]
@@ -112,6 +112,10 @@ pub struct P2pTask {
     phase: Phase,
     peer: Option<Peer>,
     pending: VecDeque<PublishRequest>,
+    /// Reliable messages that may be in flight now ([`MIN_IN_FLIGHT`]..=[`MAX_IN_FLIGHT`]).
+    window: usize,
+    /// Scratch: data messages built by [`Self::drain_pending`], handed to the node together.
+    outbox: Vec<Message>,
     /// Sent reliable messages by id (ordered: a range acknowledgement removes a run), with what
     /// they were charged against the send budget.
     unacked: BTreeMap<u32, Unacked>,
@@ -151,6 +155,8 @@ impl P2pTask {
             phase: Phase::Idle,
             peer: None,
             pending: VecDeque::new(),
+            window: MIN_IN_FLIGHT,
+            outbox: Vec::new(),
             unacked: BTreeMap::new(),
             ack_ranges: false,
             ack_run: None,
@@ -162,14 +168,6 @@ impl P2pTask {
             mls_ready: false,
             welcome_id: None,
             key_package: None,
-        }
-    }
-
-    /// Sends pending publishes in order while the peer is known and the window has room.
-    async fn drain_pending(&mut self) {
-        while self.can_send() && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT) {
-            let Some(req) = self.pending.pop_front() else { break };
-            self.send_data(req).await;
         }
     }
 
@@ -194,134 +192,6 @@ impl P2pTask {
             && charge > 0
         {
             b.give_back(charge);
-        }
-    }
-
-    /// Sends a publish now, or queues it (discovery, MLS set-up or a full window); the first
-    /// publish of a sticky initiator starts discovery.
-    async fn on_publish(&mut self, req: PublishRequest) {
-        if self.needs_discovery() {
-            if matches!(self.phase, Phase::Idle) {
-                match Target::of(&req) {
-                    Ok(target) => self.start_discovery(&target.name).await,
-                    Err(e) => {
-                        self.give_back(self.charge_of(&req));
-                        self.io.entry.deliver_error(e);
-                        return;
-                    }
-                }
-            }
-            self.pending.push_back(req);
-            return;
-        }
-        if self.pending.is_empty()
-            && self.can_send()
-            && !(self.timeout.is_some() && self.unacked.len() >= MAX_IN_FLIGHT)
-        {
-            self.send_data(req).await;
-        } else {
-            self.pending.push_back(req);
-            self.drain_pending().await;
-        }
-    }
-
-    /// Sends one data message (encrypted with MLS); reliable ones are kept until acknowledged, with
-    /// an ACK timer.
-    async fn send_data(&mut self, req: PublishRequest) {
-        let charge = self.charge_of(&req);
-        let target = match (&self.peer, self.sticky) {
-            (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
-            _ => match Target::of(&req) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.give_back(charge);
-                    self.io.entry.deliver_error(e);
-                    return;
-                }
-            },
-        };
-        let mid = self.io.entry.next_id.fetch_add(1, Ordering::Relaxed);
-        let kind = if self.timeout.is_some() { SessionMessageType::P2PReliable } else { SessionMessageType::P2PMsg };
-        let fanout = req.fanout;
-        let mut msg = data_message(
-            &self.io.app.name,
-            &target,
-            fanout,
-            SessionType::SessionPointToPoint,
-            kind,
-            self.io.id,
-            mid,
-            req,
-        );
-        if let Some(mls) = self.mls.as_mut()
-            && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
-        {
-            self.give_back(charge);
-            self.io.entry.deliver_error(SlimError::from(e));
-            return;
-        }
-        if let Some(timeout) = self.timeout {
-            let now = Instant::now();
-            let entry = Unacked {
-                msg: msg.clone(),
-                charge,
-                due: now + timeout,
-                retries: 0,
-                every: timeout,
-                max_retries: self.max_retries,
-            };
-            self.unacked.insert(mid, entry);
-            if !self.io.timer_running(TimerKey::Acks) {
-                self.io.start_timer(TimerKey::Acks, TimerPolicy::constant(timeout, 0), now);
-            }
-            self.io.send(msg).await;
-        } else {
-            self.io.send(msg).await;
-            self.give_back(charge);
-        }
-    }
-
-    /// The ack timer fired: every unacknowledged message whose deadline passed is sent again, or,
-    /// its retries spent, removed and reported (`SLIMTimeoutError` naming its id); the timer is
-    /// armed again for the earliest deadline left. (It may fire before any is due, when the message
-    /// it was armed for was acknowledged since: then it only re-arms.)
-    async fn on_acks_due(&mut self) {
-        let now = Instant::now();
-        let mut due = std::mem::take(&mut self.acked);
-        due.extend(self.unacked.iter().filter(|(_, u)| u.due <= now).map(|(id, _)| *id));
-        let mut failed = false;
-        for &mid in &due {
-            let Some(u) = self.unacked.get_mut(&mid) else { continue };
-            if u.retries >= u.max_retries {
-                if let Some(u) = self.unacked.remove(&mid) {
-                    self.give_back(u.charge);
-                }
-                self.io.entry.deliver_error(SlimError::Timeout { session_id: self.io.id, message_id: mid });
-                failed = true;
-            } else {
-                u.retries += 1;
-                u.due = now + u.every;
-                let m = u.msg.clone();
-                self.io.send(m).await;
-            }
-        }
-        due.clear();
-        self.acked = due;
-        self.arm_acks(now);
-        if failed {
-            self.drain_pending().await;
-        }
-    }
-
-    /// Arms the ack timer for the earliest deadline of the unacknowledged messages (none: off).
-    fn arm_acks(&mut self, now: Instant) {
-        match self.unacked.values().map(|u| u.due).min() {
-            Some(at) => {
-                self.io.start_timer(TimerKey::Acks, TimerPolicy::constant(at.saturating_duration_since(now), 0), now)
-            }
-            None => {
-                self.io.stop_timer(TimerKey::Acks);
-            }
         }
     }
 
@@ -537,11 +407,7 @@ impl SessionKind for P2pTask {
     async fn on_command(&mut self, cmd: Command, _more: &mut mpsc::Receiver<Command>) {
         match cmd {
             Command::Publish(req) => self.on_publish(req).await,
-            Command::PublishBatch(reqs) => {
-                for req in reqs {
-                    self.on_publish(req).await;
-                }
-            }
+            Command::PublishBatch(reqs) => self.on_publish_batch(reqs).await,
             Command::SetConfig(cfg) => {
                 let (timeout, max_retries, _, _) = params(&cfg);
                 self.timeout = timeout;

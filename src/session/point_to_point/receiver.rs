@@ -11,7 +11,7 @@ use crate::session::buffers::{Arrival, Released};
 use crate::session::context::Stats;
 use crate::session::queue::DELIVERY_WAIT_BOUND;
 use crate::session::timer::TimerPolicy;
-use crate::wire::builders::{self, Flags, PublishSpec};
+use crate::wire::builders::Flags;
 use crate::wire::{META_ACK_FROM, Message, Name, SessionMessageType, SessionType};
 
 /// Consecutive admitted ids from one sender, acknowledged together by one P_2_P_ACK (message id
@@ -139,10 +139,15 @@ impl P2pTask {
         let mut acked = std::mem::take(&mut self.acked);
         acked.extend(self.unacked.range(from..=mid).map(|(id, _)| *id));
         // No timer to stop: the ack timer finds nothing due when it fires, and re-arms.
+        let mut newest = None;
         for &id in &acked {
             if let Some(u) = self.unacked.remove(&id) {
                 self.give_back(u.charge);
+                newest = u.sent_once();
             }
+        }
+        if let Some((sent, every)) = newest {
+            self.adapt_window(Instant::now().saturating_duration_since(sent), every, acked.len());
         }
         let any = !acked.is_empty();
         acked.clear();
@@ -157,20 +162,26 @@ impl P2pTask {
     /// Feeds the reorder buffer, delivers what it releases and starts RTX timers for new holes.
     pub(super) fn feed_receiver(&mut self, mid: u32, msg: Message) -> Arrival {
         let Some(rb) = self.receiver.as_mut() else { return Arrival::Duplicate };
+        // Only a hole can have an RTX timer running.
+        let was_hole = rb.is_missing(mid);
         let arrival = rb.on_message(mid, msg, &mut self.io.released, &mut self.io.holes);
         match arrival {
             Arrival::Duplicate => Stats::bump(&self.io.app.stats.duplicates),
             Arrival::OutOfWindow => Stats::bump(&self.io.app.stats.out_of_window),
             Arrival::Accepted => {
-                self.io.stop_timer(TimerKey::Rtx(mid));
+                if was_hole {
+                    self.io.stop_timer(TimerKey::Rtx(mid));
+                }
             }
         }
-        let rtx_every = self.timeout.unwrap_or(Duration::from_secs(1));
-        let now = Instant::now();
-        let holes: Vec<u32> = self.io.holes.drain(..).collect();
-        for hole in holes {
-            if !self.io.timer_running(TimerKey::Rtx(hole)) {
-                self.io.start_timer(TimerKey::Rtx(hole), TimerPolicy::constant(rtx_every, self.max_retries), now);
+        if !self.io.holes.is_empty() {
+            let rtx_every = self.timeout.unwrap_or(Duration::from_secs(1));
+            let now = Instant::now();
+            let holes: Vec<u32> = self.io.holes.drain(..).collect();
+            for hole in holes {
+                if !self.io.timer_running(TimerKey::Rtx(hole)) {
+                    self.io.start_timer(TimerKey::Rtx(hole), TimerPolicy::constant(rtx_every, self.max_retries), now);
+                }
             }
         }
         self.flush_released();
@@ -208,16 +219,17 @@ impl P2pTask {
 
     /// Delivers what the reorder buffer released; lost ids are reported.
     pub(super) fn flush_released(&mut self) {
-        let released: Vec<_> = self.io.released.drain(..).collect();
-        let peer = self.peer.as_ref().map(|p| p.name.clone());
-        for r in released {
+        // Taken and put back (emptied): the scratch vector keeps its allocation.
+        let mut released = std::mem::take(&mut self.io.released);
+        for r in released.drain(..) {
             match r {
                 Released::Message(m) => self.deliver_app(m),
                 // Drop point: the retransmission never came or the sender no longer had it ->
                 // REPORTED (MessageLost with the id).
-                Released::Lost(id) => self.io.entry.report_lost(peer.as_ref(), id),
+                Released::Lost(id) => self.io.entry.report_lost(self.peer.as_ref().map(|p| &p.name), id),
             }
         }
+        self.io.released = released;
     }
 
     /// Answers an RTX_REQUEST with the unacknowledged message, or with the error flag when it is
@@ -226,24 +238,8 @@ impl P2pTask {
         let Some(requester) = request.source_name() else { return };
         let own = request.destination_name().unwrap_or_else(|| self.io.app.name.clone());
         let flags = Flags::one().forward_to(request.incoming_conn());
-        let reply = match self.unacked.get(&mid).map(|u| &u.msg) {
-            Some(original) => {
-                let content_type = original.publish().and_then(|p| p.msg.as_ref()).map(|c| c.content_type.as_str());
-                let spec = PublishSpec {
-                    source: &own,
-                    destination: &requester,
-                    flags,
-                    session_type: SessionType::SessionPointToPoint,
-                    message_type: SessionMessageType::RtxReply,
-                    session_id: self.io.id,
-                    message_id: mid,
-                    original_names: true,
-                    content_type: content_type.unwrap_or(""),
-                };
-                let mut meta = original.metadata.clone();
-                meta.remove(crate::wire::META_IDENTITY);
-                builders::publish(&spec, original.blob_shared(), meta)
-            }
+        let reply = match self.unacked.get(&mid) {
+            Some(original) => original.rebuild(&own, &requester, flags, SessionMessageType::RtxReply, self.io.id, mid),
             None => {
                 Stats::bump(&self.io.app.stats.rtx_unavailable);
                 self.io.app.control(
