@@ -351,9 +351,10 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth };
 
     let keepalive = cfg.keepalive.clone().unwrap_or_default();
-    // A mesh node notices a silent neighbour within seconds (docs/mesh.md, "Link failure").
+    // A mesh node notices a silent neighbour within seconds, and a paused app keeps its
+    // connection (docs/mesh.md, "Link failure"; see `mesh::ACCEPT_KEEPALIVE_TIMEOUT`).
     let (ping_every, ping_timeout) = if inner.mesh.enabled() {
-        (mesh::KEEPALIVE_INTERVAL, mesh::KEEPALIVE_TIMEOUT)
+        (mesh::KEEPALIVE_INTERVAL, mesh::ACCEPT_KEEPALIVE_TIMEOUT)
     } else {
         (Duration::from_secs(120), Duration::from_secs(20))
     };

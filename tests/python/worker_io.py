@@ -5,6 +5,7 @@ connected to the test's node."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import slim_bindings
@@ -26,6 +27,9 @@ def split(text: str) -> PyName:
 
 async def new_app(local: str, endpoint: str, secret: str) -> slim_bindings.Slim:
     """An app named `local` with a shared-secret identity, connected to the node at `endpoint`."""
+    # WORKER_LOG=debug (or info, trace...) logs what the runtime does, on stderr (HTTP/2 frames left out).
+    if os.environ.get("WORKER_LOG"):
+        slim_bindings.init_tracing({"log_level": os.environ["WORKER_LOG"], "filter": "h2=info,hyper=info"})
     provider = slim_bindings.PyIdentityProvider.SharedSecret(identity=local, shared_secret=secret)
     verifier = slim_bindings.PyIdentityVerifier.SharedSecret(identity=local, shared_secret=secret)
     app = await slim_bindings.Slim.new(split(local), provider, verifier)

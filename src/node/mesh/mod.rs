@@ -49,6 +49,14 @@ pub const CONTROL_QUEUE: usize = 4096;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a mesh node's server waits for the answer to its PING (every [`KEEPALIVE_INTERVAL`])
+/// when the configuration sets no timeout. The server sets it when it accepts a connection, before
+/// it knows whether the peer is a mesh node or an app, and an app whose process is paused or
+/// starved of CPU for a few seconds (a GC pause, a debugger, a loaded machine) must keep its
+/// connection and what is in flight on it: a frozen neighbour is noticed within
+/// [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`] by the node that dialed it (and its link-state
+/// withdrawal takes the link out of every node's paths), and by the node it dialed within this bound.
+pub const ACCEPT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `mesh:` of a node's configuration.
 #[derive(Debug, Clone, Deserialize)]

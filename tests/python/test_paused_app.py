@@ -1,0 +1,67 @@
+"""An app whose process is paused for a few seconds keeps its connection to a standalone node, and
+what was sent to it meanwhile arrives (docs/mesh.md, "Link failure and recovery").
+
+The package's node (`python -m slim_bindings node`) takes part in the mesh, so it pings every
+connection it accepts each second. It used to give up after 2 s without an answer, before it knew
+whether the peer was a node or an app: an app stopped for 3 s (a GC pause, a debugger, a loaded
+machine) lost its connection, and what was sent to it then found no route. The reader here is a
+separate process, frozen with SIGSTOP while idle; after 4 s another process sends to it, still frozen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from interop_test_helpers import PeerProcess
+
+HERE = Path(__file__).resolve().parent
+COUNT = 200
+# Longer than the mesh keepalive's PING interval plus its old 2 s timeout, well under the 20 s bound.
+PAUSE_S = 4.0
+
+
+def test_paused_app_keeps_its_connection_and_gets_what_was_sent_meanwhile() -> None:
+    procs: list[PeerProcess] = []
+    try:
+        node = PeerProcess(
+            [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
+        )
+        procs.append(node)
+        line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
+        match = re.search(r"listening on (\S+)", line)
+        assert match, line
+        endpoint = f"http://{match.group(1)}"
+        reader = PeerProcess(
+            [sys.executable, "-u", str(HERE / "pause_worker.py"), "--endpoint", endpoint]
+            + ["--local", "org/pause/reader", "--count", str(COUNT)],
+            "reader",
+        )
+        procs.append(reader)
+        reader.wait_event("ready", 60)
+        os.kill(reader.proc.pid, signal.SIGSTOP)
+        try:
+            # The pause itself is what is tested: nothing to wait for but the clock (bounded).
+            time.sleep(PAUSE_S)
+            sender = PeerProcess(
+                [sys.executable, "-u", str(HERE / "close_worker.py"), "--endpoint", endpoint]
+                + ["--local", "org/pause/sender", "--remote", "org/pause/reader"]
+                + ["--count", str(COUNT), "--keep", "local"],
+                "sender",
+            )
+            procs.append(sender)
+            sender.wait_event("sent", 60)
+            assert sender.finish(60) == 0, sender.diagnostics()
+        finally:
+            os.kill(reader.proc.pid, signal.SIGCONT)
+        done = reader.wait_event("done", 60)[0]
+        assert done["got"] == list(range(COUNT)), reader.diagnostics()
+        assert done["reconnects"] == 0, done
+        assert reader.finish(30) == 0, reader.diagnostics()
+    finally:
+        for p in procs:
+            p.kill()
