@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -238,6 +239,19 @@ class PeerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.close_stdin()
+
+
+def start_package_node(procs: list[PeerProcess]) -> str:
+    """``python -m slim_bindings node`` on a free loopback port, appended to ``procs`` (the caller
+    kills it); returns the endpoint apps connect to."""
+    node = PeerProcess(
+        [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
+    )
+    procs.append(node)
+    line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
+    match = re.search(r"listening on (\S+)", line)
+    assert match, line
+    return f"http://{match.group(1)}"
 
 
 def start_peer060(role: str, *args: str, name: str | None = None, stdin_pipe: bool = False) -> PeerProcess:

@@ -13,11 +13,10 @@ fewer, enough to overflow the stopped member's 16,384-message queue.)
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
-from interop_test_helpers import PeerProcess
+from interop_test_helpers import PeerProcess, start_package_node
 
 WORKER = str(Path(__file__).resolve().parent / "group_loss_worker.py")
 TOTAL = 30_000
@@ -27,14 +26,7 @@ MEMBERS = [f"org/loss/m{i}" for i in range(4)]
 def test_mls_group_members_get_every_message_or_its_loss_reported() -> None:
     procs: list[PeerProcess] = []
     try:
-        node = PeerProcess(
-            [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
-        )
-        procs.append(node)
-        line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
-        match = re.search(r"listening on (\S+)", line)
-        assert match, line
-        endpoint = f"http://{match.group(1)}"
+        endpoint = start_package_node(procs)
         members = []
         for i, name in enumerate(MEMBERS):
             argv = [sys.executable, "-u", WORKER, "member", "--endpoint", endpoint, "--name", name]

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from interop_test_helpers import PeerProcess
+from interop_test_helpers import PeerProcess, start_package_node
 
 WORKER = str(Path(__file__).resolve().parent / "liveness_worker.py")
 BOUND = 2.0
@@ -33,17 +32,6 @@ def procs() -> Iterator[list[PeerProcess]]:
     finally:
         for p in started:
             p.kill()
-
-
-def start_node(procs: list[PeerProcess]) -> str:
-    node = PeerProcess(
-        [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
-    )
-    procs.append(node)
-    line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
-    match = re.search(r"listening on (\S+)", line)
-    assert match, line
-    return f"http://{match.group(1)}"
 
 
 def start_group(
@@ -75,7 +63,7 @@ def participants(moderator: PeerProcess) -> list[str]:
 
 
 def test_members_learn_that_the_moderator_died(procs: list[PeerProcess]) -> None:
-    endpoint = start_node(procs)
+    endpoint = start_package_node(procs)
     names = ["org/live/m0", "org/live/m1"]
     moderator, members = start_group(procs, endpoint, names)
     assert participants(moderator) == ["org/live/m0", "org/live/m1", "org/live/mod"]
@@ -91,7 +79,7 @@ def test_members_learn_that_the_moderator_died(procs: list[PeerProcess]) -> None
 
 
 def test_moderator_drops_a_dead_member_and_the_others_keep_talking(procs: list[PeerProcess]) -> None:
-    endpoint = start_node(procs)
+    endpoint = start_package_node(procs)
     names = ["org/live/m0", "org/live/m1", "org/live/m2"]
     moderator, members = start_group(procs, endpoint, names)
     assert participants(moderator) == sorted(names + ["org/live/mod"])

@@ -11,13 +11,12 @@ separate process, frozen with SIGSTOP while idle; after 4 s another process send
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
 from pathlib import Path
 
-from interop_test_helpers import PeerProcess
+from interop_test_helpers import PeerProcess, start_package_node
 
 HERE = Path(__file__).resolve().parent
 COUNT = 200
@@ -28,14 +27,7 @@ PAUSE_S = 4.0
 def test_paused_app_keeps_its_connection_and_gets_what_was_sent_meanwhile() -> None:
     procs: list[PeerProcess] = []
     try:
-        node = PeerProcess(
-            [sys.executable, "-u", "-m", "slim_bindings", "node", "--endpoint", "127.0.0.1:0"], "node"
-        )
-        procs.append(node)
-        line = node.wait_event("stdout", 60, lambda e: "listening on" in e["line"])[0]["line"]
-        match = re.search(r"listening on (\S+)", line)
-        assert match, line
-        endpoint = f"http://{match.group(1)}"
+        endpoint = start_package_node(procs)
         reader = PeerProcess(
             [sys.executable, "-u", str(HERE / "pause_worker.py"), "--endpoint", endpoint]
             + ["--local", "org/pause/reader", "--count", str(COUNT)],
