@@ -687,11 +687,8 @@ async fn run_client(
                 let replayed = if ingress.is_mesh() { 0 } else { inner.replay_forwarded(id).await };
                 info!(node = %inner.node_id, conn = id, endpoint = %dialer.cfg.endpoint, replayed, "reconnected");
             }
-            // The node (the app) shutting down while the link was down is no failure to warn of.
-            Err(NodeError::Shutdown) => {
-                debug!(node = %inner.node_id, conn = id, "node shut down while reconnecting; connection removed");
-                break;
-            }
+            // The app closed while the link was down: no failure to warn of ("connection removed" follows).
+            Err(NodeError::Shutdown) => break,
             Err(e) => {
                 warn!(node = %inner.node_id, conn = id, error = %e, "reconnect gave up; connection removed");
                 break;
