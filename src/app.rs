@@ -15,7 +15,9 @@ use crate::node::{ClientConfig, Node, ServerConfig};
 use crate::session::context::AppCore;
 use crate::session::layer::SessionLayer;
 use crate::session::queue::Inbox;
-use crate::session::{Bytes, Delivery, MessageInfo, PublishRequest, RawDelivery, SessionConfig, owned};
+use crate::session::{
+    Bytes, Delivery, MessageInfo, PublishRequest, RawDelivery, RawMessage, SessionConfig, owned, owned_message,
+};
 use crate::wire::builders::{self, Flags};
 use crate::wire::{Message, Name};
 
@@ -369,12 +371,12 @@ impl App {
     /// First message of the next session a peer created (that message is also the first item
     /// of the session's own queue).
     pub async fn recv_new_session(&self) -> Result<(MessageInfo, Vec<u8>), SlimError> {
-        self.recv_new_session_raw().await.map(|(i, b)| (i, Vec::from(b)))
+        self.recv_new_session_raw().await.map(owned_message)
     }
 
     /// Like [`App::recv_new_session`] without waiting.
     pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Vec<u8>)> {
-        self.try_recv_new_session_raw().map(|(i, b)| (i, Vec::from(b)))
+        self.try_recv_new_session_raw().map(owned_message)
     }
 
     /// Next message (or session error) of session `id`.
@@ -407,7 +409,7 @@ impl App {
     ) -> Result<usize, SlimError> {
         let mut raw = Vec::new();
         let taken = self.try_recv_session_batch_raw(id, &mut raw, max);
-        out.extend(raw.into_iter().map(|(i, b)| (i, Vec::from(b))));
+        out.extend(raw.into_iter().map(owned_message));
         taken
     }
 
@@ -415,12 +417,12 @@ impl App {
     // layer copies it once, into the `bytes` object it returns.
 
     /// [`App::recv_new_session`] with the payload as received.
-    pub async fn recv_new_session_raw(&self) -> Result<(MessageInfo, Bytes), SlimError> {
+    pub async fn recv_new_session_raw(&self) -> Result<RawMessage, SlimError> {
         self.core.inbox.recv_new_session().await
     }
 
     /// [`App::try_recv_new_session`] with the payload as received.
-    pub fn try_recv_new_session_raw(&self) -> Option<(MessageInfo, Bytes)> {
+    pub fn try_recv_new_session_raw(&self) -> Option<RawMessage> {
         self.core.inbox.try_recv_new_session()
     }
 
@@ -452,7 +454,7 @@ impl App {
     pub fn try_recv_session_batch_raw(
         &self,
         id: u32,
-        out: &mut Vec<(MessageInfo, Bytes)>,
+        out: &mut Vec<RawMessage>,
         max: usize,
     ) -> Result<usize, SlimError> {
         self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.try_pop_batch(out, max)

@@ -10,7 +10,7 @@ use common::{raw_peer, wait_until};
 use prost::Message as _;
 use slim_bindings::node::{LocalDelivery, Node, ServerConfig};
 use slim_bindings::wire::builders::{self, Flags, PublishSpec};
-use slim_bindings::wire::{Message, MessageType, Name, Publish, SessionMessageType, SessionType};
+use slim_bindings::wire::{Message, MessageType, Name, SessionMessageType, SessionType};
 
 #[tokio::test]
 async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_survives() {
@@ -25,7 +25,7 @@ async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_sur
     // field 1 with wire type 7: not protobuf
     tx.send(vec![0x0f, 0x01, 0x02]).await.unwrap();
     // a Publish without any header
-    let headerless = Message { message_type: Some(MessageType::Publish(Publish::default())), metadata: HashMap::new() };
+    let headerless = Message { message_type: Some(MessageType::Publish(Box::default())), metadata: HashMap::new() };
     tx.send(headerless.encode_to_vec()).await.unwrap();
     // an empty message (no type at all)
     tx.send(Vec::new()).await.unwrap();

@@ -20,7 +20,8 @@ use super::mesh::tag::TagEntry;
 use crate::wire::Message;
 
 /// One decoded frame: a message with its encoding as received, or bytes that are not a `Message`.
-// Boxing the common variant would cost an allocation per message to shrink the rare one.
+// The routing view is the large variant and the common one on a node's accepted links: boxing it
+// would cost an allocation per message passing through.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -55,8 +56,6 @@ impl Inbound {
 }
 
 /// What a remote connection's outbound queue carries.
-// Boxing the common variant would cost an allocation per message to shrink the rare one.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A message to encode.

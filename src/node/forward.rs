@@ -56,8 +56,6 @@ type OutLink = (u64, ConnTx, Arc<LinkCounters>, bool);
 /// that the node routes by its [`RouteView`]: see [`Inner::process_routable`]). The frame is
 /// decoded only where the message is needed: for a local app, for a target that cannot take the
 /// frame as it is, for a notice.
-// Boxing the decoded variant would cost an allocation per message a local sender routes.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Pending {
     Decoded(Message),
@@ -576,7 +574,7 @@ impl Inner {
     /// not deadlock against its own error); counted when its queue is full.
     fn report_to(&self, conn: u64, message: Message, error: NodeError) {
         if let Some(ConnTx::Local(tx)) = self.sender_of(conn)
-            && tx.try_send(LocalDelivery::Error(RouteError { message, error })).is_err()
+            && tx.try_send(LocalDelivery::Error(Box::new(RouteError { message, error }))).is_err()
         {
             self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
             debug!(node = %self.node_id, conn, "error report dropped: app queue full or closed");

@@ -28,8 +28,9 @@ impl std::error::Error for RouteError {}
 pub enum LocalDelivery {
     /// A message routed to the app.
     Message(Message),
-    /// A message the app sent that the node could not process.
-    Error(RouteError),
+    /// A message the app sent that the node could not process (boxed: the rare variant, kept
+    /// from making every delivery as large as itself).
+    Error(Box<RouteError>),
 }
 
 /// An in-process connection between an app and its node.

@@ -22,7 +22,7 @@ use super::session_info::PySessionInfo;
 use super::wake::{SlimAwaitable, awaitable};
 use crate::app::App;
 use crate::node::{ClientConfig, ServerConfig};
-use crate::session::{Bytes, MessageInfo, PublishRequest, SessionConfig};
+use crate::session::{Bytes, PublishRequest, RawMessage, SessionConfig};
 
 /// One local app: a name with a random instance id, an identity, sessions, and its own node.
 #[pyclass(name = "PyService", module = "slim_bindings._slim_bindings", frozen)]
@@ -97,7 +97,7 @@ impl<'py> IntoPyObject<'py> for Payload {
 
 type Received = (PySessionInfo, Payload);
 
-fn received(r: (MessageInfo, Bytes)) -> Received {
+fn received(r: RawMessage) -> Received {
     (PySessionInfo::from_message(r.0), Payload(r.1))
 }
 

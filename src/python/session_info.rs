@@ -19,8 +19,8 @@ pub struct PySessionInfo {
 
 impl PySessionInfo {
     /// Info for a received message.
-    pub fn from_message(info: MessageInfo) -> Self {
-        Self { info: Arc::new(info), from_message: true }
+    pub fn from_message(info: Arc<MessageInfo>) -> Self {
+        Self { info, from_message: true }
     }
 
     /// Info holding only a session id.

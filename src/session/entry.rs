@@ -104,6 +104,7 @@ impl SessionEntry {
     /// The delivery of `msg`; announces a peer-created session with its first message.
     fn prepare(&self, msg: Message) -> RawDelivery {
         let (info, blob) = into_delivery(self.id, msg, &mut self.last_names.lock());
+        let info = Arc::new(info);
         if self.announce_pending.swap(false, Ordering::AcqRel) {
             self.queue.inbox_announce(info.clone(), blob.clone());
         }

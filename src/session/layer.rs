@@ -450,7 +450,7 @@ impl SessionLayer {
             for d in batch.drain(..) {
                 match d {
                     LocalDelivery::Message(m) => self.on_message(m).await,
-                    LocalDelivery::Error(e) => self.on_route_error(e),
+                    LocalDelivery::Error(e) => self.on_route_error(*e),
                 }
             }
         }

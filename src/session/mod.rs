@@ -49,6 +49,7 @@ pub mod task;
 pub mod timer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use bytes::Bytes;
@@ -233,11 +234,21 @@ impl Default for PublishRequest {
 /// What a session queue yields: a message, or a typed error for that session.
 pub type Delivery = Result<(MessageInfo, Vec<u8>), SlimError>;
 
-/// What a session queue holds: [`Delivery`] with the payload still shared with the received
-/// frame (the Python layer copies it once, into a `bytes`).
-pub type RawDelivery = Result<(MessageInfo, Bytes), SlimError>;
+/// A received message as a session queue holds it: its info, allocated once and shared (the
+/// Python layer's `PySessionInfo` holds the same `Arc`; a queue slot and every move of the item
+/// carry a pointer, not the ~180-byte info), and the payload still shared with the received frame
+/// (the Python layer copies it once, into a `bytes`).
+pub type RawMessage = (Arc<MessageInfo>, Bytes);
 
-/// A queued item as the Rust API returns it (payload copied into a `Vec`).
+/// What a session queue holds: [`Delivery`] as [`RawMessage`]s.
+pub type RawDelivery = Result<RawMessage, SlimError>;
+
+/// A queued message as the Rust API returns it (info owned, payload copied into a `Vec`).
+pub fn owned_message((info, blob): RawMessage) -> (MessageInfo, Vec<u8>) {
+    (Arc::unwrap_or_clone(info), Vec::from(blob))
+}
+
+/// A queued item as the Rust API returns it (see [`owned_message`]).
 pub fn owned(d: RawDelivery) -> Delivery {
-    d.map(|(info, blob)| (info, Vec::from(blob)))
+    d.map(owned_message)
 }

@@ -67,12 +67,12 @@ fn header(source: &Name, destination: &Name, flags: Flags) -> SlimHeader {
 pub fn subscribe(source: &Name, name: &Name, flags: Flags) -> Message {
     let [c0, c1, c2] = name.strings_or_empty();
     Message {
-        message_type: Some(MessageType::Subscribe(Subscribe {
+        message_type: Some(MessageType::Subscribe(Box::new(Subscribe {
             header: Some(header(source, name, flags)),
             component_0: c0,
             component_1: c1,
             component_2: c2,
-        })),
+        }))),
         metadata: HashMap::new(),
     }
 }
@@ -81,12 +81,12 @@ pub fn subscribe(source: &Name, name: &Name, flags: Flags) -> Message {
 pub fn unsubscribe(source: &Name, name: &Name, flags: Flags) -> Message {
     let [c0, c1, c2] = name.strings_or_empty();
     Message {
-        message_type: Some(MessageType::Unsubscribe(Unsubscribe {
+        message_type: Some(MessageType::Unsubscribe(Box::new(Unsubscribe {
             header: Some(header(source, name, flags)),
             component_0: c0,
             component_1: c1,
             component_2: c2,
-        })),
+        }))),
         metadata: HashMap::new(),
     }
 }
@@ -128,7 +128,7 @@ pub fn publish(
         (None, None)
     };
     Message {
-        message_type: Some(MessageType::Publish(Publish {
+        message_type: Some(MessageType::Publish(Box::new(Publish {
             header: Some(header(spec.source, spec.destination, spec.flags)),
             session: Some(SessionHeader {
                 session_type: spec.session_type as i32,
@@ -139,7 +139,7 @@ pub fn publish(
                 destination: dst_on,
             }),
             msg: Some(Content { content_type: spec.content_type.to_string(), blob }),
-        })),
+        }))),
         metadata,
     }
 }
@@ -213,7 +213,7 @@ mod tests {
     fn validation_catches_missing_parts() {
         let mut m = Message::default();
         assert!(m.validate().is_err());
-        m.message_type = Some(MessageType::Publish(Publish::default()));
+        m.message_type = Some(MessageType::Publish(Box::default()));
         assert!(m.validate().is_err());
         let src = Name::new("a", "b", "c", None);
         let mut p = publish(

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::{ANY_QUEUE_CAPACITY, NEW_SESSION_QUEUE_CAPACITY, SessionQueue};
 use crate::error::SlimError;
-use crate::session::{Bytes, MessageInfo, RawDelivery as Delivery};
+use crate::session::{Bytes, MessageInfo, RawDelivery as Delivery, RawMessage};
 
 /// App-wide queues: arrival order across sessions and new-session notifications.
 pub struct Inbox {
@@ -18,7 +18,7 @@ pub struct Inbox {
     any: Mutex<VecDeque<(u64, Arc<SessionQueue>)>>,
     any_notify: Notify,
     any_discarded: AtomicU64,
-    new_sessions: Mutex<VecDeque<(MessageInfo, Bytes)>>,
+    new_sessions: Mutex<VecDeque<RawMessage>>,
     new_notify: Notify,
     new_dropped: AtomicU64,
     /// Messages a session queue could not take within the delivery bound (each reported).
@@ -115,7 +115,7 @@ impl Inbox {
     }
 
     /// Announces a session created by a peer, with a copy of its first message.
-    pub fn announce(&self, info: MessageInfo, blob: Bytes) {
+    pub fn announce(&self, info: Arc<MessageInfo>, blob: Bytes) {
         {
             let mut q = self.new_sessions.lock();
             if q.len() >= NEW_SESSION_QUEUE_CAPACITY {
@@ -130,12 +130,12 @@ impl Inbox {
     }
 
     /// Next new-session notification, without waiting.
-    pub fn try_recv_new_session(&self) -> Option<(MessageInfo, Bytes)> {
+    pub fn try_recv_new_session(&self) -> Option<RawMessage> {
         self.new_sessions.lock().pop_front()
     }
 
     /// Waits for the next new-session notification.
-    pub async fn recv_new_session(&self) -> Result<(MessageInfo, Bytes), SlimError> {
+    pub async fn recv_new_session(&self) -> Result<RawMessage, SlimError> {
         loop {
             let notified = self.new_notify.notified();
             tokio::pin!(notified);

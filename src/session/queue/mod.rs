@@ -42,7 +42,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{Bytes, MessageInfo, RawDelivery as Delivery};
+use super::{Bytes, MessageInfo, RawDelivery as Delivery, RawMessage};
 use crate::error::SlimError;
 use crate::wire::Name;
 
@@ -88,7 +88,6 @@ impl Item {
 }
 
 /// What became of a push.
-#[allow(clippy::large_enum_variant)] // Full hands the item back without boxing it.
 enum Pushed {
     Queued,
     /// No room: the item is given back.
@@ -354,7 +353,7 @@ impl SessionQueue {
     /// Takes the messages waiting (up to `max`) without waiting, appending them to `out`, and
     /// stops before the first error so that errors keep their place in the stream: only when
     /// `out` is empty and the front item is an error is that error taken and returned.
-    pub fn try_pop_batch(&self, out: &mut Vec<(MessageInfo, Bytes)>, max: usize) -> Result<usize, SlimError> {
+    pub fn try_pop_batch(&self, out: &mut Vec<RawMessage>, max: usize) -> Result<usize, SlimError> {
         let (taken, made, err) = {
             let mut st = self.state.lock();
             let was_full = self.full(&st);
@@ -441,7 +440,7 @@ impl SessionQueue {
     }
 
     /// Announces (through the app inbox) the session this queue belongs to.
-    pub fn inbox_announce(&self, info: MessageInfo, blob: Bytes) {
+    pub fn inbox_announce(&self, info: Arc<MessageInfo>, blob: Bytes) {
         self.inbox.announce(info, blob);
     }
 
@@ -461,7 +460,7 @@ mod tests {
         let mut info = MessageInfo::for_session(sid);
         info.message_id = n;
         info.source = Name::new("a", "b", "c", Some(1));
-        Ok((info, Bytes::from(vec![n as u8])))
+        Ok((Arc::new(info), Bytes::from(vec![n as u8])))
     }
 
     #[tokio::test]
