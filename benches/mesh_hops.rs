@@ -8,7 +8,8 @@
 //! runtime variant (`runtime.n_cores` of every node: `MESH_HOPS_CORES`, default "0,1" = one worker
 //! per core (at most 4) against one thread) and chain length, rounds are interleaved
 //! (`MESH_HOPS_ROUNDS`, default 5) with `MESH_HOPS_TRIPS` sequential 100-byte round trips each
-//! (default 2000); `MESH_HOPS_LENGTHS` (default "1,2,3") picks the chain lengths. Printed: median over rounds of the p50 and p90 round trip, the p50 added per
+//! (default 2000), `MESH_HOPS_GAP_US` µs apart (default 0: back to back; Python apps leave a few
+//! hundred between a reply and the next request); `MESH_HOPS_LENGTHS` (default "1,2,3") picks the chain lengths. Printed: median over rounds of the p50 and p90 round trip, the p50 added per
 //! extra node, and per node and round trip its CPU µs and voluntary context switches (from
 //! /proc/<pid>/task/*/schedstat and status). Every wait is bounded.
 //!
@@ -105,7 +106,7 @@ struct Outcome {
 }
 
 /// One chain of `length` nodes with `cores` each: `trips` round trips after a bounded warm-up.
-async fn run_chain(dir: &Path, length: usize, cores: usize, trips: usize) -> Outcome {
+async fn run_chain(dir: &Path, length: usize, cores: usize, trips: usize, gap: Duration) -> Outcome {
     let mut nodes: Vec<Slim> = Vec::new();
     for i in 0..length {
         let dial = nodes.last().map(|n| n.addr);
@@ -160,6 +161,11 @@ async fn run_chain(dir: &Path, length: usize, cores: usize, trips: usize) -> Out
     let mut samples = Vec::with_capacity(trips);
     let body = [7u8; 100];
     for _ in 0..trips {
+        if !gap.is_zero() {
+            // Idle time between round trips, as an app's own work would leave (blocking on purpose:
+            // nothing in this process has anything to do meanwhile).
+            std::thread::sleep(gap);
+        }
         let t0 = Instant::now();
         app_q.tx.send(publish(&q, &r, &body)).await.expect("requester's node");
         next_message(&mut app_q, WAIT).await.expect("a reply within 10 s");
@@ -203,6 +209,7 @@ fn main() {
         .collect();
     let rounds: usize = env_or("MESH_HOPS_ROUNDS", 5);
     let trips: usize = env_or("MESH_HOPS_TRIPS", 2000);
+    let gap = Duration::from_micros(env_or("MESH_HOPS_GAP_US", 0u64).min(100_000));
     let lengths: Vec<usize> = std::env::var("MESH_HOPS_LENGTHS")
         .unwrap_or_else(|_| "1,2,3".into())
         .split(',')
@@ -215,7 +222,7 @@ fn main() {
     for round in 1..=rounds {
         for &length in &lengths {
             for &c in &cores {
-                let o = rt.block_on(run_chain(&dir, length, c, trips));
+                let o = rt.block_on(run_chain(&dir, length, c, trips, gap));
                 println!(
                     "round {round}, n_cores {c}, {length} node(s): p50 {:.0} us, p90 {:.0} us; per node and round trip: {:.1} CPU us, {:.2} switches",
                     o.p50_us, o.p90_us, o.node_cpu_us, o.node_switches

@@ -8,7 +8,8 @@
 //! current-thread tokio runtime: a `slim` node with `runtime.n_cores: 1`), `tokio-mt` (tokio's
 //! multi-thread runtime, one worker per core: a `slim` node's default). The client sends 100 bytes
 //! and waits for them to come back, `RELAY_FLOOR_TRIPS` times in a row (default 2000), for chain
-//! lengths 0..=3 and each kind, rounds interleaved (`RELAY_FLOOR_ROUNDS`, default 3). Printed: the
+//! lengths 0..=3 and each kind, rounds interleaved (`RELAY_FLOOR_ROUNDS`, default 3), `RELAY_FLOOR_GAP_US`
+//! µs apart (default 0; `MESH_HOPS_GAP_US` is the same knob there). Printed: the
 //! median over rounds of each p50 and the p50 each relay adds (slope from 0 to 3 relays), to hold
 //! beside `cargo bench --bench mesh_hops` and `benches/mesh.py`. Every wait is bounded.
 //!
@@ -49,18 +50,22 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn drive() -> Res<()> {
     let trips = env_usize("RELAY_FLOOR_TRIPS", 2000).clamp(10, 100_000);
     let rounds = env_usize("RELAY_FLOOR_ROUNDS", 3).clamp(1, 20);
+    let gap = Duration::from_micros(env_usize("RELAY_FLOOR_GAP_US", 0).min(100_000) as u64);
     // p50 in µs per (kind, relays), one entry per round.
     let mut p50s = vec![vec![Vec::new(); MAX_RELAYS + 1]; KINDS.len()];
     for round in 1..=rounds {
         for (kind, by_length) in KINDS.iter().zip(p50s.iter_mut()) {
             for (relays, runs) in by_length.iter_mut().enumerate() {
-                let p50 = chain(kind, relays, trips)?;
+                let p50 = chain(kind, relays, trips, gap)?;
                 println!("round {round} {kind:>8}, {relays} relay(s): p50 {p50:.1} µs");
                 runs.push(p50);
             }
         }
     }
-    println!("\nplain TCP relays, 100-byte round trips, medians of {rounds} interleaved round(s) of {trips}");
+    println!(
+        "\nplain TCP relays, 100-byte round trips {} µs apart, medians of {rounds} interleaved round(s) of {trips}",
+        gap.as_micros()
+    );
     println!("{:>9} {:>10} {:>10} {:>10} {:>10} {:>16}", "kind", "0 relays", "1", "2", "3", "+p50 per relay");
     for (k, kind) in KINDS.iter().enumerate() {
         let med: Vec<f64> = p50s[k].iter_mut().map(|v| median(v)).collect();
@@ -99,7 +104,7 @@ fn spawn(children: &mut Children, args: &[&str]) -> Res<u16> {
 }
 
 /// The p50 round trip in µs through `relays` relays of `kind`.
-fn chain(kind: &str, relays: usize, trips: usize) -> Res<f64> {
+fn chain(kind: &str, relays: usize, trips: usize, gap: Duration) -> Res<f64> {
     let mut children = Children(Vec::new());
     let mut port = spawn(&mut children, &["--echo-child"])?;
     for _ in 0..relays {
@@ -113,6 +118,9 @@ fn chain(kind: &str, relays: usize, trips: usize) -> Res<f64> {
     let mut samples = Vec::with_capacity(trips);
     // Warm-up: the first trips set up every hop's connection.
     for i in 0..trips + 50 {
+        if !gap.is_zero() {
+            std::thread::sleep(gap); // idle time between round trips, as apps leave
+        }
         let t = Instant::now();
         s.write_all(&msg)?;
         s.read_exact(&mut back)?;
