@@ -110,9 +110,12 @@ impl Encoder for MessageEncoder {
         match item {
             Outbound::Message(m) => {
                 // One allocation up front: growing the buffer while encoding copies a large
-                // payload several times.
+                // payload several times. With the room reserved, `encode_raw` writes the message
+                // (`encode` would first walk the whole message again for its length, only to
+                // check a capacity that a growable buffer always has).
                 buf.reserve(m.encoded_len());
-                m.encode(buf).map_err(|e| Status::internal(format!("encode: {e}")))
+                m.encode_raw(buf);
+                Ok(())
             }
             Outbound::Encoded(bytes) => {
                 buf.put_slice(&bytes);

@@ -205,7 +205,9 @@ pub fn into_delivery(session_id: u32, msg: Message, last: &mut Option<(Name, Nam
         crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Receive, &mut metadata, "");
     }
     metadata.retain(|k, _| !wire::INTERNAL_METADATA_KEYS.contains(&k.as_str()));
-    let (mut source, mut destination) = (Name::new("", "", "", None), Name::new("", "", "", None));
+    // Empty names only where the message has none (a name built from strings is hashed and
+    // allocated: two per message here would be wasted on every message that has both).
+    let (mut source, mut destination) = (None, None);
     let mut payload_type = String::new();
     let mut blob = super::Bytes::new();
     let mut message_id = 0;
@@ -217,21 +219,24 @@ pub fn into_delivery(session_id: u32, msg: Message, last: &mut Option<(Name, Nam
                 Some((s, d)) => (Some(s), Some(d)),
                 None => (None, None),
             };
-            if let Some(s) = h.source {
-                source = shared_or_new(&s, sh.source, last_source);
-            }
-            if let Some(d) = h.destination {
-                destination = shared_or_new(&d, sh.destination, last_destination);
-            }
-            *last = Some((source.clone(), destination.clone()));
+            let s = h.source.map_or_else(empty_name, |s| shared_or_new(&s, sh.source, last_source));
+            let d = h.destination.map_or_else(empty_name, |d| shared_or_new(&d, sh.destination, last_destination));
+            *last = Some((s.clone(), d.clone()));
+            (source, destination) = (Some(s), Some(d));
         }
         if let Some(c) = p.msg {
             payload_type = c.content_type;
             blob = c.blob;
         }
     }
+    let (source, destination) = (source.unwrap_or_else(empty_name), destination.unwrap_or_else(empty_name));
     let info = MessageInfo { session_id, source, destination, payload_type, metadata, input_connection, message_id };
     (info, blob)
+}
+
+/// The name a delivery shows for one its message does not carry.
+fn empty_name() -> Name {
+    Name::new("", "", "", None)
 }
 
 /// [`with_strings`], or a clone of `last` (a shared handle) when it is the same name with the same
