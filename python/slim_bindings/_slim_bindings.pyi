@@ -356,7 +356,7 @@ async def create_session(svc: PyService, config: PySessionConfiguration) -> PySe
     """Creates a session (only ``id`` is set on the result).
 
     Bounds: a point-to-point session holds at most 16 MiB for sending (publishes waiting plus
-    reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 32 MiB of
+    reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 4 MiB of
     payload, whichever fills first."""
 
 async def delete_session(svc: PyService, session: _Session) -> None: ...

@@ -144,7 +144,7 @@ class Slim:
         self, session_config: PySessionConfiguration, queue_size: int = 0
     ) -> PySessionInfo:
         """Creates a session. ``queue_size`` is accepted for compatibility and not used: every
-        session queue holds 16,384 messages or 32 MiB of payload (whichever fills first) inside
+        session queue holds 16,384 messages or 4 MiB of payload (whichever fills first) inside
         the core. Sending, a point-to-point session holds at most 16 MiB (see ``publish``).
         Queue policy when the receive queue is full: unreliable point-to-point and multicast
         sessions wait for the reader (back-pressure through the node to the sender, and in a group

@@ -183,7 +183,7 @@ pub(super) async fn remove_route(svc: Py<PyService>, conn: u64, name: PyName) ->
 /// Creates a session. Resolves to a `PySessionInfo` with only `id` set.
 ///
 /// Bounds: a point-to-point session holds at most 16 MiB for sending (publishes waiting plus
-/// reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 32 MiB of
+/// reliable messages not yet acknowledged); its receive queue holds 16,384 messages or 4 MiB of
 /// payload, whichever fills first (see `publish` and `receive_session` for what happens when full).
 #[pyfunction]
 pub(super) async fn create_session(svc: Py<PyService>, config: PySessionConfiguration) -> PyResult<PySessionInfo> {

@@ -52,8 +52,13 @@ pub use inbox::Inbox;
 
 /// Items a session queue holds before it drops new ones.
 pub const DEFAULT_SESSION_QUEUE_CAPACITY: usize = 16 * 1024;
-/// Payload bytes a session queue holds before it counts as full (large messages fill it first).
-pub const DEFAULT_SESSION_QUEUE_BYTES: usize = 32 * 1024 * 1024;
+/// Payload bytes a session queue holds before it counts as full (large messages fill it first:
+/// 64 messages of 64 KiB). 4 MiB, not more: the reader copies each payload into a Python `bytes`
+/// when it takes it, and payloads that waited behind 32 MiB of others (the former bound) had left
+/// the CPU caches, so that copy and the receiving app's other work on them cost more (64 KiB
+/// stream through a node: receiver CPU per message 0.77-0.87x with 4 MiB; benches/README.md,
+/// "Large messages"). A sender still keeps its own 16 MiB in flight (`session::budget`).
+pub const DEFAULT_SESSION_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Longest a producer waits for room in a full session queue before it drops (and counts).
 pub const DELIVERY_WAIT_BOUND: Duration = Duration::from_secs(5);
 /// Tokens the any-session queue holds before it discards the oldest.
