@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .boxed(".dataplane.proto.v1.Message.messageType.publish")
         .boxed(".dataplane.proto.v1.Message.messageType.subscribe")
         .boxed(".dataplane.proto.v1.Message.messageType.unsubscribe")
+        // Written by hand (src/wire/original.rs): its strings are slices of the received frame.
+        .extern_path(".dataplane.proto.v1.OriginalName", "crate::wire::original::OriginalName")
         .compile_fds(fds)?;
 
     println!("cargo:rustc-env=SLIM_BUILD_DATE={}", utc_now_iso8601());

@@ -245,7 +245,7 @@ fn shared_or_new(n: &wire::proto::Name, original: Option<wire::OriginalName>, la
     if let Some(l) = last
         && l.components() == [n.component_0, n.component_1, n.component_2, n.component_3]
         && match (l.strings(), &original) {
-            (Some([a, b, c]), Some(o)) => *a == o.component_0 && *b == o.component_1 && *c == o.component_2,
+            (Some([a, b, c]), Some(o)) => **a == *o.component_0 && **b == *o.component_1 && **c == *o.component_2,
             (None, None) => true,
             _ => false,
         }
@@ -259,7 +259,10 @@ fn shared_or_new(n: &wire::proto::Name, original: Option<wire::OriginalName>, la
 fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> Name {
     let comps = [n.component_0, n.component_1, n.component_2, n.component_3];
     match original {
-        Some(o) => Name::from_parts(comps, Some([o.component_0, o.component_1, o.component_2])),
+        Some(o) => Name::from_parts(
+            comps,
+            Some([o.component_0.to_string(), o.component_1.to_string(), o.component_2.to_string()]),
+        ),
         None => Name::from_components(comps),
     }
 }

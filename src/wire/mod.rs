@@ -2,6 +2,7 @@
 
 pub mod builders;
 pub mod name;
+pub mod original;
 pub mod payload;
 
 /// Generated protobuf types and the gRPC service (`dataplane.proto.v1`).
@@ -13,9 +14,9 @@ pub mod proto {
 }
 
 pub use name::Name;
+pub use original::OriginalName;
 pub use proto::{
-    Content, Message, OriginalName, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader, Subscribe,
-    Unsubscribe,
+    Content, Message, Publish, SessionHeader, SessionMessageType, SessionType, SlimHeader, Subscribe, Unsubscribe,
 };
 
 /// Metadata key carrying the sender's identity token on every message an app emits.

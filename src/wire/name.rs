@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use twox_hash::XxHash64;
 
+use super::original::{OriginalName, Text};
 use super::proto;
 
 /// Instance id meaning "no id / any instance".
@@ -27,7 +28,22 @@ pub fn hash_component(s: &str) -> u64 {
 #[derive(Clone)]
 pub struct Name {
     components: [u64; 4],
-    strings: Option<Arc<[String; 3]>>,
+    strings: Option<Arc<Strings>>,
+}
+
+/// A name's three strings, and the same as the wire text of an `OriginalName`, shared by every
+/// message that carries them (a sender's data messages carry their source and destination
+/// strings: no copy of them per message).
+struct Strings {
+    strings: [String; 3],
+    text: [Text; 3],
+}
+
+impl Strings {
+    fn new(strings: [String; 3]) -> Arc<Strings> {
+        let text = strings.each_ref().map(|s| Text::from(s.as_str()));
+        Arc::new(Strings { strings, text })
+    }
 }
 
 impl Name {
@@ -35,7 +51,7 @@ impl Name {
     pub fn new(c0: &str, c1: &str, c2: &str, id: Option<u64>) -> Self {
         Self {
             components: [hash_component(c0), hash_component(c1), hash_component(c2), id.unwrap_or(ANY_ID)],
-            strings: Some(Arc::new([c0.to_string(), c1.to_string(), c2.to_string()])),
+            strings: Some(Strings::new([c0.to_string(), c1.to_string(), c2.to_string()])),
         }
     }
 
@@ -46,7 +62,7 @@ impl Name {
 
     /// Builds a name from raw components and optional strings.
     pub fn from_parts(components: [u64; 4], strings: Option<[String; 3]>) -> Self {
-        Self { components, strings: strings.map(Arc::new) }
+        Self { components, strings: strings.map(Strings::new) }
     }
 
     /// From a protobuf `Name` (no strings).
@@ -55,7 +71,7 @@ impl Name {
     }
 
     /// From a session-header `OriginalName`: strings hashed, id kept.
-    pub fn from_original(n: &proto::OriginalName) -> Self {
+    pub fn from_original(n: &OriginalName) -> Self {
         Self::new(&n.component_0, &n.component_1, &n.component_2, Some(n.component_3))
     }
 
@@ -79,9 +95,12 @@ impl Name {
     }
 
     /// The `OriginalName` form; empty strings when the strings are unknown.
-    pub fn to_original(&self) -> proto::OriginalName {
-        let [s0, s1, s2] = self.strings_or_empty();
-        proto::OriginalName { component_0: s0, component_1: s1, component_2: s2, component_3: self.id() }
+    pub fn to_original(&self) -> OriginalName {
+        let [t0, t1, t2] = match &self.strings {
+            Some(s) => s.text.clone(),
+            None => Default::default(),
+        };
+        OriginalName { component_0: t0, component_1: t1, component_2: t2, component_3: self.id() }
     }
 
     /// All four components.
@@ -118,13 +137,13 @@ impl Name {
 
     /// The original strings, if known.
     pub fn strings(&self) -> Option<&[String; 3]> {
-        self.strings.as_deref()
+        self.strings.as_deref().map(|s| &s.strings)
     }
 
     /// The original strings, or three empty strings.
     pub fn strings_or_empty(&self) -> [String; 3] {
-        match &self.strings {
-            Some(s) => (**s).clone(),
+        match self.strings() {
+            Some(s) => s.clone(),
             None => [String::new(), String::new(), String::new()],
         }
     }
@@ -141,7 +160,7 @@ impl Name {
 
     /// `org/ns/app` when strings are known, else the hex form of the three components.
     pub fn short(&self) -> String {
-        match &self.strings {
+        match self.strings() {
             Some(s) => format!("{}/{}/{}", s[0], s[1], s[2]),
             None => format!("{:x}/{:x}/{:x}", self.components[0], self.components[1], self.components[2]),
         }
@@ -167,7 +186,7 @@ impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [c0, c1, c2, id] = self.components;
         write!(f, "{c0:x}/{c1:x}/{c2:x}/{id:x}")?;
-        if let Some(s) = &self.strings {
+        if let Some(s) = self.strings() {
             write!(f, " ({}/{}/{}/{id:x})", s[0], s[1], s[2])?;
         }
         Ok(())
