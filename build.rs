@@ -8,12 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/mesh.proto");
     println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile(["proto/dataplane.proto", "proto/mesh.proto"], ["proto"])?;
-    // Payloads as `bytes::Bytes`: decoding slices the received buffer instead of copying, and a
-    // message kept for retransmission shares its payload with the copy on the wire.
+    // Payloads (`Content.blob`, written by hand in src/wire/fast.rs) are `bytes::Bytes`: decoding
+    // slices the received buffer instead of copying, and a message kept for retransmission shares
+    // its payload with the copy on the wire.
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .bytes(".dataplane.proto.v1.Content.blob")
         // The variants of `Message`'s oneof boxed: a `Message` is then ~60 bytes instead of ~450,
         // and the many moves of each message through futures, channels and queues copy a pointer
         // (one allocation per message instead of several ~450-byte copies; benches/README.md).
@@ -22,6 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .boxed(".dataplane.proto.v1.Message.messageType.unsubscribe")
         // Written by hand (src/wire/original.rs): its strings are slices of the received frame.
         .extern_path(".dataplane.proto.v1.OriginalName", "crate::wire::original::OriginalName")
+        // Written by hand (src/wire/fast.rs): a name written in one piece, a content type not
+        // allocated per message.
+        .extern_path(".dataplane.proto.v1.Name", "crate::wire::fast::Name")
+        .extern_path(".dataplane.proto.v1.Content", "crate::wire::fast::Content")
         .compile_fds(fds)?;
 
     println!("cargo:rustc-env=SLIM_BUILD_DATE={}", utc_now_iso8601());

@@ -85,21 +85,22 @@ impl OutboundBody {
         match item {
             Outbound::Message(m) => {
                 let len = m.encoded_len();
-                let encoded = if len >= LARGE_MESSAGE {
+                if len >= LARGE_MESSAGE {
                     // Prefix and message in one buffer of exactly their size (no copy of what
                     // `buf` holds), handed over as one DATA frame after `buf`: the receiver
                     // finds the message in one frame, as tonic's encoder would have sent it.
                     let mut own = BytesMut::with_capacity(PREFIX_LEN + len);
                     put_prefix(&mut own, len)?;
-                    let r = m.encode(&mut own);
+                    m.encode_raw(&mut own);
                     self.next = Some(own.freeze());
-                    r
                 } else {
                     put_prefix(&mut self.buf, len)?;
                     self.buf.reserve(len);
-                    m.encode(&mut self.buf)
-                };
-                encoded.map_err(|e| Status::internal(format!("encode: {e}")))
+                    m.encode_raw(&mut self.buf);
+                }
+                // `encode_raw` with the room reserved: `encode` would walk the whole message
+                // again for its length, only to check a capacity a growable buffer always has.
+                Ok(())
             }
             Outbound::Encoded(bytes) => {
                 put_prefix(&mut self.buf, bytes.len())?;

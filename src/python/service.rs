@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 
 use super::args::{Blob, ConfigDict, SessionArg, TimeBound};
 use super::errors::{config_error, to_py, to_py_with};
@@ -82,23 +82,42 @@ fn app_of(svc: &Py<PyService>) -> App {
     (*svc.get().app).clone()
 }
 
-/// A received payload, copied once into a Python `bytes` when handed to Python.
-pub(super) struct Payload(Bytes);
+/// A received message, handed to Python as `(PySessionInfo, bytes)` (the payload copied once).
+///
+/// Neither the tuple nor the info is tracked by Python's cyclic garbage collector: neither can be
+/// part of a cycle (the info holds no Python object, the tuple holds the info and a `bytes`), and a
+/// batch of thousands of them would otherwise be walked by every young-generation collection the
+/// batch's own allocations set off (CPython's collector untracks such a tuple itself, at its
+/// first collection; benches/README.md).
+pub(super) struct Received(RawMessage);
 
-impl<'py> IntoPyObject<'py> for Payload {
-    type Target = PyBytes;
-    type Output = Bound<'py, PyBytes>;
-    type Error = std::convert::Infallible;
+impl<'py> IntoPyObject<'py> for Received {
+    type Target = PyTuple;
+    type Output = Bound<'py, PyTuple>;
+    type Error = PyErr;
 
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        Ok(PyBytes::new(py, &self.0))
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        let (info, blob) = self.0;
+        let info = Bound::new(py, PySessionInfo::from_message(info))?.into_any();
+        untrack(&info);
+        let tuple = PyTuple::new(py, [info, PyBytes::new(py, &blob).into_any()])?;
+        untrack(tuple.as_any());
+        Ok(tuple)
     }
 }
 
-type Received = (PySessionInfo, Payload);
+/// Takes `obj` (of a type the collector tracks) out of the cyclic garbage collector's lists.
+fn untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: `obj` is a live object of a garbage-collected type (a pyclass or a tuple), and the
+    // interpreter is attached; untracking an object is always allowed (its deallocation checks).
+    #[allow(unsafe_code)]
+    unsafe {
+        pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast())
+    }
+}
 
 fn received(r: RawMessage) -> Received {
-    (PySessionInfo::from_message(r.0), Payload(r.1))
+    Received(r)
 }
 
 /// Creates an app named `name` with its own node. Resolves to a `PyService`.

@@ -69,8 +69,8 @@ impl PySessionInfo {
 
     /// The payload content type (`"msg"` unless the sender chose another).
     #[getter]
-    fn payload_type(&self) -> String {
-        self.info.payload_type.clone()
+    fn payload_type(&self) -> &str {
+        &self.info.payload_type
     }
 
     /// The sender's metadata (user keys only).

@@ -208,7 +208,7 @@ pub fn into_delivery(session_id: u32, msg: Message, last: &mut Option<(Name, Nam
     // Empty names only where the message has none (a name built from strings is hashed and
     // allocated: two per message here would be wasted on every message that has both).
     let (mut source, mut destination) = (None, None);
-    let mut payload_type = String::new();
+    let mut payload_type = wire::original::Text::default();
     let mut blob = super::Bytes::new();
     let mut message_id = 0;
     if let Some(wire::proto::message::MessageType::Publish(p)) = msg.message_type {
@@ -225,7 +225,9 @@ pub fn into_delivery(session_id: u32, msg: Message, last: &mut Option<(Name, Nam
             (source, destination) = (Some(s), Some(d));
         }
         if let Some(c) = p.msg {
-            payload_type = c.content_type;
+            // A copy only for a type other than the usual ones (not a slice of the frame: an info
+            // kept by the application would keep the whole frame alive).
+            payload_type = wire::Content::type_text(&c.content_type);
             blob = c.blob;
         }
     }
@@ -245,7 +247,10 @@ fn shared_or_new(n: &wire::proto::Name, original: Option<wire::OriginalName>, la
     if let Some(l) = last
         && l.components() == [n.component_0, n.component_1, n.component_2, n.component_3]
         && match (l.strings(), &original) {
-            (Some([a, b, c]), Some(o)) => **a == *o.component_0 && **b == *o.component_1 && **c == *o.component_2,
+            (Some([a, b, c]), Some(o)) => {
+                let [oa, ob, oc] = o.texts();
+                **a == **oa && **b == **ob && **c == **oc
+            }
             (None, None) => true,
             _ => false,
         }
@@ -259,10 +264,7 @@ fn shared_or_new(n: &wire::proto::Name, original: Option<wire::OriginalName>, la
 fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> Name {
     let comps = [n.component_0, n.component_1, n.component_2, n.component_3];
     match original {
-        Some(o) => Name::from_parts(
-            comps,
-            Some([o.component_0.to_string(), o.component_1.to_string(), o.component_2.to_string()]),
-        ),
+        Some(o) => Name::from_parts(comps, Some(o.texts().each_ref().map(|t| t.to_string()))),
         None => Name::from_components(comps),
     }
 }

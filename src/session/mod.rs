@@ -56,6 +56,7 @@ pub use bytes::Bytes;
 
 use crate::error::SlimError;
 use crate::wire::Name;
+use crate::wire::original::Text;
 
 /// Default retransmission timeout of sessions created on reception of a reliable message.
 pub const REMOTE_RELIABLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -184,7 +185,7 @@ pub struct MessageInfo {
     /// The name the message was addressed to (id may be any).
     pub destination: Name,
     /// Content type (`"msg"` unless the publisher set another).
-    pub payload_type: String,
+    pub payload_type: Text,
     /// User metadata only: protocol keys (`SLIM_IDENTITY`, `MLS_*`, ...) are removed.
     pub metadata: HashMap<String, String>,
     /// Connection of this app's node the message came in on (used to reply).
@@ -200,7 +201,7 @@ impl MessageInfo {
             session_id,
             source: Name::new("", "", "", None),
             destination: Name::new("", "", "", None),
-            payload_type: String::new(),
+            payload_type: Text::default(),
             metadata: HashMap::new(),
             input_connection: None,
             message_id: 0,

@@ -138,7 +138,7 @@ pub fn publish(
                 source: src_on,
                 destination: dst_on,
             }),
-            msg: Some(Content { content_type: spec.content_type.to_string(), blob }),
+            msg: Some(Content { content_type: Content::type_text(spec.content_type), blob }),
         }))),
         metadata,
     }

@@ -1,6 +1,7 @@
 //! The wire: generated `dataplane.proto.v1` types, names, control payloads, and message builders.
 
 pub mod builders;
+pub mod fast;
 pub mod name;
 pub mod original;
 pub mod payload;
@@ -11,6 +12,8 @@ pub mod payload;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("dataplane.proto.v1");
+    // Written by hand (see build.rs), and found here as the generated types are.
+    pub use crate::wire::fast::{Content, Name};
 }
 
 pub use name::Name;

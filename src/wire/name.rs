@@ -34,9 +34,9 @@ pub struct Name {
 /// A name's three strings, and the same as the wire text of an `OriginalName`, shared by every
 /// message that carries them (a sender's data messages carry their source and destination
 /// strings: no copy of them per message).
-struct Strings {
+pub(super) struct Strings {
     strings: [String; 3],
-    text: [Text; 3],
+    pub(super) text: [Text; 3],
 }
 
 impl Strings {
@@ -72,7 +72,8 @@ impl Name {
 
     /// From a session-header `OriginalName`: strings hashed, id kept.
     pub fn from_original(n: &OriginalName) -> Self {
-        Self::new(&n.component_0, &n.component_1, &n.component_2, Some(n.component_3))
+        let [c0, c1, c2] = n.texts();
+        Self::new(c0, c1, c2, Some(n.component_3))
     }
 
     /// From the string fields of a Subscribe/Unsubscribe plus the header destination id.
@@ -96,11 +97,10 @@ impl Name {
 
     /// The `OriginalName` form; empty strings when the strings are unknown.
     pub fn to_original(&self) -> OriginalName {
-        let [t0, t1, t2] = match &self.strings {
-            Some(s) => s.text.clone(),
-            None => Default::default(),
-        };
-        OriginalName { component_0: t0, component_1: t1, component_2: t2, component_3: self.id() }
+        match &self.strings {
+            Some(s) => OriginalName::shared(s.clone(), self.id()),
+            None => OriginalName::new(Text::default(), Text::default(), Text::default(), self.id()),
+        }
     }
 
     /// All four components.
@@ -236,6 +236,25 @@ mod tests {
             Name::from_components(n.components()).to_string(),
             "873e580376ea963b/219303c7c93f9668/7b90bc8fa5b6b182/ffffffffffffffff"
         );
+    }
+
+    #[test]
+    fn original_names_share_the_strings_and_encode_as_their_own() {
+        use prost::Message as _;
+        let n = Name::new("org", "ns", "app", Some(7));
+        let shared = n.to_original();
+        let own = OriginalName::new("org".into(), "ns".into(), "app".into(), 7);
+        assert_eq!(shared, own);
+        assert_eq!(shared.encode_to_vec(), own.encode_to_vec());
+        assert_eq!(shared.encoded_len(), own.encoded_len());
+        assert_eq!(shared.texts()[0].as_ptr(), n.to_original().texts()[0].as_ptr(), "no copy per message");
+        // A field decoded into a shared name changes that name only.
+        let mut merged = n.to_original();
+        let update = OriginalName::new("".into(), "other".into(), "".into(), 0).encode_to_vec();
+        merged.merge(update.as_slice()).expect("decodes");
+        assert_eq!((&*merged.texts()[0], &*merged.texts()[1], merged.component_3), ("org", "other", 7));
+        assert_eq!(&*n.to_original().texts()[1], "ns");
+        assert_eq!(Name::from_original(&merged), Name::new("org", "other", "app", Some(7)));
     }
 
     #[test]

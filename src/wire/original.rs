@@ -8,11 +8,15 @@
 //! are not written; an unknown field is skipped; a repeated field keeps its last value).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
+use std::sync::Arc;
 
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
+
+use super::name::Strings;
 
 /// A UTF-8 string held as shared bytes (a slice of the frame it was decoded from, or the bytes of
 /// a `String`).
@@ -28,6 +32,34 @@ impl Text {
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }
+    }
+
+    /// A static string, without allocating.
+    pub fn from_static(s: &'static str) -> Self {
+        Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The bytes of the string, shared.
+    pub(super) fn as_bytes_shared(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -59,33 +91,101 @@ impl fmt::Debug for Text {
 
 /// `OriginalName { string component_0..2 = 1..3; uint64 component_3 = 4; }`: a name's three
 /// strings and its instance id.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Default)]
 pub struct OriginalName {
-    /// First component (organization).
-    pub component_0: Text,
-    /// Second component (namespace).
-    pub component_1: Text,
-    /// Third component (application).
-    pub component_2: Text,
+    texts: Texts,
     /// Instance id.
     pub component_3: u64,
 }
 
+/// The three strings of an [`OriginalName`]: its own (decoded from a frame), or those of a
+/// [`super::Name`], shared: a sender's every data message carries its source and destination
+/// strings, and a clone of them is then one reference count, not three (nor three drops, on
+/// another thread: the message is encoded and dropped where the connection's writer runs).
+#[derive(Clone)]
+enum Texts {
+    Own([Text; 3]),
+    Shared(Arc<Strings>),
+}
+
+impl Default for Texts {
+    fn default() -> Self {
+        Texts::Own(Default::default())
+    }
+}
+
 impl OriginalName {
-    fn texts(&self) -> [(u32, &Text); 3] {
-        [(1, &self.component_0), (2, &self.component_1), (3, &self.component_2)]
+    /// From its three strings and id.
+    pub fn new(component_0: Text, component_1: Text, component_2: Text, component_3: u64) -> Self {
+        OriginalName { texts: Texts::Own([component_0, component_1, component_2]), component_3 }
+    }
+
+    /// Sharing the strings of a [`super::Name`].
+    pub(super) fn shared(strings: Arc<Strings>, component_3: u64) -> Self {
+        OriginalName { texts: Texts::Shared(strings), component_3 }
+    }
+
+    /// The three strings (organization, namespace, application).
+    pub fn texts(&self) -> &[Text; 3] {
+        match &self.texts {
+            Texts::Own(t) => t,
+            Texts::Shared(s) => &s.text,
+        }
+    }
+
+    /// Sets string `i` (0..3), making the strings this name's own first if they were shared.
+    fn set_text(&mut self, i: usize, text: Text) {
+        if let Texts::Shared(s) = &self.texts {
+            self.texts = Texts::Own(s.text.clone());
+        }
+        if let Texts::Own(texts) = &mut self.texts
+            && let Some(slot) = texts.get_mut(i)
+        {
+            *slot = text;
+        }
+    }
+
+    fn tagged(&self) -> impl Iterator<Item = (u32, &Text)> {
+        (1u32..).zip(self.texts().iter())
+    }
+}
+
+impl PartialEq for OriginalName {
+    fn eq(&self, other: &Self) -> bool {
+        self.component_3 == other.component_3 && self.texts() == other.texts()
+    }
+}
+
+impl Eq for OriginalName {}
+
+impl Hash for OriginalName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.texts().hash(state);
+        self.component_3.hash(state);
+    }
+}
+
+impl fmt::Debug for OriginalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [c0, c1, c2] = self.texts();
+        f.debug_struct("OriginalName")
+            .field("component_0", c0)
+            .field("component_1", c1)
+            .field("component_2", c2)
+            .field("component_3", &self.component_3)
+            .finish()
     }
 }
 
 impl prost::Message for OriginalName {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for (tag, text) in self.texts() {
+        for (tag, text) in self.tagged() {
             if !text.0.is_empty() {
                 encoding::bytes::encode(tag, &text.0, buf);
             }
         }
         if self.component_3 != 0 {
-            encoding::uint64::encode(4, &self.component_3, buf);
+            super::fast::put_u64_field(4, self.component_3, buf);
         }
     }
 
@@ -97,9 +197,13 @@ impl prost::Message for OriginalName {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         match tag {
-            1 => merge_text(&mut self.component_0, wire_type, buf, ctx),
-            2 => merge_text(&mut self.component_1, wire_type, buf, ctx),
-            3 => merge_text(&mut self.component_2, wire_type, buf, ctx),
+            1..=3 => {
+                // A string field replaces the value it had (the last one written wins).
+                let mut text = Text::default();
+                merge_text(&mut text, wire_type, buf, ctx)?;
+                self.set_text(tag as usize - 1, text);
+                Ok(())
+            }
             4 => encoding::uint64::merge(wire_type, &mut self.component_3, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
@@ -107,8 +211,7 @@ impl prost::Message for OriginalName {
 
     fn encoded_len(&self) -> usize {
         let texts: usize = self
-            .texts()
-            .into_iter()
+            .tagged()
             .filter(|(_, text)| !text.0.is_empty())
             .map(|(tag, text)| encoding::bytes::encoded_len(tag, &text.0))
             .sum();
@@ -124,7 +227,7 @@ impl prost::Message for OriginalName {
 /// Reads a `string` field into `value` without copying it out of `buf` (when `buf` is `Bytes`,
 /// as a frame being decoded is). Bytes that are not UTF-8 fail with prost's own error for a
 /// `string` (the frame is malformed, as before), and `value` is left as it was.
-fn merge_text(
+pub(super) fn merge_text(
     value: &mut Text,
     wire_type: WireType,
     buf: &mut impl Buf,
@@ -165,8 +268,7 @@ mod tests {
     }
 
     fn pair(c0: &str, c1: &str, c2: &str, id: u64) -> (OriginalName, Generated) {
-        let ours =
-            OriginalName { component_0: c0.into(), component_1: c1.into(), component_2: c2.into(), component_3: id };
+        let ours = OriginalName::new(c0.into(), c1.into(), c2.into(), id);
         let generated =
             Generated { component_0: c0.into(), component_1: c1.into(), component_2: c2.into(), component_3: id };
         (ours, generated)
@@ -191,8 +293,8 @@ mod tests {
         let frame = Bytes::from(generated.encode_to_vec());
         let within = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
         let back = OriginalName::decode(frame.clone()).expect("decodes");
-        assert!(within.contains(&(back.component_0.as_ptr() as usize)));
-        assert_eq!((back.component_0.as_str(), &*back.component_2), ("org", "app"));
+        assert!(within.contains(&(back.texts()[0].as_ptr() as usize)));
+        assert_eq!((back.texts()[0].as_str(), &*back.texts()[2]), ("org", "app"));
     }
 
     #[test]
@@ -203,7 +305,7 @@ mod tests {
         encoding::uint64::encode(9, &5, &mut frame);
         let ours = OriginalName::decode(frame.as_slice()).expect("decodes");
         let generated = Generated::decode(frame.as_slice()).expect("decodes");
-        assert_eq!((&*ours.component_0, ours.component_3), (generated.component_0.as_str(), generated.component_3));
+        assert_eq!((&*ours.texts()[0], ours.component_3), (generated.component_0.as_str(), generated.component_3));
         // Not UTF-8: both refuse it.
         const BAD: &[u8] = &[0x0a, 0x02, 0xff, 0xfe];
         assert!(Generated::decode(BAD).is_err());

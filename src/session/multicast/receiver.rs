@@ -133,7 +133,7 @@ impl MulticastTask {
             }
             if let Some(c) = one.publish_mut().and_then(|p| p.msg.as_mut()) {
                 c.blob = item.blob.into();
-                c.content_type = item.payload_type;
+                c.content_type = item.payload_type.into();
             }
             one.metadata = item.metadata;
             match rb.on_message(id, one, &mut self.io.released, &mut self.io.holes) {
