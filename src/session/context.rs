@@ -175,6 +175,22 @@ pub fn data_message(
     message_id: u32,
     req: PublishRequest,
 ) -> Message {
+    let ids = (session_type, message_type, session_id, message_id);
+    data_message_of(source, target, fanout, ids, req.blob, req.payload_type.as_deref(), req.metadata)
+}
+
+/// [`data_message`] from the parts of a request (`ids`: session type, message type, session id,
+/// message id): what `publish_many` sends, without a request built per message.
+pub fn data_message_of(
+    source: &Name,
+    target: &Target,
+    fanout: u32,
+    ids: (SessionType, SessionMessageType, u32, u32),
+    blob: super::Bytes,
+    payload_type: Option<&str>,
+    metadata: Option<HashMap<String, String>>,
+) -> Message {
+    let (session_type, message_type, session_id, message_id) = ids;
     let spec = PublishSpec {
         source,
         destination: &target.name,
@@ -184,9 +200,11 @@ pub fn data_message(
         session_id,
         message_id,
         original_names: true,
-        content_type: req.payload_type.as_deref().unwrap_or("msg"),
+        content_type: payload_type.unwrap_or("msg"),
     };
-    let mut msg = builders::publish(&spec, req.blob, req.metadata.unwrap_or_default());
+    // Room for the identity token stamped next (no growth on the first insert).
+    let metadata = metadata.unwrap_or_else(|| HashMap::with_capacity(1));
+    let mut msg = builders::publish(&spec, blob, metadata);
     if crate::telemetry::otel::active() {
         crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Publish, &mut msg.metadata, "");
     }
