@@ -301,15 +301,9 @@ impl Node {
         tokio::spawn(async move {
             let mut scratch = Scratch::default();
             let ingress = Ingress::new(id, &LinkMeta::local(), counters);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break,
-                    m = node_rx.recv() => match m {
-                        Some(m) => inner.process(&ingress, m, None, &mut scratch).await,
-                        None => break,
-                    },
-                }
+            let mut cancelled = std::pin::pin!(cancel.cancelled());
+            while let Some(Some(m)) = exec::unless_cancelled(&cancel, cancelled.as_mut(), node_rx.recv()).await {
+                inner.process(&ingress, m, None, &mut scratch).await;
             }
             inner.remove_connection(id);
         });

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
-use super::exec::Spawner;
+use super::exec::{Spawner, unless_cancelled};
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
@@ -78,26 +78,17 @@ async fn read_stream(
     // dialed to another node (an app's uplink) nearly every message is for an app in this
     // process, which needs it decoded anyway: there it is decoded at once, as before.
     inbound.route_by_view(ingress.is_mesh() || inbound.reading() == Reading::Request);
+    // One `cancelled()` for the stream's life, polled only while waiting (see `unless_cancelled`).
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return None,
-            item = inbound.message() => item,
-        };
+        let item = unless_cancelled(cancel, cancelled.as_mut(), inbound.message()).await?;
         match item {
             Ok(Some(Inbound::Message(m, frame))) => {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return None,
-                    _ = inner.process(ingress, m, Some(frame), scratch) => {}
-                }
+                unless_cancelled(cancel, cancelled.as_mut(), inner.process(ingress, m, Some(frame), scratch)).await?;
             }
             Ok(Some(Inbound::Routable(view, frame))) => {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return None,
-                    _ = inner.process_routable(ingress, view, frame, scratch) => {}
-                }
+                let routed = inner.process_routable(ingress, view, frame, scratch);
+                unless_cancelled(cancel, cancelled.as_mut(), routed).await?;
             }
             Ok(Some(Inbound::Malformed(e))) => inner.malformed(id, &e),
             Ok(None) => {
