@@ -10,11 +10,12 @@
 //! until acknowledged, retransmissions); [`receiver`] what it receives (admission, ordering, ACKs,
 //! RTX); [`mls`] the two-member MLS group.
 
+mod inflight;
 mod mls;
 mod receiver;
 mod sender;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use crate::error::SlimError;
 use crate::mls::MlsState;
 use crate::wire::builders::Flags;
 use crate::wire::{META_ACK_RANGES, Message, Name, SessionMessageType, SessionType};
+use inflight::InFlight;
 use sender::Unacked;
 
 /// Reliable messages in flight (unacknowledged) at most. Further publishes wait in the pending
@@ -116,9 +118,9 @@ pub struct P2pTask {
     window: usize,
     /// Scratch: data messages built by [`Self::drain_pending`], handed to the node together.
     outbox: Vec<Message>,
-    /// Sent reliable messages by id (ordered: a range acknowledgement removes a run), with what
-    /// they were charged against the send budget.
-    unacked: BTreeMap<u32, Unacked>,
+    /// Sent reliable messages by id, oldest first (a range acknowledgement removes a run), with
+    /// what they were charged against the send budget.
+    unacked: InFlight<Unacked>,
     /// The peer takes range acknowledgements (it offered or accepted [`META_ACK_RANGES`] in the
     /// join): consecutive admitted ids are acknowledged by one P_2_P_ACK.
     ack_ranges: bool,
@@ -126,7 +128,7 @@ pub struct P2pTask {
     /// goes idle, when the run reaches [`ACK_RUN_MAX`], before the task waits for queue room, and
     /// when an id that does not extend it comes.
     ack_run: Option<receiver::AckRun>,
-    /// Scratch: ids a range acknowledgement removed.
+    /// Scratch: ids the ack timer found due.
     acked: Vec<u32>,
     receiver: Option<ReceiverBuffer<Message>>,
     recent: HashSet<(u64, u32)>,
@@ -157,7 +159,7 @@ impl P2pTask {
             pending: VecDeque::new(),
             window: MIN_IN_FLIGHT,
             outbox: Vec::new(),
-            unacked: BTreeMap::new(),
+            unacked: InFlight::new(),
             ack_ranges: false,
             ack_run: None,
             acked: Vec::new(),

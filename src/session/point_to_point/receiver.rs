@@ -136,23 +136,19 @@ impl P2pTask {
                 }
             },
         };
-        let mut acked = std::mem::take(&mut self.acked);
-        acked.extend(self.unacked.range(from..=mid).map(|(id, _)| *id));
         // No timer to stop: the ack timer finds nothing due when it fires, and re-arms.
-        let mut newest = None;
-        for &id in &acked {
-            if let Some(u) = self.unacked.remove(&id) {
-                self.give_back(u.charge);
-                newest = u.sent_once();
-            }
+        let (mut newest, mut count, mut charge) = (None, 0, 0);
+        for (_, u) in self.unacked.drain_range(from, mid) {
+            charge += u.charge;
+            newest = u.sent_once();
+            count += 1;
         }
+        // One give-back for the whole run (one wake-up of a publisher waiting for room).
+        self.give_back(charge);
         if let Some((sent, every)) = newest {
-            self.adapt_window(Instant::now().saturating_duration_since(sent), every, acked.len());
+            self.adapt_window(Instant::now().saturating_duration_since(sent), every, count);
         }
-        let any = !acked.is_empty();
-        acked.clear();
-        self.acked = acked;
-        if any {
+        if count > 0 {
             self.drain_pending().await;
         } else {
             Stats::bump(&self.io.app.stats.unknown_acks);
@@ -238,7 +234,7 @@ impl P2pTask {
         let Some(requester) = request.source_name() else { return };
         let own = request.destination_name().unwrap_or_else(|| self.io.app.name.clone());
         let flags = Flags::one().forward_to(request.incoming_conn());
-        let reply = match self.unacked.get(&mid) {
+        let reply = match self.unacked.get(mid) {
             Some(original) => original.rebuild(&own, &requester, flags, SessionMessageType::RtxReply, self.io.id, mid),
             None => {
                 Stats::bump(&self.io.app.stats.rtx_unavailable);

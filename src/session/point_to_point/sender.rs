@@ -93,10 +93,12 @@ impl P2pTask {
     pub(super) async fn drain_pending(&mut self) {
         let mut out = std::mem::take(&mut self.outbox);
         let mut sent_charge = 0;
+        // One clock read per batch (the deadlines of a batch's messages are the same instant).
+        let mut now = Instant::now();
         while self.window_open() {
             let Some(req) = self.pending.pop_front() else { break };
             let charge = self.charge_of(&req);
-            if let Some(msg) = self.prepare_data(req, charge) {
+            if let Some(msg) = self.prepare_data(req, charge, now) {
                 out.push(msg);
                 if self.timeout.is_none() {
                     sent_charge += charge;
@@ -105,6 +107,7 @@ impl P2pTask {
             if out.len() >= SEND_BATCH {
                 self.io.send_many(&mut out).await;
                 self.give_back(std::mem::take(&mut sent_charge));
+                now = Instant::now();
             }
         }
         if !out.is_empty() {
@@ -153,7 +156,7 @@ impl P2pTask {
         }
         if self.pending.is_empty() && self.window_open() {
             let charge = self.charge_of(&req);
-            if let Some(msg) = self.prepare_data(req, charge) {
+            if let Some(msg) = self.prepare_data(req, charge, Instant::now()) {
                 self.io.send(msg).await;
                 if self.timeout.is_none() {
                     self.give_back(charge);
@@ -181,11 +184,12 @@ impl P2pTask {
     }
 
     /// Builds one data message (encrypted with MLS) for `req`, charged `charge` against the send
-    /// budget; a reliable one is kept (as [`Unacked`]) until acknowledged, with an ACK timer. `None`
+    /// budget; a reliable one is kept (as [`Unacked`]) until acknowledged, with an ACK timer, its
+    /// retransmission deadline counted from `now` (when it is sent). `None`
     /// when it cannot be built (no destination, MLS failure): the error is on the session's queue
     /// and its charge given back. The caller sends the message and, unreliable, gives the charge
     /// back once it is sent.
-    fn prepare_data(&mut self, req: PublishRequest, charge: usize) -> Option<Message> {
+    fn prepare_data(&mut self, req: PublishRequest, charge: usize, now: Instant) -> Option<Message> {
         let target = match (&self.peer, self.sticky) {
             (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
             _ => match Target::of(&req) {
@@ -218,7 +222,6 @@ impl P2pTask {
             return None;
         }
         if let Some(timeout) = self.timeout {
-            let now = Instant::now();
             let content = msg.publish().and_then(|p| p.msg.as_ref());
             let content_type = content.map(|c| c.content_type.as_str()).filter(|t| *t != "msg").map(str::to_string);
             let entry = Unacked {
@@ -248,12 +251,12 @@ impl P2pTask {
     pub(super) async fn on_acks_due(&mut self) {
         let now = Instant::now();
         let mut due = std::mem::take(&mut self.acked);
-        due.extend(self.unacked.iter().filter(|(_, u)| u.due <= now).map(|(id, _)| *id));
+        due.extend(self.unacked.iter().filter(|(_, u)| u.due <= now).map(|(id, _)| id));
         let mut failed = false;
         for &mid in &due {
-            let Some(u) = self.unacked.get_mut(&mid) else { continue };
+            let Some(u) = self.unacked.get_mut(mid) else { continue };
             if u.retries >= u.max_retries {
-                if let Some(u) = self.unacked.remove(&mid) {
+                if let Some(u) = self.unacked.remove(mid) {
                     self.give_back(u.charge);
                 }
                 self.io.entry.deliver_error(SlimError::Timeout { session_id: self.io.id, message_id: mid });
@@ -286,7 +289,7 @@ impl P2pTask {
 
     /// Arms the ack timer for the earliest deadline of the unacknowledged messages (none: off).
     fn arm_acks(&mut self, now: Instant) {
-        match self.unacked.values().map(|u| u.due).min() {
+        match self.unacked.iter().map(|(_, u)| u.due).min() {
             Some(at) => {
                 self.io.start_timer(TimerKey::Acks, TimerPolicy::constant(at.saturating_duration_since(now), 0), now)
             }
