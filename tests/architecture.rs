@@ -29,6 +29,7 @@ const LAYERS: &[(&str, f32)] = &[
     ("session::liveness", 4.1),
     ("session::context", 4.2),
     ("session::channel", 4.3),
+    ("session::inbound", 4.25),
     ("session::entry", 4.3),
     ("session::task", 4.4),
     ("session::point_to_point", 4.5),

@@ -159,6 +159,21 @@ impl<T> ReceiverBuffer<T> {
         }
     }
 
+    /// The next id to release when nothing waits in the window (no hole, nothing held out of
+    /// order): the point where a stream in order may be taken over by someone else for a while
+    /// (see `session::inbound`).
+    pub fn idle_next(&self) -> Option<u32> {
+        if self.window.is_empty() { self.next } else { None }
+    }
+
+    /// Moves an idle window (see [`Self::idle_next`]) on to `next`: the ids before it were
+    /// released by whoever took the stream over. Does nothing when the window holds anything.
+    pub fn skip_to(&mut self, next: u32) {
+        if self.window.is_empty() {
+            self.next = Some(next);
+        }
+    }
+
     /// Gives up on `id` (RTX failed or the producer no longer has it) and releases what follows.
     pub fn on_lost(&mut self, id: u32, out: &mut Vec<Released<T>>) {
         if self.is_missing(id) {

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{BudgetError, SendBudget};
-use super::context::{Stats, into_delivery};
+use super::context::{AppCore, Stats, into_delivery};
+use super::inbound::{AckRun, ReliableInbound};
 use super::queue::{DELIVERY_WAIT_BOUND, SessionQueue};
 use super::{DEFAULT_P2P_RETRIES, PublishRequest, RawDelivery, SessionConfig};
 use crate::error::SlimError;
@@ -75,6 +76,9 @@ pub struct SessionEntry {
     /// Source and destination of the last message delivered (shared by the next one between the
     /// same names: see `context::into_delivery`).
     pub(super) last_names: Mutex<Option<(Name, Name)>>,
+    /// A reliable point-to-point stream in order, lent by the task to the dispatcher (see
+    /// [`super::inbound`]), and the acknowledgements both owe.
+    pub reliable_in: ReliableInbound,
 }
 
 impl SessionEntry {
@@ -169,16 +173,37 @@ impl SessionEntry {
         self.config.lock().clone()
     }
 
-    /// Routes an inbound message to the application (unreliable anycast data) or the session
-    /// task. Both wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node); a
-    /// task whose backlog stayed full is marked stalled and gets no further waits until it has
-    /// room again, so one stuck session cannot hold up the dispatcher for more than one bound.
-    pub(super) async fn on_inbound(&self, msg: Message, stats: &Stats) {
-        if self.fast_inbound && msg.session_message_type() == SessionMessageType::P2PMsg {
+    /// Routes an inbound message to the application (unreliable anycast data; reliable data in
+    /// order while the task lends its stream, see [`super::inbound`]) or the session task. Both
+    /// wait for room up to [`DELIVERY_WAIT_BOUND`] (back-pressure on the node); a task whose
+    /// backlog stayed full is marked stalled and gets no further waits until it has room again,
+    /// so one stuck session cannot hold up the dispatcher for more than one bound. A session
+    /// left owing acknowledgements is added to `acks` (the dispatcher sends them once its batch
+    /// is done: [`Self::flush_acks`]).
+    pub(super) async fn on_inbound(self: &Arc<Self>, msg: Message, core: &AppCore, acks: &mut Vec<Arc<Self>>) {
+        let stats = &core.stats;
+        let kind = msg.session_message_type();
+        if self.fast_inbound && kind == SessionMessageType::P2PMsg {
             // Drop point: session queue full past the bound -> REPORTED (MessageLost with the id).
             self.deliver_waiting(msg).await;
             return;
         }
+        let msg = if kind == SessionMessageType::P2PReliable {
+            match self.deliver_lent(msg) {
+                Ok((full, pending)) => {
+                    if let Some(run) = full {
+                        self.send_ack(core, run).await;
+                    }
+                    if pending && !acks.iter().any(|e| Arc::ptr_eq(e, self)) {
+                        acks.push(self.clone());
+                    }
+                    return;
+                }
+                Err(msg) => msg,
+            }
+        } else {
+            msg
+        };
         let msg = match self.inbound.try_send(msg) {
             Ok(()) => {
                 self.inbound_stalled.store(false, Ordering::Relaxed);
@@ -220,6 +245,57 @@ impl SessionEntry {
         if msg.session_message_type() == SessionMessageType::P2PMsg {
             let id = msg.session_header().map_or(0, |h| h.message_id);
             self.report_lost(msg.source_name().as_ref(), id);
+        }
+    }
+}
+
+impl SessionEntry {
+    /// Delivers reliable data message `msg` when the task lent its stream and `msg` is the next
+    /// id, from the pinned peer, not MLS, and the queue has room (see [`super::inbound`]):
+    /// delivered and added to the run of acknowledgements, under the stream's lock. Gives `msg`
+    /// back otherwise (the task handles it). `Ok`: a full run to send now, and whether a run is
+    /// left pending.
+    fn deliver_lent(&self, msg: Message) -> Result<(Option<AckRun>, bool), Message> {
+        let Some(mid) = msg.session_header().map(|h| h.message_id) else { return Err(msg) };
+        if self.cancel.is_cancelled() {
+            // Deleted: the task's path counts it (nothing delivered, nothing acknowledged).
+            return Err(msg);
+        }
+        let mut st = self.reliable_in.lock();
+        let Some(lent) = st.lent.as_mut() else { return Err(msg) };
+        let Some(source) = msg.source_name() else { return Err(msg) };
+        if lent.next != mid
+            || source != lent.peer
+            || msg.metadata.contains_key(crate::wire::META_MLS_ENCRYPTED)
+            || !self.queue.has_room()
+        {
+            return Err(msg);
+        }
+        lent.next = mid.wrapping_add(1);
+        let conn = msg.incoming_conn();
+        self.deliver_admitted(msg);
+        let full = st.add_to_run(source, conn, mid);
+        Ok((full, st.run.is_some()))
+    }
+
+    /// Sends the acknowledgements this session owes, if any (the dispatcher, after its batch).
+    pub(super) async fn flush_acks(&self, core: &AppCore) {
+        if let Some(run) = self.reliable_in.take_run() {
+            self.send_ack(core, run).await;
+        }
+    }
+
+    /// Sends the acknowledgement of `run`.
+    async fn send_ack(&self, core: &AppCore, run: AckRun) {
+        if let Err(e) = core.send(run.message(core, self.id)).await {
+            // Drop point: the acknowledgement could not go (no identity token, or the app is
+            // closing): RECOVERED, the sender retransmits and the task acknowledges the copy
+            // (its own send reports an identity outage on the session's queue); counted when
+            // the token was refused.
+            if matches!(e, SlimError::Auth(_)) {
+                Stats::bump(&core.stats.identity_send_refused);
+            }
+            tracing::debug!(session = self.id, error = %e, "acknowledgement not sent");
         }
     }
 }

@@ -120,6 +120,7 @@ impl SessionLayer {
             config: Mutex::new(cfg.clone()),
             last_names: Mutex::new(None),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
+            reliable_in: Default::default(),
         });
         self.sessions.insert(entry.clone());
         let sessions = Arc::downgrade(&self.sessions);
@@ -438,6 +439,8 @@ impl SessionLayer {
     /// Reads everything the embedded node delivers until shutdown.
     pub async fn run_dispatcher(self: Arc<Self>, mut rx: mpsc::Receiver<LocalDelivery>) {
         let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        // Sessions owing acknowledgements for what this batch delivered (`SessionEntry::on_inbound`).
+        let mut acks: Vec<Arc<SessionEntry>> = Vec::new();
         loop {
             let n = tokio::select! {
                 biased;
@@ -449,9 +452,12 @@ impl SessionLayer {
             }
             for d in batch.drain(..) {
                 match d {
-                    LocalDelivery::Message(m) => self.on_message(m).await,
+                    LocalDelivery::Message(m) => self.on_message(m, &mut acks).await,
                     LocalDelivery::Error(e) => self.on_route_error(*e),
                 }
+            }
+            for entry in acks.drain(..) {
+                entry.flush_acks(&self.core).await;
             }
         }
         self.close_all();
@@ -499,7 +505,7 @@ impl SessionLayer {
 
     /// Dispatches one inbound publish: identity check, misdirection check, discovery answer, then
     /// to its session (created on reception when the message may open one).
-    async fn on_message(&self, msg: Message) {
+    async fn on_message(&self, msg: Message, acks: &mut Vec<Arc<SessionEntry>>) {
         let Some(sh) = msg.session_header() else {
             // Drop point: not a session message (malformed); counted (`invalid`), it belongs to
             // no session's stream.
@@ -544,7 +550,7 @@ impl SessionLayer {
             return;
         }
         if let Some(entry) = self.get(sid) {
-            entry.on_inbound(msg, &self.core.stats).await;
+            entry.on_inbound(msg, &self.core, acks).await;
             return;
         }
         self.create_on_reception(sid, session_type, kind, msg).await;
@@ -619,7 +625,7 @@ impl SessionLayer {
             }
         };
         match created {
-            Ok(entry) => entry.on_inbound(msg, stats).await,
+            Ok(entry) => entry.on_inbound(msg, &self.core, &mut Vec::new()).await,
             Err(e) => {
                 Stats::bump(&stats.unknown_session);
                 tracing::debug!(session = sid, error = %e, "could not create session on reception");

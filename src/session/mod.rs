@@ -40,6 +40,7 @@ pub mod buffers;
 pub mod channel;
 pub mod context;
 pub mod entry;
+pub mod inbound;
 pub mod layer;
 pub mod liveness;
 pub mod multicast;

@@ -56,9 +56,7 @@ pub const MIN_IN_FLIGHT: usize = 256;
 pub const MAX_PENDING: usize = 4096;
 /// Recently delivered (source, id) pairs kept to drop duplicates when no peer is pinned.
 const RECENT_IDS: usize = 4096;
-/// Most ids one range acknowledgement covers: a run this long goes out without waiting for the
-/// inbound channel to go idle (well under [`MAX_IN_FLIGHT`], so the sender's window keeps moving).
-pub const ACK_RUN_MAX: u32 = 64;
+pub use super::inbound::ACK_RUN_MAX;
 /// Most data messages built before they are handed to the node together (see
 /// [`TaskCore::send_many`]); well under the node channel's capacity.
 const SEND_BATCH: usize = 64;
@@ -124,10 +122,12 @@ pub struct P2pTask {
     /// The peer takes range acknowledgements (it offered or accepted [`META_ACK_RANGES`] in the
     /// join): consecutive admitted ids are acknowledged by one P_2_P_ACK.
     ack_ranges: bool,
-    /// Admitted ids not acknowledged yet (only when `ack_ranges`): sent when the inbound channel
-    /// goes idle, when the run reaches [`ACK_RUN_MAX`], before the task waits for queue room, and
-    /// when an id that does not extend it comes.
-    ack_run: Option<receiver::AckRun>,
+    // Admitted ids not acknowledged yet (only when `ack_ranges`) are a run in
+    // `entry.reliable_in`, shared with the dispatcher: sent when the inbound channel goes idle,
+    // when the run reaches [`ACK_RUN_MAX`], before the task waits for queue room, and when an id
+    // that does not extend it comes.
+    /// The reorder window is lent to the dispatcher (see `session::inbound`).
+    lent: bool,
     /// Scratch: ids the ack timer found due.
     acked: Vec<u32>,
     receiver: Option<ReceiverBuffer<Message>>,
@@ -161,7 +161,7 @@ impl P2pTask {
             outbox: Vec::new(),
             unacked: InFlight::new(),
             ack_ranges: false,
-            ack_run: None,
+            lent: false,
             acked: Vec::new(),
             receiver: None,
             recent: HashSet::new(),
@@ -229,7 +229,8 @@ impl P2pTask {
             self.peer = None;
             self.receiver = None;
             self.ack_ranges = false;
-            self.ack_run = None;
+            self.take_back();
+            self.io.entry.reliable_in.lock().run = None;
             self.mls = None;
             self.welcome_id = None;
         }
@@ -240,12 +241,49 @@ impl P2pTask {
         }
     }
 
+    /// Takes the reorder window back from the dispatcher (see `session::inbound`), moved on to
+    /// the id the dispatcher reached.
+    fn take_back(&mut self) {
+        if !std::mem::take(&mut self.lent) {
+            return;
+        }
+        if let Some(next) = self.io.entry.reliable_in.take_back()
+            && let Some(rb) = self.receiver.as_mut()
+        {
+            rb.skip_to(next);
+        }
+    }
+
+    /// Lends the reorder window to the dispatcher when it is idle (nothing held out of order, no
+    /// hole) on a reliable stream from a pinned peer that takes range acknowledgements, without
+    /// MLS (see `session::inbound`).
+    fn lend_if_idle(&mut self) {
+        if self.lent || !self.ack_ranges || self.mls_enabled || self.timeout.is_none() {
+            return;
+        }
+        let (Some(peer), Some(next)) = (&self.peer, self.receiver.as_ref().and_then(|rb| rb.idle_next())) else {
+            return;
+        };
+        self.io.entry.reliable_in.lend(next, &peer.name);
+        self.lent = true;
+    }
+
     /// Handles one inbound message; [`Flow::Leave`] when the peer closed the session.
     async fn handle_message(&mut self, msg: Message) -> Flow {
+        let flow = self.handle_inner(msg).await;
+        self.lend_if_idle();
+        flow
+    }
+
+    /// [`Self::handle_message`], the window taken back first when the message may touch it.
+    async fn handle_inner(&mut self, msg: Message) -> Flow {
         let Some(sh) = msg.session_header() else { return Flow::Continue };
         let mid = sh.message_id;
         let kind = msg.session_message_type();
         let Some(source) = msg.source_name() else { return Flow::Continue };
+        if matches!(kind, SessionMessageType::P2PReliable | SessionMessageType::RtxReply) {
+            self.take_back();
+        }
         let stats = &self.io.app.stats;
         if let Some(peer) = &self.peer {
             let exempt =
@@ -425,6 +463,31 @@ impl SessionKind for P2pTask {
     }
 
     async fn on_timer(&mut self, fired: Fired<TimerKey>) {
+        if matches!(fired, Fired::Retry { key: TimerKey::Rtx(_), .. } | Fired::Failed { key: TimerKey::Rtx(_) }) {
+            self.take_back();
+        }
+        self.on_timer_inner(fired).await;
+        self.lend_if_idle();
+    }
+
+    /// Discovery, join or welcome got no answer: the handshake fails as a whole.
+    async fn on_control_failed(&mut self, _mid: u32) {
+        self.handshake_failed();
+    }
+
+    async fn on_stop(&mut self) {
+        self.take_back();
+        self.flush_acks().await;
+    }
+
+    async fn on_idle(&mut self) {
+        self.flush_acks().await;
+    }
+}
+
+impl P2pTask {
+    /// [`SessionKind::on_timer`], the window taken back.
+    async fn on_timer_inner(&mut self, fired: Fired<TimerKey>) {
         match fired {
             Fired::Failed { key: TimerKey::Acks } => self.on_acks_due().await,
             Fired::Retry { key: TimerKey::Acks, .. } => {}
@@ -456,19 +519,6 @@ impl SessionKind for P2pTask {
             Fired::Failed { key: TimerKey::Handshake } => self.handshake_failed(),
             Fired::Retry { key: TimerKey::Handshake, .. } => {}
         }
-    }
-
-    /// Discovery, join or welcome got no answer: the handshake fails as a whole.
-    async fn on_control_failed(&mut self, _mid: u32) {
-        self.handshake_failed();
-    }
-
-    async fn on_stop(&mut self) {
-        self.flush_acks().await;
-    }
-
-    async fn on_idle(&mut self) {
-        self.flush_acks().await;
     }
 }
 

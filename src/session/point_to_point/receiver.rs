@@ -5,37 +5,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{ACK_RUN_MAX, P2pTask, RECENT_IDS, TimerKey};
+use super::{P2pTask, RECENT_IDS, TimerKey};
 use crate::mls::interceptor;
 use crate::session::buffers::{Arrival, Released};
 use crate::session::context::Stats;
+use crate::session::inbound;
 use crate::session::queue::DELIVERY_WAIT_BOUND;
 use crate::session::timer::TimerPolicy;
 use crate::wire::builders::Flags;
 use crate::wire::{META_ACK_FROM, Message, Name, SessionMessageType, SessionType};
 
-/// Consecutive admitted ids from one sender, acknowledged together by one P_2_P_ACK (message id
-/// `to`, [`META_ACK_FROM`] `from`) when the peer takes range acknowledgements.
-#[derive(Debug)]
-pub(super) struct AckRun {
-    from: u32,
-    to: u32,
-    dst: Name,
-    conn: Option<u64>,
-}
-
 impl P2pTask {
     /// A P_2_P_ACK for id `mid` to `dst`, back through the connection `conn` the data came in on.
     fn ack_to(&self, dst: &Name, conn: Option<u64>, mid: u32) -> Message {
-        self.io.app.control(
-            dst,
-            Flags::one().forward_to(conn),
-            SessionType::SessionPointToPoint,
-            SessionMessageType::P2PAck,
-            self.io.id,
-            mid,
-            Vec::new(),
-        )
+        inbound::ack_message(&self.io.app, self.io.id, dst, conn, mid)
     }
 
     /// A reliable data message: admitted when the application queue has room, ordered (sticky) or
@@ -96,29 +79,17 @@ impl P2pTask {
             self.io.send(ack).await;
             return;
         }
-        if let Some(run) = self.ack_run.as_mut()
-            && run.dst == source
-            && run.conn == conn
-            && run.to.checked_add(1) == Some(mid)
-        {
-            run.to = mid;
-            if mid - run.from + 1 >= ACK_RUN_MAX {
-                self.flush_acks().await;
-            }
-            return;
+        // The run is shared with the dispatcher (see `session::inbound`).
+        let full = self.io.entry.reliable_in.lock().add_to_run(source, conn, mid);
+        if let Some(run) = full {
+            self.io.send(run.message(&self.io.app, self.io.id)).await;
         }
-        self.flush_acks().await;
-        self.ack_run = Some(AckRun { from: mid, to: mid, dst: source, conn });
     }
 
     /// Sends the pending run of acknowledgements, if any. A run of one id is a plain P_2_P_ACK.
     pub(super) async fn flush_acks(&mut self) {
-        let Some(run) = self.ack_run.take() else { return };
-        let mut ack = self.ack_to(&run.dst, run.conn, run.to);
-        if run.from != run.to {
-            ack.metadata.insert(META_ACK_FROM.to_string(), run.from.to_string());
-        }
-        self.io.send(ack).await;
+        let Some(run) = self.io.entry.reliable_in.take_run() else { return };
+        self.io.send(run.message(&self.io.app, self.io.id)).await;
     }
 
     /// A P_2_P_ACK: the id it names (or, with [`META_ACK_FROM`], every id from that one to it) is
