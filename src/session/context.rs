@@ -49,6 +49,9 @@ pub struct Stats {
     /// Outgoing messages not sent because this app's own identity token could not be produced
     /// (expired or unreadable token file).
     pub identity_send_refused: AtomicU64,
+    /// Reliable data delivered in order by the dispatcher itself, the session task having lent it
+    /// the stream (`session::inbound`; not a drop: shows the hand-over at work).
+    pub dispatcher_deliveries: AtomicU64,
 }
 
 impl Stats {
@@ -76,6 +79,7 @@ impl Stats {
             ("misdirected", get(&self.misdirected)),
             ("mls_failures", get(&self.mls_failures)),
             ("identity_send_refused", get(&self.identity_send_refused)),
+            ("dispatcher_deliveries", get(&self.dispatcher_deliveries)),
         ])
     }
 }

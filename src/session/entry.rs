@@ -189,7 +189,7 @@ impl SessionEntry {
             return;
         }
         let msg = if kind == SessionMessageType::P2PReliable {
-            match self.deliver_lent(msg) {
+            match self.deliver_lent(msg, stats) {
                 Ok((full, pending)) => {
                     if let Some(run) = full {
                         self.send_ack(core, run).await;
@@ -255,7 +255,7 @@ impl SessionEntry {
     /// delivered and added to the run of acknowledgements, under the stream's lock. Gives `msg`
     /// back otherwise (the task handles it). `Ok`: a full run to send now, and whether a run is
     /// left pending.
-    fn deliver_lent(&self, msg: Message) -> Result<(Option<AckRun>, bool), Message> {
+    fn deliver_lent(&self, msg: Message, stats: &Stats) -> Result<(Option<AckRun>, bool), Message> {
         let Some(mid) = msg.session_header().map(|h| h.message_id) else { return Err(msg) };
         if self.cancel.is_cancelled() {
             // Deleted: the task's path counts it (nothing delivered, nothing acknowledged).
@@ -274,6 +274,7 @@ impl SessionEntry {
         lent.next = mid.wrapping_add(1);
         let conn = msg.incoming_conn();
         self.deliver_admitted(msg);
+        Stats::bump(&stats.dispatcher_deliveries);
         let full = st.add_to_run(source, conn, mid);
         Ok((full, st.run.is_some()))
     }

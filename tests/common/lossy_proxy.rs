@@ -24,6 +24,8 @@ pub struct FaultCounters {
     pub dropped: AtomicU64,
     /// Messages sent after a later one.
     pub reordered: AtomicU64,
+    /// Messages sent twice (see [`start_duplicating`]).
+    pub duplicated: AtomicU64,
     /// Messages relayed.
     pub relayed: AtomicU64,
     /// Publishes whose payload contained the watched byte string (see [`start_watching`]).
@@ -49,6 +51,7 @@ impl Drop for LossyProxy {
 struct Faults {
     drop_per_mille: u64,
     reorder_per_mille: u64,
+    duplicate_per_mille: u64,
     needle: Option<Arc<Vec<u8>>>,
 }
 
@@ -124,6 +127,13 @@ async fn pump<S>(
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if faults.duplicate_per_mille > 0 && rng.per_mille() < faults.duplicate_per_mille {
+                // The copy goes first; the message itself follows (and may be held back below).
+                counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                if out.send(msg.clone()).await.is_err() {
+                    return;
+                }
+            }
             if held.is_none() && rng.per_mille() < faults.reorder_per_mille {
                 counters.reordered.fetch_add(1, Ordering::Relaxed);
                 held = Some(msg);
@@ -182,14 +192,31 @@ impl DataPlaneService for Relay {
 
 /// Starts a proxy on 127.0.0.1 (free port) in front of `upstream`.
 pub async fn start(upstream: &str, drop_per_mille: u64, reorder_per_mille: u64, seed: u64) -> LossyProxy {
-    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, needle: None }, seed).await
+    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille: 0, needle: None }, seed)
+        .await
+}
+
+/// [`start`], and every faultable message is also sent twice at `duplicate_per_mille`.
+pub async fn start_duplicating(
+    upstream: &str,
+    drop_per_mille: u64,
+    reorder_per_mille: u64,
+    duplicate_per_mille: u64,
+    seed: u64,
+) -> LossyProxy {
+    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille, needle: None }, seed).await
 }
 
 /// A fault-free proxy that counts publishes whose payload contains `needle` (a wire tap).
 pub async fn start_watching(upstream: &str, needle: &[u8]) -> LossyProxy {
     start_inner(
         upstream,
-        Faults { drop_per_mille: 0, reorder_per_mille: 0, needle: Some(Arc::new(needle.to_vec())) },
+        Faults {
+            drop_per_mille: 0,
+            reorder_per_mille: 0,
+            duplicate_per_mille: 0,
+            needle: Some(Arc::new(needle.to_vec())),
+        },
         1,
     )
     .await
