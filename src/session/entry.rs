@@ -286,17 +286,26 @@ impl SessionEntry {
         }
     }
 
-    /// Sends the acknowledgement of `run`.
+    /// Sends the acknowledgement of `run` (the dispatcher). The wait for room towards the node is
+    /// bounded by [`DELIVERY_WAIT_BOUND`], as the dispatcher's other waits are: two apps streaming
+    /// reliably to each other could otherwise close a cycle of full queues (each dispatcher
+    /// waiting on its way out, which waits on the other app's way in, which waits on the other
+    /// dispatcher) that nothing would ever break.
     async fn send_ack(&self, core: &AppCore, run: AckRun) {
-        if let Err(e) = core.send(run.message(core, self.id)).await {
-            // Drop point: the acknowledgement could not go (no identity token, or the app is
-            // closing): RECOVERED, the sender retransmits and the task acknowledges the copy
-            // (its own send reports an identity outage on the session's queue); counted when
-            // the token was refused.
-            if matches!(e, SlimError::Auth(_)) {
-                Stats::bump(&core.stats.identity_send_refused);
+        let sent = tokio::time::timeout(DELIVERY_WAIT_BOUND, core.send(run.message(core, self.id))).await;
+        // Drop point: the acknowledgement could not go (no identity token, the app is closing,
+        // or no room towards the node within the bound): RECOVERED, the sender retransmits and
+        // the task acknowledges the copy (its own send reports an identity outage on the
+        // session's queue); counted when the token was refused.
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if matches!(e, SlimError::Auth(_)) {
+                    Stats::bump(&core.stats.identity_send_refused);
+                }
+                tracing::debug!(session = self.id, error = %e, "acknowledgement not sent");
             }
-            tracing::debug!(session = self.id, error = %e, "acknowledgement not sent");
+            Err(_elapsed) => tracing::debug!(session = self.id, "acknowledgement not sent: no room towards the node"),
         }
     }
 }
