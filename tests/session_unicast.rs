@@ -367,7 +367,7 @@ async fn bad_reliability_input_is_counted_not_fatal() {
     assert_eq!(raw.expect(P2PAck).await.session_header().unwrap().message_id, 0);
     raw.send(P2PReliable, &bob_id, sid, 0, b"dup".to_vec(), false).await; // duplicate
     assert_eq!(raw.expect(P2PAck).await.session_header().unwrap().message_id, 0);
-    raw.send(P2PReliable, &bob_id, sid, u32::MAX - 3, b"far".to_vec(), false).await; // out of window
+    raw.send(P2PReliable, &bob_id, sid, 1 << 30, b"far".to_vec(), false).await; // out of window (ids wrap: u32::MAX is just behind 0)
     raw.send(P2PAck, &bob_id, sid, 77, Vec::new(), false).await; // ACK for nothing
     raw.send(RtxRequest, &bob_id, sid, 999, Vec::new(), false).await; // nothing buffered
     let rtx = raw.expect(RtxReply).await;

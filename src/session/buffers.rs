@@ -10,6 +10,15 @@ pub const PRODUCER_BUFFER_SLOTS: usize = 500;
 /// reliable sessions, retransmitted by the sender later).
 pub const MAX_RECEIVE_WINDOW: usize = 8192;
 
+/// How far `id` is ahead of `next`, in the order ids are handed out: a sender's ids count up and
+/// wrap from `u32::MAX` to 0, so ids are compared by their distance (serial number arithmetic):
+/// less than 2^31 ahead is ahead (0 = `next` itself), anything else is behind (already released).
+/// Without this, the first ids after the wrap would read as old ones and be taken for duplicates.
+fn ahead(next: u32, id: u32) -> Option<usize> {
+    let offset = id.wrapping_sub(next);
+    (offset < 1 << 31).then_some(offset as usize)
+}
+
 /// A ring of the last N sent messages, looked up by id.
 #[derive(Debug)]
 pub struct ProducerBuffer<M> {
@@ -104,11 +113,10 @@ impl<T> ReceiverBuffer<T> {
     /// Feeds a payload with `id`. Released items go to `out`; ids that became holes go to `holes`.
     pub fn on_message(&mut self, id: u32, item: T, out: &mut Vec<Released<T>>, holes: &mut Vec<u32>) -> Arrival {
         let next = *self.next.get_or_insert(id);
-        if id < next {
+        let Some(offset) = ahead(next, id) else {
             self.duplicates += 1;
             return Arrival::Duplicate;
-        }
-        let offset = (id - next) as usize;
+        };
         if offset >= self.max_window {
             self.out_of_window += 1;
             return Arrival::OutOfWindow;
@@ -128,7 +136,7 @@ impl<T> ReceiverBuffer<T> {
             self.window[offset] = Some(item);
         } else {
             for missing in self.window.len()..offset {
-                holes.push(next + missing as u32);
+                holes.push(next.wrapping_add(missing as u32));
             }
             self.window.resize_with(offset, || None);
             self.window.push_back(Some(item));
@@ -147,12 +155,10 @@ impl<T> ReceiverBuffer<T> {
                 last_id
             }
         };
-        if last_id < next {
-            return;
-        }
-        let wanted = ((last_id - next) as usize + 1).min(self.max_window);
+        let Some(offset) = ahead(next, last_id) else { return };
+        let wanted = (offset + 1).min(self.max_window);
         for offset in self.window.len()..wanted {
-            holes.push(next + offset as u32);
+            holes.push(next.wrapping_add(offset as u32));
         }
         if self.window.len() < wanted {
             self.window.resize_with(wanted, || None);
@@ -184,21 +190,18 @@ impl<T> ReceiverBuffer<T> {
 
     /// True when `id` would be stored (not released yet, not already waiting in the window).
     pub fn is_new(&self, id: u32) -> bool {
-        match self.next {
-            Some(next) if id < next => false,
-            Some(next) => {
-                let off = (id - next) as usize;
-                off >= self.window.len() || self.window[off].is_none()
-            }
+        match self.next.map(|next| ahead(next, id)) {
+            Some(None) => false,
+            Some(Some(off)) => off >= self.window.len() || self.window[off].is_none(),
             None => true,
         }
     }
 
     /// True when `id` is not beyond the window (an id already released also "fits").
     pub fn fits(&self, id: u32) -> bool {
-        match self.next {
-            Some(next) if id >= next => ((id - next) as usize) < self.max_window,
-            _ => true,
+        match self.next.and_then(|next| ahead(next, id)) {
+            Some(off) => off < self.max_window,
+            None => true,
         }
     }
 
@@ -207,12 +210,9 @@ impl<T> ReceiverBuffer<T> {
     /// but could not be read is asked for again like one that never arrived.
     pub fn mark_missing(&mut self, id: u32, holes: &mut Vec<u32>) {
         let next = *self.next.get_or_insert(id);
-        if id < next || !self.fits(id) {
-            return;
-        }
-        let offset = (id - next) as usize;
+        let Some(offset) = ahead(next, id).filter(|&off| off < self.max_window) else { return };
         for missing in self.window.len()..=offset {
-            holes.push(next + missing as u32);
+            holes.push(next.wrapping_add(missing as u32));
         }
         if self.window.len() <= offset {
             self.window.resize_with(offset + 1, || None);
@@ -221,12 +221,9 @@ impl<T> ReceiverBuffer<T> {
 
     /// True when `id` is a hole still waiting for its message.
     pub fn is_missing(&self, id: u32) -> bool {
-        match self.next {
-            Some(next) if id >= next => {
-                let off = (id - next) as usize;
-                off < self.window.len() && self.window[off].is_none()
-            }
-            _ => false,
+        match self.next.and_then(|next| ahead(next, id)) {
+            Some(off) => off < self.window.len() && self.window[off].is_none(),
+            None => false,
         }
     }
 
@@ -304,9 +301,39 @@ mod tests {
         let mut b = ReceiverBuffer::starting_at(0).with_max_window(4);
         let (mut out, mut holes) = (Vec::new(), Vec::new());
         assert_eq!(b.on_message(4, 4, &mut out, &mut holes), Arrival::OutOfWindow);
-        assert_eq!(b.on_message(u32::MAX, 9, &mut out, &mut holes), Arrival::OutOfWindow);
-        assert_eq!(b.drop_counts(), (0, 2));
+        assert_eq!(b.on_message((1 << 31) - 1, 9, &mut out, &mut holes), Arrival::OutOfWindow);
+        // The id just before 0 in the order ids wrap in: already released, not far ahead.
+        assert_eq!(b.on_message(u32::MAX, 9, &mut out, &mut holes), Arrival::Duplicate);
+        assert_eq!(b.drop_counts(), (1, 2));
         assert!(holes.is_empty());
+    }
+
+    #[test]
+    fn ids_wrap_from_max_to_zero() {
+        let mut b = ReceiverBuffer::starting_at(u32::MAX - 1);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        assert_eq!(b.on_message(u32::MAX - 1, 1, &mut out, &mut holes), Arrival::Accepted);
+        // 0 and 1 come after u32::MAX: held until it arrives, the hole is u32::MAX.
+        assert_eq!(b.on_message(1, 4, &mut out, &mut holes), Arrival::Accepted);
+        assert_eq!(holes, vec![u32::MAX, 0]);
+        assert!(b.is_new(0) && b.is_missing(u32::MAX) && b.fits(5) && !b.is_new(1));
+        assert_eq!(b.on_message(u32::MAX, 2, &mut out, &mut holes), Arrival::Accepted);
+        assert_eq!(b.on_message(0, 3, &mut out, &mut holes), Arrival::Accepted);
+        assert_eq!(msgs(&mut out), vec![1, 2, 3, 4]);
+        assert_eq!(b.on_message(u32::MAX, 2, &mut out, &mut holes), Arrival::Duplicate);
+        assert_eq!(b.on_message(0, 3, &mut out, &mut holes), Arrival::Duplicate);
+        assert!(!b.is_new(u32::MAX) && !b.is_missing(0));
+        holes.clear();
+        b.on_beacon(3, &mut holes);
+        assert_eq!(holes, vec![2, 3]);
+        b.on_lost(2, &mut out);
+        b.on_message(3, 6, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![1_000_002, 6]);
+        holes.clear();
+        b.mark_missing(5, &mut holes);
+        assert_eq!(holes, vec![4, 5]);
+        b.mark_missing(u32::MAX, &mut holes);
+        assert_eq!(holes, vec![4, 5], "behind the window: nothing");
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl MulticastTask {
             return;
         }
         if !self.open_single(&mut msg) {
-            self.unreadable(&source, mid..mid + 1, conn).await;
+            self.unreadable(&source, [mid], conn).await;
             return;
         }
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
@@ -70,7 +70,7 @@ impl MulticastTask {
     /// asking (a retransmission is re-encrypted by its producer, and a COMMIT this member had
     /// not applied yet may arrive meanwhile); REPORTED (MessageLost per id) once the retries are
     /// spent.
-    pub(super) async fn unreadable(&mut self, source: &Name, ids: std::ops::Range<u32>, conn: Option<u64>) {
+    pub(super) async fn unreadable(&mut self, source: &Name, ids: impl IntoIterator<Item = u32>, conn: Option<u64>) {
         Stats::bump(&self.io.app.stats.mls_failures);
         let rb = self.receivers.entry(source.clone()).or_insert_with(ReceiverBuffer::from_first_contact);
         for id in ids {
@@ -87,14 +87,15 @@ impl MulticastTask {
             .metadata
             .get(META_MLS_BATCH)
             .and_then(|v| v.parse::<u32>().ok())
-            .filter(|c| (1..=MAX_BATCH_ITEMS as u32).contains(c) && first.checked_add(*c).is_some());
+            .filter(|c| (1..=MAX_BATCH_ITEMS as u32).contains(c));
         let Some(count) = count else {
             // Drop point: a batch whose size is unreadable; counted (`invalid`) and RECOVERED:
             // its ids are holes once later ids or a beacon arrive, and are asked for again.
             Stats::bump(&self.io.app.stats.invalid);
             return;
         };
-        let ids = first..first + count;
+        // Ids count up and wrap from u32::MAX to 0 (a batch may straddle the wrap).
+        let ids = (0..count).map(move |i| first.wrapping_add(i));
         if retransmitted && !ids.clone().any(|id| self.io.timer_running(McTimer::Rtx(source.clone(), id))) {
             // Not a loss: every id was accepted or already reported lost.
             Stats::bump(&self.io.app.stats.unexpected_rtx_replies);
@@ -110,7 +111,7 @@ impl MulticastTask {
             }
             return;
         }
-        if !rb.fits(first + count - 1) {
+        if !rb.fits(first.wrapping_add(count - 1)) {
             // Drop point: (partly) beyond the reorder window; counted and RECOVERED (its ids
             // become holes once the window moves, and are asked for again).
             Stats::bump(&self.io.app.stats.out_of_window);
