@@ -10,13 +10,17 @@ pub const PRODUCER_BUFFER_SLOTS: usize = 500;
 /// reliable sessions, retransmitted by the sender later).
 pub const MAX_RECEIVE_WINDOW: usize = 8192;
 
-/// How far `id` is ahead of `next`, in the order ids are handed out: a sender's ids count up and
-/// wrap from `u32::MAX` to 0, so ids are compared by their distance (serial number arithmetic):
-/// less than 2^31 ahead is ahead (0 = `next` itself), anything else is behind (already released).
-/// Without this, the first ids after the wrap would read as old ones and be taken for duplicates.
+/// Where message id `id` stands from `base`, in the order ids are handed out: a sender's ids count
+/// up and wrap from `u32::MAX` to 0, so ids are compared by their distance (serial number
+/// arithmetic): less than 2^31 ahead is ahead (positive; 0 = `base` itself), anything else is
+/// behind (negative). Without this, the first ids after the wrap would read as old ones.
+pub fn id_offset(base: u32, id: u32) -> i32 {
+    id.wrapping_sub(base) as i32
+}
+
+/// How far `id` is ahead of `next` ([`id_offset`]); `None` when it is behind (already released).
 fn ahead(next: u32, id: u32) -> Option<usize> {
-    let offset = id.wrapping_sub(next);
-    (offset < 1 << 31).then_some(offset as usize)
+    usize::try_from(id_offset(next, id)).ok()
 }
 
 /// A ring of the last N sent messages, looked up by id.

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+use crate::session::buffers::id_offset;
+
 /// Messages in flight by id, oldest first.
 #[derive(Debug)]
 pub(super) struct InFlight<T> {
@@ -28,16 +30,20 @@ impl<T> InFlight<T> {
 
     /// Where `id` stands from the oldest id held (negative: before it).
     fn offset(&self, id: u32) -> i32 {
-        let base = self.items.front().map_or(id, |(first, _)| *first);
-        id.wrapping_sub(base) as i32
+        id_offset(self.base(id), id)
+    }
+
+    /// The oldest id held (`id` itself when nothing is).
+    fn base(&self, id: u32) -> u32 {
+        self.items.front().map_or(id, |(first, _)| *first)
     }
 
     /// The number of entries whose id comes before `id` (`inclusive`: or is `id`).
     fn count_before(&self, id: u32, inclusive: bool) -> usize {
-        let at = self.offset(id);
-        let base = self.items.front().map_or(id, |(first, _)| *first);
+        let base = self.base(id);
+        let at = id_offset(base, id);
         self.items.partition_point(|(held, _)| {
-            let o = held.wrapping_sub(base) as i32;
+            let o = id_offset(base, *held);
             o < at || (inclusive && o == at)
         })
     }

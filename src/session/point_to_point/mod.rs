@@ -129,7 +129,7 @@ pub struct P2pTask {
     /// The reorder window is lent to the dispatcher (see `session::inbound`).
     lent: bool,
     /// Scratch: ids the ack timer found due.
-    acked: Vec<u32>,
+    due: Vec<u32>,
     receiver: Option<ReceiverBuffer<Message>>,
     recent: HashSet<(u64, u32)>,
     recent_order: VecDeque<(u64, u32)>,
@@ -162,7 +162,7 @@ impl P2pTask {
             unacked: InFlight::new(),
             ack_ranges: false,
             lent: false,
-            acked: Vec::new(),
+            due: Vec::new(),
             receiver: None,
             recent: HashSet::new(),
             recent_order: VecDeque::new(),

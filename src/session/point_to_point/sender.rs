@@ -250,7 +250,7 @@ impl P2pTask {
     /// it was armed for was acknowledged since: then it only re-arms.)
     pub(super) async fn on_acks_due(&mut self) {
         let now = Instant::now();
-        let mut due = std::mem::take(&mut self.acked);
+        let mut due = std::mem::take(&mut self.due);
         due.extend(self.unacked.iter().filter(|(_, u)| u.due <= now).map(|(id, _)| id));
         let mut failed = false;
         for &mid in &due {
@@ -280,7 +280,7 @@ impl P2pTask {
             }
         }
         due.clear();
-        self.acked = due;
+        self.due = due;
         self.arm_acks(now);
         if failed {
             self.drain_pending().await;
