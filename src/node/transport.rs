@@ -79,6 +79,9 @@ async fn read_stream(
     // process, which needs it decoded anyway: there it is decoded at once, as before.
     inbound.route_by_view(ingress.is_mesh() || inbound.reading() == Reading::Request);
     // One `cancelled()` for the stream's life, polled only while waiting (see `unless_cancelled`).
+    // Drop point: the connection is cancelled (closed, removed, node stopping) while a message it
+    // sent still waits for room at its target: that message goes with the connection. RECOVERED
+    // for reliable sessions (retransmitted once the sender reconnects); docs/reliability.md.
     let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let item = unless_cancelled(cancel, cancelled.as_mut(), inbound.message()).await?;
