@@ -258,3 +258,53 @@ async fn connect_to_nothing_fails_in_bounded_time_and_servers_stop() {
     a.disconnect(conn).await.ok();
     a.shutdown().await;
 }
+
+/// A message the node has read from a connection still reaches its target when that connection
+/// is closed while the message waits for room there (docs/reliability.md, "Queue policies"):
+/// closing a connection stops its reader after the message, it does not drop it.
+#[tokio::test]
+async fn a_message_waiting_for_room_survives_its_connection_closing() {
+    let (a, b, conn, _) = pair().await;
+    let name_a = name("slow-reader", Some(7));
+    let name_b = name("streamer", Some(8));
+    let mut reader = a.register_local();
+    send(&reader, builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn)))).await;
+    wait_until("B learns the reader's name", || conn_with(&b, &name_a).is_some()).await;
+    let unrouted = |n: &Node| {
+        let s = n.stats();
+        s.messages_received - s.messages_routed
+    };
+    let before = unrouted(&a);
+    // B streams to the reader, which reads nothing until A's queue to it is full and A's reader
+    // of `conn` holds one more message, waiting for room.
+    let streamer = b.register_local();
+    let total = 4 * reader.rx.max_capacity();
+    let flood = tokio::spawn(async move {
+        for i in 0..total as u32 {
+            let m = publish(&name_b, &name_a, 1, None, &i.to_be_bytes());
+            if streamer.tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        streamer
+    });
+    let full = reader.rx.max_capacity();
+    wait_until("A's reader waits for room at the reader", || reader.rx.len() == full && unrouted(&a) == before + 1)
+        .await;
+    a.disconnect(conn).await.expect("disconnect");
+    // The cancel has woken A's reader; let it run (this runtime has one thread) before any room
+    // appears, so that it sees the cancel while its message still waits.
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(unrouted(&a), before + 1, "the waiting message is neither routed nor counted as dropped");
+    // Everything A read arrives, in order: the queued messages and then the one that waited.
+    for i in 0..=full as u32 {
+        let m = recv_msg(&mut reader).await;
+        assert_eq!(m.blob(), i.to_be_bytes(), "message {i}");
+    }
+    wait_until("A routed every message it read", || unrouted(&a) == before).await;
+    flood.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}

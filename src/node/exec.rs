@@ -1,7 +1,8 @@
 //! The executor hyper spawns our HTTP/2 tasks on (the server's connections and the per-stream
 //! tasks that send a response body, the client's connection and request-body tasks), and the
 //! wrapper every such task runs in: [`NoSelfWake`]; and [`unless_cancelled`], how a node's read
-//! loops wait for a message or their connection's cancellation.
+//! loops wait for a message or their connection's cancellation ([`finish_despite_cancel`]: the
+//! message a loop has read is routed even when the cancel comes first).
 //!
 //! Why: hyper's task that pipes a body into h2 asks h2 for send capacity for every message it
 //! sends, and h2, finding the capacity there, wakes the task waiting for it, which is the very task
@@ -149,6 +150,26 @@ pub(crate) async fn unless_cancelled<F: Future>(
         cancelled.as_mut().poll(cx).map(|()| None)
     })
     .await
+}
+
+/// Runs `routing` (the routing of one message a connection's reader has taken) to its end, and
+/// says whether the connection is still open (`Some`) or was cancelled (`None`: the reader stops).
+/// A cancel that comes while the message waits for room at its target does not drop it: the
+/// message waits on like any other (back-pressure, docs/reliability.md "Queue policies") and
+/// reaches its target, unless that target's connection ends too, which is the drop point of
+/// `Inner::deliver` (`dropped_closed`). The wait after a cancel ends when the target makes room
+/// or goes; a node that stops closes every target, so it never outlives the node.
+pub(crate) async fn finish_despite_cancel<F: Future<Output = ()>>(
+    token: &CancellationToken,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    routing: F,
+) -> Option<()> {
+    let mut routing = std::pin::pin!(routing);
+    if unless_cancelled(token, cancelled, routing.as_mut()).await.is_some() {
+        return Some(());
+    }
+    routing.await;
+    None
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::codec::{Inbound, InboundStream, LenientCodec, Outbound, RawBody, Reading};
 use super::config::{ClientConfig, ClientKeepalive, ConfigError, ServerConfig};
-use super::exec::{Spawner, unless_cancelled};
+use super::exec::{Spawner, finish_despite_cancel, unless_cancelled};
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
@@ -79,21 +79,24 @@ async fn read_stream(
     // process, which needs it decoded anyway: there it is decoded at once, as before.
     inbound.route_by_view(ingress.is_mesh() || inbound.reading() == Reading::Request);
     // One `cancelled()` for the stream's life, polled only while waiting (see `unless_cancelled`).
-    // Drop point: the connection is cancelled (closed, removed, node stopping) while a message it
-    // sent still waits for room at its target: that message goes with the connection. RECOVERED
-    // for reliable sessions (retransmitted once the sender reconnects); docs/reliability.md.
+    // A message taken from the stream is routed to the end even when the connection is cancelled
+    // meanwhile (`finish_despite_cancel`): the reader stops after it, nothing it read is dropped.
     let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let item = unless_cancelled(cancel, cancelled.as_mut(), inbound.message()).await?;
-        match item {
+        let done = match item {
             Ok(Some(Inbound::Message(m, frame))) => {
-                unless_cancelled(cancel, cancelled.as_mut(), inner.process(ingress, m, Some(frame), scratch)).await?;
+                let routed = inner.process(ingress, m, Some(frame), scratch);
+                finish_despite_cancel(cancel, cancelled.as_mut(), routed).await
             }
             Ok(Some(Inbound::Routable(view, frame))) => {
                 let routed = inner.process_routable(ingress, view, frame, scratch);
-                unless_cancelled(cancel, cancelled.as_mut(), routed).await?;
+                finish_despite_cancel(cancel, cancelled.as_mut(), routed).await
             }
-            Ok(Some(Inbound::Malformed(e))) => inner.malformed(id, &e),
+            Ok(Some(Inbound::Malformed(e))) => {
+                inner.malformed(id, &e);
+                Some(())
+            }
             Ok(None) => {
                 debug!(node = %inner.node_id, conn = id, "stream closed by peer");
                 return None;
@@ -111,7 +114,8 @@ async fn read_stream(
                 debug!(node = %inner.node_id, conn = id, %status, "stream failed");
                 return Some(status);
             }
-        }
+        };
+        done?;
     }
 }
 
