@@ -37,6 +37,7 @@ import shutil
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -74,21 +75,32 @@ class Inbox:
             else:
                 _wake(w)
 
-    async def _wait(self) -> None:
+    async def _wait(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else self.loop.time() + timeout
         while not self.items:
             fut = self.loop.create_future()
             self.waiter = fut
             if self.items:  # arrived between the check and the waiter
                 self.waiter = None
                 return
-            await fut
+            if deadline is None:
+                await fut
+                continue
+            # A loop timer on the waiter itself: no task per call, as asyncio.wait_for would add.
+            expiry = self.loop.call_at(deadline, _expire, fut)
+            try:
+                await fut
+            finally:
+                expiry.cancel()
+                if self.waiter is fut:
+                    self.waiter = None
 
-    async def get_one(self):
-        await self._wait()
+    async def get_one(self, timeout: float | None = None):
+        await self._wait(timeout)
         return self.items.popleft()
 
-    async def get_all(self, limit: int = 4096) -> list:
-        await self._wait()
+    async def get_all(self, limit: int = 4096, timeout: float | None = None) -> list:
+        await self._wait(timeout)
         n = min(limit, len(self.items))
         return [self.items.popleft() for _ in range(n)]
 
@@ -96,6 +108,11 @@ class Inbox:
 def _wake(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 class PeerApp:
@@ -111,7 +128,7 @@ class PeerApp:
             await self.send(WARM)
             try:
                 while True:
-                    _ctx, blob = await asyncio.wait_for(self.inbox.get_one(), 0.1)
+                    _ctx, blob = await self.inbox.get_one(0.1)
                     if blob[:1] == WARM:
                         return
             except asyncio.TimeoutError:
@@ -124,16 +141,24 @@ class PeerApp:
     async def finish(self):
         """Flushes what the client still buffers (the requester's QUIT) before the process exits."""
 
-    async def recv(self):
+    async def recv(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ctx, blob = await self.inbox.get_one()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ctx, blob = await self.inbox.get_one(left)
             if blob[:1] != WARM:
                 return ctx, blob
             if self.answers_warm:
                 await self.reply(ctx, WARM)
 
-    async def recv_batch(self):
-        batch = await self.inbox.get_all()
+    async def recv_within(self, timeout: float):
+        return await self.recv(timeout)
+
+    async def recv_batch_within(self, timeout: float):
+        return await self.recv_batch(timeout)
+
+    async def recv_batch(self, timeout: float | None = None):
+        batch = await self.inbox.get_all(timeout=timeout)
         out = []
         for ctx, blob in batch:
             if blob[:1] != WARM:

@@ -243,10 +243,16 @@ class Slim:
         """Removes ``name`` from a multicast session."""
         await _native.remove(self.svc, session, name)
 
-    async def receive(self, session: SessionRef | None = None) -> tuple[PySessionInfo, bytes]:
+    async def receive(
+        self, session: SessionRef | None = None, timeout: timedelta | float | None = None
+    ) -> tuple[PySessionInfo, bytes]:
         """``session=None``: waits for a session started by someone else and returns its info and
         first payload (that payload is also the first item of the session's queue). With a
         session: its next message; errors for that session are raised as typed exceptions.
+
+        ``timeout`` (a ``timedelta`` or seconds, > 0) bounds the wait: nothing by then raises
+        ``TimeoutError`` and takes nothing from the queue. It costs less than
+        ``asyncio.wait_for`` (no task and no event-loop timer per call).
 
         Messages wait in the session's bounded queue (see ``create_session``): a reader that
         falls behind slows the sender down (back-pressure) instead of losing messages; only a
@@ -254,16 +260,20 @@ class Slim:
         message dropped is raised here as ``MessageLostError`` (with ``message_id``). For many
         messages, ``receive_many`` / ``messages`` take everything waiting in one call."""
         if session is None:
-            return await _native.receive_new_session(self.svc)
-        return await _native.receive_session(self.svc, session)
+            return await _native.receive_new_session(self.svc, timeout)
+        return await _native.receive_session(self.svc, session, timeout)
 
     async def receive_many(
-        self, session: SessionRef, max_messages: int = 4096
+        self,
+        session: SessionRef,
+        max_messages: int = 4096,
+        timeout: timedelta | float | None = None,
     ) -> list[tuple[PySessionInfo, bytes]]:
         """Every message of ``session`` already waiting (up to ``max_messages``; waits for at
-        least one), in order. An error for the session is raised in its place: after the
-        messages queued before it have been returned by an earlier call."""
-        return await _native.receive_session_many(self.svc, session, max_messages)
+        least one, up to ``timeout`` as ``receive`` does), in order. An error for the session is
+        raised in its place: after the messages queued before it have been returned by an
+        earlier call."""
+        return await _native.receive_session_many(self.svc, session, max_messages, timeout)
 
     async def sessions(self) -> AsyncIterator[tuple[PySessionInfo, bytes]]:
         """``async for info, first in app.sessions()``: every new inbound session."""

@@ -7,6 +7,7 @@
 //! queues without waiting at all.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::mem::ManuallyDrop;
 
 use pyo3::prelude::*;
@@ -392,29 +393,46 @@ pub(super) fn receive(svc: Py<PyService>) -> SlimAwaitable {
 }
 
 /// The first message of the next session this app did not create: `(PySessionInfo, bytes)`.
-/// That message is also the first item of the session's own queue.
+/// That message is also the first item of the session's own queue. `timeout`: see [`within`].
 #[pyfunction]
-pub(super) fn receive_new_session(svc: Py<PyService>) -> SlimAwaitable {
+#[pyo3(signature = (svc, timeout = None))]
+pub(super) fn receive_new_session(svc: Py<PyService>, timeout: Option<TimeBound>) -> SlimAwaitable {
     let app = app_of(&svc);
     awaitable(async move {
         if let Some(ready) = app.try_recv_new_session_raw() {
             return Ok(received(ready));
         }
-        app.recv_new_session_raw().await.map(received).map_err(to_py)
+        within(timeout, async { app.recv_new_session_raw().await.map(received).map_err(to_py) }).await
     })
 }
 
 /// The next message of one session; errors for that session (timeouts, lost messages, no
-/// route) are raised here as typed exceptions.
+/// route) are raised here as typed exceptions. `timeout`: see [`within`].
 #[pyfunction]
-pub(super) fn receive_session(svc: Py<PyService>, session: SessionArg) -> SlimAwaitable {
+#[pyo3(signature = (svc, session, timeout = None))]
+pub(super) fn receive_session(svc: Py<PyService>, session: SessionArg, timeout: Option<TimeBound>) -> SlimAwaitable {
     let app = app_of(&svc);
     awaitable(async move {
         if let Some(ready) = app.try_recv_session_raw(session.id) {
             return ready.map(received).map_err(to_py);
         }
-        app.recv_session_raw(session.id).await.map(received).map_err(to_py)
+        within(timeout, async { app.recv_session_raw(session.id).await.map(received).map_err(to_py) }).await
     })
+}
+
+/// A receive's wait bounded by `timeout` (none: unbounded), on the runtime's timer: no asyncio
+/// task or timer handle per call, as `asyncio.wait_for` would add. Past it, Python's
+/// `TimeoutError`; nothing was taken from a queue (a receive gives up a message only by
+/// returning it, docs/reliability.md).
+async fn within<T>(timeout: Option<TimeBound>, receive: impl Future<Output = PyResult<T>>) -> PyResult<T> {
+    let Some(TimeBound(bound)) = timeout else { return receive.await };
+    match tokio::time::timeout(bound, receive).await {
+        Ok(out) => out,
+        Err(_) => Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
+            "nothing received within {:.3} s",
+            bound.as_secs_f64()
+        ))),
+    }
 }
 
 /// Messages per `receive_session_many` call unless the caller asks for another limit.
@@ -422,17 +440,24 @@ const RECEIVE_MANY_DEFAULT: usize = 4096;
 
 /// Every message of one session already waiting (at least one: waits for the first), up to
 /// `max_messages`, as a list of `(PySessionInfo, bytes)`. An error for the session is raised in
-/// its place in the stream: after the messages queued before it were returned.
+/// its place in the stream: after the messages queued before it were returned. `timeout` bounds
+/// the wait for the first (see [`within`]).
 #[pyfunction]
-#[pyo3(signature = (svc, session, max_messages = RECEIVE_MANY_DEFAULT))]
-pub(super) fn receive_session_many(svc: Py<PyService>, session: SessionArg, max_messages: usize) -> SlimAwaitable {
+#[pyo3(signature = (svc, session, max_messages = RECEIVE_MANY_DEFAULT, timeout = None))]
+pub(super) fn receive_session_many(
+    svc: Py<PyService>,
+    session: SessionArg,
+    max_messages: usize,
+    timeout: Option<TimeBound>,
+) -> SlimAwaitable {
     let app = app_of(&svc);
     let max = max_messages.max(1);
     awaitable(async move {
         let mut batch = Vec::new();
         app.try_recv_session_batch_raw(session.id, &mut batch, max).map_err(to_py)?;
         if batch.is_empty() {
-            batch.push(app.recv_session_raw(session.id).await.map_err(to_py)?);
+            let first = within(timeout, async { app.recv_session_raw(session.id).await.map_err(to_py) }).await?;
+            batch.push(first);
             // An error queued behind the first message stays for the next call.
             let _ = app.try_recv_session_batch_raw(session.id, &mut batch, max - 1);
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 
 import pytest
 
@@ -45,4 +46,40 @@ async def test_ten_thousand_cancelled_receives_leak_nothing(node: Node) -> None:
         assert payload == b"ping"
         await bob.publish_to(info, b"pong")
         _, reply = await bounded(alice.receive(session=session.id))
+        assert reply == b"pong"
+
+
+@pytest.mark.asyncio
+async def test_receive_timeout_raises_timeout_error_and_takes_nothing(node: Node) -> None:
+    alice = await node.new_app("org", "default", "alice")
+    bob = await node.new_app("org", "default", "bob")
+    await alice.set_route(bob.local_name)
+    session = await alice.create_session(slim_bindings.PySessionConfiguration.Anycast())
+    async with alice, bob:
+        # No session yet, nothing queued: each form raises the builtin TimeoutError (not an SLIM
+        # error: no message timed out), within its own bound (the outer bound is a safety net).
+        for wait in (bob.receive(timeout=0.02), alice.receive(session=session.id, timeout=0.02)):
+            with pytest.raises(TimeoutError) as raised:
+                await bounded(wait)
+            assert not isinstance(raised.value, slim_bindings.SlimError), raised.value
+        with pytest.raises(TimeoutError):
+            await bounded(alice.receive_many(session, timeout=timedelta(milliseconds=20)))
+        for bad, error in ((0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+            with pytest.raises(error):
+                await alice.receive(session=session.id, timeout=bad)
+
+        # Timed-out receives took nothing: the next messages arrive, in order, within the bound.
+        await alice.publish(session, b"one", bob.local_name)
+        info, first = await bounded(bob.receive(timeout=10))
+        assert first == b"one"
+        _, again = await bounded(bob.receive(session=info.id, timeout=10))
+        assert again == b"one"  # the new-session notification's payload is also the queue's first
+        for payload in (b"two", b"three"):
+            await alice.publish(session, payload, bob.local_name)
+        got: list[bytes] = []
+        while len(got) < 2:
+            got += [p for _, p in await bounded(bob.receive_many(info.id, timeout=10))]
+        assert got == [b"two", b"three"]
+        await bob.publish_to(info, b"pong")
+        _, reply = await bounded(alice.receive(session=session.id, timeout=10))
         assert reply == b"pong"
