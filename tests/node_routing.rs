@@ -259,38 +259,53 @@ async fn connect_to_nothing_fails_in_bounded_time_and_servers_stop() {
     a.shutdown().await;
 }
 
-/// A message the node has read from a connection still reaches its target when that connection
-/// is closed while the message waits for room there (docs/reliability.md, "Queue policies"):
-/// closing a connection stops its reader after the message, it does not drop it.
-#[tokio::test]
-async fn a_message_waiting_for_room_survives_its_connection_closing() {
+/// Node A dialed to B (`conn`), a raw app on A that reads nothing, and B streaming to it until
+/// A's queue to the app is full and A's reader of `conn` holds one more message, waiting for room.
+struct Stuck {
+    a: Node,
+    b: Node,
+    conn: u64,
+    reader: LocalConnection,
+    /// Messages A received but has not routed before the stream.
+    before: u64,
+    flood: tokio::task::JoinHandle<()>,
+}
+
+fn unrouted(n: &Node) -> u64 {
+    let s = n.stats();
+    s.messages_received - s.messages_routed
+}
+
+async fn stuck_reader() -> Stuck {
     let (a, b, conn, _) = pair().await;
     let name_a = name("slow-reader", Some(7));
     let name_b = name("streamer", Some(8));
-    let mut reader = a.register_local();
+    let reader = a.register_local();
     send(&reader, builders::subscribe(&name_a, &name_a, Flags::one().forward_to(Some(conn)))).await;
     wait_until("B learns the reader's name", || conn_with(&b, &name_a).is_some()).await;
-    let unrouted = |n: &Node| {
-        let s = n.stats();
-        s.messages_received - s.messages_routed
-    };
     let before = unrouted(&a);
-    // B streams to the reader, which reads nothing until A's queue to it is full and A's reader
-    // of `conn` holds one more message, waiting for room.
     let streamer = b.register_local();
-    let total = 4 * reader.rx.max_capacity();
+    let full = reader.rx.max_capacity();
     let flood = tokio::spawn(async move {
-        for i in 0..total as u32 {
+        for i in 0..4 * full as u32 {
             let m = publish(&name_b, &name_a, 1, None, &i.to_be_bytes());
             if streamer.tx.send(m).await.is_err() {
                 break;
             }
         }
-        streamer
     });
-    let full = reader.rx.max_capacity();
     wait_until("A's reader waits for room at the reader", || reader.rx.len() == full && unrouted(&a) == before + 1)
         .await;
+    Stuck { a, b, conn, reader, before, flood }
+}
+
+/// A message the node has read from a connection still reaches its target when that connection
+/// is closed while the message waits for room there (docs/reliability.md, "Queue policies"):
+/// closing a connection stops its reader after the message, it does not drop it.
+#[tokio::test]
+async fn a_message_waiting_for_room_survives_its_connection_closing() {
+    let Stuck { a, b, conn, mut reader, before, flood } = stuck_reader().await;
+    let full = reader.rx.max_capacity();
     a.disconnect(conn).await.expect("disconnect");
     // The cancel has woken A's reader; let it run (this runtime has one thread) before any room
     // appears, so that it sees the cancel while its message still waits.
@@ -306,5 +321,22 @@ async fn a_message_waiting_for_room_survives_its_connection_closing() {
     wait_until("A routed every message it read", || unrouted(&a) == before).await;
     flood.abort();
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A node that stops does not wait for a target that reads nothing: the message that waited for
+/// room goes with the node, and nothing of the node holds the target's queue any more.
+#[tokio::test]
+async fn a_stopping_node_lets_go_of_a_message_waiting_for_room() {
+    let Stuck { a, b, mut reader, flood, .. } = stuck_reader().await;
+    let full = reader.rx.max_capacity();
+    a.shutdown().await;
+    wait_until("A lets go of the reader's queue", || reader.rx.is_closed()).await;
+    // What was queued before is still there to read.
+    for i in 0..full as u32 {
+        assert_eq!(recv_msg(&mut reader).await.blob(), i.to_be_bytes(), "message {i}");
+    }
+    assert!(reader.rx.recv().await.is_none());
+    flood.abort();
     b.shutdown().await;
 }

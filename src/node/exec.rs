@@ -156,19 +156,23 @@ pub(crate) async fn unless_cancelled<F: Future>(
 /// says whether the connection is still open (`Some`) or was cancelled (`None`: the reader stops).
 /// A cancel that comes while the message waits for room at its target does not drop it: the
 /// message waits on like any other (back-pressure, docs/reliability.md "Queue policies") and
-/// reaches its target, unless that target's connection ends too, which is the drop point of
-/// `Inner::deliver` (`dropped_closed`). The wait after a cancel ends when the target makes room
-/// or goes; a node that stops closes every target, so it never outlives the node.
+/// reaches its target, unless that target's connection ends too (the drop point of
+/// `Inner::deliver`, `dropped_closed`) or the node stops (`node_stopping`, its root token): then
+/// it goes with the node, as everything still queued in it does (RECOVERED for reliable sessions
+/// by retransmission through another path or after a restart; docs/reliability.md).
 pub(crate) async fn finish_despite_cancel<F: Future<Output = ()>>(
     token: &CancellationToken,
     cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    node_stopping: &CancellationToken,
     routing: F,
 ) -> Option<()> {
     let mut routing = std::pin::pin!(routing);
     if unless_cancelled(token, cancelled, routing.as_mut()).await.is_some() {
         return Some(());
     }
-    routing.await;
+    // Until the target takes it; a stopping node takes everything with it (and must not wait
+    // here for a peer that reads nothing: its connections end only once their senders are gone).
+    let _ = unless_cancelled(node_stopping, std::pin::pin!(node_stopping.cancelled()), routing).await;
     None
 }
 

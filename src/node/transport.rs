@@ -80,18 +80,19 @@ async fn read_stream(
     inbound.route_by_view(ingress.is_mesh() || inbound.reading() == Reading::Request);
     // One `cancelled()` for the stream's life, polled only while waiting (see `unless_cancelled`).
     // A message taken from the stream is routed to the end even when the connection is cancelled
-    // meanwhile (`finish_despite_cancel`): the reader stops after it, nothing it read is dropped.
+    // meanwhile (`finish_despite_cancel`): the reader stops after it. It goes only with its
+    // target's connection (`dropped_closed`) or with the node when the node stops.
     let mut cancelled = std::pin::pin!(cancel.cancelled());
     loop {
         let item = unless_cancelled(cancel, cancelled.as_mut(), inbound.message()).await?;
         let done = match item {
             Ok(Some(Inbound::Message(m, frame))) => {
                 let routed = inner.process(ingress, m, Some(frame), scratch);
-                finish_despite_cancel(cancel, cancelled.as_mut(), routed).await
+                finish_despite_cancel(cancel, cancelled.as_mut(), &inner.root, routed).await
             }
             Ok(Some(Inbound::Routable(view, frame))) => {
                 let routed = inner.process_routable(ingress, view, frame, scratch);
-                finish_despite_cancel(cancel, cancelled.as_mut(), routed).await
+                finish_despite_cancel(cancel, cancelled.as_mut(), &inner.root, routed).await
             }
             Ok(Some(Inbound::Malformed(e))) => {
                 inner.malformed(id, &e);
