@@ -25,12 +25,20 @@ async def _timeouts(app: slim_bindings.Slim, session: slim_bindings.PySessionInf
         assert not isinstance(cancelled.value, slim_bindings.SlimError), cancelled.value
 
 
-@pytest.mark.asyncio
-async def test_ten_thousand_cancelled_receives_leak_nothing(node: Node) -> None:
+async def _alice_to_bob(
+    node: Node,
+) -> tuple[slim_bindings.Slim, slim_bindings.Slim, slim_bindings.PySessionInfo]:
+    """Two apps on the node and an anycast session from alice to bob."""
     alice = await node.new_app("org", "default", "alice")
     bob = await node.new_app("org", "default", "bob")
     await alice.set_route(bob.local_name)
     session = await alice.create_session(slim_bindings.PySessionConfiguration.Anycast())
+    return alice, bob, session
+
+
+@pytest.mark.asyncio
+async def test_ten_thousand_cancelled_receives_leak_nothing(node: Node) -> None:
+    alice, bob, session = await _alice_to_bob(node)
     async with alice, bob:
         await _timeouts(alice, session, 1000)  # warm-up: allocator pools, caches
         tasks_before = len(asyncio.all_tasks())
@@ -51,10 +59,7 @@ async def test_ten_thousand_cancelled_receives_leak_nothing(node: Node) -> None:
 
 @pytest.mark.asyncio
 async def test_receive_timeout_raises_timeout_error_and_takes_nothing(node: Node) -> None:
-    alice = await node.new_app("org", "default", "alice")
-    bob = await node.new_app("org", "default", "bob")
-    await alice.set_route(bob.local_name)
-    session = await alice.create_session(slim_bindings.PySessionConfiguration.Anycast())
+    alice, bob, session = await _alice_to_bob(node)
     async with alice, bob:
         # No session yet, nothing queued: each form raises the builtin TimeoutError (not an SLIM
         # error: no message timed out), within its own bound (the outer bound is a safety net).
