@@ -14,12 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        // The variants of `Message`'s oneof boxed: a `Message` is then ~60 bytes instead of ~450,
-        // and the many moves of each message through futures, channels and queues copy a pointer
-        // (one allocation per message instead of several ~450-byte copies; benches/README.md).
-        .boxed(".dataplane.proto.v1.Message.messageType.publish")
-        .boxed(".dataplane.proto.v1.Message.messageType.subscribe")
-        .boxed(".dataplane.proto.v1.Message.messageType.unsubscribe")
+        // Written by hand (src/wire/envelope.rs): the identity token kept apart from the metadata
+        // map, as shared bytes; its oneof's variants boxed (a `Message` is a few words, not ~450 bytes).
+        .extern_path(".dataplane.proto.v1.Message", "crate::wire::envelope::Message")
         // Written by hand (src/wire/original.rs): its strings are slices of the received frame.
         .extern_path(".dataplane.proto.v1.OriginalName", "crate::wire::original::OriginalName")
         // Written by hand (src/wire/fast.rs): a name written in one piece, a content type not

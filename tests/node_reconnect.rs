@@ -140,7 +140,7 @@ async fn replayed_subscription_keeps_its_metadata() {
     let (stream, replayed) = next(&mut seen_rx).await;
     assert_eq!(stream, 1, "the subscription is re-sent on the new stream");
     assert_eq!(replayed.message_type, first.message_type);
-    assert_eq!(replayed.metadata.get(META_IDENTITY).map(String::as_str), Some("secret:me"));
+    assert_eq!(replayed.identity_token(), Some("secret:me"));
     let h = replayed.slim_header().unwrap();
     assert_eq!((h.recv_from, h.forward_to), (None, None));
     assert_eq!(builders::subscription_name(&replayed), Some(me));

@@ -25,7 +25,8 @@ async fn malformed_frames_and_headerless_messages_are_dropped_and_the_stream_sur
     // field 1 with wire type 7: not protobuf
     tx.send(vec![0x0f, 0x01, 0x02]).await.unwrap();
     // a Publish without any header
-    let headerless = Message { message_type: Some(MessageType::Publish(Box::default())), metadata: HashMap::new() };
+    let headerless =
+        Message { message_type: Some(MessageType::Publish(Box::default())), metadata: HashMap::new(), identity: None };
     tx.send(headerless.encode_to_vec()).await.unwrap();
     // an empty message (no type at all)
     tx.send(Vec::new()).await.unwrap();

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::wire::original::Text;
+
 pub use key::{Algorithm, Key, KeyData, KeyFormat};
 pub use provider::{JwtSigner, StaticJwtProvider};
 pub use shared_secret::SharedSecret;
@@ -49,6 +51,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TokenProvider: Send + Sync + std::fmt::Debug {
     /// The current token (cached by implementations that sign; cheap to call per message).
     fn get_token(&self) -> Result<String, AuthError>;
+
+    /// The current token as the [`Text`] a message carries ([`crate::wire::Message::identity`]).
+    /// Default: [`Self::get_token`]'s `String`, taken without copying; a provider whose token
+    /// does not change hands out one shared copy instead (a reference count per message).
+    fn get_token_text(&self) -> Result<Text, AuthError> {
+        self.get_token().map(Text::from)
+    }
 }
 
 /// Checks a peer's identity token.

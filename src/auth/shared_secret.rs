@@ -2,14 +2,15 @@
 //! reference). Meant for tests: the secret travels in clear text.
 
 use super::{AuthError, TokenProvider, TokenVerifier};
+use crate::wire::original::Text;
 
 /// A shared-secret provider and verifier.
 #[derive(Clone)]
 pub struct SharedSecret {
     identity: String,
     secret: String,
-    /// `"<secret>:<identity>"`, made once: every message an app sends carries it.
-    token: String,
+    /// `"<secret>:<identity>"`, made once: every message an app sends carries it (shared).
+    token: Text,
 }
 
 impl std::fmt::Debug for SharedSecret {
@@ -30,7 +31,11 @@ impl SharedSecret {
         if identity.contains(':') {
             return Err(AuthError::Config("identity must not contain ':'".into()));
         }
-        Ok(Self { identity: identity.to_string(), secret: secret.to_string(), token: format!("{secret}:{identity}") })
+        Ok(Self {
+            identity: identity.to_string(),
+            secret: secret.to_string(),
+            token: Text::from(format!("{secret}:{identity}")),
+        })
     }
 
     /// The identity part.
@@ -41,6 +46,10 @@ impl SharedSecret {
 
 impl TokenProvider for SharedSecret {
     fn get_token(&self) -> Result<String, AuthError> {
+        Ok(self.token.as_str().to_owned())
+    }
+
+    fn get_token_text(&self) -> Result<Text, AuthError> {
         Ok(self.token.clone())
     }
 }

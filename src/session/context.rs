@@ -104,10 +104,14 @@ pub struct AppCore {
 }
 
 impl AppCore {
-    /// Attaches this app's identity token.
+    /// Attaches this app's identity token ([`Message::identity`]: shared, not copied per message).
     pub fn stamp_identity(&self, msg: &mut Message) -> Result<(), SlimError> {
-        let token = self.provider.get_token()?;
-        msg.metadata.insert(wire::META_IDENTITY.to_string(), token);
+        msg.identity = Some(self.provider.get_token_text()?);
+        if !msg.metadata.is_empty() {
+            // The token attached replaces any the map holds (it is written last, so a receiver
+            // would keep it anyway: this keeps one entry on the wire).
+            msg.metadata.remove(wire::META_IDENTITY);
+        }
         Ok(())
     }
 
@@ -206,8 +210,8 @@ pub fn data_message_of(
         original_names: true,
         content_type: payload_type.unwrap_or("msg"),
     };
-    // Room for the identity token stamped next (no growth on the first insert).
-    let metadata = metadata.unwrap_or_else(|| HashMap::with_capacity(1));
+    // No map allocated when the caller gives none: the identity token is stamped apart from it.
+    let metadata = metadata.unwrap_or_default();
     let mut msg = builders::publish(&spec, blob, metadata);
     if crate::telemetry::otel::active() {
         crate::telemetry::otel::hop(crate::telemetry::otel::Hop::Publish, &mut msg.metadata, "");

@@ -485,7 +485,7 @@ impl SessionLayer {
 
     /// Checks `SLIM_IDENTITY` (sync first, then the verifier's async path). False → dropped.
     async fn identity_ok(&self, msg: &Message) -> bool {
-        let Some(token) = msg.metadata.get(wire::META_IDENTITY) else {
+        let Some(token) = msg.identity_token() else {
             Stats::bump(&self.core.stats.identity_rejected);
             tracing::debug!("inbound publish without identity: dropped");
             return false;

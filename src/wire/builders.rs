@@ -74,6 +74,7 @@ pub fn subscribe(source: &Name, name: &Name, flags: Flags) -> Message {
             component_2: c2,
         }))),
         metadata: HashMap::new(),
+        identity: None,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn unsubscribe(source: &Name, name: &Name, flags: Flags) -> Message {
             component_2: c2,
         }))),
         metadata: HashMap::new(),
+        identity: None,
     }
 }
 
@@ -141,6 +143,7 @@ pub fn publish(
             msg: Some(Content { content_type: Content::type_text(spec.content_type), blob }),
         }))),
         metadata,
+        identity: None,
     }
 }
 

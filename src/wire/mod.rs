@@ -1,6 +1,7 @@
 //! The wire: generated `dataplane.proto.v1` types, names, control payloads, and message builders.
 
 pub mod builders;
+pub mod envelope;
 pub mod fast;
 pub mod name;
 pub mod original;
@@ -13,6 +14,7 @@ pub mod payload;
 pub mod proto {
     tonic::include_proto!("dataplane.proto.v1");
     // Written by hand (see build.rs), and found here as the generated types are.
+    pub use crate::wire::envelope::{Message, message};
     pub use crate::wire::fast::{Content, Name};
 }
 

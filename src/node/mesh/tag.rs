@@ -248,8 +248,10 @@ mod tests {
             original_names: true,
             content_type: "msg",
         };
-        let meta = HashMap::from([("k1".to_string(), "v1".to_string()), ("SLIM_IDENTITY".to_string(), "t".into())]);
-        publish(&spec, vec![0xab; 100], meta)
+        let meta = HashMap::from([("k1".to_string(), "v1".to_string())]);
+        let mut m = publish(&spec, vec![0xab; 100], meta);
+        m.identity = Some("t".into());
+        m
     }
 
     fn with_tag(m: &Message, value: &str) -> Message {
@@ -270,7 +272,8 @@ mod tests {
             Tag { target: Target::Tree, hops: 16 },
             Tag { target: Target::Resolve, hops: 1 },
         ] {
-            let alone = Message { message_type: None, metadata: HashMap::from([(META_MESH.into(), t.text())]) };
+            let alone =
+                Message { message_type: None, metadata: HashMap::from([(META_MESH.into(), t.text())]), identity: None };
             assert_eq!(TagEntry::new(&t).as_bytes(), alone.encode_to_vec().as_slice(), "{t:?}");
         }
     }
@@ -316,7 +319,8 @@ mod tests {
         let frame = m.encode_to_vec();
         let entry = TagEntry::new(&Tag { target: Target::Tree, hops: 1 });
         // A tag before the message body, and one followed by another metadata entry.
-        let other = Message { message_type: None, metadata: HashMap::from([("k2".into(), "v2".into())]) };
+        let other =
+            Message { message_type: None, metadata: HashMap::from([("k2".into(), "v2".into())]), identity: None };
         for bytes in [[entry.as_bytes(), &frame].concat(), [&frame, entry.as_bytes(), &other.encode_to_vec()].concat()]
         {
             let bytes = Bytes::from(bytes);
