@@ -87,11 +87,11 @@ async fn read_stream(
         let item = unless_cancelled(cancel, cancelled.as_mut(), inbound.message()).await?;
         let done = match item {
             Ok(Some(Inbound::Message(m, frame))) => {
-                let routed = inner.process(ingress, m, Some(frame), scratch);
+                let routed = std::pin::pin!(inner.process(ingress, m, Some(frame), scratch));
                 finish_despite_cancel(cancel, cancelled.as_mut(), &inner.root, routed).await
             }
             Ok(Some(Inbound::Routable(view, frame))) => {
-                let routed = inner.process_routable(ingress, view, frame, scratch);
+                let routed = std::pin::pin!(inner.process_routable(ingress, view, frame, scratch));
                 finish_despite_cancel(cancel, cancelled.as_mut(), &inner.root, routed).await
             }
             Ok(Some(Inbound::Malformed(e))) => {
