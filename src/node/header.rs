@@ -89,8 +89,8 @@ impl RouteView {
                 MSG_UNSUBSCRIBE => Kind::Unsubscribe,
                 MSG_PUBLISH => Kind::Publish,
                 MSG_METADATA => {
-                    // prost reads a map field as length-delimited whatever its wire type says;
-                    // a frame that says otherwise is left to it.
+                    // A metadata field that is not length-delimited: left to the decoder (which
+                    // refuses it, as prost's generated code does).
                     expect(wire, DELIMITED)?;
                     self.entry(delimited(&mut buf)?)?;
                     continue;

@@ -411,6 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_a_node_encoded_with_the_token_and_no_other_entry_is_stripped_as_appended() {
+        // What a mesh node sends when it encodes the message itself (an app's own message, or a
+        // frame it had to decode): the tag in the metadata beside the identity token only. The
+        // next mesh node takes the tag off the frame without decoding it (docs/mesh.md).
+        let mut m = sample();
+        m.metadata.clear();
+        let frame = Bytes::from(m.encode_to_vec());
+        let tagged = Bytes::from(with_tag(&m, "*/1").encode_to_vec());
+        assert_eq!(strip(&tagged), Some(frame));
+    }
+
+    #[test]
     fn strip_refuses_a_tag_among_other_fields() {
         let m = sample();
         let frame = m.encode_to_vec();
