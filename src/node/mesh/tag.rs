@@ -324,6 +324,174 @@ mod tests {
         assert_eq!(Tag::parse("*/-1"), None);
     }
 
+    /// The parse before the byte-by-byte fast path (`str::parse` / `from_str_radix`), kept here
+    /// as the reference [`Tag::parse`] must agree with on every input.
+    fn general_parse(text: &str) -> Option<Tag> {
+        let (t, h) = text.split_once('/')?;
+        let hops = h.parse().ok()?;
+        let target = match t {
+            "*" => Target::Tree,
+            "-" => Target::Resolve,
+            hex => Target::Node(u64::from_str_radix(hex, 16).ok()?),
+        };
+        Some(Tag { target, hops })
+    }
+
+    /// The writer before it went by hand.
+    fn format_value(t: &Tag) -> String {
+        match t.target {
+            Target::Node(n) => format!("{n:x}/{}", t.hops),
+            Target::Tree => format!("*/{}", t.hops),
+            Target::Resolve => format!("-/{}", t.hops),
+        }
+    }
+
+    fn agrees(text: &str) {
+        let fast = Tag::parse(text);
+        assert_eq!(fast, general_parse(text), "{text:?}");
+        if let Some(t) = Tag::parse_plain(text.as_bytes()) {
+            assert_eq!(Some(t), general_parse(text), "fast path {text:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_parse_agrees_with_the_general_one_on_every_short_text() {
+        // Every string of up to 4 characters over the bytes that matter (digits, hex of both
+        // cases, a non-hex letter, signs, the targets, the separator, whitespace, non-ASCII):
+        // 15^0 + ... + 15^4 = 54,241 inputs.
+        const ALPHABET: [&str; 15] = ["0", "1", "9", "a", "f", "F", "g", "+", "-", "*", "/", " ", "\n", "é", "\0"];
+        let mut count = 0usize;
+        for len in 0..=4u32 {
+            for code in 0..ALPHABET.len().pow(len) {
+                let mut text = String::new();
+                let mut c = code;
+                for _ in 0..len {
+                    text.push_str(ALPHABET[c % ALPHABET.len()]);
+                    c /= ALPHABET.len();
+                }
+                agrees(&text);
+                count += 1;
+            }
+        }
+        assert_eq!(count, 54_241);
+    }
+
+    #[test]
+    fn the_fast_parse_agrees_with_the_general_one_on_long_texts() {
+        let targets: Vec<String> = [
+            "",
+            "*",
+            "-",
+            "+",
+            "+*",
+            "*0",
+            "-0",
+            "+-1",
+            "0",
+            "00",
+            "f",
+            "+f",
+            "ff ",
+            " ff",
+            "fffffffffffffff",
+            "ffffffffffffffff",
+            "FFFFFFFFFFFFFFFF",
+            "+ffffffffffffffff",
+            "1ffffffffffffffff",
+            "10000000000000000",
+            "0ffffffffffffffff",
+            "00000000000000000000001",
+            "ffffffffffffffffé",
+            "deadbeef00000001",
+            "DeAdBeEf",
+            "0x10",
+            "1_0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..=24).map(|n| "0".repeat(n) + "1"))
+        .chain((1..=20).map(|n| "f".repeat(n)))
+        .collect();
+        let hops: Vec<String> = [
+            "",
+            "0",
+            "+0",
+            "-0",
+            "+",
+            "-",
+            "00",
+            "1",
+            "+1",
+            "-1",
+            "01",
+            "255",
+            "256",
+            "65535",
+            "65536",
+            "4294967295",
+            "+4294967295",
+            "04294967295",
+            "4294967296",
+            "9999999999",
+            "99999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1 ",
+            " 1",
+            "1\n",
+            "1/",
+            "/1",
+            "1/2",
+            "1é",
+            "٣",
+            "1a",
+            "0x1",
+            "1_000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..=24).map(|n| "0".repeat(n) + "7"))
+        .chain((1..=12).map(|n| "9".repeat(n)))
+        .collect();
+        for t in &targets {
+            for h in &hops {
+                agrees(&format!("{t}/{h}"));
+                agrees(&format!("{t}{h}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_writer_is_formats_and_reads_back() {
+        let mut nodes = vec![0u64, u64::MAX];
+        for shift in 0..64 {
+            let p = 1u64 << shift;
+            nodes.extend([p - 1, p, p | 1, p.wrapping_mul(0xf)]);
+        }
+        let mut hops = vec![0u32, u32::MAX, u32::MAX - 1];
+        let mut p = 1u32;
+        for _ in 0..10 {
+            hops.extend([p - 1, p, p + 1]);
+            p = p.saturating_mul(10);
+        }
+        let mut targets: Vec<Target> = nodes.into_iter().map(Target::Node).collect();
+        targets.extend([Target::Tree, Target::Resolve]);
+        for &target in &targets {
+            for &h in &hops {
+                let t = Tag { target, hops: h };
+                let want = format_value(&t);
+                assert_eq!(t.text(), want);
+                assert_eq!(Tag::parse(&want), Some(t), "{want}");
+                let alone = Message {
+                    message_type: None,
+                    metadata: HashMap::from([(META_MESH.to_string(), want.clone())]),
+                    identity: None,
+                };
+                assert_eq!(TagEntry::new(&t).as_bytes(), alone.encode_to_vec().as_slice(), "{want}");
+            }
+        }
+    }
+
     use std::collections::HashMap;
 
     use prost::Message as _;
