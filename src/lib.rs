@@ -59,3 +59,6 @@ pub mod wire;
 
 #[cfg(feature = "python")]
 pub mod python;
+
+#[cfg(test)]
+mod testing;

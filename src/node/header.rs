@@ -430,19 +430,7 @@ mod tests {
         out
     }
 
-    /// A small deterministic generator (xorshift), so that a failure reproduces.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     fn check(frame: &[u8]) -> bool {
         check_against_prost(frame)

@@ -451,19 +451,7 @@ mod tests {
         }
     }
 
-    /// xorshift64: a fixed sequence, so a failure repeats.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     #[test]
     fn damaged_frames_decode_or_fail_as_prost_does() {
