@@ -108,8 +108,8 @@ impl AppCore {
     pub fn stamp_identity(&self, msg: &mut Message) -> Result<(), SlimError> {
         msg.identity = Some(self.provider.get_token_text()?);
         if !msg.metadata.is_empty() {
-            // The token attached replaces any the map holds (it is written last, so a receiver
-            // would keep it anyway: this keeps one entry on the wire).
+            // The token attached replaces any the map holds: one entry on the wire, written
+            // before the map's other entries (src/wire/envelope.rs, `encode_raw`).
             msg.metadata.remove(wire::META_IDENTITY);
         }
         Ok(())
