@@ -44,6 +44,8 @@ pub const TARGETS: &[(&str, Target)] = &[
 pub fn frame(data: &[u8]) {
     // What a node reads of a message it only passes on must agree with the full decode.
     slim_bindings::node::check_route_view(data);
+    // So must the one-pass decoding a receiving app uses.
+    slim_bindings::wire::check_quick_decode(data);
     let Ok(msg) = Message::decode(data) else { return };
     let valid = msg.validate().is_ok();
     let _ = msg.session_message_type();

@@ -48,7 +48,7 @@ impl Inbound {
 
     /// `frame` decoded: the message, or malformed.
     pub(crate) fn decode(frame: Bytes) -> Inbound {
-        match Message::decode(frame.clone()) {
+        match crate::wire::quick::decode_frame(frame.clone()) {
             Ok(m) => Inbound::Message(m, frame),
             Err(e) => Inbound::Malformed(e),
         }
@@ -139,7 +139,7 @@ impl Decoder for LenientDecoder {
         // The whole frame, split off the receive buffer (no copy); the payload of the decoded
         // message is a slice of it, and a node can forward it as it is.
         let frame = buf.copy_to_bytes(buf.remaining());
-        match Message::decode(frame.clone()) {
+        match crate::wire::quick::decode_frame(frame.clone()) {
             Ok(m) => Ok(Some(Inbound::Message(m, frame))),
             Err(e) => Ok(Some(Inbound::Malformed(e))),
         }

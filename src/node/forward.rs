@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use prost::Message as _;
 use prost::bytes::Bytes;
 use tracing::debug;
 
@@ -72,7 +71,7 @@ impl Pending {
         match self {
             Pending::Decoded(m) => Ok(m),
             Pending::Encoded(frame, conn) => {
-                let mut m = Message::decode(frame)?;
+                let mut m = crate::wire::quick::decode_frame(frame)?;
                 if let Some(h) = m.slim_header_mut() {
                     h.incoming_conn = Some(conn);
                 }
@@ -155,7 +154,7 @@ impl Inner {
         let Some(h) = view.header.as_ref() else { return };
         let Some(dst) = h.destination.as_ref() else { return };
         if (ing.is_mesh() && super::mesh::is_control_destination(dst)) || crate::telemetry::otel::active() {
-            match Message::decode(frame.clone()) {
+            match crate::wire::quick::decode_frame(frame.clone()) {
                 Ok(m) => self.process(ing, m, Some(frame), scratch).await,
                 Err(e) => self.malformed(ing.conn, &e),
             }

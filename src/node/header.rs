@@ -10,11 +10,10 @@
 //! another variant follows: prost's rules). Anything it does not accept goes to the full decode,
 //! which handles it exactly as before, malformed frames included.
 
-use prost::bytes::Buf;
-
 use super::forward::META_ROUTE_ERROR;
 use super::mesh::tag::{META_MESH, Tag};
 use crate::wire::proto::{Name as ProtoName, SlimHeader};
+use crate::wire::scan::{DELIMITED, Res, delimited, expect, key, message, skip, string, varint};
 
 /// Which `messageType` variant a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,17 +43,6 @@ const MSG_SUBSCRIBE: u32 = 1;
 const MSG_UNSUBSCRIBE: u32 = 2;
 const MSG_PUBLISH: u32 = 3;
 const MSG_METADATA: u32 = 4;
-
-/// Wire types (the protobuf encoding).
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const DELIMITED: u8 = 2;
-const FIXED32: u8 = 5;
-
-/// Why a frame is not read here (the caller decodes it fully instead; no detail needed).
-struct NotRead;
-
-type Res<T> = Result<T, NotRead>;
 
 impl RouteView {
     /// The routing fields of `frame`, an encoded `Message`; `None` when the frame is not one, or
@@ -253,105 +241,6 @@ fn content(mut buf: &[u8]) -> Res<()> {
     Ok(())
 }
 
-/// A field key, as prost reads it: a varint of at most 32 bits, a wire type this reader knows
-/// (prost fails on 6 and 7; groups, 3 and 4, are left to prost), a field number of at least 1.
-#[inline]
-fn key(buf: &mut &[u8]) -> Res<(u32, u8)> {
-    let k = u32::try_from(read_varint(buf)?).map_err(|_| NotRead)?;
-    let (field, wire) = (k >> 3, (k & 7) as u8);
-    if field == 0 || !matches!(wire, VARINT | FIXED64 | DELIMITED | FIXED32) {
-        return Err(NotRead);
-    }
-    Ok((field, wire))
-}
-
-/// A varint: one byte (keys, small lengths and values: the common case), else [`long_varint`].
-#[inline]
-fn read_varint(buf: &mut &[u8]) -> Res<u64> {
-    match buf.split_first() {
-        Some((&b, rest)) if b < 0x80 => {
-            *buf = rest;
-            Ok(u64::from(b))
-        }
-        _ => long_varint(buf),
-    }
-}
-
-/// A varint of two bytes or more, by prost's rules: at most 10 bytes, and the tenth (bit 63) no
-/// more than 1, else the frame is not read. The 64-bit name hashes take 9 or 10 bytes each, eight
-/// to a message's SLIM header: read here from the slice in one pass (prost's `decode_varint`
-/// first checks its `Buf`'s chunk, then decodes: ~9% of a node's CPU in a stream went there).
-#[inline]
-fn long_varint(buf: &mut &[u8]) -> Res<u64> {
-    let bytes = *buf;
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            if i == 9 && b > 1 {
-                return Err(NotRead);
-            }
-            *buf = &bytes[i + 1..];
-            return Ok(value);
-        }
-    }
-    Err(NotRead)
-}
-
-#[inline]
-fn expect(wire: u8, want: u8) -> Res<()> {
-    if wire == want { Ok(()) } else { Err(NotRead) }
-}
-
-/// A varint field's value (prost fails on any other wire type for a scalar field).
-#[inline]
-fn varint(wire: u8, buf: &mut &[u8]) -> Res<u64> {
-    expect(wire, VARINT)?;
-    read_varint(buf)
-}
-
-/// The bytes of a length-delimited field (its length must fit in what is left).
-#[inline]
-fn delimited<'a>(buf: &mut &'a [u8]) -> Res<&'a [u8]> {
-    let len = read_varint(buf)?;
-    let len = usize::try_from(len).map_err(|_| NotRead)?;
-    if len > buf.len() {
-        return Err(NotRead);
-    }
-    let (body, rest) = buf.split_at(len);
-    *buf = rest;
-    Ok(body)
-}
-
-/// A nested message field's bytes.
-#[inline]
-fn message<'a>(wire: u8, buf: &mut &'a [u8]) -> Res<&'a [u8]> {
-    expect(wire, DELIMITED)?;
-    delimited(buf)
-}
-
-/// A string field (prost fails on bytes that are not UTF-8).
-fn string<'a>(wire: u8, buf: &mut &'a [u8]) -> Res<&'a str> {
-    expect(wire, DELIMITED)?;
-    std::str::from_utf8(delimited(buf)?).map_err(|_| NotRead)
-}
-
-/// An unknown field, skipped as prost skips it (groups are left to prost).
-fn skip(wire: u8, buf: &mut &[u8]) -> Res<()> {
-    let n = match wire {
-        VARINT => return read_varint(buf).map(|_| ()),
-        FIXED64 => 8,
-        FIXED32 => 4,
-        DELIMITED => return delimited(buf).map(|_| ()),
-        _ => return Err(NotRead),
-    };
-    if buf.remaining() < n {
-        return Err(NotRead);
-    }
-    buf.advance(n);
-    Ok(())
-}
-
 impl RouteView {
     /// What the view of a message's encoding must be.
     fn of(m: &crate::wire::Message) -> RouteView {
@@ -434,39 +323,6 @@ mod tests {
 
     fn check(frame: &[u8]) -> bool {
         check_against_prost(frame)
-    }
-
-    #[test]
-    fn varints_read_as_prost_reads_them() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        let mut cases: Vec<Vec<u8>> = vec![
-            vec![],
-            vec![0x80],
-            vec![0x80, 0x00],
-            vec![0xff; 9],
-            [&[0xff; 9][..], &[0x01]].concat(),
-            [&[0xff; 9][..], &[0x02]].concat(),
-            [&[0x80; 9][..], &[0x81, 0x00]].concat(),
-            vec![0xff; 11],
-        ];
-        for _ in 0..20_000 {
-            let v = rng.next() >> rng.below(64);
-            let mut enc = Vec::new();
-            prost::encoding::encode_varint(v, &mut enc);
-            enc.push(rng.next() as u8);
-            cases.push(enc);
-            let n = rng.below(12);
-            cases.push((0..n).map(|_| rng.next() as u8 | if rng.below(3) == 0 { 0 } else { 0x80 }).collect());
-        }
-        for c in &cases {
-            let mut ours: &[u8] = c;
-            let mut theirs: &[u8] = c;
-            match (read_varint(&mut ours), prost::encoding::decode_varint(&mut theirs)) {
-                (Ok(a), Ok(b)) => assert_eq!((a, ours.len()), (b, theirs.len()), "{c:?}"),
-                (Err(NotRead), Err(_)) => {}
-                (a, b) => panic!("{c:?}: ours {:?}, prost {b:?}", a.ok()),
-            }
-        }
     }
 
     #[test]

@@ -26,8 +26,8 @@ pub struct Text(Bytes);
 impl Text {
     /// The string.
     pub fn as_str(&self) -> &str {
-        // SAFETY: a `Text` is made only from a `String` or from bytes `merge_text` checked with
-        // `str::from_utf8`, and its bytes never change.
+        // SAFETY: a `Text` is made only from a `String`, a `&str`, or bytes checked to be UTF-8
+        // (`Text::slice_of`, `merge_text`), and its bytes never change.
         #[allow(unsafe_code)]
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
@@ -37,6 +37,12 @@ impl Text {
     /// A static string, without allocating.
     pub fn from_static(s: &'static str) -> Self {
         Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// `bytes`, a slice of `frame`, as a `Text` sharing `frame`, when they are UTF-8.
+    pub(super) fn slice_of(frame: &Bytes, bytes: &[u8]) -> Option<Text> {
+        super::scan::utf8(bytes).ok()?;
+        Some(Text(frame.slice_ref(bytes)))
     }
 
     /// The bytes of the string, shared.
@@ -235,7 +241,7 @@ pub(super) fn merge_text(
 ) -> Result<(), DecodeError> {
     let mut bytes = Bytes::new();
     encoding::bytes::merge(wire_type, &mut bytes, buf, ctx.clone())?;
-    if std::str::from_utf8(&bytes).is_err() {
+    if super::scan::utf8(&bytes).is_err() {
         // The same bytes through prost's `string` decoding, for its error.
         let mut field = Vec::with_capacity(bytes.len() + 10);
         encoding::encode_varint(bytes.len() as u64, &mut field);
