@@ -88,7 +88,7 @@ impl Message {
         encode_varint(Message::identity_entry_len(token) as u64, buf);
         buf.put_slice(IDENTITY_KEY_FIELD);
         if !token.is_empty() {
-            encoding::bytes::encode(2, token.as_bytes_shared(), buf);
+            token.encode_field(2, buf);
         }
     }
 }
@@ -105,7 +105,7 @@ impl prost::Message for Entry {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for (tag, text) in [(1, &self.key), (2, &self.value)] {
             if !text.is_empty() {
-                encoding::bytes::encode(tag, text.as_bytes_shared(), buf);
+                text.encode_field(tag, buf);
             }
         }
     }
@@ -128,7 +128,7 @@ impl prost::Message for Entry {
         [(1, &self.key), (2, &self.value)]
             .into_iter()
             .filter(|(_, text)| !text.is_empty())
-            .map(|(tag, text)| encoding::bytes::encoded_len(tag, text.as_bytes_shared()))
+            .map(|(tag, text)| text.encoded_field_len(tag))
             .sum()
     }
 
@@ -526,7 +526,7 @@ mod tests {
     #[test]
     fn a_received_token_is_a_slice_of_the_frame() {
         let generated = GeneratedMessage {
-            metadata: HashMap::from([("SLIM_IDENTITY".into(), "secret:org/ns/app".into())]),
+            metadata: HashMap::from([("SLIM_IDENTITY".into(), "secret:org/namespace/application".into())]),
             message_type: Some(publish()),
         };
         let frame = Bytes::from(generated.encode_to_vec());

@@ -128,7 +128,7 @@ impl Content {
 impl prost::Message for Content {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         if !self.content_type.is_empty() {
-            encoding::bytes::encode(1, self.content_type.as_bytes_shared(), buf);
+            self.content_type.encode_field(1, buf);
         }
         if !self.blob.is_empty() {
             encoding::bytes::encode(2, &self.blob, buf);
@@ -150,11 +150,7 @@ impl prost::Message for Content {
     }
 
     fn encoded_len(&self) -> usize {
-        let ty = if self.content_type.is_empty() {
-            0
-        } else {
-            encoding::bytes::encoded_len(1, self.content_type.as_bytes_shared())
-        };
+        let ty = if self.content_type.is_empty() { 0 } else { self.content_type.encoded_field_len(1) };
         let blob = if self.blob.is_empty() { 0 } else { encoding::bytes::encoded_len(2, &self.blob) };
         ty + blob
     }
@@ -237,12 +233,14 @@ mod tests {
 
     #[test]
     fn content_type_and_payload_are_slices_of_the_frame() {
-        let generated = GeneratedContent { content_type: "application/json".into(), blob: Bytes::from_static(b"{}") };
+        // A content type longer than a `Text` holds in itself (a short one is copied into it).
+        let generated =
+            GeneratedContent { content_type: "application/vnd.example+json".into(), blob: Bytes::from_static(b"{}") };
         let frame = Bytes::from(generated.encode_to_vec());
         let within = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
         let back = Content::decode(frame.clone()).expect("decodes");
         assert!(within.contains(&(back.content_type.as_ptr() as usize)));
         assert!(within.contains(&(back.blob.as_ptr() as usize)));
-        assert_eq!(back.content_type, "application/json");
+        assert_eq!(back.content_type, "application/vnd.example+json");
     }
 }

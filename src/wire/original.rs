@@ -1,7 +1,7 @@
 //! The session header's `OriginalName` (proto/dataplane.proto), written by hand instead of
-//! generated (build.rs maps the proto type here): its three strings are kept as slices of the
-//! received frame ([`Text`]: UTF-8 checked, as prost checks a `string`), not copied into three
-//! `String`s. A receiving app compares them with the names of the previous message of the same
+//! generated (build.rs maps the proto type here): its three strings are kept as [`Text`]s (UTF-8
+//! checked, as prost checks a `string`; short ones held in the value, longer ones slices of the
+//! received frame), not copied into three `String`s. A receiving app compares them with the names of the previous message of the same
 //! stream (`session::context::into_delivery`) and copies them only for a name it has not seen:
 //! six allocations and frees fewer per received data message. On the wire nothing changes: the
 //! encoding is the one prost generates for the message (proto3: an empty string and a zero id
@@ -18,10 +18,31 @@ use prost::encoding::{self, DecodeContext, WireType};
 
 use super::name::Strings;
 
-/// A UTF-8 string held as shared bytes (a slice of the frame it was decoded from, or the bytes of
-/// a `String`).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Text(Bytes);
+/// A UTF-8 string: up to [`INLINE`] bytes held in the value itself (a name's components, a
+/// content type: no reference count taken and dropped per message, and nothing of the frame kept
+/// alive by them), longer ones as shared bytes (a slice of the frame they were decoded from, or
+/// the bytes of a `String`: a token, an MLS key package).
+#[derive(Clone)]
+pub struct Text(Repr);
+
+/// The longest string a [`Text`] holds in itself.
+pub const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    /// `bytes[..len]`, `len <= INLINE`.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    Shared(Bytes),
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text(Repr::Inline { len: 0, bytes: [0; INLINE] })
+    }
+}
 
 impl Text {
     /// The string.
@@ -30,24 +51,63 @@ impl Text {
         // (`Text::slice_of`, `merge_text`), and its bytes never change.
         #[allow(unsafe_code)]
         unsafe {
-            std::str::from_utf8_unchecked(&self.0)
+            std::str::from_utf8_unchecked(self.as_bytes())
+        }
+    }
+
+    /// The string's bytes.
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            // `len <= INLINE` by construction: never the empty fallback.
+            Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Repr::Shared(b) => b,
         }
     }
 
     /// A static string, without allocating.
     pub fn from_static(s: &'static str) -> Self {
-        Text(Bytes::from_static(s.as_bytes()))
+        Text(Repr::Shared(Bytes::from_static(s.as_bytes())))
     }
 
-    /// `bytes`, a slice of `frame`, as a `Text` sharing `frame`, when they are UTF-8.
+    /// `bytes` (UTF-8) held in the value, when they are short enough.
+    fn inline(bytes: &[u8]) -> Option<Text> {
+        let mut inline = [0; INLINE];
+        inline.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Text(Repr::Inline { len: bytes.len() as u8, bytes: inline }))
+    }
+
+    /// `bytes`, a slice of `frame`, as a `Text` (held in the value, or sharing `frame`), when
+    /// they are UTF-8.
     pub(super) fn slice_of(frame: &Bytes, bytes: &[u8]) -> Option<Text> {
         super::scan::utf8(bytes).ok()?;
-        Some(Text(frame.slice_ref(bytes)))
+        Some(Text::inline(bytes).unwrap_or_else(|| Text(Repr::Shared(frame.slice_ref(bytes)))))
     }
 
-    /// The bytes of the string, shared.
-    pub(super) fn as_bytes_shared(&self) -> &Bytes {
-        &self.0
+    /// Writes the string as field `tag` of a message (as prost writes a `string` or `bytes`).
+    pub(super) fn encode_field(&self, tag: u32, buf: &mut impl BufMut) {
+        let bytes = self.as_bytes();
+        encoding::encode_key(tag, WireType::LengthDelimited, buf);
+        encoding::encode_varint(bytes.len() as u64, buf);
+        buf.put_slice(bytes);
+    }
+
+    /// Length of [`Text::encode_field`]'s output.
+    pub(super) fn encoded_field_len(&self, tag: u32) -> usize {
+        encoding::key_len(tag) + encoding::encoded_len_varint(self.len() as u64) + self.len()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text {}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -79,13 +139,13 @@ impl Deref for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Self {
-        Text(Bytes::from(s))
+        Text::inline(s.as_bytes()).unwrap_or_else(move || Text(Repr::Shared(Bytes::from(s))))
     }
 }
 
 impl From<&str> for Text {
     fn from(s: &str) -> Self {
-        Text(Bytes::copy_from_slice(s.as_bytes()))
+        Text::inline(s.as_bytes()).unwrap_or_else(|| Text(Repr::Shared(Bytes::copy_from_slice(s.as_bytes()))))
     }
 }
 
@@ -186,8 +246,8 @@ impl fmt::Debug for OriginalName {
 impl prost::Message for OriginalName {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for (tag, text) in self.tagged() {
-            if !text.0.is_empty() {
-                encoding::bytes::encode(tag, &text.0, buf);
+            if !text.is_empty() {
+                text.encode_field(tag, buf);
             }
         }
         if self.component_3 != 0 {
@@ -216,11 +276,8 @@ impl prost::Message for OriginalName {
     }
 
     fn encoded_len(&self) -> usize {
-        let texts: usize = self
-            .tagged()
-            .filter(|(_, text)| !text.0.is_empty())
-            .map(|(tag, text)| encoding::bytes::encoded_len(tag, &text.0))
-            .sum();
+        let texts: usize =
+            self.tagged().filter(|(_, text)| !text.is_empty()).map(|(tag, text)| text.encoded_field_len(tag)).sum();
         let id = if self.component_3 != 0 { encoding::uint64::encoded_len(4, &self.component_3) } else { 0 };
         texts + id
     }
@@ -251,7 +308,7 @@ pub(super) fn merge_text(
         *value = Text::from(s);
         return Ok(());
     }
-    *value = Text(bytes);
+    *value = Text::inline(&bytes).unwrap_or_else(move || Text(Repr::Shared(bytes)));
     Ok(())
 }
 
@@ -294,13 +351,45 @@ mod tests {
     }
 
     #[test]
-    fn decoded_strings_are_slices_of_the_frame() {
-        let (_, generated) = pair("org", "ns", "app", 7);
+    fn decoded_strings_are_held_in_the_value_when_short_and_slices_of_the_frame_when_long() {
+        let long = "a".repeat(INLINE + 1);
+        let short = "b".repeat(INLINE);
+        let (_, generated) = pair(&long, "ns", &short, 7);
         let frame = Bytes::from(generated.encode_to_vec());
-        let within = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let within =
+            |p: *const u8| (frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len()).contains(&(p as usize));
         let back = OriginalName::decode(frame.clone()).expect("decodes");
-        assert!(within.contains(&(back.texts()[0].as_ptr() as usize)));
-        assert_eq!((back.texts()[0].as_str(), &*back.texts()[2]), ("org", "app"));
+        assert!(within(back.texts()[0].as_ptr()), "a long string shares the frame");
+        assert!(!within(back.texts()[1].as_ptr()) && !within(back.texts()[2].as_ptr()), "short ones do not");
+        assert_eq!((&*back.texts()[0], &*back.texts()[1], &*back.texts()[2]), (long.as_str(), "ns", short.as_str()));
+    }
+
+    #[test]
+    fn texts_compare_hash_and_encode_by_their_string_whatever_holds_them() {
+        use std::collections::hash_map::DefaultHasher;
+        let hash = |t: &Text| {
+            let mut h = DefaultHasher::new();
+            t.hash(&mut h);
+            h.finish()
+        };
+        for s in ["", "x", &"y".repeat(INLINE), &"z".repeat(INLINE + 1), "ünïcode"] {
+            let owned = Text::from(s.to_string());
+            let frame = Bytes::copy_from_slice(s.as_bytes());
+            let sliced = Text::slice_of(&frame, &frame).expect("UTF-8");
+            let shared = Text(Repr::Shared(Bytes::copy_from_slice(s.as_bytes())));
+            for t in [&owned, &sliced, &shared] {
+                assert_eq!(t.as_str(), s);
+                assert_eq!(*t, shared);
+                assert_eq!(hash(t), hash(&shared));
+                let mut field = Vec::new();
+                t.encode_field(3, &mut field);
+                let mut expected = Vec::new();
+                encoding::string::encode(3, &s.to_string(), &mut expected);
+                assert_eq!(field, expected);
+                assert_eq!(t.encoded_field_len(3), expected.len());
+            }
+        }
+        assert!(Text::slice_of(&Bytes::from_static(&[0xff]), &[0xff]).is_none());
     }
 
     #[test]
