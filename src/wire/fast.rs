@@ -131,7 +131,12 @@ impl prost::Message for Content {
             self.content_type.encode_field(1, buf);
         }
         if !self.blob.is_empty() {
-            encoding::bytes::encode(2, &self.blob, buf);
+            // As `encoding::bytes::encode` writes it, without its clone of the `Bytes` (a reference
+            // count taken and dropped, and for a payload made from a `Vec` a shared header
+            // allocated on its first clone: ~5% of a sending app's CPU).
+            encoding::encode_key(2, WireType::LengthDelimited, buf);
+            encoding::encode_varint(self.blob.len() as u64, buf);
+            buf.put_slice(&self.blob);
         }
     }
 
