@@ -193,11 +193,27 @@ pub(crate) struct InboundStream {
     ended: bool,
     /// Publishes are read as [`Inbound::Routable`] (see [`Self::route_by_view`]).
     by_view: bool,
+    /// Where small messages are copied out of their DATA frames (see [`Self::split`]).
+    arena: BytesMut,
 }
+
+/// Size of the blocks small messages are copied into (see [`InboundStream::split`]).
+const ARENA_BLOCK: usize = 4096;
+/// Largest message copied into a block; a larger one gets a buffer of its own size.
+const ARENA_MESSAGE: usize = 1024;
 
 impl InboundStream {
     pub(crate) fn new(body: Body, max: usize, reading: Reading) -> Self {
-        InboundStream { body, chunk: Bytes::new(), frame_len: 0, max, reading, ended: false, by_view: false }
+        InboundStream {
+            body,
+            chunk: Bytes::new(),
+            frame_len: 0,
+            max,
+            reading,
+            ended: false,
+            by_view: false,
+            arena: BytesMut::new(),
+        }
     }
 
     /// The stream of the body a request or response carries as [`RawBody`] in its extensions
@@ -213,6 +229,7 @@ impl InboundStream {
                 reading,
                 ended: true,
                 by_view: false,
+                arena: BytesMut::new(),
             },
         }
     }
@@ -292,8 +309,13 @@ impl InboundStream {
     /// because a slice keeps the whole frame (up to the frame size, 1 MiB by default) alive as
     /// long as the message is held — in a link's queue, a retransmission buffer — and a queue of
     /// small messages, each from a different packed frame, would hold far more than the
-    /// messages' own bytes: with the copy, what a held message keeps is at most twice its size.
-    /// A prefix is read and dropped at once, so it is never copied.
+    /// messages' own bytes. Messages of up to [`ARENA_MESSAGE`] bytes are copied one after the
+    /// other into shared blocks of [`ARENA_BLOCK`] bytes: one allocation per block, not two per
+    /// message (the copy's own, and the shared header a `Bytes` made from a `Vec` allocates when
+    /// it is first cloned or sliced: together ~7% of a mesh node's samples in a 100-byte stream).
+    /// What a held message keeps is then at most its block (4 KiB); a larger message is copied
+    /// into a buffer of its own, so that it keeps at most twice its size. A prefix is read and
+    /// dropped at once, so it is never copied.
     fn split(&mut self, n: usize, prefix: bool) -> Bytes {
         let part = self.chunk.split_to(n);
         if self.chunk.is_empty() {
@@ -301,7 +323,17 @@ impl InboundStream {
             // buffer can then be reused in place instead of reallocated.
             self.chunk = Bytes::new();
         }
-        if prefix || n.saturating_mul(2) >= self.frame_len { part } else { Bytes::copy_from_slice(&part) }
+        if prefix || n.saturating_mul(2) >= self.frame_len {
+            return part;
+        }
+        if n > ARENA_MESSAGE {
+            return Bytes::copy_from_slice(&part);
+        }
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena = BytesMut::with_capacity(ARENA_BLOCK);
+        }
+        self.arena.extend_from_slice(&part);
+        self.arena.split().freeze()
     }
 
     /// The next non-empty DATA frame; `None` at the end of the body (its trailers checked).
@@ -422,12 +454,37 @@ mod tests {
         let packed = Bytes::from(all.iter().flat_map(grpc_frame).collect::<Vec<u8>>());
         let within = packed.as_ptr() as usize..packed.as_ptr() as usize + packed.len();
         let mut s = InboundStream::new(body(vec![Frame::data(packed.clone())], None), MAX, Reading::Request);
+        let mut frames = Vec::new();
         for want in &all {
             let Ok(Some(Inbound::Message(m, frame))) = s.message().await else { panic!("no message") };
             assert_eq!(&m, want);
             assert!(!within.contains(&(frame.as_ptr() as usize)), "a small message is copied out of its frame");
+            frames.push(frame);
         }
         assert!(matches!(s.message().await, Ok(None)));
+        // Copied one after the other into 4 KiB blocks: ~450 bytes each, so 10 take 2 blocks.
+        let contiguous = frames.windows(2).filter(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize);
+        assert_eq!(contiguous.count(), frames.len() - 2, "one new block for ten messages");
+        assert!(frames.iter().all(|f| f.len() <= ARENA_MESSAGE));
+    }
+
+    #[tokio::test]
+    async fn mid_sized_messages_packed_in_one_frame_get_buffers_of_their_own() {
+        // Over ARENA_MESSAGE and under half their DATA frame: each copied into its own buffer.
+        let all: Vec<Message> = (0..4).map(|i| message(&format!("{i}").repeat(8))).collect();
+        let packed = Bytes::from(all.iter().flat_map(grpc_frame).collect::<Vec<u8>>());
+        let mut s = InboundStream::new(body(vec![Frame::data(packed.clone())], None), MAX, Reading::Request);
+        let mut frames = Vec::new();
+        for want in &all {
+            let Ok(Some(Inbound::Message(m, frame))) = s.message().await else { panic!("no message") };
+            assert_eq!(&m, want);
+            assert!(frame.len() > ARENA_MESSAGE && frame.len() * 2 < packed.len());
+            frames.push(frame);
+        }
+        let within =
+            |f: &Bytes, p: *const u8| (f.as_ptr() as usize..f.as_ptr() as usize + f.len()).contains(&(p as usize));
+        assert!(frames.iter().all(|f| !within(&packed, f.as_ptr())));
+        assert!(frames.windows(2).all(|w| w[0].as_ptr() as usize + w[0].len() != w[1].as_ptr() as usize));
     }
 
     #[tokio::test]
