@@ -16,3 +16,29 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+impl Rng {
+    /// A copy of `frame` damaged one to four times: a byte replaced, a bit flipped, a byte
+    /// inserted, or the end cut off.
+    pub(crate) fn damaged(&mut self, frame: &[u8]) -> Vec<u8> {
+        let mut f = frame.to_vec();
+        for _ in 0..1 + self.below(4) {
+            match self.below(4) {
+                0 if !f.is_empty() => {
+                    let i = self.below(f.len());
+                    f[i] = self.next() as u8;
+                }
+                1 if !f.is_empty() => {
+                    let i = self.below(f.len());
+                    f[i] ^= 1 << self.below(8);
+                }
+                2 => {
+                    let i = self.below(f.len() + 1);
+                    f.insert(i, self.next() as u8);
+                }
+                _ => f.truncate(self.below(f.len() + 1)),
+            }
+        }
+        f
+    }
+}

@@ -330,24 +330,8 @@ mod tests {
         let mut n_read = 0;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..30_000 {
-            let mut f = s[rng.below(s.len())].clone();
-            for _ in 0..1 + rng.below(4) {
-                match rng.below(4) {
-                    0 if !f.is_empty() => {
-                        let i = rng.below(f.len());
-                        f[i] = rng.next() as u8;
-                    }
-                    1 if !f.is_empty() => {
-                        let i = rng.below(f.len());
-                        f[i] ^= 1 << rng.below(8);
-                    }
-                    2 => {
-                        let i = rng.below(f.len() + 1);
-                        f.insert(i, rng.next() as u8);
-                    }
-                    _ => f.truncate(rng.below(f.len() + 1)),
-                }
-            }
+            let i = rng.below(s.len());
+            let f = rng.damaged(&s[i]);
             if check_against_prost(&f) {
                 n_read += 1;
             }
