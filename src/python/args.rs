@@ -1,6 +1,8 @@
 //! Argument types extracted at call time, so native coroutines get owned, `Send` values and bad
 //! arguments fail at the call, not later inside a task.
 
+use std::sync::Arc;
+
 use pyo3::Borrowed;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -15,7 +17,7 @@ pub(super) struct SessionArg {
     /// The session id.
     pub id: u32,
     /// The received message this info describes (for replies), if any.
-    pub reply_to: Option<MessageInfo>,
+    pub reply_to: Option<Arc<MessageInfo>>,
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for SessionArg {

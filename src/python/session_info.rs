@@ -28,9 +28,9 @@ impl PySessionInfo {
         Self { info: Arc::new(MessageInfo::for_session(id)), from_message: false }
     }
 
-    /// The message to reply to, if this info came from one.
-    pub fn reply_target(&self) -> Option<MessageInfo> {
-        self.from_message.then(|| (*self.info).clone())
+    /// The message to reply to, if this info came from one (shared, not copied).
+    pub fn reply_target(&self) -> Option<Arc<MessageInfo>> {
+        self.from_message.then(|| self.info.clone())
     }
 }
 

@@ -216,7 +216,7 @@ pub struct PublishRequest {
     /// Destination; `None` = reply to `reply_to`'s source through its input connection.
     pub dest: Option<Name>,
     /// The message being replied to (used when `dest` is `None`).
-    pub reply_to: Option<MessageInfo>,
+    pub reply_to: Option<Arc<MessageInfo>>,
     /// Payload (`Vec<u8>` converts without copying: `vec.into()`).
     pub blob: Bytes,
     /// Content type; `"msg"` when `None`.

@@ -136,7 +136,12 @@ pub fn to(dest: &Name, blob: &[u8]) -> PublishRequest {
 
 /// A reply to `info`.
 pub fn reply(info: &MessageInfo, blob: &[u8]) -> PublishRequest {
-    PublishRequest { reply_to: Some(info.clone()), blob: blob.to_vec().into(), fanout: 1, ..Default::default() }
+    PublishRequest {
+        reply_to: Some(std::sync::Arc::new(info.clone())),
+        blob: blob.to_vec().into(),
+        fanout: 1,
+        ..Default::default()
+    }
 }
 
 /// Next item of session `sid`, bounded by [`WAIT`].
