@@ -310,10 +310,11 @@ impl InboundStream {
     /// long as the message is held — in a link's queue, a retransmission buffer — and a queue of
     /// small messages, each from a different packed frame, would hold far more than the
     /// messages' own bytes. Messages of up to [`ARENA_MESSAGE`] bytes are copied one after the
-    /// other into shared blocks of [`ARENA_BLOCK`] bytes: one allocation per block, not two per
-    /// message (the copy's own, and the shared header a `Bytes` made from a `Vec` allocates when
-    /// it is first cloned or sliced: together ~7% of a mesh node's samples in a 100-byte stream).
-    /// What a held message keeps is then at most its block (4 KiB); a larger message is copied
+    /// other into shared blocks of [`ARENA_BLOCK`] bytes: two allocations per block (the buffer
+    /// and, at its first split, its shared header), not two per message (the copy's own, and the
+    /// shared header a `Bytes` made from a `Vec` allocates when it is first cloned or sliced:
+    /// together ~7% of a mesh node's samples in a 100-byte stream). What a held message keeps is
+    /// then at most its block (4 KiB, however small the message); a larger message is copied
     /// into a buffer of its own, so that it keeps at most twice its size. A prefix is read and
     /// dropped at once, so it is never copied.
     fn split(&mut self, n: usize, prefix: bool) -> Bytes {

@@ -12,7 +12,8 @@
 //! The `SLIM_IDENTITY` entry of `metadata` is kept apart, in [`Message::identity`], as a [`Text`]:
 //! a sending app attaches its token as a shared reference (no key and value `String`s, no map
 //! allocated and hashed per message), and a receiving app reads it as a slice of the received frame
-//! (UTF-8 checked, as prost checks a `string`), not copied into a map. Every other entry stays in
+//! (or, 22 bytes or shorter, held in the `Text` itself; UTF-8 checked, as prost checks a `string`),
+//! not copied into a map. Every other entry stays in
 //! `metadata`. On the wire nothing changes: the token is one entry of field 4, encoded as prost
 //! encodes a map entry; the tests below compare against prost's own generated code.
 
@@ -94,7 +95,8 @@ impl Message {
 }
 
 /// One `metadata` entry as it is decoded: `{ string key = 1; string value = 2; }` (each the last
-/// given; an unknown field skipped), both slices of the frame.
+/// given; an unknown field skipped), both [`Text`]s (slices of the frame, or held in the value
+/// when short).
 #[derive(Default, Debug)]
 struct Entry {
     key: Text,

@@ -5,8 +5,9 @@
 //!   components are mostly hashes, ten bytes each as varints, and prost writes a varint one byte
 //!   at a time with a capacity check each; here a name is written into a stack array and handed
 //!   to the buffer at once (on a sending app, a third of the encoding's CPU).
-//! - [`Content`] (`string content_type = 1; bytes blob = 2`): its content type is a [`Text`] (a
-//!   slice of the received frame, or static), not a `String` allocated per message on both sides.
+//! - [`Content`] (`string content_type = 1; bytes blob = 2`): its content type is a [`Text`] (held
+//!   in the value when short, a slice of the received frame, or static), not a `String` allocated
+//!   per message on both sides.
 //!
 //! On the wire nothing changes: the encoding is the one prost generates for these messages (proto3:
 //! a zero or empty field is not written; an unknown field is skipped; a repeated field keeps its

@@ -30,7 +30,8 @@ pub const INLINE: usize = 22;
 
 #[derive(Clone)]
 enum Repr {
-    /// `bytes[..len]`, `len <= INLINE` (what follows `len` is not part of the string).
+    /// `bytes[..len]`, `len <= INLINE`. What follows `len` is not part of the string and is never
+    /// read: zeros, or the frame bytes that followed the string (see [`Text::slice_of`]).
     Inline {
         len: u8,
         bytes: [u8; INLINE],

@@ -8,8 +8,8 @@
 //! publish and of its headers given at most once, every field one the schema knows with its wire
 //! type: what this implementation, slim-bindings 0.6.0 and the reference write. It gives exactly
 //! what prost's decoding gives for the same bytes (the tests below and the `frame` fuzz target
-//! check it), with the token and the payload as slices of the frame and short strings held in
-//! their values ([`Text`]). Anything else
+//! check it), with the payload and any string over 22 bytes (a token) as slices of the frame and
+//! shorter strings held in their values ([`Text`]). Anything else
 //! (a subscription, a repeated or unknown field, a group, bytes that are not a message) is not
 //! read here: [`decode_frame`] hands it to prost, which accepts or refuses it as before.
 
@@ -54,14 +54,14 @@ pub(crate) fn check_against_prost(frame: &[u8]) -> bool {
 const MSG_PUBLISH: u32 = 3;
 const MSG_METADATA: u32 = 4;
 
-/// The frame being read: strings and the payload are slices of it.
+/// The frame being read: the payload and long strings are slices of it.
 struct Quick<'a> {
     frame: &'a Bytes,
 }
 
 impl Quick<'_> {
-    /// A `string` field's bytes as a [`Text`] sharing the frame (`bytes` always lie within it:
-    /// every slice read here is cut from the frame).
+    /// A `string` field's bytes as a [`Text`]: held in the value when short, else sharing the frame
+    /// (`bytes` always lie within it: every slice read here is cut from the frame).
     fn text(&self, bytes: &[u8]) -> Res<Text> {
         Text::slice_of(self.frame, bytes).ok_or(NotRead)
     }
