@@ -1,11 +1,12 @@
 //! The session header's `OriginalName` (proto/dataplane.proto), written by hand instead of
 //! generated (build.rs maps the proto type here): its three strings are kept as [`Text`]s (UTF-8
 //! checked, as prost checks a `string`; short ones held in the value, longer ones slices of the
-//! received frame), not copied into three `String`s. A receiving app compares them with the names of the previous message of the same
-//! stream (`session::context::into_delivery`) and copies them only for a name it has not seen:
-//! six allocations and frees fewer per received data message. On the wire nothing changes: the
-//! encoding is the one prost generates for the message (proto3: an empty string and a zero id
-//! are not written; an unknown field is skipped; a repeated field keeps its last value).
+//! received frame), not copied into three `String`s. A receiving app compares them with the names
+//! of the previous message of the same stream (`session::context::into_delivery`) and copies them
+//! only for a name it has not seen: six allocations and frees fewer per received data message. On
+//! the wire nothing changes: the encoding is the one prost generates for the message (proto3: an
+//! empty string and a zero id are not written; an unknown field is skipped; a repeated field keeps
+//! its last value).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -9,9 +9,9 @@
 //! type: what this implementation, slim-bindings 0.6.0 and the reference write. It gives exactly
 //! what prost's decoding gives for the same bytes (the tests below and the `frame` fuzz target
 //! check it), with the payload and any string over 22 bytes (a token) as slices of the frame and
-//! shorter strings held in their values ([`Text`]). Anything else
-//! (a subscription, a repeated or unknown field, a group, bytes that are not a message) is not
-//! read here: [`decode_frame`] hands it to prost, which accepts or refuses it as before.
+//! shorter strings held in their values ([`Text`]). Anything else (a subscription, a repeated or
+//! unknown field, a group, bytes that are not a message) is not read here: [`decode_frame`] hands
+//! it to prost, which accepts or refuses it as before.
 
 use prost::Message as _;
 use prost::bytes::Bytes;
