@@ -41,4 +41,14 @@ impl Rng {
         }
         f
     }
+
+    /// How many of `rounds` damaged copies of `samples` (each picked at random) `read` accepts.
+    pub(crate) fn count_read(&mut self, samples: &[Vec<u8>], rounds: usize, read: impl Fn(&[u8]) -> bool) -> usize {
+        (0..rounds)
+            .filter(|_| {
+                let i = self.below(samples.len());
+                read(&self.damaged(&samples[i]))
+            })
+            .count()
+    }
 }

@@ -363,15 +363,7 @@ mod tests {
         // Invalid UTF-8 in a metadata value, in the content type, in a subscription component;
         // a wrong wire type for a known field; a group; a length past the end.
         let s = samples();
-        let mut n_read = 0;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..20_000 {
-            let i = rng.below(s.len());
-            let f = rng.damaged(&s[i]);
-            if check(&f) {
-                n_read += 1;
-            }
-        }
+        let n_read = Rng(0x9e37_79b9_7f4a_7c15).count_read(&s, 20_000, check);
         // The mutations leave many frames valid and break many: both sides were exercised.
         assert!(n_read > 1_000 && n_read < 19_000, "{n_read} of 20000 read");
         let utf8 = {

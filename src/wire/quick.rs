@@ -326,16 +326,7 @@ mod tests {
     fn damaged_frames_are_read_only_as_prost_reads_them() {
         // Bytes changed, flipped, inserted, cut: whatever is read in one pass must be what prost
         // decodes (check_against_prost panics otherwise), and both sides must be exercised.
-        let s = samples();
-        let mut n_read = 0;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..30_000 {
-            let i = rng.below(s.len());
-            let f = rng.damaged(&s[i]);
-            if check_against_prost(&f) {
-                n_read += 1;
-            }
-        }
+        let n_read = Rng(0x9e37_79b9_7f4a_7c15).count_read(&samples(), 30_000, check_against_prost);
         assert!(n_read > 1_000 && n_read < 29_000, "{n_read} of 30000 read");
     }
 
