@@ -126,8 +126,9 @@ where
 
 /// `fut`'s output, or `None` once `token` is cancelled. `cancelled` is the token's `cancelled()`
 /// future, made once per loop by the caller and kept (pinned) across calls, and polled only when
-/// `fut` is not ready: a message read or routed at once costs one look at the token (a lock in
-/// tokio-util), a message waited for three, where a `select!` on a fresh `cancelled()` per message
+/// `fut` is not ready: a message read and routed at once costs one look at the token (a lock in
+/// tokio-util; the routing does not look again, see [`finish_despite_cancel`]), a message waited
+/// for three, where a `select!` on a fresh `cancelled()` per message
 /// took three to five per `select!` (look, register, look again, unregister; ~4% of a node's CPU
 /// in a stream, two per message). The token is looked at first, as a `biased` select would; when
 /// `fut` is polled again after a wake, it goes first (it woke us; a cancel that raced with it is
@@ -135,11 +136,22 @@ where
 /// connections run on it.
 pub(crate) async fn unless_cancelled<F: Future>(
     token: &CancellationToken,
-    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
     fut: F,
 ) -> Option<F::Output> {
+    watch_cancel(token, cancelled, fut, true).await
+}
+
+/// [`unless_cancelled`], looking at the token first only when `look_first` (a caller that
+/// looked a moment ago skips the look: it costs a lock in tokio-util).
+async fn watch_cancel<F: Future>(
+    token: &CancellationToken,
+    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    fut: F,
+    look_first: bool,
+) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    let mut first = true;
+    let mut first = look_first;
     std::future::poll_fn(move |cx| {
         if std::mem::take(&mut first) && token.is_cancelled() {
             return Poll::Ready(None);
@@ -170,7 +182,10 @@ pub(crate) async fn finish_despite_cancel<F: Future<Output = ()>>(
     node_stopping: &CancellationToken,
     mut routing: Pin<&mut F>,
 ) -> Option<()> {
-    if unless_cancelled(token, cancelled, routing.as_mut()).await.is_some() {
+    // The reader looked at the token when it took the message, a moment ago: no second look
+    // (one lock per message less). A cancel since then is seen as one that came a moment later
+    // would be: while the routing waits, or by the reader's next look.
+    if watch_cancel(token, cancelled, routing.as_mut(), false).await.is_some() {
         return Some(());
     }
     // Until the target takes it; a stopping node takes everything with it (and must not wait

@@ -312,26 +312,32 @@ impl Inner {
             h.forward_to = None;
         }
         // None when the tag is not where this node puts it: then `msg` is encoded as before.
-        let frame = if tagged { frame.and_then(|f| tag::strip(&f)) } else { frame };
+        let mut frame = if tagged { frame.and_then(|f| tag::strip(&f)) } else { frame };
         let mut entry: Option<TagEntry> = None;
         let n = scratch.txs.len();
         let mut has_tag = tagged;
         let mut msg = Some(msg);
         for (i, (target, tx, counters, mesh)) in scratch.txs.drain(..).enumerate() {
-            let sent = match (&tx, &frame) {
-                (ConnTx::Remote(q), Some(frame)) => {
+            // The last target takes the frame itself (no reference count taken and dropped).
+            let raw = match &tx {
+                ConnTx::Remote(_) if i + 1 == n => frame.take(),
+                ConnTx::Remote(_) => frame.clone(),
+                ConnTx::Local(_) => None,
+            };
+            let sent = match (&tx, raw) {
+                (ConnTx::Remote(q), Some(raw)) => {
                     let item = if mesh {
-                        Outbound::Tagged(frame.clone(), *entry.get_or_insert_with(|| TagEntry::new(&out)))
+                        Outbound::Tagged(raw, *entry.get_or_insert_with(|| TagEntry::new(&out)))
                     } else {
-                        Outbound::Encoded(frame.clone())
+                        Outbound::Encoded(raw)
                     };
-                    match q.reserve().await {
-                        Ok(permit) => {
+                    match super::room(q).await {
+                        Some(permit) => {
                             permit.send(item);
                             Ok(())
                         }
                         // Only for reporting (to a local sender: never the case with a frame).
-                        Err(_) => Err(msg.clone().unwrap_or(Pending::Decoded(Message::default()))),
+                        None => Err(msg.clone().unwrap_or(Pending::Decoded(Message::default()))),
                     }
                 }
                 _ => {

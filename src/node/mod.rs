@@ -636,13 +636,24 @@ async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
             if let Some(h) = m.slim_header_mut() {
                 h.incoming_conn = None;
             }
-            match tx.reserve().await {
-                Ok(permit) => {
+            match room(tx).await {
+                Some(permit) => {
                     permit.send(codec::Outbound::Message(m));
                     Ok(())
                 }
-                Err(_) => Err(m),
+                None => Err(m),
             }
         }
+    }
+}
+
+/// Room for one message on a connection queue: taken at once when there is some (no future set
+/// up and polled), else waited for (back-pressure; waiting senders are served in order, and a
+/// sender finds room at once only when nobody waits). `None`: the connection is closed.
+async fn room<T>(q: &mpsc::Sender<T>) -> Option<mpsc::Permit<'_, T>> {
+    match q.try_reserve() {
+        Ok(permit) => Some(permit),
+        Err(mpsc::error::TrySendError::Full(())) => q.reserve().await.ok(),
+        Err(mpsc::error::TrySendError::Closed(())) => None,
     }
 }
