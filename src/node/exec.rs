@@ -272,6 +272,52 @@ mod tests {
         drop(tx);
     }
 
+    #[tokio::test]
+    async fn a_message_taken_is_routed_to_the_end_whatever_the_connection_token_says() {
+        let (token, root) = (CancellationToken::new(), CancellationToken::new());
+        let mut cancelled = std::pin::pin!(token.cancelled());
+        token.cancel();
+        // Ready at once: routed, and the reader's next look (below) stops it.
+        let routed = std::pin::pin!(async {});
+        assert_eq!(finish_despite_cancel(&token, cancelled.as_mut(), &root, routed).await, Some(()));
+        assert_eq!(unless_cancelled(&token, cancelled.as_mut(), async { 5 }).await, None);
+        // Waiting (for room at its target): it waits on, and the reader is told to stop.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = std::pin::pin!(async {
+            let _ = rx.await;
+        });
+        let finish = finish_despite_cancel(&token, cancelled.as_mut(), &root, waiting);
+        let room = async {
+            tokio::task::yield_now().await;
+            let _ = tx.send(());
+        };
+        let (got, ()) = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(finish, room) })
+            .await
+            .expect("the routing ends once its target takes it");
+        assert_eq!(got, None);
+    }
+
+    #[tokio::test]
+    async fn room_is_taken_at_once_waited_for_in_order_and_none_once_closed() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
+        super::super::room(&tx).await.expect("room").send(1);
+        // Full: the next sender waits until the queue has room again.
+        let waiting = super::super::room(&tx);
+        let drain = async {
+            tokio::task::yield_now().await;
+            rx.recv().await
+        };
+        let (permit, first) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(waiting, drain) })
+                .await
+                .expect("room once the first message is taken");
+        assert_eq!(first, Some(1));
+        permit.expect("room").send(2);
+        assert_eq!(rx.recv().await, Some(2));
+        drop(rx);
+        assert!(super::super::room(&tx).await.is_none(), "closed");
+    }
+
     struct CountWakes(AtomicUsize);
 
     impl Wake for CountWakes {
