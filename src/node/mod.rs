@@ -627,10 +627,13 @@ pub fn check_route_view(frame: &[u8]) {
 /// if the connection is closed.
 async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
     match tx {
-        ConnTx::Local(tx) => tx.send(LocalDelivery::Message(m)).await.map_err(|e| match e.0 {
-            LocalDelivery::Message(m) => m,
-            LocalDelivery::Error(r) => r.message,
-        }),
+        ConnTx::Local(tx) => match room(tx).await {
+            Some(permit) => {
+                permit.send(LocalDelivery::Message(m));
+                Ok(())
+            }
+            None => Err(m),
+        },
         ConnTx::Remote(tx) => {
             // incomingConn is meaningful only inside the node that stamped it.
             if let Some(h) = m.slim_header_mut() {
@@ -647,10 +650,11 @@ async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
     }
 }
 
-/// Room for one message on a connection queue: taken at once when there is some (no future set
-/// up and polled), else waited for (back-pressure; waiting senders are served in order, and a
-/// sender finds room at once only when nobody waits). `None`: the connection is closed.
-async fn room<T>(q: &mpsc::Sender<T>) -> Option<mpsc::Permit<'_, T>> {
+/// Room for one message on a queue (a connection's, an app's way into its node): taken at once
+/// when there is some (no future set up and polled), else waited for (back-pressure; waiting
+/// senders are served in order, and a sender finds room at once only when nobody waits). `None`:
+/// the queue is closed.
+pub(crate) async fn room<T>(q: &mpsc::Sender<T>) -> Option<mpsc::Permit<'_, T>> {
     match q.try_reserve() {
         Ok(permit) => Some(permit),
         Err(mpsc::error::TrySendError::Full(())) => q.reserve().await.ok(),
