@@ -300,9 +300,9 @@ mod tests {
     #[tokio::test]
     async fn room_is_taken_at_once_waited_for_in_order_and_none_once_closed() {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
-        super::super::room(&tx).await.expect("room").send(1);
+        super::super::local::room(&tx).await.expect("room").send(1);
         // Full: the next sender waits until the queue has room again.
-        let waiting = super::super::room(&tx);
+        let waiting = super::super::local::room(&tx);
         let drain = async {
             tokio::task::yield_now().await;
             rx.recv().await
@@ -315,7 +315,7 @@ mod tests {
         permit.expect("room").send(2);
         assert_eq!(rx.recv().await, Some(2));
         drop(rx);
-        assert!(super::super::room(&tx).await.is_none(), "closed");
+        assert!(super::super::local::room(&tx).await.is_none(), "closed");
     }
 
     struct CountWakes(AtomicUsize);

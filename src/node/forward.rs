@@ -331,7 +331,7 @@ impl Inner {
                     } else {
                         Outbound::Encoded(raw)
                     };
-                    match super::room(q).await {
+                    match super::local::room(q).await {
                         Some(permit) => {
                             permit.send(item);
                             Ok(())

@@ -43,3 +43,15 @@ pub struct LocalConnection {
     /// Messages and errors from the node to the app.
     pub rx: mpsc::Receiver<LocalDelivery>,
 }
+
+/// Room for one message on a queue (a connection's, an app's way into its node): taken at once
+/// when there is some (no future set up and polled), else waited for (back-pressure; waiting
+/// senders are served in order, and a sender finds room at once only when nobody waits). `None`:
+/// the queue is closed.
+pub(crate) async fn room<T>(q: &mpsc::Sender<T>) -> Option<mpsc::Permit<'_, T>> {
+    match q.try_reserve() {
+        Ok(permit) => Some(permit),
+        Err(mpsc::error::TrySendError::Full(())) => q.reserve().await.ok(),
+        Err(mpsc::error::TrySendError::Closed(())) => None,
+    }
+}

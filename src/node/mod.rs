@@ -50,6 +50,7 @@ pub use subscription::{SubscriptionError, SubscriptionTable};
 use crate::wire::{Message, Name, ValidationError};
 use forward::Scratch;
 use link::{Ingress, LinkCounters, LinkMeta};
+use local::room;
 
 /// Capacity of every per-connection queue (local and remote, both directions).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -647,17 +648,5 @@ async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
                 None => Err(m),
             }
         }
-    }
-}
-
-/// Room for one message on a queue (a connection's, an app's way into its node): taken at once
-/// when there is some (no future set up and polled), else waited for (back-pressure; waiting
-/// senders are served in order, and a sender finds room at once only when nobody waits). `None`:
-/// the queue is closed.
-pub(crate) async fn room<T>(q: &mpsc::Sender<T>) -> Option<mpsc::Permit<'_, T>> {
-    match q.try_reserve() {
-        Ok(permit) => Some(permit),
-        Err(mpsc::error::TrySendError::Full(())) => q.reserve().await.ok(),
-        Err(mpsc::error::TrySendError::Closed(())) => None,
     }
 }

@@ -118,7 +118,7 @@ impl AppCore {
     /// Stamps the identity and hands `msg` to the embedded node (waits if the node is busy).
     pub async fn send(&self, mut msg: Message) -> Result<(), SlimError> {
         self.stamp_identity(&mut msg)?;
-        let permit = crate::node::room(&self.node_tx).await.ok_or(SlimError::Closed)?;
+        let permit = crate::node::local::room(&self.node_tx).await.ok_or(SlimError::Closed)?;
         permit.send(msg);
         Ok(())
     }
