@@ -3,7 +3,7 @@
 //! accept the group (the Welcome lists the older members' credentials), while every message keeps
 //! being checked against the sender's current, unexpired token.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! loopback gRPC, with raw local connections as subscribers so every copy a node makes is seen (no
 //! session layer dedups anything here). Counts at the receivers and on the links.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! a ring; it comes back and routes return; 20 nodes with cycles lose 3 and every remaining pair
 //! routes again within 2 s.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

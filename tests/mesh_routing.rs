@@ -2,7 +2,7 @@
 //! different nodes of a chain, a ring and a full mesh reach each other exactly once; routes follow
 //! subscriptions and links as they come and go.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //! only then does the session task run and find several publishes waiting. The assertions that
 //! batches exist therefore hold on any machine.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! always `MLS_ENCRYPTED` on the hub (an eavesdropping local connection subscribed to the
 //! channel), removal by MLS commit then LEAVE, and traffic after it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

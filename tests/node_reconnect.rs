@@ -1,7 +1,7 @@
 //! Connection lifecycle over real loopback gRPC: reconnect after the server restarts, disconnect and
 //! connect again, one peer dying without disturbing the others.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Bad input over a raw gRPC stream: frames that are not a `Message` and messages without a header
 //! are dropped and counted; the connection keeps working.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Routing between two real nodes over loopback gRPC: node A (client) ↔ node B (server), with local
 //! app connections on each.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

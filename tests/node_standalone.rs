@@ -2,7 +2,7 @@
 //! nodes, stays small, and exits 0 on SIGTERM/SIGINT; two linked `slim` processes with different
 //! `runtime.n_cores` route a stream in order.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Anycast sessions over real loopback gRPC: two apps behind one hub node.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

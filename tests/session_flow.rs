@@ -5,7 +5,7 @@
 //! application queue has room for (the rest is retransmitted), unreliable ones back-pressure the
 //! sender.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

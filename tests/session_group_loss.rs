@@ -10,7 +10,7 @@
 //! Messages are counted by their payload number (4 bytes, then padding to 100 bytes): the id a
 //! message carries is the moderator's, which these tests also check.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! held messages went out, encrypted for the group of the first member only, as soon as that
 //! first invite completed, and later members could not read them.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! (their clients retry and replay their subscriptions), every member has every message exactly
 //! once, or a `MessageLost` for each one that is truly gone: never a silent hole, never a copy.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

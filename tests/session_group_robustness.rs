@@ -3,7 +3,7 @@
 //! joiner, senders with a bad identity, a permanent gap reported exactly once, invite-then-publish
 //! a hundred times, and bad input that must be refused or dropped without stalling the group.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

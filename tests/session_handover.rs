@@ -9,7 +9,7 @@
 //! delivered both before the queue filled and again (a tail published after the drain) after the
 //! task had the stream.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and the others keep talking; `participants` on both sides; an invite with a deadline is
 //! abandoned by the moderator, which lets its held publishes go out.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

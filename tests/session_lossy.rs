@@ -1,6 +1,6 @@
 //! Reliable unicast through a lossy, reordering link: every message exactly once, in order.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Point-to-point sessions with MLS over real loopback gRPC: discovery → join (key package) →
 //! welcome → ACK, then encrypted traffic both ways.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

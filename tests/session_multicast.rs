@@ -1,7 +1,7 @@
 //! Multicast sessions (no MLS) over real loopback gRPC: invite, group traffic, remove, and
 //! recovery of lost group messages through RTX.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

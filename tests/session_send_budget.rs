@@ -4,7 +4,7 @@
 //! the receiver reads again every message arrives, once, in order. A publish that can never get
 //! room fails with the typed `SendBufferFull` after its bound.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

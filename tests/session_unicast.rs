@@ -1,6 +1,6 @@
 //! Sticky (unicast) and reliable point-to-point sessions over real loopback gRPC.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

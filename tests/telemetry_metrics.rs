@@ -2,7 +2,7 @@
 //! exports them as OTLP metrics to a collector (a loopback tonic server here) when
 //! `tracing.opentelemetry` is enabled.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -231,6 +231,9 @@ class PeerProcess:
         return f"--- {self.name} events ---\n{lines}\n--- {self.name} stderr ---\n{self.stderr_tail()}"
 
     def kill(self) -> None:
+        # stdin is closed first: a peer's thread blocked reading it (a node, or an app lingering
+        # until EOF) would otherwise hold its interpreter's exit after SIGTERM until the 5 s below.
+        self.close_stdin()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -238,7 +241,6 @@ class PeerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        self.close_stdin()
 
 
 def start_package_node(procs: list[PeerProcess]) -> str:
