@@ -30,7 +30,7 @@ sharing a process do not share a node; ours always gives each app its own node.
 
 Usage:  python3 benches/group.py [--impl both] [--messages 100000] [--seconds 8] [--big 32] [--json out.json]
 0.6.0 comes from its own venv (scripts/setup_venv_060.sh); ours from --ours-python (default: this python),
-built with `CARGO_TARGET_DIR=target-py .venv/bin/python -m maturin develop --release`. The node of each
+built with `task python:build PROFILE=release`. The node of each
 implementation is that implementation's package serving (`run_server`), or our `slim` binary with --slim-bin.
 The same file is the worker program (`--worker node|moderator|members`). Every wait is bounded; every
 process started is stopped at the end.

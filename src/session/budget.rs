@@ -126,24 +126,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waits_for_room_then_times_out() {
-        let b = Arc::new(SendBudget::new(1000));
+        let b = SendBudget::new(1000);
         assert_eq!(b.charge(10_000), 1000);
         assert!(b.try_take(b.charge(500)));
         assert_eq!(b.in_use(), 756);
         assert!(!b.try_take(b.charge(100)));
-        let waiter = {
-            let b = b.clone();
-            tokio::spawn(async move { b.take(b.charge(100), Instant::now() + Duration::from_secs(5)).await })
-        };
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut waiting = std::pin::pin!(b.take(b.charge(100), Instant::now() + Duration::from_secs(60)));
+        assert!(futures::poll!(&mut waiting).is_pending(), "no room yet: the publish waits");
         b.give_back(756);
-        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(waiting.await, Ok(()));
         assert_eq!(b.in_use(), 356);
-        assert_eq!(b.take(1000, Instant::now() + Duration::from_secs(2)).await, Err(BudgetError::TimedOut));
+        assert_eq!(b.take(1000, Instant::now() + Duration::from_millis(20)).await, Err(BudgetError::TimedOut));
         assert_eq!(b.peak(), 756);
         b.close();
-        assert_eq!(b.take(1000, Instant::now() + Duration::from_secs(2)).await, Err(BudgetError::Closed));
+        assert_eq!(b.take(1000, Instant::now() + Duration::from_secs(60)).await, Err(BudgetError::Closed));
     }
 }

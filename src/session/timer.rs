@@ -196,29 +196,29 @@ impl<K: Eq + Hash + Clone> TimerSet<K> {
 mod tests {
     use super::*;
 
-    /// Drives the set like a session task does and records (elapsed ms, event).
-    async fn run(set: &mut TimerSet<u32>, start: Instant, limit: usize) -> Vec<(u128, Fired<u32>)> {
+    /// Drives the set like a session task does, each deadline taken as the moment it is reached
+    /// (the set reads no clock: every call is given its `now`), and records (elapsed ms, event).
+    fn run(set: &mut TimerSet<u32>, start: Instant, limit: usize) -> Vec<(u128, Fired<u32>)> {
         let mut log = Vec::new();
         let mut out = Vec::new();
         while let Some(at) = set.next_deadline() {
             if log.len() >= limit {
                 break;
             }
-            tokio::time::sleep_until(at).await;
-            set.expire(Instant::now(), &mut out);
+            set.expire(at, &mut out);
             for f in out.drain(..) {
-                log.push((Instant::now().duration_since(start).as_millis(), f));
+                log.push((at.duration_since(start).as_millis(), f));
             }
         }
         log
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn constant_retries_then_fails_at_n_plus_one_intervals() {
+    #[test]
+    fn constant_retries_then_fails_at_n_plus_one_intervals() {
         let mut set = TimerSet::new();
         let start = Instant::now();
         set.start(7, TimerPolicy::constant(Duration::from_millis(100), 3), start);
-        let log = run(&mut set, start, 10).await;
+        let log = run(&mut set, start, 10);
         assert_eq!(
             log,
             vec![
@@ -231,35 +231,35 @@ mod tests {
         assert!(set.is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn zero_retries_fails_at_first_fire() {
+    #[test]
+    fn zero_retries_fails_at_first_fire() {
         let mut set = TimerSet::new();
         let start = Instant::now();
         set.start(1, TimerPolicy::constant(Duration::from_millis(50), 0), start);
-        assert_eq!(run(&mut set, start, 10).await, vec![(50, Fired::Failed { key: 1 })]);
+        assert_eq!(run(&mut set, start, 10), vec![(50, Fired::Failed { key: 1 })]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn exponential_doubles_up_to_cap() {
+    #[test]
+    fn exponential_doubles_up_to_cap() {
         let mut set = TimerSet::new();
         let start = Instant::now();
         set.start(1, TimerPolicy::exponential(Duration::from_millis(500), Duration::from_secs(2)), start);
-        let times: Vec<u128> = run(&mut set, start, 5).await.into_iter().map(|(t, _)| t).collect();
+        let times: Vec<u128> = run(&mut set, start, 5).into_iter().map(|(t, _)| t).collect();
         assert_eq!(times, vec![500, 1500, 3500, 5500, 7500]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn stop_and_reset() {
+    #[test]
+    fn stop_and_reset() {
         let mut set = TimerSet::new();
         let start = Instant::now();
         set.start(1, TimerPolicy::constant(Duration::from_millis(100), 5), start);
         set.start(2, TimerPolicy::constant(Duration::from_millis(100), 5), start);
         assert!(set.stop(&1));
         assert!(!set.stop(&1));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(set.reset(&2, Instant::now()));
-        assert!(!set.reset(&1, Instant::now()));
-        let log = run(&mut set, start, 1).await;
+        let later = start + Duration::from_millis(60);
+        assert!(set.reset(&2, later));
+        assert!(!set.reset(&1, later));
+        let log = run(&mut set, start, 1);
         assert_eq!(log, vec![(160, Fired::Retry { key: 2, attempt: 1 })]);
     }
 }
