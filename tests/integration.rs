@@ -40,3 +40,23 @@ mod session_multicast;
 mod session_send_budget;
 mod session_unicast;
 mod telemetry_metrics;
+
+/// Every `tests/*.rs` file is built and run: a module above or a `[[test]]` of Cargo.toml (with
+/// `autotests = false`, a file that is neither would never be compiled).
+#[test]
+fn every_test_file_is_built() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = std::fs::read_to_string(root.join("tests/integration.rs")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".rs") else { continue };
+        let module = here.lines().any(|l| l.trim() == format!("mod {stem};"));
+        let own = manifest.contains(&format!("path = \"tests/{name}\""));
+        if !module && !own {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "in tests/ but in no test target (tests/integration.rs, Cargo.toml): {missing:?}");
+}
