@@ -15,7 +15,11 @@ Systems (--systems, all by default):
   ours-per-call  ours, default session, one `publish` call per message even with --ours-batch;
   nats           nats-server (Debian's package) + nats-py clients, core pub/sub (no JetStream);
   zmq            pyzmq: a zmq.proxy(XSUB, XPUB) process + PUB/SUB clients (PUB drops at its HWM);
-  zenoh          eclipse-zenoh: a Python session in router mode + two client-mode sessions.
+  zenoh          eclipse-zenoh: a Python session in router mode + two client-mode sessions, its defaults
+                 (which include shared memory: on one host a put larger than 3,072 bytes goes into a
+                 shared-memory pool and only a reference crosses the router's TCP links);
+  zenoh-tcp      the same with shared memory off (`transport.shared_memory.enabled: false` in all three):
+                 every byte through loopback TCP, as ours, NATS and ZeroMQ send it.
 Each peer is used with its defaults and the usual asyncio way of its Python client; replies go back on
 a second subject/topic/key. Peers whose client or server is missing are skipped with a message.
 
@@ -46,7 +50,7 @@ import e2e  # benches/e2e.py: workers, Child, run_scenario
 BIG = 65536
 WARM = b"W"  # a peer's route check, answered below the e2e protocol (never seen by its workers)
 SUBJECT = {e2e.REQUESTER: "bench.requester", e2e.RESPONDER: "bench.responder"}
-SYSTEMS = ("ours", "ours-reliable", "ours-per-call", "nats", "zmq", "zenoh")
+SYSTEMS = ("ours", "ours-reliable", "ours-per-call", "nats", "zmq", "zenoh", "zenoh-tcp")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -242,10 +246,18 @@ class AppZmq(PeerApp):
         await self.pub.send(self.prefix + blob)
 
 
+def zenoh_config(settings: dict, shm: bool) -> dict:
+    """`settings` with Zenoh's shared memory left at its default (on) or switched off."""
+    if not shm:
+        settings = {**settings, "transport": {"shared_memory": {"enabled": False}}}
+    return settings
+
+
 class AppZenoh(PeerApp):
     """eclipse-zenoh: a client-mode session; put on a declared publisher, a callback subscriber."""
 
     KEY: ClassVar[dict[str, str]] = {e2e.REQUESTER: "bench/requester", e2e.RESPONDER: "bench/responder"}
+    SHM: ClassVar[bool] = True
 
     async def start(self, local: str, endpoint: str | None):
         import zenoh
@@ -254,11 +266,14 @@ class AppZenoh(PeerApp):
         self.answers_warm = local == e2e.RESPONDER
         conf = zenoh.Config.from_json5(
             json.dumps(
-                {
-                    "mode": "client",
-                    "connect": {"endpoints": [endpoint]},
-                    "scouting": {"multicast": {"enabled": False}},
-                }
+                zenoh_config(
+                    {
+                        "mode": "client",
+                        "connect": {"endpoints": [endpoint]},
+                        "scouting": {"multicast": {"enabled": False}},
+                    },
+                    self.SHM,
+                )
             )
         )
         self.session = zenoh.open(conf)
@@ -280,7 +295,13 @@ class AppZenoh(PeerApp):
         self.pub.put(blob)
 
 
-PEER_APPS = {"nats": AppNats, "zmq": AppZmq, "zenoh": AppZenoh}
+class AppZenohTcp(AppZenoh):
+    """Zenoh with shared memory off: every payload through the TCP links."""
+
+    SHM: ClassVar[bool] = False
+
+
+PEER_APPS = {"nats": AppNats, "zmq": AppZmq, "zenoh": AppZenoh, "zenoh-tcp": AppZenohTcp}
 
 
 def run_router(peer: str, listen: str, deadline: float) -> int:
@@ -299,11 +320,14 @@ def run_router(peer: str, listen: str, deadline: float) -> int:
 
         conf = zenoh.Config.from_json5(
             json.dumps(
-                {
-                    "mode": "router",
-                    "listen": {"endpoints": [listen]},
-                    "scouting": {"multicast": {"enabled": False}, "gossip": {"enabled": False}},
-                }
+                zenoh_config(
+                    {
+                        "mode": "router",
+                        "listen": {"endpoints": [listen]},
+                        "scouting": {"multicast": {"enabled": False}, "gossip": {"enabled": False}},
+                    },
+                    peer != "zenoh-tcp",
+                )
             )
         )
         session = zenoh.open(conf)  # noqa: F841 (kept open until exit)
@@ -342,7 +366,7 @@ def worker_main(args) -> int:
 
 def peer_available(system: str, python: str) -> str | None:
     """None when `system` can run here; else why not."""
-    module = {"nats": "nats", "zmq": "zmq", "zenoh": "zenoh"}[system]
+    module = {"nats": "nats", "zmq": "zmq", "zenoh": "zenoh", "zenoh-tcp": "zenoh"}[system]
     if system == "nats" and not shutil.which("nats-server"):
         return "nats-server is not installed (apt-get install nats-server)"
     import subprocess
@@ -386,7 +410,11 @@ def run_peer(system: str, python: str, args) -> dict:
                 str(args.deadline),
             ],
         )
-        node.desc = {"zmq": "zmq.proxy(XSUB, XPUB)", "zenoh": "zenoh router-mode session"}[system]
+        node.desc = {
+            "zmq": "zmq.proxy(XSUB, XPUB)",
+            "zenoh": "zenoh router-mode session",
+            "zenoh-tcp": "zenoh router-mode session, shared memory off",
+        }[system]
         return node
 
     def worker(role: str, endpoint: str) -> list[str]:
@@ -398,6 +426,7 @@ def run_peer(system: str, python: str, args) -> dict:
         "nats": "nats://127.0.0.1:{port}",
         "zmq": "tcp://127.0.0.1:{port}",
         "zenoh": "tcp/127.0.0.1:{port}",
+        "zenoh-tcp": "tcp/127.0.0.1:{port}",
     }
     return e2e.run_scenario(system, router, worker, fmt[system], args)
 
