@@ -326,7 +326,7 @@ def run_router(peer: str, listen: str, deadline: float) -> int:
                         "listen": {"endpoints": [listen]},
                         "scouting": {"multicast": {"enabled": False}, "gossip": {"enabled": False}},
                     },
-                    peer != "zenoh-tcp",
+                    PEER_APPS[peer].SHM,
                 )
             )
         )
