@@ -92,19 +92,30 @@ class Stdin:
 
 
 class Book:
-    """What one reader saw of one stream."""
+    """What one reader saw of one stream. Ids are kept in a bitmap of blocks of `BLOCK` ids (16
+    bytes per 128 ids), not a set (~60 bytes per id): the readers' RSS at the end is then the
+    package's, not this book's (a set of 120,000 ids alone is ~7 MiB)."""
+
+    BLOCK = 4096
 
     def __init__(self) -> None:
-        self.seen: set[int] = set()
+        self.blocks: dict[int, bytearray] = {}
+        self.delivered = 0
         self.duplicates = 0
         self.reported = 0
         self.errors: dict[str, int] = {}
 
     def got(self, seq: int) -> None:
-        if seq in self.seen:
+        block_no, bit = divmod(seq, self.BLOCK)
+        block = self.blocks.get(block_no)
+        if block is None:
+            block = self.blocks[block_no] = bytearray(self.BLOCK // 8)
+        mask = 1 << (bit & 7)
+        if block[bit >> 3] & mask:
             self.duplicates += 1
         else:
-            self.seen.add(seq)
+            block[bit >> 3] |= mask
+            self.delivered += 1
 
     def error(self, e: BaseException) -> None:
         import slim_bindings
@@ -116,7 +127,7 @@ class Book:
 
     def summary(self) -> dict:
         return {
-            "delivered": len(self.seen),
+            "delivered": self.delivered,
             "duplicates": self.duplicates,
             "reported": self.reported,
             "errors": self.errors,

@@ -293,9 +293,10 @@ impl App {
         self.layer.create_local(cfg)
     }
 
-    /// Deletes a session; later calls on it fail with `SessionNotFound`.
+    /// Deletes a session after what was published on it has left (bounded by
+    /// [`crate::session::layer::DELETE_LINGER`]); later calls on it fail with `SessionNotFound`.
     pub async fn delete_session(&self, id: u32) -> Result<(), SlimError> {
-        self.layer.remove(id)
+        self.layer.remove(id).await
     }
 
     /// The configuration of session `id`.

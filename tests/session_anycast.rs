@@ -90,3 +90,63 @@ async fn wrong_shared_secret_is_never_delivered() {
     assert!(bob.try_recv_any().is_none());
     assert!(matches!(bob.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_)))));
 }
+
+/// A reliable session deleted while its peer takes its messages but never acknowledges them: the
+/// delete waits for them for its bound (`DELETE_LINGER`), then drops them with the session,
+/// counted (docs/reliability.md, "Deleting a session"). A reliable session whose peer does
+/// acknowledge is deleted as soon as it has: nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_waits_for_acknowledgements_then_counts_what_it_drops() {
+    use slim_bindings::node::{ClientConfig, Node};
+    use slim_bindings::session::layer::DELETE_LINGER;
+    use slim_bindings::wire::Name;
+    use slim_bindings::wire::builders::{self, Flags};
+
+    let reliable = SessionConfig::Anycast {
+        timeout: Some(std::time::Duration::from_secs(1)),
+        max_retries: Some(5),
+        mls_enabled: false,
+    };
+    let (hub, alice, bob) = pair("alice", "bob").await;
+
+    // Acknowledged: every message arrives and the delete returns well inside its bound.
+    let sid = alice.create_session(reliable.clone()).await.unwrap();
+    for i in 0..20u8 {
+        alice.publish(sid, to(&name("bob"), &[i])).await.unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    alice.delete_session(sid).await.unwrap();
+    let took = started.elapsed();
+    // The first message is announced as a new session and is also the session queue's first.
+    assert_eq!(recv_new(&bob).await.1, vec![0]);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.push(recv(&bob, sid).await.unwrap().1);
+    }
+    assert_eq!(got, (0..20u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(took < DELETE_LINGER, "a delete whose messages were acknowledged waited {took:?}");
+    assert_eq!(counter(&alice, "session_delete_discarded"), 0);
+
+    // A mute peer: subscribed at the hub through a bare node, it never answers.
+    let mute_node = Node::new("mute");
+    let mute = mute_node.register_local();
+    let conn = mute_node.connect(ClientConfig::insecure(&hub.endpoint)).await.unwrap();
+    let me = Name::new("org", "ns", "mute", Some(7));
+    mute.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
+    mute.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
+    wait_subscribed(&hub.node, &me).await;
+    alice.set_route(&name("mute"), hub.conn).await.unwrap();
+
+    let sid = alice.create_session(reliable).await.unwrap();
+    for i in 0..3u8 {
+        alice.publish(sid, to(&name("mute"), &[i])).await.unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    alice.delete_session(sid).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= DELETE_LINGER, "the delete gave up after {took:?}, before its bound");
+    assert!(took < DELETE_LINGER + WAIT, "the delete took {took:?}");
+    assert_eq!(counter(&alice, "session_delete_discarded"), 3);
+    assert_eq!(alice.publish(sid, to(&name("mute"), b"late")).await, Err(SlimError::SessionNotFound(sid)));
+    drop(mute);
+}

@@ -156,7 +156,12 @@ class Slim:
         return await _native.create_session(self.svc, session_config)
 
     async def delete_session(self, session_id: SessionRef) -> None:
-        """Deletes a session (``SessionNotFoundError`` if unknown)."""
+        """Deletes a session (``SessionNotFoundError`` if unknown). What was published on it
+        leaves first: the call returns once the session holds none of it (sent; on a reliable
+        session, acknowledged), or after 2 s, when what is left is dropped, counted
+        (``node_stats()["session_delete_discarded"]``) and logged (docs/reliability.md,
+        "Deleting a session"). Then readers get ``SessionClosedError`` and later calls on the
+        session ``SessionNotFoundError``."""
         await _native.delete_session(self.svc, session_id)
 
     async def get_session_config(self, session_id: SessionRef) -> PySessionConfiguration:

@@ -213,7 +213,8 @@ pub(super) async fn create_session(svc: Py<PyService>, config: PySessionConfigur
     Ok(PySessionInfo::for_session(id))
 }
 
-/// Deletes a session (an id or a `PySessionInfo`).
+/// Deletes a session (an id or a `PySessionInfo`) once what was published on it has left, bounded
+/// by 2 s (`session::layer::DELETE_LINGER`; docs/reliability.md, "Deleting a session").
 #[pyfunction]
 pub(super) async fn delete_session(svc: Py<PyService>, session: SessionArg) -> PyResult<()> {
     let app = app_of(&svc);

@@ -49,6 +49,10 @@ pub struct Stats {
     /// Outgoing messages not sent because this app's own identity token could not be produced
     /// (expired or unreadable token file).
     pub identity_send_refused: AtomicU64,
+    /// Publishes a deleted session's task still held when the delete stopped waiting for them
+    /// (past `layer::DELETE_LINGER`: a peer that no longer acknowledges, a discovery nobody
+    /// answers); a `publish_many` batch not yet taken by the task counts once. Also logged.
+    pub delete_discarded: AtomicU64,
     /// Reliable data delivered in order by the dispatcher itself, the session task having lent it
     /// the stream (`session::inbound`; not a drop: shows the hand-over at work).
     pub dispatcher_deliveries: AtomicU64,
@@ -79,6 +83,7 @@ impl Stats {
             ("misdirected", get(&self.misdirected)),
             ("mls_failures", get(&self.mls_failures)),
             ("identity_send_refused", get(&self.identity_send_refused)),
+            ("session_delete_discarded", get(&self.delete_discarded)),
             ("dispatcher_deliveries", get(&self.dispatcher_deliveries)),
         ])
     }

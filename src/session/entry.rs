@@ -115,6 +115,30 @@ impl SessionEntry {
         Ok((info, blob))
     }
 
+    /// True when nothing the app asked of this session waits for its task (a publish, an invite)
+    /// and the task holds no publish of the app (queued, or sent and not acknowledged; see
+    /// `SessionKind::outstanding`). A command between the channel and the task's buffers is in
+    /// neither for a moment: callers look twice, apart (`App`'s close, `SessionLayer::remove`).
+    pub(super) fn holds_nothing(&self) -> bool {
+        self.outbound.capacity() == self.outbound.max_capacity() && self.outstanding.load(Ordering::Relaxed) == 0
+    }
+
+    /// Waits until [`Self::holds_nothing`] holds twice in a row, a millisecond apart (polled, as an
+    /// app's close polls: nothing signals it), for at most `bound`; false when `bound` passed
+    /// first or the session was closed meanwhile.
+    pub(super) async fn wait_handed_over(&self, bound: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut quiet = 0;
+        while !self.cancel.is_cancelled() && tokio::time::Instant::now() < deadline {
+            quiet = if self.holds_nothing() { quiet + 1 } else { 0 };
+            if quiet == 2 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        false
+    }
+
     /// Puts a session error on the queue (never dropped for lack of room).
     pub fn deliver_error(&self, err: SlimError) {
         self.queue.push_force(Err(err));
@@ -371,11 +395,6 @@ impl SessionTable {
         self.sessions.write().insert(entry.id, entry);
     }
 
-    /// Takes session `id` out of the table.
-    pub(super) fn remove(&self, id: u32) -> Option<Arc<SessionEntry>> {
-        self.sessions.write().remove(&id)
-    }
-
     /// Takes `entry` out of the table if it is still there (not replaced by a later session
     /// with the same id); true when it was.
     pub(super) fn remove_entry(&self, entry: &Arc<SessionEntry>) -> bool {
@@ -415,10 +434,7 @@ impl SessionTable {
     /// True when no session has a command (a publish, an invite) waiting for its task, nor a
     /// publish its task holds (queued, or sent and not acknowledged).
     pub fn commands_idle(&self) -> bool {
-        self.sessions.read().values().all(|e| {
-            e.outbound.capacity() == e.outbound.max_capacity()
-                && e.outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0
-        })
+        self.sessions.read().values().all(|e| e.holds_nothing())
     }
 
     /// True when no session lives.

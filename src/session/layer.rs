@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -33,6 +34,8 @@ pub const SESSION_OUTBOUND_CAPACITY: usize = 1024;
 /// command ([`Command::PublishBatch`]); a longer call makes several. Bounds what one command adds
 /// to the task's pending queue beyond [`super::point_to_point::MAX_PENDING`].
 pub const PUBLISH_BATCH_MAX: usize = 64;
+/// How long a delete waits for what was published on the session (as `app::CLOSE_LINGER`).
+pub const DELETE_LINGER: Duration = Duration::from_secs(2);
 /// Inbound deliveries the dispatcher takes from the node per wake-up.
 const DISPATCH_BATCH: usize = 128;
 
@@ -154,11 +157,24 @@ impl SessionLayer {
         }
     }
 
-    /// Deletes a session: its task stops, readers get `SessionClosed`.
-    pub fn remove(&self, id: u32) -> Result<(), SlimError> {
-        let entry = self.sessions.remove(id).ok_or(SlimError::SessionNotFound(id))?;
-        entry.close();
-        Ok(())
+    /// Deletes a session once what the app published on it has left its task, waiting at most
+    /// [`DELETE_LINGER`] (docs/reliability.md, "Deleting a session"): then its task stops, readers
+    /// get `SessionClosed` and later calls on it `SessionNotFound`.
+    pub async fn remove(&self, id: u32) -> Result<(), SlimError> {
+        let entry = self.sessions.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let handed_over = entry.wait_handed_over(DELETE_LINGER).await;
+        if self.sessions.remove_entry(&entry) {
+            let waiting = entry.outbound.max_capacity() - entry.outbound.capacity(); // commands
+            let held = entry.outstanding.load(Ordering::Relaxed) + waiting;
+            if !handed_over && held > 0 {
+                // Drop point, only past DELETE_LINGER: not recovered, and nobody reads the deleted
+                // session, so counted and logged (a reliable receiver reports the gaps it sees).
+                self.core.stats.delete_discarded.fetch_add(held as u64, Ordering::Relaxed);
+                tracing::warn!(session = id, held, "session deleted with publishes its peer never took");
+            }
+            entry.close();
+        }
+        Ok(()) // else taken meanwhile by a concurrent delete or the app's close: deleted all the same
     }
 
     /// Closes every session (app shutdown).

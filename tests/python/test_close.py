@@ -1,8 +1,10 @@
-"""What an app sent before it closes leaves the process (docs/reliability.md, "Closing an app").
+"""What an app sent before it closes leaves the process (docs/reliability.md, "Closing an app"),
+and what it sent on a session before deleting it leaves too ("Deleting a session").
 
 A sender in its own process publishes a stream and exits as soon as its last `publish_many` call has
 returned; the reader, on the test's node, must get every message, once and in order. Both ways an app
-closes: dropped (the coroutine that held it returned) and still open at interpreter exit.
+closes: dropped (the coroutine that held it returned) and still open at interpreter exit. Then a
+sender that deletes its session right after its last `publish_many` and stays open.
 """
 
 from __future__ import annotations
@@ -54,5 +56,36 @@ async def test_what_was_sent_before_exit_arrives(node: Node, keep: str, reliable
         assert sender.of("sent") == [{"event": "sent", "count": COUNT}], sender.diagnostics()
         first_wrong = next((i for i, n in enumerate(got) if n != i), len(got))
         assert got == list(range(COUNT)), f"got {len(got)} of {COUNT}, in order up to {first_wrong}"
+    finally:
+        sender.kill()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reliable", [False, True], ids=["default", "reliable"])
+async def test_what_was_sent_before_delete_session_arrives(node: Node, reliable: bool) -> None:
+    # A reliable (sticky) session holds its first publishes until discovery has found the peer,
+    # and every publish until it is acknowledged: deleting it at once used to drop them silently.
+    name = f"reader-delete-{int(reliable)}"
+    count = 500
+    reader = await node.new_app("org", "close", name, secret=SECRET)
+    argv = [sys.executable, "-u", WORKER, "--endpoint", f"http://{node.bound}", "--local", "org/close/sender-d"]
+    argv += ["--remote", f"org/close/{name}", "--count", str(count), "--keep", "delete"]
+    argv += ["--reliable"] if reliable else []
+    sender = PeerProcess(argv, "sender (delete)", stdin_pipe=True)
+    try:
+        info, _first = await asyncio.wait_for(reader.receive(), 30)
+        got: list[int] = []
+        while len(got) < count:
+            try:
+                batch = await asyncio.wait_for(reader.receive_many(info.id, max_messages=256), 10)
+            except asyncio.TimeoutError:
+                break
+            got.extend(int.from_bytes(payload, "big") for _info, payload in batch)
+        deleted = await asyncio.to_thread(sender.wait_event, "deleted", 30)
+        assert deleted[0]["after"] == "SessionNotFoundError", sender.diagnostics()
+        first_wrong = next((i for i, n in enumerate(got) if n != i), len(got))
+        assert got == list(range(count)), f"got {len(got)} of {count}, in order up to {first_wrong}"
+        sender.close_stdin()
+        assert sender.finish(30) == 0, sender.diagnostics()
     finally:
         sender.kill()
