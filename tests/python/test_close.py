@@ -68,7 +68,7 @@ async def test_what_was_sent_before_delete_session_arrives(node: Node, reliable:
     name = f"reader-delete-{int(reliable)}"
     count = 500
     reader = await node.new_app("org", "close", name, secret=SECRET)
-    argv = [sys.executable, "-u", WORKER, "--endpoint", f"http://{node.bound}", "--local", "org/close/sender-d"]
+    argv = [sys.executable, "-u", WORKER, "--endpoint", f"http://{node.bound}", "--local", "org/close/del"]
     argv += ["--remote", f"org/close/{name}", "--count", str(count), "--keep", "delete"]
     argv += ["--reliable"] if reliable else []
     sender = PeerProcess(argv, "sender (delete)", stdin_pipe=True)
