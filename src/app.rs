@@ -81,17 +81,8 @@ impl Closer {
     async fn close(&self) {
         let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
         if !self.token.is_cancelled() {
-            // Polled (nothing signals "every queue empty"); a message a task holds between two
-            // queues is covered by seeing them empty twice in a row, a millisecond apart.
-            let mut quiet = 0;
-            while quiet < 2 && tokio::time::Instant::now() < deadline {
-                if self.layer.handed_over() && self.node.remote_queues_empty() {
-                    quiet += 1;
-                } else {
-                    quiet = 0;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            let settled = || self.layer.handed_over() && self.node.remote_queues_empty();
+            crate::session::timer::until_settled(deadline, settled).await;
             // Drop point, only past CLOSE_LINGER: what a session task still holds (a link down, a
             // reliable peer that stopped acknowledging) goes with the app, as if its process had
             // been killed. Not recovered, and not reported to this app (it is closing); the

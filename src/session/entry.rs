@@ -115,28 +115,18 @@ impl SessionEntry {
         Ok((info, blob))
     }
 
-    /// True when nothing the app asked of this session waits for its task (a publish, an invite)
-    /// and the task holds no publish of the app (queued, or sent and not acknowledged; see
-    /// `SessionKind::outstanding`). A command between the channel and the task's buffers is in
-    /// neither for a moment: callers look twice, apart (`App`'s close, `SessionLayer::remove`).
-    pub(super) fn holds_nothing(&self) -> bool {
-        self.outbound.capacity() == self.outbound.max_capacity() && self.outstanding.load(Ordering::Relaxed) == 0
+    /// What the app asked of this session and it has not done for good: commands waiting for its
+    /// task (a publish, an invite, a `publish_many` batch counts once) and publishes the task holds
+    /// (queued, or sent and not acknowledged; see `SessionKind::outstanding`). A command between
+    /// the channel and the task's buffers is in neither for a moment: callers look twice, apart
+    /// (`timer::until_settled`).
+    pub(super) fn held(&self) -> usize {
+        (self.outbound.max_capacity() - self.outbound.capacity()) + self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// Waits until [`Self::holds_nothing`] holds twice in a row, a millisecond apart (polled, as an
-    /// app's close polls: nothing signals it), for at most `bound`; false when `bound` passed
-    /// first or the session was closed meanwhile.
-    pub(super) async fn wait_handed_over(&self, bound: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + bound;
-        let mut quiet = 0;
-        while !self.cancel.is_cancelled() && tokio::time::Instant::now() < deadline {
-            quiet = if self.holds_nothing() { quiet + 1 } else { 0 };
-            if quiet == 2 {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        false
+    /// [`Self::held`] is zero.
+    pub(super) fn holds_nothing(&self) -> bool {
+        self.held() == 0
     }
 
     /// Puts a session error on the queue (never dropped for lack of room).

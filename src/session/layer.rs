@@ -18,6 +18,7 @@ use super::multicast::{MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
 use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
 use super::task::{self, Ended};
+use super::timer::until_settled;
 use super::{
     Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
 };
@@ -157,15 +158,14 @@ impl SessionLayer {
         }
     }
 
-    /// Deletes a session once what the app published on it has left its task, waiting at most
-    /// [`DELETE_LINGER`] (docs/reliability.md, "Deleting a session"): then its task stops, readers
-    /// get `SessionClosed` and later calls on it `SessionNotFound`.
+    /// Deletes a session once what was published on it has left its task, waiting at most
+    /// [`DELETE_LINGER`] (docs/reliability.md, "Deleting a session"); readers get `SessionClosed`.
     pub async fn remove(&self, id: u32) -> Result<(), SlimError> {
         let entry = self.sessions.get(id).ok_or(SlimError::SessionNotFound(id))?;
-        let handed_over = entry.wait_handed_over(DELETE_LINGER).await;
+        let deadline = tokio::time::Instant::now() + DELETE_LINGER;
+        let handed_over = until_settled(deadline, || entry.cancel.is_cancelled() || entry.holds_nothing()).await;
         if self.sessions.remove_entry(&entry) {
-            let waiting = entry.outbound.max_capacity() - entry.outbound.capacity(); // commands
-            let held = entry.outstanding.load(Ordering::Relaxed) + waiting;
+            let held = entry.held();
             if !handed_over && held > 0 {
                 // Drop point, only past DELETE_LINGER: not recovered, and nobody reads the deleted
                 // session, so counted and logged (a reliable receiver reports the gaps it sees).

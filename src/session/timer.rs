@@ -13,6 +13,22 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Polls `settled` every millisecond until it holds twice in a row, or until `deadline`; true when
+/// it held. For waits nothing signals (an app's close, a session's delete: "every queue empty"):
+/// what moves between two queues is in neither for a moment, and seeing them empty twice, a
+/// millisecond apart, covers it.
+pub async fn until_settled(deadline: Instant, mut settled: impl FnMut() -> bool) -> bool {
+    let mut quiet = 0;
+    while Instant::now() < deadline {
+        quiet = if settled() { quiet + 1 } else { 0 };
+        if quiet == 2 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
 /// How the interval evolves between fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backoff {
