@@ -420,15 +420,15 @@ impl App {
 
     /// [`App::recv_session`] with the payload as received.
     pub async fn recv_session_raw(&self, id: u32) -> RawDelivery {
-        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.layer.table().lookup(id)?;
         entry.queue.pop().await
     }
 
     /// [`App::try_recv_session`] with the payload as received.
     pub fn try_recv_session_raw(&self, id: u32) -> Option<RawDelivery> {
-        match self.layer.get(id) {
-            Some(entry) => entry.queue.try_pop(),
-            None => Some(Err(SlimError::SessionNotFound(id))),
+        match self.layer.table().lookup(id) {
+            Ok(entry) => entry.queue.try_pop(),
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -449,20 +449,20 @@ impl App {
         out: &mut Vec<RawMessage>,
         max: usize,
     ) -> Result<usize, SlimError> {
-        self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.try_pop_batch(out, max)
+        self.layer.table().lookup(id)?.queue.try_pop_batch(out, max)
     }
 
     /// Bytes point-to-point session `id` holds for sending (waiting + unacknowledged): (now,
     /// peak). Bounded by [`crate::session::budget::MAX_BUFFERED_BYTES`]; (0, 0) for multicast.
     pub fn session_send_buffer(&self, id: u32) -> Result<(usize, usize), SlimError> {
-        let entry = self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.layer.table().lookup(id)?;
         Ok(entry.budget.as_ref().map_or((0, 0), |b| (b.in_use(), b.peak())))
     }
 
     /// Messages session `id`'s queue could not take within the delivery bound (each was reported
     /// to the reader as `MessageLost`).
     pub fn session_queue_drops(&self, id: u32) -> Result<u64, SlimError> {
-        Ok(self.layer.get(id).ok_or(SlimError::SessionNotFound(id))?.queue.dropped())
+        Ok(self.layer.table().lookup(id)?.queue.dropped())
     }
 }
 

@@ -77,8 +77,8 @@ async fn mls_group_invite_talk_remove() {
 
     moderator.remove(sid, &name("p2")).await.unwrap();
     let p2c = p2.clone();
-    wait_until("p2's session is deleted", move || {
-        matches!(p2c.try_recv_session(sid), Some(Err(SlimError::SessionNotFound(_))))
+    wait_until("p2's session is closed", move || {
+        matches!(p2c.try_recv_session(sid), Some(Err(SlimError::SessionClosed)))
     })
     .await;
     moderator.publish(sid, to(&name("secure-chat"), b"m2")).await.unwrap();

@@ -161,7 +161,9 @@ class Slim:
         session, acknowledged), or after 2 s, when what is left is dropped, counted
         (``node_stats()["session_delete_discarded"]``) and logged (docs/reliability.md,
         "Deleting a session"). Then readers get ``SessionClosedError`` and later calls on the
-        session ``SessionNotFoundError``."""
+        session ``SessionNotFoundError``. A session its peer ended (a group that removed this
+        member or was deleted) is deleted already once its reader took what it held: nothing to
+        do then, no error."""
         await _native.delete_session(self.svc, session_id)
 
     async def get_session_config(self, session_id: SessionRef) -> PySessionConfiguration:
@@ -263,7 +265,10 @@ class Slim:
         falls behind slows the sender down (back-pressure) instead of losing messages; only a
         reader stalled for more than 5 s makes an unreliable or group session drop, and every
         message dropped is raised here as ``MessageLostError`` (with ``message_id``). For many
-        messages, ``receive_many`` / ``messages`` take everything waiting in one call."""
+        messages, ``receive_many`` / ``messages`` take everything waiting in one call.
+
+        A session its peer ended (this member removed from its group, the group deleted) still
+        returns every message that reached it before; then ``SessionClosedError``."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)
         return await _native.receive_session(self.svc, session, timeout)

@@ -4,7 +4,7 @@
 //! sessions. Tasks never call back into [`super::layer`]: they report how they ended
 //! ([`super::task::Ended`]) and the layer acts on it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -329,11 +329,19 @@ pub(super) fn fast_publish_for(cfg: &SessionConfig) -> bool {
     matches!(cfg, SessionConfig::Anycast { timeout: None, mls_enabled: false, .. })
 }
 
-/// The live sessions of one app, by id. Owned by the layer; multicast tasks read it (weakly)
-/// to learn whether another session shares their channel.
+/// Ids of sessions closed by their peer kept (the newest) after their queue was drained, so that
+/// a later receive or publish on one gets `SessionClosed`, not `SessionNotFound`.
+const CLOSED_IDS_KEPT: usize = 4096;
+
+/// The live sessions of one app, by id, and the sessions its peers closed that still hold
+/// messages for the app's reader. Owned by the layer; multicast tasks read it (weakly) to learn
+/// whether another session shares their channel.
 #[derive(Debug, Default)]
 pub struct SessionTable {
     sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
+    /// Sessions closed by their peer and drained, the newest [`CLOSED_IDS_KEPT`] (see
+    /// [`Self::lookup`]); a new session with the same id takes its id out.
+    closed_ids: Mutex<(VecDeque<u32>, HashSet<u32>)>,
     /// Held by a multicast session across "does another session share my channel (or my
     /// moderator)?" and the SUBSCRIBE / UNSUBSCRIBE / route change it then sends: the node keeps
     /// one subscription and one route per (name, connection), so a leaving session's
@@ -364,7 +372,7 @@ impl ChannelOps {
         let Some(holders) = self.moderator_routes.get_mut(&key) else { return true };
         holders.remove(&id);
         // A session that ended without leaving (deleted, its task gone) holds nothing any more.
-        holders.retain(|h| table.get(*h).is_some());
+        holders.retain(|h| table.get(*h).is_some_and(|e| !e.cancel.is_cancelled()));
         if holders.is_empty() {
             self.moderator_routes.remove(&key);
             true
@@ -380,9 +388,67 @@ impl SessionTable {
         self.sessions.read().get(&id).cloned()
     }
 
+    /// The session with `id` as a reader finds it: open, or closed by its peer with messages
+    /// still queued (`Ok`); closed by its peer and drained (`SessionClosed`); unknown or deleted
+    /// by the app (`SessionNotFound`).
+    pub fn lookup(&self, id: u32) -> Result<Arc<SessionEntry>, SlimError> {
+        match self.get(id) {
+            Some(entry) => Ok(entry),
+            None if self.closed_ids.lock().1.contains(&id) => Err(SlimError::SessionClosed),
+            None => Err(SlimError::SessionNotFound(id)),
+        }
+    }
+
+    /// The session with `id` as a publisher finds it: [`Self::lookup`], and `SessionClosed` when
+    /// its peer closed it (it may still hold messages to read).
+    pub fn open(&self, id: u32) -> Result<Arc<SessionEntry>, SlimError> {
+        let entry = self.lookup(id)?;
+        if entry.cancel.is_cancelled() { Err(SlimError::SessionClosed) } else { Ok(entry) }
+    }
+
+    /// The session with `id` for `delete_session`: `None` when its peer closed it and its reader
+    /// drained it (deleted already, nothing to do); `SessionNotFound` when unknown.
+    pub fn to_delete(&self, id: u32) -> Result<Option<Arc<SessionEntry>>, SlimError> {
+        match self.lookup(id) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(SlimError::SessionClosed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds (or replaces) a session.
     pub(super) fn insert(&self, entry: Arc<SessionEntry>) {
-        self.sessions.write().insert(entry.id, entry);
+        let id = entry.id;
+        self.sessions.write().insert(id, entry);
+        let mut closed = self.closed_ids.lock();
+        if closed.1.remove(&id) {
+            closed.0.retain(|c| *c != id);
+        }
+    }
+
+    /// A session its peer closed (a LEAVE_REQUEST: removed from a group, the group deleted, a
+    /// point-to-point peer gone): closed for publishing at once, but kept for its reader, who gets
+    /// every message queued before the close, then `SessionClosed` (docs/reliability.md, "When
+    /// the peer ends a session"). It leaves the table once the reader took the last one (or when
+    /// the app deletes it first).
+    pub(super) fn retire_when_drained(self: &Arc<Self>, entry: &Arc<SessionEntry>) {
+        entry.close();
+        let (table, weak) = (Arc::downgrade(self), Arc::downgrade(entry));
+        entry.queue.when_drained(Box::new(move || {
+            if let (Some(table), Some(entry)) = (table.upgrade(), weak.upgrade())
+                && table.remove_entry(&entry)
+            {
+                let mut closed = table.closed_ids.lock();
+                if closed.1.insert(entry.id) {
+                    closed.0.push_back(entry.id);
+                }
+                if closed.0.len() > CLOSED_IDS_KEPT
+                    && let Some(old) = closed.0.pop_front()
+                {
+                    closed.1.remove(&old);
+                }
+            }
+        }));
     }
 
     /// Takes `entry` out of the table if it is still there (not replaced by a later session
@@ -406,7 +472,9 @@ impl SessionTable {
     /// and routes are shared with `id` in the node, so `id` must not remove them).
     pub fn channel_shared(&self, id: u32, channel: &Name) -> bool {
         self.sessions.read().values().any(|e| {
-            e.id != id && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
+            e.id != id
+                && !e.cancel.is_cancelled()
+                && matches!(&*e.config.lock(), SessionConfig::Multicast { topic, .. } if topic == channel)
         })
     }
 
@@ -424,7 +492,7 @@ impl SessionTable {
     /// True when no session has a command (a publish, an invite) waiting for its task, nor a
     /// publish its task holds (queued, or sent and not acknowledged).
     pub fn commands_idle(&self) -> bool {
-        self.sessions.read().values().all(|e| e.holds_nothing())
+        self.sessions.read().values().all(|e| e.cancel.is_cancelled() || e.holds_nothing())
     }
 
     /// True when no session lives.

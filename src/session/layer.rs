@@ -61,9 +61,9 @@ impl SessionLayer {
         })
     }
 
-    /// The session with `id`.
-    pub fn get(&self, id: u32) -> Option<Arc<SessionEntry>> {
-        self.sessions.get(id)
+    /// This app's sessions ([`SessionTable::get`], [`SessionTable::lookup`]).
+    pub fn table(&self) -> &SessionTable {
+        &self.sessions
     }
 
     /// True when a live multicast session other than `id` uses `channel` (its subscriptions
@@ -95,7 +95,7 @@ impl SessionLayer {
         let cfg = cfg.normalized();
         for _ in 0..64 {
             let id = rand::random_range(0..SESSION_ID_RANGE);
-            if self.get(id).is_none() {
+            if self.sessions.get(id).is_none() {
                 self.spawn(id, cfg, P2pRole::Initiator, false)?;
                 return Ok(id);
             }
@@ -147,21 +147,20 @@ impl SessionLayer {
         Ok(entry)
     }
 
-    /// A session task ended: a session asked to leave is deleted (its readers get
-    /// `SessionClosed`), unless it was deleted or replaced meanwhile.
+    /// A session task ended: a session its peer closed stays readable until drained, then goes
+    /// (`SessionTable::retire_when_drained`), unless it was deleted or replaced meanwhile.
     fn ended(sessions: &std::sync::Weak<SessionTable>, entry: &Arc<SessionEntry>, ended: Ended) {
         if ended == Ended::Left
             && let Some(table) = sessions.upgrade()
-            && table.remove_entry(entry)
         {
-            entry.close();
+            table.retire_when_drained(entry);
         }
     }
 
     /// Deletes a session once what was published on it has left its task, waiting at most
     /// [`DELETE_LINGER`] (docs/reliability.md, "Deleting a session"); readers get `SessionClosed`.
     pub async fn remove(&self, id: u32) -> Result<(), SlimError> {
-        let entry = self.sessions.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let Some(entry) = self.sessions.to_delete(id)? else { return Ok(()) };
         let deadline = tokio::time::Instant::now() + DELETE_LINGER;
         let handed_over = until_settled(deadline, || entry.cancel.is_cancelled() || entry.holds_nothing()).await;
         if self.sessions.remove_entry(&entry) {
@@ -188,13 +187,13 @@ impl SessionLayer {
 
     /// The configuration of session `id`.
     pub fn config(&self, id: u32) -> Result<SessionConfig, SlimError> {
-        Ok(self.get(id).ok_or(SlimError::SessionNotFound(id))?.config())
+        Ok(self.sessions.lookup(id)?.config())
     }
 
     /// Changes timeout / retries of session `id` (the variant must stay the same).
     pub fn set_config(&self, id: u32, cfg: SessionConfig) -> Result<(), SlimError> {
         cfg.validate()?;
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.lookup(id)?;
         let cfg = cfg.normalized();
         {
             let mut cur = entry.config.lock();
@@ -230,7 +229,7 @@ impl SessionLayer {
     /// through the session task (waits when the task's queue is full).
     pub async fn publish(&self, id: u32, req: PublishRequest) -> Result<(), SlimError> {
         check_size(&req)?;
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.open(id)?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
             let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
@@ -280,7 +279,7 @@ impl SessionLayer {
     /// when the node or the session task has no room right now (call [`Self::publish`] then).
     pub fn try_publish(&self, id: u32, req: PublishRequest) -> Result<Option<PublishRequest>, SlimError> {
         check_size(&req)?;
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.open(id)?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
             let Ok(permit) = self.core.node_tx.try_reserve() else { return Ok(Some(req)) };
@@ -330,7 +329,7 @@ impl SessionLayer {
         blobs: &mut dyn Iterator<Item = super::Bytes>,
         sent: &mut usize,
     ) -> Result<Option<PublishRequest>, SlimError> {
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.open(id)?;
         let with_blob = |blob| PublishRequest { blob, ..template.clone() };
         let metadata_len = metadata_size(template);
         if entry.fast_publish.load(Ordering::Acquire) {
@@ -431,7 +430,7 @@ impl SessionLayer {
         invite: bool,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), SlimError>>, SlimError> {
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.open(id)?;
         if entry.config().is_point_to_point() {
             return Err(SlimError::Invite("invite and remove need a multicast session".into()));
         }
@@ -443,7 +442,7 @@ impl SessionLayer {
 
     /// The members of multicast session `id` (see [`Command::Participants`]).
     pub async fn participants(&self, id: u32) -> Result<Vec<Name>, SlimError> {
-        let entry = self.get(id).ok_or(SlimError::SessionNotFound(id))?;
+        let entry = self.sessions.open(id)?;
         if entry.config().is_point_to_point() {
             return Err(SlimError::Invite("participants need a multicast session".into()));
         }
@@ -489,7 +488,7 @@ impl SessionLayer {
             return;
         }
         let sid = e.message.session_header().map(|s| s.session_id);
-        match sid.and_then(|s| self.get(s)) {
+        match sid.and_then(|s| self.sessions.get(s)) {
             Some(entry) => entry.deliver_error(SlimError::NoRoute(e.error.to_string())),
             None => {
                 // Drop point: an error for a session that no longer exists; counted.
@@ -536,7 +535,7 @@ impl SessionLayer {
             // a hole, asked again, MessageLost once the retries are spent). Unreliable
             // point-to-point data for a live session is REPORTED here (MessageLost with the id).
             if msg.session_message_type() == SessionMessageType::P2PMsg
-                && let Some(entry) = self.get(sid)
+                && let Some(entry) = self.sessions.get(sid)
             {
                 entry.report_lost(msg.source_name().as_ref(), sh.message_id);
             }
@@ -565,7 +564,7 @@ impl SessionLayer {
             }
             return;
         }
-        if let Some(entry) = self.get(sid) {
+        if let Some(entry) = self.sessions.get(sid) {
             entry.on_inbound(msg, &self.core, acks).await;
             return;
         }

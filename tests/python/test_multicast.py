@@ -65,3 +65,46 @@ async def test_invite_on_point_to_point_session_is_an_error(node: Node) -> None:
     session = await app.create_session(PySessionConfiguration.Anycast())
     with pytest.raises(slim_bindings.SlimError):
         await bounded(app.invite(session, PyName("org", "default", "someone")))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("end", ["remove", "delete"])
+async def test_what_arrived_before_the_group_ended_is_read_then_closed(node: Node, end: str) -> None:
+    """A member removed from the group (or whose moderator deleted the group) reads every message
+    that reached it before, then gets SessionClosedError: the session stays readable until drained."""
+    moderator = await node.new_app("org", "default", "moderator")
+    member = await node.new_app("org", "default", "member")
+    channel = PyName("org", "default", "chat")
+    session = await moderator.create_session(
+        PySessionConfiguration.Multicast(
+            channel, moderator=True, max_retries=5, timeout=datetime.timedelta(seconds=1)
+        ),
+    )
+    await moderator.set_route(member.local_name)
+    await bounded(moderator.invite(session, PyName(*member.local_name.components_strings()), wait=True), 30)
+
+    count = 50
+    for i in range(count):
+        await moderator.publish(session, f"m{i}".encode(), channel)
+    # The member's first message announces the session; it and the rest wait in the session's
+    # queue, unread.
+    info, first = await bounded(member.receive())
+    assert first == b"m0"
+    # The group's messages precede the LEAVE_REQUEST on the one path to the member: once the
+    # remove (or delete) is done, all of them sit in the member's queue, unread.
+    if end == "remove":
+        await bounded(moderator.remove(session, member.local_name), 30)
+    else:
+        await bounded(moderator.delete_session(session), 30)
+    got = []
+    with pytest.raises(slim_bindings.SessionClosedError):
+        for _ in range(count + 1):
+            _, payload = await bounded(member.receive(session=info.id))
+            got.append(payload)
+    assert got == [f"m{i}".encode() for i in range(count)]
+    # Drained: the session is gone, and says why (its peer closed it), to receive and publish.
+    with pytest.raises(slim_bindings.SessionClosedError):
+        await bounded(member.receive(session=info.id))
+    with pytest.raises(slim_bindings.SessionClosedError):
+        await bounded(member.publish(info, b"late", channel))
+    await bounded(member.delete_session(info.id))  # already gone: nothing to do, no error

@@ -106,6 +106,19 @@ struct QueueState {
     /// Payload bytes of `items`.
     bytes: usize,
     closed: bool,
+    /// Run once the queue is closed and its last item was taken (see [`SessionQueue::when_drained`]).
+    on_drained: Option<DrainedHook>,
+}
+
+/// What a closed queue runs once its reader took everything it held.
+pub type DrainedHook = Box<dyn FnOnce() + Send>;
+
+/// What a pop leaves to do outside the lock.
+struct AfterPop {
+    /// The pop took a full queue below capacity (a producer may be waiting for room).
+    made_room: bool,
+    /// The pop emptied a closed queue.
+    drained: Option<DrainedHook>,
 }
 
 impl QueueState {
@@ -167,7 +180,7 @@ impl SessionQueue {
             session_id,
             capacity: capacity.max(1),
             byte_capacity: byte_capacity.max(1),
-            state: Mutex::new(QueueState { items: VecDeque::new(), bytes: 0, closed: false }),
+            state: Mutex::new(QueueState { items: VecDeque::new(), bytes: 0, closed: false, on_drained: None }),
             notify: Notify::new(),
             room: Notify::new(),
             stalled: AtomicBool::new(false),
@@ -333,25 +346,47 @@ impl SessionQueue {
         !st.closed && !self.full(&st)
     }
 
-    /// Takes the front delivery out of `st`; true in the second field when this took a full
-    /// queue below capacity (a producer may be waiting for room).
-    fn pop_locked(&self, st: &mut QueueState) -> (Option<(u64, Delivery)>, bool) {
+    /// Takes the front delivery out of `st`, and what is then left to do outside the lock
+    /// ([`Self::after_pop`]).
+    fn pop_locked(&self, st: &mut QueueState) -> (Option<(u64, Delivery)>, AfterPop) {
         let was_full = self.full(st);
         let item = st.take_front(self.session_id);
-        (item, was_full && !self.full(st))
+        let made_room = item.is_some() && was_full && !self.full(st);
+        (item, AfterPop { made_room, drained: Self::drained(st) })
     }
 
-    /// Wakes producers waiting for room (called after a pop made room, outside the lock).
-    fn made_room(&self, made: bool) {
-        if made {
+    /// The hook to run when `st` is closed and empty (taken: it runs once).
+    fn drained(st: &mut QueueState) -> Option<DrainedHook> {
+        if st.closed && st.items.is_empty() { st.on_drained.take() } else { None }
+    }
+
+    /// After a pop, outside the lock: wakes producers waiting for room, runs the drained hook.
+    fn after_pop(&self, after: AfterPop) {
+        if after.made_room {
             self.room.notify_waiters();
+        }
+        if let Some(hook) = after.drained {
+            hook();
+        }
+    }
+
+    /// Runs `hook` once this queue is closed and its reader took every item it holds: now if it
+    /// already is, else after the pop that empties it. A session closed by its peer stays
+    /// readable until then (`SessionTable::retire_when_drained`).
+    pub fn when_drained(&self, hook: DrainedHook) {
+        let mut st = self.state.lock();
+        st.on_drained = Some(hook);
+        let now = Self::drained(&mut st);
+        drop(st);
+        if let Some(hook) = now {
+            hook();
         }
     }
 
     /// Takes the next item without waiting.
     pub fn try_pop(&self) -> Option<Delivery> {
-        let (item, made) = self.pop_locked(&mut self.state.lock());
-        self.made_room(made);
+        let (item, after) = self.pop_locked(&mut self.state.lock());
+        self.after_pop(after);
         Some(item?.1)
     }
 
@@ -359,7 +394,7 @@ impl SessionQueue {
     /// stops before the first error so that errors keep their place in the stream: only when
     /// `out` is empty and the front item is an error is that error taken and returned.
     pub fn try_pop_batch(&self, out: &mut Vec<RawMessage>, max: usize) -> Result<usize, SlimError> {
-        let (taken, made, err) = {
+        let (taken, after, err) = {
             let mut st = self.state.lock();
             let was_full = self.full(&st);
             let mut taken = 0;
@@ -383,9 +418,11 @@ impl SessionQueue {
                     None => break,
                 }
             }
-            (taken, was_full && !self.full(&st), err)
+            let after =
+                AfterPop { made_room: taken > 0 && was_full && !self.full(&st), drained: Self::drained(&mut st) };
+            (taken, after, err)
         };
-        self.made_room(taken > 0 && made);
+        self.after_pop(after);
         match err {
             Some(e) => Err(e),
             None => Ok(taken),
@@ -400,9 +437,9 @@ impl SessionQueue {
             notified.as_mut().enable();
             {
                 let mut st = self.state.lock();
-                if let (Some((_, d)), made) = self.pop_locked(&mut st) {
+                if let (Some((_, d)), after) = self.pop_locked(&mut st) {
                     drop(st);
-                    self.made_room(made);
+                    self.after_pop(after);
                     return d;
                 }
                 if st.closed {
@@ -418,9 +455,9 @@ impl SessionQueue {
         let mut st = self.state.lock();
         match st.items.front() {
             Some((front, _)) if *front <= seq => {
-                let (d, made) = self.pop_locked(&mut st);
+                let (d, after) = self.pop_locked(&mut st);
                 drop(st);
-                self.made_room(made);
+                self.after_pop(after);
                 d.map(|(_, d)| d)
             }
             _ => None,
@@ -429,9 +466,16 @@ impl SessionQueue {
 
     /// Stops accepting items and wakes every waiter.
     pub fn close(&self) {
-        self.state.lock().closed = true;
+        let drained = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            Self::drained(&mut st)
+        };
         self.notify.notify_waiters();
         self.room.notify_waiters();
+        if let Some(hook) = drained {
+            hook();
+        }
     }
 
     /// Entries waiting (a range of lost ids counts as one).
