@@ -88,6 +88,10 @@ impl Closer {
             // been killed. Not recovered, and not reported to this app (it is closing); the
             // receiving side of a reliable session reports the gaps it sees (MessageLost).
             self.token.cancel();
+            // The session tasks stop; what they send on stopping (an initiator's SESSION_CLOSE,
+            // docs/protocol.md "Closing") reaches the links before they end, within the bound.
+            let stopped = || self.layer.table().tasks_stopped() && self.layer.handed_over();
+            crate::session::timer::until_settled(deadline, || stopped() && self.node.remote_queues_empty()).await;
         }
         self.node.close_gracefully(deadline).await;
         self.node.shutdown().await;
@@ -286,8 +290,15 @@ impl App {
 
     /// Deletes a session after what was published on it has left (bounded by
     /// [`crate::session::layer::DELETE_LINGER`]); later calls on it fail with `SessionNotFound`.
+    /// The initiator of a point-to-point session tells the other side (docs/protocol.md "Closing").
     pub async fn delete_session(&self, id: u32) -> Result<(), SlimError> {
         self.layer.remove(id).await
+    }
+
+    /// Sessions this app holds: open ones, and ones their peer ended whose reader has not taken
+    /// everything yet.
+    pub fn open_sessions(&self) -> usize {
+        self.layer.table().len()
     }
 
     /// The configuration of session `id`.

@@ -84,6 +84,21 @@ pub enum SlimError {
         /// How long nothing came from it.
         silent_ms: u64,
     },
+    /// The peer of a point-to-point session ended it (it deleted its side, or its app closed):
+    /// raised after every message that arrived before; the session is closed on this side
+    /// (`PeerClosedError`, a `SessionClosedError`). `undelivered`: publishes this side still
+    /// held for the peer (queued, or sent and not acknowledged), dropped with the session.
+    #[error(
+        "session {session_id}: peer {peer} closed the session ({undelivered} messages published here not delivered)"
+    )]
+    PeerClosed {
+        /// The point-to-point session.
+        session_id: u32,
+        /// The peer that ended it.
+        peer: crate::wire::Name,
+        /// Publishes of this side dropped with the session.
+        undelivered: usize,
+    },
     /// The app (or its node) has shut down.
     #[error("app closed")]
     Closed,
@@ -162,6 +177,7 @@ impl SlimError {
                 | SlimError::MessageLost { .. }
                 | SlimError::NoRoute(_)
                 | SlimError::ModeratorLost { .. }
+                | SlimError::PeerClosed { .. }
         )
     }
 
@@ -182,6 +198,7 @@ impl SlimError {
             SlimError::SendBufferFull { .. } => "SendBufferFull",
             SlimError::MessageTooLarge { .. } => "MessageTooLarge",
             SlimError::ModeratorLost { .. } => "ModeratorLost",
+            SlimError::PeerClosed { .. } => "PeerClosed",
             SlimError::Closed => "Closed",
             SlimError::Internal(_) => "Internal",
         }
@@ -220,6 +237,11 @@ impl SlimError {
                 moderator: crate::wire::Name::new("org", "ns", "moderator", Some(8)),
                 silent_ms: 10_000,
             },
+            SlimError::PeerClosed {
+                session_id: 3,
+                peer: crate::wire::Name::new("org", "ns", "client", Some(9)),
+                undelivered: 2,
+            },
             SlimError::Closed,
             SlimError::Internal("unexpected".into()),
         ]
@@ -245,7 +267,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         // As many as `variant_name` has arms: update both when a variant is added.
-        assert_eq!(names.len(), 15, "{names:?}");
+        assert_eq!(names.len(), 16, "{names:?}");
     }
 
     #[test]

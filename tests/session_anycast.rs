@@ -150,3 +150,53 @@ async fn delete_waits_for_acknowledgements_then_counts_what_it_drops() {
     assert_eq!(alice.publish(sid, to(&name("mute"), b"late")).await, Err(SlimError::SessionNotFound(sid)));
     drop(mute);
 }
+
+/// The initiator's delete tells the other side (SESSION_CLOSE, docs/protocol.md "Closing"): its
+/// reader gets every message that arrived, then `PeerClosed` naming the initiator, and the session
+/// is gone from its app; publishing on it is refused. Anycast, reliable anycast, sticky reliable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initiators_delete_closes_the_other_side_once_its_reader_drained_it() {
+    let reliable = |sticky: bool| {
+        let (timeout, max_retries) = (Some(std::time::Duration::from_secs(1)), Some(5));
+        if sticky {
+            SessionConfig::Unicast { timeout, max_retries, mls_enabled: false }
+        } else {
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
+        }
+    };
+    for cfg in [anycast(), reliable(false), reliable(true)] {
+        let (_hub, alice, bob) = pair("alice", "bob").await;
+        let sid = alice.create_session(cfg.clone()).await.unwrap();
+        for i in 0..5u8 {
+            alice.publish(sid, to(&name("bob"), &[i])).await.unwrap();
+        }
+        assert_eq!(recv_new(&bob).await.1, vec![0], "{cfg:?}");
+        assert_eq!(bob.open_sessions(), 1);
+        alice.delete_session(sid).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(recv(&bob, sid).await.unwrap().1);
+        }
+        assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>(), "{cfg:?}");
+        match recv(&bob, sid).await {
+            Err(SlimError::PeerClosed { session_id, peer, undelivered: 0 }) => {
+                assert_eq!((session_id, peer), (sid, alice.name()), "{cfg:?}");
+            }
+            other => panic!("{cfg:?}: expected PeerClosed, got {other:?}"),
+        }
+        assert_eq!(recv(&bob, sid).await.map(|_| ()), Err(SlimError::SessionClosed), "{cfg:?}");
+        // Gone from the table once drained (the last pop and the removal are not one step).
+        wait_until("the drained session leaves bob's table", || bob.open_sessions() == 0).await;
+        assert_eq!(bob.publish(sid, to(&name("alice"), b"late")).await, Err(SlimError::SessionClosed));
+        assert_eq!(bob.delete_session(sid).await, Ok(()), "nothing left to delete: no error");
+        // The responder's own delete tells nobody: the initiator's next session is unaffected.
+        let sid2 = alice.create_session(cfg.clone()).await.unwrap();
+        alice.publish(sid2, to(&name("bob"), b"again")).await.unwrap();
+        let (info, _) = recv_new(&bob).await;
+        bob.publish(sid2, reply(&info, b"answer")).await.unwrap();
+        assert_eq!(recv(&alice, sid2).await.unwrap().1, b"answer");
+        bob.delete_session(sid2).await.unwrap();
+        alice.publish(sid2, to(&name("bob"), b"still open")).await.unwrap();
+        assert_eq!(counter(&bob, "unknown_session"), 0, "{cfg:?}");
+    }
+}

@@ -23,6 +23,7 @@ __all__ = [
     "MlsError",
     "ModeratorLostError",
     "NoRouteError",
+    "PeerClosedError",
     "SLIMTimeoutError",
     "SendBufferFullError",
     "SessionClosedError",
@@ -63,6 +64,22 @@ class ModeratorLostError(SessionClosedError):
         super().__init__(message)
         self.session_id = session_id
         self.moderator = moderator
+
+
+class PeerClosedError(SessionClosedError):
+    """The peer of a point-to-point session ended it: it deleted its side, or its app closed
+    (docs/reliability.md, "When the peer ends a session"). Raised by ``receive`` after every
+    message that arrived before; the session is closed on this side. ``peer`` names the peer
+    (with its id), ``session_id`` the session, and ``undelivered`` counts what this side had
+    published to the peer and it never took (queued, or sent and not acknowledged)."""
+
+    def __init__(
+        self, message: str, session_id: int | None = None, peer: Any = None, undelivered: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.peer = peer
+        self.undelivered = undelivered
 
 
 # On Python 3.10 asyncio.TimeoutError is its own class; from 3.11 it is the builtin.

@@ -161,9 +161,9 @@ class Slim:
         session, acknowledged), or after 2 s, when what is left is dropped, counted
         (``node_stats()["session_delete_discarded"]``) and logged (docs/reliability.md,
         "Deleting a session"). Then readers get ``SessionClosedError`` and later calls on the
-        session ``SessionNotFoundError``. A session its peer ended (a group that removed this
-        member or was deleted) is deleted already once its reader took what it held: nothing to
-        do then, no error."""
+        session ``SessionNotFoundError``. Deleting a point-to-point session this app created tells
+        the other side, which closes its own (``PeerClosedError``). A session its peer ended is
+        deleted already once its reader took what it held: nothing to do then, no error."""
         await _native.delete_session(self.svc, session_id)
 
     async def get_session_config(self, session_id: SessionRef) -> PySessionConfiguration:
@@ -267,8 +267,10 @@ class Slim:
         message dropped is raised here as ``MessageLostError`` (with ``message_id``). For many
         messages, ``receive_many`` / ``messages`` take everything waiting in one call.
 
-        A session its peer ended (this member removed from its group, the group deleted) still
-        returns every message that reached it before; then ``SessionClosedError``."""
+        A session its peer ended (this member removed from its group, the group deleted, or the
+        app that created a point-to-point session deleted it or closed) still returns every
+        message that reached it before; then ``SessionClosedError`` (``PeerClosedError`` on a
+        point-to-point session: it names the peer)."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)
         return await _native.receive_session(self.svc, session, timeout)

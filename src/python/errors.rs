@@ -23,6 +23,7 @@ struct Classes {
     session_not_found: Py<PyAny>,
     session_closed: Py<PyAny>,
     moderator_lost: Py<PyAny>,
+    peer_closed: Py<PyAny>,
     timeout: Py<PyAny>,
     message_lost: Py<PyAny>,
     no_route: Py<PyAny>,
@@ -46,6 +47,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             session_not_found: get("SessionNotFoundError")?,
             session_closed: get("SessionClosedError")?,
             moderator_lost: get("ModeratorLostError")?,
+            peer_closed: get("PeerClosedError")?,
             timeout: get("SLIMTimeoutError")?,
             message_lost: get("MessageLostError")?,
             no_route: get("NoRouteError")?,
@@ -78,6 +80,10 @@ pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
             SlimError::ModeratorLost { session_id, moderator, .. } => {
                 let moderator = super::name::PyName::from_name(moderator);
                 c.moderator_lost.call1(py, (text, session_id, moderator))
+            }
+            SlimError::PeerClosed { session_id, peer, undelivered } => {
+                let peer = super::name::PyName::from_name(peer);
+                c.peer_closed.call1(py, (text, session_id, peer, undelivered))
             }
             SlimError::Timeout { session_id, message_id } => c.timeout.call1(py, (message_id, session_id)),
             SlimError::MessageLost { session_id, message_id, producer } => {

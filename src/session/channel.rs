@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::context::AppCore;
+use super::context::{AppCore, Target};
 use crate::wire::builders::{self, Flags, PublishSpec};
 use crate::wire::payload::{JoinMessagePayload, encode_name};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
@@ -49,6 +49,23 @@ pub fn p2p_discovery_request(core: &AppCore, session_id: u32, message_id: u32, d
         content_type: P2P_DISCOVERY_CONTENT_TYPE,
     };
     builders::publish(&spec, encode_name(&core.name), HashMap::new())
+}
+
+/// SESSION_CLOSE to `target` (docs/protocol.md "Closing"): names with their strings, so the
+/// other side's `PeerClosedError` can say who closed.
+pub fn session_close(core: &AppCore, session_id: u32, target: &Target) -> Message {
+    let spec = PublishSpec {
+        source: &core.name,
+        destination: &target.name,
+        flags: Flags::one().forward_to(target.forward_to),
+        session_type: SessionType::SessionPointToPoint,
+        message_type: SessionMessageType::SessionClose,
+        session_id,
+        message_id: nonce(),
+        original_names: true,
+        content_type: "",
+    };
+    builders::publish(&spec, Vec::new(), HashMap::new())
 }
 
 /// CHANNEL_JOIN_REQUEST to the discovered instance (session-header destination = channel, as

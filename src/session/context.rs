@@ -303,6 +303,13 @@ fn same_text(a: &str, b: &str) -> bool {
     a.len() == b.len() && (a.is_empty() || a == b)
 }
 
+/// The source of a publish with the strings its session header carries (when it does).
+pub(super) fn source_with_strings(msg: &Message) -> Option<Name> {
+    let Some(wire::proto::message::MessageType::Publish(p)) = &msg.message_type else { return None };
+    let original = p.session.as_ref().and_then(|s| s.source.clone());
+    p.header.as_ref()?.source.as_ref().map(|n| with_strings(n, original))
+}
+
 /// The header's integer name, carrying the OriginalName strings when present (no re-hashing).
 fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> Name {
     let comps = [n.component_0, n.component_1, n.component_2, n.component_3];
@@ -310,4 +317,24 @@ fn with_strings(n: &wire::proto::Name, original: Option<wire::OriginalName>) -> 
         Some(o) => Name::from_parts(comps, Some(o.texts().each_ref().map(|t| t.to_string()))),
         None => Name::from_components(comps),
     }
+}
+
+/// Refuses a publish no node would carry (`wire::MAX_PAYLOAD_SIZE`): reported to the caller, never
+/// sent. A node ends a connection that delivers a frame above `wire::MAX_MESSAGE_SIZE`, which would
+/// cost every other session on it its messages in flight.
+pub(super) fn check_size(req: &PublishRequest) -> Result<(), SlimError> {
+    check_len(req.blob.len() + metadata_size(req))
+}
+
+/// Bytes of a request's user metadata (keys and values).
+pub(super) fn metadata_size(req: &PublishRequest) -> usize {
+    req.metadata.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum())
+}
+
+/// [`check_size`] of a payload plus metadata of `size` bytes.
+pub(super) fn check_len(size: usize) -> Result<(), SlimError> {
+    if size > wire::MAX_PAYLOAD_SIZE {
+        return Err(SlimError::MessageTooLarge { size, limit: wire::MAX_PAYLOAD_SIZE });
+    }
+    Ok(())
 }

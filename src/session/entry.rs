@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{BudgetError, SendBudget};
-use super::context::{AppCore, Stats, into_delivery};
+use super::context::{AppCore, Stats, Target, into_delivery};
 use super::inbound::{AckRun, ReliableInbound};
 use super::queue::{DELIVERY_WAIT_BOUND, SessionQueue};
 use super::{DEFAULT_P2P_RETRIES, PublishRequest, RawDelivery, SessionConfig};
@@ -79,6 +79,9 @@ pub struct SessionEntry {
     /// A reliable point-to-point stream in order, lent by the task to the dispatcher (see
     /// [`super::inbound`]), and the acknowledgements both owe.
     pub reliable_in: ReliableInbound,
+    /// Where the session's first publish went: whom an initiator's delete tells (SESSION_CLOSE)
+    /// when no peer is pinned.
+    pub(super) addressed: std::sync::OnceLock<Target>,
 }
 
 impl SessionEntry {
@@ -122,6 +125,13 @@ impl SessionEntry {
     /// (`timer::until_settled`).
     pub(super) fn held(&self) -> usize {
         (self.outbound.max_capacity() - self.outbound.capacity()) + self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Records where a publish goes, the first time only (see `addressed`).
+    pub(super) fn note_target(&self, target: &Target) {
+        if self.addressed.get().is_none() {
+            let _ = self.addressed.set(target.clone());
+        }
     }
 
     /// [`Self::held`] is zero.
@@ -342,6 +352,8 @@ pub struct SessionTable {
     /// Sessions closed by their peer and drained, the newest [`CLOSED_IDS_KEPT`] (see
     /// [`Self::lookup`]); a new session with the same id takes its id out.
     closed_ids: Mutex<(VecDeque<u32>, HashSet<u32>)>,
+    /// Session tasks running (see [`Running`]).
+    running: Arc<std::sync::atomic::AtomicUsize>,
     /// Held by a multicast session across "does another session share my channel (or my
     /// moderator)?" and the SUBSCRIBE / UNSUBSCRIBE / route change it then sends: the node keeps
     /// one subscription and one route per (name, connection), so a leaving session's
@@ -382,7 +394,29 @@ impl ChannelOps {
     }
 }
 
+/// Counts one session task as running until dropped, at the very end of the task (after what
+/// it sends on stopping, such as a close notice).
+pub(super) struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl SessionTable {
+    /// Marks a session task as running (until the returned guard is dropped).
+    pub(super) fn running(&self) -> Running {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Running(self.running.clone())
+    }
+
+    /// True when no session task runs: each has stopped and handed the node what it sends on
+    /// stopping (an app's close waits for it, `App::close`).
+    pub fn tasks_stopped(&self) -> bool {
+        self.running.load(Ordering::Acquire) == 0
+    }
+
     /// The session with `id`.
     pub fn get(&self, id: u32) -> Option<Arc<SessionEntry>> {
         self.sessions.read().get(&id).cloned()
@@ -432,7 +466,6 @@ impl SessionTable {
     /// the peer ends a session"). It leaves the table once the reader took the last one (or when
     /// the app deletes it first).
     pub(super) fn retire_when_drained(self: &Arc<Self>, entry: &Arc<SessionEntry>) {
-        entry.close();
         let (table, weak) = (Arc::downgrade(self), Arc::downgrade(entry));
         entry.queue.when_drained(Box::new(move || {
             if let (Some(table), Some(entry)) = (table.upgrade(), weak.upgrade())
@@ -449,6 +482,8 @@ impl SessionTable {
                 }
             }
         }));
+        // After the hook is in place: closing an empty queue runs it at once.
+        entry.close();
     }
 
     /// Takes `entry` out of the table if it is still there (not replaced by a later session

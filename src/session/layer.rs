@@ -11,7 +11,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::budget::{MAX_BUFFERED_BYTES, SendBudget};
 use super::channel;
-use super::context::{AppCore, Stats, Target, data_message, data_message_of};
+use super::context::{AppCore, Stats, Target, check_len, check_size, data_message, data_message_of, metadata_size};
 pub use super::entry::{Command, SessionEntry};
 use super::entry::{SessionTable, fast_publish_for};
 use super::multicast::{MulticastRole, MulticastTask};
@@ -125,10 +125,10 @@ impl SessionLayer {
             last_names: Mutex::new(None),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             reliable_in: Default::default(),
+            addressed: Default::default(),
         });
         self.sessions.insert(entry.clone());
-        let sessions = Arc::downgrade(&self.sessions);
-        let this = entry.clone();
+        let (sessions, this, running) = (Arc::downgrade(&self.sessions), entry.clone(), self.sessions.running());
         if let SessionConfig::Multicast { moderator, .. } = &cfg {
             let role =
                 if *moderator && role == P2pRole::Initiator { MulticastRole::Moderator } else { MulticastRole::Member };
@@ -136,21 +136,24 @@ impl SessionLayer {
             tokio::spawn(async move {
                 let ended = task::run(kind, in_rx, out_rx).await;
                 Self::ended(&sessions, &this, ended);
+                drop(running);
             });
         } else {
             let kind = P2pTask::new(self.core.clone(), entry.clone(), &cfg, role);
             tokio::spawn(async move {
                 let ended = task::run(kind, in_rx, out_rx).await;
                 Self::ended(&sessions, &this, ended);
+                drop(running);
             });
         }
         Ok(entry)
     }
 
-    /// A session task ended: a session its peer closed stays readable until drained, then goes
-    /// (`SessionTable::retire_when_drained`), unless it was deleted or replaced meanwhile.
+    /// A session task ended: a session its peer closed (or whose moderator went silent) stays
+    /// readable until drained, then goes (`SessionTable::retire_when_drained`), unless it was
+    /// deleted or replaced meanwhile.
     fn ended(sessions: &std::sync::Weak<SessionTable>, entry: &Arc<SessionEntry>, ended: Ended) {
-        if ended == Ended::Left
+        if (ended == Ended::Left || entry.cancel.is_cancelled())
             && let Some(table) = sessions.upgrade()
         {
             table.retire_when_drained(entry);
@@ -232,6 +235,7 @@ impl SessionLayer {
         let entry = self.sessions.open(id)?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
+            entry.note_target(&target);
             let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
             let fanout = req.fanout;
             let msg = data_message(
@@ -282,6 +286,7 @@ impl SessionLayer {
         let entry = self.sessions.open(id)?;
         let target = Target::of(&req)?;
         if entry.fast_publish.load(Ordering::Acquire) {
+            entry.note_target(&target);
             let Ok(permit) = self.core.node_tx.try_reserve() else { return Ok(Some(req)) };
             let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
             let fanout = req.fanout;
@@ -343,7 +348,7 @@ impl SessionLayer {
                 check_len(blob.len() + metadata_len)?;
                 let target = match resolved.take() {
                     Some(t) => t,
-                    None => Target::of(template)?,
+                    None => Target::of(template).inspect(|t| entry.note_target(t))?,
                 };
                 let target = &*resolved.insert(target);
                 let Ok(permit) = self.core.node_tx.try_reserve() else { return Ok(Some(with_blob(blob))) };
@@ -677,23 +682,3 @@ fn variant_name(cfg: &SessionConfig) -> &'static str {
 
 /// Items a reader gets from a session queue (re-exported for the app).
 pub type SessionDelivery = Delivery;
-
-/// Refuses a publish no node would carry (`wire::MAX_PAYLOAD_SIZE`): reported to the caller, never
-/// sent. A node ends a connection that delivers a frame above `wire::MAX_MESSAGE_SIZE`, which would
-/// cost every other session on it its messages in flight.
-fn check_size(req: &PublishRequest) -> Result<(), SlimError> {
-    check_len(req.blob.len() + metadata_size(req))
-}
-
-/// Bytes of a request's user metadata (keys and values).
-fn metadata_size(req: &PublishRequest) -> usize {
-    req.metadata.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum())
-}
-
-/// [`check_size`] of a payload plus metadata of `size` bytes.
-fn check_len(size: usize) -> Result<(), SlimError> {
-    if size > wire::MAX_PAYLOAD_SIZE {
-        return Err(SlimError::MessageTooLarge { size, limit: wire::MAX_PAYLOAD_SIZE });
-    }
-    Ok(())
-}

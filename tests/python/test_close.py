@@ -4,7 +4,9 @@ and what it sent on a session before deleting it leaves too ("Deleting a session
 A sender in its own process publishes a stream and exits as soon as its last `publish_many` call has
 returned; the reader, on the test's node, must get every message, once and in order. Both ways an app
 closes: dropped (the coroutine that held it returned) and still open at interpreter exit. Then a
-sender that deletes its session right after its last `publish_many` and stays open.
+sender that deletes its session right after its last `publish_many` and stays open. Either way,
+the reader's session then ends with `PeerClosedError` naming the sender (docs/protocol.md,
+"Closing"), and is gone from its app.
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ from interop_test_helpers import PeerProcess
 WORKER = str(Path(__file__).resolve().parent / "close_worker.py")
 SECRET = "close-secret-0123456789abcdef"
 COUNT = 3000
+
+
+async def ended_by_peer(reader: slim_bindings.Slim, session: int) -> slim_bindings.PeerClosedError:
+    """The error that ends the reader's session once its messages were taken: the sender's close
+    notice. A reliable session may first report acknowledgements that found no route to a sender
+    that has exited (`NoRouteError`)."""
+    for _ in range(100):
+        try:
+            got = await asyncio.wait_for(reader.receive(session=session), 10)
+        except slim_bindings.NoRouteError:
+            continue
+        except slim_bindings.PeerClosedError as e:
+            return e
+        raise AssertionError(f"a message after the last one: {got!r}")
+    raise AssertionError("only NoRouteErrors")
 
 
 @pytest.mark.asyncio
@@ -56,6 +73,10 @@ async def test_what_was_sent_before_exit_arrives(node: Node, keep: str, reliable
         assert sender.of("sent") == [{"event": "sent", "count": COUNT}], sender.diagnostics()
         first_wrong = next((i for i, n in enumerate(got) if n != i), len(got))
         assert got == list(range(COUNT)), f"got {len(got)} of {COUNT}, in order up to {first_wrong}"
+        ended = await ended_by_peer(reader, info.id)
+        assert ended.peer.components_strings()[:3] == ["org", "close", "sender"] and ended.undelivered == 0
+        with pytest.raises(slim_bindings.SessionClosedError):
+            await reader.publish_to(info, b"too late")
     finally:
         sender.kill()
 
@@ -85,6 +106,8 @@ async def test_what_was_sent_before_delete_session_arrives(node: Node, reliable:
         assert deleted[0]["after"] == "SessionNotFoundError", sender.diagnostics()
         first_wrong = next((i for i, n in enumerate(got) if n != i), len(got))
         assert got == list(range(count)), f"got {len(got)} of {count}, in order up to {first_wrong}"
+        ended = await ended_by_peer(reader, info.id)
+        assert ended.peer.components_strings()[:3] == ["org", "close", "del"] and ended.session_id == info.id
         sender.close_stdin()
         assert sender.finish(30) == 0, sender.diagnostics()
     finally:

@@ -28,6 +28,7 @@ EXPECTED: dict[str, type[BaseException]] = {
     "SendBufferFull": errors.SendBufferFullError,
     "MessageTooLarge": errors.MessageTooLargeError,
     "ModeratorLost": errors.ModeratorLostError,
+    "PeerClosed": errors.PeerClosedError,
     "Closed": errors.SessionClosedError,
     "Internal": errors.SlimError,
 }
@@ -60,6 +61,10 @@ def test_fields_survive_the_mapping() -> None:
     assert isinstance(gone, errors.ModeratorLostError) and isinstance(gone, errors.SessionClosedError)
     assert gone.session_id == 3 and gone.moderator.components_strings()[2] == "moderator"
     assert "stopped answering" in str(gone)
+    peer_gone = s["PeerClosed"]
+    assert isinstance(peer_gone, errors.PeerClosedError) and isinstance(peer_gone, errors.SessionClosedError)
+    assert (peer_gone.session_id, peer_gone.undelivered) == (3, 2)
+    assert peer_gone.peer.components_strings()[2] == "client" and peer_gone.peer.id == 9
     lost = s["MessageLost"]
     assert isinstance(lost, errors.MessageLostError)
     assert (lost.session_id, lost.message_id) == (3, 11)

@@ -184,8 +184,18 @@ def test_every_pair_exactly_once(meshes, topology):
         assert s["duplicates"] == 0, s
         assert s["received"] == 3 * k and s["distinct"] == 3 * k, (s, m.diagnostics())
         assert s["per_source"] == {x: k for x in agents if x != agents[i]}, s
-    expected = k * sum(d[i][j] for i, j in itertools.permutations(range(4), 2))
-    assert m.mesh_out() - before == expected, "every message took a shortest path, no copy looped"
+    paths = sum(d[i][j] for i, j in itertools.permutations(range(4), 2))
+    assert m.mesh_out() - before == k * paths, "every message took a shortest path, no copy looped"
+    # Every app deletes its sessions while all are up: each tells its peer (SESSION_CLOSE,
+    # docs/protocol.md "Closing"), one more message over the same shortest path as the data.
+    for a in apps:
+        a.send_line("delete")
+    for a in apps:
+        a.wait_event("deleted", 30)
+    m.wait(lambda: m.mesh_out() - before >= (k + 1) * paths, "the close notices crossed their links")
+    assert m.mesh_out() - before == (k + 1) * paths, "a close notice took a longer path, or looped"
+    for a in apps:
+        a.send_line("exit")
     for c in m.counters():
         assert c["mesh_dropped_hop_limit"] == 0 and c["mesh_dropped_off_tree"] == 0, c
         assert c["mesh_dropped_transit_no_route"] == 0, c

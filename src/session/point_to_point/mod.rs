@@ -10,6 +10,7 @@
 //! until acknowledged, retransmissions); [`receiver`] what it receives (admission, ordering, ACKs,
 //! RTX); [`mls`] the two-member MLS group.
 
+mod close;
 mod inflight;
 mod mls;
 mod receiver;
@@ -141,6 +142,8 @@ pub struct P2pTask {
     welcome_id: Option<u32>,
     /// Responder: the key package sent in JOIN_REPLY (re-sent unchanged on a retransmitted request).
     key_package: Option<Vec<u8>>,
+    /// The peer ended the session ([`Self::on_peer_closed`]): no close notice goes back.
+    peer_left: bool,
 }
 
 impl P2pTask {
@@ -170,6 +173,7 @@ impl P2pTask {
             mls_ready: false,
             welcome_id: None,
             key_package: None,
+            peer_left: false,
         }
     }
 
@@ -313,14 +317,8 @@ impl P2pTask {
             SessionMessageType::ChannelJoinReply => self.on_join_reply(mid, &msg).await,
             SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
             SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid).await,
-            SessionMessageType::ChannelLeaveRequest => {
-                if let Some(reply) =
-                    channel::reply_to(&self.io.app, &msg, SessionMessageType::ChannelLeaveReply, Vec::new())
-                {
-                    self.io.send(reply).await;
-                }
-                // The layer deletes the session once the task ended.
-                return Flow::Leave;
+            SessionMessageType::ChannelLeaveRequest | SessionMessageType::SessionClose => {
+                return self.on_peer_closed(source, &msg).await;
             }
             _ => {
                 Stats::bump(&stats.unhandled_control);
@@ -478,6 +476,7 @@ impl SessionKind for P2pTask {
     async fn on_stop(&mut self) {
         self.take_back();
         self.flush_acks().await;
+        self.send_close_notice().await;
     }
 
     async fn on_idle(&mut self) {

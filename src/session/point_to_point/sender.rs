@@ -192,7 +192,7 @@ impl P2pTask {
     fn prepare_data(&mut self, req: PublishRequest, charge: usize, now: Instant) -> Option<Message> {
         let target = match (&self.peer, self.sticky) {
             (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
-            _ => match Target::of(&req) {
+            _ => match Target::of(&req).inspect(|t| self.io.entry.note_target(t)) {
                 Ok(t) => t,
                 Err(e) => {
                     self.give_back(charge);

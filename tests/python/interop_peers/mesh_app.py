@@ -9,7 +9,8 @@ Roles:
                 with --echo sends each one back. Emits "progress" and "summary".
   all-pairs     sends --count one-instance messages to every --peer (anycast, no retransmission: what the
                 network delivers is what arrives), reads everything the others send, and reports per source
-                how many arrived and how many were duplicates.
+                how many arrived and how many were duplicates; with --wait-go it then deletes its sessions
+                on a "delete" line and exits on the next line (or end of input).
   publish-once  publishes to --remote (routed to the node, which has nobody for it) and reports the error.
 
 Every role with --wait-go waits for a "go" line on stdin before it sends. Every wait is bounded (the whole
@@ -54,11 +55,16 @@ async def connected(args) -> Slim:
     return app
 
 
+async def read_line(args) -> str:
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), args.timeout)
+    return line.strip()
+
+
 async def wait_go(args) -> None:
     if args.wait_go:
-        loop = asyncio.get_running_loop()
-        line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), args.timeout)
-        if line.strip() != "go":
+        line = await read_line(args)
+        if line != "go":
             raise RuntimeError(f"expected 'go' on stdin, got {line!r}")
 
 
@@ -162,6 +168,13 @@ async def role_all_pairs(args) -> int:
         duplicates=duplicates,
         per_source=dict(per_source),
     )
+    if args.wait_go and await read_line(args) == "delete":
+        # Told once every app has reported, so every peer is still up: each session this app
+        # created tells its peer it is done (SESSION_CLOSE). Then it waits to be let go.
+        for session in sessions.values():
+            await app.delete_session(session)
+        emit("deleted")
+        await read_line(args)
     return 0
 
 

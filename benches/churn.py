@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Churn: many short-lived clients and one long-lived receiver; what the receiver holds afterwards.
+
+Every process on 127.0.0.1, with the package of --python:
+  node      `python -m slim_bindings node` on a free port;
+  receiver  accepts every session and reads it with `async for ... in app.messages(session)`, the
+            usual server loop (it ends when the session is closed);
+  clients   one process that makes --clients apps one after another; each connects, opens an anycast
+            session to the receiver, publishes --messages messages and goes: `--end delete` deletes the
+            session and drops the app, `--end close` drops the app with the session still open.
+Printed: how many of the receiver's session loops ended, and the receiver's resident memory (VmRSS)
+before the first client and after the last one (after a pause of --settle seconds). A receiver whose
+sessions stay open after their clients left grows with every client (about 30 KiB each); one whose
+sessions close (docs/protocol.md, "Closing") does not.
+
+Usage:  python3 benches/churn.py [--python PY] [--clients 1000] [--messages 3] [--end delete|close]
+Not part of CI. Every wait is bounded; every process started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e import Child, emit, free_port, identity, rss_kib, split_name, wait_listening
+
+RECEIVER = "agntcy/churn/receiver"
+
+
+async def new_app(local: str, endpoint: str):
+    import slim_bindings
+
+    app = await slim_bindings.Slim.new(split_name(local), *identity(local))
+    await app.connect({"endpoint": endpoint, "tls": {"insecure": True}})
+    return app
+
+
+async def worker_receiver(args) -> None:
+    app = await new_app(RECEIVER, args.endpoint)
+    counts = {"sessions": 0, "ended": 0, "messages": 0}
+
+    async def serve(info) -> None:
+        async for _info, _payload in app.messages(info.id):
+            counts["messages"] += 1
+        counts["ended"] += 1
+
+    async def accept() -> None:
+        tasks = set()
+        while True:
+            info, _first = await app.receive()
+            counts["sessions"] += 1
+            task = asyncio.create_task(serve(info))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    acceptor = asyncio.create_task(accept())
+    emit("ready")
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "stop":
+            break
+        emit("counts", **counts)
+    acceptor.cancel()
+
+
+async def worker_clients(args) -> None:
+    import slim_bindings
+
+    peer = split_name(RECEIVER)
+    started = time.monotonic()
+    for i in range(args.clients):
+        app = await new_app(f"agntcy/churn/client-{i}", args.endpoint)
+        await app.set_route(peer)
+        session = await app.create_session(slim_bindings.PySessionConfiguration.Anycast())
+        for seq in range(args.messages):
+            await app.publish(session, seq.to_bytes(4, "big"), peer)
+        if args.end == "delete":
+            await app.delete_session(session)
+        del session, app
+        gc.collect()
+    emit("done", seconds=round(time.monotonic() - started, 1))
+
+
+def coordinator(args) -> int:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    me = str(Path(__file__).resolve())
+    children: list[Child] = []
+    try:
+        node = Child("node", [args.python, "-m", "slim_bindings", "node", "--endpoint", f"127.0.0.1:{port}"])
+        children.append(node)
+        wait_listening(port, 60, node.proc)
+        common = ["--endpoint", endpoint, "--messages", str(args.messages), "--end", args.end]
+        receiver = Child("receiver", [args.python, me, "--worker", "receiver", *common])
+        children.append(receiver)
+        receiver.wait("ready", 60)
+        time.sleep(args.settle)
+        before = rss_kib(receiver.proc.pid).get("VmRSS", 0)
+        clients = Child(
+            "clients", [args.python, me, "--worker", "clients", "--clients", str(args.clients), *common]
+        )
+        children.append(clients)
+        done = clients.wait("done", args.timeout)
+        time.sleep(args.settle)
+        after = rss_kib(receiver.proc.pid).get("VmRSS", 0)
+        receiver.tell("report")
+        counts = receiver.wait("counts", 30)
+        print(
+            f"{args.clients} clients ({args.messages} messages each, end: {args.end}) in {done['seconds']} s; "
+            f"receiver: {counts['sessions']} sessions, {counts['ended']} ended, {counts['messages']} messages; "
+            f"VmRSS {before / 1024:.1f} -> {after / 1024:.1f} MiB "
+            f"({(after - before) / max(args.clients, 1):.1f} KiB per client)"
+        )
+        return 0
+    finally:
+        for c in reversed(children):
+            c.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--python", default=sys.executable, help="python whose slim_bindings is measured")
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--messages", type=int, default=3)
+    p.add_argument("--end", choices=["delete", "close"], default="delete")
+    p.add_argument("--settle", type=float, default=2.0, help="pause before each memory reading, seconds")
+    p.add_argument("--timeout", type=float, default=600.0, help="bound on the clients' whole run, seconds")
+    p.add_argument("--worker", choices=["receiver", "clients"], help=argparse.SUPPRESS)
+    p.add_argument("--endpoint", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker == "receiver":
+        asyncio.run(worker_receiver(args))
+        return 0
+    if args.worker == "clients":
+        asyncio.run(worker_clients(args))
+        return 0
+    return coordinator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+//! How a point-to-point session ends on both sides (docs/protocol.md, "Closing"): an initiator
+//! that deletes its session (or whose app closes) tells the side it addressed with SESSION_CLOSE;
+//! a side told so, or sent CHANNEL_LEAVE_REQUEST, closes after its reader has taken what arrived
+//! before (`SessionTable::retire_when_drained`), and the reader learns why (`PeerClosed`).
+
+use super::{P2pRole, P2pTask};
+use crate::error::SlimError;
+use crate::session::channel;
+use crate::session::context::{Target, source_with_strings};
+use crate::session::task::Flow;
+use crate::wire::{Message, Name, SessionMessageType};
+
+impl P2pTask {
+    /// The peer ended the session (CHANNEL_LEAVE_REQUEST, answered, or SESSION_CLOSE). Drop point:
+    /// what this side still held for the peer (publishes queued, or sent and not acknowledged)
+    /// goes with the session; REPORTED to the reader, after every message that arrived before, as
+    /// `PeerClosed` with their count.
+    pub(super) async fn on_peer_closed(&mut self, source: Name, msg: &Message) -> Flow {
+        if msg.session_message_type() == SessionMessageType::ChannelLeaveRequest
+            && let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelLeaveReply, Vec::new())
+        {
+            self.io.send(reply).await;
+        }
+        self.peer_left = true;
+        let source = source_with_strings(msg).unwrap_or(source);
+        let undelivered = self.pending.len() + self.unacked.len();
+        self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
+        tracing::debug!(session = self.io.id, undelivered, "the peer closed the session");
+        // The layer closes the session once the task ended, and drops it once it is drained.
+        Flow::Leave
+    }
+
+    /// The task stops because this app deleted the session or closes. An initiator tells the
+    /// side it talks to: the pinned peer of a sticky session, else where its first publish went
+    /// (an anycast name reaches one instance: the only one, or one the node picks). Best effort
+    /// and sent once: a delete has already waited for what was published to be taken, and a lost
+    /// notice only leaves the other side's session open, as it was before notices existed.
+    pub(super) async fn send_close_notice(&mut self) {
+        if self.peer_left || self.role != P2pRole::Initiator {
+            return;
+        }
+        let target = match (&self.peer, self.sticky) {
+            (Some(p), true) => Target { name: p.name.clone(), forward_to: p.conn },
+            _ => match self.io.entry.addressed.get() {
+                Some(t) => t.clone(),
+                None => return, // never published: nobody to tell
+            },
+        };
+        self.io.send(channel::session_close(&self.io.app, self.io.id, &target)).await;
+    }
+}
