@@ -4,7 +4,8 @@
 Every process on 127.0.0.1, with the package of --python:
   node      `python -m slim_bindings node` on a free port;
   receiver  accepts every session and reads it with `async for ... in app.messages(session)`, the
-            usual server loop (it ends when the session is closed);
+            usual server loop (it ends when the session is closed); `--receiver ignores`: takes only
+            each new session's first message (`receive()`) and never reads the session;
   clients   one process that makes --clients apps one after another; each connects, opens an anycast
             session to the receiver, publishes --messages messages and goes: `--end delete` deletes the
             session and drops the app, `--end close` drops the app with the session still open.
@@ -14,6 +15,7 @@ sessions stay open after their clients left grows with every client (about 30 Ki
 sessions close (docs/protocol.md, "Closing") does not.
 
 Usage:  python3 benches/churn.py [--python PY] [--clients 1000] [--messages 3] [--end delete|close]
+                                 [--receiver reads|ignores]
 Not part of CI. Every wait is bounded; every process started is stopped at the end.
 """
 
@@ -54,9 +56,10 @@ async def worker_receiver(args) -> None:
         while True:
             info, _first = await app.receive()
             counts["sessions"] += 1
-            task = asyncio.create_task(serve(info))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if args.receiver == "reads":
+                task = asyncio.create_task(serve(info))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     acceptor = asyncio.create_task(accept())
     emit("ready")
@@ -97,6 +100,7 @@ def coordinator(args) -> int:
         children.append(node)
         wait_listening(port, 60, node.proc)
         common = ["--endpoint", endpoint, "--messages", str(args.messages), "--end", args.end]
+        common += ["--receiver", args.receiver]
         receiver = Child("receiver", [args.python, me, "--worker", "receiver", *common])
         children.append(receiver)
         receiver.wait("ready", 60)
@@ -113,7 +117,8 @@ def coordinator(args) -> int:
         counts = receiver.wait("counts", 30)
         print(
             f"{args.clients} clients ({args.messages} messages each, end: {args.end}) in {done['seconds']} s; "
-            f"receiver: {counts['sessions']} sessions, {counts['ended']} ended, {counts['messages']} messages; "
+            f"receiver {args.receiver}: "
+            f"{counts['sessions']} sessions, {counts['ended']} ended, {counts['messages']} messages; "
             f"VmRSS {before / 1024:.1f} -> {after / 1024:.1f} MiB "
             f"({(after - before) / max(args.clients, 1):.1f} KiB per client)"
         )
@@ -129,6 +134,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--messages", type=int, default=3)
     p.add_argument("--end", choices=["delete", "close"], default="delete")
+    p.add_argument("--receiver", choices=["reads", "ignores"], default="reads")
     p.add_argument("--settle", type=float, default=2.0, help="pause before each memory reading, seconds")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on the clients' whole run, seconds")
     p.add_argument("--worker", choices=["receiver", "clients"], help=argparse.SUPPRESS)

@@ -84,10 +84,11 @@ pub enum SlimError {
         /// How long nothing came from it.
         silent_ms: u64,
     },
-    /// The peer of a point-to-point session ended it (it deleted its side, or its app closed):
-    /// raised after every message that arrived before; the session is closed on this side
+    /// The other side ended the session: the initiator of a point-to-point session deleted it or
+    /// its app closed, or a group's moderator removed this member or deleted the group. Raised
+    /// after every message that arrived before; the session is closed on this side
     /// (`PeerClosedError`, a `SessionClosedError`). `undelivered`: publishes this side still
-    /// held for the peer (queued, or sent and not acknowledged), dropped with the session.
+    /// held (queued, or sent and not acknowledged), dropped with the session.
     #[error(
         "session {session_id}: peer {peer} closed the session ({undelivered} messages published here not delivered)"
     )]

@@ -418,8 +418,10 @@ async fn leaving_one_group_keeps_the_route_to_the_moderator_for_another() {
         .await
         .expect("removal from the first group within 10 s")
         .unwrap();
-    // The first session's task has ended (it sent its route change, if any, before), and a
-    // message sent after it through the member's node has crossed: the node has applied it.
+    // The first session's end reaches its reader after the route change (if any) was sent; once
+    // read, the session leaves the member's app. A message sent after it through the member's
+    // node has crossed: the node has applied it.
+    assert!(matches!(recv(&member, g1).await, Err(SlimError::PeerClosed { session_id, .. }) if session_id == g1));
     wait_until("the member's first session deleted", || member.get_session_config(g1).is_err()).await;
     member.publish(g2, to(&name("rchat2"), b"still here")).await.unwrap();
     assert_eq!(recv(&moderator, g2).await.unwrap().1, b"still here");

@@ -67,11 +67,12 @@ class ModeratorLostError(SessionClosedError):
 
 
 class PeerClosedError(SessionClosedError):
-    """The peer of a point-to-point session ended it: it deleted its side, or its app closed
+    """The other side ended the session: the app that created a point-to-point session deleted
+    it or closed, or a group's moderator removed this member or deleted the group
     (docs/reliability.md, "When the peer ends a session"). Raised by ``receive`` after every
-    message that arrived before; the session is closed on this side. ``peer`` names the peer
+    message that arrived before; the session is closed on this side. ``peer`` names who ended it
     (with its id), ``session_id`` the session, and ``undelivered`` counts what this side had
-    published to the peer and it never took (queued, or sent and not acknowledged)."""
+    published and never got out (queued, or sent and not acknowledged)."""
 
     def __init__(
         self, message: str, session_id: int | None = None, peer: Any = None, undelivered: int = 0

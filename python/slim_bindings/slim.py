@@ -269,8 +269,8 @@ class Slim:
 
         A session its peer ended (this member removed from its group, the group deleted, or the
         app that created a point-to-point session deleted it or closed) still returns every
-        message that reached it before; then ``SessionClosedError`` (``PeerClosedError`` on a
-        point-to-point session: it names the peer)."""
+        message that reached it before; then ``PeerClosedError`` (a ``SessionClosedError``
+        naming who ended it), then ``SessionClosedError``."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)
         return await _native.receive_session(self.svc, session, timeout)

@@ -97,11 +97,13 @@ async def test_what_arrived_before_the_group_ended_is_read_then_closed(node: Nod
     else:
         await bounded(moderator.delete_session(session), 30)
     got = []
-    with pytest.raises(slim_bindings.SessionClosedError):
+    with pytest.raises(slim_bindings.PeerClosedError) as ended:
         for _ in range(count + 1):
             _, payload = await bounded(member.receive(session=info.id))
             got.append(payload)
     assert got == [f"m{i}".encode() for i in range(count)]
+    # The end says who: the moderator, with nothing of the member's own left undelivered.
+    assert ended.value.peer == moderator.local_name and ended.value.undelivered == 0
     # Drained: the session is gone, and says why (its peer closed it), to receive and publish.
     with pytest.raises(slim_bindings.SessionClosedError):
         await bounded(member.receive(session=info.id))

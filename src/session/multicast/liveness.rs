@@ -197,16 +197,20 @@ impl MulticastTask {
         self.start_next_task().await;
     }
 
+    /// Participant: the moderator that invited this member, with its strings when the moderator's
+    /// member list gave them (the channel's name before a moderator is known).
+    pub(super) fn moderator_named(&self) -> crate::wire::Name {
+        let moderator = self.moderator.clone().unwrap_or_else(|| self.channel.clone());
+        self.moderator_watch
+            .as_ref()
+            .and_then(|w| w.members().iter().find(|n| **n == moderator).cloned())
+            .unwrap_or(moderator)
+    }
+
     /// Participant: the moderator went silent for longer than the bound: the reader gets
     /// `ModeratorLost` and the session is closed (later calls get `SessionClosed`).
     async fn moderator_lost(&mut self, silent: std::time::Duration) {
-        let moderator = self.moderator.clone().unwrap_or_else(|| self.channel.clone());
-        // The name with its strings, as the moderator's member list gives it.
-        let moderator = self
-            .moderator_watch
-            .as_ref()
-            .and_then(|w| w.members().iter().find(|n| **n == moderator).cloned())
-            .unwrap_or(moderator);
+        let moderator = self.moderator_named();
         tracing::info!(session = self.io.id, %moderator, ?silent, "moderator stopped answering: session closed");
         self.io.stop_timer(McTimer::Heartbeat);
         self.io.entry.deliver_error(SlimError::ModeratorLost {

@@ -226,7 +226,12 @@ impl MulticastTask {
                 self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
             }
         }
-        // The layer deletes the session once the task ended.
+        // Drop point: publishes this member still held (waiting for the group to be ready) go
+        // with the session; REPORTED to the reader, after every message that arrived before, in
+        // the `PeerClosed` that names the moderator and counts them. The layer closes the session
+        // once the task ended, and drops it once its reader has drained it.
+        let (peer, undelivered) = (self.moderator_named(), self.held.len());
+        self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
         Flow::Leave
     }
 }

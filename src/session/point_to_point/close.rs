@@ -6,6 +6,7 @@
 use super::{P2pRole, P2pTask};
 use crate::error::SlimError;
 use crate::session::channel;
+use crate::session::context::Stats;
 use crate::session::context::{Target, source_with_strings};
 use crate::session::task::Flow;
 use crate::wire::{Message, Name, SessionMessageType};
@@ -16,6 +17,14 @@ impl P2pTask {
     /// goes with the session; REPORTED to the reader, after every message that arrived before, as
     /// `PeerClosed` with their count.
     pub(super) async fn on_peer_closed(&mut self, source: Name, msg: &Message) -> Flow {
+        // A sticky session takes it from its pinned peer only (checked by the caller); any other
+        // from the source of what it received last, when it received anything.
+        let last_source = self.io.entry.last_names.lock().as_ref().map(|(s, _)| s.clone());
+        if last_source.is_some_and(|s| s != source) {
+            // Drop point: not this session's peer; counted (`wrong_peer`), not a message.
+            Stats::bump(&self.io.app.stats.wrong_peer);
+            return Flow::Continue;
+        }
         if msg.session_message_type() == SessionMessageType::ChannelLeaveRequest
             && let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelLeaveReply, Vec::new())
         {
