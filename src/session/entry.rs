@@ -460,11 +460,12 @@ impl SessionTable {
         }
     }
 
-    /// A session its peer closed (a LEAVE_REQUEST: removed from a group, the group deleted, a
-    /// point-to-point peer gone): closed for publishing at once, but kept for its reader, who gets
-    /// every message queued before the close, then `SessionClosed` (docs/reliability.md, "When
-    /// the peer ends a session"). It leaves the table once the reader took the last one (or when
-    /// the app deletes it first).
+    /// A session its peer ended (removed from a group, the group deleted, the point-to-point
+    /// initiator done with it) or whose moderator went silent: closed for publishing at once,
+    /// but kept for its reader, who gets every message queued before the end, then what ended it
+    /// (`PeerClosed`, `ModeratorLost`), then `SessionClosed` (docs/reliability.md, "When the peer
+    /// ends a session"). It leaves the table once the reader took the last item (or when the app
+    /// deletes it first).
     pub(super) fn retire_when_drained(self: &Arc<Self>, entry: &Arc<SessionEntry>) {
         let (table, weak) = (Arc::downgrade(self), Arc::downgrade(entry));
         entry.queue.when_drained(Box::new(move || {
