@@ -200,3 +200,36 @@ async fn the_initiators_delete_closes_the_other_side_once_its_reader_drained_it(
         assert_eq!(counter(&bob, "unknown_session"), 0, "{cfg:?}");
     }
 }
+
+/// An anycast session spread over two instances of one name (the node picks one per message): the
+/// initiator's delete tells every instance (docs/protocol.md "Closing"), and each reads what it got,
+/// then `PeerClosed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initiators_delete_reaches_every_instance_its_anycast_session_reached() {
+    let alice = app("alice", "secret").await;
+    let bobs = [app("bob", "secret").await, app("bob", "secret").await];
+    let _hub = hub_with(&alice, &[&bobs[0], &bobs[1]]).await;
+    let sid = alice.create_session(anycast()).await.unwrap();
+    // Each message goes to one instance picked at random: both get some (both missing odds: 2^-63).
+    for i in 0..64u8 {
+        alice.publish(sid, to(&name("bob"), &[i])).await.unwrap();
+    }
+    alice.delete_session(sid).await.unwrap();
+    let mut got = Vec::new();
+    for bob in &bobs {
+        assert_eq!(recv_new(bob).await.0.session_id, sid);
+        loop {
+            match recv(bob, sid).await {
+                Ok((_, payload)) => got.extend(payload),
+                Err(SlimError::PeerClosed { peer, .. }) => {
+                    assert_eq!(peer, alice.name());
+                    break;
+                }
+                Err(e) => panic!("expected the messages then PeerClosed, got {e:?}"),
+            }
+        }
+        wait_until("the instance's session is gone", || bob.open_sessions() == 0).await;
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..64u8).collect::<Vec<_>>());
+}

@@ -41,7 +41,7 @@ impl P2pTask {
 
     /// The task stops because this app deleted the session or closes. An initiator tells the
     /// side it talks to: the pinned peer of a sticky session, else where its first publish went
-    /// (an anycast name reaches one instance: the only one, or one the node picks). Best effort
+    /// (every instance of a name without an id: `channel::session_close`). Best effort
     /// and sent once: a delete has already waited for what was published to be taken, and a lost
     /// notice only leaves the other side's session open, as it was before notices existed.
     pub(super) async fn send_close_notice(&mut self) {

@@ -125,24 +125,24 @@ async def role_stream_recv(args) -> int:
 async def role_all_pairs(args) -> int:
     app = await connected(args)
     counts: Counter[tuple[str, int]] = Counter()
+    ended: Counter[str] = Counter()  # PeerClosedError per peer that ended its session to this app
     expected = args.count * len(args.peer)
+    readers = []
+
+    async def read(session_id: int) -> None:
+        while True:
+            try:
+                _, blob = await app.receive(session=session_id)
+            except slim_bindings.PeerClosedError as e:
+                ended["/".join(e.peer.components_strings()[:3])] += 1
+                return
+            src, n = bytes(blob).decode().rsplit(":", 1)
+            counts[(src, int(n))] += 1
 
     async def accept_all() -> None:
-        readers = []
-
-        async def read(session_id: int) -> None:
-            while True:
-                _, blob = await app.receive(session=session_id)
-                src, n = bytes(blob).decode().rsplit(":", 1)
-                counts[(src, int(n))] += 1
-
-        try:
-            while True:
-                info, _ = await app.receive()
-                readers.append(asyncio.create_task(read(info.id)))
-        finally:
-            for r in readers:
-                r.cancel()
+        while True:
+            info, _ = await app.receive()
+            readers.append(asyncio.create_task(read(info.id)))
 
     acceptor = asyncio.create_task(accept_all())
     await wait_go(args)
@@ -170,11 +170,17 @@ async def role_all_pairs(args) -> int:
     )
     if args.wait_go and await read_line(args) == "delete":
         # Told once every app has reported, so every peer is still up: each session this app
-        # created tells its peer it is done (SESSION_CLOSE). Then it waits to be let go.
+        # created tells its peer it is done (SESSION_CLOSE), and each peer's session to this app
+        # ends the same way: reported once the readers have seen every peer's end (bounded).
         for session in sessions.values():
             await app.delete_session(session)
-        emit("deleted")
+        deadline = time.monotonic() + args.timeout
+        while sum(ended.values()) < len(args.peer) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        emit("deleted", ended=dict(ended))
         await read_line(args)
+    for r in readers:
+        r.cancel()
     return 0
 
 
