@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from interop_test_helpers import p2p_echo, python060, run_group, start_node, start_peer060
+from interop_test_helpers import p2p_echo, python060, run_group, start_node, start_peer, start_peer060
 
 NODES = ["ours", "060"]
 
@@ -216,5 +216,33 @@ def test_group_between_our_apps_and_060_apps(venv060, peers, moderator_impl, mem
     node = start_node("ours")
     try:
         run_group(node.endpoint, peers, moderator_impl, member_impls, mls=mls)
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("kind", ["anycast", "unicast", "reliable"])
+def test_a_060_responder_reading_past_our_close_notice_sees_nothing(venv060, peers, kind):
+    """Our sender deletes its session once it has its echoes, which sends SESSION_CLOSE (an extension,
+    docs/protocol.md "Closing"); a 0.6.0 responder still reading that session afterwards gets neither a
+    message nor an error from it (it only logs one line), for every kind of point-to-point session."""
+    node = start_node("ours")
+    try:
+        responder = start_peer(
+            "060", "p2p-responder", "--endpoint", node.endpoint, "--local", "agntcy/interop/bob",
+            "--count", "0", "--idle-timeout", "3", name="responder (060)",
+        )  # fmt: skip
+        peers.append(responder)
+        responder.wait_event("ready", 30)
+        kind_args = ["--reliable"] if kind == "reliable" else ["--session-kind", kind]
+        sender = start_peer(
+            "ours", "p2p-sender", "--endpoint", node.endpoint, "--local", "agntcy/interop/alice",
+            "--remote", "agntcy/interop/bob", "--count", "3", *kind_args, name="sender (ours)",
+        )  # fmt: skip
+        peers.append(sender)
+        assert sender.finish(60) == 0, sender.diagnostics() + responder.diagnostics()
+        # The responder reads until 3 s pass without anything: the notice came and went meanwhile.
+        assert responder.finish(30) == 0, responder.diagnostics() + node.proc.diagnostics()
+        assert [e["echoed"] for e in responder.of("done")] == [3], responder.diagnostics()
+        assert responder.of("error") == [], responder.diagnostics()
     finally:
         node.stop()
