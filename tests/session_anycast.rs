@@ -233,3 +233,64 @@ async fn the_initiators_delete_reaches_every_instance_its_anycast_session_reache
     got.sort_unstable();
     assert_eq!(got, (0..64u8).collect::<Vec<_>>());
 }
+
+/// A reliable stream its initiator ends while the responder still waits for a hole: the responder
+/// releases what it held behind the hole, reports the hole (`MessageLost`), then `PeerClosed`.
+/// Nothing that arrived goes with the session unsaid (docs/reliability.md, "When the peer ends a
+/// session"). The initiator is driven by hand so that id 1 is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_close_releases_what_waited_behind_a_hole_and_reports_the_hole() {
+    use slim_bindings::auth::{SharedSecret, TokenProvider};
+    use slim_bindings::node::{ClientConfig, Node};
+    use slim_bindings::wire::builders::{self, Flags, PublishSpec};
+    use slim_bindings::wire::{self, Name, SessionMessageType, SessionType};
+
+    let bob = app("bob", "secret").await;
+    let (hub, endpoint) = hub().await;
+    connect(&bob, &endpoint).await;
+    wait_subscribed(&hub, &bob.name()).await;
+    let node = Node::new("carol");
+    let carol = node.register_local();
+    let conn = node.connect(ClientConfig::insecure(&endpoint)).await.unwrap();
+    let me = Name::new("org", "ns", "carol", Some(77));
+    carol.tx.send(builders::subscribe(&me, &me, Flags::one())).await.unwrap();
+    carol.tx.send(builders::subscribe(&me, &me, Flags::one().forward_to(Some(conn)))).await.unwrap();
+    carol.tx.send(builders::subscribe(&me, &name("bob"), Flags::one().recv_from(conn))).await.unwrap();
+    wait_subscribed(&hub, &me).await;
+    let token = SharedSecret::new("carol", "secret").unwrap().get_token().unwrap();
+    let sid = 4242;
+    let message = |kind: SessionMessageType, mid: u32, blob: Vec<u8>| {
+        let spec = PublishSpec {
+            source: &me,
+            destination: &name("bob"),
+            flags: Flags::one(),
+            session_type: SessionType::SessionPointToPoint,
+            message_type: kind,
+            session_id: sid,
+            message_id: mid,
+            original_names: true,
+            content_type: "msg",
+        };
+        builders::publish(&spec, blob, HashMap::from([(wire::META_IDENTITY.to_string(), token.clone())]))
+    };
+    // A sticky session (joined first): its responder keeps the stream in order behind holes.
+    carol.tx.send(message(SessionMessageType::ChannelJoinRequest, 7, Vec::new())).await.unwrap();
+    for mid in [0u32, 2, 3] {
+        carol.tx.send(message(SessionMessageType::P2PReliable, mid, vec![mid as u8])).await.unwrap();
+    }
+    carol.tx.send(message(SessionMessageType::SessionClose, 99, Vec::new())).await.unwrap();
+
+    assert_eq!(recv_new(&bob).await.0.session_id, sid);
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![0]);
+    match recv(&bob, sid).await {
+        Err(SlimError::MessageLost { message_id: 1, .. }) => {}
+        other => panic!("expected id 1 reported lost, got {other:?}"),
+    }
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![2]);
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![3]);
+    match recv(&bob, sid).await {
+        Err(SlimError::PeerClosed { peer, .. }) => assert_eq!(peer, me),
+        other => panic!("expected PeerClosed, got {other:?}"),
+    }
+    drop(node);
+}

@@ -192,6 +192,18 @@ impl<T> ReceiverBuffer<T> {
         }
     }
 
+    /// Gives up on every hole of the window (the producer ended the session: nothing more will
+    /// come) and releases all it holds, in order: the messages, and each hole as lost.
+    pub fn give_up_all(&mut self, out: &mut Vec<Released<T>>) {
+        let Some(next) = self.next else { return };
+        for (off, slot) in self.window.iter().enumerate() {
+            if slot.is_none() {
+                self.lost.insert(next.wrapping_add(off as u32));
+            }
+        }
+        self.release(out);
+    }
+
     /// True when `id` would be stored (not released yet, not already waiting in the window).
     pub fn is_new(&self, id: u32) -> bool {
         match self.next.map(|next| ahead(next, id)) {
@@ -297,6 +309,23 @@ mod tests {
         b.on_lost(0, &mut out);
         assert_eq!(msgs(&mut out), vec![1_000_000, 1]);
         b.on_lost(0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn giving_up_releases_everything_held_and_reports_every_hole() {
+        let mut b = ReceiverBuffer::starting_at(0);
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        b.on_message(0, 0, &mut out, &mut holes);
+        assert_eq!(msgs(&mut out), vec![0]);
+        b.on_message(2, 2, &mut out, &mut holes);
+        b.on_message(5, 5, &mut out, &mut holes);
+        assert!(out.is_empty());
+        b.give_up_all(&mut out);
+        assert_eq!(msgs(&mut out), vec![1_000_001, 2, 1_000_003, 1_000_004, 5]);
+        assert_eq!(b.window_len(), 0);
+        // Nothing held: nothing to give up.
+        b.give_up_all(&mut out);
         assert!(out.is_empty());
     }
 

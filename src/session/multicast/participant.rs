@@ -230,6 +230,15 @@ impl MulticastTask {
         // with the session; REPORTED to the reader, after every message that arrived before, in
         // the `PeerClosed` that names the moderator and counts them. The layer closes the session
         // once the task ended, and drops it once its reader has drained it.
+        // Drop point: what the reorder windows held behind holes, and the holes, would go with the
+        // session: released now, messages in order and each hole REPORTED (MessageLost).
+        let producers: Vec<Name> = self.receivers.keys().cloned().collect();
+        for producer in producers {
+            if let Some(rb) = self.receivers.get_mut(&producer) {
+                rb.give_up_all(&mut self.io.released);
+            }
+            self.flush_released(&producer).await;
+        }
         let (peer, undelivered) = (self.moderator_named(), self.held.len());
         self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
         Flow::Leave

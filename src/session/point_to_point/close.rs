@@ -31,6 +31,14 @@ impl P2pTask {
             self.io.send(reply).await;
         }
         self.peer_left = true;
+        // Drop point: what the reorder window held behind a hole, and the holes, would go with the
+        // session: released now, messages in order and each hole REPORTED (MessageLost), before
+        // the end itself.
+        self.take_back();
+        if let Some(rb) = self.receiver.as_mut() {
+            rb.give_up_all(&mut self.io.released);
+        }
+        self.flush_released();
         let source = source_with_strings(msg).unwrap_or(source);
         let undelivered = self.pending.len() + self.unacked.len();
         self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
