@@ -348,6 +348,39 @@ impl RawPeer {
     }
 }
 
+/// A reliable stream its initiator ends while the responder still waits for a hole: the responder
+/// releases what it held behind the hole, reports the hole (`MessageLost`), then `PeerClosed`.
+/// Nothing that arrived goes with the session unsaid (docs/reliability.md, "When the peer ends a
+/// session"). The initiator is driven by hand so that id 1 is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_close_releases_what_waited_behind_a_hole_and_reports_the_hole() {
+    let (hub, endpoint) = hub().await;
+    let bob = app("bob", "secret").await;
+    connect(&bob, &endpoint).await;
+    wait_subscribed(&hub, &bob.name()).await;
+    let raw = RawPeer::new(&endpoint, &hub).await;
+    let (sid, bob_any) = (4242, name("bob"));
+    // A sticky session (joined first): its responder keeps the stream in order behind holes.
+    raw.send(SessionMessageType::ChannelJoinRequest, &bob_any, sid, 7, Vec::new(), false).await;
+    for mid in [0u32, 2, 3] {
+        raw.send(SessionMessageType::P2PReliable, &bob_any, sid, mid, vec![mid as u8], false).await;
+    }
+    raw.send(SessionMessageType::SessionClose, &bob_any, sid, 99, Vec::new(), false).await;
+
+    assert_eq!(recv_new(&bob).await.0.session_id, sid);
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![0]);
+    match recv(&bob, sid).await {
+        Err(SlimError::MessageLost { message_id: 1, .. }) => {}
+        other => panic!("expected id 1 reported lost, got {other:?}"),
+    }
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![2]);
+    assert_eq!(recv(&bob, sid).await.unwrap().1, vec![3]);
+    match recv(&bob, sid).await {
+        Err(SlimError::PeerClosed { peer, .. }) => assert_eq!(peer, raw.name),
+        other => panic!("expected PeerClosed, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reliability_input_is_counted_not_fatal() {
     let (hub, endpoint) = hub().await;
