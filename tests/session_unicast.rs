@@ -270,6 +270,16 @@ async fn reliable_session_whose_peer_dies_during_discovery_fails_within_its_boun
     assert!(alice.try_recv_session(sid).is_none());
 }
 
+/// A hub, the app "bob" on it, and a hand-driven peer whose node sends traffic for "bob" there.
+async fn bob_and_raw_peer() -> (Node, App, RawPeer) {
+    let (hub, endpoint) = hub().await;
+    let bob = app("bob", "secret").await;
+    connect(&bob, &endpoint).await;
+    wait_subscribed(&hub, &bob.name()).await;
+    let raw = RawPeer::new(&endpoint, &hub).await;
+    (hub, bob, raw)
+}
+
 /// A hand-driven peer: a bare node with a local connection, so the test can send any message.
 struct RawPeer {
     name: Name,
@@ -354,11 +364,7 @@ impl RawPeer {
 /// session"). The initiator is driven by hand so that id 1 is never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_close_releases_what_waited_behind_a_hole_and_reports_the_hole() {
-    let (hub, endpoint) = hub().await;
-    let bob = app("bob", "secret").await;
-    connect(&bob, &endpoint).await;
-    wait_subscribed(&hub, &bob.name()).await;
-    let raw = RawPeer::new(&endpoint, &hub).await;
+    let (_hub, bob, raw) = bob_and_raw_peer().await;
     let (sid, bob_any) = (4242, name("bob"));
     // A sticky session (joined first): its responder keeps the stream in order behind holes.
     raw.send(SessionMessageType::ChannelJoinRequest, &bob_any, sid, 7, Vec::new(), false).await;
@@ -383,11 +389,7 @@ async fn a_peer_close_releases_what_waited_behind_a_hole_and_reports_the_hole() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reliability_input_is_counted_not_fatal() {
-    let (hub, endpoint) = hub().await;
-    let bob = app("bob", "secret").await;
-    connect(&bob, &endpoint).await;
-    wait_subscribed(&hub, &bob.name()).await;
-    let mut raw = RawPeer::new(&endpoint, &hub).await;
+    let (_hub, bob, mut raw) = bob_and_raw_peer().await;
     let sid = 4242;
     let join = JoinMessagePayload { channel_name: raw.name.clone(), moderator_name: raw.name.clone() };
     raw.send(SessionMessageType::ChannelJoinRequest, &name("bob"), sid, 9, join.encode(), false).await;
