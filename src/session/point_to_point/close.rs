@@ -6,8 +6,7 @@
 use super::{P2pRole, P2pTask};
 use crate::error::SlimError;
 use crate::session::channel;
-use crate::session::context::Stats;
-use crate::session::context::{Target, source_with_strings};
+use crate::session::context::{Stats, Target, source_with_strings};
 use crate::session::task::Flow;
 use crate::wire::{Message, Name, SessionMessageType};
 
