@@ -431,14 +431,13 @@ impl App {
 
     /// [`App::recv_session`] with the payload as received.
     pub async fn recv_session_raw(&self, id: u32) -> RawDelivery {
-        let entry = self.layer.table().lookup(id)?;
-        entry.queue.pop().await
+        self.layer.table().reader(id)?.pop().await
     }
 
     /// [`App::try_recv_session`] with the payload as received.
     pub fn try_recv_session_raw(&self, id: u32) -> Option<RawDelivery> {
-        match self.layer.table().lookup(id) {
-            Ok(entry) => entry.queue.try_pop(),
+        match self.layer.table().reader(id) {
+            Ok(queue) => queue.try_pop(),
             Err(e) => Some(Err(e)),
         }
     }
@@ -460,7 +459,7 @@ impl App {
         out: &mut Vec<RawMessage>,
         max: usize,
     ) -> Result<usize, SlimError> {
-        self.layer.table().lookup(id)?.queue.try_pop_batch(out, max)
+        self.layer.table().reader(id)?.try_pop_batch(out, max)
     }
 
     /// Bytes point-to-point session `id` holds for sending (waiting + unacknowledged): (now,

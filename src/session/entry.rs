@@ -144,6 +144,12 @@ impl SessionEntry {
         self.queue.push_force(Err(err));
     }
 
+    /// Puts what ended the session last on its queue, for the session's readers only (see
+    /// `SessionQueue::push_end`).
+    pub fn deliver_end(&self, err: SlimError) {
+        self.queue.push_end(err);
+    }
+
     /// Stops the task and wakes every reader and every publisher waiting for room.
     pub(super) fn close(&self) {
         self.cancel.cancel();
@@ -339,6 +345,9 @@ pub(super) fn fast_publish_for(cfg: &SessionConfig) -> bool {
     matches!(cfg, SessionConfig::Anycast { timeout: None, mls_enabled: false, .. })
 }
 
+/// A drained session its peer ended: its queue while what ended it waits there for a reader.
+type ClosedQueue = Option<Arc<SessionQueue>>;
+
 /// Ids of sessions closed by their peer kept (the newest) after their queue was drained, so that
 /// a later receive or publish on one gets `SessionClosed`, not `SessionNotFound`.
 const CLOSED_IDS_KEPT: usize = 4096;
@@ -349,9 +358,10 @@ const CLOSED_IDS_KEPT: usize = 4096;
 #[derive(Debug, Default)]
 pub struct SessionTable {
     sessions: RwLock<HashMap<u32, Arc<SessionEntry>>>,
-    /// Sessions closed by their peer and drained, the newest [`CLOSED_IDS_KEPT`] (see
-    /// [`Self::lookup`]); a new session with the same id takes its id out.
-    closed_ids: Mutex<(VecDeque<u32>, HashSet<u32>)>,
+    /// Sessions closed by their peer and drained, the newest [`CLOSED_IDS_KEPT`], each with its
+    /// queue while what ended it waits there for a reader (see [`Self::reader`]); a new session
+    /// with the same id takes its id out.
+    closed_ids: Mutex<(VecDeque<u32>, HashMap<u32, ClosedQueue>)>,
     /// Session tasks running (see [`Running`]).
     running: Arc<std::sync::atomic::AtomicUsize>,
     /// Held by a multicast session across "does another session share my channel (or my
@@ -422,13 +432,30 @@ impl SessionTable {
         self.sessions.read().get(&id).cloned()
     }
 
-    /// The session with `id` as a reader finds it: open, or closed by its peer with messages
-    /// still queued (`Ok`); closed by its peer and drained (`SessionClosed`); unknown or deleted
-    /// by the app (`SessionNotFound`).
+    /// The session with `id`: open, or closed by its peer with messages still queued (`Ok`);
+    /// closed by its peer and drained (`SessionClosed`); unknown or deleted by the app
+    /// (`SessionNotFound`).
     pub fn lookup(&self, id: u32) -> Result<Arc<SessionEntry>, SlimError> {
         match self.get(id) {
             Some(entry) => Ok(entry),
-            None if self.closed_ids.lock().1.contains(&id) => Err(SlimError::SessionClosed),
+            None if self.closed_ids.lock().1.contains_key(&id) => Err(SlimError::SessionClosed),
+            None => Err(SlimError::SessionNotFound(id)),
+        }
+    }
+
+    /// The queue a receive on session `id` reads: the session's, also once its peer ended it and
+    /// it left the table while what ended it (`PeerClosed`) still waits there for a reader; else
+    /// as [`Self::lookup`].
+    pub fn reader(&self, id: u32) -> Result<Arc<SessionQueue>, SlimError> {
+        if let Some(entry) = self.get(id) {
+            return Ok(entry.queue.clone());
+        }
+        match self.closed_ids.lock().1.get_mut(&id) {
+            Some(Some(queue)) if queue.holds_end() => Ok(queue.clone()),
+            Some(slot) => {
+                *slot = None; // its end was taken: nothing left to read
+                Err(SlimError::SessionClosed)
+            }
             None => Err(SlimError::SessionNotFound(id)),
         }
     }
@@ -455,7 +482,7 @@ impl SessionTable {
         let id = entry.id;
         self.sessions.write().insert(id, entry);
         let mut closed = self.closed_ids.lock();
-        if closed.1.remove(&id) {
+        if closed.1.remove(&id).is_some() {
             closed.0.retain(|c| *c != id);
         }
     }
@@ -472,8 +499,9 @@ impl SessionTable {
             if let (Some(table), Some(entry)) = (table.upgrade(), weak.upgrade())
                 && table.remove_entry(&entry)
             {
+                let end = entry.queue.holds_end().then(|| entry.queue.clone());
                 let mut closed = table.closed_ids.lock();
-                if closed.1.insert(entry.id) {
+                if closed.1.insert(entry.id, end).is_none() {
                     closed.0.push_back(entry.id);
                 }
                 if closed.0.len() > CLOSED_IDS_KEPT

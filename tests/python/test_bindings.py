@@ -49,6 +49,28 @@ async def test_end_to_end_raw_api(node: Node) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_peer_that_ends_its_session_raises_nothing_in_the_any_session_stream(node: Node) -> None:
+    """The raw `receive(svc)` reads every session in arrival order. A peer that deletes its session
+    ends that session for the session's own readers (`PeerClosedError`), not the app's whole stream."""
+    alice = await node.new_app("org", "default", "alice")
+    bob = await node.new_app("org", "default", "bob")
+    await slim_bindings.set_route(alice.svc, alice.conn_id, bob.local_name)
+    session = await slim_bindings.create_session(alice.svc, PySessionConfiguration.Anycast())
+    for i in range(3):
+        await slim_bindings.publish(alice.svc, session, 1, [i], name=bob.local_name)
+    await slim_bindings.delete_session(alice.svc, session)
+    got = [await bounded(slim_bindings.receive(bob.svc)) for _ in range(3)]
+    assert [payload for _info, payload in got] == [b"\x00", b"\x01", b"\x02"]
+    await nothing_within(slim_bindings.receive(bob.svc), 0.5)
+    ended_id = got[0][0].id
+    with pytest.raises(slim_bindings.PeerClosedError) as ended:
+        await bounded(bob.receive(session=ended_id))
+    assert ended.value.peer == alice.local_name
+    with pytest.raises(slim_bindings.SessionClosedError):
+        await bounded(bob.receive(session=ended_id))
+
+
+@pytest.mark.asyncio
 async def test_slim_wrapper_round_trip(node: Node) -> None:
     alice = await node.new_app("org", "default", "alice")
     bob = await node.new_app("org", "default", "bob")

@@ -240,7 +240,7 @@ impl MulticastTask {
             self.flush_released(&producer).await;
         }
         let (peer, undelivered) = (self.moderator_named(), self.held.len());
-        self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
+        self.io.entry.deliver_end(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
         Flow::Leave
     }
 }

@@ -40,7 +40,7 @@ impl P2pTask {
         self.flush_released();
         let source = source_with_strings(msg).unwrap_or(source);
         let undelivered = self.pending.len() + self.unacked.len();
-        self.io.entry.deliver_error(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
+        self.io.entry.deliver_end(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
         tracing::debug!(session = self.io.id, undelivered, "the peer closed the session");
         // The layer closes the session once the task ended, and drops it once it is drained.
         Flow::Leave

@@ -75,6 +75,10 @@ enum Item {
     One(Delivery),
     /// Lost ids `first ..= last` of one producer, handed out as one `MessageLost` per id.
     Lost { source: Option<Name>, first: u32, last: u32 },
+    /// What ended the session (its peer did: `PeerClosed`), last in the queue: handed out to
+    /// the session's readers only, never to the any-session reader (a peer that is done is not an
+    /// error of the app's whole stream), and not counted as held (see `SessionQueue::drained`).
+    End(SlimError),
 }
 
 impl Item {
@@ -122,6 +126,11 @@ struct AfterPop {
 }
 
 impl QueueState {
+    /// The session's end is queued: nothing more comes after it.
+    fn ended(&self) -> bool {
+        matches!(self.items.back(), Some((_, Item::End(_))))
+    }
+
     /// Takes the front delivery: a whole item, or the first id of a loss range (the rest of the
     /// range stays in front, under the same sequence number).
     fn take_front(&mut self, session_id: u32) -> Option<(u64, Delivery)> {
@@ -138,6 +147,7 @@ impl QueueState {
         self.bytes -= item.size();
         let d = match item {
             Item::One(d) => d,
+            Item::End(e) => Err(e),
             Item::Lost { source, first, .. } => {
                 Err(SlimError::MessageLost { session_id, message_id: first, producer: source })
             }
@@ -219,7 +229,7 @@ impl SessionQueue {
         let seq = self.inbox.next_seq();
         {
             let mut st = self.state.lock();
-            if st.closed {
+            if st.closed || st.ended() {
                 drop(st);
                 self.inbox.closed_drops.fetch_add(1, Ordering::Relaxed);
                 return Pushed::Closed;
@@ -263,7 +273,7 @@ impl SessionQueue {
         self.inbox.lost_reported.fetch_add(1, Ordering::Relaxed);
         let seq = {
             let mut st = self.state.lock();
-            if st.closed {
+            if st.closed || st.ended() {
                 return;
             }
             let mut merged = None;
@@ -355,9 +365,29 @@ impl SessionQueue {
         (item, AfterPop { made_room, drained: Self::drained(st) })
     }
 
-    /// The hook to run when `st` is closed and empty (taken: it runs once).
+    /// The hook to run when `st` is closed and holds nothing but its end (taken: it runs once).
     fn drained(st: &mut QueueState) -> Option<DrainedHook> {
-        if st.closed && st.items.is_empty() { st.on_drained.take() } else { None }
+        let only_end = st.items.iter().all(|(_, item)| matches!(item, Item::End(_)));
+        if st.closed && only_end { st.on_drained.take() } else { None }
+    }
+
+    /// Queues what ended the session, after everything else, for this session's readers only
+    /// (no token for the any-session reader; see [`Item::End`]).
+    pub fn push_end(&self, err: SlimError) {
+        let seq = self.inbox.next_seq();
+        {
+            let mut st = self.state.lock();
+            if st.closed {
+                return; // closed already: its readers got SessionClosed
+            }
+            st.items.push_back((seq, Item::End(err)));
+        }
+        self.notify.notify_one();
+    }
+
+    /// True while what ended the session waits for a reader (see `SessionTable::reader`).
+    pub fn holds_end(&self) -> bool {
+        self.state.lock().ended()
     }
 
     /// After a pop, outside the lock: wakes producers waiting for room, runs the drained hook.
