@@ -496,11 +496,12 @@ impl SessionTable {
     pub(super) fn retire_when_drained(self: &Arc<Self>, entry: &Arc<SessionEntry>) {
         let (table, weak) = (Arc::downgrade(self), Arc::downgrade(entry));
         entry.queue.when_drained(Box::new(move || {
-            if let (Some(table), Some(entry)) = (table.upgrade(), weak.upgrade())
-                && table.remove_entry(&entry)
-            {
+            let (Some(table), Some(entry)) = (table.upgrade(), weak.upgrade()) else { return };
+            // Held across the removal: a reader that no longer finds the session in the table
+            // then waits here and finds it remembered (never `SessionNotFound` in between).
+            let mut closed = table.closed_ids.lock();
+            if table.remove_entry(&entry) {
                 let end = entry.queue.holds_end().then(|| entry.queue.clone());
-                let mut closed = table.closed_ids.lock();
                 if closed.1.insert(entry.id, end).is_none() {
                     closed.0.push_back(entry.id);
                 }
