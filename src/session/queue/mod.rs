@@ -367,8 +367,10 @@ impl SessionQueue {
 
     /// The hook to run when `st` is closed and holds nothing but its end (taken: it runs once).
     fn drained(st: &mut QueueState) -> Option<DrainedHook> {
-        let only_end = st.items.iter().all(|(_, item)| matches!(item, Item::End(_)));
-        if st.closed && only_end { st.on_drained.take() } else { None }
+        // Looked at only once closed (and then the end, if any, is the only item left or behind
+        // the first message, where `all` stops).
+        let only_end = st.closed && st.items.iter().all(|(_, item)| matches!(item, Item::End(_)));
+        if only_end { st.on_drained.take() } else { None }
     }
 
     /// Queues what ended the session, after everything else, for this session's readers only
