@@ -52,16 +52,15 @@ pub fn p2p_discovery_request(core: &AppCore, session_id: u32, message_id: u32, d
 }
 
 /// SESSION_CLOSE to `target` (docs/protocol.md "Closing"): names with their strings, so the
-/// other side's `PeerClosedError` can say who closed. A name without an instance id (an anycast
-/// session's destination, whose messages the node spread over its instances) is told on every
-/// instance; a pinned peer or a reply's source only on its own.
+/// other side's `PeerClosedError` can say who closed. Fanout 1, as the session's data: it follows
+/// the path the data took to the instance it reaches, so it never overtakes that data (a
+/// broadcast follows a mesh's shared tree, another path, and could close the session before
+/// unreliable data still on its way arrived).
 pub fn session_close(core: &AppCore, session_id: u32, target: &Target) -> Message {
-    let every_instance = target.forward_to.is_none() && target.name.id() == wire::name::ANY_ID;
-    let fanout = if every_instance { wire::FANOUT_MULTICAST } else { 1 };
     let spec = PublishSpec {
         source: &core.name,
         destination: &target.name,
-        flags: Flags { fanout, ..Flags::one() }.forward_to(target.forward_to),
+        flags: Flags::one().forward_to(target.forward_to),
         session_type: SessionType::SessionPointToPoint,
         message_type: SessionMessageType::SessionClose,
         session_id,

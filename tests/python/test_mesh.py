@@ -186,9 +186,9 @@ def test_every_pair_exactly_once(meshes, topology):
         assert s["per_source"] == {x: k for x in agents if x != agents[i]}, s
     paths = sum(d[i][j] for i, j in itertools.permutations(range(4), 2))
     assert m.mesh_out() - before == k * paths, "every message took a shortest path, no copy looped"
-    # Every app deletes its sessions while all are up: each tells every instance of its peer's name
-    # (SESSION_CLOSE to all, docs/protocol.md "Closing"), and each app's reader sees the end of
-    # every peer's session once.
+    # Every app deletes its sessions while all are up: each tells its peer (SESSION_CLOSE on the
+    # path of its data, docs/protocol.md "Closing"), and each app's reader sees the end of every
+    # peer's session once.
     for a in apps:
         a.send_line("delete")
     for i, a in enumerate(apps):

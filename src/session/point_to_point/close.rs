@@ -48,7 +48,7 @@ impl P2pTask {
 
     /// The task stops because this app deleted the session or closes. An initiator tells the
     /// side it talks to: the pinned peer of a sticky session, else where its first publish went
-    /// (every instance of a name without an id: `channel::session_close`). Best effort
+    /// (one instance, on the path its data took: `channel::session_close`). Best effort
     /// and sent once: a delete has already waited for what was published to be taken, and a lost
     /// notice only leaves the other side's session open, as it was before notices existed.
     pub(super) async fn send_close_notice(&mut self) {
