@@ -100,6 +100,24 @@ pub enum SlimError {
         /// Publishes of this side dropped with the session.
         undelivered: usize,
     },
+    /// The peer of a sticky point-to-point session stopped answering heartbeats for longer than
+    /// the session's liveness bound (its process died, or its node or network is gone; docs/liveness.md).
+    /// Raised after every message that arrived before; the session is closed on this side
+    /// (`PeerLostError`, a `SessionClosedError`). `undelivered`: publishes this side still held
+    /// (queued, or sent and not acknowledged), dropped with the session.
+    #[error(
+        "session {session_id}: peer {peer} stopped answering (nothing for {silent_ms} ms; {undelivered} messages published here not delivered); session closed"
+    )]
+    PeerLost {
+        /// The point-to-point session.
+        session_id: u32,
+        /// The peer that went silent.
+        peer: crate::wire::Name,
+        /// How long nothing came from it.
+        silent_ms: u64,
+        /// Publishes of this side dropped with the session.
+        undelivered: usize,
+    },
     /// The app (or its node) has shut down.
     #[error("app closed")]
     Closed,
@@ -179,6 +197,7 @@ impl SlimError {
                 | SlimError::NoRoute(_)
                 | SlimError::ModeratorLost { .. }
                 | SlimError::PeerClosed { .. }
+                | SlimError::PeerLost { .. }
         )
     }
 
@@ -200,6 +219,7 @@ impl SlimError {
             SlimError::MessageTooLarge { .. } => "MessageTooLarge",
             SlimError::ModeratorLost { .. } => "ModeratorLost",
             SlimError::PeerClosed { .. } => "PeerClosed",
+            SlimError::PeerLost { .. } => "PeerLost",
             SlimError::Closed => "Closed",
             SlimError::Internal(_) => "Internal",
         }
@@ -243,6 +263,12 @@ impl SlimError {
                 peer: crate::wire::Name::new("org", "ns", "client", Some(9)),
                 undelivered: 2,
             },
+            SlimError::PeerLost {
+                session_id: 3,
+                peer: crate::wire::Name::new("org", "ns", "server", Some(10)),
+                silent_ms: 10_000,
+                undelivered: 1,
+            },
             SlimError::Closed,
             SlimError::Internal("unexpected".into()),
         ]
@@ -268,7 +294,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
         // As many as `variant_name` has arms: update both when a variant is added.
-        assert_eq!(names.len(), 16, "{names:?}");
+        assert_eq!(names.len(), 17, "{names:?}");
     }
 
     #[test]

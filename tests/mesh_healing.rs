@@ -19,7 +19,12 @@ use slim_bindings::wire::builders::{self, Flags};
 
 fn reliable() -> SessionConfig {
     // Retransmission recovers what died with the node; generous enough not to fire on a slow machine.
-    SessionConfig::Unicast { timeout: Some(Duration::from_secs(1)), max_retries: Some(30), mls_enabled: false }
+    SessionConfig::Unicast {
+        timeout: Some(Duration::from_secs(1)),
+        max_retries: Some(30),
+        mls_enabled: false,
+        liveness: None,
+    }
 }
 
 async fn leaf(agent: &str, endpoint: &str, peers: &[&str]) -> App {

@@ -13,7 +13,12 @@ use slim_bindings::session::SessionConfig;
 
 fn reliable() -> SessionConfig {
     // Generous: retransmissions are for losses, not for a slow (debug, loaded) machine.
-    SessionConfig::Unicast { timeout: Some(Duration::from_secs(2)), max_retries: Some(10), mls_enabled: false }
+    SessionConfig::Unicast {
+        timeout: Some(Duration::from_secs(2)),
+        max_retries: Some(10),
+        mls_enabled: false,
+        liveness: None,
+    }
 }
 
 /// `n` mesh nodes linked by `edges` (i dials j).

@@ -196,6 +196,7 @@ async fn random_and_mutated_frames_on_one_connection_never_disturb_other_session
             timeout: Some(Duration::from_millis(200)),
             max_retries: Some(10),
             mls_enabled: false,
+            liveness: None,
         })
         .await
         .unwrap();

@@ -159,7 +159,7 @@ async fn the_initiators_delete_closes_the_other_side_once_its_reader_drained_it(
     let reliable = |sticky: bool| {
         let (timeout, max_retries) = (Some(std::time::Duration::from_secs(1)), Some(5));
         if sticky {
-            SessionConfig::Unicast { timeout, max_retries, mls_enabled: false }
+            SessionConfig::Unicast { timeout, max_retries, mls_enabled: false, liveness: None }
         } else {
             SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
         }

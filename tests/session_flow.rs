@@ -67,8 +67,12 @@ async fn stream_to_slow_reader(cfg: SessionConfig, a: &str, b: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_unicast_stream_to_a_slow_reader_is_complete_and_ordered() {
-    let cfg =
-        SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(10), mls_enabled: false };
+    let cfg = SessionConfig::Unicast {
+        timeout: Some(Duration::from_millis(500)),
+        max_retries: Some(10),
+        mls_enabled: false,
+        liveness: None,
+    };
     stream_to_slow_reader(cfg, "flow-ru-a", "flow-ru-b").await;
 }
 

@@ -318,7 +318,7 @@ async fn membership_calls_with_bad_input_get_typed_errors() {
     assert!(matches!(moderator.invite(12345, &name("bp1")).await, Err(SlimError::SessionNotFound(12345))));
     assert!(matches!(moderator.remove(12345, &name("bp1")).await, Err(SlimError::SessionNotFound(12345))));
     let p2p = moderator
-        .create_session(SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false })
+        .create_session(SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false, liveness: None })
         .await
         .unwrap();
     assert!(matches!(moderator.invite(p2p, &name("bp1")).await, Err(SlimError::Invite(_))));

@@ -44,8 +44,12 @@ async fn reliable_stream_handed_between_dispatcher_and_task_is_exactly_once_in_o
     wait_subscribed(&hub, &bob.name()).await;
 
     // Retries outlast the stopped reader (a message not admitted is retransmitted every 500 ms).
-    let cfg =
-        SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(60), mls_enabled: false };
+    let cfg = SessionConfig::Unicast {
+        timeout: Some(Duration::from_millis(500)),
+        max_retries: Some(60),
+        mls_enabled: false,
+        liveness: None,
+    };
     let sid = alice.create_session(cfg).await.unwrap();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let publisher = {

@@ -1,7 +1,9 @@
 //! Liveness of a group over real loopback gRPC (docs/liveness.md): a member whose moderator is
 //! gone gets `ModeratorLost` within the bound; a moderator drops a member that stopped answering
 //! and the others keep talking; `participants` on both sides; an invite with a deadline is
-//! abandoned by the moderator, which lets its held publishes go out.
+//! abandoned by the moderator, which lets its held publishes go out. Sticky point-to-point
+//! sessions: each side learns within the bound that the other is gone (`PeerLost`), a quiet
+//! session stays up, and a responder's delete ends the initiator's side (`PeerClosed`).
 
 use crate::common;
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use slim_bindings::app::App;
 use slim_bindings::error::SlimError;
-use slim_bindings::session::SessionConfig;
+use slim_bindings::session::{PublishRequest, SessionConfig};
 use slim_bindings::wire::Name;
 
 const BOUND: Duration = Duration::from_millis(1200);
@@ -185,4 +187,116 @@ async fn an_invite_past_its_deadline_is_abandoned_and_held_publishes_go_out() {
     // A point-to-point session has no participants.
     let p2p = moderator.create_session(SessionConfig::default_p2p()).await.unwrap();
     assert!(matches!(moderator.participants(p2p).await, Err(SlimError::Invite(_))));
+}
+
+fn sticky(mls: bool) -> SessionConfig {
+    // Retries far past the bound: what is published after the peer died is still held (not timed
+    // out) when the session ends, so the error counts it.
+    SessionConfig::Unicast {
+        timeout: Some(Duration::from_millis(200)),
+        max_retries: Some(100),
+        mls_enabled: mls,
+        liveness: Some(BOUND),
+    }
+}
+
+/// A reliable sticky session from `alice` to `bob` that has carried one message each way.
+async fn sticky_pair(mls: bool) -> (Hub, App, App, u32) {
+    let (hub, alice, bob) = pair("alice", "bob").await;
+    let sid = alice.create_session(sticky(mls)).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"hello")).await.unwrap();
+    let (first, _) = recv_new(&bob).await;
+    assert_eq!(first.session_id, sid);
+    assert_eq!(recv(&bob, sid).await.unwrap().1, b"hello");
+    bob.publish(sid, reply(&first, b"hi")).await.unwrap();
+    assert_eq!(recv(&alice, sid).await.unwrap().1, b"hi");
+    (hub, alice, bob, sid)
+}
+
+/// Nothing reaches `app`'s reader of `sid` for two bounds (no `PeerLost` while the peer lives).
+async fn quiet_for_two_bounds(app: &App, sid: u32) {
+    let got = tokio::time::timeout(BOUND * 2, app.recv_session(sid)).await;
+    assert!(got.is_err(), "{}: expected nothing, got {got:?}", app.name());
+}
+
+async fn the_survivor_learns_that_its_peer_is_gone(initiator_dies: bool, mls: bool) {
+    let (_hub, alice, bob, sid) = sticky_pair(mls).await;
+    // Quiet for two bounds: the heartbeats keep the session up on both sides.
+    tokio::join!(quiet_for_two_bounds(&alice, sid), quiet_for_two_bounds(&bob, sid));
+    let (dead, survivor) = if initiator_dies { (alice, bob) } else { (bob, alice) };
+    let dead_name = dead.name();
+    let pending = {
+        let s = survivor.clone();
+        tokio::spawn(async move {
+            // The node may answer the publish below with "no matching found" first (once the
+            // dead app's subscriptions are gone): reported on the session, then the end comes.
+            // Each retransmission of it may be answered so too.
+            loop {
+                let got = s.recv_session(sid).await;
+                if !matches!(got, Err(SlimError::NoRoute(_))) {
+                    return (got, Instant::now());
+                }
+            }
+        })
+    };
+    // The peer's process dies: its node goes, and nothing more comes from it.
+    dead.node().shutdown().await;
+    let died = Instant::now();
+    drop(dead);
+    // Published after the death: never acknowledged, still held when the session ends.
+    let last = PublishRequest { dest: Some(dead_name.without_id()), ..to(&dead_name, b"into the void") };
+    survivor.publish(sid, last).await.unwrap();
+    let (got, at) = tokio::time::timeout(BOUND + SLACK, pending).await.expect("the pending receive raised").unwrap();
+    match got {
+        Err(SlimError::PeerLost { session_id, peer, silent_ms, undelivered }) => {
+            assert_eq!((session_id, peer.clone()), (sid, dead_name.clone()));
+            assert_eq!(agents(vec![peer]), vec![if initiator_dies { "alice" } else { "bob" }.to_string()]);
+            assert!(silent_ms >= BOUND.as_millis() as u64, "{silent_ms}");
+            assert_eq!(undelivered, 1, "the publish after the death");
+        }
+        other => panic!("expected PeerLost, got {other:?}"),
+    }
+    assert!(at - died < BOUND + SLACK, "{:?}", at - died);
+    // Closed on this side, and gone from the app once read.
+    assert!(matches!(survivor.recv_session(sid).await, Err(SlimError::SessionClosed)));
+    assert!(matches!(survivor.publish(sid, to(&dead_name, b"late")).await, Err(SlimError::SessionClosed)));
+    wait_until("the drained session leaves the survivor", || survivor.open_sessions() == 0).await;
+    assert!(matches!(survivor.delete_session(sid).await, Ok(())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_sessions_responder_learns_that_the_initiator_is_gone() {
+    the_survivor_learns_that_its_peer_is_gone(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_sessions_initiator_learns_that_the_responder_is_gone() {
+    the_survivor_learns_that_its_peer_is_gone(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mls_sessions_sides_learn_that_the_other_is_gone() {
+    the_survivor_learns_that_its_peer_is_gone(true, true).await;
+    the_survivor_learns_that_its_peer_is_gone(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responders_delete_ends_the_initiators_side() {
+    let (_hub, alice, bob, sid) = sticky_pair(false).await;
+    let pending = {
+        let a = alice.clone();
+        tokio::spawn(async move { a.recv_session(sid).await })
+    };
+    let deleted = Instant::now();
+    bob.delete_session(sid).await.unwrap();
+    match tokio::time::timeout(WAIT, pending).await.expect("the pending receive raised").unwrap() {
+        Err(SlimError::PeerClosed { session_id, peer, undelivered }) => {
+            assert_eq!((session_id, peer, undelivered), (sid, bob.name(), 0));
+        }
+        other => panic!("expected PeerClosed, got {other:?}"),
+    }
+    // Told, not found silent: well within the bound.
+    assert!(deleted.elapsed() < BOUND, "{:?}", deleted.elapsed());
+    assert!(matches!(alice.recv_session(sid).await, Err(SlimError::SessionClosed)));
+    wait_until("the drained session leaves alice", || alice.open_sessions() == 0).await;
 }

@@ -22,8 +22,12 @@ async fn ten_thousand_reliable_messages_survive_drops_and_reordering() {
     wait_subscribed(&hub, &bob.name()).await;
 
     const N: u32 = 10_000;
-    let cfg =
-        SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(40), mls_enabled: false };
+    let cfg = SessionConfig::Unicast {
+        timeout: Some(Duration::from_millis(500)),
+        max_retries: Some(40),
+        mls_enabled: false,
+        liveness: None,
+    };
     let sid = alice.create_session(cfg).await.unwrap();
     let reader = {
         let bob = bob.clone();

@@ -55,7 +55,7 @@ async fn mls_payloads_are_encrypted_on_the_wire() {
     wait_subscribed(&hub, &bob.name()).await;
     wait_subscribed(&hub, &alice.name()).await;
 
-    let mls = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: true };
+    let mls = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: true, liveness: None };
     let sid = alice.create_session(mls).await.unwrap();
     alice.publish(sid, to(&name("bob"), needle)).await.unwrap();
     let (info, p) = recv_new(&bob).await;
@@ -63,7 +63,7 @@ async fn mls_payloads_are_encrypted_on_the_wire() {
     assert_eq!(tap.counters.needle_hits.load(Ordering::Relaxed), 0, "plaintext visible on the wire");
 
     // Control: the same payload without MLS is visible to the tap.
-    let plain = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false };
+    let plain = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
     let sid2 = alice.create_session(plain).await.unwrap();
     alice.publish(sid2, to(&name("bob"), needle)).await.unwrap();
     let (info, _) = recv_new(&bob).await;

@@ -33,8 +33,12 @@ fn payload(i: u32) -> Vec<u8> {
 async fn sender_buffer_stays_bounded_while_the_receiver_stalls_and_nothing_is_lost() {
     let (_hub, sender, receiver) = pair("budget-a", "budget-b").await;
     // Retries outlast the stall: the receiver's silence must not turn into timeouts.
-    let cfg =
-        SessionConfig::Unicast { timeout: Some(Duration::from_secs(1)), max_retries: Some(60), mls_enabled: false };
+    let cfg = SessionConfig::Unicast {
+        timeout: Some(Duration::from_secs(1)),
+        max_retries: Some(60),
+        mls_enabled: false,
+        liveness: None,
+    };
     let sid = sender.create_session(cfg).await.unwrap();
     let dest = name("budget-b");
     let published = Arc::new(AtomicU32::new(0));
@@ -98,7 +102,7 @@ async fn publish_that_never_gets_room_fails_typed_after_its_bound() {
     let (_hub, sender, _receiver) = pair("budget-c", "budget-d").await;
     // Sticky and unreliable: publishes wait in the pending queue until discovery finds a peer,
     // and nobody serves this name, so discovery keeps retrying and nothing leaves.
-    let cfg = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false };
+    let cfg = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
     let sid = sender.create_session(cfg).await.unwrap();
     let nobody = name("budget-nobody");
     let one = charge_of(SIZE, MAX_BUFFERED_BYTES);

@@ -19,6 +19,7 @@ fn unicast(timeout_ms: Option<u64>, retries: u32) -> SessionConfig {
         timeout: timeout_ms.map(Duration::from_millis),
         max_retries: Some(retries),
         mls_enabled: false,
+        liveness: None,
     }
 }
 
@@ -42,7 +43,12 @@ async fn reliable_unicast_delivers_in_order_both_ways() {
     // Created by a join: the responder is reliable with the remote defaults.
     assert_eq!(
         bob.get_session_config(sid).unwrap(),
-        SessionConfig::Unicast { timeout: Some(Duration::from_secs(5)), max_retries: Some(5), mls_enabled: false }
+        SessionConfig::Unicast {
+            timeout: Some(Duration::from_secs(5)),
+            max_retries: Some(5),
+            mls_enabled: false,
+            liveness: None
+        }
     );
     for i in 0..10u32 {
         bob.publish(sid, reply(&first, &i.to_le_bytes())).await.unwrap();
@@ -424,7 +430,12 @@ async fn bad_reliability_input_is_counted_not_fatal() {
     // A gap is requested with RTX_REQUEST after the timeout; an error reply marks it lost.
     bob.set_session_config(
         sid,
-        SessionConfig::Unicast { timeout: Some(Duration::from_millis(50)), max_retries: Some(5), mls_enabled: false },
+        SessionConfig::Unicast {
+            timeout: Some(Duration::from_millis(50)),
+            max_retries: Some(5),
+            mls_enabled: false,
+            liveness: None,
+        },
     )
     .unwrap();
     raw.send(P2PReliable, &bob_id, sid, 3, b"m3".to_vec(), false).await;

@@ -93,7 +93,12 @@ fn otel_config(endpoint: &str) -> TracingConfig {
 }
 
 fn unicast() -> SessionConfig {
-    SessionConfig::Unicast { timeout: Some(Duration::from_millis(500)), max_retries: Some(5), mls_enabled: false }
+    SessionConfig::Unicast {
+        timeout: Some(Duration::from_millis(500)),
+        max_retries: Some(5),
+        mls_enabled: false,
+        liveness: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

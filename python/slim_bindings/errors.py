@@ -24,6 +24,7 @@ __all__ = [
     "ModeratorLostError",
     "NoRouteError",
     "PeerClosedError",
+    "PeerLostError",
     "SLIMTimeoutError",
     "SendBufferFullError",
     "SessionClosedError",
@@ -80,6 +81,30 @@ class PeerClosedError(SessionClosedError):
         super().__init__(message)
         self.session_id = session_id
         self.peer = peer
+        self.undelivered = undelivered
+
+
+class PeerLostError(SessionClosedError):
+    """The peer of a sticky point-to-point session (``PySessionConfiguration.Unicast``, or an
+    MLS session) stopped answering for longer than the session's liveness bound
+    (``Unicast(..., liveness_timeout=...)``, default 10 s; docs/liveness.md): its process died, or
+    its node or network is gone. Raised by ``receive`` after every message that arrived before;
+    the session is closed on this side. ``peer`` names the peer (with its id), ``session_id`` the
+    session, ``silent_ms`` how long nothing came from it, and ``undelivered`` counts what this
+    side had published and never got out (queued, or sent and not acknowledged)."""
+
+    def __init__(
+        self,
+        message: str,
+        session_id: int | None = None,
+        peer: Any = None,
+        silent_ms: int = 0,
+        undelivered: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.peer = peer
+        self.silent_ms = silent_ms
         self.undelivered = undelivered
 
 

@@ -162,7 +162,8 @@ class Slim:
         (``node_stats()["session_delete_discarded"]``) and logged (docs/reliability.md,
         "Deleting a session"). Then readers get ``SessionClosedError`` and later calls on the
         session ``SessionNotFoundError``. Deleting a point-to-point session this app created tells
-        the other side, which closes its own (``PeerClosedError``). A session its peer ended is
+        the other side, which closes its own (``PeerClosedError``); so does deleting the responder
+        side of a sticky session whose initiator is of this implementation. A session its peer ended is
         deleted already once its reader took what it held: nothing to do then, no error."""
         await _native.delete_session(self.svc, session_id)
 
@@ -270,7 +271,9 @@ class Slim:
         A session its peer ended (this member removed from its group, the group deleted, or the
         app that created a point-to-point session deleted it or closed) still returns every
         message that reached it before; then ``PeerClosedError`` (a ``SessionClosedError``
-        naming who ended it), then ``SessionClosedError``."""
+        naming who ended it), then ``SessionClosedError``. A sticky session (``Unicast``, or
+        MLS) whose peer vanished (process killed, node or network gone) ends the same way within
+        its ``liveness_timeout``, with ``PeerLostError`` (docs/liveness.md)."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)
         return await _native.receive_session(self.svc, session, timeout)

@@ -24,6 +24,7 @@ struct Classes {
     session_closed: Py<PyAny>,
     moderator_lost: Py<PyAny>,
     peer_closed: Py<PyAny>,
+    peer_lost: Py<PyAny>,
     timeout: Py<PyAny>,
     message_lost: Py<PyAny>,
     no_route: Py<PyAny>,
@@ -48,6 +49,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             session_closed: get("SessionClosedError")?,
             moderator_lost: get("ModeratorLostError")?,
             peer_closed: get("PeerClosedError")?,
+            peer_lost: get("PeerLostError")?,
             timeout: get("SLIMTimeoutError")?,
             message_lost: get("MessageLostError")?,
             no_route: get("NoRouteError")?,
@@ -84,6 +86,10 @@ pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
             SlimError::PeerClosed { session_id, peer, undelivered } => {
                 let peer = super::name::PyName::from_name(peer);
                 c.peer_closed.call1(py, (text, session_id, peer, undelivered))
+            }
+            SlimError::PeerLost { session_id, peer, silent_ms, undelivered } => {
+                let peer = super::name::PyName::from_name(peer);
+                c.peer_lost.call1(py, (text, session_id, peer, silent_ms, undelivered))
             }
             SlimError::Timeout { session_id, message_id } => c.timeout.call1(py, (message_id, session_id)),
             SlimError::MessageLost { session_id, message_id, producer } => {

@@ -37,7 +37,9 @@ pub enum PySessionConfiguration {
         mls_enabled: bool,
     },
     /// Point to point, one instance pinned by discovery for the whole session.
-    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
+    /// `liveness_timeout`: each side learns within it that the other is gone (`PeerLostError`;
+    /// docs/liveness.md); the responder uses the initiator's.
+    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false, liveness_timeout = DEFAULT_LIVENESS))]
     Unicast {
         /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).
         timeout: Option<Duration>,
@@ -45,6 +47,8 @@ pub enum PySessionConfiguration {
         max_retries: Option<u32>,
         /// End-to-end encryption with a two-member MLS group.
         mls_enabled: bool,
+        /// Silence of the peer after which the session ends with `PeerLostError`.
+        liveness_timeout: Duration,
     },
     /// A group on channel `topic`; `moderator=True` may invite and remove. `liveness_timeout`
     /// (moderator): a silent member is dropped, and members learn that this moderator is gone,
@@ -73,8 +77,8 @@ impl From<&PySessionConfiguration> for SessionConfig {
             PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled } => {
                 SessionConfig::Anycast { timeout, max_retries, mls_enabled }
             }
-            PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled } => {
-                SessionConfig::Unicast { timeout, max_retries, mls_enabled }
+            PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled, liveness_timeout } => {
+                SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness: Some(liveness_timeout) }
             }
             PySessionConfiguration::Multicast {
                 topic,
@@ -101,9 +105,12 @@ impl From<SessionConfig> for PySessionConfiguration {
             SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
                 PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled }
             }
-            SessionConfig::Unicast { timeout, max_retries, mls_enabled } => {
-                PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled }
-            }
+            SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => PySessionConfiguration::Unicast {
+                timeout,
+                max_retries,
+                mls_enabled,
+                liveness_timeout: liveness.unwrap_or(DEFAULT_LIVENESS),
+            },
             SessionConfig::Multicast { topic, moderator, max_retries, timeout, mls_enabled, liveness } => {
                 PySessionConfiguration::Multicast {
                     topic: PyName::from_name(topic),

@@ -588,7 +588,7 @@ impl SessionLayer {
                 }
                 // A session opened by data has no discovery of its own: it answers whoever wrote.
                 let cfg = match cfg {
-                    SessionConfig::Unicast { timeout, max_retries, mls_enabled: false } => {
+                    SessionConfig::Unicast { timeout, max_retries, mls_enabled: false, .. } => {
                         SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
                     }
                     other => other,
@@ -606,6 +606,7 @@ impl SessionLayer {
                     timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
                     max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
                     mls_enabled,
+                    liveness: None, // the initiator's bound (its JOIN_REQUEST) is the one used
                 };
                 self.spawn(sid, cfg, P2pRole::Responder, true)
             }
@@ -662,10 +663,11 @@ fn with_reliable_defaults(cfg: SessionConfig) -> SessionConfig {
             max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
             mls_enabled,
         },
-        SessionConfig::Unicast { timeout, max_retries, mls_enabled } => SessionConfig::Unicast {
+        SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => SessionConfig::Unicast {
             timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
             max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
             mls_enabled,
+            liveness,
         },
         other => other,
     }

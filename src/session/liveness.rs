@@ -1,4 +1,7 @@
-//! Liveness of a group (docs/liveness.md): who is still there, known within a bound.
+//! Liveness of a group and of a sticky point-to-point session (docs/liveness.md): who is still
+//! there, known within a bound. The point-to-point exchange is the group's between two: the
+//! initiator offers its bound in its JOIN_REQUEST, a responder of this implementation echoes it,
+//! then the initiator pings and the responder answers (`PeerWatch` on both sides).
 //!
 //! A moderator of this implementation puts its liveness bound in its CHANNEL_JOIN_REQUEST
 //! ([`META_LIVENESS_MS`]); a member of this implementation answers with the same key in its
@@ -131,19 +134,18 @@ impl MemberWatch {
     }
 }
 
-/// Member side: when the moderator was last heard, and the member list it last sent.
+/// One side of a sticky point-to-point session, or a group member: when the peer (or the
+/// moderator) was last heard, against the bound.
 #[derive(Debug)]
-pub struct ModeratorWatch {
+pub struct PeerWatch {
     bound: Duration,
     last_heard: Instant,
-    version: u64,
-    members: Vec<Name>,
 }
 
-impl ModeratorWatch {
-    /// Starts watching a moderator that advertised `bound`.
+impl PeerWatch {
+    /// Starts watching a peer under `bound`, as if it had just been heard.
     pub fn new(bound: Duration, now: Instant) -> Self {
-        ModeratorWatch { bound, last_heard: now, version: 0, members: Vec::new() }
+        PeerWatch { bound, last_heard: now }
     }
 
     /// The liveness bound.
@@ -151,9 +153,40 @@ impl ModeratorWatch {
         self.bound
     }
 
-    /// Something came from the moderator.
+    /// Something came from the peer.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
+    }
+
+    /// How long the peer has been silent, when that is longer than the bound.
+    pub fn lost(&self, now: Instant) -> Option<Duration> {
+        let silent = now.saturating_duration_since(self.last_heard);
+        (silent > self.bound).then_some(silent)
+    }
+}
+
+/// Member side: when the moderator was last heard, and the member list it last sent.
+#[derive(Debug)]
+pub struct ModeratorWatch {
+    peer: PeerWatch,
+    version: u64,
+    members: Vec<Name>,
+}
+
+impl ModeratorWatch {
+    /// Starts watching a moderator that advertised `bound`.
+    pub fn new(bound: Duration, now: Instant) -> Self {
+        ModeratorWatch { peer: PeerWatch::new(bound, now), version: 0, members: Vec::new() }
+    }
+
+    /// The liveness bound.
+    pub fn bound(&self) -> Duration {
+        self.peer.bound()
+    }
+
+    /// Something came from the moderator.
+    pub fn heard(&mut self, now: Instant) {
+        self.peer.heard(now);
     }
 
     /// A GROUP_PING with list `version` and, when the list changed, the list itself.
@@ -178,8 +211,7 @@ impl ModeratorWatch {
 
     /// How long the moderator has been silent, when that is longer than the bound.
     pub fn lost(&self, now: Instant) -> Option<Duration> {
-        let silent = now.saturating_duration_since(self.last_heard);
-        (silent > self.bound).then_some(silent)
+        self.peer.lost(now)
     }
 }
 

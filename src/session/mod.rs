@@ -69,8 +69,9 @@ pub const DEFAULT_P2P_RETRIES: u32 = 5;
 pub const CONTROL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// ... up to 60 times (reference values).
 pub const CONTROL_MAX_RETRIES: u32 = 60;
-/// Default liveness bound of a group (docs/liveness.md): a member learns that its moderator is
-/// gone, and a moderator that a member is gone, within this time.
+/// Default liveness bound of a group and of a sticky point-to-point session (docs/liveness.md): a
+/// member learns that its moderator is gone, a moderator that a member is gone, and each side of
+/// a sticky session that the other is gone, within this time.
 pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(10);
 /// Shortest liveness bound accepted (from the configuration or from a peer).
 pub const MIN_LIVENESS: Duration = Duration::from_millis(200);
@@ -97,6 +98,9 @@ pub enum SessionConfig {
         max_retries: Option<u32>,
         /// End-to-end encryption with a two-member MLS group.
         mls_enabled: bool,
+        /// How soon each side learns that the other is gone (docs/liveness.md, "Point-to-point
+        /// sessions"); `None` = [`DEFAULT_LIVENESS`]. The responder uses the initiator's bound.
+        liveness: Option<Duration>,
     },
     /// A group on channel `topic`.
     Multicast {
@@ -151,7 +155,7 @@ impl SessionConfig {
         match self {
             SessionConfig::Anycast { timeout, max_retries, mls_enabled: true } => {
                 tracing::warn!("MLS requires a sticky session: Anycast with mls_enabled becomes Unicast");
-                SessionConfig::Unicast { timeout, max_retries, mls_enabled: true }
+                SessionConfig::Unicast { timeout, max_retries, mls_enabled: true, liveness: None }
             }
             other => other,
         }
@@ -168,7 +172,9 @@ impl SessionConfig {
             SessionConfig::Multicast { timeout, .. } if timeout.is_zero() => {
                 Err(SlimError::Config("timeout must be greater than zero".into()))
             }
-            SessionConfig::Multicast { liveness: Some(l), .. } if *l < MIN_LIVENESS => {
+            SessionConfig::Multicast { liveness: Some(l), .. } | SessionConfig::Unicast { liveness: Some(l), .. }
+                if *l < MIN_LIVENESS =>
+            {
                 Err(SlimError::Config(format!("liveness_timeout must be at least {MIN_LIVENESS:?}").into()))
             }
             _ => Ok(()),

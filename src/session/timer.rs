@@ -58,6 +58,11 @@ impl TimerPolicy {
         TimerPolicy { backoff: Backoff::Constant(interval), max_retries: Some(max_retries) }
     }
 
+    /// Every `interval`, without a retry limit (heartbeats): fires until stopped.
+    pub fn periodic(interval: Duration) -> Self {
+        TimerPolicy { backoff: Backoff::Constant(interval), max_retries: None }
+    }
+
     /// Exponential back-off without a retry limit (multicast beacons).
     pub fn exponential(initial: Duration, max: Duration) -> Self {
         TimerPolicy { backoff: Backoff::Exponential { initial, max }, max_retries: None }

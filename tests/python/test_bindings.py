@@ -131,6 +131,14 @@ async def test_session_config_round_trip(node: Node) -> None:
     assert isinstance(got2, PySessionConfiguration.Unicast)
     assert got2.timeout == datetime.timedelta(milliseconds=250)
     assert got2.max_retries == 3
+    assert got2.liveness_timeout == datetime.timedelta(seconds=10)  # the default bound
+
+    watched = PySessionConfiguration.Unicast(liveness_timeout=datetime.timedelta(seconds=3))
+    assert await app.get_session_config((await app.create_session(watched)).id) == watched
+    with pytest.raises(slim_bindings.ConfigurationError, match="liveness_timeout"):
+        await app.create_session(
+            PySessionConfiguration.Unicast(liveness_timeout=datetime.timedelta(milliseconds=50))
+        )
 
     assert await app.set_default_session_config(anycast) is None
     with pytest.raises(slim_bindings.SessionNotFoundError):

@@ -29,6 +29,7 @@ EXPECTED: dict[str, type[BaseException]] = {
     "MessageTooLarge": errors.MessageTooLargeError,
     "ModeratorLost": errors.ModeratorLostError,
     "PeerClosed": errors.PeerClosedError,
+    "PeerLost": errors.PeerLostError,
     "Closed": errors.SessionClosedError,
     "Internal": errors.SlimError,
 }
@@ -65,6 +66,12 @@ def test_fields_survive_the_mapping() -> None:
     assert isinstance(peer_gone, errors.PeerClosedError) and isinstance(peer_gone, errors.SessionClosedError)
     assert (peer_gone.session_id, peer_gone.undelivered) == (3, 2)
     assert peer_gone.peer.components_strings()[2] == "client" and peer_gone.peer.id == 9
+    vanished = s["PeerLost"]
+    assert isinstance(vanished, errors.PeerLostError) and isinstance(vanished, errors.SessionClosedError)
+    assert not isinstance(vanished, errors.PeerClosedError)
+    assert (vanished.session_id, vanished.silent_ms, vanished.undelivered) == (3, 10_000, 1)
+    assert vanished.peer.components_strings()[2] == "server" and vanished.peer.id == 10
+    assert "stopped answering" in str(vanished)
     lost = s["MessageLost"]
     assert isinstance(lost, errors.MessageLostError)
     assert (lost.session_id, lost.message_id) == (3, 11)

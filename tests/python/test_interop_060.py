@@ -246,3 +246,28 @@ def test_a_060_responder_reading_past_our_close_notice_sees_nothing(venv060, pee
         assert responder.of("error") == [], responder.diagnostics()
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("mls", [False, True], ids=["reliable", "reliable-mls"])
+def test_a_060_responder_is_never_taken_for_gone(venv060, peers, mls):
+    """Our sticky initiator offers heartbeats with a 0.5 s liveness bound (docs/liveness.md); a 0.6.0
+    responder does not echo the offer, so it is neither pinged nor watched: after idle gaps of four
+    bounds each, every message still gets its echo on the same session (a PeerLostError would end the
+    sender with an error)."""
+    node = start_node("ours")
+    try:
+        p2p_echo(
+            peers,
+            "060",
+            "ours",
+            responder_endpoint=node.endpoint,
+            sender_endpoint=node.endpoint,
+            responder_name="agntcy/interop/bob",
+            sender_name="agntcy/interop/alice",
+            message="after a pause",
+            sender_args=("--reliable", "--liveness", "0.5", "--pause", "2", *(["--mls"] if mls else [])),
+            count=3,
+            diagnostics=node.proc.diagnostics,
+        )
+    finally:
+        node.stop()

@@ -4,6 +4,9 @@
   (a ``SessionClosedError``) within the group's liveness bound (plus scheduling slack).
 - SIGKILL a member: the moderator's ``participants(session)`` loses it within the bound, and the
   remaining members still exchange messages.
+- A sticky point-to-point session (reliable, with and without MLS): SIGKILL either side, and the
+  other's pending ``receive(session)`` raises ``PeerLostError`` (a ``SessionClosedError``) naming it,
+  with what it published after the death counted as undelivered.
 """
 
 from __future__ import annotations
@@ -101,3 +104,46 @@ def test_moderator_drops_a_dead_member_and_the_others_keep_talking(procs: list[P
     # Members learn the new list from the moderator's heartbeats.
     for p in members[:2]:
         assert not p.of("moderator_lost"), p.diagnostics()
+
+
+def start_p2p(procs: list[PeerProcess], endpoint: str, mls: bool) -> tuple[PeerProcess, PeerProcess]:
+    """A server and a client with a reliable sticky session between them (the first message and
+    its echo have gone through)."""
+    server = PeerProcess(
+        [sys.executable, "-u", WORKER, "server", "--endpoint", endpoint, "--name", "org/live/server"],
+        "server",
+        stdin_pipe=True,
+    )
+    procs.append(server)
+    server.wait_event("ready", 60)
+    argv = [sys.executable, "-u", WORKER, "client", "--endpoint", endpoint, "--name", "org/live/client"]
+    argv += ["--server", "org/live/server", "--bound", str(BOUND)] + (["--mls"] if mls else [])
+    client = PeerProcess(argv, "client", stdin_pipe=True)
+    procs.append(client)
+    client.wait_event("got", 60, lambda e: e["payload"] == "echo:hello")
+    return server, client
+
+
+@pytest.mark.parametrize("mls", [False, True], ids=["reliable", "reliable-mls"])
+@pytest.mark.parametrize("dies", ["client", "server"])
+def test_a_sticky_sessions_survivor_learns_that_its_peer_died(
+    procs: list[PeerProcess], dies: str, mls: bool
+) -> None:
+    endpoint = start_package_node(procs)
+    server, client = start_p2p(procs, endpoint, mls)
+    dead, survivor, dead_name = (
+        (client, server, "org/live/client") if dies == "client" else (server, client, "org/live/server")
+    )
+
+    dead.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    survivor.send_line("publish into-the-void")
+    survivor.wait_event("published", 10)
+    ended = survivor.wait_event("ended", BOUND + SLACK)[0]
+    took = time.monotonic() - killed
+    assert ended["type"] == "PeerLostError", ended
+    assert ended["peer"] == dead_name, ended
+    assert ended["undelivered"] == 1, ended
+    assert ended["silent_ms"] >= BOUND * 1000, ended
+    assert "stopped answering" in ended["error"], ended
+    assert took < BOUND + SLACK, took

@@ -11,15 +11,10 @@ use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::entry::Done;
 use crate::session::liveness::{self, META_MEMBERS_VERSION, MemberWatch, ModeratorWatch};
-use crate::session::timer::{Backoff, TimerPolicy};
+use crate::session::timer::TimerPolicy;
 use crate::wire::builders::Flags;
 use crate::wire::payload::{decode_names, encode_names};
 use crate::wire::{Message, Name, SessionMessageType, SessionType};
-
-/// A timer that fires every `every`, forever (until stopped).
-fn periodic(every: std::time::Duration) -> TimerPolicy {
-    TimerPolicy { backoff: Backoff::Constant(every), max_retries: None }
-}
 
 impl MulticastTask {
     /// The group as this session knows it: on the moderator, itself and every member; on a
@@ -52,7 +47,11 @@ impl MulticastTask {
             watch.watch(invitee, Instant::now());
         }
         if first {
-            self.io.start_timer(McTimer::Heartbeat, periodic(liveness::ping_interval(bound)), Instant::now());
+            self.io.start_timer(
+                McTimer::Heartbeat,
+                TimerPolicy::periodic(liveness::ping_interval(bound)),
+                Instant::now(),
+            );
         }
     }
 
@@ -116,7 +115,7 @@ impl MulticastTask {
             };
             let now = Instant::now();
             self.moderator_watch = Some(ModeratorWatch::new(bound, now));
-            self.io.start_timer(McTimer::Heartbeat, periodic(liveness::ping_interval(bound)), now);
+            self.io.start_timer(McTimer::Heartbeat, TimerPolicy::periodic(liveness::ping_interval(bound)), now);
         }
         true
     }

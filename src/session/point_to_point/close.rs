@@ -30,14 +30,8 @@ impl P2pTask {
             self.io.send(reply).await;
         }
         self.peer_left = true;
-        // Drop point: what the reorder window held behind a hole, and the holes, would go with the
-        // session: released now, messages in order and each hole REPORTED (MessageLost), before
-        // the end itself.
-        self.take_back();
-        if let Some(rb) = self.receiver.as_mut() {
-            rb.give_up_all(&mut self.io.released);
-        }
-        self.flush_released();
+        self.unwatch();
+        self.release_everything_held();
         let source = source_with_strings(msg).unwrap_or(source);
         let undelivered = self.pending.len() + self.unacked.len();
         self.io.entry.deliver_end(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
@@ -46,13 +40,27 @@ impl P2pTask {
         Flow::Leave
     }
 
+    /// Drop point: what the reorder window held behind a hole, and the holes, would go with the
+    /// session: released now, messages in order and each hole REPORTED (MessageLost), before
+    /// the end itself.
+    pub(super) fn release_everything_held(&mut self) {
+        self.take_back();
+        if let Some(rb) = self.receiver.as_mut() {
+            rb.give_up_all(&mut self.io.released);
+        }
+        self.flush_released();
+    }
+
     /// The task stops because this app deleted the session or closes. An initiator tells the
     /// side it talks to: the pinned peer of a sticky session, else where its first publish went
-    /// (one instance, on the path its data took: `channel::session_close`). Best effort
-    /// and sent once: a delete has already waited for what was published to be taken, and a lost
-    /// notice only leaves the other side's session open, as it was before notices existed.
+    /// (one instance, on the path its data took: `channel::session_close`). A responder tells its
+    /// initiator only when the two exchange heartbeats (then the initiator is of this
+    /// implementation; a 0.6.0 one would log an error for a message type it does not know). Best
+    /// effort and sent once: a delete has already waited for what was published to be taken, and
+    /// a lost notice only leaves the other side's session open until its liveness bound (or, with
+    /// no heartbeats, until its app deletes it).
     pub(super) async fn send_close_notice(&mut self) {
-        if self.peer_left || self.role != P2pRole::Initiator {
+        if self.peer_left || (self.role != P2pRole::Initiator && self.watched.is_none()) {
             return;
         }
         let target = match (&self.peer, self.sticky) {

@@ -12,6 +12,7 @@
 
 mod close;
 mod inflight;
+mod liveness;
 mod mls;
 mod receiver;
 mod sender;
@@ -30,7 +31,7 @@ use super::context::{AppCore, Stats};
 use super::entry::{Command, SessionEntry};
 use super::task::{Flow, SessionKind, TaskCore};
 use super::timer::{Fired, TimerPolicy};
-use super::{DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
+use super::{DEFAULT_LIVENESS, DEFAULT_P2P_RETRIES, PublishRequest, SessionConfig};
 use crate::error::SlimError;
 use crate::mls::MlsState;
 use crate::wire::builders::Flags;
@@ -82,6 +83,9 @@ pub enum TimerKey {
     /// Reliable initiator: the whole handshake (discovery, join and, with MLS, the welcome) must
     /// end by this deadline, `timeout × (max_retries + 1)` after it started.
     Handshake,
+    /// Every quarter of the liveness bound, once both sides agreed on heartbeats: the initiator
+    /// pings, and either side checks that its peer was heard within the bound.
+    Heartbeat,
 }
 
 #[derive(Debug)]
@@ -142,14 +146,19 @@ pub struct P2pTask {
     welcome_id: Option<u32>,
     /// Responder: the key package sent in JOIN_REPLY (re-sent unchanged on a retransmitted request).
     key_package: Option<Vec<u8>>,
-    /// The peer ended the session ([`Self::on_peer_closed`]): no close notice goes back.
+    /// The peer ended the session ([`Self::on_peer_closed`]) or went silent: no close notice
+    /// goes back.
     peer_left: bool,
+    /// The liveness bound this side offers as an initiator (docs/liveness.md).
+    liveness: Duration,
+    /// The peer's liveness, once both sides agreed on heartbeats (sticky sessions only).
+    watched: Option<liveness::Watched>,
 }
 
 impl P2pTask {
     /// A task for `entry` with the point-to-point parameters of `cfg`.
     pub fn new(core: Arc<AppCore>, entry: Arc<SessionEntry>, cfg: &SessionConfig, role: P2pRole) -> Self {
-        let (timeout, max_retries, sticky, mls_enabled) = params(cfg);
+        let (timeout, max_retries, sticky, mls_enabled, liveness) = params(cfg);
         P2pTask {
             io: TaskCore::new(core, entry),
             timeout,
@@ -174,6 +183,8 @@ impl P2pTask {
             welcome_id: None,
             key_package: None,
             peer_left: false,
+            liveness,
+            watched: None,
         }
     }
 
@@ -231,6 +242,7 @@ impl P2pTask {
         if self.role == P2pRole::Initiator && !self.mls_ready {
             // Half-made handshake (join answered, welcome not): start over with a fresh group.
             self.peer = None;
+            self.unwatch();
             self.receiver = None;
             self.ack_ranges = false;
             self.take_back();
@@ -288,18 +300,18 @@ impl P2pTask {
         if matches!(kind, SessionMessageType::P2PReliable | SessionMessageType::RtxReply) {
             self.take_back();
         }
-        let stats = &self.io.app.stats;
         if let Some(peer) = &self.peer {
             let exempt =
                 matches!(kind, SessionMessageType::ChannelDiscoveryReply | SessionMessageType::ChannelJoinReply);
             if self.sticky && source != peer.name && !exempt {
                 // Drop point: not from the pinned peer, so not part of this session's stream;
                 // counted (`wrong_peer`). A reliable sender times out on its own side.
-                Stats::bump(&stats.wrong_peer);
+                Stats::bump(&self.io.app.stats.wrong_peer);
                 tracing::debug!(session = self.io.id, %source, "message from a source other than the pinned peer: dropped");
                 return Flow::Continue;
             }
         }
+        self.heard_from(&source);
         match kind {
             SessionMessageType::P2PMsg => {
                 // Drop points: undecryptable -> REPORTED (in `decrypt`); session queue full past
@@ -320,8 +332,11 @@ impl P2pTask {
             SessionMessageType::ChannelLeaveRequest | SessionMessageType::SessionClose => {
                 return self.on_peer_closed(source, &msg).await;
             }
+            SessionMessageType::GroupPing => self.on_ping(&msg).await,
+            // A sign of life, already noted by `heard_from`.
+            SessionMessageType::GroupPong => {}
             _ => {
-                Stats::bump(&stats.unhandled_control);
+                Stats::bump(&self.io.app.stats.unhandled_control);
                 tracing::debug!(session = self.io.id, ?kind, "unhandled message on a point-to-point session");
             }
         }
@@ -353,8 +368,10 @@ impl P2pTask {
             self.mls_enabled,
         );
         let mut join = join;
-        // Offer range acknowledgements (a 0.6.0 responder ignores the key and acknowledges each id).
+        // Offer range acknowledgements (a 0.6.0 responder ignores the key and acknowledges each id)
+        // and heartbeats (a 0.6.0 responder ignores that key too, and is then never pinged).
         join.metadata.insert(META_ACK_RANGES.to_string(), "1".to_string());
+        self.offer_heartbeats(&mut join);
         self.io.send_control(join_id, join).await;
         self.phase = Phase::Joining { request_id: join_id, peer };
     }
@@ -367,12 +384,13 @@ impl P2pTask {
             return;
         }
         if self.peer.is_none() {
-            self.peer = Some(Peer { name: source, conn: msg.incoming_conn() });
+            self.peer = Some(Peer { name: source.clone(), conn: msg.incoming_conn() });
             self.sticky = true;
             self.receiver = Some(ReceiverBuffer::starting_at(0));
             self.phase = Phase::Ready;
             // The initiator takes range acknowledgements only when it offered them (0.6.0 does not).
             self.ack_ranges = msg.metadata.contains_key(META_ACK_RANGES);
+            self.accept_heartbeats(source, msg);
         }
         let mut blob = Vec::new();
         if self.mls_enabled {
@@ -390,6 +408,7 @@ impl P2pTask {
                 // Accepted: this side takes range acknowledgements too.
                 reply.metadata.insert(META_ACK_RANGES.to_string(), "1".to_string());
             }
+            self.confirm_heartbeats(&mut reply);
             self.io.send(reply).await;
         }
     }
@@ -408,6 +427,7 @@ impl P2pTask {
             return;
         }
         self.io.stop_control(mid);
+        self.heartbeats_agreed(peer.name.clone(), msg);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
         self.ack_ranges = msg.metadata.contains_key(META_ACK_RANGES);
@@ -447,9 +467,10 @@ impl SessionKind for P2pTask {
             Command::Publish(req) => self.on_publish(req).await,
             Command::PublishBatch(reqs) => self.on_publish_batch(reqs).await,
             Command::SetConfig(cfg) => {
-                let (timeout, max_retries, _, _) = params(&cfg);
+                let (timeout, max_retries, _, _, liveness) = params(&cfg);
                 self.timeout = timeout;
                 self.max_retries = max_retries;
+                self.liveness = liveness;
             }
             Command::Invite(_, done, _) | Command::Remove(_, done) => {
                 let _ = done.send(Err(SlimError::Invite("invite and remove need a multicast session".into())));
@@ -517,19 +538,26 @@ impl P2pTask {
             }
             Fired::Failed { key: TimerKey::Handshake } => self.handshake_failed(),
             Fired::Retry { key: TimerKey::Handshake, .. } => {}
+            Fired::Retry { key: TimerKey::Heartbeat, .. } | Fired::Failed { key: TimerKey::Heartbeat } => {
+                self.on_heartbeat().await;
+            }
         }
     }
 }
 
-/// (timeout, max_retries, sticky, mls_enabled) of a point-to-point config.
-fn params(cfg: &SessionConfig) -> (Option<Duration>, u32, bool, bool) {
+/// (timeout, max_retries, sticky, mls_enabled, liveness bound) of a point-to-point config.
+fn params(cfg: &SessionConfig) -> (Option<Duration>, u32, bool, bool, Duration) {
     match cfg {
         SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
-            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), false, *mls_enabled)
+            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), false, *mls_enabled, DEFAULT_LIVENESS)
         }
-        SessionConfig::Unicast { timeout, max_retries, mls_enabled } => {
-            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), true, *mls_enabled)
-        }
-        SessionConfig::Multicast { .. } => (None, 0, false, false),
+        SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => (
+            *timeout,
+            max_retries.unwrap_or(DEFAULT_P2P_RETRIES),
+            true,
+            *mls_enabled,
+            liveness.unwrap_or(DEFAULT_LIVENESS),
+        ),
+        SessionConfig::Multicast { .. } => (None, 0, false, false, DEFAULT_LIVENESS),
     }
 }

@@ -168,10 +168,15 @@ async def role_p2p_sender(args) -> int:
     retries = args.max_retries if args.reliable else None
     kind = args.session_kind or ("unicast" if (args.reliable or args.mls) else "anycast")
     variant = PySessionConfiguration.Unicast if kind == "unicast" else PySessionConfiguration.Anycast
-    session = await asyncio.wait_for(
-        app.create_session(variant(timeout=timeout, max_retries=retries, mls_enabled=args.mls)),
-        args.step_timeout,
-    )
+    config = variant(timeout=timeout, max_retries=retries, mls_enabled=args.mls)
+    if kind == "unicast" and args.liveness:
+        config = variant(
+            timeout=timeout,
+            max_retries=retries,
+            mls_enabled=args.mls,
+            liveness_timeout=datetime.timedelta(seconds=args.liveness),
+        )
+    session = await asyncio.wait_for(app.create_session(config), args.step_timeout)
     emit(
         "session",
         session_id=int(session.id),
@@ -181,6 +186,8 @@ async def role_p2p_sender(args) -> int:
     )
     replies = 0
     for i in range(args.count):
+        if i and args.pause:
+            await asyncio.sleep(args.pause)  # an idle gap in the conversation (--pause)
         text = f"{args.message} {i}"
         await asyncio.wait_for(app.publish(session, text.encode(), remote), args.step_timeout)
         emit("sent", n=i, payload=text)
@@ -319,6 +326,8 @@ def parse_args(argv):
     p.add_argument("--reliable", action="store_true")
     p.add_argument("--mls", action="store_true")
     p.add_argument("--session-kind", choices=["anycast", "unicast"], help="p2p-sender (default: by flags)")
+    p.add_argument("--liveness", type=float, default=0.0, help="p2p-sender, unicast: liveness_timeout (s)")
+    p.add_argument("--pause", type=float, default=0.0, help="p2p-sender: idle seconds between messages")
     p.add_argument("--metadata", default="{}", help="accepted for parity with peer060.py; not in this API")
     p.add_argument("--ack-timeout", type=float, default=1.0)
     p.add_argument("--max-retries", type=int, default=5)
