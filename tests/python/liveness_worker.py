@@ -38,8 +38,9 @@ def short(name: PyName) -> str:
     return "/".join(name.components_strings()[:3])
 
 
-async def commands(app: slim_bindings.Slim, session: int, channel: PyName) -> None:
-    """Runs stdin commands until "quit" or EOF."""
+async def commands(app: slim_bindings.Slim, session: int, dest: PyName) -> None:
+    """Runs stdin commands until "quit" or EOF; publishes go to `dest` (the group's channel, or
+    the point-to-point peer)."""
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -47,7 +48,7 @@ async def commands(app: slim_bindings.Slim, session: int, channel: PyName) -> No
             return
         cmd, _, arg = line.strip().partition(" ")
         if cmd == "publish":
-            await app.publish(session, arg.encode(), channel)
+            await app.publish(session, arg.encode(), dest)
             emit("published", payload=arg)
         elif cmd == "participants":
             names = await app.participants(session)
@@ -91,26 +92,13 @@ async def read_p2p(app: slim_bindings.Slim, session: int, echo: bool) -> None:
             await app.publish_to(info, b"echo:" + payload)
 
 
-async def p2p_commands(app: slim_bindings.Slim, session: int, peer: PyName) -> None:
-    """Runs stdin commands ("publish <text>") until "quit" or EOF."""
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "quit":
-            return
-        cmd, _, arg = line.strip().partition(" ")
-        if cmd == "publish":
-            await app.publish(session, arg.encode(), peer)
-            emit("published", payload=arg)
-
-
 async def server(args: argparse.Namespace) -> None:
     app = await new_app(args.name, args.endpoint, SECRET)
     emit("ready")
     info, _first = await asyncio.wait_for(app.receive(), args.deadline)
     emit("session", id=int(info.id))
     reader = asyncio.ensure_future(read_p2p(app, info.id, echo=True))
-    await p2p_commands(app, info.id, info.source_name)
+    await commands(app, info.id, info.source_name)
     reader.cancel()
 
 
@@ -128,7 +116,7 @@ async def client(args: argparse.Namespace) -> None:
     await app.publish(session, b"hello", peer)
     reader = asyncio.ensure_future(read_p2p(app, session.id, echo=False))
     emit("ready")
-    await p2p_commands(app, session.id, peer)
+    await commands(app, session.id, peer)
     reader.cancel()
 
 
