@@ -76,6 +76,8 @@ pub struct SessionEntry {
     /// Source and destination of the last message delivered (shared by the next one between the
     /// same names: see `context::into_delivery`).
     pub(super) last_names: Mutex<Option<(Name, Name)>>,
+    /// The newest reliable message id a `NoRoute` was reported for (see [`Self::report_no_route`]).
+    pub(super) no_route_reported: Mutex<Option<u32>>,
     /// A reliable point-to-point stream in order, lent by the task to the dispatcher (see
     /// [`super::inbound`]), and the acknowledgements both owe.
     pub reliable_in: ReliableInbound,
@@ -137,6 +139,25 @@ impl SessionEntry {
     /// [`Self::held`] is zero.
     pub(super) fn holds_nothing(&self) -> bool {
         self.held() == 0
+    }
+
+    /// A message of this session found no route (`text`: the node's error): `NoRoute` to the
+    /// reader, once per reliable message. Its retransmissions find the same, and its fate is
+    /// reported anyway (acknowledged, or `Timeout`, or counted in `PeerLost`/`PeerClosed`), so
+    /// a reader does not get one error per retry; nothing is dropped here, only a repeat of an
+    /// error already reported.
+    pub(super) fn report_no_route(&self, msg: &Message, text: String) {
+        if msg.session_message_type() == SessionMessageType::P2PReliable
+            && let Some(id) = msg.session_header().map(|sh| sh.message_id)
+        {
+            let mut newest = self.no_route_reported.lock();
+            // Ids grow by one per message: an id not ahead of the newest reported is a retry.
+            if newest.is_some_and(|n| (id.wrapping_sub(n) as i32) <= 0) {
+                return;
+            }
+            *newest = Some(id);
+        }
+        self.deliver_error(SlimError::NoRoute(text));
     }
 
     /// Puts a session error on the queue (never dropped for lack of room).

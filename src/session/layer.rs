@@ -123,6 +123,7 @@ impl SessionLayer {
             cancel: self.core.shutdown.child_token(),
             config: Mutex::new(cfg.clone()),
             last_names: Mutex::new(None),
+            no_route_reported: Mutex::new(None),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             reliable_in: Default::default(),
             addressed: Default::default(),
@@ -494,7 +495,7 @@ impl SessionLayer {
         }
         let sid = e.message.session_header().map(|s| s.session_id);
         match sid.and_then(|s| self.sessions.get(s)) {
-            Some(entry) => entry.deliver_error(SlimError::NoRoute(e.error.to_string())),
+            Some(entry) => entry.report_no_route(&e.message, e.error.to_string()),
             None => {
                 // Drop point: an error for a session that no longer exists; counted.
                 Stats::bump(&self.core.stats.orphan_route_errors);
