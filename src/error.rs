@@ -100,9 +100,9 @@ pub enum SlimError {
         /// Publishes of this side dropped with the session.
         undelivered: usize,
     },
-    /// The peer of a sticky point-to-point session stopped answering heartbeats for longer than
-    /// the session's liveness bound (its process died, or its node or network is gone; docs/liveness.md).
-    /// Raised after every message that arrived before; the session is closed on this side
+    /// The peer of a point-to-point session (either side of a sticky one, the client of an anycast
+    /// one) stopped answering heartbeats for longer than the session's liveness bound (its
+    /// process died, or its node or network is gone; docs/liveness.md). Raised after every message that arrived before; the session is closed on this side
     /// (`PeerLostError`, a `SessionClosedError`). `undelivered`: publishes this side still held
     /// (queued, or sent and not acknowledged), dropped with the session.
     #[error(

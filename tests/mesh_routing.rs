@@ -169,7 +169,7 @@ async fn a_name_nobody_has_gets_no_matching_found_back() {
     let alice = leaf("alice", &eps[0]).await;
     let nobody = name("nobody");
     let sid = alice
-        .create_session(SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false })
+        .create_session(SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None })
         .await
         .unwrap();
     alice.publish(sid, common::to(&nobody, b"anyone?")).await.unwrap();

@@ -9,7 +9,7 @@ use slim_bindings::error::SlimError;
 use slim_bindings::session::{PublishRequest, SessionConfig};
 
 fn anycast() -> SessionConfig {
-    SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false }
+    SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +106,7 @@ async fn delete_waits_for_acknowledgements_then_counts_what_it_drops() {
         timeout: Some(std::time::Duration::from_secs(1)),
         max_retries: Some(5),
         mls_enabled: false,
+        liveness: None,
     };
     let (hub, alice, bob) = pair("alice", "bob").await;
 
@@ -161,7 +162,7 @@ async fn the_initiators_delete_closes_the_other_side_once_its_reader_drained_it(
         if sticky {
             SessionConfig::Unicast { timeout, max_retries, mls_enabled: false, liveness: None }
         } else {
-            SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled: false, liveness: None }
         }
     };
     for cfg in [anycast(), reliable(false), reliable(true)] {

@@ -78,13 +78,17 @@ async fn reliable_unicast_stream_to_a_slow_reader_is_complete_and_ordered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_anycast_stream_to_a_slow_reader_is_complete_and_ordered() {
-    let cfg =
-        SessionConfig::Anycast { timeout: Some(Duration::from_millis(500)), max_retries: Some(10), mls_enabled: false };
+    let cfg = SessionConfig::Anycast {
+        timeout: Some(Duration::from_millis(500)),
+        max_retries: Some(10),
+        mls_enabled: false,
+        liveness: None,
+    };
     stream_to_slow_reader(cfg, "flow-ra-a", "flow-ra-b").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreliable_stream_to_a_slow_reader_is_back_pressured_not_dropped() {
-    let cfg = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false };
+    let cfg = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
     stream_to_slow_reader(cfg, "flow-un-a", "flow-un-b").await;
 }

@@ -304,3 +304,61 @@ async fn a_responders_delete_ends_the_initiators_side() {
     assert!(matches!(alice.recv_session(sid).await, Err(SlimError::SessionClosed)));
     wait_until("the drained session leaves alice", || alice.open_sessions() == 0).await;
 }
+
+fn anycast(reliable: bool) -> SessionConfig {
+    SessionConfig::Anycast {
+        timeout: reliable.then_some(Duration::from_millis(200)),
+        max_retries: Some(100),
+        mls_enabled: false,
+        liveness: Some(BOUND),
+    }
+}
+
+/// A server (`bob`) reads an anycast session a client (`alice`) opened and answered it; the
+/// client's process dies; the server's reader gets `PeerLost` within the bound and the session
+/// leaves the server. Before that, a quiet session stays up on both sides.
+async fn an_anycast_server_learns_that_its_client_is_gone(reliable: bool) {
+    let (_hub, alice, bob) = pair("alice", "bob").await;
+    let sid = alice.create_session(anycast(reliable)).await.unwrap();
+    for i in 0..3u8 {
+        alice.publish(sid, to(&name("bob"), &[i])).await.unwrap();
+    }
+    let (first, _) = recv_new(&bob).await;
+    for i in 0..3u8 {
+        assert_eq!(recv(&bob, sid).await.unwrap().1, vec![i], "in order, none lost");
+    }
+    bob.publish(sid, reply(&first, b"hi")).await.unwrap();
+    assert_eq!(recv(&alice, sid).await.unwrap().1, b"hi");
+    tokio::join!(quiet_for_two_bounds(&alice, sid), quiet_for_two_bounds(&bob, sid));
+    assert_eq!(bob.open_sessions(), 1);
+
+    let pending = {
+        let b = bob.clone();
+        tokio::spawn(async move { (b.recv_session(sid).await, Instant::now()) })
+    };
+    let alice_name = alice.name();
+    alice.node().shutdown().await;
+    let died = Instant::now();
+    drop(alice);
+    let (got, at) = tokio::time::timeout(BOUND + SLACK, pending).await.expect("the pending receive raised").unwrap();
+    match got {
+        Err(SlimError::PeerLost { session_id, peer, undelivered, .. }) => {
+            assert_eq!((session_id, peer.clone(), undelivered), (sid, alice_name, 0));
+            assert_eq!(agents(vec![peer]), vec!["alice".to_string()]);
+        }
+        other => panic!("expected PeerLost, got {other:?}"),
+    }
+    assert!(at - died < BOUND + SLACK, "{:?}", at - died);
+    assert!(matches!(bob.recv_session(sid).await, Err(SlimError::SessionClosed)));
+    wait_until("the drained session leaves the server", || bob.open_sessions() == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anycast_server_learns_that_its_client_is_gone_unreliable() {
+    an_anycast_server_learns_that_its_client_is_gone(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anycast_server_learns_that_its_client_is_gone_reliable() {
+    an_anycast_server_learns_that_its_client_is_gone(true).await;
+}

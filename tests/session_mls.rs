@@ -16,7 +16,12 @@ async fn mls_unicast_round_trip() {
     let _hub = hub_with_pair(&alice, &bob).await;
 
     // Anycast with MLS becomes sticky (reported as Unicast).
-    let cfg = SessionConfig::Anycast { timeout: Some(Duration::from_secs(2)), max_retries: Some(5), mls_enabled: true };
+    let cfg = SessionConfig::Anycast {
+        timeout: Some(Duration::from_secs(2)),
+        max_retries: Some(5),
+        mls_enabled: true,
+        liveness: None,
+    };
     let sid = alice.create_session(cfg).await.unwrap();
     assert!(matches!(alice.get_session_config(sid).unwrap(), SessionConfig::Unicast { mls_enabled: true, .. }));
     // Generous timeout: MLS crypto in an unoptimised test build is slow.

@@ -62,7 +62,7 @@ async fn reliable_unicast_delivers_in_order_both_ways() {
     let changed = unicast(Some(300), 2);
     alice.set_session_config(sid, changed.clone()).unwrap();
     assert_eq!(alice.get_session_config(sid).unwrap(), changed);
-    let wrong = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false };
+    let wrong = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
     assert!(matches!(alice.set_session_config(sid, wrong), Err(SlimError::Config(_))));
     assert!(alice.try_recv_session(sid).is_none());
 }

@@ -131,12 +131,13 @@ class PySessionConfiguration:
 
     @final
     class Anycast(PySessionConfiguration):
-        __match_args__ = ("timeout", "max_retries", "mls_enabled")
+        __match_args__ = ("timeout", "max_retries", "mls_enabled", "liveness_timeout")
         def __new__(
             cls,
             timeout: datetime.timedelta | None = None,
             max_retries: int | None = None,
             mls_enabled: bool = False,
+            liveness_timeout: datetime.timedelta = ...,
         ) -> Self: ...
         @property
         def timeout(self) -> datetime.timedelta | None: ...
@@ -144,6 +145,8 @@ class PySessionConfiguration:
         def max_retries(self) -> int | None: ...
         @property
         def mls_enabled(self) -> bool: ...
+        @property
+        def liveness_timeout(self) -> datetime.timedelta: ...
 
     @final
     class Unicast(PySessionConfiguration):

@@ -85,10 +85,11 @@ class PeerClosedError(SessionClosedError):
 
 
 class PeerLostError(SessionClosedError):
-    """The peer of a sticky point-to-point session (``PySessionConfiguration.Unicast``, or an
-    MLS session) stopped answering for longer than the session's liveness bound
-    (``Unicast(..., liveness_timeout=...)``, default 10 s; docs/liveness.md): its process died, or
-    its node or network is gone. Raised by ``receive`` after every message that arrived before;
+    """The peer of a point-to-point session stopped answering for longer than the session's
+    liveness bound (the initiator's ``Unicast``/``Anycast(..., liveness_timeout=...)``, default
+    10 s; docs/liveness.md): its process died, or its node or network is gone. Either side of a
+    sticky session (``Unicast``, MLS) watches the other; the server side of an anycast session
+    watches its client. Raised by ``receive`` after every message that arrived before;
     the session is closed on this side. ``peer`` names the peer (with its id), ``session_id`` the
     session, ``silent_ms`` how long nothing came from it, and ``undelivered`` counts what this
     side had published and never got out (queued, or sent and not acknowledged)."""

@@ -271,9 +271,10 @@ class Slim:
         A session its peer ended (this member removed from its group, the group deleted, or the
         app that created a point-to-point session deleted it or closed) still returns every
         message that reached it before; then ``PeerClosedError`` (a ``SessionClosedError``
-        naming who ended it), then ``SessionClosedError``. A sticky session (``Unicast``, or
-        MLS) whose peer vanished (process killed, node or network gone) ends the same way within
-        its ``liveness_timeout``, with ``PeerLostError`` (docs/liveness.md)."""
+        naming who ended it), then ``SessionClosedError``. A session whose peer vanished (process
+        killed, node or network gone) ends the same way within the initiator's
+        ``liveness_timeout``, with ``PeerLostError``: either side of a sticky session (``Unicast``,
+        MLS), the server side of an anycast one (docs/liveness.md)."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)
         return await _native.receive_session(self.svc, session, timeout)

@@ -27,7 +27,9 @@ pub enum PySessionType {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PySessionConfiguration {
     /// Point to point, any instance of the name per message. `timeout=None` = unreliable.
-    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false))]
+    /// `liveness_timeout`: the instance that got the session's first message learns within it
+    /// that this app is gone (its reader gets `PeerLostError`; docs/liveness.md).
+    #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false, liveness_timeout = DEFAULT_LIVENESS))]
     Anycast {
         /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).
         timeout: Option<Duration>,
@@ -35,6 +37,8 @@ pub enum PySessionConfiguration {
         max_retries: Option<u32>,
         /// End-to-end encryption; it pins one instance, so the session behaves as `Unicast`.
         mls_enabled: bool,
+        /// Silence of this app after which the other side ends its session (`PeerLostError`).
+        liveness_timeout: Duration,
     },
     /// Point to point, one instance pinned by discovery for the whole session.
     /// `liveness_timeout`: each side learns within it that the other is gone (`PeerLostError`;
@@ -74,8 +78,8 @@ pub enum PySessionConfiguration {
 impl From<&PySessionConfiguration> for SessionConfig {
     fn from(c: &PySessionConfiguration) -> Self {
         match c.clone() {
-            PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled } => {
-                SessionConfig::Anycast { timeout, max_retries, mls_enabled }
+            PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled, liveness_timeout } => {
+                SessionConfig::Anycast { timeout, max_retries, mls_enabled, liveness: Some(liveness_timeout) }
             }
             PySessionConfiguration::Unicast { timeout, max_retries, mls_enabled, liveness_timeout } => {
                 SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness: Some(liveness_timeout) }
@@ -102,9 +106,12 @@ impl From<&PySessionConfiguration> for SessionConfig {
 impl From<SessionConfig> for PySessionConfiguration {
     fn from(c: SessionConfig) -> Self {
         match c {
-            SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
-                PySessionConfiguration::Anycast { timeout, max_retries, mls_enabled }
-            }
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled, liveness } => PySessionConfiguration::Anycast {
+                timeout,
+                max_retries,
+                mls_enabled,
+                liveness_timeout: liveness.unwrap_or(DEFAULT_LIVENESS),
+            },
             SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => PySessionConfiguration::Unicast {
                 timeout,
                 max_retries,

@@ -42,6 +42,49 @@ pub enum Command {
     Remove(Name, Done),
     /// The group's members, as this session knows them (multicast only).
     Participants(oneshot::Sender<Result<Vec<Name>, SlimError>>),
+    /// The initiator of this anycast session answers heartbeats (docs/liveness.md, "Anycast
+    /// sessions"); from the dispatcher, once.
+    WatchInitiator {
+        /// The liveness bound its first message offered, in milliseconds.
+        bound_ms: u32,
+        /// The initiator (with its instance id).
+        initiator: Name,
+        /// The connection of this app's node it came in on.
+        conn: Option<u64>,
+    },
+}
+
+/// Liveness of an anycast session (docs/liveness.md, "Anycast sessions"): what its initiator
+/// offers on its first message, and whether the responder has seen an offer.
+#[derive(Debug, Default)]
+pub struct AnycastLiveness {
+    /// Initiator: the bound in milliseconds its first data message carries.
+    offer: Option<u32>,
+    /// Responder: an offer was seen (and handed to the task).
+    seen: AtomicBool,
+}
+
+impl AnycastLiveness {
+    /// What a session with `cfg` offers: an anycast initiator its bound, anything else nothing.
+    pub(super) fn of(cfg: &SessionConfig, initiator: bool) -> Self {
+        let offer = match cfg {
+            SessionConfig::Anycast { liveness, .. } if initiator => {
+                Some(u32::try_from(liveness.unwrap_or(super::DEFAULT_LIVENESS).as_millis()).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        };
+        AnycastLiveness { offer, seen: AtomicBool::new(false) }
+    }
+
+    /// Initiator: the first data message (`mid` 0) carries the offer.
+    pub(super) fn mark(&self, msg: &mut Message, mid: u32) {
+        if mid == 0
+            && let Some(ms) = self.offer
+            && let Some(sh) = msg.session_header_mut()
+        {
+            sh.liveness_ms = Some(ms);
+        }
+    }
 }
 
 /// One session as the app and the dispatcher see it; its state machine lives in its task.
@@ -78,6 +121,8 @@ pub struct SessionEntry {
     pub(super) last_names: Mutex<Option<(Name, Name)>>,
     /// The newest reliable message id a `NoRoute` was reported for (see [`Self::report_no_route`]).
     pub(super) no_route_reported: Mutex<Option<u32>>,
+    /// Anycast: the initiator's liveness offer (docs/liveness.md, "Anycast sessions").
+    pub(super) liveness: AnycastLiveness,
     /// A reliable point-to-point stream in order, lent by the task to the dispatcher (see
     /// [`super::inbound`]), and the acknowledgements both owe.
     pub reliable_in: ReliableInbound,
@@ -160,6 +205,20 @@ impl SessionEntry {
         self.deliver_error(SlimError::NoRoute(text));
     }
 
+    /// Anycast responder: the first liveness offer of the initiator goes to the task, which then
+    /// watches it (the message itself may take the fast path, in order with the ones after it).
+    fn note_liveness_offer(&self, msg: &Message) {
+        let Some(bound_ms) = msg.session_header().and_then(|sh| sh.liveness_ms) else { return };
+        if self.liveness.seen.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(initiator) = super::context::source_with_strings(msg) else { return };
+        let conn = msg.incoming_conn();
+        // A full command channel (publishes waiting) leaves the session unwatched, as one with an
+        // initiator that offers nothing.
+        let _ = self.outbound.try_send(Command::WatchInitiator { bound_ms, initiator, conn });
+    }
+
     /// Puts a session error on the queue (never dropped for lack of room).
     pub fn deliver_error(&self, err: SlimError) {
         self.queue.push_force(Err(err));
@@ -234,6 +293,9 @@ impl SessionEntry {
     pub(super) async fn on_inbound(self: &Arc<Self>, msg: Message, core: &AppCore, acks: &mut Vec<Arc<Self>>) {
         let stats = &core.stats;
         let kind = msg.session_message_type();
+        if self.fast_inbound {
+            self.note_liveness_offer(&msg);
+        }
         if self.fast_inbound && kind == SessionMessageType::P2PMsg {
             // Drop point: session queue full past the bound -> REPORTED (MessageLost with the id).
             self.deliver_waiting(msg).await;

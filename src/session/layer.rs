@@ -12,8 +12,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::budget::{MAX_BUFFERED_BYTES, SendBudget};
 use super::channel;
 use super::context::{AppCore, Stats, Target, check_len, check_size, data_message, data_message_of, metadata_size};
+use super::entry::{AnycastLiveness, SessionTable, fast_publish_for};
 pub use super::entry::{Command, SessionEntry};
-use super::entry::{SessionTable, fast_publish_for};
 use super::multicast::{MulticastRole, MulticastTask};
 use super::point_to_point::{P2pRole, P2pTask};
 use super::queue::{DEFAULT_SESSION_QUEUE_CAPACITY, SessionQueue};
@@ -124,6 +124,7 @@ impl SessionLayer {
             config: Mutex::new(cfg.clone()),
             last_names: Mutex::new(None),
             no_route_reported: Mutex::new(None),
+            liveness: AnycastLiveness::of(&cfg, role == P2pRole::Initiator),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             reliable_in: Default::default(),
             addressed: Default::default(),
@@ -239,7 +240,7 @@ impl SessionLayer {
             entry.note_target(&target);
             let mid = entry.next_id.fetch_add(1, Ordering::Relaxed);
             let fanout = req.fanout;
-            let msg = data_message(
+            let mut msg = data_message(
                 &self.core.name,
                 &target,
                 fanout,
@@ -249,6 +250,7 @@ impl SessionLayer {
                 mid,
                 req,
             );
+            entry.liveness.mark(&mut msg, mid);
             return self.core.send(msg).await;
         }
         if entry.budget.is_none() {
@@ -301,6 +303,7 @@ impl SessionLayer {
                 mid,
                 req,
             );
+            entry.liveness.mark(&mut msg, mid);
             self.core.stamp_identity(&mut msg)?;
             permit.send(msg);
             return Ok(None);
@@ -363,6 +366,7 @@ impl SessionLayer {
                     template.payload_type.as_deref(),
                     template.metadata.clone(),
                 );
+                entry.liveness.mark(&mut msg, mid);
                 self.core.stamp_identity(&mut msg)?;
                 permit.send(msg);
                 *sent += 1;
@@ -589,8 +593,8 @@ impl SessionLayer {
                 }
                 // A session opened by data has no discovery of its own: it answers whoever wrote.
                 let cfg = match cfg {
-                    SessionConfig::Unicast { timeout, max_retries, mls_enabled: false, .. } => {
-                        SessionConfig::Anycast { timeout, max_retries, mls_enabled: false }
+                    SessionConfig::Unicast { timeout, max_retries, mls_enabled: false, liveness } => {
+                        SessionConfig::Anycast { timeout, max_retries, mls_enabled: false, liveness }
                     }
                     other => other,
                 };
@@ -659,10 +663,11 @@ impl SessionLayer {
 /// A point-to-point config made reliable: the default timeout and retries where it has none.
 fn with_reliable_defaults(cfg: SessionConfig) -> SessionConfig {
     match cfg {
-        SessionConfig::Anycast { timeout, max_retries, mls_enabled } => SessionConfig::Anycast {
+        SessionConfig::Anycast { timeout, max_retries, mls_enabled, liveness } => SessionConfig::Anycast {
             timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),
             max_retries: Some(max_retries.unwrap_or(REMOTE_RELIABLE_RETRIES)),
             mls_enabled,
+            liveness,
         },
         SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => SessionConfig::Unicast {
             timeout: Some(timeout.unwrap_or(REMOTE_RELIABLE_TIMEOUT)),

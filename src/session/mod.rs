@@ -89,6 +89,9 @@ pub enum SessionConfig {
         max_retries: Option<u32>,
         /// MLS makes the session sticky (reported back as `Unicast`).
         mls_enabled: bool,
+        /// Initiator: the bound within which the instance that got its first message learns that
+        /// this app is gone (docs/liveness.md, "Anycast sessions"); `None` = [`DEFAULT_LIVENESS`].
+        liveness: Option<Duration>,
     },
     /// Point to point, sticky: discovery pins one instance for the whole session.
     Unicast {
@@ -125,7 +128,12 @@ impl SessionConfig {
     /// The default point-to-point config for sessions created on reception (seed: Anycast, no
     /// timeout, 5 retries).
     pub fn default_p2p() -> Self {
-        SessionConfig::Anycast { timeout: None, max_retries: Some(DEFAULT_P2P_RETRIES), mls_enabled: false }
+        SessionConfig::Anycast {
+            timeout: None,
+            max_retries: Some(DEFAULT_P2P_RETRIES),
+            mls_enabled: false,
+            liveness: None,
+        }
     }
 
     /// The default multicast config for sessions created on reception (the channel name slim-bindings 0.6.0 uses).
@@ -153,9 +161,9 @@ impl SessionConfig {
     /// Normalises what the reference normalises: MLS forces a point-to-point session sticky.
     pub fn normalized(self) -> Self {
         match self {
-            SessionConfig::Anycast { timeout, max_retries, mls_enabled: true } => {
+            SessionConfig::Anycast { timeout, max_retries, mls_enabled: true, liveness } => {
                 tracing::warn!("MLS requires a sticky session: Anycast with mls_enabled becomes Unicast");
-                SessionConfig::Unicast { timeout, max_retries, mls_enabled: true, liveness: None }
+                SessionConfig::Unicast { timeout, max_retries, mls_enabled: true, liveness }
             }
             other => other,
         }
@@ -172,7 +180,9 @@ impl SessionConfig {
             SessionConfig::Multicast { timeout, .. } if timeout.is_zero() => {
                 Err(SlimError::Config("timeout must be greater than zero".into()))
             }
-            SessionConfig::Multicast { liveness: Some(l), .. } | SessionConfig::Unicast { liveness: Some(l), .. }
+            SessionConfig::Multicast { liveness: Some(l), .. }
+            | SessionConfig::Unicast { liveness: Some(l), .. }
+            | SessionConfig::Anycast { liveness: Some(l), .. }
                 if *l < MIN_LIVENESS =>
             {
                 Err(SlimError::Config(format!("liveness_timeout must be at least {MIN_LIVENESS:?}").into()))

@@ -139,6 +139,7 @@ pub fn publish(
                 message_id: spec.message_id,
                 source: src_on,
                 destination: dst_on,
+                liveness_ms: None,
             }),
             msg: Some(Content { content_type: Content::type_text(spec.content_type), blob }),
         }))),

@@ -6,9 +6,10 @@ point-to-point session, in its own process (so the test can SIGKILL it).
                                         --channel org/live/chat --members org/live/m0,org/live/m1 --bound 2
     python liveness_worker.py server    --endpoint http://127.0.0.1:P --name org/live/server
     python liveness_worker.py client    --endpoint http://127.0.0.1:P --name org/live/client
-                                        --server org/live/server --bound 2 [--mls]
+                                        --server org/live/server --bound 2 [--mls] [--kind anycast]
 
-Point to point: the client opens a reliable sticky session (liveness bound --bound) and publishes
+Point to point: the client opens a reliable session, sticky or --kind anycast (liveness bound
+--bound), and publishes
 "hello"; the server answers every message with "echo:" + payload. Both print {"event": "ready"},
 {"event": "got", ...} per message and {"event": "ended", "type": ..., "peer": ..., "undelivered":
 ..., "silent_ms": ...} when their pending receive raises; both read "publish <text>" and "quit".
@@ -106,7 +107,8 @@ async def client(args: argparse.Namespace) -> None:
     app = await new_app(args.name, args.endpoint, SECRET)
     peer = split(args.server)
     await app.set_route(peer)
-    config = PySessionConfiguration.Unicast(
+    kind = PySessionConfiguration.Anycast if args.kind == "anycast" else PySessionConfiguration.Unicast
+    config = kind(
         timeout=datetime.timedelta(milliseconds=200),
         max_retries=100,
         mls_enabled=args.mls,
@@ -165,6 +167,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--server", default="org/live/server")
     parser.add_argument("--mls", action="store_true")
+    parser.add_argument("--kind", choices=["unicast", "anycast"], default="unicast")
     args = parser.parse_args()
     roles = {"member": member, "moderator": moderator, "server": server, "client": client}
     asyncio.run(roles[args.role](args))

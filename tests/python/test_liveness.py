@@ -6,7 +6,8 @@
   remaining members still exchange messages.
 - A sticky point-to-point session (reliable, with and without MLS): SIGKILL either side, and the
   other's pending ``receive(session)`` raises ``PeerLostError`` (a ``SessionClosedError``) naming it,
-  with what it published after the death counted as undelivered.
+  with what it published after the death counted as undelivered; an anycast session: SIGKILL the
+  client, and the server's reader gets the same.
 """
 
 from __future__ import annotations
@@ -106,8 +107,10 @@ def test_moderator_drops_a_dead_member_and_the_others_keep_talking(procs: list[P
         assert not p.of("moderator_lost"), p.diagnostics()
 
 
-def start_p2p(procs: list[PeerProcess], endpoint: str, mls: bool) -> tuple[PeerProcess, PeerProcess]:
-    """A server and a client with a reliable sticky session between them (the first message and
+def start_p2p(
+    procs: list[PeerProcess], endpoint: str, mls: bool, kind: str = "unicast"
+) -> tuple[PeerProcess, PeerProcess]:
+    """A server and a client with a reliable session of `kind` between them (the first message and
     its echo have gone through)."""
     server = PeerProcess(
         [sys.executable, "-u", WORKER, "server", "--endpoint", endpoint, "--name", "org/live/server"],
@@ -117,7 +120,9 @@ def start_p2p(procs: list[PeerProcess], endpoint: str, mls: bool) -> tuple[PeerP
     procs.append(server)
     server.wait_event("ready", 60)
     argv = [sys.executable, "-u", WORKER, "client", "--endpoint", endpoint, "--name", "org/live/client"]
-    argv += ["--server", "org/live/server", "--bound", str(BOUND)] + (["--mls"] if mls else [])
+    argv += ["--server", "org/live/server", "--bound", str(BOUND), "--kind", kind] + (
+        ["--mls"] if mls else []
+    )
     client = PeerProcess(argv, "client", stdin_pipe=True)
     procs.append(client)
     client.wait_event("got", 60, lambda e: e["payload"] == "echo:hello")
@@ -146,4 +151,22 @@ def test_a_sticky_sessions_survivor_learns_that_its_peer_died(
     assert ended["undelivered"] == 1, ended
     assert ended["silent_ms"] >= BOUND * 1000, ended
     assert "stopped answering" in ended["error"], ended
+    assert took < BOUND + SLACK, took
+
+
+def test_an_anycast_server_learns_that_its_client_died(procs: list[PeerProcess]) -> None:
+    """The instance that got an anycast session's first message watches its initiator
+    (docs/liveness.md, "Anycast sessions"): SIGKILL the client, and the server's pending
+    ``receive(session)`` raises ``PeerLostError`` naming it within the bound."""
+    endpoint = start_package_node(procs)
+    server, client = start_p2p(procs, endpoint, mls=False, kind="anycast")
+    client.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    server.send_line("publish into-the-void")
+    server.wait_event("published", 10)
+    ended = server.wait_event("ended", BOUND + SLACK)[0]
+    took = time.monotonic() - killed
+    assert ended["type"] == "PeerLostError", ended
+    assert ended["peer"] == "org/live/client", ended
+    assert ended["undelivered"] == 1, ended
     assert took < BOUND + SLACK, took

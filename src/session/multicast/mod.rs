@@ -211,6 +211,8 @@ impl MulticastTask {
             Command::Participants(done) => {
                 let _ = done.send(Ok(self.participant_names()));
             }
+            // Point to point only (a group's liveness is its moderator's heartbeats).
+            Command::WatchInitiator { .. } => {}
         }
     }
 

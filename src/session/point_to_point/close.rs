@@ -53,14 +53,20 @@ impl P2pTask {
 
     /// The task stops because this app deleted the session or closes. An initiator tells the
     /// side it talks to: the pinned peer of a sticky session, else where its first publish went
-    /// (one instance, on the path its data took: `channel::session_close`). A responder tells its
-    /// initiator only when the two exchange heartbeats (then the initiator is of this
+    /// (one instance, on the path its data took: `channel::session_close`). A sticky responder
+    /// tells its initiator only when the two exchange heartbeats (then the initiator is of this
     /// implementation; a 0.6.0 one would log an error for a message type it does not know). Best
     /// effort and sent once: a delete has already waited for what was published to be taken, and
     /// a lost notice only leaves the other side's session open until its liveness bound (or, with
     /// no heartbeats, until its app deletes it).
     pub(super) async fn send_close_notice(&mut self) {
-        if self.peer_left || (self.role != P2pRole::Initiator && self.watched.is_none()) {
+        let tells = match self.role {
+            P2pRole::Initiator => true,
+            // Only a sticky one: an anycast initiator talks to a name, and one instance of it
+            // leaving does not end its session.
+            P2pRole::Responder => self.sticky && self.watched.is_some(),
+        };
+        if self.peer_left || !tells {
             return;
         }
         let target = match (&self.peer, self.sticky) {

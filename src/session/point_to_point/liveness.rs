@@ -1,15 +1,22 @@
-//! Liveness of a sticky point-to-point session (docs/liveness.md, "Point-to-point sessions").
-//! The initiator offers its bound in its JOIN_REQUEST; a responder of this implementation echoes
-//! it in its JOIN_REPLY. From then on the initiator pings (GROUP_PING) every quarter of the bound
-//! and the responder answers (GROUP_PONG). A side that hears nothing from the other for the bound
-//! ends the session: its reader gets everything that arrived, then `PeerLost`. A slim-bindings
-//! 0.6.0 peer neither offers nor echoes the bound, so it is never pinged nor watched.
+//! Liveness of a point-to-point session (docs/liveness.md, "Point-to-point sessions").
+//!
+//! - Sticky: the initiator offers its bound in its JOIN_REQUEST; a responder of this
+//!   implementation echoes it in its JOIN_REPLY. From then on the initiator pings (GROUP_PING)
+//!   every quarter of the bound and the responder answers (GROUP_PONG); each side watches the
+//!   other.
+//! - Anycast: the initiator's first data message carries its bound (the session header's
+//!   `liveness_ms`); the responder instance that gets it pings the initiator, which answers, and
+//!   watches it. The initiator watches nobody (its messages may reach several instances).
+//!
+//! A side that hears nothing from the other for the bound ends the session: its reader gets
+//! everything that arrived, then `PeerLost`. A slim-bindings 0.6.0 peer neither offers nor echoes
+//! a bound, so it is never pinged nor watched.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{P2pRole, P2pTask, TimerKey};
+use super::{P2pRole, P2pTask, Peer, TimerKey};
 use crate::error::SlimError;
 use crate::session::channel;
 use crate::session::context::{Stats, source_with_strings};
@@ -24,6 +31,11 @@ pub(super) struct Watched {
     watch: PeerWatch,
     /// The peer, with its strings when its handshake message carried them.
     named: Name,
+    /// Where heartbeats go (and where answers come from).
+    peer: Peer,
+    /// This side sends the heartbeats (a sticky initiator, an anycast responder); the other
+    /// answers them.
+    pings: bool,
 }
 
 impl P2pTask {
@@ -36,7 +48,8 @@ impl P2pTask {
     /// initiator's bound.
     pub(super) fn accept_heartbeats(&mut self, source: Name, join: &Message) {
         if let Some(bound) = liveness::parse_bound(join.metadata.get(META_LIVENESS_MS)) {
-            self.watch_peer(bound, source_with_strings(join).unwrap_or(source));
+            let peer = Peer { name: source.clone(), conn: join.incoming_conn() };
+            self.watch_peer(bound, source_with_strings(join).unwrap_or(source), peer, false);
         }
     }
 
@@ -48,15 +61,28 @@ impl P2pTask {
     }
 
     /// Initiator, JOIN_REPLY: the responder takes part when it echoed the bound.
-    pub(super) fn heartbeats_agreed(&mut self, peer: Name, reply: &Message) {
+    pub(super) fn heartbeats_agreed(&mut self, peer: &Peer, reply: &Message) {
         if reply.metadata.contains_key(META_LIVENESS_MS) {
-            self.watch_peer(self.liveness, source_with_strings(reply).unwrap_or(peer));
+            let named = source_with_strings(reply).unwrap_or_else(|| peer.name.clone());
+            self.watch_peer(self.liveness, named, peer.clone(), true);
         }
     }
 
-    fn watch_peer(&mut self, bound: Duration, named: Name) {
+    /// Anycast responder: the initiator's first message offered heartbeats (the dispatcher saw it,
+    /// `SessionEntry::note_liveness_offer`): this side pings it and watches it.
+    pub(super) fn watch_initiator(&mut self, bound_ms: u32, initiator: Name, conn: Option<u64>) {
+        if self.role != P2pRole::Responder || self.sticky || self.watched.is_some() {
+            Stats::bump(&self.io.app.stats.unhandled_control);
+            return;
+        }
+        let Some(bound) = liveness::parse_bound(Some(&bound_ms.to_string())) else { return };
+        let peer = Peer { name: initiator.clone(), conn };
+        self.watch_peer(bound, initiator, peer, true);
+    }
+
+    fn watch_peer(&mut self, bound: Duration, named: Name, peer: Peer, pings: bool) {
         let now = Instant::now();
-        self.watched = Some(Watched { watch: PeerWatch::new(bound, now), named });
+        self.watched = Some(Watched { watch: PeerWatch::new(bound, now), named, peer, pings });
         self.io.start_timer(TimerKey::Heartbeat, TimerPolicy::periodic(liveness::ping_interval(bound)), now);
     }
 
@@ -66,19 +92,24 @@ impl P2pTask {
         self.io.stop_timer(TimerKey::Heartbeat);
     }
 
-    /// Anything from the pinned peer that reaches the task is a sign of life (data the dispatcher
-    /// delivers itself does not: the heartbeats alone carry liveness).
+    /// Anything from the watched peer that reaches the task is a sign of life (data the
+    /// dispatcher delivers itself does not: the heartbeats alone carry liveness).
     pub(super) fn heard_from(&mut self, source: &Name) {
-        if let (Some(w), Some(peer)) = (self.watched.as_mut(), &self.peer)
-            && peer.name == *source
+        if let Some(w) = self.watched.as_mut()
+            && w.peer.name == *source
         {
             w.watch.heard(Instant::now());
         }
     }
 
-    /// Responder: answers a heartbeat of its initiator.
+    /// Answers a heartbeat: a sticky responder its initiator's; an anycast initiator any
+    /// instance's that got its first message (it watches none of them).
     pub(super) async fn on_ping(&mut self, msg: &Message) {
-        if self.watched.is_none() || self.role != P2pRole::Responder {
+        let answers = match &self.watched {
+            Some(w) => !w.pings,
+            None => self.role == P2pRole::Initiator && !self.sticky,
+        };
+        if !answers {
             Stats::bump(&self.io.app.stats.unhandled_control);
             return;
         }
@@ -88,17 +119,17 @@ impl P2pTask {
     }
 
     /// Every quarter of the bound: a side whose peer was silent for the bound ends the session;
-    /// else the initiator pings.
+    /// else the side that pings does.
     pub(super) async fn on_heartbeat(&mut self) {
         let Some(w) = &self.watched else { return };
         if let Some(silent) = w.watch.lost(Instant::now()) {
             self.peer_lost(silent);
             return;
         }
-        if self.role != P2pRole::Initiator {
+        if !w.pings {
             return;
         }
-        let Some(peer) = self.peer.clone() else { return };
+        let peer = w.peer.clone();
         let ping = self.io.app.control(
             &peer.name,
             Flags::one().forward_to(peer.conn),

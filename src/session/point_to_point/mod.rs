@@ -427,7 +427,7 @@ impl P2pTask {
             return;
         }
         self.io.stop_control(mid);
-        self.heartbeats_agreed(peer.name.clone(), msg);
+        self.heartbeats_agreed(&peer, msg);
         self.peer = Some(peer);
         self.receiver = Some(ReceiverBuffer::starting_at(0));
         self.ack_ranges = msg.metadata.contains_key(META_ACK_RANGES);
@@ -478,6 +478,7 @@ impl SessionKind for P2pTask {
             Command::Participants(done) => {
                 let _ = done.send(Err(SlimError::Invite("participants need a multicast session".into())));
             }
+            Command::WatchInitiator { bound_ms, initiator, conn } => self.watch_initiator(bound_ms, initiator, conn),
         }
     }
 
@@ -548,9 +549,13 @@ impl P2pTask {
 /// (timeout, max_retries, sticky, mls_enabled, liveness bound) of a point-to-point config.
 fn params(cfg: &SessionConfig) -> (Option<Duration>, u32, bool, bool, Duration) {
     match cfg {
-        SessionConfig::Anycast { timeout, max_retries, mls_enabled } => {
-            (*timeout, max_retries.unwrap_or(DEFAULT_P2P_RETRIES), false, *mls_enabled, DEFAULT_LIVENESS)
-        }
+        SessionConfig::Anycast { timeout, max_retries, mls_enabled, liveness } => (
+            *timeout,
+            max_retries.unwrap_or(DEFAULT_P2P_RETRIES),
+            false,
+            *mls_enabled,
+            liveness.unwrap_or(DEFAULT_LIVENESS),
+        ),
         SessionConfig::Unicast { timeout, max_retries, mls_enabled, liveness } => (
             *timeout,
             max_retries.unwrap_or(DEFAULT_P2P_RETRIES),
