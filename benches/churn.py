@@ -8,14 +8,18 @@ Every process on 127.0.0.1, with the package of --python:
             each new session's first message (`receive()`) and never reads the session;
   clients   one process that makes --clients apps one after another; each connects, opens an anycast
             session to the receiver, publishes --messages messages and goes: `--end delete` deletes the
-            session and drops the app, `--end close` drops the app with the session still open.
+            session and drops the app, `--end close` drops the app with the session still open;
+            `--end kill`: one app opens --clients sessions (liveness bound --liveness) and publishes
+            on each, then the process is SIGKILLed: nothing tells the receiver, which learns it from
+            the missing heartbeats (docs/liveness.md, "Anycast sessions"); the second reading comes
+            --liveness + --settle seconds after the kill.
 Printed: how many of the receiver's session loops ended, and the receiver's resident memory (VmRSS)
 before the first client and after the last one (after a pause of --settle seconds). A receiver whose
 sessions stay open after their clients left grows with every client (about 30 KiB each); one whose
 sessions close (docs/protocol.md, "Closing") does not.
 
-Usage:  python3 benches/churn.py [--python PY] [--clients 1000] [--messages 3] [--end delete|close]
-                                 [--receiver reads|ignores]
+Usage:  python3 benches/churn.py [--python PY] [--clients 1000] [--messages 3] [--end delete|close|kill]
+                                 [--receiver reads|ignores] [--liveness S]
 Not part of CI. Every wait is bounded; every process started is stopped at the end.
 """
 
@@ -72,11 +76,34 @@ async def worker_receiver(args) -> None:
     acceptor.cancel()
 
 
+def anycast(slim_bindings, liveness: float):
+    """An anycast config with liveness bound `liveness` (a build without the option: its default)."""
+    import datetime
+
+    try:
+        return slim_bindings.PySessionConfiguration.Anycast(liveness_timeout=datetime.timedelta(seconds=liveness))
+    except TypeError:
+        return slim_bindings.PySessionConfiguration.Anycast()
+
+
 async def worker_clients(args) -> None:
     import slim_bindings
 
     peer = split_name(RECEIVER)
     started = time.monotonic()
+    if args.end == "kill":
+        app = await new_app("agntcy/churn/client", args.endpoint)
+        await app.set_route(peer)
+        sessions = []
+        for _ in range(args.clients):
+            session = await app.create_session(anycast(slim_bindings, args.liveness))
+            sessions.append(session)
+            for seq in range(args.messages):
+                await app.publish(session, seq.to_bytes(4, "big"), peer)
+        emit("done", seconds=round(time.monotonic() - started, 1))
+        # Killed here by the coordinator (bounded: it gives up after --timeout).
+        await asyncio.sleep(args.timeout)
+        return
     for i in range(args.clients):
         app = await new_app(f"agntcy/churn/client-{i}", args.endpoint)
         await app.set_route(peer)
@@ -100,6 +127,7 @@ def coordinator(args) -> int:
         children.append(node)
         wait_listening(port, 60, node.proc)
         common = ["--endpoint", endpoint, "--messages", str(args.messages), "--end", args.end]
+        common += ["--liveness", str(args.liveness), "--timeout", str(args.timeout)]
         common += ["--receiver", args.receiver]
         receiver = Child("receiver", [args.python, me, "--worker", "receiver", *common])
         children.append(receiver)
@@ -111,6 +139,10 @@ def coordinator(args) -> int:
         )
         children.append(clients)
         done = clients.wait("done", args.timeout)
+        if args.end == "kill":
+            clients.proc.kill()
+            clients.proc.wait(30)
+            time.sleep(args.liveness)
         time.sleep(args.settle)
         after = rss_kib(receiver.proc.pid).get("VmRSS", 0)
         receiver.tell("report")
@@ -133,7 +165,8 @@ def main() -> int:
     p.add_argument("--python", default=sys.executable, help="python whose slim_bindings is measured")
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--messages", type=int, default=3)
-    p.add_argument("--end", choices=["delete", "close"], default="delete")
+    p.add_argument("--end", choices=["delete", "close", "kill"], default="delete")
+    p.add_argument("--liveness", type=float, default=2.0, help="--end kill: the sessions' liveness bound, seconds")
     p.add_argument("--receiver", choices=["reads", "ignores"], default="reads")
     p.add_argument("--settle", type=float, default=2.0, help="pause before each memory reading, seconds")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on the clients' whole run, seconds")
