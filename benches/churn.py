@@ -81,7 +81,9 @@ def anycast(slim_bindings, liveness: float):
     import datetime
 
     try:
-        return slim_bindings.PySessionConfiguration.Anycast(liveness_timeout=datetime.timedelta(seconds=liveness))
+        return slim_bindings.PySessionConfiguration.Anycast(
+            liveness_timeout=datetime.timedelta(seconds=liveness)
+        )
     except TypeError:
         return slim_bindings.PySessionConfiguration.Anycast()
 
@@ -166,7 +168,9 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--messages", type=int, default=3)
     p.add_argument("--end", choices=["delete", "close", "kill"], default="delete")
-    p.add_argument("--liveness", type=float, default=2.0, help="--end kill: the sessions' liveness bound, seconds")
+    p.add_argument(
+        "--liveness", type=float, default=2.0, help="--end kill: the sessions' liveness bound, seconds"
+    )
     p.add_argument("--receiver", choices=["reads", "ignores"], default="reads")
     p.add_argument("--settle", type=float, default=2.0, help="pause before each memory reading, seconds")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on the clients' whole run, seconds")
