@@ -119,6 +119,23 @@ async def worker_clients(args) -> None:
     emit("done", seconds=round(time.monotonic() - started, 1))
 
 
+def fresh_counts(receiver: Child) -> dict:
+    """The receiver's counts now (a report asked for and awaited, bounded)."""
+    with receiver.cond:
+        seen = sum(1 for ev in receiver.events if ev["event"] == "counts")
+    receiver.tell("report")
+    deadline = time.monotonic() + 30
+    with receiver.cond:
+        while True:
+            reports = [ev for ev in receiver.events if ev["event"] == "counts"]
+            if len(reports) > seen:
+                return reports[-1]
+            remaining = deadline - time.monotonic()
+            if receiver.ended or remaining <= 0:
+                raise RuntimeError(f"receiver: no report within 30 s\n{receiver.tail()}")
+            receiver.cond.wait(remaining)
+
+
 def coordinator(args) -> int:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -136,25 +153,34 @@ def coordinator(args) -> int:
         receiver.wait("ready", 60)
         time.sleep(args.settle)
         before = rss_kib(receiver.proc.pid).get("VmRSS", 0)
-        clients = Child(
-            "clients", [args.python, me, "--worker", "clients", "--clients", str(args.clients), *common]
-        )
-        children.append(clients)
-        done = clients.wait("done", args.timeout)
-        if args.end == "kill":
-            clients.proc.kill()
-            clients.proc.wait(30)
-            time.sleep(args.liveness)
-        time.sleep(args.settle)
-        after = rss_kib(receiver.proc.pid).get("VmRSS", 0)
-        receiver.tell("report")
-        counts = receiver.wait("counts", 30)
+        readings = []
+        for r in range(args.rounds):
+            clients = Child(
+                "clients", [args.python, me, "--worker", "clients", "--clients", str(args.clients), *common]
+            )
+            children.append(clients)
+            done = clients.wait("done", args.timeout)
+            if args.end == "kill":
+                # Every session reached the receiver (bounded), then the client process dies.
+                deadline = time.monotonic() + 60
+                while (
+                    time.monotonic() < deadline
+                    and fresh_counts(receiver)["sessions"] < (r + 1) * args.clients
+                ):
+                    time.sleep(0.1)
+                clients.proc.kill()
+                clients.proc.wait(30)
+                time.sleep(args.liveness)
+            time.sleep(args.settle)
+            readings.append(rss_kib(receiver.proc.pid).get("VmRSS", 0))
+        after = readings[-1]
+        counts = fresh_counts(receiver)
         print(
             f"{args.clients} clients ({args.messages} messages each, end: {args.end}) in {done['seconds']} s; "
             f"receiver {args.receiver}: "
             f"{counts['sessions']} sessions, {counts['ended']} ended, {counts['messages']} messages; "
-            f"VmRSS {before / 1024:.1f} -> {after / 1024:.1f} MiB "
-            f"({(after - before) / max(args.clients, 1):.1f} KiB per client)"
+            f"VmRSS {before / 1024:.1f} -> {' -> '.join(f'{x / 1024:.1f}' for x in readings)} MiB "
+            f"({(after - before) / max(args.clients * args.rounds, 1):.1f} KiB per client)"
         )
         return 0
     finally:
@@ -172,6 +198,7 @@ def main() -> int:
         "--liveness", type=float, default=2.0, help="--end kill: the sessions' liveness bound, seconds"
     )
     p.add_argument("--receiver", choices=["reads", "ignores"], default="reads")
+    p.add_argument("--rounds", type=int, default=1, help="client processes, one after another")
     p.add_argument("--settle", type=float, default=2.0, help="pause before each memory reading, seconds")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on the clients' whole run, seconds")
     p.add_argument("--worker", choices=["receiver", "clients"], help=argparse.SUPPRESS)
