@@ -190,6 +190,7 @@ impl App {
             inbox: Inbox::new(),
             stats: Stats::default(),
             shutdown: shutdown.clone(),
+            dispatch: Default::default(),
         });
         let layer = SessionLayer::new(core.clone());
         let weak = Arc::downgrade(&core);

@@ -362,3 +362,128 @@ async fn an_anycast_server_learns_that_its_client_is_gone_unreliable() {
 async fn an_anycast_server_learns_that_its_client_is_gone_reliable() {
     an_anycast_server_learns_that_its_client_is_gone(true).await;
 }
+
+/// `bob` stops reading for two and a half bounds while `alice` streams `count` messages of `size`
+/// bytes to it: the stream fills bob's session queue, then what waits in front of it (the
+/// session task's backlog, the dispatcher, the node's link), and the heartbeats must not wait
+/// behind it. Neither side takes the other for gone; bob then reads every message, in order.
+async fn a_reader_that_pauses_is_not_taken_for_gone(cfg: SessionConfig, size: usize, count: u32) {
+    let (_hub, alice, bob) = pair("alice", "bob").await;
+    let sid = alice.create_session(cfg).await.unwrap();
+    let sender = {
+        let a = alice.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                let mut payload = vec![0u8; size];
+                payload[..4].copy_from_slice(&i.to_be_bytes());
+                a.publish(sid, to(&name("bob"), &payload)).await?;
+            }
+            Ok::<_, SlimError>(())
+        })
+    };
+    let (first, _) = recv_new(&bob).await;
+    assert_eq!(first.session_id, sid);
+    // The pause is the scenario: a reader busy elsewhere.
+    tokio::time::sleep(BOUND * 5 / 2).await;
+    for i in 0..count {
+        let (_, payload) = recv(&bob, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        assert_eq!(payload[..4], i.to_be_bytes(), "in order, none lost");
+    }
+    tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every publish taken");
+    // Both sides still up: nothing more for either reader, for two bounds.
+    tokio::join!(quiet_for_two_bounds(&alice, sid), quiet_for_two_bounds(&bob, sid));
+    assert_eq!((alice.open_sessions(), bob.open_sessions()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_reader_that_pauses_is_not_taken_for_gone() {
+    let cfg = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false, liveness: Some(BOUND) };
+    a_reader_that_pauses_is_not_taken_for_gone(cfg, 100, 40_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reliable_sticky_reader_of_large_messages_that_pauses_is_not_taken_for_gone() {
+    a_reader_that_pauses_is_not_taken_for_gone(sticky(false), 64 * 1024, 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anycast_reader_that_pauses_is_not_taken_for_gone() {
+    a_reader_that_pauses_is_not_taken_for_gone(anycast(false), 100, 40_000).await;
+}
+
+/// Publishes accepted after the peer died, more than the session task holds (its window and its
+/// queue of 4,096): the rest wait in its command channel. When the peer is found gone, every
+/// accepted publish is counted in `PeerLost::undelivered`, those still in the channel included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_publish_accepted_before_the_peer_was_found_gone_is_counted() {
+    let (_hub, alice, bob, sid) = sticky_pair(false).await;
+    let bob_name = bob.name();
+    bob.node().shutdown().await;
+    drop(bob);
+    let publisher = {
+        let (a, dest) = (alice.clone(), bob_name.clone());
+        tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for i in 0..8_000u32 {
+                if a.publish(sid, to(&dest, &i.to_be_bytes())).await.is_err() {
+                    break;
+                }
+                accepted += 1;
+            }
+            accepted
+        })
+    };
+    let end = loop {
+        match tokio::time::timeout(BOUND + SLACK, alice.recv_session(sid)).await.expect("the end within the bound") {
+            Err(SlimError::NoRoute(_)) => continue,
+            other => break other,
+        }
+    };
+    let accepted = tokio::time::timeout(WAIT, publisher).await.expect("publishing ends with the session").unwrap();
+    assert!(
+        accepted > 5_000 && accepted < 8_000,
+        "{accepted}: some waited in the command channel, the rest were refused"
+    );
+    match end {
+        Err(SlimError::PeerLost { peer, undelivered, .. }) => {
+            assert_eq!((peer, undelivered), (bob_name, accepted));
+        }
+        other => panic!("expected PeerLost, got {other:?}"),
+    }
+}
+
+/// Every instance of an anycast name that got any of a client's messages watches the client (each
+/// data message carries the offer, not only the first): when the client dies, both instances'
+/// readers get `PeerLost` and their sessions go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_anycast_instance_that_got_a_message_learns_that_the_client_is_gone() {
+    let alice = app("alice", "secret").await;
+    let bobs = [app("bob", "secret").await, app("bob", "secret").await];
+    let _hub = hub_with(&alice, &[&bobs[0], &bobs[1]]).await;
+    let sid = alice.create_session(anycast(false)).await.unwrap();
+    // Each message goes to one instance picked at random: both get some (both missing odds: 2^-63).
+    for i in 0..64u8 {
+        alice.publish(sid, to(&name("bob"), &[i])).await.unwrap();
+    }
+    let mut got = Vec::new();
+    wait_until("all 64 messages, over both instances", || {
+        for bob in &bobs {
+            while let Some(Ok((_, payload))) = bob.try_recv_session(sid) {
+                got.extend(payload);
+            }
+        }
+        got.len() == 64
+    })
+    .await;
+    assert!(bobs.iter().all(|b| b.open_sessions() == 1), "both instances got some");
+    let alice_name = alice.name();
+    alice.node().shutdown().await;
+    drop(alice);
+    for bob in &bobs {
+        match tokio::time::timeout(BOUND + SLACK, bob.recv_session(sid)).await.expect("the end within the bound") {
+            Err(SlimError::PeerLost { peer, .. }) => assert_eq!(peer, alice_name),
+            other => panic!("expected PeerLost, got {other:?}"),
+        }
+    }
+    wait_until("both sessions leave", || bobs.iter().all(|b| b.open_sessions() == 0)).await;
+}

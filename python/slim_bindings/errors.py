@@ -87,7 +87,8 @@ class PeerClosedError(SessionClosedError):
 class PeerLostError(SessionClosedError):
     """The peer of a point-to-point session stopped answering for longer than the session's
     liveness bound (the initiator's ``Unicast``/``Anycast(..., liveness_timeout=...)``, default
-    10 s; docs/liveness.md): its process died, or its node or network is gone. Either side of a
+    10 s; found within 1.5x of it; docs/liveness.md): its process died, or its node or network is
+    gone. A peer that is only slow, or a reader here that pauses, does not count. Either side of a
     sticky session (``Unicast``, MLS) watches the other; the server side of an anycast session
     watches its client. Raised by ``receive`` after every message that arrived before;
     the session is closed on this side. ``peer`` names the peer (with its id), ``session_id`` the

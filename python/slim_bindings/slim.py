@@ -272,8 +272,8 @@ class Slim:
         app that created a point-to-point session deleted it or closed) still returns every
         message that reached it before; then ``PeerClosedError`` (a ``SessionClosedError``
         naming who ended it), then ``SessionClosedError``. A session whose peer vanished (process
-        killed, node or network gone) ends the same way within the initiator's
-        ``liveness_timeout``, with ``PeerLostError``: either side of a sticky session (``Unicast``,
+        killed, node or network gone) ends the same way once it was silent for the initiator's
+        ``liveness_timeout`` (found within 1.5x of it), with ``PeerLostError``: either side of a sticky session (``Unicast``,
         MLS), the server side of an anycast one (docs/liveness.md)."""
         if session is None:
             return await _native.receive_new_session(self.svc, timeout)

@@ -27,8 +27,8 @@ pub enum PySessionType {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PySessionConfiguration {
     /// Point to point, any instance of the name per message. `timeout=None` = unreliable.
-    /// `liveness_timeout`: the instance that got the session's first message learns within it
-    /// that this app is gone (its reader gets `PeerLostError`; docs/liveness.md).
+    /// `liveness_timeout`: each instance that got a message of the session learns that this app
+    /// is gone once it was silent that long (its reader gets `PeerLostError`; docs/liveness.md).
     #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false, liveness_timeout = DEFAULT_LIVENESS))]
     Anycast {
         /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).
@@ -41,8 +41,8 @@ pub enum PySessionConfiguration {
         liveness_timeout: Duration,
     },
     /// Point to point, one instance pinned by discovery for the whole session.
-    /// `liveness_timeout`: each side learns within it that the other is gone (`PeerLostError`;
-    /// docs/liveness.md); the responder uses the initiator's.
+    /// `liveness_timeout`: each side learns that the other is gone once it was silent that long
+    /// (`PeerLostError`; docs/liveness.md); the responder uses the initiator's.
     #[pyo3(constructor = (timeout = None, max_retries = None, mls_enabled = false, liveness_timeout = DEFAULT_LIVENESS))]
     Unicast {
         /// Retransmission interval of unacknowledged messages; `None`: unreliable (no acks).

@@ -104,18 +104,7 @@ pub fn join_request(
 /// A reply of `kind` to a control `request` (same session and message id), sent back through
 /// the connection it came in on.
 pub fn reply_to(core: &AppCore, request: &Message, kind: SessionMessageType, blob: Vec<u8>) -> Option<Message> {
-    let sh = request.session_header()?;
-    let requester = request.source_name()?;
-    let session_type = SessionType::try_from(sh.session_type).unwrap_or(SessionType::SessionUnknown);
-    Some(core.control(
-        &requester,
-        Flags::one().forward_to(request.incoming_conn()),
-        session_type,
-        kind,
-        sh.session_id,
-        sh.message_id,
-        blob,
-    ))
+    core.reply(request, kind, blob)
 }
 
 /// Local route: "send traffic for `name` out through `conn`" (`Subscribe` with `recvFrom`).

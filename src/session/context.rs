@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::liveness::DispatchProgress;
 use super::queue::Inbox;
 use super::{MessageInfo, PublishRequest};
 use crate::auth::{Provider, Verifier};
@@ -106,6 +107,8 @@ pub struct AppCore {
     pub stats: Stats,
     /// Cancelled when the last `App` handle goes away.
     pub shutdown: CancellationToken,
+    /// How far the dispatcher got (read by point-to-point heartbeat tasks).
+    pub dispatch: DispatchProgress,
 }
 
 impl AppCore {
@@ -126,6 +129,23 @@ impl AppCore {
         let permit = crate::node::local::room(&self.node_tx).await.ok_or(SlimError::Closed)?;
         permit.send(msg);
         Ok(())
+    }
+
+    /// The answer `kind` to `request`: to its source, through the connection it came in on, with
+    /// its session and message ids; `None` when `request` has no session header or source.
+    pub fn reply(&self, request: &Message, kind: SessionMessageType, blob: Vec<u8>) -> Option<Message> {
+        let sh = request.session_header()?;
+        let requester = request.source_name()?;
+        let session_type = SessionType::try_from(sh.session_type).unwrap_or(SessionType::SessionUnknown);
+        Some(self.control(
+            &requester,
+            Flags::one().forward_to(request.incoming_conn()),
+            session_type,
+            kind,
+            sh.session_id,
+            sh.message_id,
+            blob,
+        ))
     }
 
     /// Builds a control publish from this app (no OriginalNames, content type "").

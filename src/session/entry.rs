@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{BudgetError, SendBudget};
 use super::context::{AppCore, Stats, Target, into_delivery};
 use super::inbound::{AckRun, ReliableInbound};
+use super::liveness::PeerSignals;
 use super::queue::{DELIVERY_WAIT_BOUND, SessionQueue};
 use super::{DEFAULT_P2P_RETRIES, PublishRequest, RawDelivery, SessionConfig};
 use crate::error::SlimError;
-use crate::wire::{Message, Name, SessionMessageType};
+use crate::wire::{Message, Name, SessionMessageType, SessionType};
 
 /// Completion of an invite or removal.
 pub type Done = oneshot::Sender<Result<(), SlimError>>;
@@ -45,7 +46,7 @@ pub enum Command {
     /// The initiator of this anycast session answers heartbeats (docs/liveness.md, "Anycast
     /// sessions"); from the dispatcher, once.
     WatchInitiator {
-        /// The liveness bound its first message offered, in milliseconds.
+        /// The liveness bound its messages offer, in milliseconds.
         bound_ms: u32,
         /// The initiator (with its instance id).
         initiator: Name,
@@ -55,35 +56,47 @@ pub enum Command {
 }
 
 /// Liveness of an anycast session (docs/liveness.md, "Anycast sessions"): what its initiator
-/// offers on its first message, and whether the responder has seen an offer.
+/// offers on each data message, and whether the responder took an offer.
 #[derive(Debug, Default)]
 pub struct AnycastLiveness {
-    /// Initiator: the bound in milliseconds its first data message carries.
-    offer: Option<u32>,
-    /// Responder: an offer was seen (and handed to the task).
+    /// This side is an anycast initiator (it offers, and answers pings).
+    initiator: bool,
+    /// Initiator: the bound in milliseconds its data messages carry.
+    offer: AtomicU32,
+    /// Responder: an offer was handed to the task.
     seen: AtomicBool,
 }
 
 impl AnycastLiveness {
     /// What a session with `cfg` offers: an anycast initiator its bound, anything else nothing.
     pub(super) fn of(cfg: &SessionConfig, initiator: bool) -> Self {
-        let offer = match cfg {
-            SessionConfig::Anycast { liveness, .. } if initiator => {
-                Some(u32::try_from(liveness.unwrap_or(super::DEFAULT_LIVENESS).as_millis()).unwrap_or(u32::MAX))
-            }
-            _ => None,
-        };
-        AnycastLiveness { offer, seen: AtomicBool::new(false) }
+        let initiator = initiator && matches!(cfg, SessionConfig::Anycast { .. });
+        let this = AnycastLiveness { initiator, offer: AtomicU32::new(0), seen: AtomicBool::new(false) };
+        this.update(cfg);
+        this
     }
 
-    /// Initiator: the first data message (`mid` 0) carries the offer.
-    pub(super) fn mark(&self, msg: &mut Message, mid: u32) {
-        if mid == 0
-            && let Some(ms) = self.offer
+    /// The session's configuration changed (`set_session_config`): the offer follows its bound.
+    pub(super) fn update(&self, cfg: &SessionConfig) {
+        if let (true, SessionConfig::Anycast { liveness, .. }) = (self.initiator, cfg) {
+            let ms = u32::try_from(liveness.unwrap_or(super::DEFAULT_LIVENESS).as_millis()).unwrap_or(u32::MAX);
+            self.offer.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Initiator: every data message carries the offer, so that whichever instance gets any of
+    /// them watches this side (also one that opens a new session under the same id later).
+    pub(super) fn mark(&self, msg: &mut Message) {
+        if self.initiator
             && let Some(sh) = msg.session_header_mut()
         {
-            sh.liveness_ms = Some(ms);
+            sh.liveness_ms = Some(self.offer.load(Ordering::Relaxed));
         }
+    }
+
+    /// This side answers heartbeats (an anycast initiator).
+    pub(super) fn answers(&self) -> bool {
+        self.initiator
     }
 }
 
@@ -123,6 +136,8 @@ pub struct SessionEntry {
     pub(super) no_route_reported: Mutex<Option<u32>>,
     /// Anycast: the initiator's liveness offer (docs/liveness.md, "Anycast sessions").
     pub(super) liveness: AnycastLiveness,
+    /// Point to point: the peer's signs of life, as the dispatcher sees them.
+    pub(super) signals: PeerSignals,
     /// A reliable point-to-point stream in order, lent by the task to the dispatcher (see
     /// [`super::inbound`]), and the acknowledgements both owe.
     pub reliable_in: ReliableInbound,
@@ -205,18 +220,19 @@ impl SessionEntry {
         self.deliver_error(SlimError::NoRoute(text));
     }
 
-    /// Anycast responder: the first liveness offer of the initiator goes to the task, which then
+    /// Anycast responder: the initiator's liveness offer goes to the task, once, which then
     /// watches it (the message itself may take the fast path, in order with the ones after it).
     fn note_liveness_offer(&self, msg: &Message) {
-        let Some(bound_ms) = msg.session_header().and_then(|sh| sh.liveness_ms) else { return };
-        if self.liveness.seen.swap(true, Ordering::AcqRel) {
+        if self.liveness.seen.load(Ordering::Relaxed) {
             return;
         }
+        let Some(bound_ms) = msg.session_header().and_then(|sh| sh.liveness_ms) else { return };
         let Some(initiator) = super::context::source_with_strings(msg) else { return };
         let conn = msg.incoming_conn();
-        // A full command channel (publishes waiting) leaves the session unwatched, as one with an
-        // initiator that offers nothing.
-        let _ = self.outbound.try_send(Command::WatchInitiator { bound_ms, initiator, conn });
+        // A full command channel (publishes waiting): the next message's offer tries again.
+        if self.outbound.try_send(Command::WatchInitiator { bound_ms, initiator, conn }).is_ok() {
+            self.liveness.seen.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Puts a session error on the queue (never dropped for lack of room).
@@ -293,6 +309,21 @@ impl SessionEntry {
     pub(super) async fn on_inbound(self: &Arc<Self>, msg: Message, core: &AppCore, acks: &mut Vec<Arc<Self>>) {
         let stats = &core.stats;
         let kind = msg.session_message_type();
+        self.signals.note(&msg);
+        if kind == SessionMessageType::GroupPing
+            && msg.session_header().is_some_and(|sh| sh.session_type == SessionType::SessionPointToPoint as i32)
+        {
+            // A point-to-point heartbeat, handled here rather than behind what waits for the task
+            // (docs/liveness.md): its sign of life is noted above; an anycast initiator answers
+            // it. Not sent (the node gone: the app is closing) -> nothing lost, the peer's own
+            // bound reports it.
+            if self.liveness.answers()
+                && let Some(pong) = core.reply(&msg, SessionMessageType::GroupPong, Vec::new())
+            {
+                let _ = core.send(pong).await;
+            }
+            return;
+        }
         if self.fast_inbound {
             self.note_liveness_offer(&msg);
         }

@@ -125,6 +125,7 @@ impl SessionLayer {
             last_names: Mutex::new(None),
             no_route_reported: Mutex::new(None),
             liveness: AnycastLiveness::of(&cfg, role == P2pRole::Initiator),
+            signals: Default::default(),
             outstanding: std::sync::atomic::AtomicUsize::new(0),
             reliable_in: Default::default(),
             addressed: Default::default(),
@@ -211,6 +212,7 @@ impl SessionLayer {
             *cur = cfg.clone();
         }
         entry.fast_publish.store(fast_publish_for(&cfg), Ordering::Release);
+        entry.liveness.update(&cfg);
         entry
             .outbound
             .try_send(Command::SetConfig(cfg))
@@ -250,7 +252,7 @@ impl SessionLayer {
                 mid,
                 req,
             );
-            entry.liveness.mark(&mut msg, mid);
+            entry.liveness.mark(&mut msg);
             return self.core.send(msg).await;
         }
         if entry.budget.is_none() {
@@ -303,7 +305,7 @@ impl SessionLayer {
                 mid,
                 req,
             );
-            entry.liveness.mark(&mut msg, mid);
+            entry.liveness.mark(&mut msg);
             self.core.stamp_identity(&mut msg)?;
             permit.send(msg);
             return Ok(None);
@@ -366,7 +368,7 @@ impl SessionLayer {
                     template.payload_type.as_deref(),
                     template.metadata.clone(),
                 );
-                entry.liveness.mark(&mut msg, mid);
+                entry.liveness.mark(&mut msg);
                 self.core.stamp_identity(&mut msg)?;
                 permit.send(msg);
                 *sent += 1;
@@ -475,6 +477,9 @@ impl SessionLayer {
             if n == 0 {
                 break;
             }
+            // Odd while the batch is handled: a heartbeat task that finds the dispatcher held in
+            // one batch does not take a peer's silence for its death (`DispatchProgress`).
+            self.core.dispatch.step();
             for d in batch.drain(..) {
                 match d {
                     LocalDelivery::Message(m) => self.on_message(m, &mut acks).await,
@@ -484,6 +489,7 @@ impl SessionLayer {
             for entry in acks.drain(..) {
                 entry.flush_acks(&self.core).await;
             }
+            self.core.dispatch.step();
         }
         self.close_all();
     }

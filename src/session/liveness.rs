@@ -19,21 +19,22 @@
 //! This module only keeps the clocks and the list; the multicast task sends and acts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::wire::Name;
+use crate::wire::{Message, Name};
 
-pub use super::{DEFAULT_LIVENESS, MIN_LIVENESS};
+pub use super::{DEFAULT_LIVENESS, MAX_LIVENESS, MIN_LIVENESS};
 /// JOIN_REQUEST (moderator) / JOIN_REPLY (member) metadata: the group's liveness bound in
 /// milliseconds. Its presence in a JOIN_REPLY is the member's promise to answer GROUP_PINGs.
 pub use crate::wire::META_LIVENESS_MS;
 /// GROUP_PING metadata: version of the member list the moderator holds; GROUP_PONG metadata:
 /// the version the member holds.
 pub use crate::wire::META_MEMBERS_VERSION;
-/// Longest bound accepted from a peer's JOIN_REQUEST.
-pub const MAX_LIVENESS: Duration = Duration::from_secs(3600);
 
 /// Heartbeats per bound: a member is declared gone only after this many pings in a row went
 /// unanswered (a lost ping or two is not a death).
@@ -215,6 +216,104 @@ impl ModeratorWatch {
     }
 }
 
+/// A point-to-point session's liveness signals (docs/liveness.md, "Point-to-point sessions"),
+/// shared by the app's dispatcher, the session's heartbeat task and the session task:
+/// - the dispatcher notes every message from the watched peer as it arrives, before any queue,
+///   so that neither the session's backlog nor a slow reader makes a live peer look silent;
+/// - the heartbeat task looks every quarter of the bound and raises the alarm;
+/// - the session task takes the alarm and ends the session.
+#[derive(Debug, Default)]
+pub struct PeerSignals {
+    /// A watch runs (the peer below is set).
+    watching: AtomicBool,
+    /// The watched peer.
+    peer: Mutex<Option<Name>>,
+    /// Something from the peer arrived since the heartbeat task last looked.
+    heard: AtomicBool,
+    /// The silence that raised the alarm, in milliseconds (0: none raised).
+    silent_ms: AtomicU64,
+    /// Wakes the session task for the alarm.
+    alarm: Notify,
+}
+
+impl PeerSignals {
+    /// Messages from `peer` are signs of life from now on.
+    pub fn watch(&self, peer: Name) {
+        *self.peer.lock() = Some(peer);
+        self.heard.store(false, Ordering::Relaxed);
+        self.silent_ms.store(0, Ordering::Relaxed);
+        self.watching.store(true, Ordering::Release);
+    }
+
+    /// No watch any more.
+    pub fn unwatch(&self) {
+        self.watching.store(false, Ordering::Release);
+        *self.peer.lock() = None;
+    }
+
+    /// Dispatcher: `msg` arrived for this session; from the watched peer, it is a sign of life.
+    pub fn note(&self, msg: &Message) {
+        if !self.watching.load(Ordering::Acquire) || self.heard.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(source) = msg.source_name()
+            && self.peer.lock().as_ref() == Some(&source)
+        {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Heartbeat task: whether the peer was heard since the last look.
+    pub fn take_heard(&self) -> bool {
+        self.heard.swap(false, Ordering::Relaxed)
+    }
+
+    /// Heartbeat task: the peer was silent for `silent`, past the bound.
+    pub fn raise(&self, silent: Duration) {
+        let ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.silent_ms.store(ms, Ordering::Release);
+        self.alarm.notify_one();
+    }
+
+    /// Session task: the silence the alarm was raised for, if one was (taken: once).
+    pub fn take_alarm(&self) -> Option<Duration> {
+        match self.silent_ms.swap(0, Ordering::AcqRel) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Session task: resolves when the alarm may have been raised (see [`Self::take_alarm`]).
+    pub fn alarmed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.alarm.notified()
+    }
+}
+
+/// How far the app's dispatcher got: odd while it handles a batch of inbound messages, even
+/// between batches. A dispatcher held in one batch (waiting for room in a reader's queue, in a
+/// full session task, in the node) delivers nothing meanwhile, so a silence heard while it is
+/// held is not the peer's (docs/liveness.md, "What counts as a sign of life").
+#[derive(Debug, Default)]
+pub struct DispatchProgress {
+    turns: AtomicU64,
+}
+
+impl DispatchProgress {
+    /// A batch starts or ends.
+    pub fn step(&self) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the dispatcher was held in the same batch since the last look of `seen` (which
+    /// remembers this look).
+    pub fn held_since(&self, seen: &mut u64) -> bool {
+        let now = self.turns.load(Ordering::Relaxed);
+        let held = now % 2 == 1 && now == *seen;
+        *seen = now;
+        held
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +364,21 @@ mod tests {
         w.on_list(2, Some(vec![n("a")])); // older: ignored
         w.on_list(3, None);
         assert_eq!((w.version(), w.members().len()), (3, 2));
+    }
+
+    #[test]
+    fn a_dispatcher_is_held_only_when_two_looks_find_it_in_the_same_batch() {
+        let progress = DispatchProgress::default();
+        let mut seen = u64::MAX;
+        assert!(!progress.held_since(&mut seen), "idle");
+        progress.step(); // a batch starts
+        assert!(!progress.held_since(&mut seen), "first look in it");
+        assert!(progress.held_since(&mut seen), "still in it at the next look");
+        progress.step(); // it ends
+        assert!(!progress.held_since(&mut seen), "between batches");
+        progress.step();
+        progress.step();
+        progress.step(); // batches go by; one is running
+        assert!(!progress.held_since(&mut seen), "moving");
     }
 }

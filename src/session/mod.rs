@@ -75,6 +75,8 @@ pub const CONTROL_MAX_RETRIES: u32 = 60;
 pub const DEFAULT_LIVENESS: Duration = Duration::from_secs(10);
 /// Shortest liveness bound accepted (from the configuration or from a peer).
 pub const MIN_LIVENESS: Duration = Duration::from_millis(200);
+/// Longest liveness bound: refused above it here, clamped to it when a peer offers more.
+pub const MAX_LIVENESS: Duration = Duration::from_secs(3600);
 /// Session ids are drawn from `0 .. SESSION_ID_RANGE` (reference `SESSION_RANGE`).
 pub const SESSION_ID_RANGE: u32 = u32::MAX - 1000;
 
@@ -183,9 +185,13 @@ impl SessionConfig {
             SessionConfig::Multicast { liveness: Some(l), .. }
             | SessionConfig::Unicast { liveness: Some(l), .. }
             | SessionConfig::Anycast { liveness: Some(l), .. }
-                if *l < MIN_LIVENESS =>
+                if *l < MIN_LIVENESS || *l > MAX_LIVENESS =>
             {
-                Err(SlimError::Config(format!("liveness_timeout must be at least {MIN_LIVENESS:?}").into()))
+                // The peer clamps what it is offered to the same range (`liveness::parse_bound`):
+                // a bound outside it would not be the one both sides keep.
+                Err(SlimError::Config(
+                    format!("liveness_timeout must be between {MIN_LIVENESS:?} and {:?}", MAX_LIVENESS).into(),
+                ))
             }
             _ => Ok(()),
         }

@@ -240,6 +240,18 @@ pub trait SessionKind: Send + Sized {
         0
     }
 
+    /// The session's heartbeat task raised its alarm (`PeerSignals`): the peer was silent for
+    /// the bound.
+    fn on_alarm(&mut self) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue }
+    }
+
+    /// A command still in the channel when the task stopped (the channel is closed by then: no
+    /// more come). Dropped by default: a caller waiting on an answer gets `SessionClosed`.
+    fn on_unserved(&mut self, command: Command) {
+        drop(command);
+    }
+
     /// The inbound channel is empty after a message was handled: what was held back to cover
     /// several messages at once (acknowledgements) goes out now, so a lone message never waits.
     fn on_idle(&mut self) -> impl Future<Output = ()> + Send {
@@ -259,6 +271,9 @@ pub async fn run<S: SessionKind>(
     // leaves) the token's waiter list, under its lock, once per message.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
+    let entry = task.io().entry.clone();
+    let alarm = entry.signals.alarmed();
+    tokio::pin!(alarm);
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut batch = Vec::with_capacity(INBOUND_BATCH);
@@ -278,6 +293,14 @@ pub async fn run<S: SessionKind>(
         tokio::select! {
             biased;
             _ = &mut cancelled => break,
+            // Before the inbound stream: a stream that never pauses must not hold the alarm back.
+            _ = &mut alarm => {
+                alarm.set(entry.signals.alarmed());
+                if task.on_alarm().await == Flow::Leave {
+                    ended = Ended::Left;
+                    break;
+                }
+            }
             n = inbound.recv_many(&mut batch, INBOUND_BATCH) => {
                 if n == 0 {
                     break;
@@ -306,6 +329,12 @@ pub async fn run<S: SessionKind>(
                 None => break,
             },
         }
+    }
+    // What the app asked and the task never got to: the kind accounts for it (a session its
+    // peer ended counts the publishes in the end it reports) before it stops.
+    commands.close();
+    while let Ok(c) = commands.try_recv() {
+        task.on_unserved(c);
     }
     task.on_stop().await;
     ended

@@ -83,9 +83,6 @@ pub enum TimerKey {
     /// Reliable initiator: the whole handshake (discovery, join and, with MLS, the welcome) must
     /// end by this deadline, `timeout × (max_retries + 1)` after it started.
     Handshake,
-    /// Every quarter of the liveness bound, once both sides agreed on heartbeats: the initiator
-    /// pings, and either side checks that its peer was heard within the bound.
-    Heartbeat,
 }
 
 #[derive(Debug)]
@@ -153,6 +150,9 @@ pub struct P2pTask {
     liveness: Duration,
     /// The peer's liveness, once both sides agreed on heartbeats (sticky sessions only).
     watched: Option<liveness::Watched>,
+    /// Why the peer ended the session (`PeerClosed`, `PeerLost`): queued for the reader when the
+    /// task stops, with the publishes the task never got to counted in (see `on_unserved`).
+    ending: Option<SlimError>,
 }
 
 impl P2pTask {
@@ -185,6 +185,7 @@ impl P2pTask {
             peer_left: false,
             liveness,
             watched: None,
+            ending: None,
         }
     }
 
@@ -311,7 +312,6 @@ impl P2pTask {
                 return Flow::Continue;
             }
         }
-        self.heard_from(&source);
         match kind {
             SessionMessageType::P2PMsg => {
                 // Drop points: undecryptable -> REPORTED (in `decrypt`); session queue full past
@@ -332,9 +332,9 @@ impl P2pTask {
             SessionMessageType::ChannelLeaveRequest | SessionMessageType::SessionClose => {
                 return self.on_peer_closed(source, &msg).await;
             }
-            SessionMessageType::GroupPing => self.on_ping(&msg).await,
-            // A sign of life, already noted by `heard_from`.
-            SessionMessageType::GroupPong => {}
+            // Signs of life, noted by the dispatcher (`PeerSignals`), which also answers the pings
+            // an anycast initiator gets; a pong that reaches the task has nothing left to do.
+            SessionMessageType::GroupPing | SessionMessageType::GroupPong => {}
             _ => {
                 Stats::bump(&self.io.app.stats.unhandled_control);
                 tracing::debug!(session = self.io.id, ?kind, "unhandled message on a point-to-point session");
@@ -499,10 +499,21 @@ impl SessionKind for P2pTask {
         self.take_back();
         self.flush_acks().await;
         self.send_close_notice().await;
+        if let Some(end) = self.ending.take() {
+            self.io.entry.deliver_end(end);
+        }
+    }
+
+    fn on_unserved(&mut self, command: Command) {
+        self.count_unserved(command);
     }
 
     async fn on_idle(&mut self) {
         self.flush_acks().await;
+    }
+
+    async fn on_alarm(&mut self) -> Flow {
+        self.on_alarm_inner()
     }
 }
 
@@ -539,9 +550,6 @@ impl P2pTask {
             }
             Fired::Failed { key: TimerKey::Handshake } => self.handshake_failed(),
             Fired::Retry { key: TimerKey::Handshake, .. } => {}
-            Fired::Retry { key: TimerKey::Heartbeat, .. } | Fired::Failed { key: TimerKey::Heartbeat } => {
-                self.on_heartbeat().await;
-            }
         }
     }
 }

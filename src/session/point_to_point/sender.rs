@@ -214,7 +214,7 @@ impl P2pTask {
             mid,
             req,
         );
-        self.io.entry.liveness.mark(&mut msg, mid);
+        self.io.entry.liveness.mark(&mut msg);
         if let Some(mls) = self.mls.as_mut()
             && let Err(e) = interceptor::encrypt_outbound(mls, &mut msg)
         {
