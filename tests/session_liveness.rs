@@ -417,6 +417,8 @@ async fn an_anycast_reader_that_pauses_is_not_taken_for_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_publish_accepted_before_the_peer_was_found_gone_is_counted() {
     let (_hub, alice, bob, sid) = sticky_pair(false).await;
+    // Alice's first message acknowledged: what is counted below is only what follows.
+    wait_until("alice holds nothing", || alice.session_send_buffer(sid).is_ok_and(|(used, _)| used == 0)).await;
     let bob_name = bob.name();
     bob.node().shutdown().await;
     drop(bob);
@@ -486,4 +488,32 @@ async fn every_anycast_instance_that_got_a_message_learns_that_the_client_is_gon
         }
     }
     wait_until("both sessions leave", || bobs.iter().all(|b| b.open_sessions() == 0)).await;
+}
+
+/// A member stops reading for two and a half bounds while the moderator streams to the group:
+/// the member is not taken for gone (not removed), the moderator is not either, and the member
+/// then reads every message, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_reader_pauses_stays_in_the_group() {
+    let (_hub, moderator, members, sid) = group_of(1, false).await;
+    let count = 40_000u32;
+    let sender = {
+        let m = moderator.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                m.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await?;
+            }
+            Ok::<_, SlimError>(())
+        })
+    };
+    // The pause is the scenario: a reader busy elsewhere.
+    tokio::time::sleep(BOUND * 5 / 2).await;
+    for i in 0..count {
+        let (_, payload) = recv(&members[0], sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
+    }
+    tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every publish taken");
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
+    quiet_for_two_bounds(&members[0], sid).await;
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
 }

@@ -116,6 +116,14 @@ impl MemberWatch {
         }
     }
 
+    /// Every watched member counts as heard at `now` (this app could not hear them meanwhile:
+    /// its dispatcher was held, see [`DispatchProgress`]).
+    pub fn heard_all(&mut self, now: Instant) {
+        for w in self.watched.values_mut() {
+            w.last_heard = now;
+        }
+    }
+
     /// The members to ping now, each with whether its ping must carry the member list.
     pub fn to_ping(&self) -> Vec<(Name, bool)> {
         self.watched.iter().map(|(n, w)| (n.clone(), w.confirmed != self.version)).collect()
@@ -232,6 +240,8 @@ pub struct PeerSignals {
     heard: AtomicBool,
     /// The silence that raised the alarm, in milliseconds (0: none raised).
     silent_ms: AtomicU64,
+    /// A group member: the member-list version it holds (what its heartbeats confirm).
+    version: AtomicU64,
     /// Wakes the session task for the alarm.
     alarm: Notify,
 }
@@ -281,6 +291,16 @@ impl PeerSignals {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         }
+    }
+
+    /// A group member's task: it now holds member-list `version`.
+    pub fn set_version(&self, version: u64) {
+        self.version.store(version, Ordering::Relaxed);
+    }
+
+    /// The member-list version a group member holds.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// Session task: resolves when the alarm may have been raised (see [`Self::take_alarm`]).

@@ -2,14 +2,18 @@
 //! heartbeats and drops those that stop answering; a member closes its session when its
 //! moderator goes silent. Also the member list (`participants`) and invite deadlines.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::moderator::{Current, ModTask};
 use super::{McTimer, MulticastRole, MulticastTask};
 use crate::error::SlimError;
 use crate::session::channel;
-use crate::session::context::Stats;
-use crate::session::entry::Done;
+use crate::session::context::{AppCore, Stats};
+use crate::session::entry::{Done, SessionEntry};
 use crate::session::liveness::{self, META_MEMBERS_VERSION, MemberWatch, ModeratorWatch};
 use crate::session::timer::TimerPolicy;
 use crate::wire::builders::Flags;
@@ -116,6 +120,13 @@ impl MulticastTask {
             let now = Instant::now();
             self.moderator_watch = Some(ModeratorWatch::new(bound, now));
             self.io.start_timer(McTimer::Heartbeat, TimerPolicy::periodic(liveness::ping_interval(bound)), now);
+            if let Some(moderator) = msg.source_name() {
+                let stop = self.io.entry.cancel.child_token();
+                let beat =
+                    MemberBeat { moderator, conn: msg.incoming_conn(), interval: liveness::ping_interval(bound) };
+                tokio::spawn(member_beat(self.io.app.clone(), self.io.entry.clone(), beat, stop.clone()));
+                self.member_beat = Some(stop.drop_guard());
+            }
         }
         true
     }
@@ -141,6 +152,7 @@ impl MulticastTask {
         };
         w.on_list(version, list);
         let held = w.version();
+        self.io.entry.signals.set_version(held);
         if let Some(mut pong) = channel::reply_to(&self.io.app, msg, SessionMessageType::GroupPong, Vec::new()) {
             pong.metadata.insert(META_MEMBERS_VERSION.to_string(), held.to_string());
             self.io.send(pong).await;
@@ -151,11 +163,20 @@ impl MulticastTask {
     /// its moderator is still there.
     pub(super) async fn on_heartbeat(&mut self) {
         let now = Instant::now();
-        if let Some(w) = &self.moderator_watch {
+        // This app's dispatcher held in one batch since the last look (its reader stopped taking
+        // messages): what the others sent waits in front of it, so their silence is not theirs.
+        let held = self.io.app.dispatch.held_since(&mut self.dispatch_seen);
+        if let Some(w) = self.moderator_watch.as_mut() {
+            if held {
+                w.heard(now);
+            }
             if let Some(silent) = w.lost(now) {
                 self.moderator_lost(silent).await;
             }
             return;
+        }
+        if held && let Some(w) = self.member_watch.as_mut() {
+            w.heard_all(now);
         }
         let Some(w) = &self.member_watch else { return };
         let version = w.version();
@@ -236,5 +257,44 @@ impl MulticastTask {
             cur.finish(Err(SlimError::Invite("no answer from the participant before the invite's deadline".into())));
         }
         self.start_next_task().await;
+    }
+}
+
+/// What a member's heartbeat task needs.
+struct MemberBeat {
+    moderator: Name,
+    /// The connection the moderator's JOIN_REQUEST came in on.
+    conn: Option<u64>,
+    interval: Duration,
+}
+
+/// A member's heartbeat task: every quarter of the bound, a GROUP_PONG to the moderator with the
+/// member-list version this member holds, whether or not a ping came. The moderator's pings
+/// travel behind its data: a member whose reader pauses answers them late, but these go the other
+/// way, where nothing waits in front of them, so the moderator does not take it for gone
+/// (docs/liveness.md, "What counts as a sign of life"). Runs apart from the session task.
+async fn member_beat(app: Arc<AppCore>, entry: Arc<SessionEntry>, beat: MemberBeat, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + beat.interval, beat.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let mut pong = app.control(
+            &beat.moderator,
+            Flags::one().forward_to(beat.conn),
+            SessionType::SessionMulticast,
+            SessionMessageType::GroupPong,
+            entry.id,
+            channel::nonce(),
+            Vec::new(),
+        );
+        pong.metadata.insert(META_MEMBERS_VERSION.to_string(), entry.signals.version().to_string());
+        // Not sent (the app is closing): the session ends with it.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = app.send(pong) => {}
+        }
     }
 }

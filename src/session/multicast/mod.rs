@@ -118,6 +118,10 @@ pub struct MulticastTask {
     heartbeat_capable: std::collections::HashSet<Name>,
     /// Participant: its moderator's heartbeats, when the moderator sends them.
     moderator_watch: Option<crate::session::liveness::ModeratorWatch>,
+    /// Participant: stops its heartbeat task (`liveness::member_beat`) when dropped.
+    member_beat: Option<tokio_util::sync::DropGuard>,
+    /// Where the dispatcher was at the last heartbeat look (`DispatchProgress::held_since`).
+    dispatch_seen: u64,
     /// Moderator: number of the invite started last (its deadline timer carries it).
     invite_seq: u64,
 }
@@ -162,6 +166,8 @@ impl MulticastTask {
             member_watch: None,
             heartbeat_capable: std::collections::HashSet::new(),
             moderator_watch: None,
+            member_beat: None,
+            dispatch_seen: u64::MAX,
             invite_seq: 0,
         }
     }
