@@ -53,6 +53,8 @@ pub(crate) fn check_against_prost(frame: &[u8]) -> bool {
 /// Field numbers of proto/dataplane.proto's `Message`.
 const MSG_PUBLISH: u32 = 3;
 const MSG_METADATA: u32 = 4;
+/// The field number of `SessionHeader.liveness_ms` (an extension, past the `once` bitmask's range).
+const SESSION_LIVENESS_MS: u32 = 1001;
 
 /// The frame being read: the payload and long strings are slices of it.
 struct Quick<'a> {
@@ -133,11 +135,20 @@ impl Quick<'_> {
 
     /// `SessionHeader { SessionType session_type = 1; SessionMessageType session_message_type = 2;
     /// uint32 session_id = 3; uint32 message_id = 4; optional OriginalName source = 5;
-    /// optional OriginalName destination = 6; }`
+    /// optional OriginalName destination = 6; optional uint32 liveness_ms = 1001; }`
     fn session_header(&self, mut buf: &[u8], s: &mut SessionHeader) -> Res<()> {
         let mut seen = 0;
         while !buf.is_empty() {
             let (field, wire) = key(&mut buf)?;
+            if field == SESSION_LIVENESS_MS {
+                // Every data message of an anycast initiator carries it (docs/liveness.md): read
+                // here, not left to prost. Twice in one header is left to prost (it keeps the last).
+                if s.liveness_ms.is_some() {
+                    return Err(NotRead);
+                }
+                s.liveness_ms = Some(varint(wire, &mut buf)? as u32);
+                continue;
+            }
             once(&mut seen, field)?;
             // Enumerations are int32s, the ids uint32s: prost keeps the varint's low 32 bits.
             match field {
@@ -272,6 +283,10 @@ mod tests {
             let mut m = publish(&spec, payload, meta);
             if i == 4 {
                 m.slim_header_mut().unwrap().error = Some(true);
+            }
+            if i == 0 {
+                // An anycast initiator's data message: its liveness offer.
+                m.session_header_mut().unwrap().liveness_ms = Some(10_000);
             }
             out.push(m.encode_to_vec());
         }
