@@ -9,10 +9,10 @@ point-to-point session, in its own process (so the test can SIGKILL it).
                                         --server org/live/server --bound 2 [--mls] [--kind anycast]
 
 Point to point: the client opens a reliable session, sticky or --kind anycast (liveness bound
---bound), and publishes
-"hello"; the server answers every message with "echo:" + payload. Both print {"event": "ready"},
-{"event": "got", ...} per message and {"event": "ended", "type": ..., "peer": ..., "undelivered":
-..., "silent_ms": ...} when their pending receive raises; both read "publish <text>" and "quit".
+--bound), and publishes "hello"; the server answers every message with "echo:" + payload, but
+those starting "quiet:". Both print {"event": "ready"}, {"event": "got", ...} per message and
+{"event": "ended", "type": ..., "peer": ..., "undelivered": ..., "silent_ms": ...} when their
+pending receive raises; both read "publish <text>" and "quit".
 
 Each prints one JSON object per line on stdout. Member: {"event": "ready"}, {"event": "joined"}
 (first group message), {"event": "got", "payload": ...} per message, {"event": "moderator_lost",
@@ -89,7 +89,7 @@ async def read_p2p(app: slim_bindings.Slim, session: int, echo: bool) -> None:
             emit("reported", error=str(e), type=type(e).__name__)
             continue
         emit("got", payload=payload.decode(), source=short(info.source_name))
-        if echo:
+        if echo and not payload.startswith(b"quiet:"):
             await app.publish_to(info, b"echo:" + payload)
 
 

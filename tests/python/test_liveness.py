@@ -133,6 +133,12 @@ def kill_and_expect_lost(dead: PeerProcess, survivor: PeerProcess, dead_name: st
     """SIGKILL `dead`; the survivor publishes once more, and its pending ``receive(session)``
     raises ``PeerLostError`` naming `dead_name`, that publish counted as undelivered, within the
     bound (plus slack)."""
+    # First the survivor must hold nothing unacknowledged: a last message from `dead` that asks
+    # for no answer arrives after every acknowledgement `dead` sent before it (one path, in
+    # order). Else the survivor's last echo could still await its acknowledgement at the kill,
+    # and count as undelivered too.
+    dead.send_line("publish quiet:sync")
+    survivor.wait_event("got", 10, lambda e: e["payload"] == "quiet:sync")
     dead.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     survivor.send_line("publish into-the-void")
