@@ -170,7 +170,10 @@ async fn beat(app: Arc<AppCore>, entry: Arc<SessionEntry>, plan: Beat, stop: Can
             watch.heard(now);
         }
         if let Some(silent) = watch.lost(now) {
-            entry.signals.raise(silent);
+            // Not for a watch that ended meanwhile (a handshake started over: a new watch runs).
+            if !stop.is_cancelled() {
+                entry.signals.raise(silent);
+            }
             return;
         }
         let ping = app.control(
