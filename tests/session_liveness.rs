@@ -517,3 +517,43 @@ async fn a_member_whose_reader_pauses_stays_in_the_group() {
     quiet_for_two_bounds(&members[0], sid).await;
     assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
 }
+
+/// The peer streams into a paused reader's session, then dies: what reached this app before the
+/// peer went silent waits in the session task's backlog, behind a full queue, when the peer is
+/// found gone. It is not dropped with the session: the reader gets every message, in order, then
+/// `PeerLost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_peer_sent_before_it_went_silent_is_all_delivered() {
+    let (_hub, alice, bob) = pair("alice", "bob").await;
+    let cfg = SessionConfig::Unicast { timeout: None, max_retries: None, mls_enabled: false, liveness: Some(BOUND) };
+    let sid = alice.create_session(cfg).await.unwrap();
+    // More than bob's session queue holds (16,384): the rest waits in its task's backlog.
+    let count = 18_000u32;
+    for i in 0..count {
+        alice.publish(sid, to(&name("bob"), &i.to_be_bytes())).await.unwrap();
+    }
+    // Every message handed to alice's node, then a marker behind them on a session of its own:
+    // once bob's app announces the marker's session, it has taken in the whole stream.
+    wait_until("alice's stream handed to her node", || alice.session_send_buffer(sid).is_ok_and(|(used, _)| used == 0))
+        .await;
+    let marker = alice.create_session(anycast(false)).await.unwrap();
+    alice.publish(marker, to(&name("bob"), b"marker")).await.unwrap();
+    loop {
+        if recv_new(&bob).await.0.session_id == marker {
+            break;
+        }
+    }
+    let alice_name = alice.name();
+    alice.node().shutdown().await;
+    drop(alice);
+    // The reader pauses past the moment the peer is found gone.
+    tokio::time::sleep(BOUND * 5 / 2).await;
+    for i in 0..count {
+        let (_, payload) = recv(&bob, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
+    }
+    match recv(&bob, sid).await {
+        Err(SlimError::PeerLost { peer, .. }) => assert_eq!(peer, alice_name),
+        other => panic!("expected PeerLost, got {other:?}"),
+    }
+}

@@ -310,17 +310,19 @@ impl SessionEntry {
         let stats = &core.stats;
         let kind = msg.session_message_type();
         self.signals.note(&msg);
-        if kind == SessionMessageType::GroupPing
+        if matches!(kind, SessionMessageType::GroupPing | SessionMessageType::GroupPong)
             && msg.session_header().is_some_and(|sh| sh.session_type == SessionType::SessionPointToPoint as i32)
         {
             // A point-to-point heartbeat, handled here rather than behind what waits for the task
             // (docs/liveness.md): its sign of life is noted above; an anycast initiator answers
-            // it. Not sent (the node gone: the app is closing) -> nothing lost, the peer's own
-            // bound reports it.
-            if self.liveness.answers()
+            // a ping. The wait for room towards the node is bounded, as `send_ack`'s is (two apps
+            // streaming at each other must not lock their dispatchers). Not sent -> nothing lost:
+            // the next ping asks again, and the peer's bound has room for a few missed.
+            if kind == SessionMessageType::GroupPing
+                && self.liveness.answers()
                 && let Some(pong) = core.reply(&msg, SessionMessageType::GroupPong, Vec::new())
             {
-                let _ = core.send(pong).await;
+                let _ = tokio::time::timeout(DELIVERY_WAIT_BOUND, core.send(pong)).await;
             }
             return;
         }

@@ -293,8 +293,10 @@ pub async fn run<S: SessionKind>(
         tokio::select! {
             biased;
             _ = &mut cancelled => break,
-            // Before the inbound stream: a stream that never pauses must not hold the alarm back.
-            _ = &mut alarm => {
+            // Only once the inbound backlog is empty: what the peer sent before it went silent is
+            // handled first (delivered, or its loss reported), never dropped with the session. A
+            // peer that is gone cannot keep the backlog full.
+            _ = &mut alarm, if inbound.is_empty() => {
                 alarm.set(entry.signals.alarmed());
                 if task.on_alarm().await == Flow::Leave {
                     ended = Ended::Left;
@@ -332,8 +334,10 @@ pub async fn run<S: SessionKind>(
     }
     // What the app asked and the task never got to: the kind accounts for it (a session its
     // peer ended counts the publishes in the end it reports) before it stops.
+    // `recv` (not `try_recv`): a publish that reserved its room before the close still sends into
+    // it, and `recv` ends only once every such reservation is used or gone.
     commands.close();
-    while let Ok(c) = commands.try_recv() {
+    while let Some(c) = commands.recv().await {
         task.on_unserved(c);
     }
     task.on_stop().await;
