@@ -557,3 +557,36 @@ async fn what_a_peer_sent_before_it_went_silent_is_all_delivered() {
         other => panic!("expected PeerLost, got {other:?}"),
     }
 }
+
+/// The other direction of an anycast session: the server streams replies to its client while the
+/// client's reader pauses for 2.5 bounds. The server's pings wait behind that stream; the client
+/// keeps answering on its own (`answer_beat`), so the server does not take it for gone, and the
+/// client then reads every reply, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anycast_client_whose_reader_pauses_is_not_taken_for_gone() {
+    let (_hub, alice, bob) = pair("alice", "bob").await;
+    let sid = alice.create_session(anycast(false)).await.unwrap();
+    alice.publish(sid, to(&name("bob"), b"hello")).await.unwrap();
+    let (first, _) = recv_new(&bob).await;
+    assert_eq!(recv(&bob, sid).await.unwrap().1, b"hello");
+    // The server watches the client from here on: one round of heartbeats before the stream.
+    tokio::time::timeout(BOUND, alice.recv_session(sid)).await.expect_err("nothing for alice yet");
+    let count = 40_000u32;
+    let sender = {
+        let b = bob.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                b.publish(sid, reply(&first, &i.to_be_bytes())).await?;
+            }
+            Ok::<_, SlimError>(())
+        })
+    };
+    tokio::time::sleep(BOUND * 5 / 2).await;
+    for i in 0..count {
+        let (_, payload) = recv(&alice, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
+    }
+    tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every reply taken");
+    quiet_for_two_bounds(&bob, sid).await;
+    assert_eq!(bob.open_sessions(), 1, "the server kept its session");
+}

@@ -22,6 +22,9 @@ use super::{DEFAULT_P2P_RETRIES, PublishRequest, RawDelivery, SessionConfig};
 use crate::error::SlimError;
 use crate::wire::{Message, Name, SessionMessageType, SessionType};
 
+mod anycast;
+pub use anycast::AnycastLiveness;
+
 /// Completion of an invite or removal.
 pub type Done = oneshot::Sender<Result<(), SlimError>>;
 
@@ -53,51 +56,6 @@ pub enum Command {
         /// The connection of this app's node it came in on.
         conn: Option<u64>,
     },
-}
-
-/// Liveness of an anycast session (docs/liveness.md, "Anycast sessions"): what its initiator
-/// offers on each data message, and whether the responder took an offer.
-#[derive(Debug, Default)]
-pub struct AnycastLiveness {
-    /// This side is an anycast initiator (it offers, and answers pings).
-    initiator: bool,
-    /// Initiator: the bound in milliseconds its data messages carry.
-    offer: AtomicU32,
-    /// Responder: an offer was handed to the task.
-    seen: AtomicBool,
-}
-
-impl AnycastLiveness {
-    /// What a session with `cfg` offers: an anycast initiator its bound, anything else nothing.
-    pub(super) fn of(cfg: &SessionConfig, initiator: bool) -> Self {
-        let initiator = initiator && matches!(cfg, SessionConfig::Anycast { .. });
-        let this = AnycastLiveness { initiator, offer: AtomicU32::new(0), seen: AtomicBool::new(false) };
-        this.update(cfg);
-        this
-    }
-
-    /// The session's configuration changed (`set_session_config`): the offer follows its bound.
-    pub(super) fn update(&self, cfg: &SessionConfig) {
-        if let (true, SessionConfig::Anycast { liveness, .. }) = (self.initiator, cfg) {
-            let ms = u32::try_from(liveness.unwrap_or(super::DEFAULT_LIVENESS).as_millis()).unwrap_or(u32::MAX);
-            self.offer.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    /// Initiator: every data message carries the offer, so that whichever instance gets any of
-    /// them watches this side (also one that opens a new session under the same id later).
-    pub(super) fn mark(&self, msg: &mut Message) {
-        if self.initiator
-            && let Some(sh) = msg.session_header_mut()
-        {
-            sh.liveness_ms = Some(self.offer.load(Ordering::Relaxed));
-        }
-    }
-
-    /// This side answers heartbeats (an anycast initiator).
-    pub(super) fn answers(&self) -> bool {
-        self.initiator
-    }
 }
 
 /// One session as the app and the dispatcher see it; its state machine lives in its task.
@@ -220,21 +178,6 @@ impl SessionEntry {
         self.deliver_error(SlimError::NoRoute(text));
     }
 
-    /// Anycast responder: the initiator's liveness offer goes to the task, once, which then
-    /// watches it (the message itself may take the fast path, in order with the ones after it).
-    fn note_liveness_offer(&self, msg: &Message) {
-        if self.liveness.seen.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(bound_ms) = msg.session_header().and_then(|sh| sh.liveness_ms) else { return };
-        let Some(initiator) = super::context::source_with_strings(msg) else { return };
-        let conn = msg.incoming_conn();
-        // A full command channel (publishes waiting): the next message's offer tries again.
-        if self.outbound.try_send(Command::WatchInitiator { bound_ms, initiator, conn }).is_ok() {
-            self.liveness.seen.store(true, Ordering::Relaxed);
-        }
-    }
-
     /// Puts a session error on the queue (never dropped for lack of room).
     pub fn deliver_error(&self, err: SlimError) {
         self.queue.push_force(Err(err));
@@ -306,7 +249,7 @@ impl SessionEntry {
     /// so one stuck session cannot hold up the dispatcher for more than one bound. A session
     /// left owing acknowledgements is added to `acks` (the dispatcher sends them once its batch
     /// is done: [`Self::flush_acks`]).
-    pub(super) async fn on_inbound(self: &Arc<Self>, msg: Message, core: &AppCore, acks: &mut Vec<Arc<Self>>) {
+    pub(super) async fn on_inbound(self: &Arc<Self>, msg: Message, core: &Arc<AppCore>, acks: &mut Vec<Arc<Self>>) {
         let stats = &core.stats;
         let kind = msg.session_message_type();
         self.signals.note(&msg);
@@ -318,11 +261,11 @@ impl SessionEntry {
             // a ping. The wait for room towards the node is bounded, as `send_ack`'s is (two apps
             // streaming at each other must not lock their dispatchers). Not sent -> nothing lost:
             // the next ping asks again, and the peer's bound has room for a few missed.
-            if kind == SessionMessageType::GroupPing
-                && self.liveness.answers()
-                && let Some(pong) = core.reply(&msg, SessionMessageType::GroupPong, Vec::new())
-            {
-                let _ = tokio::time::timeout(DELIVERY_WAIT_BOUND, core.send(pong)).await;
+            if kind == SessionMessageType::GroupPing && self.liveness.answers() {
+                if let Some(pong) = core.reply(&msg, SessionMessageType::GroupPong, Vec::new()) {
+                    let _ = tokio::time::timeout(DELIVERY_WAIT_BOUND, core.send(pong)).await;
+                }
+                self.answer_on_its_own(&msg, core);
             }
             return;
         }
