@@ -248,6 +248,10 @@ pub trait SessionKind: Send + Sized {
 
     /// A command still in the channel when the task stopped (the channel is closed by then: no
     /// more come). Dropped by default: a caller waiting on an answer gets `SessionClosed`.
+    /// Drop point: a point-to-point session counts the publishes among them in the end it
+    /// reports (REPORTED). A group session does not yet: publishes of a member that is removed,
+    /// or whose moderator is lost, while they wait here go uncounted (an open finding, in the
+    /// closing note of 2026-12-06; the end it reports says the session is over, not how many).
     fn on_unserved(&mut self, command: Command) {
         drop(command);
     }
