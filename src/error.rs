@@ -72,9 +72,12 @@ pub enum SlimError {
         limit: usize,
     },
     /// A group member stopped hearing from its moderator (no heartbeat for the session's liveness
-    /// bound): the session is closed on this member (`ModeratorLostError`, a `SessionClosedError`).
+    /// bound): raised after every message that arrived before; the session is closed on this
+    /// member (`ModeratorLostError`, a `SessionClosedError`). `undelivered`: publishes this member
+    /// still held (waiting for the group to be ready, or not yet taken by its session), dropped
+    /// with the session.
     #[error(
-        "session {session_id}: moderator {moderator} stopped answering (nothing for {silent_ms} ms); session closed"
+        "session {session_id}: moderator {moderator} stopped answering (nothing for {silent_ms} ms; {undelivered} messages published here not delivered); session closed"
     )]
     ModeratorLost {
         /// The group session.
@@ -83,6 +86,8 @@ pub enum SlimError {
         moderator: crate::wire::Name,
         /// How long nothing came from it.
         silent_ms: u64,
+        /// Publishes of this member dropped with the session.
+        undelivered: usize,
     },
     /// The other side ended the session: the initiator of a point-to-point session deleted it or
     /// its app closed, or a group's moderator removed this member or deleted the group. Raised
@@ -257,6 +262,7 @@ impl SlimError {
                 session_id: 3,
                 moderator: crate::wire::Name::new("org", "ns", "moderator", Some(8)),
                 silent_ms: 10_000,
+                undelivered: 3,
             },
             SlimError::PeerClosed {
                 session_id: 3,

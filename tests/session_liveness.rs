@@ -590,3 +590,96 @@ async fn an_anycast_client_whose_reader_pauses_is_not_taken_for_gone() {
     quiet_for_two_bounds(&bob, sid).await;
     assert_eq!(bob.open_sessions(), 1, "the server kept its session");
 }
+
+/// The moderator's reader stops for two and a half bounds while a member streams to the group:
+/// its pings wait in its held session task, but its heartbeat task keeps greeting the members,
+/// so no member takes it for gone (`ModeratorLost`), it does not drop the member either, and it
+/// then reads every message, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_whose_reader_pauses_is_not_taken_for_gone() {
+    let (_hub, moderator, members, sid) = group_of(1, false).await;
+    let count = 40_000u32;
+    let sender = {
+        let m = members[0].clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                m.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await?;
+            }
+            Ok::<_, SlimError>(())
+        })
+    };
+    // The pause is the scenario: a reader busy elsewhere.
+    tokio::time::sleep(BOUND * 5 / 2).await;
+    for i in 0..count {
+        let (_, payload) = recv(&moderator, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
+    }
+    tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every publish taken");
+    assert!(members[0].try_recv_session(sid).is_none(), "no ModeratorLost");
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
+    quiet_for_two_bounds(&members[0], sid).await;
+    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
+}
+
+/// The moderator removes a member in the middle of its stream: every publish the member's
+/// `publish` accepted either reached the moderator's reader (in order, with nothing after it)
+/// or is counted in the `PeerClosed` the member's reader gets, those still waiting in the
+/// session's command channel included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_publish_of_a_removed_member_is_delivered_or_counted() {
+    let (_hub, moderator, members, sid) = group_of(1, false).await;
+    let publisher = {
+        let m = members[0].clone();
+        tokio::spawn(async move {
+            let mut accepted = 0u32;
+            for i in 0..200_000u32 {
+                if m.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await.is_err() {
+                    break;
+                }
+                accepted += 1;
+            }
+            accepted
+        })
+    };
+    // The moderator reads all along (a full queue would make it report losses of its own).
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = {
+        let m = moderator.clone();
+        tokio::spawn(async move {
+            while let Ok(Ok((_, payload))) = tokio::time::timeout(WAIT, m.recv_session(sid)).await {
+                let Ok(bytes) = <[u8; 4]>::try_from(payload.as_slice()) else { break };
+                if seen_tx.send(u32::from_be_bytes(bytes)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut got: Vec<u32> = Vec::new();
+    while got.len() < 2_000 {
+        got.push(tokio::time::timeout(WAIT, seen.recv()).await.expect("the member's stream").expect("read"));
+    }
+    let removal = {
+        let (m, member) = (moderator.clone(), members[0].name());
+        tokio::spawn(async move { m.remove(sid, &member).await })
+    };
+    let end = match recv(&members[0], sid).await {
+        Err(e) => e,
+        Ok((_, p)) => panic!("a member does not get its own messages: {p:?}"),
+    };
+    let accepted = tokio::time::timeout(WAIT, publisher).await.expect("publishing ends with the session").unwrap();
+    assert!(accepted < 200_000, "the removal came in the middle of the stream");
+    let undelivered = match end {
+        SlimError::PeerClosed { undelivered, .. } => undelivered as u32,
+        other => panic!("expected PeerClosed, got {other:?}"),
+    };
+    let reached = accepted - undelivered;
+    while (got.len() as u32) < reached {
+        got.push(
+            tokio::time::timeout(WAIT, seen.recv()).await.expect("what the member sent before it left").expect("read"),
+        );
+    }
+    tokio::time::timeout(WAIT, removal).await.expect("the removal ends").unwrap().expect("removed");
+    assert!(got.iter().copied().eq(0..reached), "every message that left, in order, and only those");
+    reader.abort();
+    assert!(seen.try_recv().is_err(), "nothing past what was counted as sent");
+}

@@ -58,13 +58,25 @@ class SessionClosedError(SlimError):
 class ModeratorLostError(SessionClosedError):
     """A group member stopped hearing from its moderator for longer than the session's liveness
     bound (``PySessionConfiguration.Multicast(..., liveness_timeout=...)``, default 10 s): the
-    moderator's process died, or its node or network is gone. The session is closed on this
-    member; ``moderator`` names the moderator (with its id), ``session_id`` the group session."""
+    moderator's process died, or its node or network is gone. Raised by ``receive`` after every
+    message that arrived before; the session is closed on this member. ``moderator`` names the
+    moderator (with its id), ``session_id`` the group session, ``silent_ms`` how long nothing
+    came from it, and ``undelivered`` counts what this member had published and never got out
+    (waiting for the group to be ready, or not yet taken by its session)."""
 
-    def __init__(self, message: str, session_id: int | None = None, moderator: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        session_id: int | None = None,
+        moderator: Any = None,
+        silent_ms: int = 0,
+        undelivered: int = 0,
+    ) -> None:
         super().__init__(message)
         self.session_id = session_id
         self.moderator = moderator
+        self.silent_ms = silent_ms
+        self.undelivered = undelivered
 
 
 class PeerClosedError(SessionClosedError):

@@ -79,9 +79,9 @@ pub(super) fn to_py_with(py: Python<'_>, e: SlimError) -> PyErr {
             SlimError::SessionClosed => c.session_closed.call1(py, (text,)),
             // The whole app is gone: every session of it is closed too.
             SlimError::Closed => c.session_closed.call1(py, (text,)),
-            SlimError::ModeratorLost { session_id, moderator, .. } => {
+            SlimError::ModeratorLost { session_id, moderator, silent_ms, undelivered } => {
                 let moderator = super::name::PyName::from_name(moderator);
-                c.moderator_lost.call1(py, (text, session_id, moderator))
+                c.moderator_lost.call1(py, (text, session_id, moderator, silent_ms, undelivered))
             }
             SlimError::PeerClosed { session_id, peer, undelivered } => {
                 let peer = super::name::PyName::from_name(peer);

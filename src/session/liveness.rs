@@ -101,6 +101,11 @@ impl MemberWatch {
         self.watched.insert(member, Watched { last_heard: now, confirmed: 0 });
     }
 
+    /// The members watched.
+    pub fn watched(&self) -> impl Iterator<Item = &Name> {
+        self.watched.keys()
+    }
+
     /// `member` left (removed, or declared gone).
     pub fn forget(&mut self, member: &Name) {
         self.watched.remove(member);

@@ -77,6 +77,10 @@ pub struct TaskCore<K: Clone + Eq + Hash> {
     /// This app's identity token failed on the last send: the AuthenticationError of this
     /// outage is already on the session's queue.
     identity_failing: AtomicBool,
+    /// Why the other side ended the session (`PeerClosed`, `PeerLost`, `ModeratorLost`), once a
+    /// kind found it: the task stops at the end of that event, counts the publishes it never got
+    /// to into it ([`Self::count_unserved`]), and [`run`] queues it for the reader last.
+    pub ending: Option<SlimError>,
 }
 
 impl<K: Clone + Eq + Hash> TaskCore<K> {
@@ -92,6 +96,7 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
             released: Vec::new(),
             holes: Vec::new(),
             identity_failing: AtomicBool::new(false),
+            ending: None,
         }
     }
 
@@ -204,6 +209,27 @@ impl<K: Clone + Eq + Hash> TaskCore<K> {
     pub fn timer_running(&self, key: K) -> bool {
         self.timers.is_running(&Key::Own(key))
     }
+
+    /// A command the task never got to, the other side having ended the session: a publish in
+    /// it is counted in the `undelivered` of [`Self::ending`] (REPORTED, with what the kind
+    /// held). Anything else is dropped: a caller waiting on an answer gets `SessionClosed`.
+    /// With no ending (the app deleted the session or closes) nobody reads the session any more:
+    /// `SessionTable`'s delete and the app's close account for what was still held.
+    pub fn count_unserved(&mut self, command: Command) {
+        let n = match &command {
+            Command::Publish(_) => 1,
+            Command::PublishBatch(batch) => batch.len(),
+            _ => 0,
+        };
+        if let Some(
+            SlimError::PeerClosed { undelivered, .. }
+            | SlimError::PeerLost { undelivered, .. }
+            | SlimError::ModeratorLost { undelivered, .. },
+        ) = self.ending.as_mut()
+        {
+            *undelivered += n;
+        }
+    }
 }
 
 /// The behaviour of one session kind (point to point, multicast) on top of [`TaskCore`].
@@ -247,13 +273,10 @@ pub trait SessionKind: Send + Sized {
     }
 
     /// A command still in the channel when the task stopped (the channel is closed by then: no
-    /// more come). Dropped by default: a caller waiting on an answer gets `SessionClosed`.
-    /// Drop point: a point-to-point session counts the publishes among them in the end it
-    /// reports (REPORTED). A group session does not yet: publishes of a member that is removed,
-    /// or whose moderator is lost, while they wait here go uncounted (an open finding, in the
-    /// closing note of 2026-12-06; the end it reports says the session is over, not how many).
+    /// more come). Drop point: when the other side ended the session, a publish among them is
+    /// counted in the end the reader gets (REPORTED: [`TaskCore::count_unserved`]).
     fn on_unserved(&mut self, command: Command) {
-        drop(command);
+        self.io().count_unserved(command);
     }
 
     /// The inbound channel is empty after a message was handled: what was held back to cover
@@ -329,6 +352,11 @@ pub async fn run<S: SessionKind>(
             _ = &mut sleep, if armed.is_some() => {
                 armed = None;
                 fire_timers(&mut task).await;
+                if task.io().ending.is_some() {
+                    // A timer found the other side gone (a group member's moderator went silent).
+                    ended = Ended::Left;
+                    break;
+                }
             }
             c = commands.recv(), if accept => match c {
                 Some(c) => task.on_command(c, &mut commands).await,
@@ -336,8 +364,8 @@ pub async fn run<S: SessionKind>(
             },
         }
     }
-    // What the app asked and the task never got to: the kind accounts for it (a session its
-    // peer ended counts the publishes in the end it reports) before it stops.
+    // What the app asked and the task never got to: the kind accounts for it (a session the
+    // other side ended counts the publishes in the end it reports) before it stops.
     // `recv` (not `try_recv`): a publish that reserved its room before the close still sends into
     // it, and `recv` ends only once every such reservation is used or gone.
     commands.close();
@@ -345,6 +373,10 @@ pub async fn run<S: SessionKind>(
         task.on_unserved(c);
     }
     task.on_stop().await;
+    if let Some(end) = task.io().ending.take() {
+        // Last on the queue: after every message that arrived, and every loss the kind reported.
+        entry.deliver_end(end);
+    }
     ended
 }
 

@@ -62,7 +62,13 @@ async def read(app: slim_bindings.Slim, session: int) -> None:
         try:
             info, payload = await app.receive(session=session)
         except slim_bindings.SessionClosedError as e:
-            emit("moderator_lost", error=str(e), type=type(e).__name__)
+            emit(
+                "moderator_lost",
+                error=str(e),
+                type=type(e).__name__,
+                silent_ms=getattr(e, "silent_ms", None),
+                undelivered=getattr(e, "undelivered", None),
+            )
             return
         emit("got", payload=payload.decode(), source=short(info.source_name))
 

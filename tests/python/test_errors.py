@@ -61,6 +61,7 @@ def test_fields_survive_the_mapping() -> None:
     gone = s["ModeratorLost"]
     assert isinstance(gone, errors.ModeratorLostError) and isinstance(gone, errors.SessionClosedError)
     assert gone.session_id == 3 and gone.moderator.components_strings()[2] == "moderator"
+    assert (gone.silent_ms, gone.undelivered) == (10_000, 3)
     assert "stopped answering" in str(gone)
     peer_gone = s["PeerClosed"]
     assert isinstance(peer_gone, errors.PeerClosedError) and isinstance(peer_gone, errors.SessionClosedError)

@@ -79,6 +79,8 @@ def test_members_learn_that_the_moderator_died(procs: list[PeerProcess]) -> None
         took = time.monotonic() - killed
         assert lost["type"] == "ModeratorLostError", lost
         assert "moderator" in lost["error"] and "stopped answering" in lost["error"], lost
+        # Silent for at least the bound; the member published nothing, so nothing is undelivered.
+        assert lost["silent_ms"] >= BOUND * 1000 and lost["undelivered"] == 0, lost
         assert took < BOUND + SLACK, took
 
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -56,19 +57,45 @@ impl MulticastTask {
                 TimerPolicy::periodic(liveness::ping_interval(bound)),
                 Instant::now(),
             );
+            self.start_beat(BeatTargets::default(), liveness::ping_interval(bound));
         }
+        self.beat_watched();
     }
 
-    /// Moderator: `invitee` is no longer a member.
-    pub(super) fn member_gone(&mut self, invitee: &Name) {
+    /// Starts this session's heartbeat task ([`beat`]) toward `targets`; it stops with the
+    /// session (or when `self.beat` is dropped).
+    fn start_beat(&mut self, targets: BeatTargets, interval: Duration) {
+        let targets = Arc::new(Mutex::new(targets));
+        let stop = self.io.entry.cancel.child_token();
+        tokio::spawn(beat(self.io.app.clone(), self.io.entry.clone(), targets.clone(), interval, stop.clone()));
+        self.beat = Some((targets, stop.drop_guard()));
+    }
+
+    /// Moderator: its heartbeat task greets the members it watches now (on every change).
+    fn beat_watched(&mut self) {
+        let (Some((targets, _)), Some(w)) = (&self.beat, &self.member_watch) else { return };
+        let mut t = targets.lock();
+        t.conn = self.conn;
+        t.names.clear();
+        t.names.extend(w.watched().cloned());
+    }
+
+    /// Moderator: `invitee` is no longer a member. Drop point: what its reorder window held
+    /// behind holes, and the holes, would go with it: released now (messages in order, each hole
+    /// REPORTED as MessageLost).
+    pub(super) async fn member_gone(&mut self, invitee: &Name) {
         self.members.remove(&invitee.without_id());
-        self.receivers.remove(invitee);
+        if let Some(mut rb) = self.receivers.remove(invitee) {
+            rb.give_up_all(&mut self.io.released);
+            self.flush_released(invitee).await;
+        }
         self.identities.remove(invitee);
         self.heartbeat_capable.remove(invitee);
         if let Some(w) = self.member_watch.as_mut() {
             w.forget(invitee);
             w.membership_changed();
         }
+        self.beat_watched();
     }
 
     /// Moderator, MLS: every remaining member acknowledged the removal commit. A live member is
@@ -89,7 +116,7 @@ impl MulticastTask {
     /// (`ModeratorLost`).
     pub(super) async fn drop_dead(&mut self, invitee: Name, done: Done) {
         tracing::info!(session = self.io.id, member = %invitee, "member stopped answering heartbeats: removed");
-        self.member_gone(&invitee);
+        self.member_gone(&invitee).await;
         let _ = done.send(Ok(()));
     }
 
@@ -121,11 +148,8 @@ impl MulticastTask {
             self.moderator_watch = Some(ModeratorWatch::new(bound, now));
             self.io.start_timer(McTimer::Heartbeat, TimerPolicy::periodic(liveness::ping_interval(bound)), now);
             if let Some(moderator) = msg.source_name() {
-                let stop = self.io.entry.cancel.child_token();
-                let beat =
-                    MemberBeat { moderator, conn: msg.incoming_conn(), interval: liveness::ping_interval(bound) };
-                tokio::spawn(member_beat(self.io.app.clone(), self.io.entry.clone(), beat, stop.clone()));
-                self.member_beat = Some(stop.drop_guard());
+                let targets = BeatTargets { conn: msg.incoming_conn(), names: vec![moderator], with_version: true };
+                self.start_beat(targets, liveness::ping_interval(bound));
             }
         }
         true
@@ -204,6 +228,7 @@ impl MulticastTask {
             if let Some(w) = self.member_watch.as_mut() {
                 w.forget(member);
             }
+            self.beat_watched();
             let (done, _) = tokio::sync::oneshot::channel();
             self.tasks.push_back(ModTask::Remove { name: member.clone(), done, dead: true });
         }
@@ -227,19 +252,25 @@ impl MulticastTask {
             .unwrap_or(moderator)
     }
 
-    /// Participant: the moderator went silent for longer than the bound: the reader gets
-    /// `ModeratorLost` and the session is closed (later calls get `SessionClosed`).
+    /// Participant: the moderator went silent for longer than the bound. Drop point, as when the
+    /// moderator removes this member (`on_leave_request`): what the reorder windows held is
+    /// released (holes REPORTED as MessageLost), and the publishes this member still held are
+    /// REPORTED in the `ModeratorLost` the reader gets last (with those still in the command
+    /// channel: `TaskCore::count_unserved`). The task stops; the layer closes the session, and it
+    /// leaves the app once drained (later calls get `SessionClosed`).
     async fn moderator_lost(&mut self, silent: std::time::Duration) {
         let moderator = self.moderator_named();
-        tracing::info!(session = self.io.id, %moderator, ?silent, "moderator stopped answering: session closed");
+        let undelivered = self.held.len();
+        tracing::info!(session = self.io.id, %moderator, ?silent, undelivered, "moderator stopped answering: session closed");
         self.io.stop_timer(McTimer::Heartbeat);
-        self.io.entry.deliver_error(SlimError::ModeratorLost {
+        self.release_all_windows().await;
+        self.leave_channel().await;
+        self.io.ending = Some(SlimError::ModeratorLost {
             session_id: self.io.id,
             moderator,
-            silent_ms: silent.as_millis() as u64,
+            silent_ms: u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+            undelivered,
         });
-        self.leave_channel().await;
-        self.io.entry.close();
     }
 
     /// Moderator: the caller's deadline for invite `seq` passed; still discovering or joining,
@@ -260,41 +291,65 @@ impl MulticastTask {
     }
 }
 
-/// What a member's heartbeat task needs.
-struct MemberBeat {
-    moderator: Name,
-    /// The connection the moderator's JOIN_REQUEST came in on.
+/// Whom a session's heartbeat task ([`beat`]) greets: a member its moderator, a moderator the
+/// members it watches (kept current by the session task).
+#[derive(Default)]
+pub(super) struct BeatTargets {
+    /// The connection toward them (the one the moderator's JOIN_REQUEST came in on; the group's).
     conn: Option<u64>,
-    interval: Duration,
+    names: Vec<Name>,
+    /// A member's GROUP_PONG says which member-list version it holds.
+    with_version: bool,
 }
 
-/// A member's heartbeat task: every quarter of the bound, a GROUP_PONG to the moderator with the
-/// member-list version this member holds, whether or not a ping came. The moderator's pings
-/// travel behind its data: a member whose reader pauses answers them late, but these go the other
-/// way, where nothing waits in front of them, so the moderator does not take it for gone
-/// (docs/liveness.md, "What counts as a sign of life"). Runs apart from the session task.
-async fn member_beat(app: Arc<AppCore>, entry: Arc<SessionEntry>, beat: MemberBeat, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + beat.interval, beat.interval);
+/// A session's heartbeat task: every quarter of the bound, a GROUP_PONG to each target, whether
+/// or not a ping came. A member sends its moderator the member-list version it holds; a
+/// moderator greets each member it watches (a member takes anything from its moderator as a sign
+/// of life). Pings travel behind the data, and go out from the session task: the pings of a
+/// side whose reader pauses wait, or are answered late. These go apart from the session task,
+/// the other way, where nothing waits in front of them, so neither a member nor a moderator whose
+/// reader pauses is taken for gone (docs/liveness.md, "What counts as a sign of life").
+async fn beat(
+    app: Arc<AppCore>,
+    entry: Arc<SessionEntry>,
+    targets: Arc<Mutex<BeatTargets>>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pongs = Vec::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let mut pong = app.control(
-            &beat.moderator,
-            Flags::one().forward_to(beat.conn),
-            SessionType::SessionMulticast,
-            SessionMessageType::GroupPong,
-            entry.id,
-            channel::nonce(),
-            Vec::new(),
-        );
-        pong.metadata.insert(META_MEMBERS_VERSION.to_string(), entry.signals.version().to_string());
-        // Not sent (the app is closing): the session ends with it.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = app.send(pong) => {}
+        {
+            let t = targets.lock();
+            let version = t.with_version.then(|| entry.signals.version().to_string());
+            pongs.extend(t.names.iter().map(|name| {
+                let mut pong = app.control(
+                    name,
+                    Flags::one().forward_to(t.conn),
+                    SessionType::SessionMulticast,
+                    SessionMessageType::GroupPong,
+                    entry.id,
+                    channel::nonce(),
+                    Vec::new(),
+                );
+                if let Some(v) = &version {
+                    pong.metadata.insert(META_MEMBERS_VERSION.to_string(), v.clone());
+                }
+                pong
+            }));
+        }
+        for pong in pongs.drain(..) {
+            // Not sent (the app is closing): the session ends with it. Not lost either way: a
+            // heartbeat, and the next tick sends another.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = app.send(pong) => {}
+            }
         }
     }
 }

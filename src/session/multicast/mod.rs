@@ -118,8 +118,9 @@ pub struct MulticastTask {
     heartbeat_capable: std::collections::HashSet<Name>,
     /// Participant: its moderator's heartbeats, when the moderator sends them.
     moderator_watch: Option<crate::session::liveness::ModeratorWatch>,
-    /// Participant: stops its heartbeat task (`liveness::member_beat`) when dropped.
-    member_beat: Option<tokio_util::sync::DropGuard>,
+    /// Its heartbeat task's targets (kept current by a moderator), and what stops the task when
+    /// dropped (`liveness::beat`; a member's greets its moderator, a moderator's its members).
+    beat: Option<(Arc<parking_lot::Mutex<liveness::BeatTargets>>, tokio_util::sync::DropGuard)>,
     /// Where the dispatcher was at the last heartbeat look (`DispatchProgress::held_since`).
     dispatch_seen: u64,
     /// Moderator: number of the invite started last (its deadline timer carries it).
@@ -166,7 +167,7 @@ impl MulticastTask {
             member_watch: None,
             heartbeat_capable: std::collections::HashSet::new(),
             moderator_watch: None,
-            member_beat: None,
+            beat: None,
             dispatch_seen: u64::MAX,
             invite_seq: 0,
         }

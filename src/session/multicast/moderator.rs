@@ -402,7 +402,7 @@ impl MulticastTask {
         match self.current.take() {
             Some(Current::Leaving { request_id, invitee, done }) if request_id == mid => {
                 self.io.stop_control(mid);
-                self.member_gone(&invitee);
+                self.member_gone(&invitee).await;
                 let _ = done.send(Ok(()));
                 self.start_next_task().await;
             }

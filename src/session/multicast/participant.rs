@@ -226,12 +226,20 @@ impl MulticastTask {
                 self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
             }
         }
-        // Drop point: publishes this member still held (waiting for the group to be ready) go
-        // with the session; REPORTED to the reader, after every message that arrived before, in
-        // the `PeerClosed` that names the moderator and counts them. The layer closes the session
-        // once the task ended, and drops it once its reader has drained it.
-        // Drop point: what the reorder windows held behind holes, and the holes, would go with the
-        // session: released now, messages in order and each hole REPORTED (MessageLost).
+        // Drop point: publishes this member still held (waiting for the group to be ready, or
+        // still in the command channel) go with the session; REPORTED to the reader, after every
+        // message that arrived before, in the `PeerClosed` that names the moderator and counts
+        // them (queued by `task::run` once the task stopped). The layer closes the session once
+        // the task ended, and drops it once its reader has drained it.
+        self.release_all_windows().await;
+        let (peer, undelivered) = (self.moderator_named(), self.held.len());
+        self.io.ending = Some(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
+        Flow::Leave
+    }
+
+    /// Drop point: what the reorder windows held behind holes, and the holes, would go with the
+    /// session: released now, messages in order and each hole REPORTED (MessageLost).
+    pub(super) async fn release_all_windows(&mut self) {
         let producers: Vec<Name> = self.receivers.keys().cloned().collect();
         for producer in producers {
             if let Some(rb) = self.receivers.get_mut(&producer) {
@@ -239,8 +247,5 @@ impl MulticastTask {
             }
             self.flush_released(&producer).await;
         }
-        let (peer, undelivered) = (self.moderator_named(), self.held.len());
-        self.io.entry.deliver_end(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
-        Flow::Leave
     }
 }

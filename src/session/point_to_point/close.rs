@@ -7,7 +7,6 @@ use super::{P2pRole, P2pTask};
 use crate::error::SlimError;
 use crate::session::channel;
 use crate::session::context::{Stats, Target, source_with_strings};
-use crate::session::entry::Command;
 use crate::session::task::Flow;
 use crate::wire::{Message, Name, SessionMessageType};
 
@@ -36,28 +35,11 @@ impl P2pTask {
         let source = source_with_strings(msg).unwrap_or(source);
         let undelivered = self.pending.len() + self.unacked.len();
         tracing::debug!(session = self.io.id, undelivered, "the peer closed the session");
-        // Queued for the reader when the task stops (`on_stop`), with the publishes still in the
-        // command channel counted in (`count_unserved`). The layer closes the session once the
-        // task ended, and drops it once it is drained.
-        self.ending = Some(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
+        // Queued for the reader when the task stops (`task::run`), with the publishes still in
+        // the command channel counted in (`TaskCore::count_unserved`). The layer closes the
+        // session once the task ended, and drops it once it is drained.
+        self.io.ending = Some(SlimError::PeerClosed { session_id: self.io.id, peer: source, undelivered });
         Flow::Leave
-    }
-
-    /// A command the task never got to, its peer gone: a publish in it is counted in the
-    /// `undelivered` of the end the reader gets (REPORTED, as what the task held; see
-    /// [`Self::on_peer_closed`] and `P2pTask::peer_lost`). Anything else is dropped: a caller
-    /// waiting on an answer gets `SessionClosed`.
-    pub(super) fn count_unserved(&mut self, command: Command) {
-        let n = match &command {
-            Command::Publish(_) => 1,
-            Command::PublishBatch(batch) => batch.len(),
-            _ => 0,
-        };
-        if let Some(SlimError::PeerClosed { undelivered, .. } | SlimError::PeerLost { undelivered, .. }) =
-            self.ending.as_mut()
-        {
-            *undelivered += n;
-        }
     }
 
     /// Drop point: what the reorder window held behind a hole, and the holes, would go with the

@@ -115,7 +115,7 @@ impl P2pTask {
     /// (publishes queued, or sent and not acknowledged) goes with the session; REPORTED to the
     /// reader, after every message that arrived before (and the holes, as in
     /// [`Self::release_everything_held`]), as `PeerLost` with their count (publishes still in the
-    /// command channel included: `count_unserved`). The task stops; the layer closes the session
+    /// command channel included: `TaskCore::count_unserved`). The task stops; the layer closes the session
     /// on this side, and it leaves the app once drained.
     fn peer_lost(&mut self, silent: Duration) {
         let Some(w) = self.watched.take() else { return };
@@ -128,8 +128,8 @@ impl P2pTask {
         let last = self.io.entry.last_names.lock().as_ref().map(|(source, _)| source.clone());
         let peer = last.filter(|n| *n == w.named && n.strings().is_some()).unwrap_or(w.named);
         tracing::info!(session = self.io.id, %peer, ?silent, undelivered, "peer stopped answering: session closed");
-        // Queued for the reader when the task stops (`on_stop`).
-        self.ending = Some(SlimError::PeerLost {
+        // Queued for the reader when the task stops (`task::run`).
+        self.io.ending = Some(SlimError::PeerLost {
             session_id: self.io.id,
             peer,
             silent_ms: u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),

@@ -150,9 +150,6 @@ pub struct P2pTask {
     liveness: Duration,
     /// The peer's liveness, once both sides agreed on heartbeats (sticky sessions only).
     watched: Option<liveness::Watched>,
-    /// Why the peer ended the session (`PeerClosed`, `PeerLost`): queued for the reader when the
-    /// task stops, with the publishes the task never got to counted in (see `on_unserved`).
-    ending: Option<SlimError>,
 }
 
 impl P2pTask {
@@ -185,7 +182,6 @@ impl P2pTask {
             peer_left: false,
             liveness,
             watched: None,
-            ending: None,
         }
     }
 
@@ -499,13 +495,6 @@ impl SessionKind for P2pTask {
         self.take_back();
         self.flush_acks().await;
         self.send_close_notice().await;
-        if let Some(end) = self.ending.take() {
-            self.io.entry.deliver_end(end);
-        }
-    }
-
-    fn on_unserved(&mut self, command: Command) {
-        self.count_unserved(command);
     }
 
     async fn on_idle(&mut self) {
