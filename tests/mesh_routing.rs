@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use slim_bindings::app::App;
-use slim_bindings::node::{LinkKind, Node};
+use slim_bindings::node::{LinkKind, Node, ServerConfig};
 use slim_bindings::session::SessionConfig;
 
 fn reliable() -> SessionConfig {
@@ -178,6 +178,60 @@ async fn a_name_nobody_has_gets_no_matching_found_back() {
             assert!(text.contains("no matching found"), "{text}");
             assert!(text.contains("nobody"), "{text}");
         }
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+}
+
+fn unreliable() -> SessionConfig {
+    SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None }
+}
+
+/// A message a mesh node in the middle of the path drops (here: the hop limit of the middle node
+/// of a chain is 1) is reported to its sender when the sender never sends it again: the middle
+/// node's "no matching found" notice travels back over the mesh, by the sender's name, and the
+/// sender's unreliable session gets one `NoRoute` per message. Nothing reaches the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_dropped_in_transit_is_reported_to_its_sender() {
+    let (n0, e0) = mesh_node("n0").await;
+    let n1 = Node::new("n1");
+    n1.enable_mesh(&slim_bindings::node::MeshConfig { max_hops: 1, ..Default::default() });
+    let e1 = format!("http://{}", n1.run_server(ServerConfig::insecure("127.0.0.1:0")).await.unwrap());
+    let (n2, e2) = mesh_node("n2").await;
+    link(&n1, &e0).await;
+    link(&n2, &e1).await;
+    let alice = leaf("alice", &e0).await;
+    let bob = leaf("bob", &e2).await;
+    wait_route(&n0, &bob.name()).await;
+    wait_route(&n1, &alice.name()).await;
+    let sid = alice.create_session(unreliable()).await.unwrap();
+    for i in 0..3u8 {
+        alice.publish(sid, common::to(&name("bob"), &[i])).await.unwrap();
+    }
+    for _ in 0..3 {
+        match recv(&alice, sid).await {
+            Err(slim_bindings::error::SlimError::NoRoute(text)) => assert!(text.contains("bob"), "{text}"),
+            other => panic!("expected NoRoute, got {other:?}"),
+        }
+    }
+    let hop_limit = n1.mesh_stats().dropped_hop_limit.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hop_limit, 3);
+    assert!(bob.try_recv_new_session().is_none(), "nothing reached bob");
+}
+
+/// A leaf's unreliable message finds no route at its node; the name appears a moment later,
+/// within the node's notice grace. The message itself is gone (its sender never sends it
+/// again), so the notice still goes back: the sender's session gets `NoRoute`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreliable_message_with_no_route_is_reported_even_if_the_name_appears_meanwhile() {
+    let (_n0, e0) = mesh_node("n0").await;
+    let alice = leaf("alice", &e0).await;
+    let late = app("late", "secret").await;
+    let conn = connect(&late, &e0).await;
+    let sid = alice.create_session(unreliable()).await.unwrap();
+    alice.publish(sid, common::to(&name("erin"), b"too early")).await.unwrap();
+    late.subscribe(&name("erin"), Some(conn)).await.unwrap();
+    match recv(&alice, sid).await {
+        Err(slim_bindings::error::SlimError::NoRoute(text)) => assert!(text.contains("erin"), "{text}"),
         other => panic!("expected NoRoute, got {other:?}"),
     }
 }

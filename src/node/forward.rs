@@ -11,15 +11,18 @@
 //! - invalid message, no route, closed target, for a message from a local app: reported to that
 //!   app (`LocalDelivery::Error`, the session surfaces it);
 //! - no route for a one-instance message from a leaf that understands notices: reported by a
-//!   "no matching found" notice sent back on the leaf's link (after [`NOTICE_GRACE`], unless the
-//!   name appeared meanwhile; then a reliable session's retransmission delivers it);
-//! - in transit between mesh nodes (no route while routes change, hop limit, off-tree copy), or
-//!   from a leaf that does not understand notices (a 0.6.0 node): counted and logged, not reported
-//!   (the sender is elsewhere); reliable sessions recover by retransmission.
+//!   "no matching found" notice sent back on the leaf's link (after `NOTICE_GRACE`, unless the
+//!   name appeared meanwhile and the sender retries the message: then the retry delivers it);
+//! - a one-instance message in transit between mesh nodes (no route while routes change, hop
+//!   limit) or whose next hop's connection closed: reported to its sender by a notice routed
+//!   back by its name when the sender never sends it again (data without reliability); else
+//!   recovered by the sender's retry, and counted (`super::notice` says how);
+//! - an off-tree copy of an all-instance message: counted; the group's retransmission recovers it;
+//! - from a leaf that does not understand notices (a 0.6.0 node): counted and logged, not
+//!   reported (it could not read a notice); reliable sessions recover by retransmission.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use prost::bytes::Bytes;
 use tracing::debug;
@@ -28,17 +31,10 @@ use super::codec::Outbound;
 use super::header::RouteView;
 use super::link::{Ingress, LinkCounters, LinkKind};
 use super::mesh::tag::{self, META_MESH, Tag, TagEntry, Target};
+use super::notice::META_ROUTE_ERROR;
 use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
 use crate::wire::builders::subscription_name;
 use crate::wire::{Message, MessageType, Name};
-
-/// Metadata key of a route-error notice (its value is the error text).
-pub(super) const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
-/// How long a node waits before it tells a leaf that nobody has the name (a subscription that
-/// races the first message, or a name still propagating through the mesh, gets this long).
-pub(super) const NOTICE_GRACE: Duration = Duration::from_millis(100);
-/// Notices waiting for their grace at once; beyond this they are sent without waiting.
-const MAX_PENDING_NOTICES: usize = 1024;
 
 /// Reusable buffers of one connection's reader task (keeps the hot path allocation-free).
 #[derive(Default)]
@@ -193,9 +189,16 @@ impl Inner {
         let tag = if ing.is_mesh() {
             let t = tag.unwrap_or(Tag { target: Target::Resolve, hops: 0 });
             if t.hops >= self.mesh.max_hops() {
-                // Not reported (the sender is elsewhere); reliable sessions retransmit.
+                // Drop point: REPORTED to the sender by a notice when it never sends the message
+                // again; else recovered by its retry (`notice_now`). Counted either way.
                 self.mesh.stats.dropped_hop_limit.fetch_add(1, Ordering::Relaxed);
                 debug!(node = %self.node_id, conn = ing.conn, %dst, hops = t.hops, "mesh hop limit: dropped");
+                if fanout == 1
+                    && error != Some(true)
+                    && let Some(m) = self.open(ing, msg)
+                {
+                    self.notice_now(ing, m, dst);
+                }
                 return;
             }
             Some(t)
@@ -395,76 +398,20 @@ impl Inner {
             let shown = display_destination(&msg, dst);
             self.report(ing, msg, NodeError::NoMatch(shown));
         } else if ing.is_mesh() {
+            // REPORTED by a notice, or recovered by the sender's retry (`notice_now`).
             self.mesh.stats.dropped_transit_no_route.fetch_add(1, Ordering::Relaxed);
             debug!(node = %self.node_id, conn = ing.conn, %dst, "no route in transit: dropped");
+            if fanout == 1
+                && error != Some(true)
+                && let Some(m) = self.open(ing, msg)
+            {
+                self.notice_now(ing, m, dst);
+            }
         } else if fanout == 1 && ing.notify && error != Some(true) {
             let Some(msg) = self.open(ing, msg) else { return };
             self.schedule_notice(ing, msg, dst);
         } else {
             debug!(node = %self.node_id, conn = ing.conn, %dst, "no route for a leaf's message: dropped");
-        }
-    }
-
-    /// Sends a "no matching found" notice back to the leaf after [`NOTICE_GRACE`], unless a route
-    /// for the name appeared meanwhile.
-    fn schedule_notice(&self, ing: &Ingress, msg: Message, dst: Name) {
-        let Some(inner) = self.self_ref.upgrade() else { return };
-        let conn = ing.conn;
-        if self.pending_notices.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_NOTICES {
-            self.pending_notices.fetch_sub(1, Ordering::Relaxed);
-            tokio::spawn(async move { inner.send_notice(conn, msg, dst).await });
-            return;
-        }
-        tokio::spawn(async move {
-            tokio::time::sleep(NOTICE_GRACE).await;
-            inner.pending_notices.fetch_sub(1, Ordering::Relaxed);
-            let found = inner.subs.read().match_one(&dst, conn).is_ok()
-                || (inner.mesh.enabled() && inner.mesh.routes.read().match_one(&dst, conn).is_some());
-            if !found {
-                inner.send_notice(conn, msg, dst).await;
-            }
-        });
-    }
-
-    async fn send_notice(&self, conn: u64, mut msg: Message, dst: Name) {
-        let text = NodeError::NoMatch(display_destination(&msg, dst)).to_string();
-        msg.metadata.remove(META_MESH);
-        msg.metadata.insert(META_ROUTE_ERROR.to_string(), text);
-        if let Some(h) = msg.slim_header_mut() {
-            h.error = Some(true);
-            h.incoming_conn = None;
-        }
-        if let Some(c) = msg.publish_mut().and_then(|p| p.msg.as_mut()) {
-            c.blob = Default::default();
-        }
-        let Some(tx) = self.sender_of(conn) else { return };
-        if send_to(&tx, msg).await.is_ok() {
-            self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A notice coming back: to the local app that sent the message (as an error), or on toward a
-    /// leaf that understands notices.
-    async fn route_notice(&self, ing: &Ingress, mut msg: Message) {
-        let Some(src) = msg.source_name() else { return };
-        let Ok(conn) = self.subs.read().match_one(&src, ing.conn) else {
-            debug!(node = %self.node_id, %src, "notice for an unknown sender: dropped");
-            return;
-        };
-        let (tx, local, notify) = match self.conns.read().get(&conn) {
-            Some(e) => (e.tx.clone(), e.meta.kind == LinkKind::Local, e.meta.notify()),
-            None => return,
-        };
-        if local {
-            msg.metadata.remove(META_ROUTE_ERROR);
-            if let Some(h) = msg.slim_header_mut() {
-                h.error = None;
-            }
-            let dst = msg.destination_name().unwrap_or_else(|| src.clone());
-            let error = NodeError::NoMatch(display_destination(&msg, dst));
-            self.report_to(conn, msg, error);
-        } else if notify {
-            let _ = send_to(&tx, msg).await;
         }
     }
 
@@ -553,17 +500,23 @@ impl Inner {
         p.into_message().map_err(|e| self.malformed(ing.conn, &e)).ok()
     }
 
-    /// [`Self::report`] for a message that may not be decoded yet: decoded only when the
-    /// sender is local (it never is for an encoded one), since others only get a log line.
+    /// [`Self::report`] for a message that may not be decoded yet. A remote sender that can read
+    /// notices gets one when it never sends the message again (`notice_now`: REPORTED; what it
+    /// retries is recovered by the retry); others only get a log line.
     fn report_pending(&self, ing: &Ingress, message: Pending, error: NodeError) {
-        match message {
-            Pending::Decoded(m) => self.report(ing, m, error),
-            p @ Pending::Encoded(..) if ing.is_local() => {
-                if let Some(m) = self.open(ing, p) {
-                    self.report(ing, m, error);
-                }
+        if ing.is_local() {
+            if let Some(m) = self.open(ing, message) {
+                self.report(ing, m, error);
             }
-            Pending::Encoded(..) => debug!(node = %self.node_id, conn = ing.conn, %error, "message dropped"),
+            return;
+        }
+        debug!(node = %self.node_id, conn = ing.conn, %error, "message dropped");
+        if (ing.is_mesh() || ing.notify)
+            && let Some(m) = self.open(ing, message)
+            && m.slim_header().is_some_and(|h| h.fanout == 1)
+            && let Some(dst) = m.destination_name()
+        {
+            self.notice_now(ing, m, dst);
         }
     }
 
@@ -577,7 +530,7 @@ impl Inner {
 
     /// Offers an error to local connection `conn` without waiting (an app blocked sending must
     /// not deadlock against its own error); counted when its queue is full.
-    fn report_to(&self, conn: u64, message: Message, error: NodeError) {
+    pub(super) fn report_to(&self, conn: u64, message: Message, error: NodeError) {
         if let Some(ConnTx::Local(tx)) = self.sender_of(conn)
             && tx.try_send(LocalDelivery::Error(Box::new(RouteError { message, error }))).is_err()
         {
@@ -589,7 +542,7 @@ impl Inner {
 
 /// The destination for an error text: the routing name, with the session header's strings when they
 /// describe the same name.
-fn display_destination(msg: &Message, dst: Name) -> Name {
+pub(super) fn display_destination(msg: &Message, dst: Name) -> Name {
     match msg.resolved_destination() {
         Some(n) if n == dst && n.strings().is_some() => n,
         _ => dst,

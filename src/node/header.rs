@@ -10,8 +10,8 @@
 //! another variant follows: prost's rules). Anything it does not accept goes to the full decode,
 //! which handles it exactly as before, malformed frames included.
 
-use super::forward::META_ROUTE_ERROR;
 use super::mesh::tag::{META_MESH, Tag};
+use super::notice::META_ROUTE_ERROR;
 use crate::wire::proto::{Name as ProtoName, SlimHeader};
 use crate::wire::scan::{DELIMITED, Res, delimited, expect, key, message, skip, string, varint};
 

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod local;
 pub mod mesh;
 pub mod metrics;
+mod notice;
 mod outbound;
 mod serve;
 pub mod standalone;

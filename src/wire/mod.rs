@@ -58,6 +58,9 @@ pub const META_DELETE_GROUP: &str = "DELETE_GROUP";
 pub const META_LIVENESS_MS: &str = "SLIM_LIVENESS_MS";
 /// Metadata key on GROUP_PING / GROUP_PONG: the member-list version sent / held.
 pub const META_MEMBERS_VERSION: &str = "SLIM_MEMBERS_VERSION";
+/// Metadata key on a group's CHANNEL_JOIN_REQUEST: the first message id of the moderator's stream
+/// that is for the invitee (decimal); docs/protocol.md "Multicast sessions".
+pub const META_FIRST_ID: &str = "SLIM_FIRST_ID";
 
 /// Metadata key on a point-to-point CHANNEL_JOIN_REQUEST (offer) and CHANNEL_JOIN_REPLY
 /// (acceptance): this side takes range acknowledgements (docs/protocol.md "Reliable delivery").
@@ -79,6 +82,7 @@ pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_DELETE_GROUP,
     META_LIVENESS_MS,
     META_MEMBERS_VERSION,
+    META_FIRST_ID,
     META_ACK_RANGES,
     META_ACK_FROM,
 ];

@@ -53,6 +53,9 @@ struct Faults {
     reorder_per_mille: u64,
     duplicate_per_mille: u64,
     needle: Option<Arc<Vec<u8>>>,
+    /// The first this many MULTICAST_MSGs each direction carries are dropped (see
+    /// [`start_dropping_first_group_messages`]).
+    drop_first_group: u64,
 }
 
 struct Relay {
@@ -100,6 +103,7 @@ async fn pump<S>(
     S: Stream<Item = Result<Message, Status>> + Unpin,
 {
     let mut held: Option<Message> = None;
+    let mut group_seen = 0u64;
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -121,6 +125,11 @@ async fn pump<S>(
             && msg.blob().windows(needle.len()).any(|w| w == needle.as_slice())
         {
             counters.needle_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        if msg.session_message_type() == SessionMessageType::MulticastMsg && group_seen < faults.drop_first_group {
+            group_seen += 1;
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
         if faultable(&msg) {
             if rng.per_mille() < faults.drop_per_mille {
@@ -192,8 +201,12 @@ impl DataPlaneService for Relay {
 
 /// Starts a proxy on 127.0.0.1 (free port) in front of `upstream`.
 pub async fn start(upstream: &str, drop_per_mille: u64, reorder_per_mille: u64, seed: u64) -> LossyProxy {
-    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille: 0, needle: None }, seed)
-        .await
+    start_inner(
+        upstream,
+        Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille: 0, needle: None, drop_first_group: 0 },
+        seed,
+    )
+    .await
 }
 
 /// [`start`], and every faultable message is also sent twice at `duplicate_per_mille`.
@@ -204,7 +217,12 @@ pub async fn start_duplicating(
     duplicate_per_mille: u64,
     seed: u64,
 ) -> LossyProxy {
-    start_inner(upstream, Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille, needle: None }, seed).await
+    start_inner(
+        upstream,
+        Faults { drop_per_mille, reorder_per_mille, duplicate_per_mille, needle: None, drop_first_group: 0 },
+        seed,
+    )
+    .await
 }
 
 /// A fault-free proxy that counts publishes whose payload contains `needle` (a wire tap).
@@ -216,10 +234,25 @@ pub async fn start_watching(upstream: &str, needle: &[u8]) -> LossyProxy {
             reorder_per_mille: 0,
             duplicate_per_mille: 0,
             needle: Some(Arc::new(needle.to_vec())),
+            drop_first_group: 0,
         },
         1,
     )
     .await
+}
+
+/// A proxy that drops the first `count` MULTICAST_MSGs of each direction and nothing else: a
+/// member whose first group messages are lost on the way (as when a route to it is still being
+/// set up) sees a later one, or a beacon, first.
+pub async fn start_dropping_first_group_messages(upstream: &str, count: u64) -> LossyProxy {
+    let faults = Faults {
+        drop_per_mille: 0,
+        reorder_per_mille: 0,
+        duplicate_per_mille: 0,
+        needle: None,
+        drop_first_group: count,
+    };
+    start_inner(upstream, faults, 1).await
 }
 
 async fn start_inner(upstream: &str, faults: Faults, seed: u64) -> LossyProxy {

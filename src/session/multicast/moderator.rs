@@ -2,6 +2,7 @@
 //! commit → leave), one at a time from a FIFO queue.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
@@ -13,7 +14,7 @@ use crate::session::context::Stats;
 use crate::session::entry::Done;
 use crate::session::liveness;
 use crate::wire::builders::Flags;
-use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
+use crate::wire::{self, META_FIRST_ID, Message, Name, SessionMessageType, SessionType};
 
 pub(super) enum ModTask {
     /// Invite; abandoned if still unanswered at `deadline`.
@@ -362,6 +363,13 @@ impl MulticastTask {
                 );
                 // Heartbeats are offered; an invitee of this implementation accepts in its reply.
                 join.metadata.insert(liveness::META_LIVENESS_MS.to_string(), liveness::format_bound(self.liveness));
+                // Where this moderator's stream starts for the invitee: the id its next data
+                // message gets (publishes are held while an invite is in progress, and ids are
+                // given as they leave). The invitee's window starts there rather than at the
+                // first message that reaches it, so one lost on the way before it (a route to the
+                // invitee still being set up) is a gap it asks for, not a silent loss.
+                let first = self.io.entry.next_id.load(Ordering::Relaxed);
+                join.metadata.insert(META_FIRST_ID.to_string(), first.to_string());
                 self.io.send_control(join_id, join).await;
                 self.current = Some(Current::Joining { request_id: join_id, invitee: source, done });
             }

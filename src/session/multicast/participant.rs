@@ -4,12 +4,13 @@
 use super::{MulticastRole, MulticastTask};
 use crate::error::{MlsFailure, SlimError};
 use crate::mls::{Admission, CommitOutcome, MlsState};
+use crate::session::buffers::ReceiverBuffer;
 use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::liveness;
 use crate::session::task::Flow;
 use crate::wire::builders::{self, Flags};
-use crate::wire::{self, Message, Name, SessionMessageType};
+use crate::wire::{self, META_FIRST_ID, Message, Name, SessionMessageType};
 
 impl MulticastTask {
     /// Participant: the first invite pins the moderator and (without MLS) joins the channel; every
@@ -36,6 +37,11 @@ impl MulticastTask {
                     ops.hold_moderator_route(self.io.id, &source, conn);
                 }
                 self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
+            }
+            // Where the moderator's stream starts for this member (a moderator of this
+            // implementation says; a 0.6.0 one does not: then the first message seen).
+            if let Some(first) = msg.metadata.get(META_FIRST_ID).and_then(|v| v.parse::<u32>().ok()) {
+                self.receivers.entry(source.clone()).or_insert_with(|| ReceiverBuffer::starting_at(first));
             }
             if !self.keys.enabled() {
                 self.join_channel(conn, false).await;
