@@ -195,7 +195,7 @@ impl App {
         let layer = SessionLayer::new(core.clone());
         let weak = Arc::downgrade(&core);
         node.attach_counters(Arc::new(move || weak.upgrade().map(|c| session_counters(&c)).unwrap_or_default()));
-        tokio::spawn(layer.clone().run_dispatcher(local.rx));
+        tokio::spawn(layer.clone().run_dispatcher(local.rx, local.overflow));
         let guard =
             Arc::new(ShutdownOnDrop(Arc::new(Closer { token: shutdown, node: node.clone(), layer: layer.clone() })));
         {

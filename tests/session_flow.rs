@@ -92,3 +92,66 @@ async fn unreliable_stream_to_a_slow_reader_is_back_pressured_not_dropped() {
     let cfg = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
     stream_to_slow_reader(cfg, "flow-un-a", "flow-un-b").await;
 }
+
+/// An app's reader pauses while a peer streams to it, so its node's queue toward it fills up;
+/// meanwhile it sends messages to a name nobody has. The node never waits for room to report
+/// an error (the app could be blocked sending), and no longer drops the report either: it
+/// merges the reports per session, and once the reader moves on the session gets every one, as
+/// `NoRoute` errors that together count each failed message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_reports_that_find_the_apps_queue_full_are_merged_not_dropped() {
+    let (_hub, alice, bob) = pair("alice", "bob").await;
+    let unreliable = SessionConfig::Anycast { timeout: None, max_retries: None, mls_enabled: false, liveness: None };
+    let stream = bob.create_session(unreliable.clone()).await.unwrap();
+    let streamer = {
+        let (b, dest) = (bob.clone(), alice.name().without_id());
+        tokio::spawn(async move {
+            for i in 0..60_000u32 {
+                if b.publish(stream, to(&dest, &i.to_be_bytes())).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let sid = alice.create_session(unreliable).await.unwrap();
+    let deferred = || alice.node().stats().error_reports_deferred;
+    let mut sent = 0usize;
+    let deadline = std::time::Instant::now() + WAIT;
+    // The stream fills alice's session queue, then her node's queue toward her: from then on
+    // the reports of her failed sends are deferred. Polled: nothing to await for "queue full".
+    while deferred() == 0 {
+        assert!(std::time::Instant::now() < deadline, "alice's node queue never filled");
+        alice.publish(sid, to(&name("nobody"), b"anyone?")).await.unwrap();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for _ in 0..20 {
+        alice.publish(sid, to(&name("nobody"), b"anyone?")).await.unwrap();
+        sent += 1;
+    }
+    // The reader moves on: the stream drains (its own losses past the delivery bound are
+    // reported on its session), and every report reaches the other session.
+    let drain = {
+        let a = alice.clone();
+        tokio::spawn(async move { while let Ok(Ok(_)) = tokio::time::timeout(WAIT, a.recv_session(stream)).await {} })
+    };
+    let mut reported = 0usize;
+    while reported < sent {
+        match recv(&alice, sid).await {
+            Err(slim_bindings::error::SlimError::NoRoute(text)) => {
+                let more = text
+                    .split("(and ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .map_or(0, |n| n.parse::<usize>().expect("a count"));
+                reported += 1 + more;
+            }
+            other => panic!("expected NoRoute, got {other:?}"),
+        }
+    }
+    assert_eq!(reported, sent, "every failed message reported once");
+    assert!(deferred() > 0);
+    assert!(alice.try_recv_session(sid).is_none(), "nothing more");
+    streamer.abort();
+    drain.abort();
+}

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prost::bytes::Bytes;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::codec::Outbound;
@@ -325,7 +326,7 @@ impl Inner {
             let raw = match &tx {
                 ConnTx::Remote(_) if i + 1 == n => frame.take(),
                 ConnTx::Remote(_) => frame.clone(),
-                ConnTx::Local(_) => None,
+                ConnTx::Local(..) => None,
             };
             let sent = match (&tx, raw) {
                 (ConnTx::Remote(q), Some(raw)) => {
@@ -529,13 +530,19 @@ impl Inner {
     }
 
     /// Offers an error to local connection `conn` without waiting (an app blocked sending must
-    /// not deadlock against its own error); counted when its queue is full.
+    /// not deadlock against its own error). Its queue full: merged into the app's `Overflow`
+    /// (REPORTED once the app takes it, with the others of its session counted in), and counted.
     pub(super) fn report_to(&self, conn: u64, message: Message, error: NodeError) {
-        if let Some(ConnTx::Local(tx)) = self.sender_of(conn)
-            && tx.try_send(LocalDelivery::Error(Box::new(RouteError { message, error }))).is_err()
-        {
-            self.stats.error_reports_dropped.fetch_add(1, Ordering::Relaxed);
-            debug!(node = %self.node_id, conn, "error report dropped: app queue full or closed");
+        let Some(ConnTx::Local(tx, overflow)) = self.sender_of(conn) else { return };
+        if let Err(e) = tx.try_send(LocalDelivery::Error(Box::new(RouteError { message, error }))) {
+            let (mpsc::error::TrySendError::Full(LocalDelivery::Error(report))
+            | mpsc::error::TrySendError::Closed(LocalDelivery::Error(report))) = e
+            else {
+                return;
+            };
+            self.stats.error_reports_deferred.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, conn, "error report deferred: app queue full");
+            overflow.add(*report);
         }
     }
 }

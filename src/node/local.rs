@@ -1,7 +1,12 @@
 //! The local-connection contract: what an app in the same process exchanges with its node
 //! ([`super::Node::register_local`]). This is all of the node the session layer may know.
 
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
 
 use super::NodeError;
 use crate::wire::Message;
@@ -42,6 +47,41 @@ pub struct LocalConnection {
     pub tx: mpsc::Sender<Message>,
     /// Messages and errors from the node to the app.
     pub rx: mpsc::Receiver<LocalDelivery>,
+    /// Error reports that found `rx`'s queue full (see [`Overflow`]).
+    pub overflow: Arc<Overflow>,
+}
+
+/// Error reports for a local app that found its queue full. The node never waits for room
+/// there for an error (an app blocked sending into the node must not deadlock against its own
+/// error), and never drops one either: it is merged here, per session (the first report and a
+/// count), and the app takes them when it can ([`Self::take`], woken by [`Self::wakeup`]). Memory
+/// is bounded by the number of sessions, not of errors.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    pending: AtomicBool,
+    /// By session id (`None`: a message without a session header): the first report, and how
+    /// many in all.
+    reports: Mutex<HashMap<Option<u32>, (RouteError, usize)>>,
+    /// Notified on every report merged here.
+    pub wakeup: Notify,
+}
+
+impl Overflow {
+    /// Merges `report` into its session's entry.
+    pub(crate) fn add(&self, report: RouteError) {
+        let sid = report.message.session_header().map(|h| h.session_id);
+        self.reports.lock().entry(sid).or_insert((report, 0)).1 += 1;
+        self.pending.store(true, Ordering::Release);
+        self.wakeup.notify_one();
+    }
+
+    /// Every merged report: per session, the first one and how many there were.
+    pub fn take(&self) -> Vec<(RouteError, usize)> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.reports.lock().drain().map(|(_, v)| v).collect()
+    }
 }
 
 /// Room for one message on a queue (a connection's, an app's way into its node): taken at once

@@ -85,8 +85,11 @@ static NODE_METRICS: [NodeMetric; 17] = [
         read: |f| one(f.stats.reconnects),
     },
     NodeMetric {
-        desc: MetricDesc::counter("slim.error_reports.dropped", "Error notifications a local app could not take."),
-        read: |f| one(f.stats.error_reports_dropped),
+        desc: MetricDesc::counter(
+            "slim.error_reports.deferred",
+            "Error notifications that found a local app's queue full (merged, taken later).",
+        ),
+        read: |f| one(f.stats.error_reports_deferred),
     },
     NodeMetric {
         desc: MetricDesc::counter("slim.messages.dropped", "Messages dropped, by reason."),

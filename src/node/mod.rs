@@ -8,9 +8,11 @@
 //!
 //! Queue policy: every connection has one bounded outbound queue ([`QUEUE_CAPACITY`] messages). A full
 //! queue applies back-pressure to the connection that is routing into it (the router awaits room);
-//! messages are never dropped because a queue is full. The one exception is an error notification to
-//! the local app that caused the error: it is offered without waiting (so an app that is blocked
-//! sending cannot deadlock against its own error), and counted in `error_reports_dropped` when full.
+//! messages are never dropped because a queue is full. An error notification to the local app that
+//! caused the error is offered without waiting (so an app that is blocked sending cannot deadlock
+//! against its own error); when the app's queue is full it is merged into the app's
+//! [`local::Overflow`] (per session: the first report and a count) and counted in
+//! `error_reports_deferred`; the app takes it from there.
 
 mod codec;
 pub mod config;
@@ -121,7 +123,8 @@ impl From<SubscriptionError> for NodeError {
 /// Where a connection's outbound messages go.
 #[derive(Debug, Clone)]
 enum ConnTx {
-    Local(mpsc::Sender<LocalDelivery>),
+    /// A local app's queue, and where its error reports go when that queue is full.
+    Local(mpsc::Sender<LocalDelivery>, Arc<local::Overflow>),
     Remote(mpsc::Sender<codec::Outbound>),
 }
 
@@ -142,7 +145,7 @@ struct ConnEntry {
 
 impl ConnEntry {
     fn is_local(&self) -> bool {
-        matches!(self.tx, ConnTx::Local(_))
+        matches!(self.tx, ConnTx::Local(..))
     }
 
     fn is_mesh(&self) -> bool {
@@ -152,7 +155,7 @@ impl ConnEntry {
     /// Messages waiting in this connection's outbound queue (sent by the router, not yet taken).
     fn queued(&self) -> usize {
         match &self.tx {
-            ConnTx::Local(tx) => tx.max_capacity().saturating_sub(tx.capacity()),
+            ConnTx::Local(tx, _) => tx.max_capacity().saturating_sub(tx.capacity()),
             ConnTx::Remote(tx) => tx.max_capacity().saturating_sub(tx.capacity()),
         }
     }
@@ -296,9 +299,10 @@ impl Node {
     pub fn register_local(&self) -> LocalConnection {
         let (app_tx, mut node_rx) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let (node_tx, app_rx) = mpsc::channel::<LocalDelivery>(QUEUE_CAPACITY);
+        let overflow = Arc::new(local::Overflow::default());
         let cancel = self.inner.root.child_token();
-        let (id, counters) =
-            self.inner.add_connection(ConnTx::Local(node_tx), cancel.clone(), "local".into(), LinkMeta::local());
+        let tx = ConnTx::Local(node_tx, overflow.clone());
+        let (id, counters) = self.inner.add_connection(tx, cancel.clone(), "local".into(), LinkMeta::local());
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut scratch = Scratch::default();
@@ -309,7 +313,7 @@ impl Node {
             }
             inner.remove_connection(id);
         });
-        LocalConnection { conn_id: id, tx: app_tx, rx: app_rx }
+        LocalConnection { conn_id: id, tx: app_tx, rx: app_rx, overflow }
     }
 
     /// Starts a gRPC server; returns the bound address once it is listening (port 0 is allowed).
@@ -629,7 +633,7 @@ pub fn check_route_view(frame: &[u8]) {
 /// if the connection is closed.
 async fn send_to(tx: &ConnTx, mut m: Message) -> Result<(), Message> {
     match tx {
-        ConnTx::Local(tx) => match room(tx).await {
+        ConnTx::Local(tx, _) => match room(tx).await {
             Some(permit) => {
                 permit.send(LocalDelivery::Message(m));
                 Ok(())

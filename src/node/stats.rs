@@ -21,8 +21,9 @@ pub struct NodeStats {
     pub dropped_subscription: AtomicU64,
     /// Dropped: a frame that did not decode as a `Message`.
     pub dropped_malformed: AtomicU64,
-    /// Error notifications a local app could not take (queue full).
-    pub error_reports_dropped: AtomicU64,
+    /// Error notifications that found a local app's queue full: merged into its `Overflow`, which the
+    /// app takes when it can (none is lost).
+    pub error_reports_deferred: AtomicU64,
     /// Connections opened since start.
     pub connections_opened: AtomicU64,
     /// Connections closed since start.
@@ -50,8 +51,8 @@ pub struct NodeStatsSnapshot {
     pub dropped_subscription: u64,
     /// See [`NodeStats::dropped_malformed`].
     pub dropped_malformed: u64,
-    /// See [`NodeStats::error_reports_dropped`].
-    pub error_reports_dropped: u64,
+    /// See [`NodeStats::error_reports_deferred`].
+    pub error_reports_deferred: u64,
     /// See [`NodeStats::connections_opened`].
     pub connections_opened: u64,
     /// See [`NodeStats::connections_closed`].
@@ -74,7 +75,7 @@ impl NodeStatsSnapshot {
             ("dropped_closed", self.dropped_closed),
             ("dropped_subscription", self.dropped_subscription),
             ("dropped_malformed", self.dropped_malformed),
-            ("error_reports_dropped", self.error_reports_dropped),
+            ("error_reports_deferred", self.error_reports_deferred),
             ("connections_opened", self.connections_opened),
             ("connections_closed", self.connections_closed),
             ("active_connections", self.active_connections),
@@ -106,7 +107,7 @@ impl NodeStats {
             dropped_closed: r(&self.dropped_closed),
             dropped_subscription: r(&self.dropped_subscription),
             dropped_malformed: r(&self.dropped_malformed),
-            error_reports_dropped: r(&self.error_reports_dropped),
+            error_reports_deferred: r(&self.error_reports_deferred),
             connections_opened: opened,
             connections_closed: closed,
             active_connections: opened.saturating_sub(closed),

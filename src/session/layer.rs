@@ -23,8 +23,9 @@ use super::{
     Delivery, PublishRequest, REMOTE_RELIABLE_RETRIES, REMOTE_RELIABLE_TIMEOUT, SESSION_ID_RANGE, SessionConfig,
 };
 use crate::error::SlimError;
-use crate::node::local::{LocalDelivery, RouteError};
 use crate::wire::{self, Message, Name, SessionMessageType, SessionType};
+
+mod dispatch;
 
 /// Inbound messages a session task buffers; when full the dispatcher waits (bounded by
 /// [`DELIVERY_WAIT_BOUND`]), then drops: see [`SessionEntry::on_inbound`] for what that costs.
@@ -461,57 +462,6 @@ impl SessionLayer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         entry.outbound.send(Command::Participants(tx)).await.map_err(|_| SlimError::SessionNotFound(id))?;
         rx.await.unwrap_or(Err(SlimError::SessionClosed))
-    }
-
-    /// Reads everything the embedded node delivers until shutdown.
-    pub async fn run_dispatcher(self: Arc<Self>, mut rx: mpsc::Receiver<LocalDelivery>) {
-        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
-        // Sessions owing acknowledgements for what this batch delivered (`SessionEntry::on_inbound`).
-        let mut acks: Vec<Arc<SessionEntry>> = Vec::new();
-        loop {
-            let n = tokio::select! {
-                biased;
-                _ = self.core.shutdown.cancelled() => break,
-                n = rx.recv_many(&mut batch, DISPATCH_BATCH) => n,
-            };
-            if n == 0 {
-                break;
-            }
-            // Odd while the batch is handled: a heartbeat task that finds the dispatcher held in
-            // one batch does not take a peer's silence for its death (`DispatchProgress`).
-            self.core.dispatch.step();
-            for d in batch.drain(..) {
-                match d {
-                    LocalDelivery::Message(m) => self.on_message(m, &mut acks).await,
-                    LocalDelivery::Error(e) => self.on_route_error(*e),
-                }
-            }
-            for entry in acks.drain(..) {
-                entry.flush_acks(&self.core).await;
-            }
-            self.core.dispatch.step();
-        }
-        self.close_all();
-    }
-
-    /// A message of this app could not be routed: its session gets `NoRoute` (counted when it has
-    /// none).
-    fn on_route_error(&self, e: RouteError) {
-        if matches!(e.message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong) {
-            // A heartbeat to a peer that is gone: liveness itself reports it (the member is
-            // dropped, or the session closed with `ModeratorLost`); counted, not a session event.
-            Stats::bump(&self.core.stats.orphan_route_errors);
-            return;
-        }
-        let sid = e.message.session_header().map(|s| s.session_id);
-        match sid.and_then(|s| self.sessions.get(s)) {
-            Some(entry) => entry.report_no_route(&e.message, e.error.to_string()),
-            None => {
-                // Drop point: an error for a session that no longer exists; counted.
-                Stats::bump(&self.core.stats.orphan_route_errors);
-                tracing::debug!(error = %e.error, "route error for a message without a live session");
-            }
-        }
     }
 
     /// Checks `SLIM_IDENTITY` (sync first, then the verifier's async path). False → dropped.

@@ -1,0 +1,87 @@
+//! The app's dispatcher: everything its embedded node delivers (messages, and error reports for
+//! messages this app sent), handed to the sessions in batches (docs/protocol.md "How a message
+//! finds its session").
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{DISPATCH_BATCH, SessionLayer};
+use crate::node::local::{LocalDelivery, Overflow, RouteError};
+use crate::session::context::Stats;
+use crate::session::entry::SessionEntry;
+use crate::wire::SessionMessageType;
+
+impl SessionLayer {
+    /// Reads everything the embedded node delivers until shutdown: its queue, and the error
+    /// reports that found that queue full (`overflow`, taken after each batch and whenever one
+    /// arrives while the queue is empty).
+    pub async fn run_dispatcher(self: Arc<Self>, mut rx: mpsc::Receiver<LocalDelivery>, overflow: Arc<Overflow>) {
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        // Sessions owing acknowledgements for what this batch delivered (`SessionEntry::on_inbound`).
+        let mut acks: Vec<Arc<SessionEntry>> = Vec::new();
+        loop {
+            let n = tokio::select! {
+                biased;
+                _ = self.core.shutdown.cancelled() => break,
+                n = rx.recv_many(&mut batch, DISPATCH_BATCH) => n,
+                _ = overflow.wakeup.notified() => {
+                    self.take_overflow(&overflow);
+                    continue;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // Odd while the batch is handled: a heartbeat task that finds the dispatcher held in
+            // one batch does not take a peer's silence for its death (`DispatchProgress`).
+            self.core.dispatch.step();
+            for d in batch.drain(..) {
+                match d {
+                    LocalDelivery::Message(m) => self.on_message(m, &mut acks).await,
+                    LocalDelivery::Error(e) => self.on_route_error(*e, 1),
+                }
+            }
+            for entry in acks.drain(..) {
+                entry.flush_acks(&self.core).await;
+            }
+            self.take_overflow(&overflow);
+            self.core.dispatch.step();
+        }
+        self.close_all();
+    }
+
+    /// The error reports the node merged while this app's queue was full: one per session, with
+    /// how many messages it stands for (REPORTED, none dropped).
+    fn take_overflow(&self, overflow: &Overflow) {
+        for (report, count) in overflow.take() {
+            self.on_route_error(report, count);
+        }
+    }
+
+    /// `count` messages of this app could not be routed (`e` is the first): its session gets
+    /// `NoRoute` (counted when it has none).
+    fn on_route_error(&self, e: RouteError, count: usize) {
+        if matches!(e.message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong) {
+            // A heartbeat to a peer that is gone: liveness itself reports it (the member is
+            // dropped, or the session closed with `ModeratorLost`); counted, not a session event.
+            Stats::bump(&self.core.stats.orphan_route_errors);
+            return;
+        }
+        let sid = e.message.session_header().map(|s| s.session_id);
+        match sid.and_then(|s| self.sessions.get(s)) {
+            Some(entry) => {
+                let text = match count {
+                    1 => e.error.to_string(),
+                    n => format!("{} (and {} more messages of this session the node could not route)", e.error, n - 1),
+                };
+                entry.report_no_route(&e.message, text);
+            }
+            None => {
+                // Drop point: an error for a session that no longer exists; counted.
+                Stats::bump(&self.core.stats.orphan_route_errors);
+                tracing::debug!(error = %e.error, "route error for a message without a live session");
+            }
+        }
+    }
+}
