@@ -495,24 +495,32 @@ async fn every_anycast_instance_that_got_a_message_learns_that_the_client_is_gon
 /// then reads every message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_reader_pauses_stays_in_the_group() {
+    a_group_reader_pauses(false).await;
+}
+
+/// A group of one member; one side streams 40,000 messages while the other side's reader pauses
+/// for 2.5 bounds (`moderator_reads`: the member streams and the moderator pauses). Neither takes
+/// the other for gone: the reader then gets every message in order, the member stays in the
+/// group, and no `ModeratorLost` comes.
+async fn a_group_reader_pauses(moderator_reads: bool) {
     let (_hub, moderator, members, sid) = group_of(1, false).await;
+    let (sender_app, reader) =
+        if moderator_reads { (members[0].clone(), &moderator) } else { (moderator.clone(), &members[0]) };
     let count = 40_000u32;
-    let sender = {
-        let m = moderator.clone();
-        tokio::spawn(async move {
-            for i in 0..count {
-                m.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await?;
-            }
-            Ok::<_, SlimError>(())
-        })
-    };
+    let sender = tokio::spawn(async move {
+        for i in 0..count {
+            sender_app.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await?;
+        }
+        Ok::<_, SlimError>(())
+    });
     // The pause is the scenario: a reader busy elsewhere.
     tokio::time::sleep(BOUND * 5 / 2).await;
     for i in 0..count {
-        let (_, payload) = recv(&members[0], sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+        let (_, payload) = recv(reader, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
         assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
     }
     tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every publish taken");
+    assert!(members[0].try_recv_session(sid).is_none(), "no ModeratorLost");
     assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
     quiet_for_two_bounds(&members[0], sid).await;
     assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
@@ -597,28 +605,7 @@ async fn an_anycast_client_whose_reader_pauses_is_not_taken_for_gone() {
 /// then reads every message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_whose_reader_pauses_is_not_taken_for_gone() {
-    let (_hub, moderator, members, sid) = group_of(1, false).await;
-    let count = 40_000u32;
-    let sender = {
-        let m = members[0].clone();
-        tokio::spawn(async move {
-            for i in 0..count {
-                m.publish(sid, to(&name("live-chat"), &i.to_be_bytes())).await?;
-            }
-            Ok::<_, SlimError>(())
-        })
-    };
-    // The pause is the scenario: a reader busy elsewhere.
-    tokio::time::sleep(BOUND * 5 / 2).await;
-    for i in 0..count {
-        let (_, payload) = recv(&moderator, sid).await.unwrap_or_else(|e| panic!("message {i}: {e:?}"));
-        assert_eq!(payload, i.to_be_bytes(), "in order, none lost");
-    }
-    tokio::time::timeout(WAIT, sender).await.expect("the stream ends").unwrap().expect("every publish taken");
-    assert!(members[0].try_recv_session(sid).is_none(), "no ModeratorLost");
-    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
-    quiet_for_two_bounds(&members[0], sid).await;
-    assert_eq!(agents(moderator.participants(sid).await.unwrap()), vec!["m0", "mod"]);
+    a_group_reader_pauses(true).await;
 }
 
 /// The moderator removes a member in the middle of its stream: every publish the member's

@@ -95,16 +95,29 @@ async fn invite_exchange_and_remove() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_group_messages_are_recovered_in_order() {
+/// A hub with the moderator "mod" on it and "p1" behind the proxy `proxy` makes in front of it
+/// (given the hub's endpoint); "mod" has a route to "p1".
+async fn through_proxy<F>(
+    proxy: impl FnOnce(String) -> F,
+) -> (slim_bindings::node::Node, lossy_proxy::LossyProxy, App, App)
+where
+    F: std::future::Future<Output = lossy_proxy::LossyProxy>,
+{
     let (hub, endpoint) = hub().await;
-    let proxy = lossy_proxy::start(&endpoint, 100, 50, 0xC0FFEE).await;
+    let proxy = proxy(endpoint.clone()).await;
     let moderator = app("mod", "secret").await;
     let p1 = app("p1", "secret").await;
     let cm = connect(&moderator, &endpoint).await;
     connect(&p1, &proxy.endpoint).await;
     wait_subscribed(&hub, &p1.name()).await;
     moderator.set_route(&name("p1"), cm).await.unwrap();
+    (hub, proxy, moderator, p1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_group_messages_are_recovered_in_order() {
+    let (_hub, proxy, moderator, p1) =
+        through_proxy(|up| async move { lossy_proxy::start(&up, 100, 50, 0xC0FFEE).await }).await;
 
     let sid = moderator.create_session(group(true, 40)).await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
@@ -126,14 +139,8 @@ async fn lost_group_messages_are_recovered_in_order() {
 /// its join where the moderator's stream starts for it, so the later messages or the beacon show
 /// the gap, and every message is recovered, in order, from the first.
 async fn first_group_messages_lost_on_the_way(mls: bool) {
-    let (hub, endpoint) = hub().await;
-    let proxy = lossy_proxy::start_dropping_first_group_messages(&endpoint, 20).await;
-    let moderator = app("mod", "secret").await;
-    let p1 = app("p1", "secret").await;
-    let cm = connect(&moderator, &endpoint).await;
-    connect(&p1, &proxy.endpoint).await;
-    wait_subscribed(&hub, &p1.name()).await;
-    moderator.set_route(&name("p1"), cm).await.unwrap();
+    let (_hub, proxy, moderator, p1) =
+        through_proxy(|up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await }).await;
     let cfg = SessionConfig::Multicast {
         topic: name("chat"),
         moderator: true,
