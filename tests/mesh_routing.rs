@@ -223,13 +223,18 @@ async fn a_message_dropped_in_transit_is_reported_to_its_sender() {
 /// again), so the notice still goes back: the sender's session gets `NoRoute`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreliable_message_with_no_route_is_reported_even_if_the_name_appears_meanwhile() {
-    let (_n0, e0) = mesh_node("n0").await;
+    let (n0, e0) = mesh_node("n0").await;
     let alice = leaf("alice", &e0).await;
     let late = app("late", "secret").await;
     let conn = connect(&late, &e0).await;
     let sid = alice.create_session(unreliable()).await.unwrap();
     alice.publish(sid, common::to(&name("erin"), b"too early")).await.unwrap();
+    // The message found no route at n0 (and waits for its grace there) before the name appears.
+    let n = n0.clone();
+    wait_until("the message found no route", move || n.stats().dropped_no_route >= 1).await;
     late.subscribe(&name("erin"), Some(conn)).await.unwrap();
+    let (n, erin) = (n0.clone(), name("erin"));
+    wait_until("the name appears at n0", move || n.can_route(&erin)).await;
     match recv(&alice, sid).await {
         Err(slim_bindings::error::SlimError::NoRoute(text)) => assert!(text.contains("erin"), "{text}"),
         other => panic!("expected NoRoute, got {other:?}"),

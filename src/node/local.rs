@@ -51,16 +51,20 @@ pub struct LocalConnection {
     pub overflow: Arc<Overflow>,
 }
 
+/// Sessions the [`Overflow`] keeps apart; the reports of any further ones are merged under no
+/// session (`None`), so its memory stays bounded whatever session ids reports carry.
+pub const MAX_OVERFLOW_SESSIONS: usize = 4096;
+
 /// Error reports for a local app that found its queue full. The node never waits for room
 /// there for an error (an app blocked sending into the node must not deadlock against its own
 /// error), and never drops one either: it is merged here, per session (the first report and a
 /// count), and the app takes them when it can ([`Self::take`], woken by [`Self::wakeup`]). Memory
-/// is bounded by the number of sessions, not of errors.
+/// is bounded: at most [`MAX_OVERFLOW_SESSIONS`] entries.
 #[derive(Debug, Default)]
 pub struct Overflow {
     pending: AtomicBool,
-    /// By session id (`None`: a message without a session header): the first report, and how
-    /// many in all.
+    /// By session id (`None`: a message without a session header, or past the bound): the first
+    /// report, and how many in all.
     reports: Mutex<HashMap<Option<u32>, (RouteError, usize)>>,
     /// Notified on every report merged here.
     pub wakeup: Notify,
@@ -69,8 +73,14 @@ pub struct Overflow {
 impl Overflow {
     /// Merges `report` into its session's entry.
     pub(crate) fn add(&self, report: RouteError) {
-        let sid = report.message.session_header().map(|h| h.session_id);
-        self.reports.lock().entry(sid).or_insert((report, 0)).1 += 1;
+        let mut sid = report.message.session_header().map(|h| h.session_id);
+        {
+            let mut reports = self.reports.lock();
+            if !reports.contains_key(&sid) && reports.len() >= MAX_OVERFLOW_SESSIONS {
+                sid = None;
+            }
+            reports.entry(sid).or_insert((report, 0)).1 += 1;
+        }
         self.pending.store(true, Ordering::Release);
         self.wakeup.notify_one();
     }

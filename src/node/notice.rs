@@ -36,6 +36,9 @@ pub(super) const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
 pub(super) const NOTICE_GRACE: Duration = Duration::from_millis(100);
 /// Notices waiting for their grace at once; beyond this they are sent without waiting.
 const MAX_PENDING_NOTICES: usize = 1024;
+/// Notices sent at once ([`Inner::notice_now`]) that may wait for room on their link together;
+/// beyond this a new one is shed (see there).
+const MAX_NOTICES_IN_FLIGHT: u64 = 4096;
 
 /// Whether the sender of `msg` sends it again until it is answered: reliable data, session
 /// control, and what only confirms or repeats them (acknowledgements, heartbeats). A drop of
@@ -77,13 +80,27 @@ impl Inner {
             return;
         }
         let Some(inner) = self.self_ref.upgrade() else { return };
-        if ing.is_mesh() {
-            let notice = notice_of(msg, dst);
-            tokio::spawn(async move { inner.forward_notice(None, notice, 0).await });
-        } else {
-            let conn = ing.conn;
-            tokio::spawn(async move { inner.send_notice(conn, msg, dst).await });
+        let stats = &self.mesh.stats;
+        if stats.notices_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_NOTICES_IN_FLIGHT {
+            stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
+            // Drop point of a report, not of a message: thousands of notices already wait for
+            // room toward their senders (a stream of messages sent once into a name that went,
+            // with the way back as full as the way in); this one is shed and counted
+            // (`notices_shed`), and the drop it reports is then counted only.
+            stats.notices_shed.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, %dst, "notice shed: too many waiting");
+            return;
         }
+        let conn = ing.conn;
+        let mesh = ing.is_mesh();
+        tokio::spawn(async move {
+            if mesh {
+                inner.forward_notice(None, notice_of(msg, dst), 0).await;
+            } else {
+                inner.send_notice(conn, msg, dst).await;
+            }
+            inner.mesh.stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Sends the notice of `msg` on connection `conn` (the leaf it came from).

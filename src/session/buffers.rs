@@ -77,6 +77,8 @@ pub enum Arrival {
 pub struct ReceiverBuffer<T> {
     /// Next id to release; `None` until first contact (multicast late joiners start anywhere).
     next: Option<u32>,
+    /// Where it was told to start (`starting_at`), if it was.
+    start: Option<u32>,
     window: VecDeque<Option<T>>,
     lost: HashSet<u32>,
     max_window: usize,
@@ -100,12 +102,23 @@ impl<T> ReceiverBuffer<T> {
     fn with_start(next: Option<u32>) -> Self {
         ReceiverBuffer {
             next,
+            start: next,
             window: VecDeque::new(),
             lost: HashSet::new(),
             max_window: MAX_RECEIVE_WINDOW,
             duplicates: 0,
             out_of_window: 0,
         }
+    }
+
+    /// True while nothing has reached it since it was made: no id released, held, missing,
+    /// lost or dropped (then where it starts may still be changed by making it anew).
+    pub fn untouched(&self) -> bool {
+        self.next == self.start
+            && self.window.is_empty()
+            && self.lost.is_empty()
+            && self.duplicates == 0
+            && self.out_of_window == 0
     }
 
     /// Overrides the window size.
@@ -283,6 +296,24 @@ mod tests {
                 Released::Lost(id) => 1_000_000 + id,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_window_is_untouched_until_anything_reaches_it() {
+        let (mut out, mut holes) = (Vec::new(), Vec::new());
+        let mut rb = ReceiverBuffer::<u32>::starting_at(7);
+        assert!(rb.untouched());
+        rb.on_beacon(6, &mut holes);
+        assert!(rb.untouched() && holes.is_empty(), "a beacon behind the start shows nothing");
+        rb.on_message(9, 9, &mut out, &mut holes);
+        assert!(!rb.untouched(), "an id held behind holes");
+        let mut rb = ReceiverBuffer::<u32>::starting_at(7);
+        rb.on_message(7, 7, &mut out, &mut holes);
+        assert!(!rb.untouched(), "an id released");
+        let mut rb = ReceiverBuffer::<u32>::starting_at(7);
+        rb.on_message(3, 3, &mut out, &mut holes);
+        assert!(!rb.untouched(), "an old id dropped");
+        assert!(ReceiverBuffer::<u32>::from_first_contact().untouched());
     }
 
     #[test]

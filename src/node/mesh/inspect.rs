@@ -172,6 +172,7 @@ pub(crate) fn describe(inner: &Inner, req: &NodeInfoRequest) -> NodeInfoReply {
         ("dropped_no_route", s.dropped_no_route),
         ("dropped_closed", s.dropped_closed),
         ("mesh_notices_sent", r(&m.notices_sent)),
+        ("mesh_notices_shed", r(&m.notices_shed)),
         ("mesh_control_received", r(&m.control_received)),
         ("mesh_control_sent", r(&m.control_sent)),
         ("mesh_recomputes", r(&m.recomputes)),

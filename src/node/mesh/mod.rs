@@ -93,8 +93,12 @@ pub struct MeshStats {
     pub dropped_off_tree: AtomicU64,
     /// Dropped in transit: no route at this node for a message another mesh node sent here.
     pub dropped_transit_no_route: AtomicU64,
-    /// "no matching found" notices sent back to a leaf.
+    /// "no matching found" notices sent back toward a sender (a leaf, or a mesh link).
     pub notices_sent: AtomicU64,
+    /// Notices sent at once (`notice::notice_now`) still waiting for room on their link.
+    pub notices_in_flight: AtomicU64,
+    /// Notices not sent: too many were waiting for room already (overload); counted.
+    pub notices_shed: AtomicU64,
     /// Mesh control messages received.
     pub control_received: AtomicU64,
     /// Mesh control messages queued to a link.

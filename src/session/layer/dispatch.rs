@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{DISPATCH_BATCH, SessionLayer};
+use crate::error::SlimError;
 use crate::node::local::{LocalDelivery, Overflow, RouteError};
 use crate::session::context::Stats;
 use crate::session::entry::SessionEntry;
@@ -59,28 +60,31 @@ impl SessionLayer {
         }
     }
 
-    /// `count` messages of this app could not be routed (`e` is the first): its session gets
-    /// `NoRoute` (counted when it has none).
+    /// `count` reports of messages of this app that could not be routed (`e` is the first; more
+    /// than one: merged while the app's queue was full): its session gets `NoRoute` (counted when
+    /// it has none).
     fn on_route_error(&self, e: RouteError, count: usize) {
         if matches!(e.message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong) {
             // A heartbeat to a peer that is gone: liveness itself reports it (the member is
             // dropped, or the session closed with `ModeratorLost`); counted, not a session event.
+            // (Never merged with others: the node does not defer these, see `report_to`.)
             Stats::bump(&self.core.stats.orphan_route_errors);
             return;
         }
         let sid = e.message.session_header().map(|s| s.session_id);
         match sid.and_then(|s| self.sessions.get(s)) {
-            Some(entry) => {
-                let text = match count {
-                    1 => e.error.to_string(),
-                    n => format!("{} (and {} more messages of this session the node could not route)", e.error, n - 1),
-                };
-                entry.report_no_route(&e.message, text);
-            }
+            Some(entry) if count == 1 => entry.report_no_route(&e.message, e.error.to_string()),
+            // A summary: raised as it is (not deduplicated by message id as a lone reliable
+            // message's report is; the count may include retransmissions of one message).
+            Some(entry) => entry.deliver_error(SlimError::NoRoute(format!(
+                "{} (and {} more reports of messages of this session the node could not route)",
+                e.error,
+                count - 1
+            ))),
             None => {
-                // Drop point: an error for a session that no longer exists; counted.
-                Stats::bump(&self.core.stats.orphan_route_errors);
-                tracing::debug!(error = %e.error, "route error for a message without a live session");
+                // Drop point: errors for a session that no longer exists; counted.
+                self.core.stats.orphan_route_errors.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(error = %e.error, count, "route error for a message without a live session");
             }
         }
     }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::moderator::{Current, ModTask};
 use super::{McTimer, MulticastRole, MulticastTask};
 use crate::error::SlimError;
+use crate::session::buffers::Released;
 use crate::session::channel;
 use crate::session::context::{AppCore, Stats};
 use crate::session::entry::{Done, SessionEntry};
@@ -87,6 +88,16 @@ impl MulticastTask {
         self.members.remove(&invitee.without_id());
         if let Some(mut rb) = self.receivers.remove(invitee) {
             rb.give_up_all(&mut self.io.released);
+            // Its holes are reported now: a late retransmission of one is not waited for.
+            let holes: Vec<u32> = self
+                .io
+                .released
+                .iter()
+                .filter_map(|r| if let Released::Lost(mid) = r { Some(*mid) } else { None })
+                .collect();
+            for mid in holes {
+                self.io.stop_timer(McTimer::Rtx(invitee.clone(), mid));
+            }
             self.flush_released(invitee).await;
         }
         self.identities.remove(invitee);
@@ -265,6 +276,7 @@ impl MulticastTask {
         self.io.stop_timer(McTimer::Heartbeat);
         self.release_all_windows().await;
         self.leave_channel().await;
+        self.drop_moderator_route().await;
         self.io.ending = Some(SlimError::ModeratorLost {
             session_id: self.io.id,
             moderator,

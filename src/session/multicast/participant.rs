@@ -38,17 +38,23 @@ impl MulticastTask {
                 }
                 self.io.send(channel::set_route(&self.io.app, &source, conn)).await;
             }
-            // Where the moderator's stream starts for this member (a moderator of this
-            // implementation says; a 0.6.0 one does not: then the first message seen).
-            if let Some(first) = msg.metadata.get(META_FIRST_ID).and_then(|v| v.parse::<u32>().ok()) {
-                self.receivers.entry(source.clone()).or_insert_with(|| ReceiverBuffer::starting_at(first));
-            }
             if !self.keys.enabled() {
                 self.join_channel(conn, false).await;
             }
             // With MLS the channel is joined on the WELCOME (as 0.6.0 does): group traffic
             // arriving before it could not be decrypted and would be lost, whereas a producer's
             // beacon after the join gets it retransmitted at an epoch this member has.
+        }
+        // Where the moderator's stream starts for this member (a moderator of this
+        // implementation says; a 0.6.0 one does not: then the first message seen). A later
+        // invite by the same moderator (the first failed before anything reached this member)
+        // moves the start to what that invite says: the messages between were for the group
+        // this member was not part of.
+        if self.moderator.as_ref() == Some(&source)
+            && let Some(first) = msg.metadata.get(META_FIRST_ID).and_then(|v| v.parse::<u32>().ok())
+            && self.receivers.get(&source).is_none_or(ReceiverBuffer::untouched)
+        {
+            self.receivers.insert(source.clone(), ReceiverBuffer::starting_at(first));
         }
         let mut blob = Vec::new();
         if self.keys.enabled() {
@@ -212,6 +218,21 @@ impl MulticastTask {
         if let Some(reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelLeaveReply, Vec::new()) {
             self.io.send(reply).await;
         }
+        self.drop_moderator_route().await;
+        // Drop point: publishes this member still held (waiting for the group to be ready, or
+        // still in the command channel) go with the session; REPORTED to the reader, after every
+        // message that arrived before, in the `PeerClosed` that names the moderator and counts
+        // them (queued by `task::run` once the task stopped). The layer closes the session once
+        // the task ended, and drops it once its reader has drained it.
+        self.release_all_windows().await;
+        let (peer, undelivered) = (self.moderator_named(), self.held.len());
+        self.io.ending = Some(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
+        Flow::Leave
+    }
+
+    /// The route to the moderator goes with this session, unless another session of this app
+    /// still needs it.
+    pub(super) async fn drop_moderator_route(&mut self) {
         if let (Some(moderator), Some(conn)) = (self.moderator.clone(), self.conn) {
             // The route to the moderator is shared by every session of this app that the same
             // moderator invited through the same connection (whatever their channels): it goes
@@ -232,15 +253,6 @@ impl MulticastTask {
                 self.io.send(channel::remove_route(&self.io.app, &moderator, conn)).await;
             }
         }
-        // Drop point: publishes this member still held (waiting for the group to be ready, or
-        // still in the command channel) go with the session; REPORTED to the reader, after every
-        // message that arrived before, in the `PeerClosed` that names the moderator and counts
-        // them (queued by `task::run` once the task stopped). The layer closes the session once
-        // the task ended, and drops it once its reader has drained it.
-        self.release_all_windows().await;
-        let (peer, undelivered) = (self.moderator_named(), self.held.len());
-        self.io.ending = Some(SlimError::PeerClosed { session_id: self.io.id, peer, undelivered });
-        Flow::Leave
     }
 
     /// Drop point: what the reorder windows held behind holes, and the holes, would go with the
