@@ -35,7 +35,7 @@ use super::mesh::tag::{self, META_MESH, Tag, TagEntry, Target};
 use super::notice::META_ROUTE_ERROR;
 use super::{ConnTx, Inner, LocalDelivery, NodeError, RouteError, send_to};
 use crate::wire::builders::subscription_name;
-use crate::wire::{Message, MessageType, Name, SessionMessageType};
+use crate::wire::{Message, MessageType, Name};
 
 /// Reusable buffers of one connection's reader task (keeps the hot path allocation-free).
 #[derive(Default)]
@@ -532,16 +532,11 @@ impl Inner {
     /// Offers an error to local connection `conn` without waiting (an app blocked sending must
     /// not deadlock against its own error). Its queue full: merged into the app's `Overflow`
     /// (REPORTED once the app takes it, with the others of its session counted in), and counted.
-    /// Its queue closed: the app is gone, nobody to report to. A heartbeat's report is not
-    /// deferred: the app does not act on those (its liveness reports a peer that is gone).
+    /// Its queue closed: the app is gone, nobody to report to.
     pub(super) fn report_to(&self, conn: u64, message: Message, error: NodeError) {
         let Some(ConnTx::Local(tx, overflow)) = self.sender_of(conn) else { return };
-        let heartbeat =
-            matches!(message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong);
         let report = LocalDelivery::Error(Box::new(RouteError { message, error }));
-        if let Err(mpsc::error::TrySendError::Full(LocalDelivery::Error(report))) = tx.try_send(report)
-            && !heartbeat
-        {
+        if let Err(mpsc::error::TrySendError::Full(LocalDelivery::Error(report))) = tx.try_send(report) {
             self.stats.error_reports_deferred.fetch_add(1, Ordering::Relaxed);
             debug!(node = %self.node_id, conn, "error report deferred: app queue full");
             overflow.add(*report);

@@ -11,7 +11,7 @@
 //! messages are never dropped because a queue is full. An error notification to the local app that
 //! caused the error is offered without waiting (so an app that is blocked sending cannot deadlock
 //! against its own error); when the app's queue is full it is merged into the app's
-//! [`local::Overflow`] (per session: the first report and a count) and counted in
+//! [`local::Overflow`] (per session: one report and a count) and counted in
 //! `error_reports_deferred`; the app takes it from there.
 
 mod codec;

@@ -18,6 +18,7 @@
 //!   again (see [`retried`]). What its sender retries is recovered by the retry (or reported by
 //!   the sender's own timeout) and only counted.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -36,9 +37,22 @@ pub(super) const META_ROUTE_ERROR: &str = "SLIM_ROUTE_ERROR";
 pub(super) const NOTICE_GRACE: Duration = Duration::from_millis(100);
 /// Notices waiting for their grace at once; beyond this they are sent without waiting.
 const MAX_PENDING_NOTICES: usize = 1024;
-/// Notices sent at once ([`Inner::notice_now`]) that may wait for room on their link together;
-/// beyond this a new one is shed (see there).
+/// Notices on their way (not waiting for a grace) that may wait for room on their links
+/// together; beyond this a new one is shed ([`Inner::take_slot`]).
 const MAX_NOTICES_IN_FLIGHT: u64 = 4096;
+/// How long a notice waits for room on its link; then it is shed (a link whose peer does not
+/// read must not hold every slot).
+const NOTICE_SEND_BOUND: Duration = Duration::from_secs(5);
+
+/// A notice's place among the [`MAX_NOTICES_IN_FLIGHT`]: given back when dropped (sent, shed,
+/// or its task ended any other way).
+struct Slot(Arc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.mesh.stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Whether the sender of `msg` sends it again until it is answered: reliable data, session
 /// control, and what only confirms or repeats them (acknowledgements, heartbeats). A drop of
@@ -57,7 +71,11 @@ impl Inner {
         let conn = ing.conn;
         if self.pending_notices.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_NOTICES {
             self.pending_notices.fetch_sub(1, Ordering::Relaxed);
-            tokio::spawn(async move { inner.send_notice(conn, msg, dst).await });
+            let Some(slot) = self.take_slot(&dst) else { return };
+            tokio::spawn(async move {
+                inner.send_notice(conn, msg, dst).await;
+                drop(slot);
+            });
             return;
         }
         tokio::spawn(async move {
@@ -65,10 +83,30 @@ impl Inner {
             inner.pending_notices.fetch_sub(1, Ordering::Relaxed);
             let found = inner.subs.read().match_one(&dst, conn).is_ok()
                 || (inner.mesh.enabled() && inner.mesh.routes.read().match_one(&dst, conn).is_some());
-            if !found || !retried(&msg) {
+            if (!found || !retried(&msg))
+                && let Some(slot) = inner.take_slot(&dst)
+            {
                 inner.send_notice(conn, msg, dst).await;
+                drop(slot);
             }
         });
+    }
+
+    /// A place among the notices on their way, or `None` when [`MAX_NOTICES_IN_FLIGHT`]
+    /// already wait for room. Drop point of a report, not of a message: thousands of notices
+    /// already wait toward their senders (a stream of messages sent once into a name that went,
+    /// with the way back as full as the way in); this one is shed and counted (`notices_shed`),
+    /// and the drop it would report is then counted only.
+    fn take_slot(&self, dst: &Name) -> Option<Slot> {
+        let inner = self.self_ref.upgrade()?;
+        let stats = &self.mesh.stats;
+        if stats.notices_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_NOTICES_IN_FLIGHT {
+            stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
+            stats.notices_shed.fetch_add(1, Ordering::Relaxed);
+            debug!(node = %self.node_id, %dst, "notice shed: too many waiting");
+            return None;
+        }
+        Some(Slot(inner))
     }
 
     /// A one-instance message from a remote sender (a mesh node, or a leaf that understands
@@ -80,17 +118,7 @@ impl Inner {
             return;
         }
         let Some(inner) = self.self_ref.upgrade() else { return };
-        let stats = &self.mesh.stats;
-        if stats.notices_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_NOTICES_IN_FLIGHT {
-            stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
-            // Drop point of a report, not of a message: thousands of notices already wait for
-            // room toward their senders (a stream of messages sent once into a name that went,
-            // with the way back as full as the way in); this one is shed and counted
-            // (`notices_shed`), and the drop it reports is then counted only.
-            stats.notices_shed.fetch_add(1, Ordering::Relaxed);
-            debug!(node = %self.node_id, %dst, "notice shed: too many waiting");
-            return;
-        }
+        let Some(slot) = self.take_slot(&dst) else { return };
         let conn = ing.conn;
         let mesh = ing.is_mesh();
         tokio::spawn(async move {
@@ -99,17 +127,31 @@ impl Inner {
             } else {
                 inner.send_notice(conn, msg, dst).await;
             }
-            inner.mesh.stats.notices_in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
+    }
+
+    /// Hands `notice` to `tx`, waiting at most [`NOTICE_SEND_BOUND`] for room; counted as sent,
+    /// or as shed when the link stayed full (the drop it reports is then counted only).
+    async fn send_notice_on(&self, tx: &super::ConnTx, notice: Message) {
+        match tokio::time::timeout(NOTICE_SEND_BOUND, send_to(tx, notice)).await {
+            Ok(Ok(())) => {
+                self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // The link closed: it is gone with the way to the sender.
+            Ok(Err(_)) => {}
+            Err(_) => {
+                self.mesh.stats.notices_shed.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %self.node_id, "notice shed: its link stayed full");
+            }
+        }
     }
 
     /// Sends the notice of `msg` on connection `conn` (the leaf it came from).
     async fn send_notice(&self, conn: u64, msg: Message, dst: Name) {
         let notice = notice_of(msg, dst);
         let Some(tx) = self.sender_of(conn) else { return };
-        if send_to(&tx, notice).await.is_ok() {
-            self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
-        }
+        self.send_notice_on(&tx, notice).await;
     }
 
     /// A notice read from connection `ing`: on toward its sender.
@@ -146,8 +188,8 @@ impl Inner {
                 let dst = msg.destination_name().unwrap_or_else(|| src.clone());
                 let error = NodeError::NoMatch(display_destination(&msg, dst));
                 self.report_to(conn, msg, error);
-            } else if notify && send_to(&tx, msg).await.is_ok() {
-                self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
+            } else if notify {
+                self.send_notice_on(&tx, msg).await;
             }
             return;
         }
@@ -163,9 +205,7 @@ impl Inner {
         let mut tag = String::with_capacity(24);
         Tag { target: Target::Resolve, hops: hops + 1 }.write(&mut tag);
         msg.metadata.insert(META_MESH.to_string(), tag);
-        if send_to(&tx, msg).await.is_ok() {
-            self.mesh.stats.notices_sent.fetch_add(1, Ordering::Relaxed);
-        }
+        self.send_notice_on(&tx, msg).await;
     }
 }
 

@@ -22,7 +22,7 @@ pub struct NodeStats {
     /// Dropped: a frame that did not decode as a `Message`.
     pub dropped_malformed: AtomicU64,
     /// Error notifications that found a local app's queue full: merged into its `Overflow`, which the
-    /// app takes when it can (none is lost).
+    /// app takes when it can (see `local::Overflow`).
     pub error_reports_deferred: AtomicU64,
     /// Connections opened since start.
     pub connections_opened: AtomicU64,

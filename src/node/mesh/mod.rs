@@ -95,9 +95,10 @@ pub struct MeshStats {
     pub dropped_transit_no_route: AtomicU64,
     /// "no matching found" notices sent back toward a sender (a leaf, or a mesh link).
     pub notices_sent: AtomicU64,
-    /// Notices sent at once (`notice::notice_now`) still waiting for room on their link.
+    /// Notices on their way (`notice::take_slot`) still waiting for room on their link.
     pub notices_in_flight: AtomicU64,
-    /// Notices not sent: too many were waiting for room already (overload); counted.
+    /// Notices not sent: too many were waiting for room already, or their link stayed full for
+    /// `notice::NOTICE_SEND_BOUND` (overload); counted.
     pub notices_shed: AtomicU64,
     /// Mesh control messages received.
     pub control_received: AtomicU64,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{DISPATCH_BATCH, SessionLayer};
-use crate::error::SlimError;
 use crate::node::local::{LocalDelivery, Overflow, RouteError};
 use crate::session::context::Stats;
 use crate::session::entry::SessionEntry;
@@ -53,10 +52,16 @@ impl SessionLayer {
     }
 
     /// The error reports the node merged while this app's queue was full: one per session, with
-    /// how many messages it stands for (REPORTED, none dropped).
+    /// how many it stands for (REPORTED). Those it could only count (no session, or past its
+    /// bound of sessions) are counted here with the reports for sessions that are gone.
     fn take_overflow(&self, overflow: &Overflow) {
-        for (report, count) in overflow.take() {
-            self.on_route_error(report, count);
+        let (merged, unsorted) = overflow.take();
+        for m in merged {
+            self.on_route_error(m.report, m.count);
+        }
+        if unsorted > 0 {
+            self.core.stats.orphan_route_errors.fetch_add(unsorted as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(unsorted, "route errors merged past the overflow's bound: counted only");
         }
     }
 
@@ -67,20 +72,24 @@ impl SessionLayer {
         if matches!(e.message.session_message_type(), SessionMessageType::GroupPing | SessionMessageType::GroupPong) {
             // A heartbeat to a peer that is gone: liveness itself reports it (the member is
             // dropped, or the session closed with `ModeratorLost`); counted, not a session event.
-            // (Never merged with others: the node does not defer these, see `report_to`.)
+            // (Never merged with others: the node's `Overflow` only counts these.)
             Stats::bump(&self.core.stats.orphan_route_errors);
             return;
         }
         let sid = e.message.session_header().map(|s| s.session_id);
         match sid.and_then(|s| self.sessions.get(s)) {
             Some(entry) if count == 1 => entry.report_no_route(&e.message, e.error.to_string()),
-            // A summary: raised as it is (not deduplicated by message id as a lone reliable
-            // message's report is; the count may include retransmissions of one message).
-            Some(entry) => entry.deliver_error(SlimError::NoRoute(format!(
-                "{} (and {} more reports of messages of this session the node could not route)",
-                e.error,
-                count - 1
-            ))),
+            // A summary, deduplicated as a lone report is: by the newest reliable message among
+            // those merged (a session whose merged reports are all retries of messages already
+            // reported raises nothing). The count may include retransmissions of one message.
+            Some(entry) => entry.report_no_route(
+                &e.message,
+                format!(
+                    "{} (and {} more reports of messages of this session the node could not route)",
+                    e.error,
+                    count - 1
+                ),
+            ),
             None => {
                 // Drop point: errors for a session that no longer exists; counted.
                 self.core.stats.orphan_route_errors.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
