@@ -354,6 +354,9 @@ pub async fn run<S: SessionKind>(
                 fire_timers(&mut task).await;
                 if task.io().ending.is_some() {
                     // A timer found the other side gone (a group member's moderator went silent).
+                    // The inbound channel was empty when the timer was taken (inbound comes
+                    // first); what arrives later comes after the end the reader gets, and goes
+                    // with the session, as what follows a peer's close does.
                     ended = Ended::Left;
                     break;
                 }

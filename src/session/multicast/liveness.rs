@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::moderator::{Current, ModTask};
 use super::{McTimer, MulticastRole, MulticastTask};
 use crate::error::SlimError;
-use crate::session::buffers::Released;
 use crate::session::channel;
 use crate::session::context::{AppCore, Stats};
 use crate::session::entry::{Done, SessionEntry};
@@ -86,20 +85,8 @@ impl MulticastTask {
     /// REPORTED as MessageLost).
     pub(super) async fn member_gone(&mut self, invitee: &Name) {
         self.members.remove(&invitee.without_id());
-        if let Some(mut rb) = self.receivers.remove(invitee) {
-            rb.give_up_all(&mut self.io.released);
-            // Its holes are reported now: a late retransmission of one is not waited for.
-            let holes: Vec<u32> = self
-                .io
-                .released
-                .iter()
-                .filter_map(|r| if let Released::Lost(mid) = r { Some(*mid) } else { None })
-                .collect();
-            for mid in holes {
-                self.io.stop_timer(McTimer::Rtx(invitee.clone(), mid));
-            }
-            self.flush_released(invitee).await;
-        }
+        self.release_window(invitee).await;
+        self.receivers.remove(invitee);
         self.identities.remove(invitee);
         self.heartbeat_capable.remove(invitee);
         if let Some(w) = self.member_watch.as_mut() {

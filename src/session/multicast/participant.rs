@@ -1,10 +1,10 @@
 //! A member's side of a group: it joins when the moderator asks (JOIN_REQUEST, then the MLS
 //! WELCOME and COMMITs in order) and leaves when asked (LEAVE_REQUEST).
 
-use super::{MulticastRole, MulticastTask};
+use super::{McTimer, MulticastRole, MulticastTask};
 use crate::error::{MlsFailure, SlimError};
 use crate::mls::{Admission, CommitOutcome, MlsState};
-use crate::session::buffers::ReceiverBuffer;
+use crate::session::buffers::{ReceiverBuffer, Released};
 use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::liveness;
@@ -260,10 +260,25 @@ impl MulticastTask {
     pub(super) async fn release_all_windows(&mut self) {
         let producers: Vec<Name> = self.receivers.keys().cloned().collect();
         for producer in producers {
-            if let Some(rb) = self.receivers.get_mut(&producer) {
-                rb.give_up_all(&mut self.io.released);
-            }
-            self.flush_released(&producer).await;
+            self.release_window(&producer).await;
         }
+    }
+
+    /// Drop point: what `producer`'s reorder window holds behind holes, and the holes: released
+    /// now, messages in order and each hole REPORTED (MessageLost); a late retransmission of one
+    /// is no longer waited for (its RTX timer stops).
+    pub(super) async fn release_window(&mut self, producer: &Name) {
+        let Some(rb) = self.receivers.get_mut(producer) else { return };
+        rb.give_up_all(&mut self.io.released);
+        let holes: Vec<u32> = self
+            .io
+            .released
+            .iter()
+            .filter_map(|r| if let Released::Lost(mid) = r { Some(*mid) } else { None })
+            .collect();
+        for mid in holes {
+            self.io.stop_timer(McTimer::Rtx(producer.clone(), mid));
+        }
+        self.flush_released(producer).await;
     }
 }
