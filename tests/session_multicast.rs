@@ -95,11 +95,17 @@ async fn invite_exchange_and_remove() {
     .await;
 }
 
-/// A hub with the moderator "mod" on it and "p1" behind the proxy `proxy` makes in front of it
-/// (given the hub's endpoint); "mod" has a route to "p1".
-async fn through_proxy<F>(
-    proxy: impl FnOnce(String) -> F,
-) -> (slim_bindings::node::Node, lossy_proxy::LossyProxy, App, App)
+/// A hub with the moderator "mod" and the apps named in `direct` on it, and "p1" behind the proxy
+/// `proxy` makes in front of it (given the hub's endpoint); "mod" has routes to all of them.
+struct Proxied {
+    _hub: slim_bindings::node::Node,
+    proxy: lossy_proxy::LossyProxy,
+    moderator: App,
+    p1: App,
+    direct: Vec<App>,
+}
+
+async fn through_proxy<F>(direct: &[&str], proxy: impl FnOnce(String) -> F) -> Proxied
 where
     F: std::future::Future<Output = lossy_proxy::LossyProxy>,
 {
@@ -109,15 +115,23 @@ where
     let p1 = app("p1", "secret").await;
     let cm = connect(&moderator, &endpoint).await;
     connect(&p1, &proxy.endpoint).await;
-    wait_subscribed(&hub, &p1.name()).await;
-    moderator.set_route(&name("p1"), cm).await.unwrap();
-    (hub, proxy, moderator, p1)
+    let mut apps = Vec::new();
+    for agent in direct {
+        let a = app(agent, "secret").await;
+        connect(&a, &endpoint).await;
+        apps.push(a);
+    }
+    for a in std::iter::once(&p1).chain(&apps) {
+        wait_subscribed(&hub, &a.name()).await;
+        moderator.set_route(&a.name().without_id(), cm).await.unwrap();
+    }
+    Proxied { _hub: hub, proxy, moderator, p1, direct: apps }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_group_messages_are_recovered_in_order() {
-    let (_hub, proxy, moderator, p1) =
-        through_proxy(|up| async move { lossy_proxy::start(&up, 100, 50, 0xC0FFEE).await }).await;
+    let Proxied { proxy, moderator, p1, .. } =
+        through_proxy(&[], |up| async move { lossy_proxy::start(&up, 100, 50, 0xC0FFEE).await }).await;
 
     let sid = moderator.create_session(group(true, 40)).await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
@@ -139,8 +153,8 @@ async fn lost_group_messages_are_recovered_in_order() {
 /// its join where the moderator's stream starts for it, so the later messages or the beacon show
 /// the gap, and every message is recovered, in order, from the first.
 async fn first_group_messages_lost_on_the_way(mls: bool) {
-    let (_hub, proxy, moderator, p1) =
-        through_proxy(|up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await }).await;
+    let Proxied { proxy, moderator, p1, .. } =
+        through_proxy(&[], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await }).await;
     let cfg = SessionConfig::Multicast {
         topic: name("chat"),
         moderator: true,
@@ -177,6 +191,68 @@ async fn first_group_messages_lost_on_the_way_are_recovered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_group_messages_lost_on_the_way_are_recovered_mls() {
     first_group_messages_lost_on_the_way(true).await;
+}
+
+/// A newcomer ("p1", behind a proxy that drops the first 20 group messages each way) and a member
+/// invited before it ("p2") start streaming to each other once the invite is done; their first
+/// messages are lost on the way, before either saw anything of the other (as when the group's
+/// routes to and from a newcomer are still being set up through a mesh). The invite told each
+/// where the other's stream starts, so each gap is asked for and every message recovered, in
+/// order, from the first: the newcomer's, the member's, and at the moderator both.
+async fn a_newcomers_first_exchange_lost_on_the_way(mls: bool) {
+    let Proxied { proxy, moderator, p1, direct, .. } =
+        through_proxy(&["p2"], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await })
+            .await;
+    let p2 = &direct[0];
+    let cfg = SessionConfig::Multicast {
+        topic: name("chat"),
+        moderator: true,
+        max_retries: 10,
+        timeout: Duration::from_millis(200),
+        mls_enabled: mls,
+        liveness: None,
+    };
+    let sid = moderator.create_session(cfg).await.unwrap();
+    moderator.invite(sid, &name("p2")).await.unwrap().joined().await.unwrap();
+    moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
+    const N: u32 = 50;
+    for i in 0..N {
+        p2.publish(sid, to(&name("chat"), &i.to_le_bytes())).await.unwrap();
+        p1.publish(sid, to(&name("chat"), &(1000 + i).to_le_bytes())).await.unwrap();
+    }
+    // Each side gets the other's stream whole and in order (the notice of the new session
+    // carries a copy of the first message).
+    for (reader, from, base) in [(&p1, "p2", 0u32), (p2, "p1", 1000)] {
+        let (first, _) = recv_new(reader).await;
+        assert_eq!(first.session_id, sid);
+        for i in 0..N {
+            let (info, p) = recv(reader, sid).await.expect("recovered in order");
+            assert_eq!(
+                (info.source.strings().map(|s| s[2].clone()), p),
+                (Some(from.to_string()), (base + i).to_le_bytes().to_vec())
+            );
+        }
+    }
+    let mut next = std::collections::HashMap::from([("p1".to_string(), 1000u32), ("p2".to_string(), 0)]);
+    for _ in 0..2 * N {
+        let (info, p) = recv(&moderator, sid).await.expect("both streams reach the moderator");
+        let from = info.source.strings().map(|s| s[2].clone()).unwrap_or_default();
+        let expected = next.get_mut(&from).expect("from a member");
+        assert_eq!(p, expected.to_le_bytes(), "from {from}");
+        *expected += 1;
+    }
+    let dropped = proxy.counters.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped >= 2, "something was dropped each way: {dropped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomers_first_exchange_lost_on_the_way_is_recovered() {
+    a_newcomers_first_exchange_lost_on_the_way(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomers_first_exchange_lost_on_the_way_is_recovered_mls() {
+    a_newcomers_first_exchange_lost_on_the_way(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,9 +58,15 @@ pub const META_DELETE_GROUP: &str = "DELETE_GROUP";
 pub const META_LIVENESS_MS: &str = "SLIM_LIVENESS_MS";
 /// Metadata key on GROUP_PING / GROUP_PONG: the member-list version sent / held.
 pub const META_MEMBERS_VERSION: &str = "SLIM_MEMBERS_VERSION";
-/// Metadata key on a group's CHANNEL_JOIN_REQUEST: the first message id of the moderator's stream
-/// that is for the invitee (decimal); docs/protocol.md "Multicast sessions".
+/// Metadata key (decimal message id) on a group's CHANNEL_JOIN_REQUEST: the first id of the
+/// moderator's stream that is for the invitee; on CHANNEL_JOIN_REPLY: the first id of the
+/// invitee's stream (it holds its publishes until GROUP_STREAM_STARTS); on GROUP_STREAM_QUERY:
+/// the newcomer's first id; on GROUP_STREAM_ACK to a query: the member's next id
+/// (docs/protocol.md "Where streams start for a newcomer").
 pub const META_FIRST_ID: &str = "SLIM_FIRST_ID";
+/// Metadata key on GROUP_STREAM_STARTS: the first ids (decimal, comma-separated) of the streams of
+/// the members its blob lists, in the same order.
+pub const META_FIRST_IDS: &str = "SLIM_FIRST_IDS";
 
 /// Metadata key on a point-to-point CHANNEL_JOIN_REQUEST (offer) and CHANNEL_JOIN_REPLY
 /// (acceptance): this side takes range acknowledgements (docs/protocol.md "Reliable delivery").
@@ -83,6 +89,7 @@ pub const INTERNAL_METADATA_KEYS: &[&str] = &[
     META_LIVENESS_MS,
     META_MEMBERS_VERSION,
     META_FIRST_ID,
+    META_FIRST_IDS,
     META_ACK_RANGES,
     META_ACK_FROM,
 ];

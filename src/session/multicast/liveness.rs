@@ -85,6 +85,7 @@ impl MulticastTask {
     /// REPORTED as MessageLost).
     pub(super) async fn member_gone(&mut self, invitee: &Name) {
         self.members.remove(&invitee.without_id());
+        self.positioned.remove(invitee);
         self.release_window(invitee).await;
         self.receivers.remove(invitee);
         self.identities.remove(invitee);
@@ -235,6 +236,9 @@ impl MulticastTask {
         for member in gone {
             if let Some(mid) = self.current.as_ref().and_then(|c| c.commit_waiting_on(&member)) {
                 self.on_mls_ack(mid, member).await;
+            } else {
+                // Nor does a query of where its stream starts for a newcomer.
+                self.position_given_up(None, Some(&member)).await;
             }
         }
         self.start_next_task().await;

@@ -22,6 +22,7 @@ mod moderator;
 mod participant;
 mod producer;
 mod receiver;
+mod starts;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -125,6 +126,13 @@ pub struct MulticastTask {
     dispatch_seen: u64,
     /// Moderator: number of the invite started last (its deadline timer carries it).
     invite_seq: u64,
+    /// Moderator: the members that say where their streams start for a newcomer
+    /// ([`starts`]).
+    positioned: std::collections::HashSet<Name>,
+    /// Newcomer: waiting to learn where the other members' streams start (GROUP_STREAM_STARTS);
+    /// meanwhile its publishes are held and their messages kept aside in `early`.
+    starts_pending: bool,
+    early: Vec<Message>,
 }
 
 impl MulticastTask {
@@ -170,6 +178,9 @@ impl MulticastTask {
             beat: None,
             dispatch_seen: u64::MAX,
             invite_seq: 0,
+            positioned: std::collections::HashSet::new(),
+            starts_pending: false,
+            early: Vec::new(),
         }
     }
 
@@ -235,6 +246,8 @@ impl MulticastTask {
             SessionMessageType::ChannelMlsWelcome
                 | SessionMessageType::ChannelMlsCommit
                 | SessionMessageType::ChannelLeaveRequest
+                | SessionMessageType::GroupStreamQuery
+                | SessionMessageType::GroupStreamStarts
         );
         if from_moderator_only && self.role == MulticastRole::Member && self.moderator.as_ref() != Some(&source) {
             // Membership and key changes come from the moderator that invited us, nobody else.
@@ -242,6 +255,45 @@ impl MulticastTask {
             tracing::debug!(session = self.io.id, ?kind, "group control message not from the moderator: dropped");
             return Flow::Continue;
         }
+        match kind {
+            SessionMessageType::MulticastMsg | SessionMessageType::RtxReply | SessionMessageType::BeaconMulticast => {
+                if self.keeps_early(&source, kind) {
+                    self.keep_early(msg);
+                } else {
+                    self.on_data(kind, source, mid, msg).await;
+                }
+            }
+            SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
+            SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
+            SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
+            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid, &msg).await,
+            SessionMessageType::ChannelLeaveRequest => return self.on_leave_request(&msg).await,
+            SessionMessageType::ChannelLeaveReply => self.on_leave_reply(mid).await,
+            SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
+            SessionMessageType::ChannelMlsCommit => self.on_commit(mid, &msg).await,
+            SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid, source).await,
+            SessionMessageType::GroupPing => self.on_ping(source, &msg).await,
+            SessionMessageType::GroupStreamQuery if self.role == MulticastRole::Member => {
+                self.on_stream_query(&msg).await;
+            }
+            SessionMessageType::GroupStreamStarts if self.role == MulticastRole::Member => {
+                self.on_stream_starts(&msg).await;
+            }
+            SessionMessageType::GroupStreamAck if self.role == MulticastRole::Moderator => {
+                self.on_stream_ack(mid, source, &msg).await;
+            }
+            // A sign of life, already noted by `heard_from`.
+            SessionMessageType::GroupPong => {}
+            _ => {
+                Stats::bump(&self.io.app.stats.unhandled_control);
+                tracing::debug!(session = self.io.id, ?kind, "unhandled message on a multicast session");
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A producer's data message (single or MLS batch), its retransmission, or its beacon.
+    async fn on_data(&mut self, kind: SessionMessageType, source: Name, mid: u32, msg: Message) {
         match kind {
             SessionMessageType::MulticastMsg | SessionMessageType::RtxReply
                 if msg.metadata.contains_key(META_MLS_BATCH) =>
@@ -256,7 +308,7 @@ impl MulticastTask {
                     // Not a loss: the id was accepted or already reported lost.
                     Stats::bump(&self.io.app.stats.unexpected_rtx_replies);
                     tracing::debug!(session = self.io.id, %source, mid, "retransmission nobody waits for: dropped");
-                    return Flow::Continue;
+                    return;
                 }
                 if msg.slim_header().and_then(|h| h.error).unwrap_or(false) {
                     // Drop point: the producer no longer has the message (its retransmission
@@ -276,24 +328,8 @@ impl MulticastTask {
                 rb.on_beacon(mid, &mut self.io.holes);
                 self.request_holes(&source, conn).await;
             }
-            SessionMessageType::RtxRequest => self.on_rtx_request(mid, &msg).await,
-            SessionMessageType::ChannelJoinRequest => self.on_join_request(source, &msg).await,
-            SessionMessageType::ChannelDiscoveryReply => self.on_discovery_reply(mid, source, &msg).await,
-            SessionMessageType::ChannelJoinReply => self.on_join_reply(mid, &msg).await,
-            SessionMessageType::ChannelLeaveRequest => return self.on_leave_request(&msg).await,
-            SessionMessageType::ChannelLeaveReply => self.on_leave_reply(mid).await,
-            SessionMessageType::ChannelMlsWelcome => self.on_welcome(&msg).await,
-            SessionMessageType::ChannelMlsCommit => self.on_commit(mid, &msg).await,
-            SessionMessageType::ChannelMlsAck => self.on_mls_ack(mid, source).await,
-            SessionMessageType::GroupPing => self.on_ping(source, &msg).await,
-            // A sign of life, already noted by `heard_from`.
-            SessionMessageType::GroupPong => {}
-            _ => {
-                Stats::bump(&self.io.app.stats.unhandled_control);
-                tracing::debug!(session = self.io.id, ?kind, "unhandled message on a multicast session");
-            }
+            _ => {}
         }
-        Flow::Continue
     }
 }
 
@@ -375,6 +411,11 @@ impl SessionKind for MulticastTask {
     /// The current invite or removal gives up; the queue moves on (a failing invite must not block
     /// the ones queued behind it).
     async fn on_control_failed(&mut self, mid: u32) {
+        // A member that does not answer where its stream starts does not fail the invite.
+        if self.position_given_up(Some(mid), None).await {
+            self.start_next_task().await;
+            return;
+        }
         if let Some(cur) = self.current.take() {
             if cur.owns(mid) {
                 cur.finish(Err(SlimError::Invite("no answer from the participant".into())));

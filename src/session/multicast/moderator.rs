@@ -1,14 +1,15 @@
 //! The moderator's side of a group: invites (discovery → join → MLS add) and removals (MLS
 //! commit → leave), one at a time from a FIFO queue.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::{McTimer, MulticastTask};
+use super::{McTimer, MulticastTask, starts};
 use crate::error::{MlsFailure, SlimError};
 use crate::mls::MlsState;
+use crate::session::buffers::ReceiverBuffer;
 use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::entry::Done;
@@ -40,7 +41,23 @@ pub(super) enum Current {
         welcome_id: Option<u32>,
         commit: Option<CommitAcks>,
         invitee: Name,
+        /// Where the invitee's stream starts (its JOIN_REPLY said; see [`super::starts`]).
+        first: Option<u32>,
         identity: Vec<u8>,
+        done: Done,
+    },
+    /// The newcomer is in: waiting for the members' answers to where their streams start
+    /// (query id -> member), collecting them ([`super::starts`]).
+    Positioning {
+        queries: HashMap<u32, Name>,
+        starts: Vec<(Name, u32)>,
+        invitee: Name,
+        done: Done,
+    },
+    /// Waiting for the newcomer to acknowledge the positions (GROUP_STREAM_STARTS `request_id`).
+    Announcing {
+        request_id: u32,
+        invitee: Name,
         done: Done,
     },
     /// MLS remove: waiting for every member's COMMIT ACK before the LEAVE_REQUEST.
@@ -81,7 +98,9 @@ impl Current {
         match self {
             Current::Discovering { request_id, .. }
             | Current::Joining { request_id, .. }
-            | Current::Leaving { request_id, .. } => *request_id == mid,
+            | Current::Leaving { request_id, .. }
+            | Current::Announcing { request_id, .. } => *request_id == mid,
+            Current::Positioning { queries, .. } => queries.contains_key(&mid),
             Current::Securing { welcome_id, commit, .. } => {
                 *welcome_id == Some(mid) || commit.as_ref().is_some_and(|c| c.id == mid)
             }
@@ -96,6 +115,8 @@ impl Current {
             | Current::Joining { done, .. }
             | Current::Securing { done, .. }
             | Current::RemovingCommit { done, .. }
+            | Current::Positioning { done, .. }
+            | Current::Announcing { done, .. }
             | Current::Leaving { done, .. } => done,
         };
         let _ = done.send(result);
@@ -238,7 +259,7 @@ impl MulticastTask {
     }
 
     /// MLS add after JOIN_REPLY: WELCOME to the newcomer, COMMIT to the earlier members.
-    pub(super) async fn secure_add(&mut self, invitee: Name, key_package: &[u8], done: Done) {
+    pub(super) async fn secure_add(&mut self, invitee: Name, first: Option<u32>, key_package: &[u8], done: Done) {
         let mls_err = SlimError::from;
         let result = (|| {
             if self.keys.state().is_none() {
@@ -282,6 +303,7 @@ impl MulticastTask {
             welcome_id: Some(welcome_id),
             commit,
             invitee,
+            first,
             identity: added.member_identity,
             done,
         });
@@ -294,7 +316,7 @@ impl MulticastTask {
             return;
         };
         match cur {
-            Current::Securing { mut welcome_id, mut commit, invitee, identity, done } => {
+            Current::Securing { mut welcome_id, mut commit, invitee, first, identity, done } => {
                 if welcome_id == Some(mid) && source == invitee {
                     self.io.stop_control(mid);
                     welcome_id = None;
@@ -310,13 +332,13 @@ impl MulticastTask {
                 }
                 if welcome_id.is_none() && commit.is_none() {
                     self.member_added(invitee.clone());
-                    self.identities.insert(invitee, identity);
+                    self.identities.insert(invitee.clone(), identity);
                     self.keys.set_ready(true);
-                    let _ = done.send(Ok(()));
+                    self.position_newcomer(invitee, first, done).await;
                     self.flush_held().await;
                     self.start_next_task().await;
                 } else {
-                    self.current = Some(Current::Securing { welcome_id, commit, invitee, identity, done });
+                    self.current = Some(Current::Securing { welcome_id, commit, invitee, first, identity, done });
                 }
             }
             Current::RemovingCommit { mut commit, invitee, done, dead } if commit.id == mid => {
@@ -389,12 +411,20 @@ impl MulticastTask {
                 if liveness::parse_bound(msg.metadata.get(liveness::META_LIVENESS_MS)).is_some() {
                     self.heartbeat_capable.insert(invitee.clone());
                 }
+                // Where the invitee's stream starts: it holds its publishes until it knows where
+                // the others' start, so every id from this one on is for the group as it is now.
+                let first = starts::first_id(msg);
+                if let Some(first) = first
+                    && self.receivers.get(&invitee).is_none_or(ReceiverBuffer::untouched)
+                {
+                    self.receivers.insert(invitee.clone(), ReceiverBuffer::starting_at(first));
+                }
                 if self.keys.enabled() {
-                    self.secure_add(invitee, msg.blob(), done).await;
+                    self.secure_add(invitee, first, msg.blob(), done).await;
                     return;
                 }
-                self.member_added(invitee);
-                let _ = done.send(Ok(()));
+                self.member_added(invitee.clone());
+                self.position_newcomer(invitee, first, done).await;
                 self.flush_held().await;
                 self.start_next_task().await;
             }

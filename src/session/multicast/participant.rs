@@ -22,6 +22,10 @@ impl MulticastTask {
         }
         if self.moderator.is_none() {
             let Some(conn) = msg.incoming_conn() else { return };
+            // A moderator of this implementation (it says where its stream starts) also says,
+            // once this member is in, where the other members' streams start (`super::starts`):
+            // until then this member holds its publishes and keeps their messages aside.
+            self.starts_pending = msg.metadata.contains_key(META_FIRST_ID);
             self.conn = Some(conn);
             self.moderator = Some(source.clone());
             {
@@ -72,6 +76,11 @@ impl MulticastTask {
         if let Some(mut reply) = channel::reply_to(&self.io.app, msg, SessionMessageType::ChannelJoinReply, blob) {
             if let Some(w) = heartbeats.then_some(self.moderator_watch.as_ref()).flatten() {
                 reply.metadata.insert(liveness::META_LIVENESS_MS.to_string(), liveness::format_bound(w.bound()));
+            }
+            if self.starts_pending {
+                // Where this member's stream starts: nothing leaves before the positions come.
+                let first = self.io.entry.next_id.load(std::sync::atomic::Ordering::Relaxed);
+                reply.metadata.insert(META_FIRST_ID.to_string(), first.to_string());
             }
             self.io.send(reply).await;
         }
@@ -258,6 +267,11 @@ impl MulticastTask {
     /// Drop point: what the reorder windows held behind holes, and the holes, would go with the
     /// session: released now, messages in order and each hole REPORTED (MessageLost).
     pub(super) async fn release_all_windows(&mut self) {
+        if self.starts_pending {
+            // What was kept aside waiting for the positions goes to the windows first (each
+            // starting at the first message it sees), so it is released too.
+            self.release_early().await;
+        }
         let producers: Vec<Name> = self.receivers.keys().cloned().collect();
         for producer in producers {
             self.release_window(&producer).await;

@@ -88,13 +88,18 @@ impl MulticastTask {
     ///   so no member gets ciphertext of an epoch it has not reached yet. The held messages go
     ///   out, in order, as soon as the queue of invites drains. A failing invite bounds the hold:
     ///   its control timer gives up after [`crate::session::CONTROL_MAX_RETRIES`] retries and the queue moves on.
-    /// - Other members: hold only until they joined (MLS: until their WELCOME is applied). They
-    ///   cannot see the moderator's queue, so what they publish while an invite is in flight is
-    ///   encrypted at their current epoch: the newcomer of a later epoch does not read that copy,
-    ///   only a retransmission it asks for, re-encrypted while recent ([`RTX_REENCRYPT_WINDOW`]).
+    /// - Other members: hold only until they joined (MLS: until their WELCOME is applied), and,
+    ///   invited by a moderator of this implementation, until they know where the other members'
+    ///   streams start ([`super::starts`]). They cannot see the moderator's queue, so what they
+    ///   publish while an invite is in flight is encrypted at their current epoch. A newcomer
+    ///   does not ask for it: their streams start for it at the id they gave once every member
+    ///   was at the new epoch. Where no position came (a 0.6.0 member), a newcomer that sees
+    ///   such a message first cannot read it and asks for it again: the retransmission is
+    ///   re-encrypted while recent ([`RTX_REENCRYPT_WINDOW`]).
     pub(super) fn can_publish(&self) -> bool {
         (self.role != MulticastRole::Moderator || (self.joined_channel && !self.membership_changing()))
             && self.keys.carries_traffic()
+            && !self.starts_pending
     }
 
     /// Sends what the hold policy now lets out, in order; consecutive publishes to one destination
