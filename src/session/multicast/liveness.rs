@@ -237,7 +237,8 @@ impl MulticastTask {
             if let Some(mid) = self.current.as_ref().and_then(|c| c.commit_waiting_on(&member)) {
                 self.on_mls_ack(mid, member).await;
             } else {
-                // Nor does a query of where its stream starts for a newcomer.
+                // Nor does a query of where its stream starts for a newcomer (or the newcomer's
+                // acknowledgement of its positions).
                 self.position_given_up(None, Some(&member)).await;
             }
         }

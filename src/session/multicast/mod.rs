@@ -411,8 +411,9 @@ impl SessionKind for MulticastTask {
     /// The current invite or removal gives up; the queue moves on (a failing invite must not block
     /// the ones queued behind it).
     async fn on_control_failed(&mut self, mid: u32) {
-        // A member that does not answer where its stream starts does not fail the invite.
-        if self.position_given_up(Some(mid), None).await {
+        // A member that does not answer where its stream starts does not fail the invite; a
+        // newcomer that does not acknowledge its positions does, and is asked to leave.
+        if self.position_given_up(Some(mid), None).await || self.announcement_failed(mid) {
             self.start_next_task().await;
             return;
         }

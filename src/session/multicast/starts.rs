@@ -13,8 +13,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::moderator::Current;
+use super::moderator::{Current, ModTask};
 use super::{MulticastRole, MulticastTask};
+use crate::error::SlimError;
 use crate::session::buffers::ReceiverBuffer;
 use crate::session::channel;
 use crate::session::context::Stats;
@@ -125,16 +126,44 @@ impl MulticastTask {
         }
     }
 
-    /// Moderator: `member` will not answer its query (its retries ran out, or it went silent):
-    /// the newcomer's window for it starts at the first message it sees, as with a 0.6.0 member.
-    /// True when `member` (or the query `mid`) was awaited.
+    /// Moderator: `member` will not answer (its query's retries ran out, or it went silent). A
+    /// queried member is left out: the newcomer's window for it starts at the first message it
+    /// sees, as with a 0.6.0 member. A newcomer still to acknowledge its positions fails the
+    /// invite (liveness removes it). True when `member` (or the control message `mid`) was awaited.
     pub(super) async fn position_given_up(&mut self, mid: Option<u32>, member: Option<&Name>) -> bool {
-        let Some(Current::Positioning { queries, .. }) = self.current.as_mut() else { return false };
-        let found = queries.iter().find(|(q, m)| Some(**q) == mid || Some(*m) == member).map(|(q, _)| *q);
-        let Some(q) = found else { return false };
-        queries.remove(&q);
-        self.io.stop_control(q);
-        self.announce_when_answered().await;
+        match self.current.as_mut() {
+            Some(Current::Positioning { queries, .. }) => {
+                let found = queries.iter().find(|(q, m)| Some(**q) == mid || Some(*m) == member).map(|(q, _)| *q);
+                let Some(q) = found else { return false };
+                queries.remove(&q);
+                self.io.stop_control(q);
+                self.announce_when_answered().await;
+                true
+            }
+            Some(Current::Announcing { request_id, invitee, .. }) if member == Some(&*invitee) => {
+                self.io.stop_control(*request_id);
+                if let Some(cur) = self.current.take() {
+                    cur.finish(Err(SlimError::Invite("the participant stopped answering while it joined".into())));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moderator: the newcomer never acknowledged its positions (control message `mid`): the
+    /// invite fails, and the newcomer is asked to leave, so that its session ends (its held
+    /// publishes REPORTED in the `PeerClosed` it gets) rather than wait for positions forever.
+    /// True when `mid` was that message.
+    pub(super) fn announcement_failed(&mut self, mid: u32) -> bool {
+        let Some(Current::Announcing { request_id, .. }) = &self.current else { return false };
+        if *request_id != mid {
+            return false;
+        }
+        let Some(Current::Announcing { invitee, done, .. }) = self.current.take() else { return false };
+        let _ = done.send(Err(SlimError::Invite("no answer from the participant".into())));
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.tasks.push_back(ModTask::Remove { name: invitee, done, dead: false });
         true
     }
 
