@@ -53,7 +53,9 @@ impl MulticastTask {
             let _ = done.send(Ok(()));
             return;
         };
-        let others: Vec<Name> = self.positioned.iter().filter(|m| **m != invitee).cloned().collect();
+        // Members already found dead (their removal is queued) will never answer.
+        let others: Vec<Name> =
+            self.positioned.iter().filter(|m| **m != invitee && !self.removal_queued_as_dead(m)).cloned().collect();
         let mut queries = HashMap::new();
         for member in others {
             let query_id = channel::nonce();
