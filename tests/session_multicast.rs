@@ -22,6 +22,18 @@ fn group(moderator: bool, retries: u32) -> SessionConfig {
     }
 }
 
+/// A moderator's group that asks for a hole every 200 ms, up to 10 times.
+fn recovering_group(mls: bool) -> SessionConfig {
+    SessionConfig::Multicast {
+        topic: name("chat"),
+        moderator: true,
+        max_retries: 10,
+        timeout: Duration::from_millis(200),
+        mls_enabled: mls,
+        liveness: None,
+    }
+}
+
 async fn payloads(app: &App, sid: u32, n: usize) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for _ in 0..n {
@@ -155,15 +167,7 @@ async fn lost_group_messages_are_recovered_in_order() {
 async fn first_group_messages_lost_on_the_way(mls: bool) {
     let Proxied { proxy, moderator, p1, .. } =
         through_proxy(&[], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await }).await;
-    let cfg = SessionConfig::Multicast {
-        topic: name("chat"),
-        moderator: true,
-        max_retries: 10,
-        timeout: Duration::from_millis(200),
-        mls_enabled: mls,
-        liveness: None,
-    };
-    let sid = moderator.create_session(cfg).await.unwrap();
+    let sid = moderator.create_session(recovering_group(mls)).await.unwrap();
     // Published before the first member: held until one joined, then sent to it.
     moderator.publish(sid, to(&name("chat"), b"before")).await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
@@ -204,15 +208,7 @@ async fn a_newcomers_first_exchange_lost_on_the_way(mls: bool) {
         through_proxy(&["p2"], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await })
             .await;
     let p2 = &direct[0];
-    let cfg = SessionConfig::Multicast {
-        topic: name("chat"),
-        moderator: true,
-        max_retries: 10,
-        timeout: Duration::from_millis(200),
-        mls_enabled: mls,
-        liveness: None,
-    };
-    let sid = moderator.create_session(cfg).await.unwrap();
+    let sid = moderator.create_session(recovering_group(mls)).await.unwrap();
     moderator.invite(sid, &name("p2")).await.unwrap().joined().await.unwrap();
     moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
     const N: u32 = 50;

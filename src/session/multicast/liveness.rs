@@ -211,15 +211,7 @@ impl MulticastTask {
                 continue;
             }
             let blob = if with_list { list.clone().unwrap_or_default() } else { Vec::new() };
-            let mut ping = self.io.app.control(
-                &member,
-                Flags::one().forward_to(self.conn),
-                SessionType::SessionMulticast,
-                SessionMessageType::GroupPing,
-                self.io.id,
-                channel::nonce(),
-                blob,
-            );
+            let mut ping = self.to_member(&member, SessionMessageType::GroupPing, channel::nonce(), blob);
             ping.metadata.insert(META_MEMBERS_VERSION.to_string(), version.to_string());
             self.io.send(ping).await;
         }

@@ -292,6 +292,20 @@ impl MulticastTask {
         Flow::Continue
     }
 
+    /// A control message of this session, `kind` with id `mid`, to one member (or the moderator),
+    /// through the group's connection.
+    fn to_member(&self, member: &Name, kind: SessionMessageType, mid: u32, blob: Vec<u8>) -> Message {
+        self.io.app.control(
+            member,
+            Flags::one().forward_to(self.conn),
+            SessionType::SessionMulticast,
+            kind,
+            self.io.id,
+            mid,
+            blob,
+        )
+    }
+
     /// A producer's data message (single or MLS batch), its retransmission, or its beacon.
     async fn on_data(&mut self, kind: SessionMessageType, source: Name, mid: u32, msg: Message) {
         match kind {
@@ -437,15 +451,8 @@ impl SessionKind for MulticastTask {
             // one best-effort LEAVE_REQUEST per member, no retries since nobody waits for it.
             let members: Vec<Name> = self.members.values().cloned().collect();
             for member in members {
-                let leave = self.io.app.control(
-                    &member,
-                    Flags::one().forward_to(self.conn),
-                    SessionType::SessionMulticast,
-                    SessionMessageType::ChannelLeaveRequest,
-                    self.io.id,
-                    channel::nonce(),
-                    Vec::new(),
-                );
+                let leave =
+                    self.to_member(&member, SessionMessageType::ChannelLeaveRequest, channel::nonce(), Vec::new());
                 self.io.send(leave).await;
             }
         }

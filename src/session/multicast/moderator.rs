@@ -213,15 +213,7 @@ impl MulticastTask {
     /// Moderator: asks `invitee` to leave (re-sent until answered); the task waits in `Leaving`.
     pub(super) async fn send_leave(&mut self, invitee: Name, done: Done) {
         let request_id = channel::nonce();
-        let msg = self.io.app.control(
-            &invitee,
-            Flags::one().forward_to(self.conn),
-            SessionType::SessionMulticast,
-            SessionMessageType::ChannelLeaveRequest,
-            self.io.id,
-            request_id,
-            Vec::new(),
-        );
+        let msg = self.to_member(&invitee, SessionMessageType::ChannelLeaveRequest, request_id, Vec::new());
         self.io.send_control(request_id, msg).await;
         self.current = Some(Current::Leaving { request_id, invitee, done });
     }
@@ -288,15 +280,7 @@ impl MulticastTask {
         };
         let commit_id = commit.as_ref().map_or(self.mls_seq, |c| c.id);
         let welcome_id = channel::nonce();
-        let mut welcome = self.io.app.control(
-            &invitee,
-            Flags::one().forward_to(self.conn),
-            SessionType::SessionMulticast,
-            SessionMessageType::ChannelMlsWelcome,
-            self.io.id,
-            welcome_id,
-            added.welcome,
-        );
+        let mut welcome = self.to_member(&invitee, SessionMessageType::ChannelMlsWelcome, welcome_id, added.welcome);
         welcome.metadata.insert(wire::META_MLS_INIT_COMMIT_ID.to_string(), commit_id.to_string());
         self.io.send_control(welcome_id, welcome).await;
         self.current = Some(Current::Securing {

@@ -20,9 +20,8 @@ use crate::session::buffers::ReceiverBuffer;
 use crate::session::channel;
 use crate::session::context::Stats;
 use crate::session::entry::Done;
-use crate::wire::builders::Flags;
 use crate::wire::payload::{decode_names, encode_names};
-use crate::wire::{META_FIRST_ID, META_FIRST_IDS, Message, Name, SessionMessageType, SessionType};
+use crate::wire::{META_FIRST_ID, META_FIRST_IDS, Message, Name, SessionMessageType};
 
 /// What other members sent a newcomer before it knew where their streams start: kept aside (up to
 /// this many messages), then fed to the reorder windows once it knows.
@@ -59,12 +58,9 @@ impl MulticastTask {
         let mut queries = HashMap::new();
         for member in others {
             let query_id = channel::nonce();
-            let mut query = self.io.app.control(
+            let mut query = self.to_member(
                 &member,
-                Flags::one().forward_to(self.conn),
-                SessionType::SessionMulticast,
                 SessionMessageType::GroupStreamQuery,
-                self.io.id,
                 query_id,
                 encode_names(std::slice::from_ref(&invitee)),
             );
@@ -86,15 +82,7 @@ impl MulticastTask {
         let names: Vec<Name> = starts.iter().map(|(n, _)| n.clone()).collect();
         let ids: Vec<String> = starts.iter().map(|(_, id)| id.to_string()).collect();
         let request_id = channel::nonce();
-        let mut msg = self.io.app.control(
-            &invitee,
-            Flags::one().forward_to(self.conn),
-            SessionType::SessionMulticast,
-            SessionMessageType::GroupStreamStarts,
-            self.io.id,
-            request_id,
-            encode_names(&names),
-        );
+        let mut msg = self.to_member(&invitee, SessionMessageType::GroupStreamStarts, request_id, encode_names(&names));
         msg.metadata.insert(META_FIRST_IDS.to_string(), ids.join(","));
         self.io.send_control(request_id, msg).await;
         self.current = Some(Current::Announcing { request_id, invitee, done });
