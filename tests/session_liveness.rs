@@ -670,3 +670,48 @@ async fn every_publish_of_a_removed_member_is_delivered_or_counted() {
     reader.abort();
     assert!(seen.try_recv().is_err(), "nothing past what was counted as sent");
 }
+
+/// A member dies just before the moderator invites a newcomer: the moderator asks every member
+/// where its stream starts for the newcomer, and the dead one never answers. It is left out once
+/// it is found dead (within the bound), so the invite completes then, not after the control
+/// retries (a minute); the newcomer reads the live member's stream from where it started for it.
+/// (With MLS the dead member is found dead while the commit adding the newcomer waits for it, and
+/// is then not asked at all.)
+async fn a_member_that_dies_during_an_invite_does_not_hold_it_up(mls: bool) {
+    let moderator = app("mod", "secret").await;
+    let members = apps("m", 3).await;
+    let refs: Vec<&App> = members.iter().collect();
+    let _hub = hub_with(&moderator, &refs).await;
+    let sid = moderator.create_session(group(true, mls)).await.unwrap();
+    for m in &members[..2] {
+        moderator.invite_within(sid, &m.name().without_id(), Some(WAIT)).await.unwrap().joined().await.unwrap();
+    }
+    members[1].node().shutdown().await;
+    let died = Instant::now();
+    let invite = moderator.invite_within(sid, &members[2].name().without_id(), Some(WAIT)).await.unwrap();
+    tokio::time::timeout(BOUND + SLACK, invite.joined())
+        .await
+        .expect("the invite is done once the dead member is found dead")
+        .expect("invited");
+    assert!(died.elapsed() < BOUND + SLACK, "{:?}", died.elapsed());
+    for i in 0..10u32 {
+        members[0].publish(sid, to(&name("live-chat"), &i.to_le_bytes())).await.unwrap();
+    }
+    let (first, _) = recv_new(&members[2]).await;
+    assert_eq!(first.session_id, sid);
+    for i in 0..10u32 {
+        let (info, p) = recv(&members[2], sid).await.unwrap();
+        assert_eq!((agents(vec![info.source]), p), (vec!["m0".to_string()], i.to_le_bytes().to_vec()));
+    }
+    participants_until(&moderator, sid, BOUND + SLACK, |names| names == &["m0", "m2", "mod"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_during_an_invite_does_not_hold_it_up_plain() {
+    a_member_that_dies_during_an_invite_does_not_hold_it_up(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_during_an_invite_does_not_hold_it_up_mls() {
+    a_member_that_dies_during_an_invite_does_not_hold_it_up(true).await;
+}
