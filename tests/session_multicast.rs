@@ -108,7 +108,9 @@ async fn invite_exchange_and_remove() {
 }
 
 /// A hub with the moderator "mod" and the apps named in `direct` on it, and "p1" behind the proxy
-/// `proxy` makes in front of it (given the hub's endpoint); "mod" has routes to all of them.
+/// `proxy` makes in front of it (given the hub's endpoint); "mod" has routes to all of them. A
+/// `let Proxied { .. }` binds every field it needs alive: one left to `..` is dropped at the end
+/// of the statement (a dropped proxy stops relaying).
 struct Proxied {
     _hub: slim_bindings::node::Node,
     proxy: lossy_proxy::LossyProxy,
@@ -142,7 +144,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_group_messages_are_recovered_in_order() {
-    let Proxied { proxy, moderator, p1, .. } =
+    let Proxied { _hub, proxy, moderator, p1, .. } =
         through_proxy(&[], |up| async move { lossy_proxy::start(&up, 100, 50, 0xC0FFEE).await }).await;
 
     let sid = moderator.create_session(group(true, 40)).await.unwrap();
@@ -165,7 +167,7 @@ async fn lost_group_messages_are_recovered_in_order() {
 /// its join where the moderator's stream starts for it, so the later messages or the beacon show
 /// the gap, and every message is recovered, in order, from the first.
 async fn first_group_messages_lost_on_the_way(mls: bool) {
-    let Proxied { proxy, moderator, p1, .. } =
+    let Proxied { _hub, proxy, moderator, p1, .. } =
         through_proxy(&[], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await }).await;
     let sid = moderator.create_session(recovering_group(mls)).await.unwrap();
     // Published before the first member: held until one joined, then sent to it.
@@ -204,7 +206,7 @@ async fn first_group_messages_lost_on_the_way_are_recovered_mls() {
 /// where the other's stream starts, so each gap is asked for and every message recovered, in
 /// order, from the first: the newcomer's, the member's, and at the moderator both.
 async fn a_newcomers_first_exchange_lost_on_the_way(mls: bool) {
-    let Proxied { proxy, moderator, p1, direct, .. } =
+    let Proxied { _hub, proxy, moderator, p1, direct } =
         through_proxy(&["p2"], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await })
             .await;
     let p2 = &direct[0];
@@ -249,6 +251,77 @@ async fn a_newcomers_first_exchange_lost_on_the_way_is_recovered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomers_first_exchange_lost_on_the_way_is_recovered_mls() {
     a_newcomers_first_exchange_lost_on_the_way(true).await;
+}
+
+/// A member ("p2") streams while the moderator invites a newcomer ("p1", behind a proxy that drops
+/// the first 20 group messages on their way to it): whatever p2 published after the invite
+/// completed reaches p1, with everything in between from where p2's stream starts for it, in
+/// order and without a gap (what reached p1 before it knew where that is was kept aside, then
+/// ordered).
+async fn a_stream_under_way_reaching_a_newcomer(mls: bool) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Proxied { _hub, proxy: _proxy, moderator, p1, direct } =
+        through_proxy(&["p2"], |up| async move { lossy_proxy::start_dropping_first_group_messages(&up, 20).await })
+            .await;
+    let p2 = direct[0].clone();
+    let sid = moderator.create_session(recovering_group(mls)).await.unwrap();
+    moderator.invite(sid, &name("p2")).await.unwrap().joined().await.unwrap();
+    // The moderator reads what the group sends it, as an application would (bounded by p2's
+    // stream: it ends when the test ends).
+    let reader = {
+        let moderator = moderator.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(SlimError::SessionClosed) = moderator.recv_session(sid).await {
+                    return;
+                }
+            }
+        })
+    };
+    let (published, stop_at) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(u32::MAX)));
+    let stream = {
+        let (published, stop_at) = (published.clone(), stop_at.clone());
+        tokio::spawn(async move {
+            // Bounded: at most 200,000 messages (the test sets where to stop once p1 is in).
+            for i in 0..200_000u32 {
+                if i >= stop_at.load(Ordering::Acquire) {
+                    return i;
+                }
+                p2.publish(sid, to(&name("chat"), &i.to_le_bytes())).await.unwrap();
+                published.store(i + 1, Ordering::Release);
+            }
+            200_000
+        })
+    };
+    wait_until("p2 is streaming", || published.load(Ordering::Acquire) >= 200).await;
+    moderator.invite(sid, &name("p1")).await.unwrap().joined().await.unwrap();
+    // Every message p2 publishes from `after` on was published after the invite completed (the
+    // publish of the one before it may have been under way).
+    let after = published.load(Ordering::Acquire) + 1;
+    stop_at.store(after + 1000, Ordering::Release);
+    let end = tokio::time::timeout(WAIT, stream).await.expect("the stream ends").unwrap();
+    assert_eq!(end, after + 1000);
+    let (first, _) = recv_new(&p1).await;
+    assert_eq!(first.session_id, sid);
+    let (_, p) = recv(&p1, sid).await.expect("p2's first message to p1");
+    let start = u32::from_le_bytes(p.try_into().unwrap());
+    assert!(start <= after, "p2's stream starts for p1 at {start}, after the invite completed at {after}");
+    for i in start + 1..end {
+        let (_, p) = recv(&p1, sid).await.expect("every later message, in order");
+        assert_eq!(p, i.to_le_bytes());
+    }
+    reader.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_under_way_reaches_a_newcomer_from_its_invite_on() {
+    a_stream_under_way_reaching_a_newcomer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_under_way_reaches_a_newcomer_from_its_invite_on_mls() {
+    a_stream_under_way_reaching_a_newcomer(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,8 @@ pub struct MulticastTask {
     /// meanwhile its publishes are held and their messages kept aside in `early`.
     starts_pending: bool,
     early: Vec<Message>,
+    /// Payload bytes in `early`.
+    early_bytes: usize,
 }
 
 impl MulticastTask {
@@ -181,6 +183,7 @@ impl MulticastTask {
             positioned: std::collections::HashSet::new(),
             starts_pending: false,
             early: Vec::new(),
+            early_bytes: 0,
         }
     }
 

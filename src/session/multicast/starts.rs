@@ -24,8 +24,11 @@ use crate::wire::payload::{decode_names, encode_names};
 use crate::wire::{META_FIRST_ID, META_FIRST_IDS, Message, Name, SessionMessageType};
 
 /// What other members sent a newcomer before it knew where their streams start: kept aside (up to
-/// this many messages), then fed to the reorder windows once it knows.
+/// this many messages, and [`MAX_EARLY_BYTES`] of payload), then fed to the reorder windows once
+/// it knows.
 pub(super) const MAX_EARLY: usize = 4096;
+/// See [`MAX_EARLY`].
+pub(super) const MAX_EARLY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The decimal id under [`META_FIRST_ID`], if any.
 pub(super) fn first_id(msg: &Message) -> Option<u32> {
@@ -216,7 +219,9 @@ impl MulticastTask {
 
     /// Newcomer: keeps `msg` aside until the positions come.
     pub(super) fn keep_early(&mut self, msg: Message) {
-        if self.early.len() < MAX_EARLY {
+        let bytes = msg.blob().len();
+        if self.early.len() < MAX_EARLY && self.early_bytes + bytes <= MAX_EARLY_BYTES {
+            self.early_bytes += bytes;
             self.early.push(msg);
         } else {
             // Drop point: more arrived than is kept aside; counted (`out_of_window`) and
@@ -231,6 +236,7 @@ impl MulticastTask {
     /// order.
     pub(super) async fn release_early(&mut self) {
         self.starts_pending = false;
+        self.early_bytes = 0;
         for msg in std::mem::take(&mut self.early) {
             let (Some(sh), Some(source)) = (msg.session_header(), msg.source_name()) else { continue };
             let (kind, mid) = (msg.session_message_type(), sh.message_id);
