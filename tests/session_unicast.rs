@@ -140,6 +140,11 @@ async fn vanished_peer_times_out_and_a_new_session_finds_another_instance() {
     })
     .await
     .expect("session reaches one bob");
+    // Its acknowledgement back first: an instance that vanishes before it acknowledged would
+    // (rightly) make the first message time out instead.
+    let a = alice.clone();
+    wait_until("the first message is acknowledged", move || a.session_send_buffer(sid).is_ok_and(|(now, _)| now == 0))
+        .await;
     let pinned_name = pinned.name();
     pinned.node().shutdown().await;
     drop(pinned);
