@@ -324,6 +324,55 @@ async fn a_stream_under_way_reaches_a_newcomer_from_its_invite_on_mls() {
     a_stream_under_way_reaching_a_newcomer(true).await;
 }
 
+/// A member streams at its moderator faster than the moderator's application reads (a message a
+/// millisecond), so the moderator's session always has something waiting, its queue full. The
+/// moderator still publishes: its session task takes the app's commands between batches of what
+/// arrives, not only once nothing waits, and the member gets the message while it still streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_whose_reader_lags_behind_a_flood_still_publishes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let moderator = app("mod", "secret").await;
+    let p2 = app("p2", "secret").await;
+    let _hub = hub_with(&moderator, &[&p2]).await;
+    let sid = moderator.create_session(group(true, 5)).await.unwrap();
+    moderator.invite(sid, &name("p2")).await.unwrap().joined().await.unwrap();
+    let reader = {
+        let moderator = moderator.clone();
+        tokio::spawn(async move {
+            // A slow application: one message a millisecond (ends with the session, or the test).
+            while !matches!(moderator.recv_session(sid).await, Err(SlimError::SessionClosed)) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let (published, stop) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
+    let stream = {
+        let (published, stop, p2) = (published.clone(), stop.clone(), p2.clone());
+        tokio::spawn(async move {
+            // Bounded: 1,000,000 messages or 2 x WAIT, or until the test saw what it waits for.
+            let deadline = tokio::time::Instant::now() + 2 * WAIT;
+            for i in 0..1_000_000u32 {
+                if stop.load(Ordering::Acquire) || tokio::time::Instant::now() > deadline {
+                    return;
+                }
+                p2.publish(sid, to(&name("chat"), &i.to_le_bytes())).await.unwrap();
+                published.store(i + 1, Ordering::Release);
+            }
+        })
+    };
+    // More than the moderator's session queue (16,384) and its task's backlog (4,096) hold.
+    wait_until("p2 floods the moderator", || published.load(Ordering::Acquire) >= 21_000).await;
+    moderator.publish(sid, to(&name("chat"), b"still here")).await.unwrap();
+    let (first, p) = recv_new(&p2).await;
+    assert_eq!((first.session_id, p.as_slice()), (sid, b"still here".as_slice()));
+    let streaming = !stream.is_finished();
+    stop.store(true, Ordering::Release);
+    stream.await.unwrap();
+    reader.abort();
+    assert!(streaming, "the moderator's message came while p2 still streamed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_group_add_exchange_and_remove() {
     let moderator = app("mod", "secret").await;

@@ -24,8 +24,8 @@ use super::{CONTROL_MAX_RETRIES, CONTROL_RETRY_INTERVAL};
 use crate::error::SlimError;
 use crate::wire::Message;
 
-/// Inbound messages a task takes from its channel at once (handled one by one; timers and
-/// commands are looked at between batches).
+/// Inbound messages a task takes from its channel at once (handled one by one; a command of the
+/// app is taken between batches, timers fire once the backlog is empty).
 const INBOUND_BATCH: usize = 32;
 
 /// How a session task ended.
@@ -347,6 +347,17 @@ pub async fn run<S: SessionKind>(
                 }
                 if inbound.is_empty() {
                     task.on_idle().await;
+                } else if task.accepts_commands() {
+                    // Inbound comes first, but a backlog that never empties (peers sending faster
+                    // than this task gets through, say into a full session queue its reader
+                    // drains slowly) must not starve the app: between two batches one command is
+                    // taken, so a flooded moderator still publishes and invites. Timers keep
+                    // waiting for an empty backlog: their liveness checks must not count as
+                    // silence what still waits in it.
+                    // (A closed channel is the select's business, as before.)
+                    if let Ok(c) = commands.try_recv() {
+                        task.on_command(c, &mut commands).await;
+                    }
                 }
             }
             _ = &mut sleep, if armed.is_some() => {
