@@ -235,7 +235,9 @@ class Slim:
         timeout: timedelta | float | None = None,
     ) -> None:
         """Invites ``name`` into a multicast session. Returns once the request is sent; with
-        ``wait=True``, once the member has joined (and, with MLS, can decrypt). ``timeout`` (a
+        ``wait=True``, once the member has joined, (with MLS) can decrypt, and knows where every
+        member's stream starts for it: from then on, whatever a member of this implementation
+        publishes reaches it or is reported (``MessageLostError``). ``timeout`` (a
         ``timedelta`` or seconds, with ``wait=True`` only) bounds that wait: a member that has not
         joined by then raises ``InviteError`` and the moderator abandons the invite (the next one
         starts, held publishes go out). Without it the invite gives up after its retries (60 x 1 s)."""
