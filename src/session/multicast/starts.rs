@@ -194,6 +194,9 @@ impl MulticastTask {
             return;
         };
         if self.starts_pending {
+            // Not a drop point: what a member sent below where its stream starts here left before
+            // this member was in (not meant for it); its window takes those ids for already
+            // released and drops them as duplicates (counted, `duplicates`).
             for (producer, first) in starts {
                 if producer != self.io.app.name && self.receivers.get(&producer).is_none_or(ReceiverBuffer::untouched) {
                     self.receivers.insert(producer, ReceiverBuffer::starting_at(first));
