@@ -24,6 +24,7 @@ mod mls_session_multicast;
 mod node_reconnect;
 mod node_robustness;
 mod node_routing;
+mod node_shared_memory;
 mod node_standalone;
 mod node_tls;
 mod session_anycast;

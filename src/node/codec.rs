@@ -17,6 +17,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::header::RouteView;
 use super::mesh::tag::TagEntry;
+use super::shm;
 use crate::wire::Message;
 
 /// One decoded frame: a message with its encoding as received, or bytes that are not a `Message`.
@@ -195,6 +196,9 @@ pub(crate) struct InboundStream {
     by_view: bool,
     /// Where small messages are copied out of their DATA frames (see [`Self::split`]).
     arena: BytesMut,
+    /// The ring large frames arrive through, when the stream shares memory with its peer (see
+    /// `shm`): a message flagged [`shm::STUB_FLAG`] says where in it the frame lies.
+    shared: Option<shm::Consumer>,
 }
 
 /// Size of the blocks small messages are copied into (see [`InboundStream::split`]).
@@ -213,6 +217,7 @@ impl InboundStream {
             ended: false,
             by_view: false,
             arena: BytesMut::new(),
+            shared: None,
         }
     }
 
@@ -230,8 +235,14 @@ impl InboundStream {
                 ended: true,
                 by_view: false,
                 arena: BytesMut::new(),
+                shared: None,
             },
         }
+    }
+
+    /// Large frames may come through `ring` from now on (the peer took or made the offer).
+    pub(crate) fn share(&mut self, ring: shm::Consumer) {
+        self.shared = Some(ring);
     }
 
     /// Whether a publish the node can route by its header is read as [`Inbound::Routable`]
@@ -251,6 +262,16 @@ impl InboundStream {
     pub(crate) async fn message(&mut self) -> Result<Option<Inbound>, Status> {
         let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
         let (flag, len) = (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        if flag == shm::STUB_FLAG && self.shared.is_some() && len == shm::STUB_LEN {
+            let Some(stub) = self.take(len, false).await? else {
+                return Err(Status::internal("Unexpected EOF decoding stream."));
+            };
+            let ring = self.shared.as_mut().ok_or_else(|| Status::internal("no shared memory on this stream"))?;
+            // A stub that points outside the ring is as malformed as a bad prefix: the stream ends
+            // with this status (what was in flight on it is what a dropped link loses).
+            let frame = ring.take(&stub).map_err(|e| Status::internal(format!("protocol error: {e}")))?;
+            return Ok(Some(if self.by_view { Inbound::read(frame) } else { Inbound::decode(frame) }));
+        }
         if flag != 0 {
             return Err(Status::internal(format!(
                 "protocol error: message with compression flag {flag}, but no compression was negotiated"

@@ -216,6 +216,9 @@ pub struct ClientConfig {
     /// Transport auth (`"none"`, basic, bearer, static_jwt, jwt).
     #[serde(default)]
     pub auth: ClientAuthConfig,
+    /// Offer a loopback server shared memory for large frames (docs/protocol.md, "Shared memory
+    /// on one host"); default true.
+    pub shared_memory: Option<bool>,
     /// Opaque.
     pub metadata: Option<serde_json::Value>,
 }
@@ -246,6 +249,9 @@ pub struct ServerConfig {
     /// Transport auth required from clients (`"none"`, basic, bearer, jwt).
     #[serde(default)]
     pub auth: ServerAuthConfig,
+    /// Take loopback clients' offers of shared memory for large frames (docs/protocol.md,
+    /// "Shared memory on one host"); default true.
+    pub shared_memory: Option<bool>,
     /// Opaque.
     pub metadata: Option<serde_json::Value>,
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 mod notice;
 mod outbound;
 mod serve;
+mod shm;
 pub mod standalone;
 mod stats;
 pub mod subscription;
@@ -199,7 +200,7 @@ pub(crate) struct Inner {
     /// (source, name) → the message as it was sent.
     forwarded: Mutex<HashMap<u64, ForwardedSubscriptions>>,
     servers: Mutex<HashMap<String, ServerHandle>>,
-    stats: NodeStats,
+    stats: Arc<NodeStats>,
     /// The session-layer counters of the app this node is embedded in, if any.
     attached: RwLock<Option<CounterSource>>,
     root: CancellationToken,
@@ -234,7 +235,7 @@ impl Node {
                 subs: RwLock::new(SubscriptionTable::new()),
                 forwarded: Mutex::new(HashMap::new()),
                 servers: Mutex::new(HashMap::new()),
-                stats: NodeStats::default(),
+                stats: Arc::default(),
                 attached: RwLock::new(None),
                 root: CancellationToken::new(),
                 mesh: Arc::new(mesh::Mesh::new(node_id)),

@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use hyper::body::Frame;
 use parking_lot::Mutex;
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use super::codec::{Outbound, PREFIX_LEN};
+use super::shm;
 
 /// A gRPC message at least this long goes out as a DATA frame of its own: a frame the node
 /// forwards is handed to HTTP/2 as it is (no copy), after a frame that ends with its 5-byte
@@ -59,7 +61,25 @@ pub(crate) struct OutboundBody {
     drained: bool,
     /// Nothing more to send.
     done: bool,
+    /// The ring large frames go through when the stream shares memory with its peer (see `shm`):
+    /// each then costs a stub in `buf` instead of its bytes on the socket.
+    shared: Option<shm::Producer>,
+    /// A client's ring, set once the server has taken the offer (before anything is queued: the
+    /// queue's sender is handed out after the response). Looked at on the first message.
+    offered: Option<PendingRing>,
+    /// A frame for the shared ring that found it full, and what it waits for (see [`Self::hold`]).
+    held: Option<Outbound>,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The next wait for room in the ring.
+    ring_wait: Duration,
 }
+
+/// The first wait for room in a full shared ring (the timer's resolution), and the longest.
+const RING_WAIT_FIRST: Duration = Duration::from_millis(1);
+const RING_WAIT_MAX: Duration = Duration::from_millis(8);
+
+/// A client stream's ring until its server answers the offer (see [`OutboundBody::offered`]).
+pub(crate) type PendingRing = Arc<Mutex<Option<shm::Producer>>>;
 
 impl OutboundBody {
     fn new(rx: mpsc::Receiver<Outbound>, ending: Ending) -> Self {
@@ -67,7 +87,79 @@ impl OutboundBody {
         // of the buffer is still in flight, the next batch gets a fresh buffer of at least this
         // size instead of growing one from nothing.
         let buf = BytesMut::with_capacity(OUTBOUND_BUFFER);
-        OutboundBody { rx, ending, buf, next: None, failed: None, drained: false, done: false }
+        OutboundBody {
+            rx,
+            ending,
+            buf,
+            next: None,
+            failed: None,
+            drained: false,
+            done: false,
+            shared: None,
+            offered: None,
+            held: None,
+            waiting: None,
+            ring_wait: RING_WAIT_FIRST,
+        }
+    }
+
+    /// Large frames go through `ring` (a server that took its client's offer).
+    pub(crate) fn sharing(mut self, ring: Option<shm::Producer>) -> Self {
+        self.shared = ring;
+        self
+    }
+
+    /// Large frames go through the ring `pending` holds by the first message, if it holds one (a
+    /// client that offered shared memory).
+    pub(crate) fn offering(mut self, pending: PendingRing) -> Self {
+        self.offered = Some(pending);
+        self
+    }
+
+    /// Puts a frame of `len` bytes (written by `fill`) into the shared ring, and its stub into
+    /// `buf`. Nothing is done when the stream has no ring or the frame is not one for it
+    /// ([`shm::Put::Inline`]), or when the ring has no room now ([`shm::Put::Full`]).
+    fn through_ring(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> shm::Put {
+        let Some(ring) = self.shared.as_mut().filter(|_| len >= LARGE_MESSAGE) else { return shm::Put::Inline };
+        let put = ring.put(len, fill);
+        if let shm::Put::Sent(stub) = &put {
+            self.buf.reserve(PREFIX_LEN + shm::STUB_LEN);
+            self.buf.put_u8(shm::STUB_FLAG);
+            self.buf.put_u32(shm::STUB_LEN as u32);
+            self.buf.extend_from_slice(stub);
+        }
+        put
+    }
+
+    /// Waits for room in the shared ring with `item` (nothing behind it may overtake it): tries it
+    /// again when a short timer fires (the ring's reader is another process, which does not wake
+    /// this one), each wait twice the last up to [`RING_WAIT_MAX`]. A ring that stays full is
+    /// back-pressure, as a full HTTP/2 window is: the queue is not read meanwhile.
+    fn hold(&mut self, item: Outbound, cx: &mut Context<'_>) {
+        self.held = Some(item);
+        let mut wait = Box::pin(tokio::time::sleep(self.ring_wait));
+        self.ring_wait = (self.ring_wait * 2).min(RING_WAIT_MAX);
+        // Registers the timer with this task.
+        if wait.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        self.waiting = Some(wait);
+    }
+
+    /// The held frame again, once its timer has fired.
+    fn retry_held(&mut self, cx: &mut Context<'_>) {
+        if let Some(wait) = self.waiting.as_mut()
+            && wait.as_mut().poll(cx).is_pending()
+        {
+            return;
+        }
+        self.waiting = None;
+        let Some(item) = self.held.take() else { return };
+        match self.push(item) {
+            Ok(None) => self.ring_wait = RING_WAIT_FIRST,
+            Ok(Some(back)) => self.hold(back, cx),
+            Err(status) => self.failed = Some(status),
+        }
     }
 
     /// A client's request body.
@@ -81,10 +173,20 @@ impl OutboundBody {
         OutboundBody::new(rx, Ending::Server(end))
     }
 
-    fn push(&mut self, item: Outbound) -> Result<(), Status> {
+    /// Frames `item` into `buf` (or `next`, or the shared ring); gives it back when it is for the
+    /// shared ring and the ring is full (see [`Self::hold`]).
+    fn push(&mut self, item: Outbound) -> Result<Option<Outbound>, Status> {
+        if let Some(pending) = self.offered.take() {
+            self.shared = pending.lock().take();
+        }
         match item {
             Outbound::Message(m) => {
                 let len = m.encoded_len();
+                match self.through_ring(len, |mut dst| m.encode_raw(&mut dst)) {
+                    shm::Put::Sent(_) => return Ok(None),
+                    shm::Put::Full => return Ok(Some(Outbound::Message(m))),
+                    shm::Put::Inline => {}
+                }
                 if len >= LARGE_MESSAGE {
                     // Prefix and message in one buffer of exactly their size (no copy of what
                     // `buf` holds), handed over as one DATA frame after `buf`: the receiver
@@ -100,26 +202,42 @@ impl OutboundBody {
                 }
                 // `encode_raw` with the room reserved: `encode` would walk the whole message
                 // again for its length, only to check a capacity a growable buffer always has.
-                Ok(())
+                Ok(None)
             }
             Outbound::Encoded(bytes) => {
+                match self.through_ring(bytes.len(), |dst| dst.copy_from_slice(&bytes)) {
+                    shm::Put::Sent(_) => return Ok(None),
+                    shm::Put::Full => return Ok(Some(Outbound::Encoded(bytes))),
+                    shm::Put::Inline => {}
+                }
                 put_prefix(&mut self.buf, bytes.len())?;
                 if bytes.len() >= LARGE_MESSAGE {
                     self.next = Some(bytes);
                 } else {
                     self.buf.extend_from_slice(&bytes);
                 }
-                Ok(())
+                Ok(None)
             }
             Outbound::Tagged(bytes, entry) => {
                 // Kept in one piece (one copy here): the next node then reads it out of one DATA
                 // frame instead of gathering it from two.
                 let tag = entry.as_bytes();
-                put_prefix(&mut self.buf, bytes.len() + tag.len())?;
-                self.buf.reserve(bytes.len() + tag.len());
+                let len = bytes.len() + tag.len();
+                let put = self.through_ring(len, |dst| {
+                    let (head, tail) = dst.split_at_mut(bytes.len());
+                    head.copy_from_slice(&bytes);
+                    tail.copy_from_slice(tag);
+                });
+                match put {
+                    shm::Put::Sent(_) => return Ok(None),
+                    shm::Put::Full => return Ok(Some(Outbound::Tagged(bytes, entry))),
+                    shm::Put::Inline => {}
+                }
+                put_prefix(&mut self.buf, len)?;
+                self.buf.reserve(len);
                 self.buf.extend_from_slice(&bytes);
                 self.buf.extend_from_slice(tag);
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -137,11 +255,15 @@ impl hyper::body::Body for OutboundBody {
         if this.done {
             return Poll::Ready(None);
         }
-        while this.failed.is_none() && !this.drained && this.buf.len() < PACK_LIMIT {
+        if this.held.is_some() && this.failed.is_none() && this.buf.len() < PACK_LIMIT {
+            this.retry_held(cx);
+        }
+        while this.held.is_none() && this.failed.is_none() && !this.drained && this.buf.len() < PACK_LIMIT {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) => match this.push(item) {
-                    Ok(()) if this.next.is_some() => break,
-                    Ok(()) => {}
+                    Ok(None) if this.next.is_some() => break,
+                    Ok(None) => {}
+                    Ok(Some(back)) => this.hold(back, cx),
                     // Reported: the stream ends with this status (the peer sees the stream fail;
                     // a reliable sender retransmits on the next connection), as tonic's
                     // encoder did. Not reachable in practice: prost cannot fail on a buffer
@@ -158,6 +280,10 @@ impl hyper::body::Body for OutboundBody {
         }
         if let Some(large) = this.next.take() {
             return Poll::Ready(Some(Ok(Frame::data(large))));
+        }
+        if this.held.is_some() && this.failed.is_none() {
+            // Its timer is armed (see `hold`).
+            return Poll::Pending;
         }
         if let Some(status) = this.failed.take() {
             this.done = true;
@@ -218,5 +344,59 @@ impl OutboundSlot {
     /// The body (once).
     pub(crate) fn take(&self) -> Option<OutboundBody> {
         self.0.lock().take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::codec::{Inbound, InboundStream, Reading};
+    use crate::wire::builders::{Flags, subscribe};
+    use crate::wire::{Message, Name};
+    use futures::StreamExt as _;
+    use http_body_util::{BodyExt as _, StreamBody};
+
+    fn message(tag: &str, pad: usize) -> Message {
+        let mut m = subscribe(&Name::new("org", "ns", "me", Some(1)), &Name::new("org", "ns", tag, None), Flags::one());
+        m.metadata.insert("pad".into(), "x".repeat(pad));
+        m
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shared_ring_holds_frames_back_in_order_until_its_reader_frees_room() {
+        let (producer, consumer, _memfd) = shm::test_ring();
+        // Six frames of ~1 MB (the ring holds four), then a small one that must not overtake them.
+        let mut sent: Vec<Message> = (0..6).map(|i| message(&format!("big{i}"), 1_000_000)).collect();
+        sent.push(message("small", 10));
+        let (tx, rx) = mpsc::channel(16);
+        for m in &sent {
+            tx.send(Outbound::Message(m.clone())).await.expect("queued");
+        }
+        drop(tx);
+        let mut body = OutboundBody::client(rx).sharing(Some(producer));
+        let (frames_tx, mut frames) = mpsc::channel::<Result<Frame<Bytes>, Status>>(16);
+        tokio::spawn(async move {
+            while let Some(frame) = body.frame().await {
+                if frames_tx.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let first = frames.recv().await.expect("a frame").expect("no error").into_data().expect("data");
+        assert_eq!(first.len(), 4 * (PREFIX_LEN + shm::STUB_LEN), "four stubs: the fifth frame waits for room");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), frames.recv()).await.is_err(),
+            "nothing goes out while the ring is full, not even the small message"
+        );
+        // The reader frees room as it reads: everything arrives, in order, each large one by its ring.
+        let rest = tokio_stream::wrappers::ReceiverStream::new(frames);
+        let all = futures::stream::once(async move { Ok(Frame::data(first)) }).chain(rest);
+        let mut inbound = InboundStream::new(tonic::body::Body::new(StreamBody::new(all)), 8 << 20, Reading::Request);
+        inbound.share(consumer);
+        for want in &sent {
+            let Ok(Some(Inbound::Message(got, _))) = inbound.message().await else { panic!("no message") };
+            assert_eq!(&got, want);
+        }
+        assert!(matches!(inbound.message().await, Ok(None)), "then the body ends");
     }
 }

@@ -1,22 +1,27 @@
 //! A data-plane server's accept loop: each accepted connection served by hyper's HTTP/2 server
 //! (as tonic's `Server` does, HTTP/2 only) with our executor ([`super::exec::Spawner`]), so that
 //! the tasks hyper spawns for a connection's streams do not wake a second runtime worker per
-//! message (see src/node/exec.rs). The settings come from `transport::run_server`.
+//! message (see src/node/exec.rs). The settings come from `transport::run_server`. Also the
+//! inspection API ([`NodeInfoServer`]), served next to the data plane.
 
 use std::convert::Infallible;
+use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::{BoxFuture, Service, http};
+use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::service::Routes;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::debug;
 
 use super::exec::{NoSelfWake, Spawner};
-use super::transport::error_chain;
+use super::mesh;
+use super::transport::{DataPlaneServer, error_chain};
+use crate::wire::MAX_MESSAGE_SIZE;
 
 /// Accepts connections from `incoming` until `shutdown` fires or it ends, serving each with `h2`
 /// (HTTP/2 only, as tonic's `Server` without HTTP/1) in a task of its own; then shuts every
@@ -92,5 +97,43 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnServi
         req.extensions_mut().insert(self.info.clone());
         let mut routes = self.routes.clone();
         Box::pin(async move { routes.call(req).await })
+    }
+}
+
+/// The inspection API (`slim.mesh.v1.NodeInfo`), served next to the data plane with the same auth.
+#[derive(Clone)]
+pub(super) struct NodeInfoServer(pub(super) DataPlaneServer);
+
+impl tonic::server::NamedService for NodeInfoServer {
+    const NAME: &'static str = mesh::inspect::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for NodeInfoServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path() != mesh::inspect::NODE_INFO_PATH {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            if !server.authorized(req.headers()).await {
+                return Ok(Status::unauthenticated("invalid or missing authorization").into_http());
+            }
+            let method = mesh::inspect::NodeInfoMethod(server.inner.clone());
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                .apply_max_message_size_config(Some(64 * 1024), Some(MAX_MESSAGE_SIZE));
+            Ok(grpc.unary(method, req).await)
+        })
     }
 }

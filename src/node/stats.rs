@@ -30,6 +30,10 @@ pub struct NodeStats {
     pub connections_closed: AtomicU64,
     /// Successful reconnects of client connections.
     pub reconnects: AtomicU64,
+    /// Frames written into a stream's shared-memory ring instead of its socket (see `shm`).
+    pub shared_frames_sent: AtomicU64,
+    /// Frames read out of a stream's shared-memory ring (see `shm`).
+    pub shared_frames_received: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -61,11 +65,15 @@ pub struct NodeStatsSnapshot {
     pub active_connections: u64,
     /// See [`NodeStats::reconnects`].
     pub reconnects: u64,
+    /// See [`NodeStats::shared_frames_sent`].
+    pub shared_frames_sent: u64,
+    /// See [`NodeStats::shared_frames_received`].
+    pub shared_frames_received: u64,
 }
 
 impl NodeStatsSnapshot {
     /// Every figure by its field name (what Python's `PyService.node_stats()` returns).
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
         [
             ("messages_received", self.messages_received),
             ("messages_routed", self.messages_routed),
@@ -80,6 +88,8 @@ impl NodeStatsSnapshot {
             ("connections_closed", self.connections_closed),
             ("active_connections", self.active_connections),
             ("reconnects", self.reconnects),
+            ("shared_frames_sent", self.shared_frames_sent),
+            ("shared_frames_received", self.shared_frames_received),
         ]
     }
 }
@@ -112,6 +122,8 @@ impl NodeStats {
             connections_closed: closed,
             active_connections: opened.saturating_sub(closed),
             reconnects: r(&self.reconnects),
+            shared_frames_sent: r(&self.shared_frames_sent),
+            shared_frames_received: r(&self.shared_frames_received),
         }
     }
 }

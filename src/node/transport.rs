@@ -30,8 +30,10 @@ use super::exec::{Spawner, finish_despite_cancel, unless_cancelled};
 use super::link::{Direction, Ingress, LinkMeta};
 use super::listener::{Incoming, Listener};
 use super::mesh::{self, Hello};
-use super::outbound::{OutboundBody, OutboundSlot};
+use super::outbound::{OutboundBody, OutboundSlot, PendingRing};
 use super::serve::serve;
+use super::shm;
+use super::stats::NodeStats;
 use super::{ConnTx, Inner, NodeError, QUEUE_CAPACITY, Scratch, ServerHandle};
 use crate::auth::transport::{ClientAuth, ServerAuth};
 use crate::wire::MAX_MESSAGE_SIZE;
@@ -138,11 +140,13 @@ fn oversized_frame_status(failure: Option<&Status>) -> Option<Status> {
 
 /// The hand-wired `DataPlaneService` server.
 #[derive(Clone)]
-struct DataPlaneServer {
-    inner: Arc<Inner>,
+pub(super) struct DataPlaneServer {
+    pub(super) inner: Arc<Inner>,
     cancel: CancellationToken,
     /// What incoming streams must present (None = nothing).
     auth: Option<Arc<ServerAuth>>,
+    /// Loopback clients' offers of shared memory are taken (see `shm`).
+    shared_memory: bool,
 }
 
 impl tonic::server::NamedService for DataPlaneServer {
@@ -188,6 +192,13 @@ impl DataPlaneServer {
         let meta = LinkMeta::remote(Direction::In, hello, mesh.enabled(), mesh.node);
         // The body as sent (see `codec::InboundStream`); tonic's own decoder got an empty one.
         let mut inbound = InboundStream::from_extensions(request.extensions(), MAX_MESSAGE_SIZE, Reading::Request);
+        let md = request.metadata();
+        let shared = shm::accept_offer(md, request.remote_addr(), self.shared_memory, &self.inner.stats);
+        let ring = shared.clone().map(|region| {
+            let (producer, consumer) = shm::ends(region, shm::Side::Server);
+            inbound.share(consumer);
+            producer
+        });
         let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let cancel = self.cancel.child_token();
         let (id, counters) = self.inner.add_connection(ConnTx::Remote(tx), cancel.clone(), peer, meta.clone());
@@ -208,7 +219,10 @@ impl DataPlaneServer {
         // written by our own body (`outbound::OutboundBody`): tonic gets an empty stream, and
         // `DataPlaneServer::call` puts this body in place of the one tonic builds around it.
         let mut response: Response<ResponseStream> = Response::new(Box::pin(futures::stream::empty()));
-        response.extensions_mut().insert(OutboundSlot::new(OutboundBody::server(rx, end_rx)));
+        response.extensions_mut().insert(OutboundSlot::new(OutboundBody::server(rx, end_rx).sharing(ring)));
+        if shared.is_some() {
+            shm::accept(response.metadata_mut());
+        }
         // Only a peer that introduced itself gets an answer (a 0.6.0 client never sees the header).
         if answer {
             mesh.hello().insert_into(response.metadata_mut());
@@ -217,7 +231,7 @@ impl DataPlaneServer {
     }
 
     /// Transport auth of a request on the node's port (the data plane and the inspection API).
-    async fn authorized(&self, headers: &http::HeaderMap) -> bool {
+    pub(super) async fn authorized(&self, headers: &http::HeaderMap) -> bool {
         let Some(auth) = &self.auth else { return true };
         let given = headers.get("authorization").and_then(|v| v.to_str().ok());
         let verdict = match auth.check(given) {
@@ -275,44 +289,6 @@ where
     }
 }
 
-/// The inspection API (`slim.mesh.v1.NodeInfo`), served next to the data plane with the same auth.
-#[derive(Clone)]
-struct NodeInfoServer(DataPlaneServer);
-
-impl tonic::server::NamedService for NodeInfoServer {
-    const NAME: &'static str = mesh::inspect::SERVICE_NAME;
-}
-
-impl<B> Service<http::Request<B>> for NodeInfoServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move {
-            if req.uri().path() != mesh::inspect::NODE_INFO_PATH {
-                return Ok(Status::unimplemented("unknown method").into_http());
-            }
-            if !server.authorized(req.headers()).await {
-                return Ok(Status::unauthenticated("invalid or missing authorization").into_http());
-            }
-            let method = mesh::inspect::NodeInfoMethod(server.inner.clone());
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                .apply_max_message_size_config(Some(64 * 1024), Some(MAX_MESSAGE_SIZE));
-            Ok(grpc.unary(method, req).await)
-        })
-    }
-}
-
 const MIB: u32 = 1024 * 1024;
 /// Largest HTTP/2 frame size the protocol allows.
 const MAX_HTTP2_FRAME: u32 = (1 << 24) - 1;
@@ -347,7 +323,8 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     let bound = socket.local_addr().map_err(server_err)?;
     let listener = Listener::new(socket);
     let cancel = inner.root.child_token();
-    let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth };
+    let shared_memory = cfg.shared_memory != Some(false);
+    let svc = DataPlaneServer { inner: inner.clone(), cancel: cancel.clone(), auth, shared_memory };
 
     let keepalive = cfg.keepalive.clone().unwrap_or_default();
     // A mesh node notices a silent neighbour within seconds, and a paused app keeps its
@@ -377,7 +354,7 @@ pub(super) async fn run_server(inner: &Arc<Inner>, cfg: ServerConfig) -> Result<
     if let Some(n) = cfg.max_header_list_size {
         h2.max_header_list_size(n);
     }
-    let routes = Routes::new(svc.clone()).add_service(NodeInfoServer(svc)).prepare();
+    let routes = Routes::new(svc.clone()).add_service(super::serve::NodeInfoServer(svc)).prepare();
     let node_id = inner.node_id.clone();
     let task = match tls {
         None => {
@@ -445,6 +422,8 @@ pub(crate) struct Dialer {
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     /// What this node says about itself on the link.
     hello: Hello,
+    /// Where a stream that shares memory with its server counts its frames (None: no offer).
+    shared: Option<Arc<NodeStats>>,
 }
 
 /// How hard to try.
@@ -515,7 +494,13 @@ impl Dialer {
             headers.push((key, value));
         }
         let auth = cfg.auth.build().map_err(|e| ConfigError::Invalid(format!("auth: {e}")))?;
-        Ok(Self { cfg, endpoint, auth, tls, headers, hello })
+        Ok(Self { cfg, endpoint, auth, tls, headers, hello, shared: None })
+    }
+
+    /// Offers a loopback server shared memory for large frames, unless the config says not to.
+    pub(crate) fn sharing_memory(mut self, stats: &Arc<NodeStats>) -> Self {
+        self.shared = (self.cfg.shared_memory != Some(false)).then(|| stats.clone());
+        self
     }
 
     pub(crate) fn request_metadata(&self, md: &mut MetadataMap) -> Result<(), DialError> {
@@ -556,13 +541,26 @@ impl Dialer {
         grpc.ready().await.map_err(|e| DialError::Retry(error_chain(&e)))?;
         let (tx, rx) = mpsc::channel::<Outbound>(QUEUE_CAPACITY);
         let mut request = Request::new(futures::stream::empty::<Outbound>());
-        request.extensions_mut().insert(OutboundSlot::new(OutboundBody::client(rx)));
+        let offer = self.shared.as_ref().and_then(|stats| shm::Offer::for_endpoint(&self.cfg.endpoint, stats));
+        let pending = PendingRing::default();
+        let body = OutboundBody::client(rx).offering(pending.clone());
+        request.extensions_mut().insert(OutboundSlot::new(body));
         self.request_metadata(request.metadata_mut())?;
+        if let Some(offer) = &offer {
+            offer.insert_into(request.metadata_mut());
+        }
         let path = http::uri::PathAndQuery::from_static(OPEN_CHANNEL_PATH);
         match grpc.streaming(request, path, LenientCodec).await {
             Ok(resp) => {
                 let hello = Hello::from_metadata(resp.metadata());
-                let inbound = InboundStream::from_extensions(resp.extensions(), MAX_MESSAGE_SIZE, Reading::Response);
+                let mut inbound =
+                    InboundStream::from_extensions(resp.extensions(), MAX_MESSAGE_SIZE, Reading::Response);
+                // Set before the queue's sender is handed out: the body finds it on the first message.
+                if let Some(region) = offer.and_then(|offer| offer.answered(resp.metadata())) {
+                    let (producer, consumer) = shm::ends(region, shm::Side::Client);
+                    *pending.lock() = Some(producer);
+                    inbound.share(consumer);
+                }
                 Ok((tx, inbound, hello))
             }
             Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
@@ -629,7 +627,7 @@ pub(super) async fn connect(inner: &Arc<Inner>, cfg: ClientConfig) -> Result<u64
         return Err(NodeError::Shutdown);
     }
     let budget = cfg.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_CONNECT_BUDGET);
-    let dialer = Dialer::new(cfg, inner.mesh.hello())?;
+    let dialer = Dialer::new(cfg, inner.mesh.hello())?.sharing_memory(&inner.stats);
     let policy = RetryPolicy {
         attempts: CONNECT_ATTEMPTS,
         initial_backoff: Duration::from_millis(50),
