@@ -261,7 +261,17 @@ impl InboundStream {
     /// The next message; `Ok(None)` at the end of the stream.
     pub(crate) async fn message(&mut self) -> Result<Option<Inbound>, Status> {
         let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
-        let (flag, len) = (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        let (mut flag, mut len) =
+            (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        // Room frames (the peer freed half of the ring this end writes) carry no message.
+        while flag == shm::ROOM_FLAG
+            && len == 0
+            && let Some(ring) = self.shared.as_ref()
+        {
+            ring.room_said();
+            let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
+            (flag, len) = (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        }
         if flag == shm::STUB_FLAG && self.shared.is_some() && len == shm::STUB_LEN {
             let Some(stub) = self.take(len, false).await? else {
                 return Err(Status::internal("Unexpected EOF decoding stream."));

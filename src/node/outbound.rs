@@ -64,8 +64,7 @@ pub(crate) struct OutboundBody {
     /// The ring large frames go through when the stream shares memory with its peer (see `shm`):
     /// each then costs a stub in `buf` instead of its bytes on the socket.
     shared: Option<shm::Producer>,
-    /// A client's ring, set once the server has taken the offer (before anything is queued: the
-    /// queue's sender is handed out after the response). Looked at on the first message.
+    /// A client's ring once its server has answered the offer (see [`PendingRing`]).
     offered: Option<PendingRing>,
     /// A frame for the shared ring that found it full, and what it waits for (see [`Self::hold`]).
     held: Option<Outbound>,
@@ -78,8 +77,10 @@ pub(crate) struct OutboundBody {
 const RING_WAIT_FIRST: Duration = Duration::from_millis(1);
 const RING_WAIT_MAX: Duration = Duration::from_millis(8);
 
-/// A client stream's ring until its server answers the offer (see [`OutboundBody::offered`]).
-pub(crate) type PendingRing = Arc<Mutex<Option<shm::Producer>>>;
+/// A client stream's ring until its server answers the offer: `None` until then, then the ring
+/// (`Some(Some)`), or none (`Some(None)`: declined). The answer comes before anything is queued
+/// (the queue's sender is handed out after the response).
+pub(crate) type PendingRing = Arc<Mutex<Option<Option<shm::Producer>>>>;
 
 impl OutboundBody {
     fn new(rx: mpsc::Receiver<Outbound>, ending: Ending) -> Self {
@@ -132,9 +133,10 @@ impl OutboundBody {
     }
 
     /// Waits for room in the shared ring with `item` (nothing behind it may overtake it): tries it
-    /// again when a short timer fires (the ring's reader is another process, which does not wake
-    /// this one), each wait twice the last up to [`RING_WAIT_MAX`]. A ring that stays full is
-    /// back-pressure, as a full HTTP/2 window is: the queue is not read meanwhile.
+    /// again when the reader's room frame arrives (it sends one once half the ring is free, see
+    /// `shm::Producer::put`), or else when a timer fires, each wait twice the last up to
+    /// [`RING_WAIT_MAX`]. A ring that stays full is back-pressure, as a full HTTP/2 window is: the
+    /// queue is not read meanwhile.
     fn hold(&mut self, item: Outbound, cx: &mut Context<'_>) {
         self.held = Some(item);
         let mut wait = Box::pin(tokio::time::sleep(self.ring_wait));
@@ -146,13 +148,8 @@ impl OutboundBody {
         self.waiting = Some(wait);
     }
 
-    /// The held frame again, once its timer has fired.
+    /// The held frame again (woken by its timer, or by a room frame from the reader).
     fn retry_held(&mut self, cx: &mut Context<'_>) {
-        if let Some(wait) = self.waiting.as_mut()
-            && wait.as_mut().poll(cx).is_pending()
-        {
-            return;
-        }
         self.waiting = None;
         let Some(item) = self.held.take() else { return };
         match self.push(item) {
@@ -176,9 +173,6 @@ impl OutboundBody {
     /// Frames `item` into `buf` (or `next`, or the shared ring); gives it back when it is for the
     /// shared ring and the ring is full (see [`Self::hold`]).
     fn push(&mut self, item: Outbound) -> Result<Option<Outbound>, Status> {
-        if let Some(pending) = self.offered.take() {
-            self.shared = pending.lock().take();
-        }
         match item {
             Outbound::Message(m) => {
                 let len = m.encoded_len();
@@ -249,6 +243,21 @@ impl hyper::body::Body for OutboundBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        if let Some(pending) = &this.offered {
+            let answer = pending.lock().take();
+            if let Some(ring) = answer {
+                this.shared = ring;
+                this.offered = None;
+            }
+        }
+        if let Some(ring) = &this.shared {
+            ring.register(cx.waker());
+            if ring.owes_room() {
+                this.buf.reserve(PREFIX_LEN);
+                this.buf.put_u8(shm::ROOM_FLAG);
+                this.buf.put_u32(0);
+            }
+        }
         if let Some(large) = this.next.take() {
             return Poll::Ready(Some(Ok(Frame::data(large))));
         }

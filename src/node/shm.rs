@@ -23,7 +23,10 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::task::Waker;
+
+use futures::task::AtomicWaker;
 
 use prost::bytes::Bytes;
 use tonic::metadata::MetadataMap;
@@ -36,6 +39,9 @@ pub(crate) const HEADER: &str = "slim-shm";
 pub(crate) const ACCEPTED: &str = "1";
 /// The flag byte of a stub (gRPC's own flag is 0 or 1: compressed or not).
 pub(crate) const STUB_FLAG: u8 = 0x80;
+/// The flag byte of a room frame (no bytes after its prefix): half of the ring the receiver
+/// writes is free again, as it asked (see [`Producer::put`]).
+pub(crate) const ROOM_FLAG: u8 = 0x81;
 /// A stub's length: the frame's position in its ring (u64) and its length (u32), big-endian.
 pub(crate) const STUB_LEN: usize = 12;
 /// Each ring's size. A stream that uses the region holds its pages (both rings: 8 MiB) once as
@@ -53,6 +59,9 @@ const TOKEN_AT: usize = 8;
 const TOKEN_LEN: usize = 16;
 /// Where each ring's tail (u64, what its reader has copied out) lies: a cache line each.
 const TAIL_AT: [usize; 2] = [64, 128];
+/// Where each ring's writer asks to be told of room (u64: its head when it found the ring full,
+/// 0 when it asks nothing).
+const ASK_AT: [usize; 2] = [192, 256];
 /// Where the rings start.
 const RINGS_AT: usize = 4096;
 const SIZE: usize = RINGS_AT + 2 * RING;
@@ -79,7 +88,17 @@ pub(crate) fn ends(region: Arc<Region>, side: Side) -> (Producer, Consumer) {
         Side::Client => (Ring::Up, Ring::Down),
         Side::Server => (Ring::Down, Ring::Up),
     };
-    (Producer::new(region.clone(), out), Consumer::new(region, inn))
+    let local = Arc::new(Local::default());
+    (Producer::new(region.clone(), out, local.clone()), Consumer::new(region, inn, local))
+}
+
+/// What one process's two ends of a stream share: the stream's outbound body is woken to send a
+/// room frame (the ring this process reads has a writer waiting, and half of it is free now) or
+/// to try its held frame again (the peer said there is room in the ring this process writes).
+#[derive(Default)]
+pub(crate) struct Local {
+    owe_room: AtomicBool,
+    body: AtomicWaker,
 }
 
 /// The region, mapped (unmapped when the last holder lets go). Whatever the other process writes
@@ -124,6 +143,11 @@ impl Region {
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the u64 there is only
         // ever accessed atomically.
         unsafe { &*self.base.as_ptr().add(TAIL_AT[ring as usize]).cast::<AtomicU64>() }
+    }
+
+    fn ask(&self, ring: Ring) -> &AtomicU64 {
+        // SAFETY: as for `tail`.
+        unsafe { &*self.base.as_ptr().add(ASK_AT[ring as usize]).cast::<AtomicU64>() }
     }
 
     fn ring(&self, ring: Ring) -> *mut u8 {
@@ -320,12 +344,33 @@ pub(crate) struct Producer {
     ring: Ring,
     /// Where the next frame goes (a position: grows forever, taken modulo [`RING`]).
     head: u64,
+    local: Arc<Local>,
 }
 
 #[allow(unsafe_code)]
 impl Producer {
-    pub(crate) fn new(region: Arc<Region>, ring: Ring) -> Self {
-        Producer { region, ring, head: 0 }
+    pub(crate) fn new(region: Arc<Region>, ring: Ring, local: Arc<Local>) -> Self {
+        Producer { region, ring, head: 0, local }
+    }
+
+    /// The outbound body's task, woken when a room frame is owed or room was said.
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.local.body.register(waker);
+    }
+
+    /// Whether a room frame is owed to the peer (true once per owed frame).
+    pub(crate) fn owes_room(&self) -> bool {
+        self.local.owe_room.swap(false, Ordering::AcqRel)
+    }
+
+    /// Room `len` bytes need at `head` given the reader's `tail`: the skip before the frame (a
+    /// frame is never split at the ring's end), or `None` when they do not fit now. `Err` for a
+    /// tail no reader can have written (past the head, or behind it by more than the ring).
+    fn room(&self, tail: u64, len: usize) -> Result<Option<usize>, ()> {
+        let used = self.head.checked_sub(tail).filter(|u| *u <= RING as u64).ok_or(())?;
+        let at = (self.head % RING as u64) as usize;
+        let skip = if at + len <= RING { 0 } else { RING - at };
+        Ok((used + (skip + len) as u64 <= RING as u64).then_some(skip))
     }
 
     /// Writes a frame of `len` bytes into the ring with `fill` (which must fill the slice it is
@@ -335,16 +380,27 @@ impl Producer {
         if !(MIN_FRAME..=MAX_FRAME).contains(&len) {
             return Put::Inline;
         }
-        let tail = self.region.tail(self.ring).load(Ordering::Acquire);
-        // A tail past the head, or behind it by more than the ring: only a broken reader writes
-        // one. Waiting for it could be forever: inline.
-        let Some(used) = self.head.checked_sub(tail).filter(|u| *u <= RING as u64) else { return Put::Inline };
-        let at = (self.head % RING as u64) as usize;
-        // A frame is never split at the ring's end: what is left there is skipped.
-        let skip = if at + len <= RING { 0 } else { RING - at };
-        if used + (skip + len) as u64 > RING as u64 {
-            return Put::Full;
-        }
+        // A tail only a broken reader writes: waiting for it could be forever, so inline.
+        let skip = match self.room(self.region.tail(self.ring).load(Ordering::SeqCst), len) {
+            Ok(Some(skip)) => skip,
+            Err(()) => return Put::Inline,
+            Ok(None) => {
+                // Ask the reader to say when half the ring is free, then look again: it may have
+                // freed room before it could see the ask (it reads the ask after storing its
+                // tail, this reads the tail after storing the ask; both sequentially consistent).
+                let ask = self.region.ask(self.ring);
+                ask.store(self.head, Ordering::SeqCst);
+                match self.room(self.region.tail(self.ring).load(Ordering::SeqCst), len) {
+                    Ok(Some(skip)) => {
+                        // A room frame may still come for this ask: it only wakes the body.
+                        ask.store(0, Ordering::SeqCst);
+                        skip
+                    }
+                    Ok(None) => return Put::Full,
+                    Err(()) => return Put::Inline,
+                }
+            }
+        };
         let start = self.head + skip as u64;
         let offset = (start % RING as u64) as usize;
         // SAFETY: `offset + len <= RING`, inside this ring, in the part its reader is done with
@@ -369,12 +425,18 @@ pub(crate) struct Consumer {
     ring: Ring,
     /// Everything before this position has been copied out.
     tail: u64,
+    local: Arc<Local>,
 }
 
 #[allow(unsafe_code)]
 impl Consumer {
-    pub(crate) fn new(region: Arc<Region>, ring: Ring) -> Self {
-        Consumer { region, ring, tail: 0 }
+    pub(crate) fn new(region: Arc<Region>, ring: Ring, local: Arc<Local>) -> Self {
+        Consumer { region, ring, tail: 0, local }
+    }
+
+    /// The peer said there is room in the ring this process writes: its held frame can go.
+    pub(crate) fn room_said(&self) {
+        self.local.body.wake();
     }
 
     /// The frame `stub` points at, copied out of the ring (whose room is then the writer's
@@ -399,8 +461,19 @@ impl Consumer {
             std::slice::from_raw_parts(self.region.ring(self.ring).add(offset).cast_const(), len)
         });
         self.tail = pos + len as u64;
-        self.region.tail(self.ring).store(self.tail, Ordering::Release);
+        self.region.tail(self.ring).store(self.tail, Ordering::SeqCst);
         self.region.stats.shared_frames_received.fetch_add(1, Ordering::Relaxed);
+        // The writer waits (see `Producer::put`): once half the ring is free, this stream's body
+        // sends it a room frame.
+        let ask = self.region.ask(self.ring);
+        let asked = ask.load(Ordering::SeqCst);
+        if asked != 0
+            && asked.saturating_sub(self.tail) <= (RING / 2) as u64
+            && ask.compare_exchange(asked, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+        {
+            self.local.owe_room.store(true, Ordering::Release);
+            self.local.body.wake();
+        }
         Ok(frame)
     }
 }
@@ -412,7 +485,8 @@ pub(crate) fn test_ring() -> (Producer, Consumer, Offer) {
     let stats = Arc::new(NodeStats::default());
     let offer = Offer::create(stats.clone()).expect("memfd");
     let theirs = Arc::new(open_offer(&offer.value, stats).expect("the offer opens"));
-    (Producer::new(offer.region.clone(), Ring::Up), Consumer::new(theirs, Ring::Up), offer)
+    let (mine, yours) = (Arc::default(), Arc::default());
+    (Producer::new(offer.region.clone(), Ring::Up, mine), Consumer::new(theirs, Ring::Up, yours), offer)
 }
 
 #[cfg(test)]
@@ -454,6 +528,25 @@ mod tests {
         for (i, stub) in stubs.iter().enumerate().skip(1) {
             assert!(c.take(stub).expect("in order").iter().all(|b| *b == i as u8));
         }
+    }
+
+    #[test]
+    fn a_writer_that_finds_the_ring_full_is_told_once_half_of_it_is_free() {
+        let (mut p, mut c, _offer) = pair();
+        let stubs: Vec<_> = (0..4)
+            .map(|_| match p.put(MAX_FRAME, |d| d.fill(1)) {
+                Put::Sent(stub) => stub,
+                other => panic!("room for four: {other:?}"),
+            })
+            .collect();
+        assert!(matches!(p.put(MAX_FRAME, |d| d.fill(1)), Put::Full));
+        c.take(&stubs[0]).expect("first");
+        assert!(!c.local.owe_room.load(Ordering::SeqCst), "a quarter free: not yet");
+        c.take(&stubs[1]).expect("second");
+        assert!(c.local.owe_room.swap(false, Ordering::SeqCst), "half free: a room frame is owed, once");
+        c.take(&stubs[2]).expect("third");
+        assert!(!c.local.owe_room.load(Ordering::SeqCst), "the ask was answered");
+        assert!(matches!(p.put(MAX_FRAME, |d| d.fill(1)), Put::Sent(_)));
     }
 
     #[test]

@@ -556,11 +556,12 @@ impl Dialer {
                 let mut inbound =
                     InboundStream::from_extensions(resp.extensions(), MAX_MESSAGE_SIZE, Reading::Response);
                 // Set before the queue's sender is handed out: the body finds it on the first message.
-                if let Some(region) = offer.and_then(|offer| offer.answered(resp.metadata())) {
+                let ring = offer.and_then(|offer| offer.answered(resp.metadata())).map(|region| {
                     let (producer, consumer) = shm::ends(region, shm::Side::Client);
-                    *pending.lock() = Some(producer);
                     inbound.share(consumer);
-                }
+                    producer
+                });
+                *pending.lock() = Some(ring);
                 Ok((tx, inbound, hello))
             }
             Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
