@@ -110,8 +110,8 @@ impl OutboundBody {
         self
     }
 
-    /// Large frames go through the ring `pending` holds by the first message, if it holds one (a
-    /// client that offered shared memory).
+    /// Large frames go through the ring `pending` gets, if the server takes the offer (a client
+    /// that offered shared memory).
     pub(crate) fn offering(mut self, pending: PendingRing) -> Self {
         self.offered = Some(pending);
         self
@@ -291,7 +291,7 @@ impl hyper::body::Body for OutboundBody {
             return Poll::Ready(Some(Ok(Frame::data(large))));
         }
         if this.held.is_some() && this.failed.is_none() {
-            // Its timer is armed (see `hold`).
+            // Woken by the reader's room frame or the timer (see `hold`).
             return Poll::Pending;
         }
         if let Some(status) = this.failed.take() {
