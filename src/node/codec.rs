@@ -278,7 +278,8 @@ impl InboundStream {
             };
             let ring = self.shared.as_mut().ok_or_else(|| Status::internal("no shared memory on this stream"))?;
             // A stub that points outside the ring is as malformed as a bad prefix: the stream ends
-            // with this status (what was in flight on it is what a dropped link loses).
+            // with this status, and what was in flight on it goes as on any link that breaks
+            // (RECOVERED for reliable sessions, retransmitted on the next stream: reliability.md).
             let frame = ring.take(&stub).map_err(|e| Status::internal(format!("protocol error: {e}")))?;
             return Ok(Some(if self.by_view { Inbound::read(frame) } else { Inbound::decode(frame) }));
         }

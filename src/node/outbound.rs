@@ -67,6 +67,8 @@ pub(crate) struct OutboundBody {
     /// A client's ring once its server has answered the offer (see [`PendingRing`]).
     offered: Option<PendingRing>,
     /// A frame for the shared ring that found it full, and what it waits for (see [`Self::hold`]).
+    /// Not a drop point: it goes out before anything behind it, or goes with the stream as
+    /// everything still queued on it does when a link breaks (docs/reliability.md, the node's rows).
     held: Option<Outbound>,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The next wait for room in the ring.

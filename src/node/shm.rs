@@ -11,8 +11,10 @@
 //! [`STUB_LEN`] bytes say where the frame lies (position, length). The reader copies the frame
 //! out, moves its ring's tail past it, and goes on as if the frame had come over the socket.
 //!
-//! Nothing can be lost on this path, so it has no drop point: a frame that does not fit goes over
-//! the socket as before (same stream, so order is kept); stubs are read in stream order, so a
+//! Nothing can be lost on this path, so it has no drop point: a frame too small or too large for
+//! a ring goes over the socket as before (same stream, so order is kept); a frame that finds its
+//! ring full waits, and everything queued behind it (back-pressure: `outbound::OutboundBody::hold`),
+//! until the reader's room frame ([`ROOM_FLAG`]) or a timer; stubs are read in stream order, so a
 //! ring is freed in the order it was filled; a stub that does not lie where the ring can hold a
 //! frame is a protocol error that ends the stream, as a malformed prefix does. A peer that does
 //! not know the header (0.6.0) never answers it, and its streams carry every frame inline.
