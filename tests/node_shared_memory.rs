@@ -121,3 +121,23 @@ async fn either_end_can_keep_every_frame_on_the_socket() {
     stream(&a, &b).await;
     assert!(shared(&a).0 > 0 && shared(&b).1 > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_cross_a_mesh_link_through_shared_memory_with_their_tag() {
+    // n1 dials n0 on loopback: the mesh link shares memory too, and what crosses it carries the
+    // mesh tag n0 appends (docs/mesh.md, "Forwarding").
+    let (n0, e0) = mesh_node("shm-n0").await;
+    let (n1, e1) = mesh_node("shm-n1").await;
+    link(&n1, &e0).await;
+    let (a, b) = (app("shm-ma", "secret").await, app("shm-mb", "secret").await);
+    let conn = connect(&a, &e0).await;
+    connect(&b, &e1).await;
+    a.set_route(&b.name().without_id(), conn).await.expect("route");
+    wait_route(&n0, &b.name()).await;
+    stream(&a, &b).await;
+    let through = (MESSAGES / 5 * 3) as u64;
+    let (s0, s1) = (n0.stats(), n1.stats());
+    assert_eq!((s0.shared_frames_received, s0.shared_frames_sent), (through, through), "a's ring in, the link's out");
+    assert_eq!((s1.shared_frames_received, s1.shared_frames_sent), (through, through), "the link's in, b's ring out");
+    assert_eq!((shared(&a).0, shared(&b).1), (through, through));
+}
