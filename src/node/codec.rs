@@ -150,6 +150,11 @@ impl Decoder for LenientDecoder {
 /// gRPC's length prefix: a compression flag, then the message's length (big-endian u32).
 pub(super) const PREFIX_LEN: usize = 5;
 
+/// A prefix's flag byte and length.
+fn prefix_fields(prefix: &[u8]) -> (u8, usize) {
+    (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
+}
+
 /// A stream's request or response body, taken out of the request/response before tonic wraps it
 /// (see [`InboundStream`]): tonic then decodes an empty body, and we read the real one.
 #[derive(Clone)]
@@ -261,8 +266,7 @@ impl InboundStream {
     /// The next message; `Ok(None)` at the end of the stream.
     pub(crate) async fn message(&mut self) -> Result<Option<Inbound>, Status> {
         let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
-        let (mut flag, mut len) =
-            (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+        let (mut flag, mut len) = prefix_fields(&prefix);
         // Room frames (the peer freed half of the ring this end writes) carry no message.
         while flag == shm::ROOM_FLAG
             && len == 0
@@ -270,7 +274,7 @@ impl InboundStream {
         {
             ring.room_said();
             let Some(prefix) = self.take(PREFIX_LEN, true).await? else { return Ok(None) };
-            (flag, len) = (prefix[0], u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize);
+            (flag, len) = prefix_fields(&prefix);
         }
         if flag == shm::STUB_FLAG && self.shared.is_some() && len == shm::STUB_LEN {
             let Some(stub) = self.take(len, false).await? else {

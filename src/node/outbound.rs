@@ -127,8 +127,7 @@ impl OutboundBody {
         let put = ring.put(len, fill);
         if let shm::Put::Sent(stub) = &put {
             self.buf.reserve(PREFIX_LEN + shm::STUB_LEN);
-            self.buf.put_u8(shm::STUB_FLAG);
-            self.buf.put_u32(shm::STUB_LEN as u32);
+            put_flagged(&mut self.buf, shm::STUB_FLAG, shm::STUB_LEN as u32);
             self.buf.extend_from_slice(stub);
         }
         put
@@ -255,9 +254,7 @@ impl hyper::body::Body for OutboundBody {
         if let Some(ring) = &this.shared {
             ring.register(cx.waker());
             if ring.owes_room() {
-                this.buf.reserve(PREFIX_LEN);
-                this.buf.put_u8(shm::ROOM_FLAG);
-                this.buf.put_u32(0);
+                put_flagged(&mut this.buf, shm::ROOM_FLAG, 0);
             }
         }
         if let Some(large) = this.next.take() {
@@ -328,10 +325,16 @@ impl hyper::body::Body for OutboundBody {
 fn put_prefix(buf: &mut BytesMut, len: usize) -> Result<(), Status> {
     let len = u32::try_from(len)
         .map_err(|_| Status::resource_exhausted(format!("a message of {len} bytes does not fit gRPC's framing")))?;
-    buf.reserve(PREFIX_LEN);
-    buf.put_u8(0);
-    buf.put_u32(len);
+    put_flagged(buf, 0, len);
     Ok(())
+}
+
+/// A 5-byte prefix with flag byte `flag` (0 for a gRPC message; a shared-memory stub or room
+/// frame otherwise, see `shm`) and length `len`.
+fn put_flagged(buf: &mut BytesMut, flag: u8, len: u32) {
+    buf.reserve(PREFIX_LEN);
+    buf.put_u8(flag);
+    buf.put_u32(len);
 }
 
 /// A server stream's last frame: its status as gRPC trailers.
